@@ -1,0 +1,21 @@
+//! Keyward's cryptographic primitives, all on aws-lc-rs: secret byte strings that zeroize on drop,
+//! AES-GCM for data encryption keys, AES key wrap with padding (RFC 5649) for key material at rest,
+//! HMAC for record integrity, and the one encoder and decoder of the DEK ciphertext format.
+//!
+//! This crate does no I/O and knows nothing of keys' lifecycle, HTTP or storage. Nothing here is
+//! hand-rolled cryptography: every primitive is a call into aws-lc-rs.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod ciphertext;
+mod error;
+mod primitives;
+mod secret;
+
+pub use ciphertext::{DekCiphertext, FORMAT_V1, VERSION_ID_LEN};
+pub use error::CryptoError;
+pub use primitives::{
+    Mac, aead_open, aead_seal, hmac_sha256, hmac_verify, kwp_unwrap, kwp_wrap, random_array,
+    random_secret, sha256,
+};
+pub use secret::Secret;
