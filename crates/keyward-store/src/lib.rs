@@ -1,1 +1,17 @@
-//! placeholder
+//! Keyward's [`Store`](keyward_core::Store) on SQLite: schema and migrations, row mapping, and
+//! group-committed writes.
+//!
+//! Every write goes through one writer thread that drains all pending writes into one
+//! transaction, each in its own savepoint, and commits with `synchronous = FULL` in WAL mode: one
+//! fsync for many requests, and a caller hears back only after its write is durable. Reads use a
+//! small pool of read-only connections and run on the caller's thread (they hit the page cache and
+//! take microseconds). This crate knows SQL and nothing of HTTP or key rules.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod rows;
+mod schema;
+mod sqlite;
+mod writer;
+
+pub use sqlite::{DB_FILE, SqliteStore};

@@ -1,0 +1,57 @@
+//! The `Custody` seam: whatever holds the master key encryption key (MKEK) and the record-signing
+//! key. Software keystore today, PKCS#11 HSMs later; the rest of Keyward sees only this trait.
+
+use keyward_crypto::Secret;
+
+/// Key material wrapped by a custody master key. Safe to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappedMaterial {
+    /// Which master key (and version) wrapped it, e.g. `software:mkek:1`.
+    pub wrapping_key: String,
+    /// The wrapped bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// A custody backend failure, translated at the seam.
+#[derive(Debug, thiserror::Error)]
+pub enum CustodyError {
+    /// The backend cannot serve now (HSM gone, login lost); retrying later may succeed.
+    #[error("custody backend unavailable: {0}")]
+    Unavailable(String),
+    /// Wrapped material or a record signature did not verify.
+    #[error("custody integrity check failed")]
+    IntegrityFailure,
+    /// The material was wrapped by a master key this backend does not hold.
+    #[error("unknown wrapping key {0}")]
+    UnknownWrappingKey(String),
+    /// The backend does not implement this operation.
+    #[error("operation not supported by this custody backend: {0}")]
+    Unsupported(&'static str),
+    /// Any other backend failure; detail for the log only.
+    #[error("custody backend error: {0}")]
+    Internal(String),
+}
+
+/// Holds the key hierarchy's roots. Implementations keep master keys inside themselves: no
+/// method returns the MKEK or the signing key.
+pub trait Custody: Send + Sync {
+    /// A short name for logs and health output (`software`, `pkcs11`).
+    fn name(&self) -> &'static str;
+
+    /// New random key material of `len` bytes, generated where the backend prefers.
+    fn generate_material(&self, len: usize) -> Result<Secret, CustodyError> {
+        keyward_crypto::random_secret(len).map_err(|e| CustodyError::Internal(e.to_string()))
+    }
+
+    /// Wraps key material under the current MKEK.
+    fn wrap_material(&self, material: &Secret) -> Result<WrappedMaterial, CustodyError>;
+
+    /// Unwraps key material; fails if it was altered or the wrapping key is unknown.
+    fn unwrap_material(&self, wrapped: &WrappedMaterial) -> Result<Secret, CustodyError>;
+
+    /// Signs a record's canonical bytes with the record-signing key.
+    fn sign_record(&self, data: &[u8]) -> Result<Vec<u8>, CustodyError>;
+
+    /// Verifies a record signature (in constant time where it is a MAC).
+    fn verify_record(&self, data: &[u8], signature: &[u8]) -> Result<(), CustodyError>;
+}

@@ -1,0 +1,70 @@
+//! Identifier newtypes, so a key id can never be passed where an instance id is expected.
+
+use uuid::Uuid;
+
+/// A malformed identifier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid identifier (expected a UUID)")]
+pub struct ParseIdError;
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            /// A new random (v4) identifier.
+            pub fn random() -> Self {
+                $name(Uuid::new_v4())
+            }
+            /// The 16 raw bytes.
+            pub fn as_bytes(&self) -> &[u8; 16] {
+                self.0.as_bytes()
+            }
+            /// From the 16 raw bytes.
+            pub fn from_bytes(bytes: [u8; 16]) -> Self {
+                $name(Uuid::from_bytes(bytes))
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = ParseIdError;
+            fn from_str(s: &str) -> Result<Self, ParseIdError> {
+                Uuid::try_parse(s).map($name).map_err(|_| ParseIdError)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.hyphenated().fmt(f)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// Identifies a key (root or standard) across all instances.
+    KeyId
+);
+uuid_id!(
+    /// Identifies a KMS instance (Key Protect's `bluemix-instance`).
+    InstanceId
+);
+uuid_id!(
+    /// Identifies one version of a key's material; carried inside every DEK ciphertext.
+    KeyVersionId
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_hyphenated_uuids() {
+        let id: KeyId = "12345678-1234-4234-8234-123456789abc".parse().unwrap_or_else(|_| KeyId::random());
+        assert_eq!(id.to_string(), "12345678-1234-4234-8234-123456789abc");
+        assert!("not-a-uuid".parse::<KeyId>().is_err());
+        assert!("".parse::<InstanceId>().is_err());
+    }
+}

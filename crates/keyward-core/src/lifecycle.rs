@@ -1,0 +1,143 @@
+//! The key lifecycle: states and the single transition function that holds Key Protect's rules.
+
+use crate::KeyError;
+
+/// A key's state, numbered as Key Protect numbers them on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyState {
+    /// Created but not yet usable (KMIP pre-active). Not produced by the REST API today.
+    PreActive,
+    /// Usable for every operation its kind allows.
+    Active,
+    /// Disabled by a user: refuses wrap and unwrap until enabled.
+    Suspended,
+    /// Past its expiration date: may unwrap old data but never wrap new data.
+    Deactivated,
+    /// Deleted: its material can no longer be used.
+    Destroyed,
+}
+
+impl KeyState {
+    /// Key Protect's number for the state.
+    pub fn code(self) -> u8 {
+        match self {
+            KeyState::PreActive => 0,
+            KeyState::Active => 1,
+            KeyState::Suspended => 2,
+            KeyState::Deactivated => 3,
+            KeyState::Destroyed => 5,
+        }
+    }
+
+    /// The state for a Key Protect number.
+    pub fn from_code(code: i64) -> Option<KeyState> {
+        Some(match code {
+            0 => KeyState::PreActive,
+            1 => KeyState::Active,
+            2 => KeyState::Suspended,
+            3 => KeyState::Deactivated,
+            5 => KeyState::Destroyed,
+            _ => return None,
+        })
+    }
+}
+
+/// Something a caller does to or with a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Encrypt a DEK.
+    Wrap,
+    /// Decrypt a DEK.
+    Unwrap,
+    /// Decrypt a DEK and encrypt it again under the latest version.
+    Rewrap,
+    /// Create a new version of the key material.
+    Rotate,
+    /// Suspend the key.
+    Disable,
+    /// Reactivate a suspended key.
+    Enable,
+    /// Destroy the key.
+    Delete,
+    /// Read a standard key's payload.
+    ReadPayload,
+}
+
+impl Action {
+    /// The name used in error messages and audit events.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Wrap => "wrap",
+            Action::Unwrap => "unwrap",
+            Action::Rewrap => "rewrap",
+            Action::Rotate => "rotate",
+            Action::Disable => "disable",
+            Action::Enable => "enable",
+            Action::Delete => "delete",
+            Action::ReadPayload => "read",
+        }
+    }
+}
+
+/// Key Protect's state table (see KEY-PROTECT.md): returns the state after `action`, or why the
+/// action is refused in state `from`. This is the only place these rules live.
+pub fn transition(from: KeyState, action: Action) -> Result<KeyState, KeyError> {
+    use Action::*;
+    use KeyState::*;
+    let to = match (from, action) {
+        (Active, Wrap | Unwrap | Rewrap | Rotate | ReadPayload) => Active,
+        (Deactivated, Unwrap | Rewrap | Rotate) => Deactivated,
+        (Active, Disable) => Suspended,
+        (Suspended, Enable) => Active,
+        (Active | Suspended | Deactivated, Delete) => Destroyed,
+        _ => return Err(KeyError::InvalidState { state: from, action }),
+    };
+    Ok(to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL_STATES: [KeyState; 5] = [
+        KeyState::PreActive,
+        KeyState::Active,
+        KeyState::Suspended,
+        KeyState::Deactivated,
+        KeyState::Destroyed,
+    ];
+
+    #[test]
+    fn matches_key_protects_table() {
+        use Action::*;
+        use KeyState::*;
+        // (action, states that permit it) from Key Protect's documented table.
+        let table: [(Action, &[KeyState]); 7] = [
+            (Wrap, &[Active]),
+            (Unwrap, &[Active, Deactivated]),
+            (Rewrap, &[Active, Deactivated]),
+            (Rotate, &[Active, Deactivated]),
+            (Enable, &[Suspended]),
+            (Disable, &[Active]),
+            (Delete, &[Active, Suspended, Deactivated]),
+        ];
+        for (action, allowed) in table {
+            for state in ALL_STATES {
+                let result = transition(state, action);
+                assert_eq!(result.is_ok(), allowed.contains(&state), "{action:?} in {state:?}");
+            }
+        }
+        assert_eq!(transition(Active, Disable).ok(), Some(Suspended));
+        assert_eq!(transition(Suspended, Enable).ok(), Some(Active));
+        assert_eq!(transition(Deactivated, Delete).ok(), Some(Destroyed));
+    }
+
+    #[test]
+    fn codes_round_trip() {
+        for s in ALL_STATES {
+            assert_eq!(KeyState::from_code(i64::from(s.code())), Some(s));
+        }
+        assert_eq!(KeyState::from_code(4), None);
+        assert_eq!(KeyState::from_code(-1), None);
+    }
+}

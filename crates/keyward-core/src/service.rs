@@ -1,0 +1,759 @@
+//! `KeyService`: every key operation, with its checks, its custody calls and its audit event.
+//! Transports translate requests into these calls and results back; they hold no rules.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyward_crypto::{DekCiphertext, Secret};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::key::{ALLOWED_ROOT_KEY_BYTES, MAX_STANDARD_KEY_BYTES};
+use crate::lifecycle::transition;
+use crate::{
+    Action, AuditEvent, Custody, CustodyError, Initiator, InstanceId, KeyError, KeyId, KeyKind,
+    KeyRecord, KeyState, KeyVersion, KeyVersionId, Outcome, Store, StoreError,
+};
+
+/// Largest DEK accepted by `wrap`, in bytes.
+pub const MAX_DEK_BYTES: usize = 4_096;
+/// Most AAD strings accepted per request.
+pub const MAX_AAD_ITEMS: usize = 32;
+/// Longest AAD string, in characters (Key Protect: 255).
+pub const MAX_AAD_ITEM_CHARS: usize = 255;
+const NAME_CHARS: std::ops::RangeInclusive<usize> = 2..=90;
+const MAX_DESCRIPTION_CHARS: usize = 240;
+const MAX_KEY_RING_CHARS: usize = 100;
+const GENERATED_KEY_BYTES: usize = 32;
+
+/// Source of the current time (a trait so tests can move time).
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// Key Protect's rate rules, configurable so tests need not wait.
+#[derive(Debug, Clone)]
+pub struct LifecycleConfig {
+    /// A key may be rotated by hand at most once per this interval (Key Protect: 1 hour).
+    pub min_rotation_interval: Duration,
+    /// A disabled key may be enabled only this long after it was disabled (Key Protect: 30 s).
+    pub enable_after_disable: Duration,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            min_rotation_interval: Duration::from_secs(3600),
+            enable_after_disable: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Who is calling, on which instance: established by the transport from a verified token.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// IAM id of the subject.
+    pub subject: String,
+    /// The instance the request is for.
+    pub instance: InstanceId,
+    /// Request id for audit and logs.
+    pub request_id: String,
+    /// Client address, if known.
+    pub address: Option<String>,
+}
+
+/// A key to create.
+#[derive(Debug)]
+pub struct NewKey {
+    /// Root or standard.
+    pub kind: KeyKind,
+    /// Name (2 to 90 characters).
+    pub name: String,
+    /// Optional description (at most 240 characters).
+    pub description: Option<String>,
+    /// Material to import; generated (256 bits) when absent.
+    pub payload: Option<Secret>,
+    /// Optional expiration.
+    pub expiration: Option<OffsetDateTime>,
+    /// Key ring; `default` when absent.
+    pub key_ring: Option<String>,
+}
+
+/// Which keys to list.
+#[derive(Debug, Clone)]
+pub struct KeyFilter {
+    /// Page size.
+    pub limit: u32,
+    /// Rows to skip.
+    pub offset: u32,
+    /// Only these states (all but Destroyed when empty, as Key Protect does).
+    pub states: Vec<KeyState>,
+    /// Only standard (`true`) or root (`false`) keys.
+    pub extractable: Option<bool>,
+}
+
+/// Result of `wrap`.
+#[derive(Debug)]
+pub struct WrapOutput {
+    /// The encoded DEK ciphertext.
+    pub ciphertext: Vec<u8>,
+    /// The DEK, when Keyward generated it (wrap without plaintext).
+    pub generated: Option<Secret>,
+    /// The root key version used.
+    pub version: KeyVersionId,
+}
+
+/// Result of `unwrap` and `rewrap`.
+#[derive(Debug)]
+pub struct UnwrapOutput {
+    /// The DEK.
+    pub plaintext: Secret,
+    /// The version that had sealed the ciphertext.
+    pub version: KeyVersionId,
+    /// When that version is not the latest: the DEK sealed again under the latest version.
+    pub rewrapped: Option<(Vec<u8>, KeyVersionId)>,
+}
+
+/// The key service. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct KeyService {
+    store: Arc<dyn Store>,
+    custody: Arc<dyn Custody>,
+    clock: Arc<dyn Clock>,
+    config: LifecycleConfig,
+}
+
+impl KeyService {
+    /// A service over `store` and `custody`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        custody: Arc<dyn Custody>,
+        clock: Arc<dyn Clock>,
+        config: LifecycleConfig,
+    ) -> Self {
+        KeyService { store, custody, clock, config }
+    }
+
+    /// The store (for the transport's own audit events, e.g. refused authentication).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The custody backend.
+    pub fn custody(&self) -> &Arc<dyn Custody> {
+        &self.custody
+    }
+
+    /// Creates a root or standard key, generated or imported.
+    pub async fn create_key(&self, caller: &Caller, spec: NewKey) -> Result<KeyRecord, KeyError> {
+        let action = "kms.secrets.create";
+        let result = self.create_key_inner(caller, spec, action).await;
+        self.audit_failure(caller, action, None, &result).await?;
+        result
+    }
+
+    async fn create_key_inner(
+        &self,
+        caller: &Caller,
+        spec: NewKey,
+        action: &str,
+    ) -> Result<KeyRecord, KeyError> {
+        validate_name(&spec.name)?;
+        if let Some(d) = &spec.description {
+            if d.chars().count() > MAX_DESCRIPTION_CHARS {
+                return Err(invalid(format!("description: at most {MAX_DESCRIPTION_CHARS} characters")));
+            }
+        }
+        let key_ring = spec.key_ring.unwrap_or_else(|| "default".to_owned());
+        if key_ring.is_empty() || key_ring.chars().count() > MAX_KEY_RING_CHARS {
+            return Err(invalid(format!("keyRingID: 1 to {MAX_KEY_RING_CHARS} characters")));
+        }
+        let now = self.clock.now();
+        if let Some(exp) = spec.expiration {
+            if exp <= now {
+                return Err(invalid("expirationDate: must be in the future".to_owned()));
+            }
+        }
+        let imported = spec.payload.is_some();
+        let material = match spec.payload {
+            Some(p) => {
+                check_material_size(spec.kind, p.len())?;
+                p
+            }
+            None => self.custody.generate_material(GENERATED_KEY_BYTES)?,
+        };
+        let bits = u16::try_from(material.len().saturating_mul(8)).unwrap_or(u16::MAX);
+        let id = KeyId::random();
+        let version = self.new_version(caller.instance, id, 1, &material, now)?;
+        let mut key = KeyRecord {
+            id,
+            instance: caller.instance,
+            kind: spec.kind,
+            name: spec.name,
+            description: spec.description,
+            state: KeyState::Active,
+            imported,
+            key_ring,
+            expiration: spec.expiration,
+            bits,
+            current_version: 1,
+            revision: 1,
+            created_at: now,
+            created_by: caller.subject.clone(),
+            updated_at: now,
+            state_changed_at: now,
+            last_rotated_at: None,
+            deleted_at: None,
+            deleted_by: None,
+            signature: Vec::new(),
+        };
+        self.sign_key(&mut key)?;
+        let event = self.success_event(caller, action, &key, Some(version.id), 201);
+        self.store.insert_key(&key, &version, &event).await?;
+        Ok(key)
+    }
+
+    /// A key's metadata and, for an active standard key, its payload.
+    pub async fn get_key(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+    ) -> Result<(KeyRecord, Option<Secret>), KeyError> {
+        let action = "kms.secrets.read";
+        let result = async {
+            let key = self.load(caller, id).await?;
+            let payload = if key.kind == KeyKind::Standard
+                && transition(self.effective_state(&key), Action::ReadPayload).is_ok()
+            {
+                let (_, material) = self.version_material(&key, key.current_version).await?;
+                Some(material)
+            } else {
+                None
+            };
+            Ok((key, payload))
+        }
+        .await;
+        self.audit(caller, action, Some(id), &result, |(k, _)| (k.state, None)).await?;
+        result
+    }
+
+    /// A key's metadata.
+    pub async fn key_metadata(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
+        let result = self.load(caller, id).await;
+        self.audit(caller, "kms.secrets.readmetadata", Some(id), &result, |k| (k.state, None)).await?;
+        result
+    }
+
+    /// A page of the instance's keys and the total that match.
+    pub async fn list_keys(
+        &self,
+        caller: &Caller,
+        filter: &KeyFilter,
+    ) -> Result<(Vec<KeyRecord>, u64), KeyError> {
+        let result = async {
+            let (keys, total) = self.store.keys(caller.instance, filter).await?;
+            for k in &keys {
+                self.verify_key(k)?;
+            }
+            Ok((keys, total))
+        }
+        .await;
+        self.audit_plain(caller, "kms.secrets.list", &result).await?;
+        result
+    }
+
+    /// Every version of a key, oldest first, with the key.
+    pub async fn key_versions(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+    ) -> Result<(KeyRecord, Vec<KeyVersion>), KeyError> {
+        let result = async {
+            let key = self.load(caller, id).await?;
+            let versions = self.store.key_versions(id).await?;
+            for v in &versions {
+                self.verify_version(&key, v)?;
+            }
+            Ok((key, versions))
+        }
+        .await;
+        self.audit(caller, "kms.secrets.listkeyversions", Some(id), &result, |(k, _)| (k.state, None))
+            .await?;
+        result
+    }
+
+    /// Encrypts `plaintext` (or a new 256-bit DEK when `None`) under the key's latest version.
+    pub async fn wrap(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        plaintext: Option<Secret>,
+        aad: &[String],
+    ) -> Result<WrapOutput, KeyError> {
+        let result = async {
+            check_aad(aad)?;
+            if let Some(p) = &plaintext {
+                if p.is_empty() || p.len() > MAX_DEK_BYTES {
+                    return Err(invalid(format!("plaintext: 1 to {MAX_DEK_BYTES} bytes")));
+                }
+            }
+            let key = self.load_root_for(caller, id, Action::Wrap).await?;
+            let (version, material) = self.version_material(&key, key.current_version).await?;
+            let (dek, generated) = match plaintext {
+                Some(p) => (p, false),
+                None => (self.custody.generate_material(GENERATED_KEY_BYTES)?, true),
+            };
+            let ct = seal(&material, &version, &aad_refs(aad), &dek)?;
+            Ok((key.state, WrapOutput { ciphertext: ct, generated: generated.then_some(dek), version: version.id }))
+        }
+        .await;
+        self.audit(caller, "kms.secrets.wrap", Some(id), &result, |(s, o)| (*s, Some(o.version))).await?;
+        result.map(|(_, o)| o)
+    }
+
+    /// Decrypts a DEK ciphertext of any version of the key; when that version is not the latest,
+    /// also returns the DEK sealed under the latest.
+    pub async fn unwrap(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        ciphertext: &[u8],
+        aad: &[String],
+    ) -> Result<UnwrapOutput, KeyError> {
+        let result = self.open(caller, id, ciphertext, aad, Action::Unwrap).await;
+        self.audit(caller, "kms.secrets.unwrap", Some(id), &result, |(s, o)| (*s, Some(o.version)))
+            .await?;
+        result.map(|(_, o)| o)
+    }
+
+    /// Decrypts a DEK ciphertext and seals it under the key's latest version.
+    pub async fn rewrap(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        ciphertext: &[u8],
+        aad: &[String],
+    ) -> Result<(Vec<u8>, KeyVersionId), KeyError> {
+        let result = async {
+            let (state, out) = self.open(caller, id, ciphertext, aad, Action::Rewrap).await?;
+            let rewrapped = match out.rewrapped {
+                Some(r) => r,
+                None => {
+                    let key = self.load(caller, id).await?;
+                    let (version, material) = self.version_material(&key, key.current_version).await?;
+                    (seal(&material, &version, &aad_refs(aad), &out.plaintext)?, version.id)
+                }
+            };
+            Ok((state, rewrapped))
+        }
+        .await;
+        self.audit(caller, "kms.secrets.rewrap", Some(id), &result, |(s, (_, v))| (*s, Some(*v)))
+            .await?;
+        result.map(|(_, r)| r)
+    }
+
+    async fn open(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        ciphertext: &[u8],
+        aad: &[String],
+        action: Action,
+    ) -> Result<(KeyState, UnwrapOutput), KeyError> {
+        check_aad(aad)?;
+        let ct = DekCiphertext::decode(ciphertext).map_err(|_| KeyError::InvalidCiphertext)?;
+        let key = self.load_root_for(caller, id, action).await?;
+        let version = self
+            .store
+            .key_version_by_id(id, KeyVersionId::from_bytes(ct.version_id))
+            .await?
+            .ok_or(KeyError::InvalidCiphertext)?;
+        self.verify_version(&key, &version)?;
+        let material = self.custody.unwrap_material(&version.material)?;
+        let aad = aad_refs(aad);
+        let plaintext =
+            ct.open(&material, key.id.as_bytes(), &aad).map_err(|_| KeyError::InvalidCiphertext)?;
+        let rewrapped = if version.number != key.current_version {
+            let (latest, material) = self.version_material(&key, key.current_version).await?;
+            Some((seal(&material, &latest, &aad, &plaintext)?, latest.id))
+        } else {
+            None
+        };
+        Ok((key.state, UnwrapOutput { plaintext, version: version.id, rewrapped }))
+    }
+
+    /// Creates a new version of a root key: generated, or from `payload` for an imported key.
+    pub async fn rotate(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        payload: Option<Secret>,
+    ) -> Result<KeyRecord, KeyError> {
+        let action = "kms.secrets.rotate";
+        let result = async {
+            let mut key = self.load_root_for(caller, id, Action::Rotate).await?;
+            let now = self.clock.now();
+            if let Some(last) = key.last_rotated_at {
+                if now < last + self.config.min_rotation_interval {
+                    return Err(KeyError::TooSoon(format!(
+                        "a key can be rotated at most once every {} seconds",
+                        self.config.min_rotation_interval.as_secs()
+                    )));
+                }
+            }
+            let material = match (key.imported, payload) {
+                (true, Some(p)) => {
+                    check_material_size(key.kind, p.len())?;
+                    p
+                }
+                (true, None) => return Err(invalid("payload: an imported key is rotated with new key material".to_owned())),
+                (false, Some(_)) => return Err(invalid("payload: only imported keys are rotated with a payload".to_owned())),
+                (false, None) => self.custody.generate_material(GENERATED_KEY_BYTES)?,
+            };
+            let number = key.current_version.checked_add(1).ok_or(KeyError::Conflict)?;
+            let version = self.new_version(key.instance, key.id, number, &material, now)?;
+            key.current_version = number;
+            key.bits = u16::try_from(material.len().saturating_mul(8)).unwrap_or(u16::MAX);
+            key.last_rotated_at = Some(now);
+            self.save(caller, action, &mut key, Some(&version), now).await?;
+            Ok(key)
+        }
+        .await;
+        self.audit_failure(caller, action, Some(id), &result).await?;
+        result
+    }
+
+    /// Suspends a key: wrap and unwrap are refused until it is enabled.
+    pub async fn disable(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
+        self.change_state(caller, id, Action::Disable, "kms.secrets.disable").await
+    }
+
+    /// Reactivates a suspended key.
+    pub async fn enable(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
+        self.change_state(caller, id, Action::Enable, "kms.secrets.enable").await
+    }
+
+    /// Destroys a key: its material can no longer be used.
+    pub async fn delete(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
+        self.change_state(caller, id, Action::Delete, "kms.secrets.delete").await
+    }
+
+    async fn change_state(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        action: Action,
+        event_action: &str,
+    ) -> Result<KeyRecord, KeyError> {
+        let result = async {
+            let mut key = self.load(caller, id).await?;
+            let now = self.clock.now();
+            let next = transition(self.effective_state(&key), action)?;
+            if action == Action::Enable
+                && now < key.state_changed_at + self.config.enable_after_disable
+            {
+                return Err(KeyError::TooSoon(format!(
+                    "a disabled key can be enabled only {} seconds after it was disabled",
+                    self.config.enable_after_disable.as_secs()
+                )));
+            }
+            key.state = next;
+            key.state_changed_at = now;
+            if action == Action::Delete {
+                key.deleted_at = Some(now);
+                key.deleted_by = Some(caller.subject.clone());
+            }
+            self.save(caller, event_action, &mut key, None, now).await?;
+            Ok(key)
+        }
+        .await;
+        self.audit_failure(caller, event_action, Some(id), &result).await?;
+        result
+    }
+
+    // ---- helpers ----
+
+    /// Loads and verifies a key of the caller's instance.
+    async fn load(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
+        let key = self.store.key(caller.instance, id).await?.ok_or(KeyError::NotFound)?;
+        self.verify_key(&key)?;
+        Ok(key)
+    }
+
+    async fn load_root_for(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        action: Action,
+    ) -> Result<KeyRecord, KeyError> {
+        let key = self.load(caller, id).await?;
+        if key.kind != KeyKind::Root {
+            return Err(KeyError::WrongKeyKind("this operation requires a root key (extractable: false)"));
+        }
+        transition(self.effective_state(&key), action)?;
+        Ok(key)
+    }
+
+    /// The state that governs use: an Active key past its expiration date is Deactivated even
+    /// before the scheduler records it.
+    fn effective_state(&self, key: &KeyRecord) -> KeyState {
+        match (key.state, key.expiration) {
+            (KeyState::Active, Some(exp)) if exp <= self.clock.now() => KeyState::Deactivated,
+            (s, _) => s,
+        }
+    }
+
+    fn verify_key(&self, key: &KeyRecord) -> Result<(), KeyError> {
+        self.custody.verify_record(&key.signed_bytes(), &key.signature).map_err(integrity)
+    }
+
+    fn verify_version(&self, key: &KeyRecord, v: &KeyVersion) -> Result<(), KeyError> {
+        if v.key_id != key.id {
+            return Err(KeyError::IntegrityFailure);
+        }
+        self.custody.verify_record(&v.signed_bytes(key.instance), &v.signature).map_err(integrity)
+    }
+
+    fn sign_key(&self, key: &mut KeyRecord) -> Result<(), KeyError> {
+        key.signature = self.custody.sign_record(&key.signed_bytes())?;
+        Ok(())
+    }
+
+    async fn version_material(
+        &self,
+        key: &KeyRecord,
+        number: u32,
+    ) -> Result<(KeyVersion, Secret), KeyError> {
+        let version =
+            self.store.key_version(key.id, number).await?.ok_or(KeyError::IntegrityFailure)?;
+        self.verify_version(key, &version)?;
+        let material = self.custody.unwrap_material(&version.material).map_err(integrity)?;
+        Ok((version, material))
+    }
+
+    fn new_version(
+        &self,
+        instance: InstanceId,
+        key_id: KeyId,
+        number: u32,
+        material: &Secret,
+        now: OffsetDateTime,
+    ) -> Result<KeyVersion, KeyError> {
+        let mut v = KeyVersion {
+            key_id,
+            number,
+            id: KeyVersionId::random(),
+            created_at: now,
+            material: self.custody.wrap_material(material)?,
+            signature: Vec::new(),
+        };
+        v.signature = self.custody.sign_record(&v.signed_bytes(instance))?;
+        Ok(v)
+    }
+
+    async fn save(
+        &self,
+        caller: &Caller,
+        action: &str,
+        key: &mut KeyRecord,
+        version: Option<&KeyVersion>,
+        now: OffsetDateTime,
+    ) -> Result<(), KeyError> {
+        key.revision = key.revision.checked_add(1).ok_or(KeyError::Conflict)?;
+        key.updated_at = now;
+        self.sign_key(key)?;
+        let code = if action == "kms.secrets.delete" { 200 } else { 204 };
+        let event = self.success_event(caller, action, key, version.map(|v| v.id), code);
+        self.store.update_key(key, version, &event).await.map_err(|e| match e {
+            StoreError::Conflict => KeyError::Conflict,
+            e => KeyError::Store(e),
+        })
+    }
+
+    fn success_event(
+        &self,
+        caller: &Caller,
+        action: &str,
+        key: &KeyRecord,
+        version: Option<KeyVersionId>,
+        code: u16,
+    ) -> AuditEvent {
+        let mut e = self.event(caller, action, Some(key.id), Outcome::Success, code, None);
+        e.key_state = Some(key.state.code());
+        e.key_version = version.map(|v| v.to_string());
+        e
+    }
+
+    fn event(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: Option<KeyId>,
+        outcome: Outcome,
+        reason_code: u16,
+        reason: Option<String>,
+    ) -> AuditEvent {
+        AuditEvent {
+            id: Uuid::new_v4(),
+            time: self.clock.now(),
+            action: action.to_owned(),
+            outcome,
+            reason_code,
+            reason,
+            initiator: Initiator { id: caller.subject.clone(), address: caller.address.clone() },
+            instance: Some(caller.instance.to_string()),
+            target: target.map(|t| t.to_string()),
+            key_state: None,
+            key_version: None,
+            request_id: caller.request_id.clone(),
+        }
+    }
+
+    /// Records the outcome of an action that changes nothing (success or failure).
+    async fn audit<T>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: Option<KeyId>,
+        result: &Result<T, KeyError>,
+        describe: impl FnOnce(&T) -> (KeyState, Option<KeyVersionId>),
+    ) -> Result<(), KeyError> {
+        let event = match result {
+            Ok(v) => {
+                let (state, version) = describe(v);
+                let mut e = self.event(caller, action, target, Outcome::Success, 200, None);
+                e.key_state = Some(state.code());
+                e.key_version = version.map(|v| v.to_string());
+                e
+            }
+            Err(err) => self.failure_event(caller, action, target, err),
+        };
+        self.store.append_audit(&event).await.map_err(KeyError::Store)
+    }
+
+    async fn audit_plain<T>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        result: &Result<T, KeyError>,
+    ) -> Result<(), KeyError> {
+        let event = match result {
+            Ok(_) => self.event(caller, action, None, Outcome::Success, 200, None),
+            Err(err) => self.failure_event(caller, action, None, err),
+        };
+        self.store.append_audit(&event).await.map_err(KeyError::Store)
+    }
+
+    /// Records a failure; successes of changing actions were recorded with the change itself.
+    async fn audit_failure<T>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: Option<KeyId>,
+        result: &Result<T, KeyError>,
+    ) -> Result<(), KeyError> {
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let event = self.failure_event(caller, action, target, err);
+                self.store.append_audit(&event).await.map_err(KeyError::Store)
+            }
+        }
+    }
+
+    fn failure_event(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: Option<KeyId>,
+        err: &KeyError,
+    ) -> AuditEvent {
+        self.event(caller, action, target, Outcome::Failure, err.reason_code(), Some(err.to_string()))
+    }
+}
+
+impl KeyError {
+    /// The HTTP-style reason code for this error: the status the API answers with and the CADF
+    /// `reasonCode` of the audit event, from one table so they cannot disagree.
+    pub fn reason_code(&self) -> u16 {
+        match self {
+            KeyError::NotFound => 404,
+            KeyError::InvalidInput(_) | KeyError::WrongKeyKind(_) => 400,
+            KeyError::InvalidState { .. } => 409,
+            KeyError::InvalidCiphertext => 422,
+            KeyError::TooSoon(_) | KeyError::Conflict => 409,
+            KeyError::IntegrityFailure => 500,
+            KeyError::Custody(CustodyError::Unavailable(_)) => 503,
+            KeyError::Custody(CustodyError::IntegrityFailure) => 500,
+            KeyError::Custody(_) => 500,
+            KeyError::Store(StoreError::Conflict) => 409,
+            KeyError::Store(StoreError::Unavailable(_)) => 503,
+            KeyError::Store(_) => 500,
+        }
+    }
+}
+
+fn integrity(e: CustodyError) -> KeyError {
+    match e {
+        CustodyError::IntegrityFailure | CustodyError::UnknownWrappingKey(_) => KeyError::IntegrityFailure,
+        e => KeyError::Custody(e),
+    }
+}
+
+fn invalid(msg: String) -> KeyError {
+    KeyError::InvalidInput(msg)
+}
+
+fn seal(material: &Secret, version: &KeyVersion, aad: &[&str], dek: &Secret) -> Result<Vec<u8>, KeyError> {
+    DekCiphertext::seal(material, *version.id.as_bytes(), version.key_id.as_bytes(), aad, dek)
+        .map(|c| c.encode())
+        .map_err(|e| KeyError::Custody(CustodyError::Internal(e.to_string())))
+}
+
+fn aad_refs(aad: &[String]) -> Vec<&str> {
+    aad.iter().map(String::as_str).collect()
+}
+
+fn check_aad(aad: &[String]) -> Result<(), KeyError> {
+    if aad.len() > MAX_AAD_ITEMS {
+        return Err(invalid(format!("aad: at most {MAX_AAD_ITEMS} strings")));
+    }
+    if aad.iter().any(|a| a.chars().count() > MAX_AAD_ITEM_CHARS) {
+        return Err(invalid(format!("aad: each string at most {MAX_AAD_ITEM_CHARS} characters")));
+    }
+    Ok(())
+}
+
+fn check_material_size(kind: KeyKind, len: usize) -> Result<(), KeyError> {
+    match kind {
+        KeyKind::Root if !ALLOWED_ROOT_KEY_BYTES.contains(&len) => Err(invalid(format!(
+            "payload: a root key must be 128, 192 or 256 bits (got {} bits)",
+            len.saturating_mul(8)
+        ))),
+        KeyKind::Standard if len == 0 || len > MAX_STANDARD_KEY_BYTES => Err(invalid(format!(
+            "payload: a standard key must be 1 to {MAX_STANDARD_KEY_BYTES} bytes"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), KeyError> {
+    let n = name.chars().count();
+    if !NAME_CHARS.contains(&n) || name.chars().any(char::is_control) || name.trim() != name {
+        return Err(invalid(
+            "name: 2 to 90 characters, no control characters or surrounding spaces".to_owned(),
+        ));
+    }
+    Ok(())
+}

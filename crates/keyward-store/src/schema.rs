@@ -1,0 +1,86 @@
+//! Schema migrations, applied in order and recorded in `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: instances, keys and versions, identities, token-signing keys, audit events.
+    "CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE keys (
+        id TEXT PRIMARY KEY,
+        instance_id TEXT NOT NULL REFERENCES instances(id),
+        kind INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT,
+        state INTEGER NOT NULL,
+        imported INTEGER NOT NULL,
+        key_ring TEXT NOT NULL,
+        expiration INTEGER,
+        bits INTEGER NOT NULL,
+        current_version INTEGER NOT NULL,
+        revision INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        state_changed_at INTEGER NOT NULL,
+        last_rotated_at INTEGER,
+        deleted_at INTEGER,
+        deleted_by TEXT,
+        signature BLOB NOT NULL
+    );
+    CREATE INDEX keys_by_instance ON keys(instance_id, created_at, id);
+    CREATE TABLE key_versions (
+        key_id TEXT NOT NULL REFERENCES keys(id),
+        number INTEGER NOT NULL,
+        id TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        wrapping_key TEXT NOT NULL,
+        material BLOB NOT NULL,
+        signature BLOB NOT NULL,
+        PRIMARY KEY (key_id, number)
+    );
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        secret_hash BLOB NOT NULL,
+        subject TEXT NOT NULL,
+        account TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        locked INTEGER NOT NULL
+    );
+    CREATE TABLE signing_keys (
+        kid TEXT PRIMARY KEY,
+        wrapping_key TEXT NOT NULL,
+        private_key BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE audit_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        time INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        instance_id TEXT,
+        target TEXT,
+        initiator TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        event TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_time ON audit_events(time);",
+];
+
+/// Brings the database to the latest schema, one transaction per migration.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?.try_into().unwrap_or(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

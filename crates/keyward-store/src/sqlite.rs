@@ -1,0 +1,338 @@
+//! `SqliteStore`: the Store implementation over one SQLite file in the data directory.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use keyward_core::{
+    ApiKeyRecord, AuditEvent, InstanceId, InstanceRecord, KeyFilter, KeyId, KeyRecord, KeyState,
+    KeyVersion, KeyVersionId, SigningKeyRecord, Store, StoreError,
+};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
+
+use crate::rows::*;
+use crate::schema::migrate;
+use crate::writer::Writer;
+
+/// The database file's name inside the data directory.
+pub const DB_FILE: &str = "keyward.db";
+const MAX_IDLE_READERS: usize = 16;
+
+/// SQLite-backed store. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    path: std::path::PathBuf,
+    writer: Writer,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/keyward.db`, migrates it and starts the writer.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(DB_FILE);
+        let mut conn = Connection::open(&path).map_err(sql_error)?;
+        // WAL with synchronous=FULL: every commit is fsynced before the writer reports success.
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql_error)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(sql_error)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(sql_error)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql_error)?;
+        migrate(&mut conn).map_err(sql_error)?;
+        set_private(&path);
+        let writer = Writer::start(conn).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(SqliteStore { path, writer, readers: Mutex::new(Vec::new()) })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let conn = match self.readers.lock().map(|mut r| r.pop()) {
+            Ok(Some(c)) => c,
+            _ => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(sql_error)?;
+                c.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql_error)?;
+                c
+            }
+        };
+        let result = f(&conn).map_err(sql_error);
+        if let Ok(mut pool) = self.readers.lock() {
+            if pool.len() < MAX_IDLE_READERS {
+                pool.push(conn);
+            }
+        }
+        result
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.writer.write(move |c| f(c).map_err(sql_error)).await
+    }
+}
+
+/// The database file holds wrapped key material and audit events: owner-only.
+fn set_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+fn insert_audit(c: &Connection, e: &AuditEvent) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO audit_events (id, time, action, outcome, instance_id, target, initiator, request_id, event)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        e.id.to_string(),
+        nanos(e.time),
+        e.action,
+        e.outcome.as_str(),
+        e.instance,
+        e.target,
+        e.initiator.id,
+        e.request_id,
+        cadf_json(e),
+    ])?;
+    Ok(())
+}
+
+fn insert_version(c: &Connection, v: &KeyVersion) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO key_versions (key_id, number, id, created_at, wrapping_key, material, signature)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        v.key_id.to_string(),
+        v.number,
+        v.id.to_string(),
+        nanos(v.created_at),
+        v.material.wrapping_key,
+        v.material.bytes,
+        v.signature,
+    ])?;
+    Ok(())
+}
+
+fn revision(k: &KeyRecord) -> i64 {
+    i64::try_from(k.revision).unwrap_or(i64::MAX)
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn key(&self, instance: InstanceId, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = ?1 AND instance_id = ?2"))?
+                .query_row(params![id.to_string(), instance.to_string()], key_from_row)
+                .optional()
+        })
+    }
+
+    async fn key_version(&self, key: KeyId, number: u32) -> Result<Option<KeyVersion>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = ?1 AND number = ?2"))?
+                .query_row(params![key.to_string(), number], version_from_row)
+                .optional()
+        })
+    }
+
+    async fn key_version_by_id(&self, key: KeyId, id: KeyVersionId) -> Result<Option<KeyVersion>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = ?1 AND id = ?2"))?
+                .query_row(params![key.to_string(), id.to_string()], version_from_row)
+                .optional()
+        })
+    }
+
+    async fn key_versions(&self, key: KeyId) -> Result<Vec<KeyVersion>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = ?1 ORDER BY number"))?
+                .query_map(params![key.to_string()], version_from_row)?
+                .collect()
+        })
+    }
+
+    async fn keys(&self, instance: InstanceId, filter: &KeyFilter) -> Result<(Vec<KeyRecord>, u64), StoreError> {
+        let states: Vec<i64> = if filter.states.is_empty() {
+            [KeyState::PreActive, KeyState::Active, KeyState::Suspended, KeyState::Deactivated]
+                .iter()
+                .map(|s| i64::from(s.code()))
+                .collect()
+        } else {
+            filter.states.iter().map(|s| i64::from(s.code())).collect()
+        };
+        let mut cond = format!("instance_id = ? AND state IN ({})", vec!["?"; states.len()].join(","));
+        let mut args: Vec<rusqlite::types::Value> = vec![instance.to_string().into()];
+        args.extend(states.into_iter().map(rusqlite::types::Value::from));
+        if let Some(extractable) = filter.extractable {
+            cond.push_str(" AND kind = ?");
+            args.push(i64::from(extractable).into());
+        }
+        let (limit, offset) = (i64::from(filter.limit), i64::from(filter.offset));
+        self.read(move |c| {
+            let total: i64 = c
+                .prepare_cached(&format!("SELECT COUNT(*) FROM keys WHERE {cond}"))?
+                .query_row(params_from_iter(args.iter()), |r| r.get(0))?;
+            let mut page_args = args.clone();
+            page_args.push(limit.into());
+            page_args.push(offset.into());
+            let keys = c
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM keys WHERE {cond} ORDER BY created_at, id LIMIT ? OFFSET ?"
+                ))?
+                .query_map(params_from_iter(page_args.iter()), key_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((keys, u64::try_from(total).unwrap_or(0)))
+        })
+    }
+
+    async fn insert_key(&self, key: &KeyRecord, version: &KeyVersion, event: &AuditEvent) -> Result<(), StoreError> {
+        let (k, v, e) = (key.clone(), version.clone(), event.clone());
+        self.write(move |c| {
+            c.prepare_cached(&format!(
+                "INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+            ))?
+            .execute(params![
+                k.id.to_string(),
+                k.instance.to_string(),
+                kind_code(k.kind),
+                k.name,
+                k.description,
+                k.state.code(),
+                k.imported,
+                k.key_ring,
+                opt_nanos(k.expiration),
+                k.bits,
+                k.current_version,
+                revision(&k),
+                nanos(k.created_at),
+                k.created_by,
+                nanos(k.updated_at),
+                nanos(k.state_changed_at),
+                opt_nanos(k.last_rotated_at),
+                opt_nanos(k.deleted_at),
+                k.deleted_by,
+                k.signature,
+            ])?;
+            insert_version(c, &v)?;
+            insert_audit(c, &e)
+        })
+        .await
+    }
+
+    async fn update_key(&self, key: &KeyRecord, new_version: Option<&KeyVersion>, event: &AuditEvent) -> Result<(), StoreError> {
+        let (k, v, e) = (key.clone(), new_version.cloned(), event.clone());
+        let updated = self
+            .write(move |c| {
+                let n = c
+                    .prepare_cached(
+                        "UPDATE keys SET name = ?2, description = ?3, state = ?4, key_ring = ?5, expiration = ?6,
+                            bits = ?7, current_version = ?8, revision = ?9, updated_at = ?10, state_changed_at = ?11,
+                            last_rotated_at = ?12, deleted_at = ?13, deleted_by = ?14, signature = ?15
+                         WHERE id = ?1 AND revision = ?16",
+                    )?
+                    .execute(params![
+                        k.id.to_string(),
+                        k.name,
+                        k.description,
+                        k.state.code(),
+                        k.key_ring,
+                        opt_nanos(k.expiration),
+                        k.bits,
+                        k.current_version,
+                        revision(&k),
+                        nanos(k.updated_at),
+                        nanos(k.state_changed_at),
+                        opt_nanos(k.last_rotated_at),
+                        opt_nanos(k.deleted_at),
+                        k.deleted_by,
+                        k.signature,
+                        revision(&k) - 1,
+                    ])?;
+                if n != 1 {
+                    // Compare-and-swap lost: abort this write's savepoint.
+                    return Err(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+                        Some("stale revision".into()),
+                    ));
+                }
+                if let Some(v) = &v {
+                    insert_version(c, v)?;
+                }
+                insert_audit(c, &e)
+            })
+            .await;
+        updated
+    }
+
+    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let e = event.clone();
+        self.write(move |c| insert_audit(c, &e)).await
+    }
+
+    async fn instance(&self, id: InstanceId) -> Result<Option<InstanceRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT id, account, name, created_at FROM instances WHERE id = ?1")?
+                .query_row(params![id.to_string()], instance_from_row)
+                .optional()
+        })
+    }
+
+    async fn insert_instance(&self, instance: &InstanceRecord, event: &AuditEvent) -> Result<(), StoreError> {
+        let (i, e) = (instance.clone(), event.clone());
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO instances (id, account, name, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![i.id.to_string(), i.account, i.name, nanos(i.created_at)],
+            )?;
+            insert_audit(c, &e)
+        })
+        .await
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT id, secret_hash, subject, account, name, created_at, locked FROM api_keys WHERE id = ?1")?
+                .query_row(params![id], api_key_from_row)
+                .optional()
+        })
+    }
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord, event: &AuditEvent) -> Result<(), StoreError> {
+        let (k, e) = (key.clone(), event.clone());
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO api_keys (id, secret_hash, subject, account, name, created_at, locked)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![k.id, k.secret_hash.to_vec(), k.subject, k.account, k.name, nanos(k.created_at), k.locked],
+            )?;
+            insert_audit(c, &e)
+        })
+        .await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT kid, wrapping_key, private_key, created_at FROM signing_keys ORDER BY created_at DESC")?
+                .query_map([], signing_key_from_row)?
+                .collect()
+        })
+    }
+
+    async fn insert_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StoreError> {
+        let k = key.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO signing_keys (kid, wrapping_key, private_key, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![k.kid, k.private_key.wrapping_key, k.private_key.bytes, nanos(k.created_at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
