@@ -1,1 +1,327 @@
-//! placeholder
+//! Key Protect API v2 wire types: the JSON bodies, media types and headers of IBM Key Protect, as
+//! the `keyprotect` SDK models them. Shared by the Keyward server and `keyward-client`, so the two
+//! cannot drift. Serialization lives here and nowhere deeper: domain types are not `Serialize`.
+//!
+//! Field names follow the wire exactly (camelCase, `keyRingID`, `interval_month`), hence the
+//! renames.
+
+use serde::{Deserialize, Serialize};
+
+/// Media types Key Protect uses.
+pub mod media {
+    /// A key resource (create, get, metadata, list).
+    pub const KEY: &str = "application/vnd.ibm.kms.key+json";
+    /// A key action body (wrap, unwrap, rewrap, rotate).
+    pub const KEY_ACTION: &str = "application/vnd.ibm.kms.key_action+json";
+    /// An error collection.
+    pub const ERROR: &str = "application/vnd.ibm.kms.error+json";
+    /// A key version collection.
+    pub const KEY_VERSION: &str = "application/vnd.ibm.kms.key_version+json";
+}
+
+/// Header names.
+pub mod headers {
+    /// The instance the request is for.
+    pub const INSTANCE: &str = "bluemix-instance";
+    /// `return=representation` or `return=minimal`.
+    pub const PREFER: &str = "prefer";
+    /// Key ring of the request.
+    pub const KEY_RING: &str = "x-kms-key-ring";
+    /// Total number of keys (HEAD /api/v2/keys).
+    pub const KEY_TOTAL: &str = "x-kms-key-total";
+    /// Correlation id echoed back.
+    pub const CORRELATION_ID: &str = "correlation-id";
+    /// Request id.
+    pub const REQUEST_ID: &str = "x-request-id";
+}
+
+/// Collection metadata on every collection body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectionMetadata {
+    /// Media type of the resources.
+    pub collection_type: String,
+    /// Number of resources in this body.
+    pub collection_total: u64,
+    /// Total matching (lists with `totalCount=true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_count: Option<u64>,
+}
+
+/// A collection body: `{"metadata": ..., "resources": [...]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Collection<T> {
+    /// Collection metadata.
+    pub metadata: CollectionMetadata,
+    /// The resources.
+    pub resources: Vec<T>,
+}
+
+impl<T> Collection<T> {
+    /// A collection of `resources` of media type `collection_type`.
+    pub fn new(collection_type: &str, resources: Vec<T>) -> Self {
+        Collection {
+            metadata: CollectionMetadata {
+                collection_type: collection_type.to_owned(),
+                collection_total: resources.len() as u64,
+                total_count: None,
+            },
+            resources,
+        }
+    }
+}
+
+/// The create-key request resource.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyCreate {
+    /// Optional; `application/vnd.ibm.kms.key+json`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// Key name.
+    pub name: String,
+    /// Description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// `true` for a standard key, `false` (default) for a root key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extractable: Option<bool>,
+    /// Base64 key material to import.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    /// RFC 3339 expiration date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration_date: Option<String>,
+    /// Key ring.
+    #[serde(rename = "keyRingID", default, skip_serializing_if = "Option::is_none")]
+    pub key_ring_id: Option<String>,
+}
+
+/// Algorithm metadata of a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlgorithmMetadata {
+    /// Bits, as a string ("256").
+    pub bit_length: String,
+    /// Mode ("CBC_PAD" on Key Protect; informational).
+    pub mode: String,
+}
+
+/// A key version reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyVersionRef {
+    /// Version id.
+    pub id: String,
+    /// When the version was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_date: Option<String>,
+}
+
+/// Dual authorization status of a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DualAuthDelete {
+    /// Whether dual authorization is required to delete.
+    pub enabled: bool,
+}
+
+/// A key as Key Protect returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Key {
+    /// `application/vnd.ibm.kms.key+json`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Key id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Numeric state.
+    pub state: u8,
+    /// Expiration date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration_date: Option<String>,
+    /// Standard (`true`) or root key.
+    pub extractable: bool,
+    /// The key's CRN.
+    pub crn: String,
+    /// Whether the material was imported.
+    pub imported: bool,
+    /// Key ring.
+    #[serde(rename = "keyRingID")]
+    pub key_ring_id: String,
+    /// Creation date.
+    pub creation_date: String,
+    /// Creator.
+    pub created_by: String,
+    /// `AES`.
+    pub algorithm_type: String,
+    /// Algorithm metadata.
+    pub algorithm_metadata: AlgorithmMetadata,
+    /// Bits.
+    pub algorithm_bit_size: u32,
+    /// Mode.
+    pub algorithm_mode: String,
+    /// Last update.
+    pub last_update_date: String,
+    /// Last rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotate_date: Option<String>,
+    /// Current version.
+    pub key_version: KeyVersionRef,
+    /// Dual authorization.
+    pub dual_auth_delete: DualAuthDelete,
+    /// Whether it is deleted.
+    pub deleted: bool,
+    /// Deletion date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_date: Option<String>,
+    /// Who deleted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_by: Option<String>,
+    /// Base64 material: standard keys only, on GET.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+}
+
+/// Body of wrap.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrapRequest {
+    /// Base64 DEK; absent to have one generated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plaintext: Option<String>,
+    /// Additional authenticated data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aad: Option<Vec<String>>,
+}
+
+/// Body of unwrap and rewrap.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnwrapRequest {
+    /// Base64 ciphertext from wrap.
+    pub ciphertext: String,
+    /// Additional authenticated data (as given to wrap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aad: Option<Vec<String>>,
+}
+
+/// Body of rotate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotateRequest {
+    /// New base64 material, for imported keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+}
+
+/// Response of wrap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WrapResponse {
+    /// The generated DEK (only when none was sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plaintext: Option<String>,
+    /// Base64 ciphertext.
+    pub ciphertext: String,
+    /// The version that wrapped it.
+    pub key_version: KeyVersionRef,
+}
+
+/// Response of unwrap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnwrapResponse {
+    /// Base64 DEK.
+    pub plaintext: String,
+    /// The version that had wrapped it.
+    pub key_version: KeyVersionRef,
+    /// When that version is not the latest: the DEK wrapped by the latest version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ciphertext: Option<String>,
+    /// The latest version, when `ciphertext` is present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrapped_key_version: Option<KeyVersionRef>,
+}
+
+/// Response of rewrap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RewrapResponse {
+    /// Base64 ciphertext under the latest version.
+    pub ciphertext: String,
+    /// The latest version.
+    pub key_version: KeyVersionRef,
+    /// The latest version (Key Protect's field for the version rewrapped to).
+    pub rewrapped_key_version: KeyVersionRef,
+}
+
+/// One error reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorReason {
+    /// Machine-readable code, e.g. `KEY_NOT_FOUND_ERR`.
+    pub code: String,
+    /// What went wrong and what to do.
+    pub message: String,
+    /// HTTP status.
+    pub status: u16,
+    /// Where to read more.
+    pub more_info: String,
+}
+
+/// One error resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorResource {
+    /// Summary: status text and message.
+    pub error_msg: String,
+    /// Reasons.
+    pub reasons: Vec<ErrorReason>,
+}
+
+/// The IAM token response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenResponse {
+    /// The JWT.
+    pub access_token: String,
+    /// IBM returns a refresh token; Keyward returns `not_supported`.
+    pub refresh_token: String,
+    /// `Bearer`.
+    pub token_type: String,
+    /// Seconds to expiry.
+    pub expires_in: i64,
+    /// Expiry, Unix seconds.
+    pub expiration: i64,
+    /// `ibm openid`.
+    pub scope: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_create_reads_key_protects_field_names() {
+        let body = r#"{"type":"application/vnd.ibm.kms.key+json","name":"k","extractable":false,
+                       "keyRingID":"default","expirationDate":"2030-01-01T00:00:00Z","payload":"AAAA"}"#;
+        let k: KeyCreate = serde_json::from_str(body).unwrap_or_default();
+        assert_eq!(k.key_ring_id.as_deref(), Some("default"));
+        assert_eq!(k.expiration_date.as_deref(), Some("2030-01-01T00:00:00Z"));
+        assert_eq!(k.extractable, Some(false));
+    }
+
+    #[test]
+    fn unwrap_response_omits_rewrap_fields_when_absent() {
+        let r = UnwrapResponse {
+            plaintext: "p".into(),
+            key_version: KeyVersionRef { id: "v".into(), creation_date: None },
+            ciphertext: None,
+            rewrapped_key_version: None,
+        };
+        let text = serde_json::to_string(&r).unwrap_or_default();
+        assert_eq!(text, r#"{"plaintext":"p","keyVersion":{"id":"v"}}"#);
+    }
+}

@@ -44,6 +44,8 @@ pub struct KeyRecord {
     pub bits: u16,
     /// Number of the current version (1 for a new key).
     pub current_version: u32,
+    /// Id of the current version.
+    pub current_version_id: KeyVersionId,
     /// Incremented on every change; writes are compare-and-swap on it.
     pub revision: u64,
     /// When the key was created.
@@ -102,6 +104,7 @@ impl KeyRecord {
         push_field(&mut out, &[matches!(self.kind, KeyKind::Root) as u8, self.state.code(), self.imported as u8]);
         push_field(&mut out, &self.bits.to_be_bytes());
         push_field(&mut out, &self.current_version.to_be_bytes());
+        push_field(&mut out, self.current_version_id.as_bytes());
         push_field(&mut out, &self.revision.to_be_bytes());
         push_field(&mut out, &time_bytes(self.expiration));
         push_field(&mut out, &time_bytes(Some(self.state_changed_at)));

@@ -208,6 +208,7 @@ impl KeyService {
             expiration: spec.expiration,
             bits,
             current_version: 1,
+            current_version_id: version.id,
             revision: 1,
             created_at: now,
             created_by: caller.subject.clone(),
@@ -424,6 +425,7 @@ impl KeyService {
             let number = key.current_version.checked_add(1).ok_or(KeyError::Conflict)?;
             let version = self.new_version(key.instance, key.id, number, &material, now)?;
             key.current_version = number;
+            key.current_version_id = version.id;
             key.bits = u16::try_from(material.len().saturating_mul(8)).unwrap_or(u16::MAX);
             key.last_rotated_at = Some(now);
             self.save(caller, action, &mut key, Some(&version), now).await?;

@@ -84,6 +84,8 @@ pub trait Store: Send + Sync {
     /// Appends an audit event for an action that changed nothing (wrap, unwrap, a refusal).
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
 
+    /// Every instance.
+    async fn instances(&self) -> Result<Vec<InstanceRecord>, StoreError>;
     /// An instance by id.
     async fn instance(&self, id: InstanceId) -> Result<Option<InstanceRecord>, StoreError>;
     /// Inserts an instance.

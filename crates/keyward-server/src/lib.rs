@@ -1,1 +1,166 @@
-//! placeholder
+//! Keyward's HTTP server: the Key Protect v2 routes, the IAM token endpoint, the one mapping of
+//! errors to Key Protect's error body, and the wiring of custody, store and key service.
+//!
+//! Handlers here translate HTTP to [`keyward_core::KeyService`] calls and back; no key rule lives
+//! in this crate.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+pub mod bootstrap;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod state;
+pub mod views;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use keyward_core::{Custody, KeyService, Store, SystemClock};
+use keyward_custody::SoftwareCustody;
+use keyward_store::SqliteStore;
+
+pub use config::ServerConfig;
+use error::ApiError;
+use extract::RequestId;
+use state::AppState;
+
+/// Builds the router over `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    use routes::{identity, keys};
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/identity/token", post(identity::token))
+        .route("/identity/keys", get(identity::keys))
+        .route("/api/v2/keys", get(keys::list_keys).head(keys::head_keys).post(keys::create_key))
+        .route("/api/v2/keys/{id}", get(keys::get_key).delete(keys::delete_key).post(keys::key_action_query))
+        .route("/api/v2/keys/{id}/metadata", get(keys::get_key_metadata))
+        .route("/api/v2/keys/{id}/versions", get(keys::key_versions))
+        .route("/api/v2/keys/{id}/actions/{action}", post(keys::key_action))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async {
+            ApiError::bad_request("METHOD_NOT_ALLOWED_ERR", "this method is not allowed on this path")
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// Gives every request an id (in the audit event, the log and the `x-request-id` header) and
+/// echoes the client's `correlation-id`.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = uuid::Uuid::new_v4().to_string();
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let correlation = req.headers().get(keyward_api::headers::CORRELATION_ID).cloned();
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let _entered = span.enter();
+    drop(_entered);
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(keyward_api::headers::REQUEST_ID, v);
+    }
+    if let Some(c) = correlation {
+        resp.headers_mut().insert(keyward_api::headers::CORRELATION_ID, c);
+    }
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+        return ApiError::bad_request("METHOD_NOT_ALLOWED_ERR", "this method is not allowed on this path").into_response();
+    }
+    resp
+}
+
+/// Opens everything in the data directory and builds the state (no listening yet).
+pub async fn open(config: ServerConfig) -> anyhow::Result<Arc<AppState>> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let (custody, _) = SoftwareCustody::open_or_create(&config.data_dir)?;
+    let custody: Arc<dyn Custody> = Arc::new(custody);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir)?);
+    let issuer = bootstrap::token_issuer(&store, &custody, config.token_ttl_secs).await?;
+    let keys = KeyService::new(store, custody, Arc::new(SystemClock), config.lifecycle());
+    Ok(AppState::new(keys, issuer, config))
+}
+
+/// A running server.
+pub struct RunningServer {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// Its base URL.
+    pub url: String,
+    /// The bootstrap file, if this start wrote it.
+    pub bootstrap_file: Option<PathBuf>,
+    handle: axum_server::Handle<SocketAddr>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets requests in flight finish (up to 10 s), and waits.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.handle.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+        self.task.await??;
+        Ok(())
+    }
+
+    /// Waits until the server stops by itself (it does not, unless it fails).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await??;
+        Ok(())
+    }
+
+    /// A handle that can stop the server from elsewhere.
+    pub fn handle(&self) -> axum_server::Handle<SocketAddr> {
+        self.handle.clone()
+    }
+}
+
+/// Opens the data directory, binds, writes the bootstrap file on first start, and serves.
+/// Returns once requests are being served.
+pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    let listen = config.listen;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .with_context(|| format!("loading TLS certificate {} and key {}", cert.display(), key.display()))?,
+            )
+        }
+        _ => None,
+    };
+    let state = open(config).await?;
+    let listener = std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{addr}");
+    let bootstrap_file = bootstrap::first_start(state.store(), &state.config.data_dir, &url).await?;
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let handle = axum_server::Handle::new();
+    let task = match tls {
+        Some(tls) => {
+            let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
+            tokio::spawn(async move { server.serve(app).await })
+        }
+        None => {
+            let server = axum_server::from_tcp(listener)?.handle(handle.clone());
+            tokio::spawn(async move { server.serve(app).await })
+        }
+    };
+    handle.listening().await.context("the server did not start listening")?;
+    Ok(RunningServer { addr, url, bootstrap_file, handle, task })
+}

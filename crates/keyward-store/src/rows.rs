@@ -9,7 +9,7 @@ use rusqlite::Row;
 use time::OffsetDateTime;
 
 pub const KEY_COLUMNS: &str = "id, instance_id, kind, name, description, state, imported, key_ring, \
-    expiration, bits, current_version, revision, created_at, created_by, updated_at, \
+    expiration, bits, current_version, current_version_id, revision, created_at, created_by, updated_at, \
     state_changed_at, last_rotated_at, deleted_at, deleted_by, signature";
 
 pub const VERSION_COLUMNS: &str = "key_id, number, id, created_at, wrapping_key, material, signature";
@@ -57,15 +57,16 @@ pub fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         expiration: opt_time(r.get(8)?)?,
         bits: r.get(9)?,
         current_version: r.get(10)?,
-        revision: r.get::<_, i64>(11)?.try_into().map_err(|_| conv("bad revision".into()))?,
-        created_at: time(r.get(12)?)?,
-        created_by: r.get(13)?,
-        updated_at: time(r.get(14)?)?,
-        state_changed_at: time(r.get(15)?)?,
-        last_rotated_at: opt_time(r.get(16)?)?,
-        deleted_at: opt_time(r.get(17)?)?,
-        deleted_by: r.get(18)?,
-        signature: r.get(19)?,
+        current_version_id: parse(r.get(11)?)?,
+        revision: r.get::<_, i64>(12)?.try_into().map_err(|_| conv("bad revision".into()))?,
+        created_at: time(r.get(13)?)?,
+        created_by: r.get(14)?,
+        updated_at: time(r.get(15)?)?,
+        state_changed_at: time(r.get(16)?)?,
+        last_rotated_at: opt_time(r.get(17)?)?,
+        deleted_at: opt_time(r.get(18)?)?,
+        deleted_by: r.get(19)?,
+        signature: r.get(20)?,
     })
 }
 

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
         expiration INTEGER,
         bits INTEGER NOT NULL,
         current_version INTEGER NOT NULL,
+        current_version_id TEXT NOT NULL,
         revision INTEGER NOT NULL,
         created_at INTEGER NOT NULL,
         created_by TEXT NOT NULL,

@@ -195,7 +195,7 @@ impl Store for SqliteStore {
         let (k, v, e) = (key.clone(), version.clone(), event.clone());
         self.write(move |c| {
             c.prepare_cached(&format!(
-                "INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+                "INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
             ))?
             .execute(params![
                 k.id.to_string(),
@@ -209,6 +209,7 @@ impl Store for SqliteStore {
                 opt_nanos(k.expiration),
                 k.bits,
                 k.current_version,
+                k.current_version_id.to_string(),
                 revision(&k),
                 nanos(k.created_at),
                 k.created_by,
@@ -227,13 +228,13 @@ impl Store for SqliteStore {
 
     async fn update_key(&self, key: &KeyRecord, new_version: Option<&KeyVersion>, event: &AuditEvent) -> Result<(), StoreError> {
         let (k, v, e) = (key.clone(), new_version.cloned(), event.clone());
-        let updated = self
-            .write(move |c| {
+        self.write(move |c| {
                 let n = c
                     .prepare_cached(
                         "UPDATE keys SET name = ?2, description = ?3, state = ?4, key_ring = ?5, expiration = ?6,
                             bits = ?7, current_version = ?8, revision = ?9, updated_at = ?10, state_changed_at = ?11,
-                            last_rotated_at = ?12, deleted_at = ?13, deleted_by = ?14, signature = ?15
+                            last_rotated_at = ?12, deleted_at = ?13, deleted_by = ?14, signature = ?15,
+                            current_version_id = ?17
                          WHERE id = ?1 AND revision = ?16",
                     )?
                     .execute(params![
@@ -253,6 +254,7 @@ impl Store for SqliteStore {
                         k.deleted_by,
                         k.signature,
                         revision(&k) - 1,
+                        k.current_version_id.to_string(),
                     ])?;
                 if n != 1 {
                     // Compare-and-swap lost: abort this write's savepoint.
@@ -266,13 +268,20 @@ impl Store for SqliteStore {
                 }
                 insert_audit(c, &e)
             })
-            .await;
-        updated
+            .await
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
         let e = event.clone();
         self.write(move |c| insert_audit(c, &e)).await
+    }
+
+    async fn instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT id, account, name, created_at FROM instances ORDER BY created_at")?
+                .query_map([], instance_from_row)?
+                .collect()
+        })
     }
 
     async fn instance(&self, id: InstanceId) -> Result<Option<InstanceRecord>, StoreError> {

@@ -1,0 +1,128 @@
+//! Start-up: open custody and store in the data directory, load (or create) the token-signing
+//! key, and on the first start create the first instance and its administrator API key.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use keyward_core::{
+    ApiKeyRecord, AuditEvent, Custody, Initiator, InstanceId, InstanceRecord, Outcome,
+    SigningKeyRecord, Store,
+};
+use keyward_iam::{ApiKey, TokenIssuer};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// The bootstrap file's name in the data directory.
+pub const BOOTSTRAP_FILE: &str = "bootstrap.json";
+/// The administrator created at first start.
+pub const ADMIN_SUBJECT: &str = "iam-ServiceId-keyward-admin";
+
+/// `bootstrap.json`: the first administrator's credentials. Mode 0600; the API key is shown
+/// nowhere else.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct BootstrapFile {
+    /// The administrator API key.
+    pub api_key: String,
+    /// The first instance.
+    pub instance_id: String,
+    /// Where the server listens.
+    pub url: String,
+}
+
+fn system_event(action: &str, target: String) -> AuditEvent {
+    AuditEvent {
+        id: uuid::Uuid::new_v4(),
+        time: OffsetDateTime::now_utc(),
+        action: action.to_owned(),
+        outcome: Outcome::Success,
+        reason_code: 201,
+        reason: None,
+        initiator: Initiator { id: "keyward-bootstrap".into(), address: None },
+        instance: None,
+        target: Some(target),
+        key_state: None,
+        key_version: None,
+        request_id: "bootstrap".into(),
+    }
+}
+
+/// Writes `contents` to `path` atomically with mode 0600 (temp file, fsync, rename, fsync dir).
+fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// On an empty store: creates the first instance and administrator, writing `bootstrap.json`
+/// before the records (a crash in between only means a new bootstrap next start). On later starts:
+/// updates the `url` in an existing `bootstrap.json`. Returns the bootstrap file's path when it
+/// was (re)written.
+pub async fn first_start(store: &Arc<dyn Store>, dir: &Path, url: &str) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let path = dir.join(BOOTSTRAP_FILE);
+    if !store.instances().await?.is_empty() {
+        if let Ok(text) = fs::read_to_string(&path) {
+            if let Ok(mut file) = serde_json::from_str::<BootstrapFile>(&text) {
+                if file.url != url {
+                    file.url = url.to_owned();
+                    write_private(&path, &serde_json::to_vec_pretty(&file)?)?;
+                }
+            }
+        }
+        return Ok(None);
+    }
+    let account = uuid::Uuid::new_v4().simple().to_string();
+    let instance = InstanceRecord {
+        id: InstanceId::random(),
+        account: account.clone(),
+        name: "default".into(),
+        created_at: OffsetDateTime::now_utc(),
+    };
+    let key = ApiKey::generate().map_err(|e| anyhow::anyhow!("generating the admin API key: {e}"))?;
+    let file = BootstrapFile {
+        api_key: String::from_utf8(key.full.expose().to_vec())?,
+        instance_id: instance.id.to_string(),
+        url: url.to_owned(),
+    };
+    write_private(&path, &serde_json::to_vec_pretty(&file)?)?;
+    let record = ApiKeyRecord {
+        id: key.id.clone(),
+        secret_hash: key.secret_hash,
+        subject: ADMIN_SUBJECT.into(),
+        account,
+        name: "bootstrap administrator".into(),
+        created_at: instance.created_at,
+        locked: false,
+    };
+    store.insert_api_key(&record, &system_event("iam-identity.apikey.create", key.id.clone())).await?;
+    store.insert_instance(&instance, &system_event("kms.instance.create", instance.id.to_string())).await?;
+    Ok(Some(path))
+}
+
+/// Loads the newest token-signing key, or creates one (wrapped by custody) on first start.
+pub async fn token_issuer(store: &Arc<dyn Store>, custody: &Arc<dyn Custody>, ttl_secs: i64) -> anyhow::Result<TokenIssuer> {
+    if let Some(rec) = store.signing_keys().await?.into_iter().next() {
+        let pkcs8 = custody.unwrap_material(&rec.private_key).context("unwrapping the token-signing key")?;
+        return TokenIssuer::from_pkcs8(&rec.kid, &pkcs8, ttl_secs).context("loading the token-signing key");
+    }
+    let (issuer, pkcs8) = TokenIssuer::generate(ttl_secs).context("generating the token-signing key")?;
+    let rec = SigningKeyRecord {
+        kid: issuer.kid().to_owned(),
+        private_key: custody.wrap_material(&pkcs8)?,
+        created_at: OffsetDateTime::now_utc(),
+    };
+    store.insert_signing_key(&rec).await?;
+    Ok(issuer)
+}

@@ -1,0 +1,163 @@
+//! Server configuration: parsed from TOML and flags with no I/O, then resolved at start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything `keyward serve` needs. Defaults are the embedded ones: SQLite and software custody
+/// in the data directory, plain HTTP on loopback.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Where the database, keystore and bootstrap file live.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// PEM certificate chain; with `tls_key`, serves HTTPS (TLS 1.2 and 1.3).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key: Option<PathBuf>,
+    /// Lifetime of access tokens, in seconds (IBM IAM: 3600).
+    pub token_ttl_secs: i64,
+    /// Region used in key CRNs.
+    pub region: String,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Key lifecycle rules.
+    pub lifecycle: LifecycleSection,
+}
+
+/// `[lifecycle]`: Key Protect's timing rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleSection {
+    /// Minimum seconds between two manual rotations of a key (Key Protect: 3600).
+    pub min_rotation_interval_secs: u64,
+    /// Seconds after a disable before the key may be enabled (Key Protect: 30).
+    pub enable_after_disable_secs: u64,
+}
+
+impl Default for LifecycleSection {
+    fn default() -> Self {
+        LifecycleSection { min_rotation_interval_secs: 3600, enable_after_disable_secs: 30 }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            data_dir: PathBuf::from("keyward-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8200)),
+            tls_cert: None,
+            tls_key: None,
+            token_ttl_secs: 3600,
+            region: "local".to_owned(),
+            max_body_bytes: 64 * 1024,
+            lifecycle: LifecycleSection::default(),
+        }
+    }
+}
+
+/// A configuration that cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for Keyward.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A setting is out of range or the combination is unsafe.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ServerConfig {
+    /// Parses a TOML document (no I/O).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Checks the combination: plain HTTP is only allowed on a loopback address.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError::Invalid("--tls-cert and --tls-key must be given together".into()));
+            }
+            (None, None) if !self.listen.ip().is_loopback() => {
+                return Err(ConfigError::Invalid(format!(
+                    "refusing to serve plain HTTP on {}: it is not a loopback address. \
+                     Pass --tls-cert and --tls-key, or listen on 127.0.0.1",
+                    self.listen
+                )));
+            }
+            _ => {}
+        }
+        if !(60..=86_400).contains(&self.token_ttl_secs) && self.token_ttl_secs != 1 {
+            // 1 second is allowed so tests can watch tokens expire.
+            return Err(ConfigError::Invalid("token_ttl_secs must be between 60 and 86400".into()));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid("max_body_bytes must be at least 1024".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether TLS is configured.
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+
+    /// The core's lifecycle settings.
+    pub fn lifecycle(&self) -> keyward_core::LifecycleConfig {
+        keyward_core::LifecycleConfig {
+            min_rotation_interval: Duration::from_secs(self.lifecycle.min_rotation_interval_secs),
+            enable_after_disable: Duration::from_secs(self.lifecycle.enable_after_disable_secs),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        let mut c = ServerConfig::default();
+        assert!(c.validate().is_ok());
+        c.listen = "0.0.0.0:8200".parse().unwrap_or(c.listen);
+        assert!(c.validate().is_err());
+        c.tls_cert = Some("c.pem".into());
+        assert!(c.validate().is_err(), "cert without key");
+        c.tls_key = Some("k.pem".into());
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn parses_toml_and_rejects_unknown_fields() {
+        let c = ServerConfig::from_toml(
+            "listen = \"127.0.0.1:9000\"\n[lifecycle]\nenable_after_disable_secs = 0\n",
+            Path::new("x.toml"),
+        );
+        assert!(c.is_ok_and(|c| c.listen.port() == 9000 && c.lifecycle.enable_after_disable_secs == 0));
+        assert!(ServerConfig::from_toml("lisen = 1", Path::new("x.toml")).is_err());
+    }
+}

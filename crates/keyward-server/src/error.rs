@@ -1,0 +1,119 @@
+//! The one place where failures become HTTP: Key Protect's status codes, reason codes and error
+//! body. A 5xx says only "internal error" and the request id; the detail goes to the log.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keyward_api::{Collection, ErrorReason, ErrorResource, media};
+use keyward_core::{CustodyError, KeyError, StoreError};
+
+const MORE_INFO: &str = "https://cloud.ibm.com/apidocs/key-protect";
+
+/// A request failure, mapped to Key Protect's error body.
+#[derive(Debug)]
+pub enum ApiError {
+    /// A domain error from the key service.
+    Key(KeyError),
+    /// The request is malformed (JSON, base64, headers, query).
+    BadRequest {
+        /// Key Protect reason code.
+        code: &'static str,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+    /// Missing, malformed, expired or forged credentials.
+    Unauthorized(String),
+    /// The body is larger than the configured limit.
+    PayloadTooLarge,
+    /// A route or key id that does not exist.
+    NotFound,
+    /// Anything unexpected; detail for the log only.
+    Internal(String),
+}
+
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> Self {
+        ApiError::Key(e)
+    }
+}
+
+impl ApiError {
+    /// A 400 with a reason code and a message naming the field.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest { code, message: message.into() }
+    }
+
+    /// The status and Key Protect reason code, and the message the caller sees.
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        use KeyError as K;
+        let status = |code: u16| StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        match self {
+            ApiError::Key(e) => {
+                let code = match e {
+                    K::NotFound => "KEY_NOT_FOUND_ERR",
+                    K::InvalidState { .. } => "KEY_ACTION_INVALID_STATE_ERR",
+                    K::InvalidInput(_) => "INVALID_FIELD_ERR",
+                    K::WrongKeyKind(_) => "KEY_ACTION_INVALID_TYPE_ERR",
+                    K::InvalidCiphertext => "UNPROCESSABLE_CIPHERTEXT_ERR",
+                    K::TooSoon(_) => "NOT_ENOUGH_TIME_ELAPSED_ERR",
+                    K::Conflict | K::Store(StoreError::Conflict) => "CONFLICT_ERR",
+                    K::Custody(CustodyError::Unavailable(_)) | K::Store(StoreError::Unavailable(_)) => {
+                        "SERVICE_UNAVAILABLE_ERR"
+                    }
+                    K::IntegrityFailure | K::Custody(_) | K::Store(_) => "INTERNAL_SERVER_ERR",
+                };
+                let s = status(e.reason_code());
+                let msg = if s.is_server_error() { generic(s) } else { e.to_string() };
+                (s, code, msg)
+            }
+            ApiError::BadRequest { code, message } => (StatusCode::BAD_REQUEST, code, message.clone()),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED_ERR", m.clone()),
+            ApiError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BODY_TOO_LARGE_ERR",
+                "the request body is larger than this server accepts".into(),
+            ),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND_ERR", "no such resource".into()),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERR", generic(StatusCode::INTERNAL_SERVER_ERROR)),
+        }
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+}
+
+fn generic(s: StatusCode) -> String {
+    if s == StatusCode::SERVICE_UNAVAILABLE {
+        "the service is temporarily unavailable; retry later".into()
+    } else {
+        "internal error".into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        if status.is_server_error() {
+            // Detail (never secret: errors carry no key material) goes to the log only.
+            tracing::error!(error = ?self, "request failed");
+        }
+        let reason_text = status.canonical_reason().unwrap_or("Error");
+        let body = Collection::new(
+            media::ERROR,
+            vec![ErrorResource {
+                error_msg: format!("{reason_text}: {message}"),
+                reasons: vec![ErrorReason {
+                    code: code.to_owned(),
+                    message,
+                    status: status.as_u16(),
+                    more_info: MORE_INFO.to_owned(),
+                }],
+            }],
+        );
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut resp = (status, bytes).into_response();
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp
+    }
+}

@@ -1,0 +1,160 @@
+//! Request extractors: the authenticated caller, and JSON bodies whose failures answer in Key
+//! Protect's error format (never echoing body content, which may hold key material).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use keyward_api::headers;
+use keyward_core::{AuditEvent, Caller, Initiator, InstanceId, Outcome};
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The request id, set by the request-id middleware.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// An authenticated caller of an instance, and the account its token names.
+#[derive(Debug, Clone)]
+pub struct Authed {
+    /// The caller as the key service sees it.
+    pub caller: Caller,
+    /// The caller's account.
+    pub account: String,
+}
+
+fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The client address, when the server was started with connect info.
+pub fn client_address(parts: &Parts) -> Option<String> {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string())
+}
+
+/// The request id of a request.
+pub fn request_id(parts: &Parts) -> String {
+    parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default()
+}
+
+impl FromRequestParts<Arc<AppState>> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let result = authenticate(parts, state).await;
+        if let Err(e) = &result {
+            // Refused authentication is an action too: record it (without the token).
+            let event = AuditEvent {
+                id: uuid::Uuid::new_v4(),
+                time: OffsetDateTime::now_utc(),
+                action: "kms.secrets.authenticate".into(),
+                outcome: Outcome::Failure,
+                reason_code: e.status().as_u16(),
+                reason: Some(format!("{e:?}").chars().take(200).collect()),
+                initiator: Initiator { id: "unauthenticated".into(), address: client_address(parts) },
+                instance: header(parts, headers::INSTANCE).map(|s| s.chars().take(64).collect()),
+                target: Some(parts.uri.path().chars().take(200).collect()),
+                key_state: None,
+                key_version: None,
+                request_id: request_id(parts),
+            };
+            if let Err(err) = state.store().append_audit(&event).await {
+                return Err(ApiError::Key(err.into()));
+            }
+        }
+        result
+    }
+}
+
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Authed, ApiError> {
+    let auth = header(parts, "authorization").ok_or_else(|| ApiError::Unauthorized("an Authorization: Bearer <token> header is required".into()))?;
+    let token = auth
+        .strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into()))?;
+    let claims = state
+        .verifier
+        .verify(token, OffsetDateTime::now_utc())
+        .map_err(|e| ApiError::Unauthorized(format!("{e}; get a new token from /identity/token")))?;
+    let instance = header(parts, headers::INSTANCE)
+        .ok_or_else(|| ApiError::bad_request("MISSING_HEADER_ERR", "the bluemix-instance header is required"))?;
+    let instance: InstanceId = instance
+        .parse()
+        .map_err(|_| ApiError::bad_request("INVALID_HEADER_ERR", "the bluemix-instance header must be an instance id (UUID)"))?;
+    let account = state.instance_account(instance).await.map_err(|e| ApiError::Key(e.into()))?;
+    // An instance of another account and an instance that does not exist look the same.
+    if account.as_deref() != Some(claims.account.bss.as_str()) {
+        return Err(ApiError::Unauthorized("the user does not have access to the specified instance".into()));
+    }
+    Ok(Authed {
+        caller: Caller {
+            subject: claims.sub,
+            instance,
+            request_id: request_id(parts),
+            address: client_address(parts),
+        },
+        account: claims.account.bss,
+    })
+}
+
+/// A request body, read under the configured size limit; failures answer in Key Protect's format.
+#[derive(Debug)]
+pub struct Body(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(req, state).await.map(Body).map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::bad_request("BAD_BODY_ERR", "the request body could not be read")
+            }
+        })
+    }
+}
+
+/// A JSON body. Accepts any JSON media type (Key Protect's `application/vnd.ibm.kms.*+json`
+/// included); an empty body is the type's default.
+#[derive(Debug)]
+pub struct KpJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for KpJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let Body(bytes) = Body::from_request(req, state).await?;
+        parse_json(&bytes).map(KpJson)
+    }
+}
+
+/// Parses a JSON body; an empty body is `T::default()`. Errors never quote the body, which may
+/// hold key material: serde's messages quote values, so only its missing-field message is passed on.
+pub fn parse_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        let text = e.to_string();
+        let what = match e.classify() {
+            serde_json::error::Category::Data if text.starts_with("missing field") => {
+                text.split(" at line").next().unwrap_or("a field is missing").to_owned()
+            }
+            serde_json::error::Category::Data => "a field has the wrong type".to_owned(),
+            _ => "the body is not valid JSON".to_owned(),
+        };
+        ApiError::bad_request(
+            "BAD_BODY_ERR",
+            format!("invalid request body: {what} (line {}, column {})", e.line(), e.column()),
+        )
+    })
+}

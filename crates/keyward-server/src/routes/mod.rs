@@ -1,0 +1,5 @@
+//! HTTP routes. Handlers translate requests to `KeyService` calls and results back; they hold no
+//! key rules.
+
+pub mod identity;
+pub mod keys;
