@@ -317,7 +317,10 @@ mod tests {
     fn unwrap_response_omits_rewrap_fields_when_absent() {
         let r = UnwrapResponse {
             plaintext: "p".into(),
-            key_version: KeyVersionRef { id: "v".into(), creation_date: None },
+            key_version: KeyVersionRef {
+                id: "v".into(),
+                creation_date: None,
+            },
             ciphertext: None,
             rewrapped_key_version: None,
         };

@@ -4,7 +4,15 @@
 //!
 //! This is Keyward's one public, semver-minded API. It depends on no server crate.
 
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -56,21 +64,33 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("base", &self.base).field("instance", &self.instance).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
     }
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Client {
     /// A client for `url` (e.g. `http://127.0.0.1:8200`), authenticating with `api_key`, acting on
     /// `instance`. `ca_pem` adds a trusted CA (for a self-signed server certificate).
-    pub fn new(url: &str, api_key: &str, instance: &str, ca_pem: Option<&[u8]>) -> Result<Self, ClientError> {
+    pub fn new(
+        url: &str,
+        api_key: &str,
+        instance: &str,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self, ClientError> {
         let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
         if let Some(pem) = ca_pem {
-            let cert = reqwest::Certificate::from_pem(pem).map_err(|e| ClientError::Config(format!("CA certificate: {e}")))?;
+            let cert = reqwest::Certificate::from_pem(pem)
+                .map_err(|e| ClientError::Config(format!("CA certificate: {e}")))?;
             builder = builder.add_root_certificate(cert);
         }
         Ok(Client {
@@ -85,15 +105,18 @@ impl Client {
     /// A fresh or cached access token (refreshed a minute before expiry, as IAM clients do).
     pub async fn access_token(&self) -> Result<String, ClientError> {
         let mut cached = self.token.lock().await;
-        if let Some(t) = cached.as_ref() {
-            if now_secs() < t.refresh_at {
-                return Ok(t.token.clone());
-            }
+        if let Some(t) = cached.as_ref()
+            && now_secs() < t.refresh_at
+        {
+            return Ok(t.token.clone());
         }
         let resp = self
             .http
             .post(format!("{}/identity/token", self.base))
-            .form(&[("grant_type", "urn:ibm:params:oauth:grant-type:apikey"), ("apikey", self.api_key.as_str())])
+            .form(&[
+                ("grant_type", "urn:ibm:params:oauth:grant-type:apikey"),
+                ("apikey", self.api_key.as_str()),
+            ])
             .send()
             .await?;
         let status = resp.status();
@@ -102,14 +125,26 @@ impl Client {
             let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             return Err(ClientError::Api {
                 status: status.as_u16(),
-                code: v["errorCode"].as_str().unwrap_or("").to_owned(),
-                message: v["errorMessage"].as_str().unwrap_or("token request refused").to_owned(),
+                code: v
+                    .get("errorCode")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or("")
+                    .to_owned(),
+                message: v
+                    .get("errorMessage")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("token request refused")
+                    .to_owned(),
             });
         }
-        let t: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let t: TokenResponse =
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))?;
         let lifetime = u64::try_from(t.expires_in).unwrap_or(0);
         let refresh_at = now_secs() + lifetime.saturating_sub(60.min(lifetime / 2));
-        *cached = Some(CachedToken { token: t.access_token.clone(), refresh_at });
+        *cached = Some(CachedToken {
+            token: t.access_token.clone(),
+            refresh_at,
+        });
         Ok(t.access_token)
     }
 
@@ -130,11 +165,16 @@ impl Client {
             return Ok((status, bytes.to_vec()));
         }
         let err: Option<Collection<ErrorResource>> = serde_json::from_slice(&bytes).ok();
-        let reason = err.as_ref().and_then(|c| c.resources.first()).and_then(|r| r.reasons.first());
+        let reason = err
+            .as_ref()
+            .and_then(|c| c.resources.first())
+            .and_then(|r| r.reasons.first());
         Err(ClientError::Api {
             status: status.as_u16(),
             code: reason.map(|r| r.code.clone()).unwrap_or_default(),
-            message: reason.map(|r| r.message.clone()).unwrap_or_else(|| status.to_string()),
+            message: reason
+                .map(|r| r.message.clone())
+                .unwrap_or_else(|| status.to_string()),
         })
     }
 
@@ -145,7 +185,10 @@ impl Client {
 
     async fn first_key(&self, req: RequestBuilder) -> Result<Key, ClientError> {
         let c: Collection<Key> = self.json(req).await?;
-        c.resources.into_iter().next().ok_or_else(|| ClientError::Decode("empty key collection".into()))
+        c.resources
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Decode("empty key collection".into()))
     }
 
     /// Creates a key (`POST /api/v2/keys`).
@@ -154,7 +197,9 @@ impl Client {
             "metadata": {"collectionType": media::KEY, "collectionTotal": 1},
             "resources": [spec],
         });
-        let req = self.request(Method::POST, "/api/v2/keys").await?
+        let req = self
+            .request(Method::POST, "/api/v2/keys")
+            .await?
             .header("content-type", media::KEY)
             .header(headers::PREFER, "return=representation")
             .json(&body);
@@ -173,59 +218,117 @@ impl Client {
 
     /// A key, with the payload of a standard key (`GET /api/v2/keys/{id}`).
     pub async fn get_key(&self, id: &str) -> Result<Key, ClientError> {
-        let req = self.request(Method::GET, &format!("/api/v2/keys/{}", enc(id))).await?;
+        let req = self
+            .request(Method::GET, &format!("/api/v2/keys/{}", enc(id)))
+            .await?;
         self.first_key(req).await
     }
 
-    async fn action<B: serde::Serialize, T: DeserializeOwned>(&self, id: &str, action: &str, body: &B) -> Result<T, ClientError> {
+    async fn action<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        id: &str,
+        action: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         let req = self
-            .request(Method::POST, &format!("/api/v2/keys/{}/actions/{action}", enc(id)))
+            .request(
+                Method::POST,
+                &format!("/api/v2/keys/{}/actions/{action}", enc(id)),
+            )
             .await?
-            .header("content-type", format!("application/vnd.ibm.kms.key_action_{action}+json"))
+            .header(
+                "content-type",
+                format!("application/vnd.ibm.kms.key_action_{action}+json"),
+            )
             .json(body);
         self.json(req).await
     }
 
-    async fn action_no_content<B: serde::Serialize>(&self, id: &str, action: &str, body: &B) -> Result<(), ClientError> {
+    async fn action_no_content<B: serde::Serialize>(
+        &self,
+        id: &str,
+        action: &str,
+        body: &B,
+    ) -> Result<(), ClientError> {
         let req = self
-            .request(Method::POST, &format!("/api/v2/keys/{}/actions/{action}", enc(id)))
+            .request(
+                Method::POST,
+                &format!("/api/v2/keys/{}/actions/{action}", enc(id)),
+            )
             .await?
-            .header("content-type", format!("application/vnd.ibm.kms.key_action_{action}+json"))
+            .header(
+                "content-type",
+                format!("application/vnd.ibm.kms.key_action_{action}+json"),
+            )
             .json(body);
         self.send(req).await.map(|_| ())
     }
 
     /// Wraps a base64 DEK, or generates one when `plaintext_b64` is `None`.
-    pub async fn wrap(&self, id: &str, plaintext_b64: Option<String>, aad: Vec<String>) -> Result<WrapResponse, ClientError> {
+    pub async fn wrap(
+        &self,
+        id: &str,
+        plaintext_b64: Option<String>,
+        aad: Vec<String>,
+    ) -> Result<WrapResponse, ClientError> {
         let aad = (!aad.is_empty()).then_some(aad);
-        self.action(id, "wrap", &WrapRequest { plaintext: plaintext_b64, aad }).await
+        self.action(
+            id,
+            "wrap",
+            &WrapRequest {
+                plaintext: plaintext_b64,
+                aad,
+            },
+        )
+        .await
     }
 
     /// Unwraps a ciphertext.
-    pub async fn unwrap(&self, id: &str, ciphertext: String, aad: Vec<String>) -> Result<UnwrapResponse, ClientError> {
+    pub async fn unwrap(
+        &self,
+        id: &str,
+        ciphertext: String,
+        aad: Vec<String>,
+    ) -> Result<UnwrapResponse, ClientError> {
         let aad = (!aad.is_empty()).then_some(aad);
-        self.action(id, "unwrap", &UnwrapRequest { ciphertext, aad }).await
+        self.action(id, "unwrap", &UnwrapRequest { ciphertext, aad })
+            .await
     }
 
     /// Rewraps a ciphertext under the latest key version.
-    pub async fn rewrap(&self, id: &str, ciphertext: String, aad: Vec<String>) -> Result<RewrapResponse, ClientError> {
+    pub async fn rewrap(
+        &self,
+        id: &str,
+        ciphertext: String,
+        aad: Vec<String>,
+    ) -> Result<RewrapResponse, ClientError> {
         let aad = (!aad.is_empty()).then_some(aad);
-        self.action(id, "rewrap", &UnwrapRequest { ciphertext, aad }).await
+        self.action(id, "rewrap", &UnwrapRequest { ciphertext, aad })
+            .await
     }
 
     /// Rotates a key (with new base64 material for an imported key).
     pub async fn rotate(&self, id: &str, payload_b64: Option<String>) -> Result<(), ClientError> {
-        self.action_no_content(id, "rotate", &RotateRequest { payload: payload_b64 }).await
+        self.action_no_content(
+            id,
+            "rotate",
+            &RotateRequest {
+                payload: payload_b64,
+            },
+        )
+        .await
     }
 
     /// Disables a key.
     pub async fn disable(&self, id: &str) -> Result<(), ClientError> {
-        self.action_no_content(id, "disable", &serde_json::json!({})).await
+        self.action_no_content(id, "disable", &serde_json::json!({}))
+            .await
     }
 
     /// Enables a key.
     pub async fn enable(&self, id: &str) -> Result<(), ClientError> {
-        self.action_no_content(id, "enable", &serde_json::json!({})).await
+        self.action_no_content(id, "enable", &serde_json::json!({}))
+            .await
     }
 
     /// Deletes a key; returns it as deleted.
@@ -241,6 +344,12 @@ impl Client {
 fn enc(id: &str) -> String {
     // Key ids and aliases are URL-safe; anything else is percent-encoded byte by byte.
     id.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }

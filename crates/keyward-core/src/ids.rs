@@ -62,7 +62,9 @@ mod tests {
 
     #[test]
     fn parses_and_prints_hyphenated_uuids() {
-        let id: KeyId = "12345678-1234-4234-8234-123456789abc".parse().unwrap_or_else(|_| KeyId::random());
+        let id: KeyId = "12345678-1234-4234-8234-123456789abc"
+            .parse()
+            .unwrap_or_else(|_| KeyId::random());
         assert_eq!(id.to_string(), "12345678-1234-4234-8234-123456789abc");
         assert!("not-a-uuid".parse::<KeyId>().is_err());
         assert!("".parse::<InstanceId>().is_err());

@@ -89,7 +89,8 @@ fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 fn time_bytes(t: Option<OffsetDateTime>) -> Vec<u8> {
-    t.map(|t| t.unix_timestamp_nanos().to_be_bytes().to_vec()).unwrap_or_default()
+    t.map(|t| t.unix_timestamp_nanos().to_be_bytes().to_vec())
+        .unwrap_or_default()
 }
 
 impl KeyRecord {
@@ -101,7 +102,14 @@ impl KeyRecord {
         push_field(&mut out, b"keyward/key-record/v1");
         push_field(&mut out, self.id.as_bytes());
         push_field(&mut out, self.instance.as_bytes());
-        push_field(&mut out, &[matches!(self.kind, KeyKind::Root) as u8, self.state.code(), self.imported as u8]);
+        push_field(
+            &mut out,
+            &[
+                matches!(self.kind, KeyKind::Root) as u8,
+                self.state.code(),
+                self.imported as u8,
+            ],
+        );
         push_field(&mut out, &self.bits.to_be_bytes());
         push_field(&mut out, &self.current_version.to_be_bytes());
         push_field(&mut out, self.current_version_id.as_bytes());

@@ -90,7 +90,12 @@ pub fn transition(from: KeyState, action: Action) -> Result<KeyState, KeyError> 
         (Active, Disable) => Suspended,
         (Suspended, Enable) => Active,
         (Active | Suspended | Deactivated, Delete) => Destroyed,
-        _ => return Err(KeyError::InvalidState { state: from, action }),
+        _ => {
+            return Err(KeyError::InvalidState {
+                state: from,
+                action,
+            });
+        }
     };
     Ok(to)
 }
@@ -124,7 +129,11 @@ mod tests {
         for (action, allowed) in table {
             for state in ALL_STATES {
                 let result = transition(state, action);
-                assert_eq!(result.is_ok(), allowed.contains(&state), "{action:?} in {state:?}");
+                assert_eq!(
+                    result.is_ok(),
+                    allowed.contains(&state),
+                    "{action:?} in {state:?}"
+                );
             }
         }
         assert_eq!(transition(Active, Disable).ok(), Some(Suspended));

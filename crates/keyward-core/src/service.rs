@@ -142,7 +142,12 @@ impl KeyService {
         clock: Arc<dyn Clock>,
         config: LifecycleConfig,
     ) -> Self {
-        KeyService { store, custody, clock, config }
+        KeyService {
+            store,
+            custody,
+            clock,
+            config,
+        }
     }
 
     /// The store (for the transport's own audit events, e.g. refused authentication).
@@ -170,20 +175,24 @@ impl KeyService {
         action: &str,
     ) -> Result<KeyRecord, KeyError> {
         validate_name(&spec.name)?;
-        if let Some(d) = &spec.description {
-            if d.chars().count() > MAX_DESCRIPTION_CHARS {
-                return Err(invalid(format!("description: at most {MAX_DESCRIPTION_CHARS} characters")));
-            }
+        if let Some(d) = &spec.description
+            && d.chars().count() > MAX_DESCRIPTION_CHARS
+        {
+            return Err(invalid(format!(
+                "description: at most {MAX_DESCRIPTION_CHARS} characters"
+            )));
         }
         let key_ring = spec.key_ring.unwrap_or_else(|| "default".to_owned());
         if key_ring.is_empty() || key_ring.chars().count() > MAX_KEY_RING_CHARS {
-            return Err(invalid(format!("keyRingID: 1 to {MAX_KEY_RING_CHARS} characters")));
+            return Err(invalid(format!(
+                "keyRingID: 1 to {MAX_KEY_RING_CHARS} characters"
+            )));
         }
         let now = self.clock.now();
-        if let Some(exp) = spec.expiration {
-            if exp <= now {
-                return Err(invalid("expirationDate: must be in the future".to_owned()));
-            }
+        if let Some(exp) = spec.expiration
+            && exp <= now
+        {
+            return Err(invalid("expirationDate: must be in the future".to_owned()));
         }
         let imported = spec.payload.is_some();
         let material = match spec.payload {
@@ -245,14 +254,18 @@ impl KeyService {
             Ok((key, payload))
         }
         .await;
-        self.audit(caller, action, Some(id), &result, |(k, _)| (k.state, None)).await?;
+        self.audit(caller, action, Some(id), &result, |(k, _)| (k.state, None))
+            .await?;
         result
     }
 
     /// A key's metadata.
     pub async fn key_metadata(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
         let result = self.load(caller, id).await;
-        self.audit(caller, "kms.secrets.readmetadata", Some(id), &result, |k| (k.state, None)).await?;
+        self.audit(caller, "kms.secrets.readmetadata", Some(id), &result, |k| {
+            (k.state, None)
+        })
+        .await?;
         result
     }
 
@@ -270,7 +283,8 @@ impl KeyService {
             Ok((keys, total))
         }
         .await;
-        self.audit_plain(caller, "kms.secrets.list", &result).await?;
+        self.audit_plain(caller, "kms.secrets.list", &result)
+            .await?;
         result
     }
 
@@ -289,8 +303,14 @@ impl KeyService {
             Ok((key, versions))
         }
         .await;
-        self.audit(caller, "kms.secrets.listkeyversions", Some(id), &result, |(k, _)| (k.state, None))
-            .await?;
+        self.audit(
+            caller,
+            "kms.secrets.listkeyversions",
+            Some(id),
+            &result,
+            |(k, _)| (k.state, None),
+        )
+        .await?;
         result
     }
 
@@ -304,10 +324,10 @@ impl KeyService {
     ) -> Result<WrapOutput, KeyError> {
         let result = async {
             check_aad(aad)?;
-            if let Some(p) = &plaintext {
-                if p.is_empty() || p.len() > MAX_DEK_BYTES {
-                    return Err(invalid(format!("plaintext: 1 to {MAX_DEK_BYTES} bytes")));
-                }
+            if let Some(p) = &plaintext
+                && (p.is_empty() || p.len() > MAX_DEK_BYTES)
+            {
+                return Err(invalid(format!("plaintext: 1 to {MAX_DEK_BYTES} bytes")));
             }
             let key = self.load_root_for(caller, id, Action::Wrap).await?;
             let (version, material) = self.version_material(&key, key.current_version).await?;
@@ -316,10 +336,20 @@ impl KeyService {
                 None => (self.custody.generate_material(GENERATED_KEY_BYTES)?, true),
             };
             let ct = seal(&material, &version, &aad_refs(aad), &dek)?;
-            Ok((key.state, WrapOutput { ciphertext: ct, generated: generated.then_some(dek), version: version.id }))
+            Ok((
+                key.state,
+                WrapOutput {
+                    ciphertext: ct,
+                    generated: generated.then_some(dek),
+                    version: version.id,
+                },
+            ))
         }
         .await;
-        self.audit(caller, "kms.secrets.wrap", Some(id), &result, |(s, o)| (*s, Some(o.version))).await?;
+        self.audit(caller, "kms.secrets.wrap", Some(id), &result, |(s, o)| {
+            (*s, Some(o.version))
+        })
+        .await?;
         result.map(|(_, o)| o)
     }
 
@@ -333,8 +363,10 @@ impl KeyService {
         aad: &[String],
     ) -> Result<UnwrapOutput, KeyError> {
         let result = self.open(caller, id, ciphertext, aad, Action::Unwrap).await;
-        self.audit(caller, "kms.secrets.unwrap", Some(id), &result, |(s, o)| (*s, Some(o.version)))
-            .await?;
+        self.audit(caller, "kms.secrets.unwrap", Some(id), &result, |(s, o)| {
+            (*s, Some(o.version))
+        })
+        .await?;
         result.map(|(_, o)| o)
     }
 
@@ -347,20 +379,32 @@ impl KeyService {
         aad: &[String],
     ) -> Result<(Vec<u8>, KeyVersionId), KeyError> {
         let result = async {
-            let (state, out) = self.open(caller, id, ciphertext, aad, Action::Rewrap).await?;
+            let (state, out) = self
+                .open(caller, id, ciphertext, aad, Action::Rewrap)
+                .await?;
             let rewrapped = match out.rewrapped {
                 Some(r) => r,
                 None => {
                     let key = self.load(caller, id).await?;
-                    let (version, material) = self.version_material(&key, key.current_version).await?;
-                    (seal(&material, &version, &aad_refs(aad), &out.plaintext)?, version.id)
+                    let (version, material) =
+                        self.version_material(&key, key.current_version).await?;
+                    (
+                        seal(&material, &version, &aad_refs(aad), &out.plaintext)?,
+                        version.id,
+                    )
                 }
             };
             Ok((state, rewrapped))
         }
         .await;
-        self.audit(caller, "kms.secrets.rewrap", Some(id), &result, |(s, (_, v))| (*s, Some(*v)))
-            .await?;
+        self.audit(
+            caller,
+            "kms.secrets.rewrap",
+            Some(id),
+            &result,
+            |(s, (_, v))| (*s, Some(*v)),
+        )
+        .await?;
         result.map(|(_, r)| r)
     }
 
@@ -383,15 +427,23 @@ impl KeyService {
         self.verify_version(&key, &version)?;
         let material = self.custody.unwrap_material(&version.material)?;
         let aad = aad_refs(aad);
-        let plaintext =
-            ct.open(&material, key.id.as_bytes(), &aad).map_err(|_| KeyError::InvalidCiphertext)?;
+        let plaintext = ct
+            .open(&material, key.id.as_bytes(), &aad)
+            .map_err(|_| KeyError::InvalidCiphertext)?;
         let rewrapped = if version.number != key.current_version {
             let (latest, material) = self.version_material(&key, key.current_version).await?;
             Some((seal(&material, &latest, &aad, &plaintext)?, latest.id))
         } else {
             None
         };
-        Ok((key.state, UnwrapOutput { plaintext, version: version.id, rewrapped }))
+        Ok((
+            key.state,
+            UnwrapOutput {
+                plaintext,
+                version: version.id,
+                rewrapped,
+            },
+        ))
     }
 
     /// Creates a new version of a root key: generated, or from `payload` for an imported key.
@@ -405,50 +457,66 @@ impl KeyService {
         let result = async {
             let mut key = self.load_root_for(caller, id, Action::Rotate).await?;
             let now = self.clock.now();
-            if let Some(last) = key.last_rotated_at {
-                if now < last + self.config.min_rotation_interval {
-                    return Err(KeyError::TooSoon(format!(
-                        "a key can be rotated at most once every {} seconds",
-                        self.config.min_rotation_interval.as_secs()
-                    )));
-                }
+            if let Some(last) = key.last_rotated_at
+                && now < last + self.config.min_rotation_interval
+            {
+                return Err(KeyError::TooSoon(format!(
+                    "a key can be rotated at most once every {} seconds",
+                    self.config.min_rotation_interval.as_secs()
+                )));
             }
             let material = match (key.imported, payload) {
                 (true, Some(p)) => {
                     check_material_size(key.kind, p.len())?;
                     p
                 }
-                (true, None) => return Err(invalid("payload: an imported key is rotated with new key material".to_owned())),
-                (false, Some(_)) => return Err(invalid("payload: only imported keys are rotated with a payload".to_owned())),
+                (true, None) => {
+                    return Err(invalid(
+                        "payload: an imported key is rotated with new key material".to_owned(),
+                    ));
+                }
+                (false, Some(_)) => {
+                    return Err(invalid(
+                        "payload: only imported keys are rotated with a payload".to_owned(),
+                    ));
+                }
                 (false, None) => self.custody.generate_material(GENERATED_KEY_BYTES)?,
             };
-            let number = key.current_version.checked_add(1).ok_or(KeyError::Conflict)?;
+            let number = key
+                .current_version
+                .checked_add(1)
+                .ok_or(KeyError::Conflict)?;
             let version = self.new_version(key.instance, key.id, number, &material, now)?;
             key.current_version = number;
             key.current_version_id = version.id;
             key.bits = u16::try_from(material.len().saturating_mul(8)).unwrap_or(u16::MAX);
             key.last_rotated_at = Some(now);
-            self.save(caller, action, &mut key, Some(&version), now).await?;
+            self.save(caller, action, &mut key, Some(&version), now)
+                .await?;
             Ok(key)
         }
         .await;
-        self.audit_failure(caller, action, Some(id), &result).await?;
+        self.audit_failure(caller, action, Some(id), &result)
+            .await?;
         result
     }
 
     /// Suspends a key: wrap and unwrap are refused until it is enabled.
     pub async fn disable(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
-        self.change_state(caller, id, Action::Disable, "kms.secrets.disable").await
+        self.change_state(caller, id, Action::Disable, "kms.secrets.disable")
+            .await
     }
 
     /// Reactivates a suspended key.
     pub async fn enable(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
-        self.change_state(caller, id, Action::Enable, "kms.secrets.enable").await
+        self.change_state(caller, id, Action::Enable, "kms.secrets.enable")
+            .await
     }
 
     /// Destroys a key: its material can no longer be used.
     pub async fn delete(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
-        self.change_state(caller, id, Action::Delete, "kms.secrets.delete").await
+        self.change_state(caller, id, Action::Delete, "kms.secrets.delete")
+            .await
     }
 
     async fn change_state(
@@ -480,7 +548,8 @@ impl KeyService {
             Ok(key)
         }
         .await;
-        self.audit_failure(caller, event_action, Some(id), &result).await?;
+        self.audit_failure(caller, event_action, Some(id), &result)
+            .await?;
         result
     }
 
@@ -488,7 +557,11 @@ impl KeyService {
 
     /// Loads and verifies a key of the caller's instance.
     async fn load(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
-        let key = self.store.key(caller.instance, id).await?.ok_or(KeyError::NotFound)?;
+        let key = self
+            .store
+            .key(caller.instance, id)
+            .await?
+            .ok_or(KeyError::NotFound)?;
         self.verify_key(&key)?;
         Ok(key)
     }
@@ -501,7 +574,9 @@ impl KeyService {
     ) -> Result<KeyRecord, KeyError> {
         let key = self.load(caller, id).await?;
         if key.kind != KeyKind::Root {
-            return Err(KeyError::WrongKeyKind("this operation requires a root key (extractable: false)"));
+            return Err(KeyError::WrongKeyKind(
+                "this operation requires a root key (extractable: false)",
+            ));
         }
         transition(self.effective_state(&key), action)?;
         Ok(key)
@@ -517,14 +592,18 @@ impl KeyService {
     }
 
     fn verify_key(&self, key: &KeyRecord) -> Result<(), KeyError> {
-        self.custody.verify_record(&key.signed_bytes(), &key.signature).map_err(integrity)
+        self.custody
+            .verify_record(&key.signed_bytes(), &key.signature)
+            .map_err(integrity)
     }
 
     fn verify_version(&self, key: &KeyRecord, v: &KeyVersion) -> Result<(), KeyError> {
         if v.key_id != key.id {
             return Err(KeyError::IntegrityFailure);
         }
-        self.custody.verify_record(&v.signed_bytes(key.instance), &v.signature).map_err(integrity)
+        self.custody
+            .verify_record(&v.signed_bytes(key.instance), &v.signature)
+            .map_err(integrity)
     }
 
     fn sign_key(&self, key: &mut KeyRecord) -> Result<(), KeyError> {
@@ -537,10 +616,16 @@ impl KeyService {
         key: &KeyRecord,
         number: u32,
     ) -> Result<(KeyVersion, Secret), KeyError> {
-        let version =
-            self.store.key_version(key.id, number).await?.ok_or(KeyError::IntegrityFailure)?;
+        let version = self
+            .store
+            .key_version(key.id, number)
+            .await?
+            .ok_or(KeyError::IntegrityFailure)?;
         self.verify_version(key, &version)?;
-        let material = self.custody.unwrap_material(&version.material).map_err(integrity)?;
+        let material = self
+            .custody
+            .unwrap_material(&version.material)
+            .map_err(integrity)?;
         Ok((version, material))
     }
 
@@ -575,12 +660,19 @@ impl KeyService {
         key.revision = key.revision.checked_add(1).ok_or(KeyError::Conflict)?;
         key.updated_at = now;
         self.sign_key(key)?;
-        let code = if action == "kms.secrets.delete" { 200 } else { 204 };
+        let code = if action == "kms.secrets.delete" {
+            200
+        } else {
+            204
+        };
         let event = self.success_event(caller, action, key, version.map(|v| v.id), code);
-        self.store.update_key(key, version, &event).await.map_err(|e| match e {
-            StoreError::Conflict => KeyError::Conflict,
-            e => KeyError::Store(e),
-        })
+        self.store
+            .update_key(key, version, &event)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict => KeyError::Conflict,
+                e => KeyError::Store(e),
+            })
     }
 
     fn success_event(
@@ -613,7 +705,10 @@ impl KeyService {
             outcome,
             reason_code,
             reason,
-            initiator: Initiator { id: caller.subject.clone(), address: caller.address.clone() },
+            initiator: Initiator {
+                id: caller.subject.clone(),
+                address: caller.address.clone(),
+            },
             instance: Some(caller.instance.to_string()),
             target: target.map(|t| t.to_string()),
             key_state: None,
@@ -641,7 +736,10 @@ impl KeyService {
             }
             Err(err) => self.failure_event(caller, action, target, err),
         };
-        self.store.append_audit(&event).await.map_err(KeyError::Store)
+        self.store
+            .append_audit(&event)
+            .await
+            .map_err(KeyError::Store)
     }
 
     async fn audit_plain<T>(
@@ -654,7 +752,10 @@ impl KeyService {
             Ok(_) => self.event(caller, action, None, Outcome::Success, 200, None),
             Err(err) => self.failure_event(caller, action, None, err),
         };
-        self.store.append_audit(&event).await.map_err(KeyError::Store)
+        self.store
+            .append_audit(&event)
+            .await
+            .map_err(KeyError::Store)
     }
 
     /// Records a failure; successes of changing actions were recorded with the change itself.
@@ -669,7 +770,10 @@ impl KeyService {
             Ok(_) => Ok(()),
             Err(err) => {
                 let event = self.failure_event(caller, action, target, err);
-                self.store.append_audit(&event).await.map_err(KeyError::Store)
+                self.store
+                    .append_audit(&event)
+                    .await
+                    .map_err(KeyError::Store)
             }
         }
     }
@@ -681,7 +785,14 @@ impl KeyService {
         target: Option<KeyId>,
         err: &KeyError,
     ) -> AuditEvent {
-        self.event(caller, action, target, Outcome::Failure, err.reason_code(), Some(err.to_string()))
+        self.event(
+            caller,
+            action,
+            target,
+            Outcome::Failure,
+            err.reason_code(),
+            Some(err.to_string()),
+        )
     }
 }
 
@@ -708,7 +819,9 @@ impl KeyError {
 
 fn integrity(e: CustodyError) -> KeyError {
     match e {
-        CustodyError::IntegrityFailure | CustodyError::UnknownWrappingKey(_) => KeyError::IntegrityFailure,
+        CustodyError::IntegrityFailure | CustodyError::UnknownWrappingKey(_) => {
+            KeyError::IntegrityFailure
+        }
         e => KeyError::Custody(e),
     }
 }
@@ -717,10 +830,21 @@ fn invalid(msg: String) -> KeyError {
     KeyError::InvalidInput(msg)
 }
 
-fn seal(material: &Secret, version: &KeyVersion, aad: &[&str], dek: &Secret) -> Result<Vec<u8>, KeyError> {
-    DekCiphertext::seal(material, *version.id.as_bytes(), version.key_id.as_bytes(), aad, dek)
-        .map(|c| c.encode())
-        .map_err(|e| KeyError::Custody(CustodyError::Internal(e.to_string())))
+fn seal(
+    material: &Secret,
+    version: &KeyVersion,
+    aad: &[&str],
+    dek: &Secret,
+) -> Result<Vec<u8>, KeyError> {
+    DekCiphertext::seal(
+        material,
+        *version.id.as_bytes(),
+        version.key_id.as_bytes(),
+        aad,
+        dek,
+    )
+    .map(|c| c.encode())
+    .map_err(|e| KeyError::Custody(CustodyError::Internal(e.to_string())))
 }
 
 fn aad_refs(aad: &[String]) -> Vec<&str> {
@@ -732,7 +856,9 @@ fn check_aad(aad: &[String]) -> Result<(), KeyError> {
         return Err(invalid(format!("aad: at most {MAX_AAD_ITEMS} strings")));
     }
     if aad.iter().any(|a| a.chars().count() > MAX_AAD_ITEM_CHARS) {
-        return Err(invalid(format!("aad: each string at most {MAX_AAD_ITEM_CHARS} characters")));
+        return Err(invalid(format!(
+            "aad: each string at most {MAX_AAD_ITEM_CHARS} characters"
+        )));
     }
     Ok(())
 }

@@ -3,8 +3,8 @@
 
 use time::OffsetDateTime;
 
-use crate::{AuditEvent, InstanceId, KeyId, KeyRecord, KeyVersion, KeyVersionId, WrappedMaterial};
 use crate::service::KeyFilter;
+use crate::{AuditEvent, InstanceId, KeyId, KeyRecord, KeyVersion, KeyVersionId, WrappedMaterial};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -72,15 +72,33 @@ pub trait Store: Send + Sync {
     /// One version of a key by number.
     async fn key_version(&self, key: KeyId, number: u32) -> Result<Option<KeyVersion>, StoreError>;
     /// A version by its id.
-    async fn key_version_by_id(&self, key: KeyId, id: KeyVersionId) -> Result<Option<KeyVersion>, StoreError>;
+    async fn key_version_by_id(
+        &self,
+        key: KeyId,
+        id: KeyVersionId,
+    ) -> Result<Option<KeyVersion>, StoreError>;
     /// All versions of a key, oldest first.
     async fn key_versions(&self, key: KeyId) -> Result<Vec<KeyVersion>, StoreError>;
     /// A page of an instance's keys matching `filter`, and the total matching.
-    async fn keys(&self, instance: InstanceId, filter: &KeyFilter) -> Result<(Vec<KeyRecord>, u64), StoreError>;
+    async fn keys(
+        &self,
+        instance: InstanceId,
+        filter: &KeyFilter,
+    ) -> Result<(Vec<KeyRecord>, u64), StoreError>;
     /// Inserts a new key with its first version.
-    async fn insert_key(&self, key: &KeyRecord, version: &KeyVersion, event: &AuditEvent) -> Result<(), StoreError>;
+    async fn insert_key(
+        &self,
+        key: &KeyRecord,
+        version: &KeyVersion,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
     /// Replaces a key record if its stored revision is `key.revision - 1`; optionally adds a version.
-    async fn update_key(&self, key: &KeyRecord, new_version: Option<&KeyVersion>, event: &AuditEvent) -> Result<(), StoreError>;
+    async fn update_key(
+        &self,
+        key: &KeyRecord,
+        new_version: Option<&KeyVersion>,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
     /// Appends an audit event for an action that changed nothing (wrap, unwrap, a refusal).
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
 
@@ -89,11 +107,19 @@ pub trait Store: Send + Sync {
     /// An instance by id.
     async fn instance(&self, id: InstanceId) -> Result<Option<InstanceRecord>, StoreError>;
     /// Inserts an instance.
-    async fn insert_instance(&self, instance: &InstanceRecord, event: &AuditEvent) -> Result<(), StoreError>;
+    async fn insert_instance(
+        &self,
+        instance: &InstanceRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
     /// An API key by its public id.
     async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
     /// Inserts an API key.
-    async fn insert_api_key(&self, key: &ApiKeyRecord, event: &AuditEvent) -> Result<(), StoreError>;
+    async fn insert_api_key(
+        &self,
+        key: &ApiKeyRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
     /// All token-signing keys, newest first.
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
     /// Inserts a token-signing key.

@@ -44,7 +44,11 @@ impl DekCiphertext {
         let nonce = random_array::<NONCE_LEN>()?;
         let ad = additional_data(version_id, key_id, aad);
         let sealed = aead_seal(key, nonce, &ad, dek.expose())?;
-        Ok(DekCiphertext { version_id, nonce, sealed })
+        Ok(DekCiphertext {
+            version_id,
+            nonce,
+            sealed,
+        })
     }
 
     /// Decrypts the DEK; fails unless `key`, `key_id` and `aad` are exactly those used to seal.
@@ -72,11 +76,19 @@ impl DekCiphertext {
         if *format != FORMAT_V1 {
             return Err(CryptoError::Malformed("unknown ciphertext format version"));
         }
-        let (version_id, rest) = rest.split_at_checked(VERSION_ID_LEN).ok_or(CryptoError::Malformed("header"))?;
-        let (nonce, sealed) = rest.split_at_checked(NONCE_LEN).ok_or(CryptoError::Malformed("nonce"))?;
+        let (version_id, rest) = rest
+            .split_at_checked(VERSION_ID_LEN)
+            .ok_or(CryptoError::Malformed("header"))?;
+        let (nonce, sealed) = rest
+            .split_at_checked(NONCE_LEN)
+            .ok_or(CryptoError::Malformed("nonce"))?;
         Ok(DekCiphertext {
-            version_id: version_id.try_into().map_err(|_| CryptoError::Malformed("header"))?,
-            nonce: nonce.try_into().map_err(|_| CryptoError::Malformed("nonce"))?,
+            version_id: version_id
+                .try_into()
+                .map_err(|_| CryptoError::Malformed("header"))?,
+            nonce: nonce
+                .try_into()
+                .map_err(|_| CryptoError::Malformed("nonce"))?,
             sealed: sealed.to_vec(),
         })
     }
@@ -130,7 +142,11 @@ mod tests {
         assert_eq!(ct.open(&key(), b"key-1", &["b"]).map(|_| ()), fail);
         assert_eq!(ct.open(&key(), b"key-1", &[]).map(|_| ()), fail);
         assert_eq!(ct.open(&key(), b"key-1", &["a", ""]).map(|_| ()), fail);
-        assert_eq!(ct.open(&Secret::new(vec![0x43; 32]), b"key-1", &["a"]).map(|_| ()), fail);
+        assert_eq!(
+            ct.open(&Secret::new(vec![0x43; 32]), b"key-1", &["a"])
+                .map(|_| ()),
+            fail
+        );
     }
 
     #[test]

@@ -59,8 +59,12 @@ pub fn aead_seal(
 ) -> Result<Vec<u8>, CryptoError> {
     let key = gcm_key(key)?;
     let mut buf = plaintext.to_vec();
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
-        .map_err(|_| CryptoError::Unspecified)?;
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut buf,
+    )
+    .map_err(|_| CryptoError::Unspecified)?;
     Ok(buf)
 }
 
@@ -81,7 +85,9 @@ pub fn aead_open(
             .map_err(|_| CryptoError::AuthenticationFailed)?
             .len()
     };
-    Ok(Secret::from_slice(buf.expose().get(..len).ok_or(CryptoError::Unspecified)?))
+    Ok(Secret::from_slice(
+        buf.expose().get(..len).ok_or(CryptoError::Unspecified)?,
+    ))
 }
 
 fn secret_bytes_mut(s: &mut Secret) -> &mut [u8] {
@@ -110,7 +116,7 @@ pub fn kwp_wrap(kek_bytes: &Secret, material: &Secret) -> Result<Vec<u8>, Crypto
 
 /// Reverses [`kwp_wrap`]; fails if the wrapped bytes were altered or the KEK is wrong.
 pub fn kwp_unwrap(kek_bytes: &Secret, wrapped: &[u8]) -> Result<Secret, CryptoError> {
-    if wrapped.len() < 16 || wrapped.len() % 8 != 0 {
+    if wrapped.len() < 16 || !wrapped.len().is_multiple_of(8) {
         return Err(CryptoError::Malformed("wrapped key length"));
     }
     let mut out = Secret::new(vec![0u8; wrapped.len()]);
@@ -118,7 +124,9 @@ pub fn kwp_unwrap(kek_bytes: &Secret, wrapped: &[u8]) -> Result<Secret, CryptoEr
         .unwrap_with_padding(wrapped, out.expose_mut())
         .map_err(|_| CryptoError::AuthenticationFailed)?
         .len();
-    Ok(Secret::from_slice(out.expose().get(..len).ok_or(CryptoError::Unspecified)?))
+    Ok(Secret::from_slice(
+        out.expose().get(..len).ok_or(CryptoError::Unspecified)?,
+    ))
 }
 
 /// HMAC-SHA256 of `data` under `key`.
@@ -152,9 +160,21 @@ mod tests {
     #[test]
     fn kwp_matches_wycheproof_vectors() {
         let valid = [
-            ("6f67486d1e914419cb43c28509c7c1ea", "8dc0632d92ee0be4f740028410b08270", "8cd63fa6788aa5edfa753fc87d645a672b14107c3b4519e7"),
-            ("a0b17172bb296db7f5c869e9a36b5ce3", "615dd022d607c910f20178cbdf42060f", "e8bac475d1429034b32f9bdeec09a37f9b3704028f1e0270"),
-            ("0e49d571c19b5250effd41d94bde39d6", "f25e4de8caca363fd5f29442eb147b55", "4c8bcd601b508ef399f71b841294497a4493c4a0014c0103"),
+            (
+                "6f67486d1e914419cb43c28509c7c1ea",
+                "8dc0632d92ee0be4f740028410b08270",
+                "8cd63fa6788aa5edfa753fc87d645a672b14107c3b4519e7",
+            ),
+            (
+                "a0b17172bb296db7f5c869e9a36b5ce3",
+                "615dd022d607c910f20178cbdf42060f",
+                "e8bac475d1429034b32f9bdeec09a37f9b3704028f1e0270",
+            ),
+            (
+                "0e49d571c19b5250effd41d94bde39d6",
+                "f25e4de8caca363fd5f29442eb147b55",
+                "4c8bcd601b508ef399f71b841294497a4493c4a0014c0103",
+            ),
         ];
         for (k, m, c) in valid {
             let kek = Secret::new(hex(k));
@@ -181,7 +201,10 @@ mod tests {
         let other = random_secret(32).unwrap_or_else(|_| Secret::new(vec![2; 32]));
         let material = Secret::from_slice(&[7u8; 24]);
         let wrapped = kwp_wrap(&kek, &material).unwrap_or_default();
-        assert_eq!(kwp_unwrap(&other, &wrapped).err(), Some(CryptoError::AuthenticationFailed));
+        assert_eq!(
+            kwp_unwrap(&other, &wrapped).err(),
+            Some(CryptoError::AuthenticationFailed)
+        );
         for i in 0..wrapped.len() {
             let mut bad = wrapped.clone();
             if let Some(b) = bad.get_mut(i) {
@@ -197,8 +220,20 @@ mod tests {
     #[test]
     fn gcm_matches_wycheproof_vectors() {
         let valid = [
-            ("5b9604fe14eadba931b0ccf34843dab9", "921d2507fa8007b7bd067d34", "00112233445566778899aabbccddeeff", "001d0c231287c1182784554ca3a21908", "49d8b9783e911913d87094d1f63cc7651e348ba07cca2cf04c618cb4d43a5b92"),
-            ("aa023d0478dcb2b2312498293d9a9129", "0432bc49ac34412081288127", "aac39231129872a2", "2035af313d1346ab00154fea78322105", "eea945f3d0f98cc0fbab472a0cf24e874bb9b4812519dadf9e1232016d068133"),
+            (
+                "5b9604fe14eadba931b0ccf34843dab9",
+                "921d2507fa8007b7bd067d34",
+                "00112233445566778899aabbccddeeff",
+                "001d0c231287c1182784554ca3a21908",
+                "49d8b9783e911913d87094d1f63cc7651e348ba07cca2cf04c618cb4d43a5b92",
+            ),
+            (
+                "aa023d0478dcb2b2312498293d9a9129",
+                "0432bc49ac34412081288127",
+                "aac39231129872a2",
+                "2035af313d1346ab00154fea78322105",
+                "eea945f3d0f98cc0fbab472a0cf24e874bb9b4812519dadf9e1232016d068133",
+            ),
         ];
         for (k, iv, aad, msg, ct_tag) in valid {
             let key = Secret::new(hex(k));
@@ -213,8 +248,13 @@ mod tests {
             );
         }
         let key = Secret::new(hex("000102030405060708090a0b0c0d0e0f"));
-        let iv: [u8; 12] = hex("505152535455565758595a5b").try_into().unwrap_or([0; 12]);
-        for tag in ["d9847dbc326a06e988c77ad3863e6083", "da847dbc326a06e988c77ad3863e6083"] {
+        let iv: [u8; 12] = hex("505152535455565758595a5b")
+            .try_into()
+            .unwrap_or([0; 12]);
+        for tag in [
+            "d9847dbc326a06e988c77ad3863e6083",
+            "da847dbc326a06e988c77ad3863e6083",
+        ] {
             let sealed = hex(&format!("eb156d081ed6b6b55f4612f021d87b39{tag}"));
             assert_eq!(
                 aead_open(&key, iv, b"", &sealed).err(),

@@ -6,7 +6,15 @@
 //! It must not be used where the host's disk is not trusted: the keystore file is the root of
 //! every key. That is what the PKCS#11 backend is for.
 
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -72,7 +80,9 @@ pub struct SoftwareCustody {
 
 impl std::fmt::Debug for SoftwareCustody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SoftwareCustody").field("current_mkek", &self.current).finish_non_exhaustive()
+        f.debug_struct("SoftwareCustody")
+            .field("current_mkek", &self.current)
+            .finish_non_exhaustive()
     }
 }
 
@@ -89,8 +99,14 @@ impl SoftwareCustody {
     }
 
     fn open(path: &Path) -> Result<Self, KeystoreError> {
-        let io = |source| KeystoreError::Io { path: path.to_owned(), source };
-        let invalid = |reason: &str| KeystoreError::Invalid { path: path.to_owned(), reason: reason.to_owned() };
+        let io = |source| KeystoreError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let invalid = |reason: &str| KeystoreError::Invalid {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        };
         let meta = fs::metadata(path).map_err(io)?;
         {
             use std::os::unix::fs::PermissionsExt;
@@ -99,7 +115,8 @@ impl SoftwareCustody {
             }
         }
         let text = Zeroizing::new(fs::read_to_string(path).map_err(io)?);
-        let file: KeystoreFile = serde_json::from_str(&text).map_err(|_| invalid("not a keystore JSON document"))?;
+        let file: KeystoreFile =
+            serde_json::from_str(&text).map_err(|_| invalid("not a keystore JSON document"))?;
         if file.version != FORMAT_VERSION {
             return Err(invalid("unsupported keystore version"));
         }
@@ -125,32 +142,52 @@ impl SoftwareCustody {
     }
 
     fn create(path: &Path) -> Result<Self, KeystoreError> {
-        let io = |source| KeystoreError::Io { path: path.to_owned(), source };
-        let rng = |_| KeystoreError::Invalid { path: path.to_owned(), reason: "random generator failed".into() };
+        let io = |source| KeystoreError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let rng = |_| KeystoreError::Invalid {
+            path: path.to_owned(),
+            reason: "random generator failed".into(),
+        };
         let mkek = random_secret(32).map_err(rng)?;
         let signing_key = random_secret(32).map_err(rng)?;
         let id = "software:mkek:1".to_owned();
         let file = KeystoreFile {
             version: FORMAT_VERSION,
             current_mkek: id.clone(),
-            mkeks: vec![MkekEntry { id: id.clone(), key: B64.encode(mkek.expose()) }],
+            mkeks: vec![MkekEntry {
+                id: id.clone(),
+                key: B64.encode(mkek.expose()),
+            }],
             signing_key: B64.encode(signing_key.expose()),
         };
-        let text = Zeroizing::new(
-            serde_json::to_string_pretty(&file)
-                .map_err(|e| KeystoreError::Invalid { path: path.to_owned(), reason: e.to_string() })?,
-        );
+        let text = Zeroizing::new(serde_json::to_string_pretty(&file).map_err(|e| {
+            KeystoreError::Invalid {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            }
+        })?);
         // Write to a temporary file, fsync, then rename and fsync the directory: a crash leaves
         // either no keystore or a whole one, never a torn one.
         let tmp = path.with_extension("json.tmp");
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
         f.write_all(text.as_bytes()).map_err(io)?;
         f.sync_all().map_err(io)?;
         fs::rename(&tmp, path).map_err(io)?;
         if let Some(dir) = path.parent() {
             File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         }
-        Ok(SoftwareCustody { current: id.clone(), mkeks: vec![(id, mkek)], signing_key })
+        Ok(SoftwareCustody {
+            current: id.clone(),
+            mkeks: vec![(id, mkek)],
+            signing_key,
+        })
     }
 
     fn mkek(&self, id: &str) -> Result<&Secret, CustodyError> {
@@ -170,7 +207,10 @@ impl Custody for SoftwareCustody {
     fn wrap_material(&self, material: &Secret) -> Result<WrappedMaterial, CustodyError> {
         let bytes = kwp_wrap(self.mkek(&self.current)?, material)
             .map_err(|e| CustodyError::Internal(e.to_string()))?;
-        Ok(WrappedMaterial { wrapping_key: self.current.clone(), bytes })
+        Ok(WrappedMaterial {
+            wrapping_key: self.current.clone(),
+            bytes,
+        })
     }
 
     fn unwrap_material(&self, wrapped: &WrappedMaterial) -> Result<Secret, CustodyError> {
@@ -195,46 +235,74 @@ mod tests {
     #[test]
     fn creates_a_0600_keystore_and_reopens_it_with_the_same_keys() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
-        let (c1, created) = SoftwareCustody::open_or_create(dir.path()).unwrap_or_else(|e| unreachable!("{e}"));
+        let (c1, created) =
+            SoftwareCustody::open_or_create(dir.path()).unwrap_or_else(|e| unreachable!("{e}"));
         assert!(created);
-        let mode = fs::metadata(dir.path().join(KEYSTORE_FILE)).map(|m| m.permissions().mode() & 0o777).ok();
+        let mode = fs::metadata(dir.path().join(KEYSTORE_FILE))
+            .map(|m| m.permissions().mode() & 0o777)
+            .ok();
         assert_eq!(mode, Some(0o600));
         let material = Secret::from_slice(&[5; 32]);
-        let wrapped = c1.wrap_material(&material).unwrap_or_else(|e| unreachable!("{e}"));
+        let wrapped = c1
+            .wrap_material(&material)
+            .unwrap_or_else(|e| unreachable!("{e}"));
         assert_ne!(wrapped.bytes, material.expose());
         let sig = c1.sign_record(b"record").unwrap_or_default();
 
-        let (c2, created) = SoftwareCustody::open_or_create(dir.path()).unwrap_or_else(|e| unreachable!("{e}"));
+        let (c2, created) =
+            SoftwareCustody::open_or_create(dir.path()).unwrap_or_else(|e| unreachable!("{e}"));
         assert!(!created);
-        assert!(c2.unwrap_material(&wrapped).is_ok_and(|m| m.ct_eq(&material)));
+        assert!(
+            c2.unwrap_material(&wrapped)
+                .is_ok_and(|m| m.ct_eq(&material))
+        );
         assert!(c2.verify_record(b"record", &sig).is_ok());
-        assert!(matches!(c2.verify_record(b"recorD", &sig), Err(CustodyError::IntegrityFailure)));
+        assert!(matches!(
+            c2.verify_record(b"recorD", &sig),
+            Err(CustodyError::IntegrityFailure)
+        ));
     }
 
     #[test]
     fn refuses_altered_material_unknown_wrapping_key_and_open_permissions() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
-        let (c, _) = SoftwareCustody::open_or_create(dir.path()).unwrap_or_else(|e| unreachable!("{e}"));
-        let mut w = c.wrap_material(&Secret::from_slice(&[1; 16])).unwrap_or_else(|e| unreachable!("{e}"));
+        let (c, _) =
+            SoftwareCustody::open_or_create(dir.path()).unwrap_or_else(|e| unreachable!("{e}"));
+        let mut w = c
+            .wrap_material(&Secret::from_slice(&[1; 16]))
+            .unwrap_or_else(|e| unreachable!("{e}"));
         if let Some(b) = w.bytes.get_mut(3) {
             *b ^= 1;
         }
-        assert!(matches!(c.unwrap_material(&w), Err(CustodyError::IntegrityFailure)));
+        assert!(matches!(
+            c.unwrap_material(&w),
+            Err(CustodyError::IntegrityFailure)
+        ));
         w.wrapping_key = "software:mkek:9".into();
-        assert!(matches!(c.unwrap_material(&w), Err(CustodyError::UnknownWrappingKey(_))));
+        assert!(matches!(
+            c.unwrap_material(&w),
+            Err(CustodyError::UnknownWrappingKey(_))
+        ));
 
         let path = dir.path().join(KEYSTORE_FILE);
         let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o644));
-        assert!(matches!(SoftwareCustody::open_or_create(dir.path()), Err(KeystoreError::Permissions(_))));
+        assert!(matches!(
+            SoftwareCustody::open_or_create(dir.path()),
+            Err(KeystoreError::Permissions(_))
+        ));
         let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
         let _ = fs::write(&path, "{\"garbage\": true}");
-        assert!(matches!(SoftwareCustody::open_or_create(dir.path()), Err(KeystoreError::Invalid { .. })));
+        assert!(matches!(
+            SoftwareCustody::open_or_create(dir.path()),
+            Err(KeystoreError::Invalid { .. })
+        ));
     }
 
     #[test]
     fn debug_does_not_show_keys() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
-        let (c, _) = SoftwareCustody::open_or_create(dir.path()).unwrap_or_else(|e| unreachable!("{e}"));
+        let (c, _) =
+            SoftwareCustody::open_or_create(dir.path()).unwrap_or_else(|e| unreachable!("{e}"));
         let text = fs::read_to_string(dir.path().join(KEYSTORE_FILE)).unwrap_or_default();
         let shown = format!("{c:?}");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();

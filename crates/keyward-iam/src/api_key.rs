@@ -19,7 +19,9 @@ pub struct ApiKey {
 
 impl std::fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKey").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("ApiKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -33,7 +35,11 @@ impl ApiKey {
         full.extend_from_slice(id.as_bytes());
         full.push(b'.');
         full.extend_from_slice(secret.expose());
-        Ok(ApiKey { id, full: Secret::new(full), secret_hash })
+        Ok(ApiKey {
+            id,
+            full: Secret::new(full),
+            secret_hash,
+        })
     }
 }
 
@@ -65,13 +71,21 @@ mod tests {
         let (id, secret) = parse_api_key(&full).unwrap_or(("", b""));
         assert_eq!(id, key.id);
         assert!(verify_secret(secret, &key.secret_hash));
-        assert!(!verify_secret(b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &key.secret_hash));
+        assert!(!verify_secret(
+            b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            &key.secret_hash
+        ));
         assert!(!format!("{key:?}").contains(&full));
     }
 
     #[test]
     fn malformed_keys_do_not_parse() {
-        for bad in ["", "nodot", "kw.x", "xx0123456789012345678901.0123456789012345678901234567890123456789012"] {
+        for bad in [
+            "",
+            "nodot",
+            "kw.x",
+            "xx0123456789012345678901.0123456789012345678901234567890123456789012",
+        ] {
             assert!(parse_api_key(bad).is_none(), "{bad}");
         }
     }

@@ -90,7 +90,9 @@ pub struct TokenIssuer {
 
 impl std::fmt::Debug for TokenIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenIssuer").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("TokenIssuer")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -107,14 +109,22 @@ impl TokenIssuer {
         let key = RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| TokenError::Signing)?;
         let der = key.as_der().map_err(|_| TokenError::Signing)?;
         let pkcs8 = Secret::from_slice(der.as_ref());
-        let kid = B64URL.encode(sha256(key.public_key().as_ref()).get(..12).unwrap_or_default());
+        let kid = B64URL.encode(
+            sha256(key.public_key().as_ref())
+                .get(..12)
+                .unwrap_or_default(),
+        );
         Ok((TokenIssuer { kid, key, ttl_secs }, pkcs8))
     }
 
     /// An issuer from a stored PKCS#8 private key.
     pub fn from_pkcs8(kid: &str, pkcs8: &Secret, ttl_secs: i64) -> Result<Self, TokenError> {
         let key = RsaKeyPair::from_pkcs8(pkcs8.expose()).map_err(|_| TokenError::Malformed)?;
-        Ok(TokenIssuer { kid: kid.to_owned(), key, ttl_secs })
+        Ok(TokenIssuer {
+            kid: kid.to_owned(),
+            key,
+            ttl_secs,
+        })
     }
 
     /// The key id (`kid`).
@@ -146,13 +156,21 @@ impl TokenIssuer {
     }
 
     /// Issues a token for `subject` of `account`, from API key `apikey_id`.
-    pub fn issue(&self, subject: &str, account: &str, apikey_id: &str, now: OffsetDateTime) -> Result<AccessToken, TokenError> {
+    pub fn issue(
+        &self,
+        subject: &str,
+        account: &str,
+        apikey_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<AccessToken, TokenError> {
         let iat = now.unix_timestamp();
         let claims = Claims {
             iss: ISSUER.to_owned(),
             sub: subject.to_owned(),
             iam_id: subject.to_owned(),
-            account: AccountClaim { bss: account.to_owned() },
+            account: AccountClaim {
+                bss: account.to_owned(),
+            },
             apikey_id: apikey_id.to_owned(),
             iat,
             exp: iat + self.ttl_secs,
@@ -160,18 +178,31 @@ impl TokenIssuer {
             scope: "ibm openid".to_owned(),
         };
         let token = self.sign(&claims)?;
-        Ok(AccessToken { token, expires_in: self.ttl_secs, expiration: claims.exp })
+        Ok(AccessToken {
+            token,
+            expires_in: self.ttl_secs,
+            expiration: claims.exp,
+        })
     }
 
     /// Signs arbitrary claims (tests use it to build expired or odd tokens with a real key).
     pub fn sign<C: Serialize>(&self, claims: &C) -> Result<String, TokenError> {
-        let header = Header { alg: "RS256", typ: "JWT", kid: &self.kid };
+        let header = Header {
+            alg: "RS256",
+            typ: "JWT",
+            kid: &self.kid,
+        };
         let h = serde_json::to_vec(&header).map_err(|_| TokenError::Signing)?;
         let c = serde_json::to_vec(claims).map_err(|_| TokenError::Signing)?;
         let signing_input = format!("{}.{}", B64URL.encode(h), B64URL.encode(c));
         let mut sig = vec![0u8; self.key.public_modulus_len()];
         self.key
-            .sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), signing_input.as_bytes(), &mut sig)
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                signing_input.as_bytes(),
+                &mut sig,
+            )
             .map_err(|_| TokenError::Signing)?;
         Ok(format!("{signing_input}.{}", B64URL.encode(sig)))
     }
@@ -185,7 +216,10 @@ pub struct TokenVerifier {
 
 impl TokenVerifier {
     fn new(keys: Vec<(String, DecodingKey)>) -> Self {
-        TokenVerifier { keys, cache: Mutex::new(HashMap::new()) }
+        TokenVerifier {
+            keys,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Verifies `token` at time `now`: RS256 only, a known `kid`, a valid signature, our issuer,
@@ -222,7 +256,11 @@ impl TokenVerifier {
             return Err(TokenError::Malformed);
         }
         let kid = header.kid.ok_or(TokenError::Malformed)?;
-        let (_, key) = self.keys.iter().find(|(k, _)| *k == kid).ok_or(TokenError::Malformed)?;
+        let (_, key) = self
+            .keys
+            .iter()
+            .find(|(k, _)| *k == kid)
+            .ok_or(TokenError::Malformed)?;
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "sub"]);
@@ -230,12 +268,12 @@ impl TokenVerifier {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.leeway = 0;
-        jsonwebtoken::decode::<Claims>(token, key, &validation).map(|d| d.claims).map_err(|e| {
-            match e.kind() {
+        jsonwebtoken::decode::<Claims>(token, key, &validation)
+            .map(|d| d.claims)
+            .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
                 _ => TokenError::Malformed,
-            }
-        })
+            })
     }
 }
 
@@ -244,7 +282,9 @@ mod tests {
     use super::*;
 
     fn issuer() -> TokenIssuer {
-        TokenIssuer::generate(3600).map(|(i, _)| i).unwrap_or_else(|e| unreachable!("{e}"))
+        TokenIssuer::generate(3600)
+            .map(|(i, _)| i)
+            .unwrap_or_else(|e| unreachable!("{e}"))
     }
 
     fn now() -> OffsetDateTime {
@@ -257,15 +297,22 @@ mod tests {
 
     fn claims_of(token: &str) -> serde_json::Value {
         let p = parts(token);
-        let bytes = B64URL.decode(p.get(1).map(String::as_str).unwrap_or("")).unwrap_or_default();
+        let bytes = B64URL
+            .decode(p.get(1).map(String::as_str).unwrap_or(""))
+            .unwrap_or_default();
         serde_json::from_slice(&bytes).unwrap_or_default()
     }
 
     #[test]
     fn issued_tokens_verify_and_carry_exp_iat_sub_account() {
         let i = issuer();
-        let t = i.issue("iam-admin", "acct-1", "kwX", now()).unwrap_or_else(|e| unreachable!("{e}"));
-        let c = i.verifier().verify(&t.token, now()).unwrap_or_else(|e| unreachable!("{e}"));
+        let t = i
+            .issue("iam-admin", "acct-1", "kwX", now())
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let c = i
+            .verifier()
+            .verify(&t.token, now())
+            .unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(c.sub, "iam-admin");
         assert_eq!(c.account.bss, "acct-1");
         assert_eq!(c.exp - c.iat, 3600);
@@ -275,8 +322,11 @@ mod tests {
     #[test]
     fn survives_a_round_trip_through_pkcs8() {
         let (i, pkcs8) = TokenIssuer::generate(60).unwrap_or_else(|e| unreachable!("{e}"));
-        let again = TokenIssuer::from_pkcs8(i.kid(), &pkcs8, 60).unwrap_or_else(|e| unreachable!("{e}"));
-        let t = i.issue("s", "a", "k", now()).unwrap_or_else(|e| unreachable!("{e}"));
+        let again =
+            TokenIssuer::from_pkcs8(i.kid(), &pkcs8, 60).unwrap_or_else(|e| unreachable!("{e}"));
+        let t = i
+            .issue("s", "a", "k", now())
+            .unwrap_or_else(|e| unreachable!("{e}"));
         assert!(again.verifier().verify(&t.token, now()).is_ok());
         assert!(!format!("{again:?}").contains("PRIVATE"));
     }
@@ -284,41 +334,76 @@ mod tests {
     #[test]
     fn refuses_expired_and_future_tokens() {
         let i = issuer();
-        let t = i.issue("s", "a", "k", now()).unwrap_or_else(|e| unreachable!("{e}"));
+        let t = i
+            .issue("s", "a", "k", now())
+            .unwrap_or_else(|e| unreachable!("{e}"));
         let later = now() + time::Duration::seconds(3601);
-        assert_eq!(i.verifier().verify(&t.token, later).err(), Some(TokenError::Expired));
-        let mut c = serde_json::from_value::<Claims>(claims_of(&t.token)).unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(
+            i.verifier().verify(&t.token, later).err(),
+            Some(TokenError::Expired)
+        );
+        let mut c = serde_json::from_value::<Claims>(claims_of(&t.token))
+            .unwrap_or_else(|e| unreachable!("{e}"));
         c.iat = now().unix_timestamp() + 600;
         c.exp = c.iat + 600;
         let future = i.sign(&c).unwrap_or_default();
-        assert_eq!(i.verifier().verify(&future, now()).err(), Some(TokenError::NotYetValid));
+        assert_eq!(
+            i.verifier().verify(&future, now()).err(),
+            Some(TokenError::NotYetValid)
+        );
     }
 
     #[test]
     fn refuses_alg_none_hs256_with_public_key_foreign_keys_and_tampering() {
         let i = issuer();
         let v = i.verifier();
-        let t = i.issue("s", "a", "k", now()).unwrap_or_else(|e| unreachable!("{e}"));
+        let t = i
+            .issue("s", "a", "k", now())
+            .unwrap_or_else(|e| unreachable!("{e}"));
         let p = parts(&t.token);
-        let (h, c) = (p.first().cloned().unwrap_or_default(), p.get(1).cloned().unwrap_or_default());
+        let (h, c) = (
+            p.first().cloned().unwrap_or_default(),
+            p.get(1).cloned().unwrap_or_default(),
+        );
 
         // alg: none, with and without a signature.
-        let none_header = B64URL.encode(format!(r#"{{"alg":"none","typ":"JWT","kid":"{}"}}"#, i.kid()));
+        let none_header = B64URL.encode(format!(
+            r#"{{"alg":"none","typ":"JWT","kid":"{}"}}"#,
+            i.kid()
+        ));
         assert!(v.verify(&format!("{none_header}.{c}."), now()).is_err());
         assert!(v.verify(&format!("{none_header}.{c}"), now()).is_err());
 
         // HS256 "signed" with the RSA public key (algorithm confusion).
-        let hs_header = B64URL.encode(format!(r#"{{"alg":"HS256","typ":"JWT","kid":"{}"}}"#, i.kid()));
+        let hs_header = B64URL.encode(format!(
+            r#"{{"alg":"HS256","typ":"JWT","kid":"{}"}}"#,
+            i.kid()
+        ));
         let input = format!("{hs_header}.{c}");
         let public = i.jwk().to_string();
-        let mac = aws_lc_rs::hmac::sign(&aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, public.as_bytes()), input.as_bytes());
-        assert!(v.verify(&format!("{input}.{}", B64URL.encode(mac.as_ref())), now()).is_err());
+        let mac = aws_lc_rs::hmac::sign(
+            &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, public.as_bytes()),
+            input.as_bytes(),
+        );
+        assert!(
+            v.verify(&format!("{input}.{}", B64URL.encode(mac.as_ref())), now())
+                .is_err()
+        );
 
         // Another issuer's key, even with our kid in the header.
         let other = issuer();
-        let forged = TokenIssuer { kid: i.kid().to_owned(), key: other.key, ttl_secs: 3600 };
-        let claims: Claims = serde_json::from_value(claims_of(&t.token)).unwrap_or_else(|e| unreachable!("{e}"));
-        assert_eq!(v.verify(&forged.sign(&claims).unwrap_or_default(), now()).err(), Some(TokenError::BadSignature));
+        let forged = TokenIssuer {
+            kid: i.kid().to_owned(),
+            key: other.key,
+            ttl_secs: 3600,
+        };
+        let claims: Claims =
+            serde_json::from_value(claims_of(&t.token)).unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(
+            v.verify(&forged.sign(&claims).unwrap_or_default(), now())
+                .err(),
+            Some(TokenError::BadSignature)
+        );
 
         // Tampered claims with the original signature.
         let mut tampered = claims_of(&t.token);

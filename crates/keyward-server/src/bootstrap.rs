@@ -42,7 +42,10 @@ fn system_event(action: &str, target: String) -> AuditEvent {
         outcome: Outcome::Success,
         reason_code: 201,
         reason: None,
-        initiator: Initiator { id: "keyward-bootstrap".into(), address: None },
+        initiator: Initiator {
+            id: "keyward-bootstrap".into(),
+            address: None,
+        },
         instance: None,
         target: Some(target),
         key_state: None,
@@ -55,7 +58,11 @@ fn system_event(action: &str, target: String) -> AuditEvent {
 fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
-    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
     f.write_all(contents)?;
     f.sync_all()?;
@@ -70,16 +77,19 @@ fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
 /// before the records (a crash in between only means a new bootstrap next start). On later starts:
 /// updates the `url` in an existing `bootstrap.json`. Returns the bootstrap file's path when it
 /// was (re)written.
-pub async fn first_start(store: &Arc<dyn Store>, dir: &Path, url: &str) -> anyhow::Result<Option<std::path::PathBuf>> {
+pub async fn first_start(
+    store: &Arc<dyn Store>,
+    dir: &Path,
+    url: &str,
+) -> anyhow::Result<Option<std::path::PathBuf>> {
     let path = dir.join(BOOTSTRAP_FILE);
     if !store.instances().await?.is_empty() {
-        if let Ok(text) = fs::read_to_string(&path) {
-            if let Ok(mut file) = serde_json::from_str::<BootstrapFile>(&text) {
-                if file.url != url {
-                    file.url = url.to_owned();
-                    write_private(&path, &serde_json::to_vec_pretty(&file)?)?;
-                }
-            }
+        if let Ok(text) = fs::read_to_string(&path)
+            && let Ok(mut file) = serde_json::from_str::<BootstrapFile>(&text)
+            && file.url != url
+        {
+            file.url = url.to_owned();
+            write_private(&path, &serde_json::to_vec_pretty(&file)?)?;
         }
         return Ok(None);
     }
@@ -90,7 +100,8 @@ pub async fn first_start(store: &Arc<dyn Store>, dir: &Path, url: &str) -> anyho
         name: "default".into(),
         created_at: OffsetDateTime::now_utc(),
     };
-    let key = ApiKey::generate().map_err(|e| anyhow::anyhow!("generating the admin API key: {e}"))?;
+    let key =
+        ApiKey::generate().map_err(|e| anyhow::anyhow!("generating the admin API key: {e}"))?;
     let file = BootstrapFile {
         api_key: String::from_utf8(key.full.expose().to_vec())?,
         instance_id: instance.id.to_string(),
@@ -106,18 +117,36 @@ pub async fn first_start(store: &Arc<dyn Store>, dir: &Path, url: &str) -> anyho
         created_at: instance.created_at,
         locked: false,
     };
-    store.insert_api_key(&record, &system_event("iam-identity.apikey.create", key.id.clone())).await?;
-    store.insert_instance(&instance, &system_event("kms.instance.create", instance.id.to_string())).await?;
+    store
+        .insert_api_key(
+            &record,
+            &system_event("iam-identity.apikey.create", key.id.clone()),
+        )
+        .await?;
+    store
+        .insert_instance(
+            &instance,
+            &system_event("kms.instance.create", instance.id.to_string()),
+        )
+        .await?;
     Ok(Some(path))
 }
 
 /// Loads the newest token-signing key, or creates one (wrapped by custody) on first start.
-pub async fn token_issuer(store: &Arc<dyn Store>, custody: &Arc<dyn Custody>, ttl_secs: i64) -> anyhow::Result<TokenIssuer> {
+pub async fn token_issuer(
+    store: &Arc<dyn Store>,
+    custody: &Arc<dyn Custody>,
+    ttl_secs: i64,
+) -> anyhow::Result<TokenIssuer> {
     if let Some(rec) = store.signing_keys().await?.into_iter().next() {
-        let pkcs8 = custody.unwrap_material(&rec.private_key).context("unwrapping the token-signing key")?;
-        return TokenIssuer::from_pkcs8(&rec.kid, &pkcs8, ttl_secs).context("loading the token-signing key");
+        let pkcs8 = custody
+            .unwrap_material(&rec.private_key)
+            .context("unwrapping the token-signing key")?;
+        return TokenIssuer::from_pkcs8(&rec.kid, &pkcs8, ttl_secs)
+            .context("loading the token-signing key");
     }
-    let (issuer, pkcs8) = TokenIssuer::generate(ttl_secs).context("generating the token-signing key")?;
+    let (issuer, pkcs8) =
+        TokenIssuer::generate(ttl_secs).context("generating the token-signing key")?;
     let rec = SigningKeyRecord {
         kid: issuer.kid().to_owned(),
         private_key: custody.wrap_material(&pkcs8)?,

@@ -41,7 +41,10 @@ pub struct LifecycleSection {
 
 impl Default for LifecycleSection {
     fn default() -> Self {
-        LifecycleSection { min_rotation_interval_secs: 3600, enable_after_disable_secs: 30 }
+        LifecycleSection {
+            min_rotation_interval_secs: 3600,
+            enable_after_disable_secs: 30,
+        }
     }
 }
 
@@ -87,12 +90,18 @@ pub enum ConfigError {
 impl ServerConfig {
     /// Parses a TOML document (no I/O).
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
     }
 
     /// Reads and parses a TOML file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::from_toml(&text, path)
     }
 
@@ -100,7 +109,9 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) | (None, Some(_)) => {
-                return Err(ConfigError::Invalid("--tls-cert and --tls-key must be given together".into()));
+                return Err(ConfigError::Invalid(
+                    "--tls-cert and --tls-key must be given together".into(),
+                ));
             }
             (None, None) if !self.listen.ip().is_loopback() => {
                 return Err(ConfigError::Invalid(format!(
@@ -113,10 +124,14 @@ impl ServerConfig {
         }
         if !(60..=86_400).contains(&self.token_ttl_secs) && self.token_ttl_secs != 1 {
             // 1 second is allowed so tests can watch tokens expire.
-            return Err(ConfigError::Invalid("token_ttl_secs must be between 60 and 86400".into()));
+            return Err(ConfigError::Invalid(
+                "token_ttl_secs must be between 60 and 86400".into(),
+            ));
         }
         if self.max_body_bytes < 1024 {
-            return Err(ConfigError::Invalid("max_body_bytes must be at least 1024".into()));
+            return Err(ConfigError::Invalid(
+                "max_body_bytes must be at least 1024".into(),
+            ));
         }
         Ok(())
     }
@@ -157,7 +172,9 @@ mod tests {
             "listen = \"127.0.0.1:9000\"\n[lifecycle]\nenable_after_disable_secs = 0\n",
             Path::new("x.toml"),
         );
-        assert!(c.is_ok_and(|c| c.listen.port() == 9000 && c.lifecycle.enable_after_disable_secs == 0));
+        assert!(
+            c.is_ok_and(|c| c.listen.port() == 9000 && c.lifecycle.enable_after_disable_secs == 0)
+        );
         assert!(ServerConfig::from_toml("lisen = 1", Path::new("x.toml")).is_err());
     }
 }

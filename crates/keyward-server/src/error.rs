@@ -39,13 +39,17 @@ impl From<KeyError> for ApiError {
 impl ApiError {
     /// A 400 with a reason code and a message naming the field.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::BadRequest { code, message: message.into() }
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+        }
     }
 
     /// The status and Key Protect reason code, and the message the caller sees.
     fn parts(&self) -> (StatusCode, &'static str, String) {
         use KeyError as K;
-        let status = |code: u16| StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            |code: u16| StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         match self {
             ApiError::Key(e) => {
                 let code = match e {
@@ -56,24 +60,37 @@ impl ApiError {
                     K::InvalidCiphertext => "UNPROCESSABLE_CIPHERTEXT_ERR",
                     K::TooSoon(_) => "NOT_ENOUGH_TIME_ELAPSED_ERR",
                     K::Conflict | K::Store(StoreError::Conflict) => "CONFLICT_ERR",
-                    K::Custody(CustodyError::Unavailable(_)) | K::Store(StoreError::Unavailable(_)) => {
-                        "SERVICE_UNAVAILABLE_ERR"
-                    }
+                    K::Custody(CustodyError::Unavailable(_))
+                    | K::Store(StoreError::Unavailable(_)) => "SERVICE_UNAVAILABLE_ERR",
                     K::IntegrityFailure | K::Custody(_) | K::Store(_) => "INTERNAL_SERVER_ERR",
                 };
                 let s = status(e.reason_code());
-                let msg = if s.is_server_error() { generic(s) } else { e.to_string() };
+                let msg = if s.is_server_error() {
+                    generic(s)
+                } else {
+                    e.to_string()
+                };
                 (s, code, msg)
             }
-            ApiError::BadRequest { code, message } => (StatusCode::BAD_REQUEST, code, message.clone()),
+            ApiError::BadRequest { code, message } => {
+                (StatusCode::BAD_REQUEST, code, message.clone())
+            }
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED_ERR", m.clone()),
             ApiError::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "BODY_TOO_LARGE_ERR",
                 "the request body is larger than this server accepts".into(),
             ),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND_ERR", "no such resource".into()),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERR", generic(StatusCode::INTERNAL_SERVER_ERROR)),
+            ApiError::NotFound => (
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND_ERR",
+                "no such resource".into(),
+            ),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_SERVER_ERR",
+                generic(StatusCode::INTERNAL_SERVER_ERROR),
+            ),
         }
     }
 
@@ -113,7 +130,10 @@ impl IntoResponse for ApiError {
         );
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut resp = (status, bytes).into_response();
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         resp
     }
 }

@@ -35,18 +35,28 @@ fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
 
 /// The client address, when the server was started with connect info.
 pub fn client_address(parts: &Parts) -> Option<String> {
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string())
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
 }
 
 /// The request id of a request.
 pub fn request_id(parts: &Parts) -> String {
-    parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default()
+    parts
+        .extensions
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default()
 }
 
 impl FromRequestParts<Arc<AppState>> for Authed {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         let result = authenticate(parts, state).await;
         if let Err(e) = &result {
             // Refused authentication is an action too: record it (without the token).
@@ -57,7 +67,10 @@ impl FromRequestParts<Arc<AppState>> for Authed {
                 outcome: Outcome::Failure,
                 reason_code: e.status().as_u16(),
                 reason: Some(format!("{e:?}").chars().take(200).collect()),
-                initiator: Initiator { id: "unauthenticated".into(), address: client_address(parts) },
+                initiator: Initiator {
+                    id: "unauthenticated".into(),
+                    address: client_address(parts),
+                },
                 instance: header(parts, headers::INSTANCE).map(|s| s.chars().take(64).collect()),
                 target: Some(parts.uri.path().chars().take(200).collect()),
                 key_state: None,
@@ -73,26 +86,44 @@ impl FromRequestParts<Arc<AppState>> for Authed {
 }
 
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Authed, ApiError> {
-    let auth = header(parts, "authorization").ok_or_else(|| ApiError::Unauthorized("an Authorization: Bearer <token> header is required".into()))?;
+    let auth = header(parts, "authorization").ok_or_else(|| {
+        ApiError::Unauthorized("an Authorization: Bearer <token> header is required".into())
+    })?;
     let token = auth
         .strip_prefix("Bearer ")
         .or_else(|| auth.strip_prefix("bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into()))?;
+        .ok_or_else(|| {
+            ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into())
+        })?;
     let claims = state
         .verifier
         .verify(token, OffsetDateTime::now_utc())
-        .map_err(|e| ApiError::Unauthorized(format!("{e}; get a new token from /identity/token")))?;
-    let instance = header(parts, headers::INSTANCE)
-        .ok_or_else(|| ApiError::bad_request("MISSING_HEADER_ERR", "the bluemix-instance header is required"))?;
-    let instance: InstanceId = instance
-        .parse()
-        .map_err(|_| ApiError::bad_request("INVALID_HEADER_ERR", "the bluemix-instance header must be an instance id (UUID)"))?;
-    let account = state.instance_account(instance).await.map_err(|e| ApiError::Key(e.into()))?;
+        .map_err(|e| {
+            ApiError::Unauthorized(format!("{e}; get a new token from /identity/token"))
+        })?;
+    let instance = header(parts, headers::INSTANCE).ok_or_else(|| {
+        ApiError::bad_request(
+            "MISSING_HEADER_ERR",
+            "the bluemix-instance header is required",
+        )
+    })?;
+    let instance: InstanceId = instance.parse().map_err(|_| {
+        ApiError::bad_request(
+            "INVALID_HEADER_ERR",
+            "the bluemix-instance header must be an instance id (UUID)",
+        )
+    })?;
+    let account = state
+        .instance_account(instance)
+        .await
+        .map_err(|e| ApiError::Key(e.into()))?;
     // An instance of another account and an instance that does not exist look the same.
     if account.as_deref() != Some(claims.account.bss.as_str()) {
-        return Err(ApiError::Unauthorized("the user does not have access to the specified instance".into()));
+        return Err(ApiError::Unauthorized(
+            "the user does not have access to the specified instance".into(),
+        ));
     }
     Ok(Authed {
         caller: Caller {
@@ -113,13 +144,16 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        Bytes::from_request(req, state).await.map(Body).map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::bad_request("BAD_BODY_ERR", "the request body could not be read")
-            }
-        })
+        Bytes::from_request(req, state)
+            .await
+            .map(Body)
+            .map_err(|r| {
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::bad_request("BAD_BODY_ERR", "the request body could not be read")
+                }
+            })
     }
 }
 
@@ -146,15 +180,21 @@ pub fn parse_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiE
     serde_json::from_slice(bytes).map_err(|e| {
         let text = e.to_string();
         let what = match e.classify() {
-            serde_json::error::Category::Data if text.starts_with("missing field") => {
-                text.split(" at line").next().unwrap_or("a field is missing").to_owned()
-            }
+            serde_json::error::Category::Data if text.starts_with("missing field") => text
+                .split(" at line")
+                .next()
+                .unwrap_or("a field is missing")
+                .to_owned(),
             serde_json::error::Category::Data => "a field has the wrong type".to_owned(),
             _ => "the body is not valid JSON".to_owned(),
         };
         ApiError::bad_request(
             "BAD_BODY_ERR",
-            format!("invalid request body: {what} (line {}, column {})", e.line(), e.column()),
+            format!(
+                "invalid request body: {what} (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
         )
     })
 }

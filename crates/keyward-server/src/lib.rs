@@ -4,7 +4,15 @@
 //! Handlers here translate HTTP to [`keyward_core::KeyService`] calls and back; no key rule lives
 //! in this crate.
 
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 pub mod bootstrap;
 pub mod config;
@@ -42,14 +50,27 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/identity/token", post(identity::token))
         .route("/identity/keys", get(identity::keys))
-        .route("/api/v2/keys", get(keys::list_keys).head(keys::head_keys).post(keys::create_key))
-        .route("/api/v2/keys/{id}", get(keys::get_key).delete(keys::delete_key).post(keys::key_action_query))
+        .route(
+            "/api/v2/keys",
+            get(keys::list_keys)
+                .head(keys::head_keys)
+                .post(keys::create_key),
+        )
+        .route(
+            "/api/v2/keys/{id}",
+            get(keys::get_key)
+                .delete(keys::delete_key)
+                .post(keys::key_action_query),
+        )
         .route("/api/v2/keys/{id}/metadata", get(keys::get_key_metadata))
         .route("/api/v2/keys/{id}/versions", get(keys::key_versions))
         .route("/api/v2/keys/{id}/actions/{action}", post(keys::key_action))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async {
-            ApiError::bad_request("METHOD_NOT_ALLOWED_ERR", "this method is not allowed on this path")
+            ApiError::bad_request(
+                "METHOD_NOT_ALLOWED_ERR",
+                "this method is not allowed on this path",
+            )
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn(request_id))
@@ -61,19 +82,28 @@ pub fn router(state: Arc<AppState>) -> Router {
 async fn request_id(mut req: Request, next: Next) -> Response {
     let id = uuid::Uuid::new_v4().to_string();
     req.extensions_mut().insert(RequestId(id.clone()));
-    let correlation = req.headers().get(keyward_api::headers::CORRELATION_ID).cloned();
+    let correlation = req
+        .headers()
+        .get(keyward_api::headers::CORRELATION_ID)
+        .cloned();
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
     let _entered = span.enter();
     drop(_entered);
     let mut resp = next.run(req).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert(keyward_api::headers::REQUEST_ID, v);
+        resp.headers_mut()
+            .insert(keyward_api::headers::REQUEST_ID, v);
     }
     if let Some(c) = correlation {
-        resp.headers_mut().insert(keyward_api::headers::CORRELATION_ID, c);
+        resp.headers_mut()
+            .insert(keyward_api::headers::CORRELATION_ID, c);
     }
     if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
-        return ApiError::bad_request("METHOD_NOT_ALLOWED_ERR", "this method is not allowed on this path").into_response();
+        return ApiError::bad_request(
+            "METHOD_NOT_ALLOWED_ERR",
+            "this method is not allowed on this path",
+        )
+        .into_response();
     }
     resp
 }
@@ -110,7 +140,8 @@ pub struct RunningServer {
 impl RunningServer {
     /// Stops accepting, lets requests in flight finish (up to 10 s), and waits.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        self.handle.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+        self.handle
+            .graceful_shutdown(Some(std::time::Duration::from_secs(10)));
         self.task.await??;
         Ok(())
     }
@@ -137,18 +168,26 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             Some(
                 axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                     .await
-                    .with_context(|| format!("loading TLS certificate {} and key {}", cert.display(), key.display()))?,
+                    .with_context(|| {
+                        format!(
+                            "loading TLS certificate {} and key {}",
+                            cert.display(),
+                            key.display()
+                        )
+                    })?,
             )
         }
         _ => None,
     };
     let state = open(config).await?;
-    let listener = std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+    let listener =
+        std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{addr}");
-    let bootstrap_file = bootstrap::first_start(state.store(), &state.config.data_dir, &url).await?;
+    let bootstrap_file =
+        bootstrap::first_start(state.store(), &state.config.data_dir, &url).await?;
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     let task = match tls {
@@ -161,6 +200,15 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             tokio::spawn(async move { server.serve(app).await })
         }
     };
-    handle.listening().await.context("the server did not start listening")?;
-    Ok(RunningServer { addr, url, bootstrap_file, handle, task })
+    handle
+        .listening()
+        .await
+        .context("the server did not start listening")?;
+    Ok(RunningServer {
+        addr,
+        url,
+        bootstrap_file,
+        handle,
+        task,
+    })
 }

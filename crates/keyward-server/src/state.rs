@@ -26,7 +26,13 @@ impl AppState {
     /// State over a key service and token keys.
     pub fn new(keys: KeyService, issuer: TokenIssuer, config: ServerConfig) -> Arc<Self> {
         let verifier = issuer.verifier();
-        Arc::new(AppState { keys, issuer, verifier, config, instance_accounts: RwLock::new(HashMap::new()) })
+        Arc::new(AppState {
+            keys,
+            issuer,
+            verifier,
+            config,
+            instance_accounts: RwLock::new(HashMap::new()),
+        })
     }
 
     /// The store.
@@ -35,11 +41,21 @@ impl AppState {
     }
 
     /// The account owning `instance`, if the instance exists.
-    pub async fn instance_account(&self, instance: InstanceId) -> Result<Option<String>, keyward_core::StoreError> {
-        if let Some(a) = self.instance_accounts.read().ok().and_then(|m| m.get(&instance).cloned()) {
+    pub async fn instance_account(
+        &self,
+        instance: InstanceId,
+    ) -> Result<Option<String>, keyward_core::StoreError> {
+        if let Some(a) = self
+            .instance_accounts
+            .read()
+            .ok()
+            .and_then(|m| m.get(&instance).cloned())
+        {
             return Ok(Some(a));
         }
-        let Some(rec) = self.store().instance(instance).await? else { return Ok(None) };
+        let Some(rec) = self.store().instance(instance).await? else {
+            return Ok(None);
+        };
         if let Ok(mut m) = self.instance_accounts.write() {
             m.insert(instance, rec.account.clone());
         }

@@ -23,17 +23,16 @@ pub fn b64(bytes: &[u8]) -> String {
 
 /// Decodes a base64 field into a secret; the error names the field, never its value.
 pub fn secret_from_b64(field: &str, value: &str) -> Result<Secret, ApiError> {
-    B64_IN
-        .decode(value.trim())
-        .map(Secret::new)
-        .map_err(|_| ApiError::bad_request("INVALID_FIELD_ERR", format!("{field}: not valid base64")))
+    B64_IN.decode(value.trim()).map(Secret::new).map_err(|_| {
+        ApiError::bad_request("INVALID_FIELD_ERR", format!("{field}: not valid base64"))
+    })
 }
 
 /// Decodes a base64 field that is not secret (ciphertexts).
 pub fn bytes_from_b64(field: &str, value: &str) -> Result<Vec<u8>, ApiError> {
-    B64_IN
-        .decode(value.trim())
-        .map_err(|_| ApiError::bad_request("INVALID_FIELD_ERR", format!("{field}: not valid base64")))
+    B64_IN.decode(value.trim()).map_err(|_| {
+        ApiError::bad_request("INVALID_FIELD_ERR", format!("{field}: not valid base64"))
+    })
 }
 
 /// Key Protect's date format: RFC 3339, UTC, milliseconds.
@@ -53,13 +52,20 @@ pub fn date(t: OffsetDateTime) -> String {
 
 /// Parses an RFC 3339 date field.
 pub fn parse_date(field: &str, value: &str) -> Result<OffsetDateTime, ApiError> {
-    OffsetDateTime::parse(value, &Rfc3339)
-        .map_err(|_| ApiError::bad_request("INVALID_FIELD_ERR", format!("{field}: not an RFC 3339 date")))
+    OffsetDateTime::parse(value, &Rfc3339).map_err(|_| {
+        ApiError::bad_request(
+            "INVALID_FIELD_ERR",
+            format!("{field}: not an RFC 3339 date"),
+        )
+    })
 }
 
 /// The key's CRN, IBM-shaped.
 pub fn crn(region: &str, account: &str, key: &KeyRecord) -> String {
-    format!("crn:v1:keyward:private:kms:{region}:a/{account}:{}:key:{}", key.instance, key.id)
+    format!(
+        "crn:v1:keyward:private:kms:{region}:a/{account}:{}:key:{}",
+        key.instance, key.id
+    )
 }
 
 /// A key as Key Protect returns it, with `payload` for a standard key's GET.
@@ -79,12 +85,18 @@ pub fn key_view(region: &str, account: &str, key: &KeyRecord, payload: Option<&S
         creation_date: date(key.created_at),
         created_by: key.created_by.clone(),
         algorithm_type: "AES".to_owned(),
-        algorithm_metadata: AlgorithmMetadata { bit_length: key.bits.to_string(), mode: "GCM".to_owned() },
+        algorithm_metadata: AlgorithmMetadata {
+            bit_length: key.bits.to_string(),
+            mode: "GCM".to_owned(),
+        },
         algorithm_bit_size: u32::from(key.bits),
         algorithm_mode: "GCM".to_owned(),
         last_update_date: date(key.updated_at),
         last_rotate_date: key.last_rotated_at.map(date),
-        key_version: KeyVersionRef { id: key.current_version_id.to_string(), creation_date: Some(date(version_date)) },
+        key_version: KeyVersionRef {
+            id: key.current_version_id.to_string(),
+            creation_date: Some(date(version_date)),
+        },
         dual_auth_delete: DualAuthDelete { enabled: false },
         deleted: key.deleted_at.is_some(),
         deletion_date: key.deleted_at.map(date),
@@ -95,7 +107,10 @@ pub fn key_view(region: &str, account: &str, key: &KeyRecord, payload: Option<&S
 
 /// A version reference for the versions list.
 pub fn version_view(v: &KeyVersion) -> KeyVersionRef {
-    KeyVersionRef { id: v.id.to_string(), creation_date: Some(date(v.created_at)) }
+    KeyVersionRef {
+        id: v.id.to_string(),
+        creation_date: Some(date(v.created_at)),
+    }
 }
 
 #[cfg(test)]
@@ -104,7 +119,8 @@ mod tests {
 
     #[test]
     fn dates_have_milliseconds_and_z() {
-        let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
         assert_eq!(date(t), "2023-11-14T22:13:20.123Z");
         assert!(parse_date("expirationDate", "2030-01-01T00:00:00Z").is_ok());
         assert!(parse_date("expirationDate", "tomorrow").is_err());
@@ -114,8 +130,14 @@ mod tests {
     fn base64_errors_name_the_field_not_the_value() {
         let err = secret_from_b64("plaintext", "not*base64!").err();
         let shown = format!("{err:?}");
-        assert!(shown.contains("plaintext") && !shown.contains("not*base64!"), "{shown}");
+        assert!(
+            shown.contains("plaintext") && !shown.contains("not*base64!"),
+            "{shown}"
+        );
         assert!(secret_from_b64("plaintext", "AAAA").is_ok_and(|s| s.len() == 3));
-        assert!(secret_from_b64("plaintext", "AAA").is_ok_and(|s| s.len() == 2), "unpadded accepted");
+        assert!(
+            secret_from_b64("plaintext", "AAA").is_ok_and(|s| s.len() == 2),
+            "unpadded accepted"
+        );
     }
 }

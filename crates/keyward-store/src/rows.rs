@@ -12,7 +12,8 @@ pub const KEY_COLUMNS: &str = "id, instance_id, kind, name, description, state, 
     expiration, bits, current_version, current_version_id, revision, created_at, created_by, updated_at, \
     state_changed_at, last_rotated_at, deleted_at, deleted_by, signature";
 
-pub const VERSION_COLUMNS: &str = "key_id, number, id, created_at, wrapping_key, material, signature";
+pub const VERSION_COLUMNS: &str =
+    "key_id, number, id, created_at, wrapping_key, material, signature";
 
 pub fn nanos(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX)
@@ -58,7 +59,10 @@ pub fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         bits: r.get(9)?,
         current_version: r.get(10)?,
         current_version_id: parse(r.get(11)?)?,
-        revision: r.get::<_, i64>(12)?.try_into().map_err(|_| conv("bad revision".into()))?,
+        revision: r
+            .get::<_, i64>(12)?
+            .try_into()
+            .map_err(|_| conv("bad revision".into()))?,
         created_at: time(r.get(13)?)?,
         created_by: r.get(14)?,
         updated_at: time(r.get(15)?)?,
@@ -83,7 +87,10 @@ pub fn version_from_row(r: &Row<'_>) -> rusqlite::Result<KeyVersion> {
         number: r.get(1)?,
         id: parse(r.get(2)?)?,
         created_at: time(r.get(3)?)?,
-        material: WrappedMaterial { wrapping_key: r.get(4)?, bytes: r.get(5)? },
+        material: WrappedMaterial {
+            wrapping_key: r.get(4)?,
+            bytes: r.get(5)?,
+        },
         signature: r.get(6)?,
     })
 }
@@ -101,7 +108,9 @@ pub fn api_key_from_row(r: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
     let hash: Vec<u8> = r.get(1)?;
     Ok(ApiKeyRecord {
         id: r.get(0)?,
-        secret_hash: hash.try_into().map_err(|_| conv("bad API key hash".into()))?,
+        secret_hash: hash
+            .try_into()
+            .map_err(|_| conv("bad API key hash".into()))?,
         subject: r.get(2)?,
         account: r.get(3)?,
         name: r.get(4)?,
@@ -113,7 +122,10 @@ pub fn api_key_from_row(r: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
 pub fn signing_key_from_row(r: &Row<'_>) -> rusqlite::Result<SigningKeyRecord> {
     Ok(SigningKeyRecord {
         kid: r.get(0)?,
-        private_key: WrappedMaterial { wrapping_key: r.get(1)?, bytes: r.get(2)? },
+        private_key: WrappedMaterial {
+            wrapping_key: r.get(1)?,
+            bytes: r.get(2)?,
+        },
         created_at: time(r.get(3)?)?,
     })
 }
@@ -151,7 +163,11 @@ pub fn cadf_json(e: &AuditEvent) -> String {
 
 pub fn sql_error(e: rusqlite::Error) -> StoreError {
     match &e {
-        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => StoreError::Conflict,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::Conflict
+        }
         rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
             StoreError::Corrupt(e.to_string())
         }

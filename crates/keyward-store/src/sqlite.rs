@@ -26,7 +26,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -36,14 +38,22 @@ impl SqliteStore {
         let path = dir.join(DB_FILE);
         let mut conn = Connection::open(&path).map_err(sql_error)?;
         // WAL with synchronous=FULL: every commit is fsynced before the writer reports success.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql_error)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(sql_error)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(sql_error)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql_error)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql_error)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sql_error)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(sql_error)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sql_error)?;
         migrate(&mut conn).map_err(sql_error)?;
         set_private(&path);
         let writer = Writer::start(conn).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(SqliteStore { path, writer, readers: Mutex::new(Vec::new()) })
+        Ok(SqliteStore {
+            path,
+            writer,
+            readers: Mutex::new(Vec::new()),
+        })
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
@@ -55,15 +65,16 @@ impl SqliteStore {
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )
                 .map_err(sql_error)?;
-                c.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql_error)?;
+                c.busy_timeout(std::time::Duration::from_secs(5))
+                    .map_err(sql_error)?;
                 c
             }
         };
         let result = f(&conn).map_err(sql_error);
-        if let Ok(mut pool) = self.readers.lock() {
-            if pool.len() < MAX_IDLE_READERS {
-                pool.push(conn);
-            }
+        if let Ok(mut pool) = self.readers.lock()
+            && pool.len() < MAX_IDLE_READERS
+        {
+            pool.push(conn);
         }
         result
     }
@@ -127,46 +138,70 @@ fn revision(k: &KeyRecord) -> i64 {
 impl Store for SqliteStore {
     async fn key(&self, instance: InstanceId, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = ?1 AND instance_id = ?2"))?
-                .query_row(params![id.to_string(), instance.to_string()], key_from_row)
-                .optional()
+            c.prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS} FROM keys WHERE id = ?1 AND instance_id = ?2"
+            ))?
+            .query_row(params![id.to_string(), instance.to_string()], key_from_row)
+            .optional()
         })
     }
 
     async fn key_version(&self, key: KeyId, number: u32) -> Result<Option<KeyVersion>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(&format!("SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = ?1 AND number = ?2"))?
-                .query_row(params![key.to_string(), number], version_from_row)
-                .optional()
+            c.prepare_cached(&format!(
+                "SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = ?1 AND number = ?2"
+            ))?
+            .query_row(params![key.to_string(), number], version_from_row)
+            .optional()
         })
     }
 
-    async fn key_version_by_id(&self, key: KeyId, id: KeyVersionId) -> Result<Option<KeyVersion>, StoreError> {
+    async fn key_version_by_id(
+        &self,
+        key: KeyId,
+        id: KeyVersionId,
+    ) -> Result<Option<KeyVersion>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(&format!("SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = ?1 AND id = ?2"))?
-                .query_row(params![key.to_string(), id.to_string()], version_from_row)
-                .optional()
+            c.prepare_cached(&format!(
+                "SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = ?1 AND id = ?2"
+            ))?
+            .query_row(params![key.to_string(), id.to_string()], version_from_row)
+            .optional()
         })
     }
 
     async fn key_versions(&self, key: KeyId) -> Result<Vec<KeyVersion>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(&format!("SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = ?1 ORDER BY number"))?
-                .query_map(params![key.to_string()], version_from_row)?
-                .collect()
+            c.prepare_cached(&format!(
+                "SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = ?1 ORDER BY number"
+            ))?
+            .query_map(params![key.to_string()], version_from_row)?
+            .collect()
         })
     }
 
-    async fn keys(&self, instance: InstanceId, filter: &KeyFilter) -> Result<(Vec<KeyRecord>, u64), StoreError> {
+    async fn keys(
+        &self,
+        instance: InstanceId,
+        filter: &KeyFilter,
+    ) -> Result<(Vec<KeyRecord>, u64), StoreError> {
         let states: Vec<i64> = if filter.states.is_empty() {
-            [KeyState::PreActive, KeyState::Active, KeyState::Suspended, KeyState::Deactivated]
-                .iter()
-                .map(|s| i64::from(s.code()))
-                .collect()
+            [
+                KeyState::PreActive,
+                KeyState::Active,
+                KeyState::Suspended,
+                KeyState::Deactivated,
+            ]
+            .iter()
+            .map(|s| i64::from(s.code()))
+            .collect()
         } else {
             filter.states.iter().map(|s| i64::from(s.code())).collect()
         };
-        let mut cond = format!("instance_id = ? AND state IN ({})", vec!["?"; states.len()].join(","));
+        let mut cond = format!(
+            "instance_id = ? AND state IN ({})",
+            vec!["?"; states.len()].join(",")
+        );
         let mut args: Vec<rusqlite::types::Value> = vec![instance.to_string().into()];
         args.extend(states.into_iter().map(rusqlite::types::Value::from));
         if let Some(extractable) = filter.extractable {
@@ -191,7 +226,12 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn insert_key(&self, key: &KeyRecord, version: &KeyVersion, event: &AuditEvent) -> Result<(), StoreError> {
+    async fn insert_key(
+        &self,
+        key: &KeyRecord,
+        version: &KeyVersion,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
         let (k, v, e) = (key.clone(), version.clone(), event.clone());
         self.write(move |c| {
             c.prepare_cached(&format!(
@@ -226,7 +266,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn update_key(&self, key: &KeyRecord, new_version: Option<&KeyVersion>, event: &AuditEvent) -> Result<(), StoreError> {
+    async fn update_key(
+        &self,
+        key: &KeyRecord,
+        new_version: Option<&KeyVersion>,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
         let (k, v, e) = (key.clone(), new_version.cloned(), event.clone());
         self.write(move |c| {
                 let n = c
@@ -278,9 +323,11 @@ impl Store for SqliteStore {
 
     async fn instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
         self.read(|c| {
-            c.prepare_cached("SELECT id, account, name, created_at FROM instances ORDER BY created_at")?
-                .query_map([], instance_from_row)?
-                .collect()
+            c.prepare_cached(
+                "SELECT id, account, name, created_at FROM instances ORDER BY created_at",
+            )?
+            .query_map([], instance_from_row)?
+            .collect()
         })
     }
 
@@ -292,7 +339,11 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn insert_instance(&self, instance: &InstanceRecord, event: &AuditEvent) -> Result<(), StoreError> {
+    async fn insert_instance(
+        &self,
+        instance: &InstanceRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
         let (i, e) = (instance.clone(), event.clone());
         self.write(move |c| {
             c.execute(
@@ -312,13 +363,25 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn insert_api_key(&self, key: &ApiKeyRecord, event: &AuditEvent) -> Result<(), StoreError> {
+    async fn insert_api_key(
+        &self,
+        key: &ApiKeyRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
         let (k, e) = (key.clone(), event.clone());
         self.write(move |c| {
             c.execute(
                 "INSERT INTO api_keys (id, secret_hash, subject, account, name, created_at, locked)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![k.id, k.secret_hash.to_vec(), k.subject, k.account, k.name, nanos(k.created_at), k.locked],
+                params![
+                    k.id,
+                    k.secret_hash.to_vec(),
+                    k.subject,
+                    k.account,
+                    k.name,
+                    nanos(k.created_at),
+                    k.locked
+                ],
             )?;
             insert_audit(c, &e)
         })

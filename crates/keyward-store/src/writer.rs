@@ -23,7 +23,9 @@ impl Writer {
     /// Starts the writer thread on `conn`.
     pub fn start(conn: Connection) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new().name("keyward-store-writer".into()).spawn(move || run(conn, rx))?;
+        std::thread::Builder::new()
+            .name("keyward-store-writer".into())
+            .spawn(move || run(conn, rx))?;
         Ok(Writer { jobs: tx })
     }
 
@@ -42,8 +44,11 @@ impl Writer {
             });
             (ok, done)
         });
-        self.jobs.send(job).map_err(|_| StoreError::Unavailable("store writer stopped".into()))?;
-        rx.await.map_err(|_| StoreError::Unavailable("store writer stopped".into()))?
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?
     }
 }
 
@@ -69,7 +74,11 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
                 tracing::error!(error = %e, "store: savepoint failed");
             }
             let (ok, completion) = job(&conn);
-            let end = if ok { "RELEASE w" } else { "ROLLBACK TO w; RELEASE w" };
+            let end = if ok {
+                "RELEASE w"
+            } else {
+                "ROLLBACK TO w; RELEASE w"
+            };
             if let Err(e) = conn.execute_batch(end) {
                 tracing::error!(error = %e, "store: savepoint release failed");
             }

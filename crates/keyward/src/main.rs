@@ -12,7 +12,11 @@ use keyward_client::Client;
 use keyward_server::ServerConfig;
 
 #[derive(Parser)]
-#[command(name = "keyward", version, about = "Keyward: a self-hosted, Key Protect-compatible key management service")]
+#[command(
+    name = "keyward",
+    version,
+    about = "Keyward: a self-hosted, Key Protect-compatible key management service"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -178,7 +182,10 @@ impl CreateArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("keyward: cannot start the runtime: {e}");
@@ -203,7 +210,9 @@ fn main() -> std::process::ExitCode {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -250,7 +259,9 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}
@@ -263,13 +274,27 @@ async fn shutdown_signal() {
 
 fn connect(conn: &Conn) -> anyhow::Result<Client> {
     let boot: Option<serde_json::Value> = match &conn.bootstrap {
-        Some(p) => Some(serde_json::from_str(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)?),
+        Some(p) => Some(serde_json::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )?),
         None => None,
     };
     let from_boot = |k: &str| boot.as_ref().and_then(|b| b[k].as_str().map(str::to_owned));
-    let url = conn.url.clone().or_else(|| from_boot("url")).context("no server URL: pass --url or set KEYWARD_URL")?;
-    let api_key = conn.api_key.clone().or_else(|| from_boot("api_key")).context("no API key: set KEYWARD_API_KEY")?;
-    let instance = conn.instance.clone().or_else(|| from_boot("instance_id")).context("no instance: pass --instance or set KEYWARD_INSTANCE")?;
+    let url = conn
+        .url
+        .clone()
+        .or_else(|| from_boot("url"))
+        .context("no server URL: pass --url or set KEYWARD_URL")?;
+    let api_key = conn
+        .api_key
+        .clone()
+        .or_else(|| from_boot("api_key"))
+        .context("no API key: set KEYWARD_API_KEY")?;
+    let instance = conn
+        .instance
+        .clone()
+        .or_else(|| from_boot("instance_id"))
+        .context("no instance: pass --instance or set KEYWARD_INSTANCE")?;
     let ca = match &conn.ca_cert {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
         None => None,
@@ -294,7 +319,11 @@ fn print_key(k: &Key) {
     let kind = if k.extractable { "standard" } else { "root" };
     println!("id:          {}", k.id);
     println!("name:        {}", k.name);
-    println!("type:        {kind} key, {} bits{}", k.algorithm_bit_size, if k.imported { ", imported" } else { "" });
+    println!(
+        "type:        {kind} key, {} bits{}",
+        k.algorithm_bit_size,
+        if k.imported { ", imported" } else { "" }
+    );
     println!("state:       {} ({})", k.state, state_name(k.state));
     println!("version:     {}", k.key_version.id);
     println!("key ring:    {}", k.key_ring_id);
@@ -336,7 +365,10 @@ async fn keys(conn: Conn, command: KeysCommand) -> anyhow::Result<()> {
             let k = client.create_key(args.into_spec(None)).await?;
             out(json, &k, || print_key(&k))
         }
-        KeysCommand::Import { create, payload_file } => {
+        KeysCommand::Import {
+            create,
+            payload_file,
+        } => {
             let payload = read_payload(&payload_file)?;
             let k = client.create_key(create.into_spec(Some(payload))).await?;
             out(json, &k, || print_key(&k))
@@ -344,12 +376,28 @@ async fn keys(conn: Conn, command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::List { limit, offset } => {
             let c = client.list_keys(limit, offset).await?;
             out(json, &c, || {
-                println!("{:<36}  {:<5}  {:<8}  {:<11}  NAME", "ID", "STATE", "TYPE", "");
+                println!(
+                    "{:<36}  {:<5}  {:<8}  {:<11}  NAME",
+                    "ID", "STATE", "TYPE", ""
+                );
                 for k in &c.resources {
                     let kind = if k.extractable { "standard" } else { "root" };
-                    println!("{:<36}  {:<5}  {:<8}  {:<11}  {}", k.id, k.state, kind, state_name(k.state), k.name);
+                    println!(
+                        "{:<36}  {:<5}  {:<8}  {:<11}  {}",
+                        k.id,
+                        k.state,
+                        kind,
+                        state_name(k.state),
+                        k.name
+                    );
                 }
-                println!("{} of {} keys", c.resources.len(), c.metadata.total_count.unwrap_or(c.metadata.collection_total));
+                println!(
+                    "{} of {} keys",
+                    c.resources.len(),
+                    c.metadata
+                        .total_count
+                        .unwrap_or(c.metadata.collection_total)
+                );
             })
         }
         KeysCommand::Show { id } => {
@@ -366,7 +414,11 @@ async fn keys(conn: Conn, command: KeysCommand) -> anyhow::Result<()> {
                 println!("key version: {}", r.key_version.id);
             })
         }
-        KeysCommand::Unwrap { id, ciphertext, aad } => {
+        KeysCommand::Unwrap {
+            id,
+            ciphertext,
+            aad,
+        } => {
             let r = client.unwrap(&id, ciphertext, aad).await?;
             out(json, &r, || {
                 println!("plaintext:   {}", r.plaintext);
@@ -376,7 +428,11 @@ async fn keys(conn: Conn, command: KeysCommand) -> anyhow::Result<()> {
                 }
             })
         }
-        KeysCommand::Rewrap { id, ciphertext, aad } => {
+        KeysCommand::Rewrap {
+            id,
+            ciphertext,
+            aad,
+        } => {
             let r = client.rewrap(&id, ciphertext, aad).await?;
             out(json, &r, || {
                 println!("ciphertext:  {}", r.ciphertext);
@@ -387,15 +443,21 @@ async fn keys(conn: Conn, command: KeysCommand) -> anyhow::Result<()> {
             let payload = payload_file.as_deref().map(read_payload).transpose()?;
             client.rotate(&id, payload).await?;
             let k = client.get_key(&id).await?;
-            out(json, &k, || println!("rotated {id}: new version {}", k.key_version.id))
+            out(json, &k, || {
+                println!("rotated {id}: new version {}", k.key_version.id)
+            })
         }
         KeysCommand::Disable { id } => {
             client.disable(&id).await?;
-            out(json, &serde_json::json!({"id": id, "state": 2}), || println!("disabled {id}"))
+            out(json, &serde_json::json!({"id": id, "state": 2}), || {
+                println!("disabled {id}")
+            })
         }
         KeysCommand::Enable { id } => {
             client.enable(&id).await?;
-            out(json, &serde_json::json!({"id": id, "state": 1}), || println!("enabled {id}"))
+            out(json, &serde_json::json!({"id": id, "state": 1}), || {
+                println!("enabled {id}")
+            })
         }
         KeysCommand::Delete { id } => {
             let k = client.delete(&id).await?;

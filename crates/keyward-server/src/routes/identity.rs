@@ -26,7 +26,11 @@ pub struct TokenForm {
 
 /// An IAM-style error (`errorCode`, `errorMessage`), as IBM IAM answers token requests.
 fn iam_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(serde_json::json!({"errorCode": code, "errorMessage": message, "context": {}}))).into_response()
+    (
+        status,
+        Json(serde_json::json!({"errorCode": code, "errorMessage": message, "context": {}})),
+    )
+        .into_response()
 }
 
 /// `POST /identity/token`.
@@ -36,10 +40,18 @@ pub async fn token(
     form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else {
-        return iam_error(StatusCode::BAD_REQUEST, "BXNIM0109E", "the request must be form-encoded with grant_type and apikey");
+        return iam_error(
+            StatusCode::BAD_REQUEST,
+            "BXNIM0109E",
+            "the request must be form-encoded with grant_type and apikey",
+        );
     };
     if form.grant_type.as_deref() != Some(API_KEY_GRANT) {
-        return iam_error(StatusCode::BAD_REQUEST, "BXNIM0109E", "grant_type must be urn:ibm:params:oauth:grant-type:apikey");
+        return iam_error(
+            StatusCode::BAD_REQUEST,
+            "BXNIM0109E",
+            "grant_type must be urn:ibm:params:oauth:grant-type:apikey",
+        );
     }
     let Some(apikey) = form.apikey else {
         return iam_error(StatusCode::BAD_REQUEST, "BXNIM0109E", "apikey is required");
@@ -51,7 +63,11 @@ pub async fn token(
             Ok(_) => None,
             Err(e) => {
                 tracing::error!(error = %e, "token: store failure");
-                return iam_error(StatusCode::SERVICE_UNAVAILABLE, "BXNIM0001E", "temporarily unavailable");
+                return iam_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "BXNIM0001E",
+                    "temporarily unavailable",
+                );
             }
         },
         None => None,
@@ -65,7 +81,10 @@ pub async fn token(
         outcome,
         reason_code: code,
         reason: None,
-        initiator: Initiator { id: subject.to_owned(), address: address.clone() },
+        initiator: Initiator {
+            id: subject.to_owned(),
+            address: address.clone(),
+        },
         instance: None,
         target: key_id.map(str::to_owned),
         key_state: None,
@@ -73,19 +92,38 @@ pub async fn token(
         request_id: request_id.clone(),
     };
     let Some(rec) = found else {
-        let _ = state.store().append_audit(&audit(Outcome::Failure, 400, "unauthenticated", None)).await;
-        return iam_error(StatusCode::BAD_REQUEST, "BXNIM0415E", "Provided API key could not be found.");
+        let _ = state
+            .store()
+            .append_audit(&audit(Outcome::Failure, 400, "unauthenticated", None))
+            .await;
+        return iam_error(
+            StatusCode::BAD_REQUEST,
+            "BXNIM0415E",
+            "Provided API key could not be found.",
+        );
     };
     let issued = match state.issuer.issue(&rec.subject, &rec.account, &rec.id, now) {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "token: signing failed");
-            return iam_error(StatusCode::INTERNAL_SERVER_ERROR, "BXNIM0001E", "internal error");
+            return iam_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "BXNIM0001E",
+                "internal error",
+            );
         }
     };
-    if let Err(e) = state.store().append_audit(&audit(Outcome::Success, 200, &rec.subject, Some(&rec.id))).await {
+    if let Err(e) = state
+        .store()
+        .append_audit(&audit(Outcome::Success, 200, &rec.subject, Some(&rec.id)))
+        .await
+    {
         tracing::error!(error = %e, "token: audit failed");
-        return iam_error(StatusCode::SERVICE_UNAVAILABLE, "BXNIM0001E", "temporarily unavailable");
+        return iam_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "BXNIM0001E",
+            "temporarily unavailable",
+        );
     }
     Json(TokenResponse {
         access_token: issued.token,

@@ -15,23 +15,29 @@ use serde::Deserialize;
 use crate::error::ApiError;
 use crate::extract::{Authed, Body, KpJson, parse_json};
 use crate::state::AppState;
-use crate::views::{bytes_from_b64, key_view, parse_date, secret_from_b64, version_view, b64};
+use crate::views::{b64, bytes_from_b64, key_view, parse_date, secret_from_b64, version_view};
 
 type AppResult = Result<Response, ApiError>;
 
 const MAX_LIMIT: u32 = 5000;
 const DEFAULT_LIMIT: u32 = 200;
 
-fn json_response<T: serde::Serialize>(status: StatusCode, media_type: &'static str, body: &T) -> Response {
+fn json_response<T: serde::Serialize>(
+    status: StatusCode,
+    media_type: &'static str,
+    body: &T,
+) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut resp = (status, bytes).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media_type));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(media_type));
     resp
 }
 
 fn key_id(raw: &str) -> Result<KeyId, ApiError> {
     // Unknown and malformed ids look the same: 404.
-    raw.parse().map_err(|_| ApiError::Key(keyward_core::KeyError::NotFound))
+    raw.parse()
+        .map_err(|_| ApiError::Key(keyward_core::KeyError::NotFound))
 }
 
 fn wants_representation(headers: &HeaderMap) -> bool {
@@ -41,8 +47,15 @@ fn wants_representation(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.replace(' ', "").contains("return=representation"))
 }
 
-fn keys_body(state: &AppState, authed: &Authed, keys: &[KeyRecord]) -> Collection<keyward_api::Key> {
-    let views = keys.iter().map(|k| key_view(&state.config.region, &authed.account, k, None)).collect();
+fn keys_body(
+    state: &AppState,
+    authed: &Authed,
+    keys: &[KeyRecord],
+) -> Collection<keyward_api::Key> {
+    let views = keys
+        .iter()
+        .map(|k| key_view(&state.config.region, &authed.account, k, None))
+        .collect();
     Collection::new(media::KEY, views)
 }
 
@@ -55,19 +68,44 @@ pub async fn create_key(
 ) -> AppResult {
     let mut resources = body.resources.into_iter();
     let (Some(spec), None) = (resources.next(), resources.next()) else {
-        return Err(ApiError::bad_request("BAD_BODY_ERR", "resources: exactly one key is created per request"));
+        return Err(ApiError::bad_request(
+            "BAD_BODY_ERR",
+            "resources: exactly one key is created per request",
+        ));
     };
-    let kind = if spec.extractable.unwrap_or(false) { KeyKind::Standard } else { KeyKind::Root };
-    let payload = spec.payload.as_deref().map(|p| secret_from_b64("payload", p)).transpose()?;
-    let expiration = spec.expiration_date.as_deref().map(|d| parse_date("expirationDate", d)).transpose()?;
+    let kind = if spec.extractable.unwrap_or(false) {
+        KeyKind::Standard
+    } else {
+        KeyKind::Root
+    };
+    let payload = spec
+        .payload
+        .as_deref()
+        .map(|p| secret_from_b64("payload", p))
+        .transpose()?;
+    let expiration = spec
+        .expiration_date
+        .as_deref()
+        .map(|d| parse_date("expirationDate", d))
+        .transpose()?;
     let key_ring = spec.key_ring_id.clone().or_else(|| {
-        headers.get(headers::KEY_RING).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        headers
+            .get(headers::KEY_RING)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     });
     let key = state
         .keys
         .create_key(
             &authed.caller,
-            NewKey { kind, name: spec.name, description: spec.description, payload, expiration, key_ring },
+            NewKey {
+                kind,
+                name: spec.name,
+                description: spec.description,
+                payload,
+                expiration,
+                key_ring,
+            },
         )
         .await?;
     let body = keys_body(&state, &authed, std::slice::from_ref(&key));
@@ -95,11 +133,12 @@ pub struct ListQuery {
 fn parse_u32(field: &str, v: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
     match v {
         None => Ok(default),
-        Some(s) => s
-            .parse::<u32>()
-            .ok()
-            .filter(|n| *n <= max)
-            .ok_or_else(|| ApiError::bad_request("INVALID_QUERY_PARAM_ERR", format!("{field}: an integer from 0 to {max}"))),
+        Some(s) => s.parse::<u32>().ok().filter(|n| *n <= max).ok_or_else(|| {
+            ApiError::bad_request(
+                "INVALID_QUERY_PARAM_ERR",
+                format!("{field}: an integer from 0 to {max}"),
+            )
+        }),
     }
 }
 
@@ -108,7 +147,10 @@ fn parse_bool(field: &str, v: Option<&str>) -> Result<Option<bool>, ApiError> {
         None => Ok(None),
         Some("true") => Ok(Some(true)),
         Some("false") => Ok(Some(false)),
-        Some(_) => Err(ApiError::bad_request("INVALID_QUERY_PARAM_ERR", format!("{field}: true or false"))),
+        Some(_) => Err(ApiError::bad_request(
+            "INVALID_QUERY_PARAM_ERR",
+            format!("{field}: true or false"),
+        )),
     }
 }
 
@@ -122,15 +164,29 @@ fn filter_from(q: &ListQuery) -> Result<KeyFilter, ApiError> {
                 .parse::<i64>()
                 .ok()
                 .and_then(KeyState::from_code)
-                .ok_or_else(|| ApiError::bad_request("INVALID_QUERY_PARAM_ERR", "state: a comma-separated list of 0, 1, 2, 3, 5"))?;
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "INVALID_QUERY_PARAM_ERR",
+                        "state: a comma-separated list of 0, 1, 2, 3, 5",
+                    )
+                })?;
             states.push(state);
         }
     }
-    Ok(KeyFilter { limit, offset, states, extractable: parse_bool("extractable", q.extractable.as_deref())? })
+    Ok(KeyFilter {
+        limit,
+        offset,
+        states,
+        extractable: parse_bool("extractable", q.extractable.as_deref())?,
+    })
 }
 
 /// `GET /api/v2/keys`.
-pub async fn list_keys(State(state): State<Arc<AppState>>, authed: Authed, Query(q): Query<ListQuery>) -> AppResult {
+pub async fn list_keys(
+    State(state): State<Arc<AppState>>,
+    authed: Authed,
+    Query(q): Query<ListQuery>,
+) -> AppResult {
     let filter = filter_from(&q)?;
     let (keys, total) = state.keys.list_keys(&authed.caller, &filter).await?;
     let mut body = keys_body(&state, &authed, &keys);
@@ -141,26 +197,55 @@ pub async fn list_keys(State(state): State<Arc<AppState>>, authed: Authed, Query
 }
 
 /// `HEAD /api/v2/keys`: the total in `X-Kms-Key-Total`.
-pub async fn head_keys(State(state): State<Arc<AppState>>, authed: Authed, Query(q): Query<ListQuery>) -> AppResult {
+pub async fn head_keys(
+    State(state): State<Arc<AppState>>,
+    authed: Authed,
+    Query(q): Query<ListQuery>,
+) -> AppResult {
     let mut filter = filter_from(&q)?;
     filter.limit = 0;
     let (_, total) = state.keys.list_keys(&authed.caller, &filter).await?;
     let mut resp = StatusCode::OK.into_response();
-    resp.headers_mut().insert(headers::KEY_TOTAL, HeaderValue::from(total));
+    resp.headers_mut()
+        .insert(headers::KEY_TOTAL, HeaderValue::from(total));
     Ok(resp)
 }
 
 /// `GET /api/v2/keys/{id}`: metadata, and the payload of a standard key.
-pub async fn get_key(State(state): State<Arc<AppState>>, authed: Authed, Path(id): Path<String>) -> AppResult {
+pub async fn get_key(
+    State(state): State<Arc<AppState>>,
+    authed: Authed,
+    Path(id): Path<String>,
+) -> AppResult {
     let (key, payload) = state.keys.get_key(&authed.caller, key_id(&id)?).await?;
-    let view = key_view(&state.config.region, &authed.account, &key, payload.as_ref());
-    Ok(json_response(StatusCode::OK, media::KEY, &Collection::new(media::KEY, vec![view])))
+    let view = key_view(
+        &state.config.region,
+        &authed.account,
+        &key,
+        payload.as_ref(),
+    );
+    Ok(json_response(
+        StatusCode::OK,
+        media::KEY,
+        &Collection::new(media::KEY, vec![view]),
+    ))
 }
 
 /// `GET /api/v2/keys/{id}/metadata`.
-pub async fn get_key_metadata(State(state): State<Arc<AppState>>, authed: Authed, Path(id): Path<String>) -> AppResult {
-    let key = state.keys.key_metadata(&authed.caller, key_id(&id)?).await?;
-    Ok(json_response(StatusCode::OK, media::KEY, &keys_body(&state, &authed, &[key])))
+pub async fn get_key_metadata(
+    State(state): State<Arc<AppState>>,
+    authed: Authed,
+    Path(id): Path<String>,
+) -> AppResult {
+    let key = state
+        .keys
+        .key_metadata(&authed.caller, key_id(&id)?)
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        media::KEY,
+        &keys_body(&state, &authed, &[key]),
+    ))
 }
 
 /// `GET /api/v2/keys/{id}/versions`: newest first.
@@ -172,9 +257,18 @@ pub async fn key_versions(
 ) -> AppResult {
     let limit = parse_u32("limit", q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)? as usize;
     let offset = parse_u32("offset", q.offset.as_deref(), 0, u32::MAX)? as usize;
-    let (_, versions) = state.keys.key_versions(&authed.caller, key_id(&id)?).await?;
+    let (_, versions) = state
+        .keys
+        .key_versions(&authed.caller, key_id(&id)?)
+        .await?;
     let total = versions.len() as u64;
-    let page: Vec<KeyVersionRef> = versions.iter().rev().skip(offset).take(limit).map(version_view).collect();
+    let page: Vec<KeyVersionRef> = versions
+        .iter()
+        .rev()
+        .skip(offset)
+        .take(limit)
+        .map(version_view)
+        .collect();
     let mut body = Collection::new(media::KEY_VERSION, page);
     if parse_bool("totalCount", q.total_count.as_deref())?.unwrap_or(false) {
         body.metadata.total_count = Some(total);
@@ -191,7 +285,11 @@ pub async fn delete_key(
 ) -> AppResult {
     let key = state.keys.delete(&authed.caller, key_id(&id)?).await?;
     if wants_representation(&headers) {
-        return Ok(json_response(StatusCode::OK, media::KEY, &keys_body(&state, &authed, &[key])));
+        return Ok(json_response(
+            StatusCode::OK,
+            media::KEY,
+            &keys_body(&state, &authed, &[key]),
+        ));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -220,36 +318,66 @@ pub async fn key_action_query(
     Query(q): Query<ActionQuery>,
     Body(body): Body,
 ) -> AppResult {
-    let action = q.action.ok_or_else(|| ApiError::bad_request("INVALID_QUERY_PARAM_ERR", "action: required"))?;
+    let action = q
+        .action
+        .ok_or_else(|| ApiError::bad_request("INVALID_QUERY_PARAM_ERR", "action: required"))?;
     dispatch_action(&state, &authed, &id, &action, &body).await
 }
 
-async fn dispatch_action(state: &AppState, authed: &Authed, id: &str, action: &str, body: &[u8]) -> AppResult {
+async fn dispatch_action(
+    state: &AppState,
+    authed: &Authed,
+    id: &str,
+    action: &str,
+    body: &[u8],
+) -> AppResult {
     let caller = &authed.caller;
     match action {
         "wrap" => {
             let req: WrapRequest = parse_json(body)?;
-            let plaintext = req.plaintext.as_deref().map(|p| secret_from_b64("plaintext", p)).transpose()?;
+            let plaintext = req
+                .plaintext
+                .as_deref()
+                .map(|p| secret_from_b64("plaintext", p))
+                .transpose()?;
             let aad = req.aad.unwrap_or_default();
-            let out = state.keys.wrap(caller, key_id(id)?, plaintext, &aad).await?;
+            let out = state
+                .keys
+                .wrap(caller, key_id(id)?, plaintext, &aad)
+                .await?;
             let body = WrapResponse {
                 plaintext: out.generated.as_ref().map(|d| b64(d.expose())),
                 ciphertext: b64(&out.ciphertext),
-                key_version: KeyVersionRef { id: out.version.to_string(), creation_date: None },
+                key_version: KeyVersionRef {
+                    id: out.version.to_string(),
+                    creation_date: None,
+                },
             };
             Ok(json_response(StatusCode::OK, media::KEY_ACTION, &body))
         }
         "unwrap" => {
             let req: UnwrapRequest = parse_json(body)?;
             let ct = required_ciphertext(&req)?;
-            let out = state.keys.unwrap(caller, key_id(id)?, &ct, &req.aad.unwrap_or_default()).await?;
+            let out = state
+                .keys
+                .unwrap(caller, key_id(id)?, &ct, &req.aad.unwrap_or_default())
+                .await?;
             let (ciphertext, rewrapped_key_version) = match out.rewrapped {
-                Some((ct, v)) => (Some(b64(&ct)), Some(KeyVersionRef { id: v.to_string(), creation_date: None })),
+                Some((ct, v)) => (
+                    Some(b64(&ct)),
+                    Some(KeyVersionRef {
+                        id: v.to_string(),
+                        creation_date: None,
+                    }),
+                ),
                 None => (None, None),
             };
             let body = UnwrapResponse {
                 plaintext: b64(out.plaintext.expose()),
-                key_version: KeyVersionRef { id: out.version.to_string(), creation_date: None },
+                key_version: KeyVersionRef {
+                    id: out.version.to_string(),
+                    creation_date: None,
+                },
                 ciphertext,
                 rewrapped_key_version,
             };
@@ -258,14 +386,28 @@ async fn dispatch_action(state: &AppState, authed: &Authed, id: &str, action: &s
         "rewrap" => {
             let req: UnwrapRequest = parse_json(body)?;
             let ct = required_ciphertext(&req)?;
-            let (ct, v) = state.keys.rewrap(caller, key_id(id)?, &ct, &req.aad.unwrap_or_default()).await?;
-            let version = KeyVersionRef { id: v.to_string(), creation_date: None };
-            let body = RewrapResponse { ciphertext: b64(&ct), key_version: version.clone(), rewrapped_key_version: version };
+            let (ct, v) = state
+                .keys
+                .rewrap(caller, key_id(id)?, &ct, &req.aad.unwrap_or_default())
+                .await?;
+            let version = KeyVersionRef {
+                id: v.to_string(),
+                creation_date: None,
+            };
+            let body = RewrapResponse {
+                ciphertext: b64(&ct),
+                key_version: version.clone(),
+                rewrapped_key_version: version,
+            };
             Ok(json_response(StatusCode::OK, media::KEY_ACTION, &body))
         }
         "rotate" => {
             let req: RotateRequest = parse_json(body)?;
-            let payload = req.payload.as_deref().map(|p| secret_from_b64("payload", p)).transpose()?;
+            let payload = req
+                .payload
+                .as_deref()
+                .map(|p| secret_from_b64("payload", p))
+                .transpose()?;
             state.keys.rotate(caller, key_id(id)?, payload).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
@@ -286,7 +428,10 @@ async fn dispatch_action(state: &AppState, authed: &Authed, id: &str, action: &s
 
 fn required_ciphertext(req: &UnwrapRequest) -> Result<Vec<u8>, ApiError> {
     if req.ciphertext.is_empty() {
-        return Err(ApiError::bad_request("INVALID_FIELD_ERR", "ciphertext: required"));
+        return Err(ApiError::bad_request(
+            "INVALID_FIELD_ERR",
+            "ciphertext: required",
+        ));
     }
     bytes_from_b64("ciphertext", &req.ciphertext)
 }

@@ -1,0 +1,117 @@
+//! Criterion benches of wrap and unwrap in-process, through the real KeyService, SQLite store and
+//! software custody in a temporary data directory, with audit events on and durable (group
+//! commit). `sequential` is one request at a time (one fsync each); `concurrent_64` runs 64 at
+//! once, which is what group commit is for. The HTTP load test is scripts/bench.sh.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use keyward_core::{Caller, KeyKind, NewKey, Secret};
+use keyward_server::ServerConfig;
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..ServerConfig::default()
+    };
+    let state = rt
+        .block_on(keyward_server::open(config))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let instance = keyward_core::InstanceId::random();
+    let caller = Caller {
+        subject: "bench".into(),
+        instance,
+        request_id: "bench".into(),
+        address: None,
+    };
+    // The bench writes keys of an instance that has no instance row: fine for the key service.
+    let key = rt
+        .block_on(state.keys.create_key(
+            &caller,
+            NewKey {
+                kind: KeyKind::Root,
+                name: "bench".into(),
+                description: None,
+                payload: None,
+                expiration: None,
+                key_ring: None,
+            },
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let aad = vec!["tenant-a".to_owned()];
+    let dek = || Secret::new(vec![5; 32]);
+    let ct = rt
+        .block_on(state.keys.wrap(&caller, key.id, Some(dek()), &aad))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .ciphertext;
+
+    let mut g = c.benchmark_group("envelope");
+    g.measurement_time(Duration::from_secs(8));
+    g.bench_function("wrap_sequential", |b| {
+        b.iter(|| {
+            rt.block_on(state.keys.wrap(&caller, key.id, Some(dek()), &aad))
+                .map(|_| ())
+        })
+    });
+    g.bench_function("unwrap_sequential", |b| {
+        b.iter(|| {
+            rt.block_on(state.keys.unwrap(&caller, key.id, &ct, &aad))
+                .map(|_| ())
+        })
+    });
+    for (name, unwrap) in [
+        ("wrap_concurrent_64", false),
+        ("unwrap_concurrent_64", true),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let state = Arc::clone(&state);
+                let (caller, aad, ct) = (caller.clone(), aad.clone(), ct.clone());
+                rt.block_on(async move {
+                    let start = Instant::now();
+                    let per_task = iters.div_ceil(64);
+                    let mut tasks = Vec::new();
+                    for _ in 0..64 {
+                        let (state, caller, aad, ct) =
+                            (Arc::clone(&state), caller.clone(), aad.clone(), ct.clone());
+                        tasks.push(tokio::spawn(async move {
+                            for _ in 0..per_task {
+                                let r = if unwrap {
+                                    state
+                                        .keys
+                                        .unwrap(&caller, key.id, &ct, &aad)
+                                        .await
+                                        .map(|_| ())
+                                } else {
+                                    state
+                                        .keys
+                                        .wrap(&caller, key.id, Some(Secret::new(vec![5; 32])), &aad)
+                                        .await
+                                        .map(|_| ())
+                                };
+                                r.unwrap_or_else(|e| panic!("{e}"));
+                            }
+                        }));
+                    }
+                    for t in tasks {
+                        t.await.unwrap_or_else(|e| panic!("{e}"));
+                    }
+                    // Scale to exactly `iters` operations (the tasks ran per_task * 64 >= iters).
+                    start
+                        .elapsed()
+                        .mul_f64(iters as f64 / (per_task * 64) as f64)
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,206 @@
+//! Test harness: a real Keyward server on 127.0.0.1:0 over a temporary data directory, and a
+//! small HTTP client that speaks to it as a Key Protect client would.
+
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::{Path, PathBuf};
+
+use keyward_server::{RunningServer, ServerConfig};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub api_key: String,
+    pub instance: String,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+pub fn config(dir: &Path) -> ServerConfig {
+    let mut c = ServerConfig {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..ServerConfig::default()
+    };
+    c.lifecycle.min_rotation_interval_secs = 0;
+    c.lifecycle.enable_after_disable_secs = 0;
+    c
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path());
+        tweak(&mut c);
+        Self::start_in(dir, c).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, c: ServerConfig) -> Self {
+        let server = keyward_server::start(c).await.expect("server starts");
+        let boot: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("bootstrap.json")).unwrap(),
+        )
+        .unwrap();
+        let http = reqwest::Client::new();
+        let url = server.url.clone();
+        let api_key = boot["api_key"].as_str().unwrap().to_owned();
+        let token = login(&http, &url, &api_key).await;
+        TestServer {
+            server: Some(server),
+            dir,
+            url,
+            api_key,
+            instance: boot["instance_id"].as_str().unwrap().to_owned(),
+            token,
+            http,
+        }
+    }
+
+    /// Stops the server and starts it again on the same data directory.
+    pub async fn restart(mut self) -> Self {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.unwrap();
+        }
+        let c = config(self.dir.path());
+        let server = keyward_server::start(c).await.expect("server restarts");
+        self.url = server.url.clone();
+        self.server = Some(server);
+        self
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.unwrap();
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("keyward.db")
+    }
+
+    /// A request with the admin's token and instance.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call_as(method, path, body, Some(&self.token), Some(&self.instance))
+            .await
+    }
+
+    pub async fn call_as(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+        instance: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{}", self.url, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(i) = instance {
+            req = req.header("bluemix-instance", i);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn raw(&self, method: Method, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .request(method, format!("{}{}", self.url, path))
+            .bearer_auth(&self.token)
+            .header("bluemix-instance", &self.instance)
+            .header("content-type", "application/vnd.ibm.kms.key_action+json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn create_root_key(&self, name: &str) -> String {
+        self.create_key(json!({"name": name, "extractable": false}))
+            .await
+    }
+
+    pub async fn create_key(&self, resource: Value) -> String {
+        let (s, b) = self
+            .call(Method::POST, "/api/v2/keys", Some(json!({
+                "metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
+                "resources": [resource],
+            })))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        b["resources"][0]["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn action(&self, id: &str, action: &str, body: Value) -> (StatusCode, Value) {
+        self.call(
+            Method::POST,
+            &format!("/api/v2/keys/{id}/actions/{action}"),
+            Some(body),
+        )
+        .await
+    }
+}
+
+pub async fn login(http: &reqwest::Client, url: &str, api_key: &str) -> String {
+    let resp = http
+        .post(format!("{url}/identity/token"))
+        .form(&[
+            ("grant_type", "urn:ibm:params:oauth:grant-type:apikey"),
+            ("apikey", api_key),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = resp.json().await.unwrap();
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Asserts a Key Protect error body with the given status and reason code.
+pub fn assert_kp_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
+    assert_eq!(status, want, "{body}");
+    assert_eq!(
+        body["metadata"]["collectionType"], "application/vnd.ibm.kms.error+json",
+        "{body}"
+    );
+    let reason = &body["resources"][0]["reasons"][0];
+    assert_eq!(reason["code"], code, "{body}");
+    assert_eq!(reason["status"], want.as_u16(), "{body}");
+    assert!(
+        body["resources"][0]["errorMsg"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+pub const DEK_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";

@@ -1,0 +1,238 @@
+//! Durability: a 2xx means the change is on disk. The server is killed with SIGKILL right after a
+//! create or rotate is acknowledged, restarted, and the change is there. Also: the binary's
+//! first-start behaviour and its client subcommands.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+struct Proc {
+    child: Child,
+    url: String,
+}
+
+fn spawn(dir: &Path) -> Proc {
+    std::fs::write(
+        dir.join("keyward.toml"),
+        "[lifecycle]\nmin_rotation_interval_secs = 0\nenable_after_disable_secs = 0\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .arg("--config")
+        .arg(dir.join("keyward.toml"))
+        .stdout(Stdio::piped())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("server.log"))
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = loop {
+        assert!(Instant::now() < deadline, "server did not start");
+        let line = lines.next().expect("server exited").unwrap();
+        if let Some(u) = line.strip_prefix("keyward: listening on ") {
+            break u.trim().to_owned();
+        }
+    };
+    Proc { child, url }
+}
+
+fn kill9(mut p: Proc) {
+    p.child.kill().unwrap(); // SIGKILL on Unix: no shutdown code runs.
+    p.child.wait().unwrap();
+}
+
+struct Api {
+    http: reqwest::blocking::Client,
+    url: String,
+    token: String,
+    instance: String,
+}
+
+fn api(dir: &Path, url: &str) -> Api {
+    let boot: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("bootstrap.json")).unwrap())
+            .unwrap();
+    let http = reqwest::blocking::Client::new();
+    let resp: Value = http
+        .post(format!("{url}/identity/token"))
+        .form(&[
+            ("grant_type", "urn:ibm:params:oauth:grant-type:apikey"),
+            ("apikey", boot["api_key"].as_str().unwrap()),
+        ])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    Api {
+        http,
+        url: url.to_owned(),
+        token: resp["access_token"].as_str().unwrap().to_owned(),
+        instance: boot["instance_id"].as_str().unwrap().to_owned(),
+    }
+}
+
+impl Api {
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .header("bluemix-instance", &self.instance)
+    }
+
+    fn key(&self, id: &str) -> (u16, Value) {
+        let r = self
+            .req(reqwest::Method::GET, &format!("/api/v2/keys/{id}"))
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    }
+}
+
+#[test]
+fn acknowledged_creates_and_rotations_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = spawn(dir.path());
+    let boot_mode = std::fs::metadata(dir.path().join("bootstrap.json")).map(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o777
+    });
+    assert_eq!(boot_mode.unwrap(), 0o600);
+    for round in 0..5 {
+        let a = api(dir.path(), &p.url);
+        let body = json!({"resources": [{"name": format!("crash-{round}")}]});
+        let r = a
+            .req(reqwest::Method::POST, "/api/v2/keys")
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        let id = r.json::<Value>().unwrap()["resources"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let before = a.key(&id).1["resources"][0]["keyVersion"]["id"].clone();
+        let r = a
+            .req(
+                reqwest::Method::POST,
+                &format!("/api/v2/keys/{id}/actions/rotate"),
+            )
+            .json(&json!({}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204);
+        kill9(p);
+
+        p = spawn(dir.path());
+        let a = api(dir.path(), &p.url);
+        let (status, key) = a.key(&id);
+        assert_eq!(status, 200, "round {round}: acknowledged key lost: {key}");
+        let after = &key["resources"][0]["keyVersion"]["id"];
+        assert_ne!(after, &before, "round {round}: acknowledged rotation lost");
+        let versions: Value = a
+            .req(
+                reqwest::Method::GET,
+                &format!("/api/v2/keys/{id}/versions?totalCount=true"),
+            )
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(versions["metadata"]["totalCount"], 2);
+    }
+    kill9(p);
+}
+
+#[test]
+fn cli_drives_the_server_with_flags_and_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = spawn(dir.path());
+    let boot: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("bootstrap.json")).unwrap())
+            .unwrap();
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .arg("keys")
+            .args(args)
+            .env("KEYWARD_URL", &p.url)
+            .env("KEYWARD_API_KEY", boot["api_key"].as_str().unwrap())
+            .env("KEYWARD_INSTANCE", boot["instance_id"].as_str().unwrap())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = cli(&["create", "--name", "cli-key", "--json"]);
+    assert!(ok, "{err}");
+    let id = serde_json::from_str::<Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (ok, out, _) = cli(&[
+        "wrap",
+        &id,
+        "--plaintext",
+        "AAECAwQFBgcICQoLDA0ODw==",
+        "--aad",
+        "a",
+        "--json",
+    ]);
+    assert!(ok);
+    let ct = serde_json::from_str::<Value>(&out).unwrap()["ciphertext"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (ok, out, _) = cli(&["unwrap", &id, "--ciphertext", &ct, "--aad", "a"]);
+    assert!(ok && out.contains("AAECAwQFBgcICQoLDA0ODw=="), "{out}");
+    let (ok, _, err) = cli(&["unwrap", &id, "--ciphertext", &ct, "--aad", "b"]);
+    assert!(!ok && err.contains("422"), "{err}");
+    let (ok, out, _) = cli(&["list"]);
+    assert!(ok && out.contains("cli-key"), "{out}");
+    let (ok, _, _) = cli(&["disable", &id]);
+    assert!(ok);
+    let (ok, _, err) = cli(&["wrap", &id]);
+    assert!(!ok && err.contains("409"), "{err}");
+    let (ok, _, _) = cli(&["enable", &id]);
+    assert!(ok);
+    let (ok, out, _) = cli(&["delete", &id, "--json"]);
+    assert!(ok && serde_json::from_str::<Value>(&out).unwrap()["state"] == 5);
+    kill9(p);
+    // Neither the API key nor the DEK appears in the server's log.
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+    assert!(log.contains("keyward is serving"), "{log}");
+    assert!(!log.contains(boot["api_key"].as_str().unwrap()));
+    assert!(!log.contains("AAECAwQFBgcICQoLDA0ODw=="));
+}
+
+#[test]
+fn plain_http_on_a_non_loopback_address_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert"));
+}
