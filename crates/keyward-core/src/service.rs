@@ -329,8 +329,8 @@ impl KeyService {
             {
                 return Err(invalid(format!("plaintext: 1 to {MAX_DEK_BYTES} bytes")));
             }
-            let key = self.load_root_for(caller, id, Action::Wrap).await?;
-            let (version, material) = self.version_material(&key, key.current_version).await?;
+            let (key, version) = self.load_root_for(caller, id, Action::Wrap).await?;
+            let material = self.material(&version)?;
             let (dek, generated) = match plaintext {
                 Some(p) => (p, false),
                 None => (self.custody.generate_material(GENERATED_KEY_BYTES)?, true),
@@ -418,21 +418,27 @@ impl KeyService {
     ) -> Result<(KeyState, UnwrapOutput), KeyError> {
         check_aad(aad)?;
         let ct = DekCiphertext::decode(ciphertext).map_err(|_| KeyError::InvalidCiphertext)?;
-        let key = self.load_root_for(caller, id, action).await?;
-        let version = self
-            .store
-            .key_version_by_id(id, KeyVersionId::from_bytes(ct.version_id))
-            .await?
-            .ok_or(KeyError::InvalidCiphertext)?;
-        self.verify_version(&key, &version)?;
-        let material = self.custody.unwrap_material(&version.material)?;
+        let (key, current) = self.load_root_for(caller, id, action).await?;
+        let version_id = KeyVersionId::from_bytes(ct.version_id);
+        let version = if version_id == current.id {
+            current.clone()
+        } else {
+            let v = self
+                .store
+                .key_version_by_id(id, version_id)
+                .await?
+                .ok_or(KeyError::InvalidCiphertext)?;
+            self.verify_version(&key, &v)?;
+            v
+        };
+        let material = self.material(&version)?;
         let aad = aad_refs(aad);
         let plaintext = ct
             .open(&material, key.id.as_bytes(), &aad)
             .map_err(|_| KeyError::InvalidCiphertext)?;
-        let rewrapped = if version.number != key.current_version {
-            let (latest, material) = self.version_material(&key, key.current_version).await?;
-            Some((seal(&material, &latest, &aad, &plaintext)?, latest.id))
+        let rewrapped = if version.id != current.id {
+            let latest = self.material(&current)?;
+            Some((seal(&latest, &current, &aad, &plaintext)?, current.id))
         } else {
             None
         };
@@ -455,7 +461,7 @@ impl KeyService {
     ) -> Result<KeyRecord, KeyError> {
         let action = "kms.secrets.rotate";
         let result = async {
-            let mut key = self.load_root_for(caller, id, Action::Rotate).await?;
+            let (mut key, _) = self.load_root_for(caller, id, Action::Rotate).await?;
             let now = self.clock.now();
             if let Some(last) = key.last_rotated_at
                 && now < last + self.config.min_rotation_interval
@@ -566,20 +572,30 @@ impl KeyService {
         Ok(key)
     }
 
+    /// Loads a root key and its current version, both verified, and checks `action` is allowed.
     async fn load_root_for(
         &self,
         caller: &Caller,
         id: KeyId,
         action: Action,
-    ) -> Result<KeyRecord, KeyError> {
-        let key = self.load(caller, id).await?;
+    ) -> Result<(KeyRecord, KeyVersion), KeyError> {
+        let (key, version) = self
+            .store
+            .key_with_current_version(caller.instance, id)
+            .await?
+            .ok_or(KeyError::NotFound)?;
+        self.verify_key(&key)?;
+        self.verify_version(&key, &version)?;
+        if version.id != key.current_version_id {
+            return Err(KeyError::IntegrityFailure);
+        }
         if key.kind != KeyKind::Root {
             return Err(KeyError::WrongKeyKind(
                 "this operation requires a root key (extractable: false)",
             ));
         }
         transition(self.effective_state(&key), action)?;
-        Ok(key)
+        Ok((key, version))
     }
 
     /// The state that governs use: an Active key past its expiration date is Deactivated even
@@ -622,11 +638,15 @@ impl KeyService {
             .await?
             .ok_or(KeyError::IntegrityFailure)?;
         self.verify_version(key, &version)?;
-        let material = self
-            .custody
-            .unwrap_material(&version.material)
-            .map_err(integrity)?;
+        let material = self.material(&version)?;
         Ok((version, material))
+    }
+
+    /// Unwraps a verified version's material.
+    fn material(&self, version: &KeyVersion) -> Result<Secret, KeyError> {
+        self.custody
+            .unwrap_material(&version.material)
+            .map_err(integrity)
     }
 
     fn new_version(

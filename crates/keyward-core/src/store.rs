@@ -69,6 +69,12 @@ pub struct SigningKeyRecord {
 pub trait Store: Send + Sync {
     /// A key of an instance, or `None`.
     async fn key(&self, instance: InstanceId, id: KeyId) -> Result<Option<KeyRecord>, StoreError>;
+    /// A key of an instance with its current version, in one read (the wrap/unwrap hot path).
+    async fn key_with_current_version(
+        &self,
+        instance: InstanceId,
+        id: KeyId,
+    ) -> Result<Option<(KeyRecord, KeyVersion)>, StoreError>;
     /// One version of a key by number.
     async fn key_version(&self, key: KeyId, number: u32) -> Result<Option<KeyVersion>, StoreError>;
     /// A version by its id.

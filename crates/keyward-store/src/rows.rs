@@ -2,8 +2,8 @@
 //! round-trip exactly (record signatures cover them).
 
 use keyward_core::{
-    ApiKeyRecord, AuditEvent, InstanceRecord, KeyKind, KeyRecord, KeyState, KeyVersion,
-    SigningKeyRecord, StoreError, WrappedMaterial,
+    ApiKeyRecord, InstanceRecord, KeyKind, KeyRecord, KeyState, KeyVersion, SigningKeyRecord,
+    StoreError, WrappedMaterial,
 };
 use rusqlite::Row;
 use time::OffsetDateTime;
@@ -14,6 +14,17 @@ pub const KEY_COLUMNS: &str = "id, instance_id, kind, name, description, state, 
 
 pub const VERSION_COLUMNS: &str =
     "key_id, number, id, created_at, wrapping_key, material, signature";
+
+/// `KEY_COLUMNS` qualified with the `k` alias, for joins.
+pub const KEY_COLUMNS_K: &str = "k.id, k.instance_id, k.kind, k.name, k.description, k.state, \
+    k.imported, k.key_ring, k.expiration, k.bits, k.current_version, k.current_version_id, \
+    k.revision, k.created_at, k.created_by, k.updated_at, k.state_changed_at, k.last_rotated_at, \
+    k.deleted_at, k.deleted_by, k.signature";
+/// Number of columns in `KEY_COLUMNS`.
+pub const KEY_COLUMN_COUNT: usize = 21;
+/// `VERSION_COLUMNS` qualified with the `v` alias, for joins.
+pub const VERSION_COLUMNS_V: &str =
+    "v.key_id, v.number, v.id, v.created_at, v.wrapping_key, v.material, v.signature";
 
 pub fn nanos(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX)
@@ -82,16 +93,21 @@ pub fn kind_code(kind: KeyKind) -> i64 {
 }
 
 pub fn version_from_row(r: &Row<'_>) -> rusqlite::Result<KeyVersion> {
+    version_from_row_at(r, 0)
+}
+
+/// A version from the columns starting at `at` (after a joined key's columns).
+pub fn version_from_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<KeyVersion> {
     Ok(KeyVersion {
-        key_id: parse(r.get(0)?)?,
-        number: r.get(1)?,
-        id: parse(r.get(2)?)?,
-        created_at: time(r.get(3)?)?,
+        key_id: parse(r.get(at)?)?,
+        number: r.get(at + 1)?,
+        id: parse(r.get(at + 2)?)?,
+        created_at: time(r.get(at + 3)?)?,
         material: WrappedMaterial {
-            wrapping_key: r.get(4)?,
-            bytes: r.get(5)?,
+            wrapping_key: r.get(at + 4)?,
+            bytes: r.get(at + 5)?,
         },
-        signature: r.get(6)?,
+        signature: r.get(at + 6)?,
     })
 }
 
@@ -130,37 +146,6 @@ pub fn signing_key_from_row(r: &Row<'_>) -> rusqlite::Result<SigningKeyRecord> {
     })
 }
 
-/// The event as a CADF document (what export and query will return).
-pub fn cadf_json(e: &AuditEvent) -> String {
-    let time = e
-        .time
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    serde_json::json!({
-        "typeURI": "http://schemas.dmtf.org/cloud/audit/1.0/event",
-        "eventType": "activity",
-        "id": e.id.to_string(),
-        "eventTime": time,
-        "action": e.action,
-        "outcome": e.outcome.as_str(),
-        "reason": {"reasonCode": e.reason_code, "reasonType": e.reason},
-        "initiator": {
-            "id": e.initiator.id,
-            "typeURI": "service/security/account/user",
-            "host": {"address": e.initiator.address},
-        },
-        "target": {
-            "id": e.target,
-            "typeURI": "kms/secrets",
-            "instance": e.instance,
-        },
-        "observer": {"name": "keyward"},
-        "requestData": {"requestId": e.request_id},
-        "responseData": {"keyState": e.key_state, "keyVersion": e.key_version},
-    })
-    .to_string()
-}
-
 pub fn sql_error(e: rusqlite::Error) -> StoreError {
     match &e {
         rusqlite::Error::SqliteFailure(f, _)
@@ -172,5 +157,27 @@ pub fn sql_error(e: rusqlite::Error) -> StoreError {
             StoreError::Corrupt(e.to_string())
         }
         _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &str) -> Vec<String> {
+        list.split(',').map(|c| c.trim().to_owned()).collect()
+    }
+
+    #[test]
+    fn qualified_column_lists_match_the_plain_ones() {
+        let plain = names(KEY_COLUMNS);
+        assert_eq!(plain.len(), KEY_COLUMN_COUNT);
+        let qualified: Vec<String> = plain.iter().map(|c| format!("k.{c}")).collect();
+        assert_eq!(names(KEY_COLUMNS_K), qualified);
+        let v: Vec<String> = names(VERSION_COLUMNS)
+            .iter()
+            .map(|c| format!("v.{c}"))
+            .collect();
+        assert_eq!(names(VERSION_COLUMNS_V), v);
     }
 }

@@ -60,18 +60,21 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     CREATE TABLE audit_events (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE,
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL,
         time INTEGER NOT NULL,
         action TEXT NOT NULL,
         outcome TEXT NOT NULL,
+        reason_code INTEGER NOT NULL,
+        reason TEXT,
+        initiator TEXT NOT NULL,
+        address TEXT,
         instance_id TEXT,
         target TEXT,
-        initiator TEXT NOT NULL,
-        request_id TEXT NOT NULL,
-        event TEXT NOT NULL
-    );
-    CREATE INDEX audit_by_time ON audit_events(time);",
+        key_state INTEGER,
+        key_version TEXT,
+        request_id TEXT NOT NULL
+    );",
 ];
 
 /// Brings the database to the latest schema, one transaction per migration.
