@@ -23,9 +23,9 @@ struct Job {
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 1024;
 /// A batch smaller than this waits `LINGER` once for company.
-const LINGER_BELOW: usize = 32;
+const LINGER_BELOW: usize = 64;
 /// How long a small batch waits.
-const LINGER: Duration = Duration::from_micros(300);
+const LINGER: Duration = Duration::from_micros(800);
 /// How often the checkpointer folds the WAL back into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 

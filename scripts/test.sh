@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite (the README's test command, and what CI runs): formatting, lints, docs,
+# unit and integration tests, then the interop suite that drives a real `keyward serve` with the
+# public `keyprotect` SDK (installed into a venv under the build directory by scripts/interop.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export BUILD_DIR=${BUILD_DIR:-$PWD/target}
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo doc -D warnings"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "interop: the keyprotect SDK against keyward serve"
+scripts/interop.sh
