@@ -36,6 +36,7 @@ use axum::routing::{get, post};
 use keyward_core::{Custody, KeyService, Store, SystemClock};
 use keyward_custody::SoftwareCustody;
 use keyward_store::SqliteStore;
+use tracing::Instrument;
 
 pub use config::ServerConfig;
 use error::ApiError;
@@ -86,10 +87,8 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         .headers()
         .get(keyward_api::headers::CORRELATION_ID)
         .cloned();
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
-    let _entered = span.enter();
-    drop(_entered);
-    let mut resp = next.run(req).await;
+    let span = tracing::debug_span!("request", request_id = %id);
+    let mut resp = next.run(req).instrument(span).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut()
             .insert(keyward_api::headers::REQUEST_ID, v);

@@ -8,23 +8,37 @@ use keyward_core::{
 use rusqlite::Row;
 use time::OffsetDateTime;
 
-pub const KEY_COLUMNS: &str = "id, instance_id, kind, name, description, state, imported, key_ring, \
-    expiration, bits, current_version, current_version_id, revision, created_at, created_by, updated_at, \
-    state_changed_at, last_rotated_at, deleted_at, deleted_by, signature";
+// Column lists are macros so SQL statements can be built with `concat!` at compile time: the hot
+// path then hands SQLite's statement cache a static string instead of formatting one per call.
+macro_rules! key_columns {
+    () => {
+        "id, instance_id, kind, name, description, state, imported, key_ring, expiration, bits, \
+         current_version, current_version_id, revision, created_at, created_by, updated_at, \
+         state_changed_at, last_rotated_at, deleted_at, deleted_by, signature"
+    };
+}
+macro_rules! key_columns_k {
+    () => {
+        "k.id, k.instance_id, k.kind, k.name, k.description, k.state, k.imported, k.key_ring, \
+         k.expiration, k.bits, k.current_version, k.current_version_id, k.revision, k.created_at, \
+         k.created_by, k.updated_at, k.state_changed_at, k.last_rotated_at, k.deleted_at, \
+         k.deleted_by, k.signature"
+    };
+}
+macro_rules! version_columns {
+    () => {
+        "key_id, number, id, created_at, wrapping_key, material, signature"
+    };
+}
+macro_rules! version_columns_v {
+    () => {
+        "v.key_id, v.number, v.id, v.created_at, v.wrapping_key, v.material, v.signature"
+    };
+}
+pub(crate) use {key_columns, key_columns_k, version_columns, version_columns_v};
 
-pub const VERSION_COLUMNS: &str =
-    "key_id, number, id, created_at, wrapping_key, material, signature";
-
-/// `KEY_COLUMNS` qualified with the `k` alias, for joins.
-pub const KEY_COLUMNS_K: &str = "k.id, k.instance_id, k.kind, k.name, k.description, k.state, \
-    k.imported, k.key_ring, k.expiration, k.bits, k.current_version, k.current_version_id, \
-    k.revision, k.created_at, k.created_by, k.updated_at, k.state_changed_at, k.last_rotated_at, \
-    k.deleted_at, k.deleted_by, k.signature";
-/// Number of columns in `KEY_COLUMNS`.
+/// Number of columns in `key_columns!()`.
 pub const KEY_COLUMN_COUNT: usize = 21;
-/// `VERSION_COLUMNS` qualified with the `v` alias, for joins.
-pub const VERSION_COLUMNS_V: &str =
-    "v.key_id, v.number, v.id, v.created_at, v.wrapping_key, v.material, v.signature";
 
 pub fn nanos(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX)
@@ -170,14 +184,14 @@ mod tests {
 
     #[test]
     fn qualified_column_lists_match_the_plain_ones() {
-        let plain = names(KEY_COLUMNS);
+        let plain = names(key_columns!());
         assert_eq!(plain.len(), KEY_COLUMN_COUNT);
         let qualified: Vec<String> = plain.iter().map(|c| format!("k.{c}")).collect();
-        assert_eq!(names(KEY_COLUMNS_K), qualified);
-        let v: Vec<String> = names(VERSION_COLUMNS)
+        assert_eq!(names(key_columns_k!()), qualified);
+        let v: Vec<String> = names(version_columns!())
             .iter()
             .map(|c| format!("v.{c}"))
             .collect();
-        assert_eq!(names(VERSION_COLUMNS_V), v);
+        assert_eq!(names(version_columns_v!()), v);
     }
 }

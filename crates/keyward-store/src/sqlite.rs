@@ -170,8 +170,10 @@ fn revision(k: &KeyRecord) -> i64 {
 impl Store for SqliteStore {
     async fn key(&self, instance: InstanceId, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {KEY_COLUMNS} FROM keys WHERE id = ?1 AND instance_id = ?2"
+            c.prepare_cached(concat!(
+                "SELECT ",
+                key_columns!(),
+                " FROM keys WHERE id = ?1 AND instance_id = ?2"
             ))?
             .query_row(params![id.to_string(), instance.to_string()], key_from_row)
             .optional()
@@ -184,8 +186,12 @@ impl Store for SqliteStore {
         id: KeyId,
     ) -> Result<Option<(KeyRecord, KeyVersion)>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {KEY_COLUMNS_K}, {VERSION_COLUMNS_V} FROM keys k
+            c.prepare_cached(concat!(
+                "SELECT ",
+                key_columns_k!(),
+                ", ",
+                version_columns_v!(),
+                " FROM keys k
                  JOIN key_versions v ON v.key_id = k.id AND v.number = k.current_version
                  WHERE k.id = ?1 AND k.instance_id = ?2"
             ))?
@@ -198,8 +204,10 @@ impl Store for SqliteStore {
 
     async fn key_version(&self, key: KeyId, number: u32) -> Result<Option<KeyVersion>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = ?1 AND number = ?2"
+            c.prepare_cached(concat!(
+                "SELECT ",
+                version_columns!(),
+                " FROM key_versions WHERE key_id = ?1 AND number = ?2"
             ))?
             .query_row(params![key.to_string(), number], version_from_row)
             .optional()
@@ -212,8 +220,10 @@ impl Store for SqliteStore {
         id: KeyVersionId,
     ) -> Result<Option<KeyVersion>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = ?1 AND id = ?2"
+            c.prepare_cached(concat!(
+                "SELECT ",
+                version_columns!(),
+                " FROM key_versions WHERE key_id = ?1 AND id = ?2"
             ))?
             .query_row(params![key.to_string(), id.to_string()], version_from_row)
             .optional()
@@ -222,8 +232,10 @@ impl Store for SqliteStore {
 
     async fn key_versions(&self, key: KeyId) -> Result<Vec<KeyVersion>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {VERSION_COLUMNS} FROM key_versions WHERE key_id = ?1 ORDER BY number"
+            c.prepare_cached(concat!(
+                "SELECT ",
+                version_columns!(),
+                " FROM key_versions WHERE key_id = ?1 ORDER BY number"
             ))?
             .query_map(params![key.to_string()], version_from_row)?
             .collect()
@@ -268,7 +280,8 @@ impl Store for SqliteStore {
             page_args.push(offset.into());
             let keys = c
                 .prepare_cached(&format!(
-                    "SELECT {KEY_COLUMNS} FROM keys WHERE {cond} ORDER BY created_at, id LIMIT ? OFFSET ?"
+                    "SELECT {} FROM keys WHERE {cond} ORDER BY created_at, id LIMIT ? OFFSET ?",
+                    key_columns!()
                 ))?
                 .query_map(params_from_iter(page_args.iter()), key_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -284,9 +297,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let (k, v, e) = (key.clone(), version.clone(), event.clone());
         self.write(Statements::Many, move |c| {
-            c.prepare_cached(&format!(
-                "INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
-            ))?
+            c.prepare_cached(concat!("INSERT INTO keys (", key_columns!(), ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"))?
             .execute(params![
                 k.id.to_string(),
                 k.instance.to_string(),
