@@ -17,6 +17,7 @@
 )]
 
 mod audit;
+mod cache;
 mod custody;
 mod error;
 mod ids;

@@ -8,6 +8,7 @@ use keyward_crypto::{DekCiphertext, Secret};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::cache::{CachedKey, KeyCache};
 use crate::key::{ALLOWED_ROOT_KEY_BYTES, MAX_STANDARD_KEY_BYTES};
 use crate::lifecycle::transition;
 use crate::{
@@ -49,6 +50,10 @@ pub struct LifecycleConfig {
     pub min_rotation_interval: Duration,
     /// A disabled key may be enabled only this long after it was disabled (Key Protect: 30 s).
     pub enable_after_disable: Duration,
+    /// How long a verified root key may serve wrap and unwrap from memory. Changes made by this
+    /// process apply at once; changes made by another process sharing the store, within this.
+    /// Zero disables the cache.
+    pub key_cache_ttl: Duration,
 }
 
 impl Default for LifecycleConfig {
@@ -56,6 +61,7 @@ impl Default for LifecycleConfig {
         LifecycleConfig {
             min_rotation_interval: Duration::from_secs(3600),
             enable_after_disable: Duration::from_secs(30),
+            key_cache_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -132,6 +138,7 @@ pub struct KeyService {
     custody: Arc<dyn Custody>,
     clock: Arc<dyn Clock>,
     config: LifecycleConfig,
+    cache: Arc<KeyCache>,
 }
 
 impl KeyService {
@@ -142,11 +149,13 @@ impl KeyService {
         clock: Arc<dyn Clock>,
         config: LifecycleConfig,
     ) -> Self {
+        let cache = Arc::new(KeyCache::new(config.key_cache_ttl));
         KeyService {
             store,
             custody,
             clock,
             config,
+            cache,
         }
     }
 
@@ -329,19 +338,18 @@ impl KeyService {
             {
                 return Err(invalid(format!("plaintext: 1 to {MAX_DEK_BYTES} bytes")));
             }
-            let (key, version) = self.load_root_for(caller, id, Action::Wrap).await?;
-            let material = self.material(&version)?;
+            let entry = self.root_key(caller, id, Action::Wrap).await?;
             let (dek, generated) = match plaintext {
                 Some(p) => (p, false),
                 None => (self.custody.generate_material(GENERATED_KEY_BYTES)?, true),
             };
-            let ct = seal(&material, &version, &aad_refs(aad), &dek)?;
+            let ct = seal(&entry.material, &entry.current, &aad_refs(aad), &dek)?;
             Ok((
-                key.state,
+                entry.key.state,
                 WrapOutput {
                     ciphertext: ct,
                     generated: generated.then_some(dek),
-                    version: version.id,
+                    version: entry.current.id,
                 },
             ))
         }
@@ -418,27 +426,27 @@ impl KeyService {
     ) -> Result<(KeyState, UnwrapOutput), KeyError> {
         check_aad(aad)?;
         let ct = DekCiphertext::decode(ciphertext).map_err(|_| KeyError::InvalidCiphertext)?;
-        let (key, current) = self.load_root_for(caller, id, action).await?;
+        let entry = self.root_key(caller, id, action).await?;
+        let (key, current) = (&entry.key, &entry.current);
         let version_id = KeyVersionId::from_bytes(ct.version_id);
-        let version = if version_id == current.id {
-            current.clone()
+        let aad = aad_refs(aad);
+        let plaintext = if version_id == current.id {
+            ct.open(&entry.material, key.id.as_bytes(), &aad)
         } else {
-            let v = self
+            let old = self
                 .store
                 .key_version_by_id(id, version_id)
                 .await?
                 .ok_or(KeyError::InvalidCiphertext)?;
-            self.verify_version(&key, &v)?;
-            v
-        };
-        let material = self.material(&version)?;
-        let aad = aad_refs(aad);
-        let plaintext = ct
-            .open(&material, key.id.as_bytes(), &aad)
-            .map_err(|_| KeyError::InvalidCiphertext)?;
-        let rewrapped = if version.id != current.id {
-            let latest = self.material(&current)?;
-            Some((seal(&latest, &current, &aad, &plaintext)?, current.id))
+            self.verify_version(key, &old)?;
+            ct.open(&self.material(&old)?, key.id.as_bytes(), &aad)
+        }
+        .map_err(|_| KeyError::InvalidCiphertext)?;
+        let rewrapped = if version_id != current.id {
+            Some((
+                seal(&entry.material, current, &aad, &plaintext)?,
+                current.id,
+            ))
         } else {
             None
         };
@@ -446,7 +454,7 @@ impl KeyService {
             key.state,
             UnwrapOutput {
                 plaintext,
-                version: version.id,
+                version: version_id,
                 rewrapped,
             },
         ))
@@ -461,7 +469,8 @@ impl KeyService {
     ) -> Result<KeyRecord, KeyError> {
         let action = "kms.secrets.rotate";
         let result = async {
-            let (mut key, _) = self.load_root_for(caller, id, Action::Rotate).await?;
+            let (mut key, _) = self.load_root_fresh(caller, id).await?;
+            transition(self.effective_state(&key), Action::Rotate)?;
             let now = self.clock.now();
             if let Some(last) = key.last_rotated_at
                 && now < last + self.config.min_rotation_interval
@@ -572,12 +581,33 @@ impl KeyService {
         Ok(key)
     }
 
-    /// Loads a root key and its current version, both verified, and checks `action` is allowed.
-    async fn load_root_for(
+    /// A root key, its current version and material for `action`: from the cache when fresh,
+    /// else read, verified and unwrapped, then cached.
+    async fn root_key(
         &self,
         caller: &Caller,
         id: KeyId,
         action: Action,
+    ) -> Result<Arc<CachedKey>, KeyError> {
+        let entry = match self.cache.get(id) {
+            // The cache is shared by all instances: an entry of another instance is not found.
+            Some(e) if e.key.instance == caller.instance => e,
+            Some(_) => return Err(KeyError::NotFound),
+            None => {
+                let (key, current) = self.load_root_fresh(caller, id).await?;
+                let material = self.material(&current)?;
+                self.cache.put(CachedKey::new(key, current, material))
+            }
+        };
+        transition(self.effective_state(&entry.key), action)?;
+        Ok(entry)
+    }
+
+    /// Reads a root key and its current version from the store and verifies both signatures.
+    async fn load_root_fresh(
+        &self,
+        caller: &Caller,
+        id: KeyId,
     ) -> Result<(KeyRecord, KeyVersion), KeyError> {
         let (key, version) = self
             .store
@@ -594,7 +624,6 @@ impl KeyService {
                 "this operation requires a root key (extractable: false)",
             ));
         }
-        transition(self.effective_state(&key), action)?;
         Ok((key, version))
     }
 
@@ -686,13 +715,14 @@ impl KeyService {
             204
         };
         let event = self.success_event(caller, action, key, version.map(|v| v.id), code);
-        self.store
-            .update_key(key, version, &event)
-            .await
-            .map_err(|e| match e {
-                StoreError::Conflict => KeyError::Conflict,
-                e => KeyError::Store(e),
-            })
+        let saved = self.store.update_key(key, version, &event).await;
+        // Committed or not, this process stops using what it had cached for the key. (A request
+        // that read the old row just before the commit may cache it again: at most one TTL.)
+        self.cache.invalidate(key.id);
+        saved.map_err(|e| match e {
+            StoreError::Conflict => KeyError::Conflict,
+            e => KeyError::Store(e),
+        })
     }
 
     fn success_event(

@@ -25,6 +25,10 @@ pub struct ServerConfig {
     pub region: String,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// How long a verified root key serves wrap and unwrap from memory, in milliseconds (0: off).
+    /// Changes made through this server apply at once; through another server on the same
+    /// database, within this.
+    pub key_cache_ttl_ms: u64,
     /// Key lifecycle rules.
     pub lifecycle: LifecycleSection,
 }
@@ -58,6 +62,7 @@ impl Default for ServerConfig {
             token_ttl_secs: 3600,
             region: "local".to_owned(),
             max_body_bytes: 64 * 1024,
+            key_cache_ttl_ms: 1000,
             lifecycle: LifecycleSection::default(),
         }
     }
@@ -128,6 +133,11 @@ impl ServerConfig {
                 "token_ttl_secs must be between 60 and 86400".into(),
             ));
         }
+        if self.key_cache_ttl_ms > 60_000 {
+            return Err(ConfigError::Invalid(
+                "key_cache_ttl_ms must be at most 60000".into(),
+            ));
+        }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "max_body_bytes must be at least 1024".into(),
@@ -146,6 +156,7 @@ impl ServerConfig {
         keyward_core::LifecycleConfig {
             min_rotation_interval: Duration::from_secs(self.lifecycle.min_rotation_interval_secs),
             enable_after_disable: Duration::from_secs(self.lifecycle.enable_after_disable_secs),
+            key_cache_ttl: Duration::from_millis(self.key_cache_ttl_ms),
         }
     }
 }

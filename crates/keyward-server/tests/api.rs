@@ -683,3 +683,59 @@ async fn audit_events_record_actions_without_key_material() {
     assert_eq!(unwrap_fail.2, 422);
     assert_eq!(unwrap_fail.3.as_deref(), Some(id.as_str()));
 }
+
+#[tokio::test]
+async fn key_changes_apply_at_once_here_and_within_the_cache_ttl_on_another_server() {
+    let a = TestServer::start_with(|c| c.key_cache_ttl_ms = 300).await;
+    let id = a.create_root_key("shared").await;
+    // A second server process on the same data directory (same database and keystore).
+    let mut cb = common::config(a.dir.path());
+    cb.key_cache_ttl_ms = 300;
+    let b = keyward_server::start(cb).await.unwrap();
+    let on_b = |action: &'static str| {
+        a.http
+            .post(format!("{}/api/v2/keys/{id}/actions/{action}", b.url))
+            .bearer_auth(&a.token)
+            .header("bluemix-instance", &a.instance)
+            .json(&json!({}))
+            .send()
+    };
+    assert_eq!(
+        a.action(&id, "wrap", json!({})).await.0,
+        StatusCode::OK,
+        "fills A's cache"
+    );
+
+    // Disabled through B: A refuses within its cache TTL.
+    assert_eq!(
+        on_b("disable").await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let (st, b_err) = a.action(&id, "wrap", json!({})).await;
+    assert_kp_error(
+        st,
+        &b_err,
+        StatusCode::CONFLICT,
+        "KEY_ACTION_INVALID_STATE_ERR",
+    );
+
+    // Enabled through A and used; disabled through A: refused at once, no waiting.
+    assert_eq!(
+        a.action(&id, "enable", json!({})).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(a.action(&id, "wrap", json!({})).await.0, StatusCode::OK);
+    assert_eq!(
+        a.action(&id, "disable", json!({})).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let (st, body) = a.action(&id, "wrap", json!({})).await;
+    assert_kp_error(
+        st,
+        &body,
+        StatusCode::CONFLICT,
+        "KEY_ACTION_INVALID_STATE_ERR",
+    );
+    b.shutdown().await.unwrap();
+}
