@@ -63,6 +63,10 @@ print(f"{rps:.0f} {p50:.3f} {p99:.3f} {non2xx}")
 PY
 }
 
+# Warm up (page cache, WAL, allocator, key cache) so round 1 is not a cold outlier.
+BENCH_BODY=$WRAP_BODY wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s "$ROOT/scripts/bench/post.lua" "$URL/api/v2/keys/$KEY/actions/wrap" >/dev/null
+wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$URL/healthz" >/dev/null
+
 declare -A RESULTS
 for round in $(seq "$ROUNDS"); do
   for op in healthz wrap unwrap; do

@@ -23,14 +23,21 @@ fn bench(c: &mut Criterion) {
     let state = rt
         .block_on(keyward_server::open(config))
         .unwrap_or_else(|e| panic!("{e}"));
-    let instance = keyward_core::InstanceId::random();
+    let instance = rt
+        .block_on(async {
+            keyward_server::bootstrap::first_start(state.store(), dir.path(), "http://bench").await?;
+            anyhow::Ok(state.store().instances().await?)
+        })
+        .ok()
+        .and_then(|i| i.into_iter().next())
+        .map(|i| i.id)
+        .unwrap_or_else(|| panic!("no instance"));
     let caller = Caller {
         subject: "bench".into(),
         instance,
         request_id: "bench".into(),
         address: None,
     };
-    // The bench writes keys of an instance that has no instance row: fine for the key service.
     let key = rt
         .block_on(state.keys.create_key(
             &caller,

@@ -24,6 +24,8 @@ struct Job {
 const MAX_BATCH: usize = 1024;
 /// A batch smaller than this waits `LINGER` once for company.
 const LINGER_BELOW: usize = 64;
+/// A previous batch at least this large means concurrent writers: worth lingering for.
+const CONCURRENT: usize = 4;
 /// How long a small batch waits.
 const LINGER: Duration = Duration::from_micros(800);
 /// How often the checkpointer folds the WAL back into the database.
@@ -103,15 +105,18 @@ fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 }
 
 fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
+    let mut last_batch = 0;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         drain(&rx, &mut batch);
-        if batch.len() < LINGER_BELOW {
-            // Under load, waiting a moment for more writes makes each commit (WAL frames and an
-            // fsync) serve more requests; idle, one short wait is all it costs.
+        if batch.len() < LINGER_BELOW && last_batch >= CONCURRENT {
+            // Under concurrent load, waiting a moment for more writes makes each commit (WAL
+            // frames and an fsync) serve more requests. A lone client never waits: its previous
+            // batch was small.
             std::thread::sleep(LINGER);
             drain(&rx, &mut batch);
         }
+        last_batch = batch.len();
         if let Err(e) = exec(&conn, "BEGIN IMMEDIATE") {
             // Dropping the jobs unrun drops their reply channels: each caller gets Unavailable.
             tracing::error!(error = %e, "store: cannot begin transaction");
