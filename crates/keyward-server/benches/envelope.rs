@@ -25,7 +25,8 @@ fn bench(c: &mut Criterion) {
         .unwrap_or_else(|e| panic!("{e}"));
     let instance = rt
         .block_on(async {
-            keyward_server::bootstrap::first_start(state.store(), dir.path(), "http://bench").await?;
+            keyward_server::bootstrap::first_start(state.store(), dir.path(), "http://bench")
+                .await?;
             anyhow::Ok(state.store().instances().await?)
         })
         .ok()

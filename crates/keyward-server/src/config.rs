@@ -127,10 +127,9 @@ impl ServerConfig {
             }
             _ => {}
         }
-        if !(60..=86_400).contains(&self.token_ttl_secs) && self.token_ttl_secs != 1 {
-            // 1 second is allowed so tests can watch tokens expire.
+        if !(1..=86_400).contains(&self.token_ttl_secs) {
             return Err(ConfigError::Invalid(
-                "token_ttl_secs must be between 60 and 86400".into(),
+                "token_ttl_secs must be between 1 and 86400".into(),
             ));
         }
         if self.key_cache_ttl_ms > 60_000 {

@@ -26,6 +26,8 @@ pub enum ApiError {
     PayloadTooLarge,
     /// A route or key id that does not exist.
     NotFound,
+    /// A path that exists, with a method it does not serve.
+    MethodNotAllowed,
     /// Anything unexpected; detail for the log only.
     Internal(String),
 }
@@ -80,6 +82,11 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "BODY_TOO_LARGE_ERR",
                 "the request body is larger than this server accepts".into(),
+            ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED_ERR",
+                "this method is not allowed on this path".into(),
             ),
             ApiError::NotFound => (
                 StatusCode::NOT_FOUND,

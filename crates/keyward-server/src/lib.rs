@@ -29,9 +29,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use keyward_core::{Custody, KeyService, Store, SystemClock};
 use keyward_custody::SoftwareCustody;
@@ -67,12 +67,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v2/keys/{id}/versions", get(keys::key_versions))
         .route("/api/v2/keys/{id}/actions/{action}", post(keys::key_action))
         .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async {
-            ApiError::bad_request(
-                "METHOD_NOT_ALLOWED_ERR",
-                "this method is not allowed on this path",
-            )
-        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
@@ -96,13 +91,6 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     if let Some(c) = correlation {
         resp.headers_mut()
             .insert(keyward_api::headers::CORRELATION_ID, c);
-    }
-    if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
-        return ApiError::bad_request(
-            "METHOD_NOT_ALLOWED_ERR",
-            "this method is not allowed on this path",
-        )
-        .into_response();
     }
     resp
 }

@@ -477,7 +477,12 @@ async fn bad_requests_get_clear_4xx_in_key_protects_format() {
     let (st, b) = s.call(Method::GET, "/api/v2/nothing", None).await;
     assert_kp_error(st, &b, StatusCode::NOT_FOUND, "NOT_FOUND_ERR");
     let (st, b) = s.call(Method::PUT, "/api/v2/keys", None).await;
-    assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "METHOD_NOT_ALLOWED_ERR");
+    assert_kp_error(
+        st,
+        &b,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED_ERR",
+    );
 }
 
 #[tokio::test]
