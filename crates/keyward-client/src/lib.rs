@@ -224,13 +224,13 @@ impl Client {
         self.first_key(req).await
     }
 
-    async fn action<B: serde::Serialize, T: DeserializeOwned>(
+    async fn action_request<B: serde::Serialize>(
         &self,
         id: &str,
         action: &str,
         body: &B,
-    ) -> Result<T, ClientError> {
-        let req = self
+    ) -> Result<RequestBuilder, ClientError> {
+        Ok(self
             .request(
                 Method::POST,
                 &format!("/api/v2/keys/{}/actions/{action}", enc(id)),
@@ -240,7 +240,16 @@ impl Client {
                 "content-type",
                 format!("application/vnd.ibm.kms.key_action_{action}+json"),
             )
-            .json(body);
+            .json(body))
+    }
+
+    async fn action<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        id: &str,
+        action: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let req = self.action_request(id, action, body).await?;
         self.json(req).await
     }
 
@@ -250,17 +259,7 @@ impl Client {
         action: &str,
         body: &B,
     ) -> Result<(), ClientError> {
-        let req = self
-            .request(
-                Method::POST,
-                &format!("/api/v2/keys/{}/actions/{action}", enc(id)),
-            )
-            .await?
-            .header(
-                "content-type",
-                format!("application/vnd.ibm.kms.key_action_{action}+json"),
-            )
-            .json(body);
+        let req = self.action_request(id, action, body).await?;
         self.send(req).await.map(|_| ())
     }
 
