@@ -14,6 +14,7 @@ mod common;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::*;
+use keyward_core::{AuditEvent, Initiator, InstanceId, InstanceRecord, Outcome, Store};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -561,10 +562,12 @@ async fn credentials_and_instances_are_checked() {
 
 #[tokio::test]
 async fn expired_tokens_are_refused() {
-    let s = TestServer::start_with(|c| c.token_ttl_secs = 1).await;
+    // Expiry has one-second granularity (iat is truncated), so a 3 s token is valid for at
+    // least 2 s: long enough for the first call even on a loaded machine.
+    let s = TestServer::start_with(|c| c.token_ttl_secs = 3).await;
     let (st, _) = s.call(Method::GET, "/api/v2/keys", None).await;
     assert_eq!(st, StatusCode::OK);
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(4100)).await;
     let (st, b) = s.call(Method::GET, "/api/v2/keys", None).await;
     assert_kp_error(st, &b, StatusCode::UNAUTHORIZED, "UNAUTHORIZED_ERR");
     assert!(b.to_string().contains("expired"), "{b}");
@@ -726,4 +729,77 @@ async fn key_changes_apply_at_once_here_and_within_the_cache_ttl_on_another_serv
         "KEY_ACTION_INVALID_STATE_ERR",
     );
     b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_key_of_another_instance_is_not_found_even_by_id() {
+    let s = TestServer::start().await;
+    let id = s.create_root_key("instance-a-key").await;
+    let (_, w) = s.action(&id, "wrap", json!({"plaintext": DEK_B64})).await;
+
+    // A second instance of the same account, written through a second store on the same file.
+    let store = keyward_store::SqliteStore::open(s.dir.path()).unwrap();
+    let account = store.instances().await.unwrap()[0].account.clone();
+    let other = InstanceRecord {
+        id: InstanceId::random(),
+        account,
+        name: "b".into(),
+        created_at: time::OffsetDateTime::now_utc(),
+    };
+    let event = AuditEvent {
+        id: uuid::Uuid::new_v4(),
+        time: other.created_at,
+        action: "kms.instance.create".into(),
+        outcome: Outcome::Success,
+        reason_code: 201,
+        reason: None,
+        initiator: Initiator {
+            id: "test".into(),
+            address: None,
+        },
+        instance: None,
+        target: None,
+        key_state: None,
+        key_version: None,
+        request_id: "test".into(),
+    };
+    store.insert_instance(&other, &event).await.unwrap();
+    let b = other.id.to_string();
+
+    // The key was just used, so it is in the key cache too: still not visible from instance B.
+    for (method, path, body) in [
+        (Method::GET, format!("/api/v2/keys/{id}"), None),
+        (Method::GET, format!("/api/v2/keys/{id}/metadata"), None),
+        (
+            Method::POST,
+            format!("/api/v2/keys/{id}/actions/wrap"),
+            Some(json!({"plaintext": DEK_B64})),
+        ),
+        (
+            Method::POST,
+            format!("/api/v2/keys/{id}/actions/unwrap"),
+            Some(json!({"ciphertext": w["ciphertext"]})),
+        ),
+        (
+            Method::POST,
+            format!("/api/v2/keys/{id}/actions/disable"),
+            Some(json!({})),
+        ),
+        (Method::DELETE, format!("/api/v2/keys/{id}"), None),
+    ] {
+        let (st, err) = s
+            .call_as(method, &path, body, Some(&s.token), Some(&b))
+            .await;
+        assert_kp_error(st, &err, StatusCode::NOT_FOUND, "KEY_NOT_FOUND_ERR");
+    }
+    let (_, list) = s
+        .call_as(Method::GET, "/api/v2/keys", None, Some(&s.token), Some(&b))
+        .await;
+    assert_eq!(list["resources"].as_array().unwrap().len(), 0);
+    // Still there, untouched, for its own instance.
+    let (st, k) = s
+        .call(Method::GET, &format!("/api/v2/keys/{id}"), None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(k["resources"][0]["state"], 1);
 }

@@ -207,6 +207,43 @@ fn cli_drives_the_server_with_flags_and_environment() {
     assert!(ok && out.contains("AAECAwQFBgcICQoLDA0ODw=="), "{out}");
     let (ok, _, err) = cli(&["unwrap", &id, "--ciphertext", &ct, "--aad", "b"]);
     assert!(!ok && err.contains("422"), "{err}");
+    let (ok, out, err) = cli(&["rotate", &id, "--json"]);
+    assert!(ok, "{err}");
+    let v2 = serde_json::from_str::<Value>(&out).unwrap()["keyVersion"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (ok, out, _) = cli(&["rewrap", &id, "--ciphertext", &ct, "--aad", "a", "--json"]);
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["keyVersion"]["id"],
+        v2.as_str()
+    );
+    let (ok, out, _) = cli(&["show", &id]);
+    assert!(ok && out.contains(&v2) && out.contains("root key"), "{out}");
+    let material = dir.path().join("material.b64");
+    std::fs::write(&material, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").unwrap();
+    let (ok, out, err) = cli(&[
+        "import",
+        "--name",
+        "byok",
+        "--payload-file",
+        material.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let imported = serde_json::from_str::<Value>(&out).unwrap();
+    assert_eq!(imported["imported"], true);
+    assert_eq!(imported["algorithmBitSize"], 256);
+    std::fs::write(&material, "not base64!").unwrap();
+    let (ok, _, err) = cli(&[
+        "import",
+        "--name",
+        "bad",
+        "--payload-file",
+        material.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("base64"), "{err}");
     let (ok, out, _) = cli(&["list"]);
     assert!(ok && out.contains("cli-key"), "{out}");
     let (ok, _, _) = cli(&["disable", &id]);
