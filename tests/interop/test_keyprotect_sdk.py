@@ -119,8 +119,8 @@ def test_issue_scenario_create_wrap_rotate_rewrap_disable_enable_delete(kp, serv
     assert d.get_status_code() == 200
     deleted = m.DeleteKey.from_dict(body(d))
     assert deleted.resources[0].state == 5 and deleted.resources[0].deleted is True
-    expect_error(409, lambda: unwrap(kp, server, key_id, again["ciphertext"], AAD))
-    expect_error(409, lambda: wrap(kp, server, key_id, DEK, AAD))
+    assert expect_error(410, lambda: unwrap(kp, server, key_id, again["ciphertext"], AAD))["code"] == "KEY_DELETED_ERR"
+    assert expect_error(410, lambda: wrap(kp, server, key_id, DEK, AAD))["code"] == "KEY_DELETED_ERR"
 
 
 def test_wrap_without_plaintext_generates_a_256_bit_dek(kp, server):
@@ -170,7 +170,7 @@ def test_standard_keys_hold_an_imported_payload_and_cannot_wrap(kp, server):
     got = body(kp.get_key(id=key["id"], bluemix_instance=server.instance))["resources"][0]
     assert got["payload"] == secret
     reason = expect_error(400, lambda: wrap(kp, server, key["id"], DEK))
-    assert reason["code"] == "KEY_ACTION_INVALID_TYPE_ERR"
+    assert reason["code"] == "KEY_ROOT_REQ_ERR"
 
 
 @pytest.mark.parametrize("size", [16, 24, 32])
@@ -208,9 +208,9 @@ def flip(ct, index):
 @pytest.mark.parametrize(
     "case, status, code",
     [
-        ("bad base64 plaintext", 400, "INVALID_FIELD_ERR"),
+        ("bad base64 plaintext", 400, "BAD_BODY_ERR"),
         ("malformed JSON", 400, "BAD_BODY_ERR"),
-        ("oversized aad item", 400, "INVALID_FIELD_ERR"),
+        ("oversized aad item", 400, "BAD_BODY_ERR"),
         ("wrong aad", 422, "UNPROCESSABLE_CIPHERTEXT_ERR"),
         ("missing aad", 422, "UNPROCESSABLE_CIPHERTEXT_ERR"),
         ("tampered ciphertext", 422, "UNPROCESSABLE_CIPHERTEXT_ERR"),

@@ -26,9 +26,19 @@ pub enum KeyError {
     /// The ciphertext is malformed, altered, of another key, or its AAD does not match.
     #[error("the ciphertext is invalid, altered, or does not belong to this key and AAD")]
     InvalidCiphertext,
-    /// Key Protect's rate rules: rotation at most once per interval, enable not right after disable.
-    #[error("{0}")]
-    TooSoon(String),
+    /// Key Protect's rule: a key is rotated by hand at most once per interval.
+    #[error(
+        "this key was rotated less than {0} seconds ago: only one rotation per interval is permitted"
+    )]
+    RotationTooSoon(u64),
+    /// Key Protect's rule: a disabled key is enabled only some time after the disable.
+    #[error("the key was updated recently: retry in {0} seconds")]
+    ChangeTooSoon(u64),
+    /// An imported key is rotated with new material, which the request lacks.
+    #[error(
+        "this root key was created with user-supplied material: send new material (payload) to rotate it"
+    )]
+    PayloadRequired,
     /// Another request changed the key at the same time; retry.
     #[error("the key was modified concurrently; retry the request")]
     Conflict,

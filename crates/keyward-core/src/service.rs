@@ -475,21 +475,16 @@ impl KeyService {
             if let Some(last) = key.last_rotated_at
                 && now < last + self.config.min_rotation_interval
             {
-                return Err(KeyError::TooSoon(format!(
-                    "a key can be rotated at most once every {} seconds",
-                    self.config.min_rotation_interval.as_secs()
-                )));
+                return Err(KeyError::RotationTooSoon(
+                    self.config.min_rotation_interval.as_secs(),
+                ));
             }
             let material = match (key.imported, payload) {
                 (true, Some(p)) => {
                     check_material_size(key.kind, p.len())?;
                     p
                 }
-                (true, None) => {
-                    return Err(invalid(
-                        "payload: an imported key is rotated with new key material".to_owned(),
-                    ));
-                }
+                (true, None) => return Err(KeyError::PayloadRequired),
                 (false, Some(_)) => {
                     return Err(invalid(
                         "payload: only imported keys are rotated with a payload".to_owned(),
@@ -548,10 +543,9 @@ impl KeyService {
             if action == Action::Enable
                 && now < key.state_changed_at + self.config.enable_after_disable
             {
-                return Err(KeyError::TooSoon(format!(
-                    "a disabled key can be enabled only {} seconds after it was disabled",
-                    self.config.enable_after_disable.as_secs()
-                )));
+                return Err(KeyError::ChangeTooSoon(
+                    self.config.enable_after_disable.as_secs(),
+                ));
             }
             key.state = next;
             key.state_changed_at = now;
@@ -852,10 +846,21 @@ impl KeyError {
     pub fn reason_code(&self) -> u16 {
         match self {
             KeyError::NotFound => 404,
-            KeyError::InvalidInput(_) | KeyError::WrongKeyKind(_) => 400,
+            KeyError::InvalidInput(_) | KeyError::WrongKeyKind(_) | KeyError::PayloadRequired => {
+                400
+            }
+            // Key Protect: a deleted key is gone (410); an expired one refuses new wraps (400).
+            KeyError::InvalidState {
+                state: KeyState::Destroyed,
+                ..
+            } => 410,
+            KeyError::InvalidState {
+                state: KeyState::Deactivated,
+                action: Action::Wrap,
+            } => 400,
             KeyError::InvalidState { .. } => 409,
             KeyError::InvalidCiphertext => 422,
-            KeyError::TooSoon(_) | KeyError::Conflict => 409,
+            KeyError::RotationTooSoon(_) | KeyError::ChangeTooSoon(_) | KeyError::Conflict => 409,
             KeyError::IntegrityFailure => 500,
             KeyError::Custody(CustodyError::Unavailable(_)) => 503,
             KeyError::Custody(CustodyError::IntegrityFailure) => 500,

@@ -4,7 +4,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyward_api::{Collection, ErrorReason, ErrorResource, media};
-use keyward_core::{CustodyError, KeyError, StoreError};
+use keyward_core::{Action, CustodyError, KeyError, KeyState, StoreError};
 
 const MORE_INFO: &str = "https://cloud.ibm.com/apidocs/key-protect";
 
@@ -54,17 +54,32 @@ impl ApiError {
             |code: u16| StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         match self {
             ApiError::Key(e) => {
+                // Key Protect's reason codes (its "error messages" reference).
                 let code = match e {
                     K::NotFound => "KEY_NOT_FOUND_ERR",
+                    K::InvalidState {
+                        state: KeyState::Destroyed,
+                        ..
+                    } => "KEY_DELETED_ERR",
+                    K::InvalidState {
+                        state: KeyState::Deactivated,
+                        action: Action::Wrap,
+                    } => "KEY_EXPIRED_ERR",
                     K::InvalidState { .. } => "KEY_ACTION_INVALID_STATE_ERR",
-                    K::InvalidInput(_) => "INVALID_FIELD_ERR",
-                    K::WrongKeyKind(_) => "KEY_ACTION_INVALID_TYPE_ERR",
+                    K::InvalidInput(_) => "BAD_BODY_ERR",
+                    K::WrongKeyKind(_) => "KEY_ROOT_REQ_ERR",
+                    K::PayloadRequired => "KEY_PAYLOAD_REQ_ERR",
                     K::InvalidCiphertext => "UNPROCESSABLE_CIPHERTEXT_ERR",
-                    K::TooSoon(_) => "NOT_ENOUGH_TIME_ELAPSED_ERR",
+                    K::RotationTooSoon(_) => "KEY_ROTATION_NOT_PERMITTED",
+                    K::ChangeTooSoon(_) => "REQ_TOO_EARLY_ERR",
                     K::Conflict | K::Store(StoreError::Conflict) => "CONFLICT_ERR",
                     K::Custody(CustodyError::Unavailable(_))
                     | K::Store(StoreError::Unavailable(_)) => "SERVICE_UNAVAILABLE_ERR",
-                    K::IntegrityFailure | K::Custody(_) | K::Store(_) => "INTERNAL_SERVER_ERR",
+                    // Key Protect: "Key metadata became corrupted".
+                    K::IntegrityFailure | K::Custody(CustodyError::IntegrityFailure) => {
+                        "INCOMPLETE_METADATA_ERR"
+                    }
+                    K::Custody(_) | K::Store(_) => "INTERNAL_SERVER_ERR",
                 };
                 let s = status(e.reason_code());
                 let msg = if s.is_server_error() {

@@ -23,16 +23,17 @@ pub fn b64(bytes: &[u8]) -> String {
 
 /// Decodes a base64 field into a secret; the error names the field, never its value.
 pub fn secret_from_b64(field: &str, value: &str) -> Result<Secret, ApiError> {
-    B64_IN.decode(value.trim()).map(Secret::new).map_err(|_| {
-        ApiError::bad_request("INVALID_FIELD_ERR", format!("{field}: not valid base64"))
-    })
+    B64_IN
+        .decode(value.trim())
+        .map(Secret::new)
+        .map_err(|_| ApiError::bad_request("BAD_BODY_ERR", format!("{field}: not valid base64")))
 }
 
 /// Decodes a base64 field that is not secret (ciphertexts).
 pub fn bytes_from_b64(field: &str, value: &str) -> Result<Vec<u8>, ApiError> {
-    B64_IN.decode(value.trim()).map_err(|_| {
-        ApiError::bad_request("INVALID_FIELD_ERR", format!("{field}: not valid base64"))
-    })
+    B64_IN
+        .decode(value.trim())
+        .map_err(|_| ApiError::bad_request("BAD_BODY_ERR", format!("{field}: not valid base64")))
 }
 
 /// Key Protect's date format: RFC 3339, UTC, milliseconds.
@@ -53,10 +54,7 @@ pub fn date(t: OffsetDateTime) -> String {
 /// Parses an RFC 3339 date field.
 pub fn parse_date(field: &str, value: &str) -> Result<OffsetDateTime, ApiError> {
     OffsetDateTime::parse(value, &Rfc3339).map_err(|_| {
-        ApiError::bad_request(
-            "INVALID_FIELD_ERR",
-            format!("{field}: not an RFC 3339 date"),
-        )
+        ApiError::bad_request("BAD_BODY_ERR", format!("{field}: not an RFC 3339 date"))
     })
 }
 

@@ -156,13 +156,13 @@ async fn disabled_and_deleted_keys_refuse_use() {
     let (st, b) = s
         .action(&id, "unwrap", json!({"ciphertext": w["ciphertext"]}))
         .await;
-    assert_kp_error(st, &b, StatusCode::CONFLICT, "KEY_ACTION_INVALID_STATE_ERR");
+    assert_kp_error(st, &b, StatusCode::GONE, "KEY_DELETED_ERR");
     let (st, b) = s.action(&id, "rotate", json!({})).await;
-    assert_kp_error(st, &b, StatusCode::CONFLICT, "KEY_ACTION_INVALID_STATE_ERR");
+    assert_kp_error(st, &b, StatusCode::GONE, "KEY_DELETED_ERR");
     let (st, b) = s
         .call(Method::DELETE, &format!("/api/v2/keys/{id}"), None)
         .await;
-    assert_kp_error(st, &b, StatusCode::CONFLICT, "KEY_ACTION_INVALID_STATE_ERR");
+    assert_kp_error(st, &b, StatusCode::GONE, "KEY_DELETED_ERR");
 }
 
 #[tokio::test]
@@ -179,13 +179,13 @@ async fn key_protect_timing_rules_apply_with_default_settings() {
         "first rotation is allowed"
     );
     let (st, b) = s.action(&id, "rotate", json!({})).await;
-    assert_kp_error(st, &b, StatusCode::CONFLICT, "NOT_ENOUGH_TIME_ELAPSED_ERR");
+    assert_kp_error(st, &b, StatusCode::CONFLICT, "KEY_ROTATION_NOT_PERMITTED");
     assert_eq!(
         s.action(&id, "disable", json!({})).await.0,
         StatusCode::NO_CONTENT
     );
     let (st, b) = s.action(&id, "enable", json!({})).await;
-    assert_kp_error(st, &b, StatusCode::CONFLICT, "NOT_ENOUGH_TIME_ELAPSED_ERR");
+    assert_kp_error(st, &b, StatusCode::CONFLICT, "REQ_TOO_EARLY_ERR");
 }
 
 #[tokio::test]
@@ -212,12 +212,7 @@ async fn standard_keys_return_their_payload_and_root_keys_never_do() {
     let (st, b) = s
         .action(&std_id, "wrap", json!({"plaintext": DEK_B64}))
         .await;
-    assert_kp_error(
-        st,
-        &b,
-        StatusCode::BAD_REQUEST,
-        "KEY_ACTION_INVALID_TYPE_ERR",
-    );
+    assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "KEY_ROOT_REQ_ERR");
 
     let root = s
         .create_key(json!({"name": "imported-root", "payload": B64.encode([7u8; 16])}))
@@ -227,12 +222,9 @@ async fn standard_keys_return_their_payload_and_root_keys_never_do() {
         .await;
     assert!(k["resources"][0].get("payload").is_none(), "{k}");
     assert_eq!(k["resources"][0]["algorithmBitSize"], 128);
-    let (st, _) = s.action(&root, "rotate", json!({})).await;
-    assert_eq!(
-        st,
-        StatusCode::BAD_REQUEST,
-        "an imported key rotates only with new material"
-    );
+    // An imported key rotates only with new material.
+    let (st, b) = s.action(&root, "rotate", json!({})).await;
+    assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "KEY_PAYLOAD_REQ_ERR");
     let (st, _) = s
         .action(&root, "rotate", json!({"payload": B64.encode([8u8; 24])}))
         .await;
@@ -323,9 +315,9 @@ async fn bad_requests_get_clear_4xx_in_key_protects_format() {
     let (st, b) = s
         .action(&id, "wrap", json!({"plaintext": "%%%not-base64%%%"}))
         .await;
-    assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "INVALID_FIELD_ERR");
+    assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "BAD_BODY_ERR");
     let (st, b) = s.action(&id, "unwrap", json!({"ciphertext": "***"})).await;
-    assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "INVALID_FIELD_ERR");
+    assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "BAD_BODY_ERR");
     let (st, b) = s.action(&id, "unwrap", json!({})).await;
     assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "BAD_BODY_ERR");
     assert!(
@@ -333,11 +325,11 @@ async fn bad_requests_get_clear_4xx_in_key_protects_format() {
         "the error names the missing field: {b}"
     );
     let (st, b) = s.action(&id, "unwrap", json!({"ciphertext": ""})).await;
-    assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "INVALID_FIELD_ERR");
+    assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "BAD_BODY_ERR");
 
     // Sizes: empty and oversized DEKs, oversized AAD, names, bodies; wrong root key sizes.
     let (st, b) = s.action(&id, "wrap", json!({"plaintext": ""})).await;
-    assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "INVALID_FIELD_ERR");
+    assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "BAD_BODY_ERR");
     let (st, b) = s
         .action(
             &id,
@@ -345,7 +337,7 @@ async fn bad_requests_get_clear_4xx_in_key_protects_format() {
             json!({"plaintext": B64.encode(vec![1u8; 4097])}),
         )
         .await;
-    assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "INVALID_FIELD_ERR");
+    assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "BAD_BODY_ERR");
     let (st, b) = s
         .action(
             &id,
@@ -353,7 +345,7 @@ async fn bad_requests_get_clear_4xx_in_key_protects_format() {
             json!({"plaintext": DEK_B64, "aad": ["a".repeat(256)]}),
         )
         .await;
-    assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "INVALID_FIELD_ERR");
+    assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "BAD_BODY_ERR");
     let (st, b) = s
         .action(
             &id,
@@ -361,7 +353,7 @@ async fn bad_requests_get_clear_4xx_in_key_protects_format() {
             json!({"plaintext": DEK_B64, "aad": vec!["a"; 33]}),
         )
         .await;
-    assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "INVALID_FIELD_ERR");
+    assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "BAD_BODY_ERR");
     let (st, b) = s
         .action(
             &id,
@@ -384,7 +376,7 @@ async fn bad_requests_get_clear_4xx_in_key_protects_format() {
                 Some(json!({"resources": [{"name": name}]})),
             )
             .await;
-        assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "INVALID_FIELD_ERR");
+        assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "BAD_BODY_ERR");
     }
     let (st, b) = s
         .call(Method::POST, "/api/v2/keys", Some(json!({"resources": []})))
@@ -399,7 +391,7 @@ async fn bad_requests_get_clear_4xx_in_key_protects_format() {
             ),
         )
         .await;
-    assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "INVALID_FIELD_ERR");
+    assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "BAD_BODY_ERR");
 
     // Ciphertexts: tampered (every region), truncated, wrong AAD, missing AAD, another key's.
     for i in [0usize, 1, 10, 17, 20, 29, ct.len() - 1] {
@@ -802,4 +794,25 @@ async fn a_key_of_another_instance_is_not_found_even_by_id() {
         .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(k["resources"][0]["state"], 1);
+}
+
+#[tokio::test]
+async fn an_expired_key_refuses_wrap_but_still_unwraps() {
+    let s = TestServer::start().await;
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    let exp = expires
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let id = s
+        .create_key(json!({"name": "short-lived", "expirationDate": exp}))
+        .await;
+    let (_, w) = s.action(&id, "wrap", json!({"plaintext": DEK_B64})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2300)).await;
+    let (st, b) = s.action(&id, "wrap", json!({"plaintext": DEK_B64})).await;
+    assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "KEY_EXPIRED_ERR");
+    let (st, u) = s
+        .action(&id, "unwrap", json!({"ciphertext": w["ciphertext"]}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{u}");
+    assert_eq!(u["plaintext"], DEK_B64);
 }

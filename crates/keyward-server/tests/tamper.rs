@@ -25,7 +25,7 @@ fn assert_refused(st: StatusCode, body: &serde_json::Value) {
     assert_eq!(st, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
     assert_eq!(
         body["resources"][0]["reasons"][0]["code"],
-        "INTERNAL_SERVER_ERR"
+        "INCOMPLETE_METADATA_ERR"
     );
     assert!(!body.to_string().contains("plaintext\""), "{body}");
 }

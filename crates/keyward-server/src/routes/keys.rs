@@ -429,7 +429,7 @@ async fn dispatch_action(
 fn required_ciphertext(req: &UnwrapRequest) -> Result<Vec<u8>, ApiError> {
     if req.ciphertext.is_empty() {
         return Err(ApiError::bad_request(
-            "INVALID_FIELD_ERR",
+            "BAD_BODY_ERR",
             "ciphertext: required",
         ));
     }
