@@ -238,12 +238,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let server = keyward_server::start(config).await?;
     tracing::info!(url = %server.url, "keyward is serving");
-    match &server.bootstrap_file {
-        Some(path) => println!(
+    if let Some(path) = &server.bootstrap_file {
+        println!(
             "keyward: first start. The administrator API key and instance id are in {} (mode 0600).",
             path.display()
-        ),
-        None => println!("keyward: serving on {}", server.url),
+        );
     }
     println!("keyward: listening on {}", server.url);
     let handle = server.handle();
