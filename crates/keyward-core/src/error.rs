@@ -32,7 +32,9 @@ pub enum KeyError {
     )]
     RotationTooSoon(u64),
     /// Key Protect's rule: a disabled key is enabled only some time after the disable.
-    #[error("the key was updated recently: retry in {0} seconds")]
+    #[error(
+        "the key was updated recently: a disabled key can be enabled {0} seconds after the disable; retry later"
+    )]
     ChangeTooSoon(u64),
     /// An imported key is rotated with new material, which the request lacks.
     #[error(

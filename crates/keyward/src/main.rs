@@ -377,7 +377,7 @@ async fn keys(conn: Conn, command: KeysCommand) -> anyhow::Result<()> {
             out(json, &c, || {
                 println!(
                     "{:<36}  {:<5}  {:<8}  {:<11}  NAME",
-                    "ID", "STATE", "TYPE", ""
+                    "ID", "STATE", "TYPE", "STATUS"
                 );
                 for k in &c.resources {
                     let kind = if k.extractable { "standard" } else { "root" };
