@@ -60,3 +60,31 @@ pub struct AuditEvent {
     /// The request id, to join with logs.
     pub request_id: String,
 }
+
+impl AuditEvent {
+    /// An event of `action` by `initiator` at `time`, with a fresh id; the optional fields
+    /// (reason, instance, target, key state and version) start empty.
+    pub fn new(
+        action: &str,
+        outcome: Outcome,
+        reason_code: u16,
+        initiator: Initiator,
+        request_id: String,
+        time: OffsetDateTime,
+    ) -> Self {
+        AuditEvent {
+            id: Uuid::new_v4(),
+            time,
+            action: action.to_owned(),
+            outcome,
+            reason_code,
+            reason: None,
+            initiator,
+            instance: None,
+            target: None,
+            key_state: None,
+            key_version: None,
+            request_id,
+        }
+    }
+}

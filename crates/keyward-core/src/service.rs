@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use keyward_crypto::{DekCiphertext, Secret};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use crate::cache::{CachedKey, KeyCache};
 use crate::key::{ALLOWED_ROOT_KEY_BYTES, MAX_STANDARD_KEY_BYTES};
@@ -263,8 +262,10 @@ impl KeyService {
             Ok((key, payload))
         }
         .await;
-        self.audit(caller, action, Some(id), &result, |(k, _)| (k.state, None))
-            .await?;
+        self.audit(caller, action, Some(id), &result, |(k, _)| {
+            (Some(k.state), None)
+        })
+        .await?;
         result
     }
 
@@ -272,7 +273,7 @@ impl KeyService {
     pub async fn key_metadata(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
         let result = self.load(caller, id).await;
         self.audit(caller, "kms.secrets.readmetadata", Some(id), &result, |k| {
-            (k.state, None)
+            (Some(k.state), None)
         })
         .await?;
         result
@@ -292,7 +293,7 @@ impl KeyService {
             Ok((keys, total))
         }
         .await;
-        self.audit_plain(caller, "kms.secrets.list", &result)
+        self.audit(caller, "kms.secrets.list", None, &result, |_| (None, None))
             .await?;
         result
     }
@@ -317,7 +318,7 @@ impl KeyService {
             "kms.secrets.listkeyversions",
             Some(id),
             &result,
-            |(k, _)| (k.state, None),
+            |(k, _)| (Some(k.state), None),
         )
         .await?;
         result
@@ -355,7 +356,7 @@ impl KeyService {
         }
         .await;
         self.audit(caller, "kms.secrets.wrap", Some(id), &result, |(s, o)| {
-            (*s, Some(o.version))
+            (Some(*s), Some(o.version))
         })
         .await?;
         result.map(|(_, o)| o)
@@ -372,7 +373,7 @@ impl KeyService {
     ) -> Result<UnwrapOutput, KeyError> {
         let result = self.open(caller, id, ciphertext, aad, Action::Unwrap).await;
         self.audit(caller, "kms.secrets.unwrap", Some(id), &result, |(s, o)| {
-            (*s, Some(o.version))
+            (Some(*s), Some(o.version))
         })
         .await?;
         result.map(|(_, o)| o)
@@ -410,7 +411,7 @@ impl KeyService {
             "kms.secrets.rewrap",
             Some(id),
             &result,
-            |(s, (_, v))| (*s, Some(*v)),
+            |(s, (_, v))| (Some(*s), Some(*v)),
         )
         .await?;
         result.map(|(_, r)| r)
@@ -742,22 +743,22 @@ impl KeyService {
         reason_code: u16,
         reason: Option<String>,
     ) -> AuditEvent {
+        let initiator = Initiator {
+            id: caller.subject.clone(),
+            address: caller.address.clone(),
+        };
         AuditEvent {
-            id: Uuid::new_v4(),
-            time: self.clock.now(),
-            action: action.to_owned(),
-            outcome,
-            reason_code,
             reason,
-            initiator: Initiator {
-                id: caller.subject.clone(),
-                address: caller.address.clone(),
-            },
             instance: Some(caller.instance.to_string()),
             target: target.map(|t| t.to_string()),
-            key_state: None,
-            key_version: None,
-            request_id: caller.request_id.clone(),
+            ..AuditEvent::new(
+                action,
+                outcome,
+                reason_code,
+                initiator,
+                caller.request_id.clone(),
+                self.clock.now(),
+            )
         }
     }
 
@@ -768,38 +769,19 @@ impl KeyService {
         action: &str,
         target: Option<KeyId>,
         result: &Result<T, KeyError>,
-        describe: impl FnOnce(&T) -> (KeyState, Option<KeyVersionId>),
+        describe: impl FnOnce(&T) -> (Option<KeyState>, Option<KeyVersionId>),
     ) -> Result<(), KeyError> {
         let event = match result {
             Ok(v) => {
                 let (state, version) = describe(v);
                 let mut e = self.event(caller, action, target, Outcome::Success, 200, None);
-                e.key_state = Some(state.code());
+                e.key_state = state.map(KeyState::code);
                 e.key_version = version.map(|v| v.to_string());
                 e
             }
             Err(err) => self.failure_event(caller, action, target, err),
         };
-        self.store
-            .append_audit(&event)
-            .await
-            .map_err(KeyError::Store)
-    }
-
-    async fn audit_plain<T>(
-        &self,
-        caller: &Caller,
-        action: &str,
-        result: &Result<T, KeyError>,
-    ) -> Result<(), KeyError> {
-        let event = match result {
-            Ok(_) => self.event(caller, action, None, Outcome::Success, 200, None),
-            Err(err) => self.failure_event(caller, action, None, err),
-        };
-        self.store
-            .append_audit(&event)
-            .await
-            .map_err(KeyError::Store)
+        self.append(&event).await
     }
 
     /// Records a failure; successes of changing actions were recorded with the change itself.
@@ -813,13 +795,17 @@ impl KeyService {
         match result {
             Ok(_) => Ok(()),
             Err(err) => {
-                let event = self.failure_event(caller, action, target, err);
-                self.store
-                    .append_audit(&event)
+                self.append(&self.failure_event(caller, action, target, err))
                     .await
-                    .map_err(KeyError::Store)
             }
         }
+    }
+
+    async fn append(&self, event: &AuditEvent) -> Result<(), KeyError> {
+        self.store
+            .append_audit(event)
+            .await
+            .map_err(KeyError::Store)
     }
 
     fn failure_event(

@@ -35,22 +35,20 @@ pub struct BootstrapFile {
 }
 
 fn system_event(action: &str, target: String) -> AuditEvent {
+    let initiator = Initiator {
+        id: "keyward-bootstrap".into(),
+        address: None,
+    };
     AuditEvent {
-        id: uuid::Uuid::new_v4(),
-        time: OffsetDateTime::now_utc(),
-        action: action.to_owned(),
-        outcome: Outcome::Success,
-        reason_code: 201,
-        reason: None,
-        initiator: Initiator {
-            id: "keyward-bootstrap".into(),
-            address: None,
-        },
-        instance: None,
         target: Some(target),
-        key_state: None,
-        key_version: None,
-        request_id: "bootstrap".into(),
+        ..AuditEvent::new(
+            action,
+            Outcome::Success,
+            201,
+            initiator,
+            "bootstrap".into(),
+            OffsetDateTime::now_utc(),
+        )
     }
 }
 

@@ -60,22 +60,22 @@ impl FromRequestParts<Arc<AppState>> for Authed {
         let result = authenticate(parts, state).await;
         if let Err(e) = &result {
             // Refused authentication is an action too: record it (without the token).
+            let initiator = Initiator {
+                id: "unauthenticated".into(),
+                address: client_address(parts),
+            };
             let event = AuditEvent {
-                id: uuid::Uuid::new_v4(),
-                time: OffsetDateTime::now_utc(),
-                action: "kms.secrets.authenticate".into(),
-                outcome: Outcome::Failure,
-                reason_code: e.status().as_u16(),
                 reason: Some(format!("{e:?}").chars().take(200).collect()),
-                initiator: Initiator {
-                    id: "unauthenticated".into(),
-                    address: client_address(parts),
-                },
                 instance: header(parts, headers::INSTANCE).map(|s| s.chars().take(64).collect()),
                 target: Some(parts.uri.path().chars().take(200).collect()),
-                key_state: None,
-                key_version: None,
-                request_id: request_id(parts),
+                ..AuditEvent::new(
+                    "kms.secrets.authenticate",
+                    Outcome::Failure,
+                    e.status().as_u16(),
+                    initiator,
+                    request_id(parts),
+                    OffsetDateTime::now_utc(),
+                )
             };
             if let Err(err) = state.store().append_audit(&event).await {
                 return Err(ApiError::Key(err.into()));

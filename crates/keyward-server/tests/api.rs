@@ -738,23 +738,18 @@ async fn a_key_of_another_instance_is_not_found_even_by_id() {
         name: "b".into(),
         created_at: time::OffsetDateTime::now_utc(),
     };
-    let event = AuditEvent {
-        id: uuid::Uuid::new_v4(),
-        time: other.created_at,
-        action: "kms.instance.create".into(),
-        outcome: Outcome::Success,
-        reason_code: 201,
-        reason: None,
-        initiator: Initiator {
-            id: "test".into(),
-            address: None,
-        },
-        instance: None,
-        target: None,
-        key_state: None,
-        key_version: None,
-        request_id: "test".into(),
+    let initiator = Initiator {
+        id: "test".into(),
+        address: None,
     };
+    let event = AuditEvent::new(
+        "kms.instance.create",
+        Outcome::Success,
+        201,
+        initiator,
+        "test".into(),
+        other.created_at,
+    );
     store.insert_instance(&other, &event).await.unwrap();
     let b = other.id.to_string();
 

@@ -74,28 +74,33 @@ pub async fn token(
     };
     let request_id = crate::extract::request_id(&parts);
     let address = crate::extract::client_address(&parts);
-    let audit = |outcome, code: u16, subject: &str, key_id: Option<&str>| AuditEvent {
-        id: uuid::Uuid::new_v4(),
-        time: now,
-        action: "iam-identity.apikey.login".into(),
-        outcome,
-        reason_code: code,
-        reason: None,
-        initiator: Initiator {
+    let audit = |outcome, code: u16, subject: &str, key_id: Option<&str>| {
+        let initiator = Initiator {
             id: subject.to_owned(),
             address: address.clone(),
-        },
-        instance: None,
-        target: key_id.map(str::to_owned),
-        key_state: None,
-        key_version: None,
-        request_id: request_id.clone(),
+        };
+        AuditEvent {
+            target: key_id.map(str::to_owned),
+            ..AuditEvent::new(
+                "iam-identity.apikey.login",
+                outcome,
+                code,
+                initiator,
+                request_id.clone(),
+                now,
+            )
+        }
     };
     let Some(rec) = found else {
-        let _ = state
-            .store()
-            .append_audit(&audit(Outcome::Failure, 400, "unauthenticated", None))
-            .await;
+        let event = audit(Outcome::Failure, 400, "unauthenticated", None);
+        if let Err(e) = state.store().append_audit(&event).await {
+            tracing::error!(error = %e, "token: audit failed");
+            return iam_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "BXNIM0001E",
+                "temporarily unavailable",
+            );
+        }
         return iam_error(
             StatusCode::BAD_REQUEST,
             "BXNIM0415E",
