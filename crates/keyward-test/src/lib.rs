@@ -1,0 +1,97 @@
+//! Conformance suites for Keyward's backend traits, in the manner of rustls' per-provider API
+//! tests: every `Custody` and every `Store` implementation mounts the same suite with
+//! [`custody_suite!`] or [`store_suite!`], so a new backend (PKCS#11, PostgreSQL) is held to
+//! exactly the behaviour the rest of Keyward relies on.
+//!
+//! Test-only: nothing here ships in the server.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+pub mod custody;
+pub mod store;
+
+/// Runs a future to completion on a fresh current-thread runtime (the suites' tests are plain
+/// `#[test]`s so a mounting crate needs no async test macro).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Mounts the custody conformance suite as module `$name`. `$make` is an expression evaluating
+/// to `(impl Custody, guard)`; the guard (e.g. a temporary directory) lives as long as the test.
+#[macro_export]
+macro_rules! custody_suite {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__custody_tests!($make;
+                wraps_and_unwraps_material_of_every_size,
+                wrapped_material_does_not_contain_the_material,
+                refuses_altered_wrapped_material,
+                refuses_unknown_wrapping_keys,
+                signs_and_verifies_records,
+                refuses_altered_records_and_signatures,
+                generates_fresh_material
+            );
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __custody_tests {
+    ($make:expr; $($test:ident),*) => {
+        $(
+            #[test]
+            fn $test() {
+                let (custody, _guard) = $make;
+                $crate::custody::$test(&custody);
+            }
+        )*
+    };
+}
+
+/// Mounts the store conformance suite as module `$name`. `$make` is an expression evaluating to
+/// `(impl Store, guard)`.
+#[macro_export]
+macro_rules! store_suite {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__store_tests!($make;
+                missing_records_are_none,
+                keys_round_trip_with_their_first_version,
+                keys_are_invisible_to_other_instances,
+                updates_are_compare_and_swap_on_the_revision,
+                rotation_adds_versions_in_order,
+                listing_filters_pages_and_counts,
+                failed_writes_leave_nothing_behind,
+                identities_and_signing_keys_round_trip
+            );
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_tests {
+    ($make:expr; $($test:ident),*) => {
+        $(
+            #[test]
+            fn $test() {
+                let (store, _guard) = $make;
+                $crate::block_on($crate::store::$test(&store));
+            }
+        )*
+    };
+}
