@@ -20,5 +20,8 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 step "cargo test"
 cargo test --workspace --locked
 
+step "fuzz targets compile (running them needs nightly: see fuzz/)"
+cargo check --quiet --manifest-path fuzz/Cargo.toml --locked
+
 step "interop: the keyprotect SDK against keyward serve"
 scripts/interop.sh
