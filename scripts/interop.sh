@@ -1,29 +1,52 @@
 #!/usr/bin/env bash
-# Interop suite: drives a real `keyward serve` with clients we did not write (the public
-# `keyprotect` SDK from PyPI, PyJWT and `cryptography`). Installs them into a venv under the
-# build directory, builds the binary, and runs pytest.
+# Interop suite: a real `keyward serve` driven by clients Keyward did not write (the public
+# `keyprotect` SDK from PyPI with its IAMAuthenticator, PyJWT and `cryptography`).
+# Installs them (pinned) into a venv under the build directory, builds the binary unless
+# KEYWARD_BIN names one, and runs pytest from the repository root. Extra arguments go to pytest.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
 BUILD_DIR=${BUILD_DIR:-$ROOT/target}
 VENV=$BUILD_DIR/interop-venv
-REQ=$ROOT/tests/interop/requirements.txt
 
-if ! python3 -m venv --help >/dev/null 2>&1; then
-  echo "python3 venv is missing; installing it with apt"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+# Pinned: the versions this suite was written and last run against.
+PACKAGES=(
+  keyprotect==3.0.1
+  ibm-cloud-sdk-core==3.28.0
+  requests==2.34.2
+  PyJWT==2.15.1
+  cryptography==50.0.2
+  pytest==9.2.0
+)
+
+if [ ! -x "$VENV/bin/python" ]; then
+  mkdir -p "$BUILD_DIR"
+  if ! python3 -m venv "$VENV"; then
+    # Debian and Ubuntu ship the venv module separately.
+    rm -rf "$VENV"
+    if command -v apt-get >/dev/null 2>&1; then
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    fi
+    python3 -m venv "$VENV"
+  fi
 fi
-stamp=$VENV/.requirements.sha256
-want=$(sha256sum "$REQ" | cut -d' ' -f1)
-if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQ"
-  echo "$want" > "$stamp"
+stamp=$VENV/.interop-packages
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "${PACKAGES[*]}" ]; then
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PACKAGES[@]}"
+  echo "${PACKAGES[*]}" > "$stamp"
 fi
 
 if [ -z "${KEYWARD_BIN:-}" ]; then
-  cargo build --quiet --locked -p keyward
-  export KEYWARD_BIN=$BUILD_DIR/debug/keyward
+  cargo build --locked -p keyward
+  target_dir=$(cargo metadata --format-version 1 --no-deps \
+    | "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  export KEYWARD_BIN=$target_dir/debug/keyward
 fi
+if [ ! -x "$KEYWARD_BIN" ]; then
+  echo "interop: KEYWARD_BIN=$KEYWARD_BIN is not an executable" >&2
+  exit 1
+fi
+
 exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/interop "$@"

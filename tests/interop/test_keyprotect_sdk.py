@@ -1,306 +1,726 @@
-"""The public `keyprotect` SDK (PyPI) against a real `keyward serve`: the issue's scenario, the
-SDK's response models parsing every response, and the unhappy paths, each answered with a clear
-4xx in Key Protect's error format."""
+"""Interop: the public `keyprotect` SDK (PyPI, 3.0.1) drives a real `keyward serve`.
+
+A session fixture starts the binary on 127.0.0.1 with a fresh data directory; the SDK authenticates
+through Keyward's IAM-compatible `/identity/token` with `IAMAuthenticator`. Every test asserts
+what IBM Key Protect documents for the same request: status codes, reason codes, body shapes, and
+the SDK's own models parsing the responses.
+
+Run through `scripts/interop.sh` (or `python -m pytest -q tests/interop` with KEYWARD_BIN set).
+"""
 
 import base64
-import hashlib
-import hmac
 import io
 import json
 import os
+import subprocess
+import time
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 
 import jwt
 import pytest
 import requests
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 from ibm_cloud_sdk_core import ApiException
-from keyprotect import ibm_key_protect_api_v2 as m
+from ibm_cloud_sdk_core.authenticators import IAMAuthenticator
+from keyprotect import IbmKeyProtectApiV2
+from keyprotect import ibm_key_protect_api_v2 as models
 
+REPO = Path(__file__).resolve().parents[2]
+KEYWARD_BIN = os.environ.get("KEYWARD_BIN", str(REPO / "target" / "debug" / "keyward"))
+START_TIMEOUT_SECS = 30
+
+KEY_MEDIA = "application/vnd.ibm.kms.key+json"
+ERROR_MEDIA = "application/vnd.ibm.kms.error+json"
+API_KEY_GRANT = "urn:ibm:params:oauth:grant-type:apikey"
+
+# The DEK of the scenario: 32 bytes, base64, as a client would send it.
 DEK = base64.b64encode(os.urandom(32)).decode()
 AAD = ["tenant-a", "db-7"]
 
 
-def body(detailed):
-    """The JSON of an SDK response: the SDK core parses `application/json` itself and hands back
-    the raw response for Key Protect's `application/vnd.ibm.kms.*+json` types."""
-    result = detailed.get_result()
-    return result if isinstance(result, dict) else result.json()
+# --------------------------------------------------------------------------------------------
+# The server and the SDK client
+# --------------------------------------------------------------------------------------------
 
 
-def payload(d):
-    return io.BytesIO(json.dumps(d).encode())
+@dataclass
+class Keyward:
+    url: str
+    api_key: str
+    instance: str
+    work_dir: Path
+    stderr_path: Path
+
+    def log(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
 
 
-def create_key(kp, server, name, **fields):
-    resource = {"type": "application/vnd.ibm.kms.key+json", "name": name, "extractable": False, **fields}
-    r = kp.create_key(
-        bluemix_instance=server.instance,
-        key_create_body=payload({
-            "metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
+@pytest.fixture(scope="session")
+def keyward(tmp_path_factory):
+    """A real `keyward serve` on 127.0.0.1:<free port>, with a fresh data directory."""
+    work = tmp_path_factory.mktemp("keyward-interop")
+    data = work / "data"
+    config = work / "keyward.toml"
+    config.write_text("[lifecycle]\nmin_rotation_interval_secs = 0\nenable_after_disable_secs = 0\n")
+    stdout_path, stderr_path = work / "stdout.log", work / "stderr.log"
+    with open(stdout_path, "w") as out, open(stderr_path, "w") as err:
+        proc = subprocess.Popen(
+            [KEYWARD_BIN, "serve", "--data-dir", str(data), "--listen", "127.0.0.1:0",
+             "--config", str(config)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+        )
+    try:
+        server = _wait_until_serving(proc, data / "bootstrap.json", stdout_path, stderr_path, work)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _wait_until_serving(proc, bootstrap, stdout_path, stderr_path, work) -> Keyward:
+    def fail(why):
+        pytest.fail(f"keyward serve {why}\n--- stdout\n{stdout_path.read_text()}"
+                    f"\n--- stderr\n{stderr_path.read_text(errors='replace')}", pytrace=False)
+
+    deadline = time.monotonic() + START_TIMEOUT_SECS
+    while True:
+        if proc.poll() is not None:
+            fail(f"exited with status {proc.returncode} before serving ({KEYWARD_BIN})")
+        if time.monotonic() > deadline:
+            fail(f"was not serving after {START_TIMEOUT_SECS} s")
+        time.sleep(0.1)
+        try:
+            boot = json.loads(bootstrap.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            continue  # not written yet, or half written
+        if f"keyward: listening on {boot['url']}" not in stdout_path.read_text():
+            continue
+        try:
+            if requests.get(f"{boot['url']}/healthz", timeout=2).status_code == 200:
+                break
+        except requests.RequestException:
+            continue
+    assert boot["url"].startswith("http://127.0.0.1:")
+    return Keyward(boot["url"], boot["api_key"], boot["instance_id"], work, stderr_path)
+
+
+@pytest.fixture(scope="session")
+def sdk(keyward):
+    """The public SDK, authenticating through Keyward's `/identity/token`."""
+    service = IbmKeyProtectApiV2(authenticator=IAMAuthenticator(keyward.api_key, url=keyward.url))
+    service.set_service_url(keyward.url)
+    return service
+
+
+@pytest.fixture(autouse=True)
+def _server_log_on_failure(request, keyward):
+    """Prints what the server logged during a test that failed."""
+    start = keyward.stderr_path.stat().st_size
+    failed_before = request.session.testsfailed
+    yield
+    if request.session.testsfailed > failed_before:
+        with open(keyward.stderr_path, errors="replace") as f:
+            f.seek(start)
+            text = f.read()
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"\n--- keyward stderr during {request.node.nodeid}\n{text or '(nothing)'}")
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def body(detailed_response):
+    """The JSON body of an SDK response. The SDK core parses only `application/json`; for Key
+    Protect's `application/vnd.ibm.kms.*+json` it hands back the raw `requests.Response`."""
+    result = detailed_response.get_result()
+    if isinstance(result, dict):
+        return result
+    assert isinstance(result, requests.Response), f"no body: {result!r}"
+    return result.json()
+
+
+def as_file(obj) -> io.BytesIO:
+    """The SDK takes request bodies as binary streams."""
+    return io.BytesIO(json.dumps(obj).encode())
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def create_key(sdk, keyward, name, *, extractable=False, **fields):
+    """Creates a key with Prefer: return=representation; returns the key resource."""
+    resource = {"type": KEY_MEDIA, "name": name, "extractable": extractable, **fields}
+    r = sdk.create_key(
+        bluemix_instance=keyward.instance,
+        key_create_body=as_file({
+            "metadata": {"collectionType": KEY_MEDIA, "collectionTotal": 1},
             "resources": [resource],
         }),
         prefer="return=representation",
     )
     assert r.get_status_code() == 201
-    return body(r)
+    doc = body(r)
+    assert doc["metadata"] == {"collectionType": KEY_MEDIA, "collectionTotal": 1}
+    assert len(doc["resources"]) == 1
+    return doc["resources"][0]
 
 
-def wrap(kp, server, key_id, plaintext=None, aad=None):
+def get_key(sdk, keyward, key_id):
+    r = sdk.get_key(id=key_id, bluemix_instance=keyward.instance)
+    assert r.get_status_code() == 200
+    return body(r)["resources"][0]
+
+
+def wrap(sdk, keyward, key_id, plaintext=None, aad=None):
     req = {}
     if plaintext is not None:
         req["plaintext"] = plaintext
     if aad is not None:
         req["aad"] = aad
-    r = kp.wrap_key(id=key_id, bluemix_instance=server.instance, key_action_wrap_body=payload(req))
+    r = sdk.wrap_key(id=key_id, bluemix_instance=keyward.instance, key_action_wrap_body=as_file(req))
     assert r.get_status_code() == 200
     return body(r)
 
 
-def unwrap(kp, server, key_id, ciphertext, aad=None):
+def unwrap(sdk, keyward, key_id, ciphertext, aad=None):
     req = {"ciphertext": ciphertext}
     if aad is not None:
         req["aad"] = aad
-    r = kp.unwrap_key(id=key_id, bluemix_instance=server.instance, key_action_unwrap_body=payload(req))
+    r = sdk.unwrap_key(id=key_id, bluemix_instance=keyward.instance, key_action_unwrap_body=as_file(req))
     assert r.get_status_code() == 200
     return body(r)
 
 
-def expect_error(status, call):
-    """Runs `call`, expects an ApiException with `status` and Key Protect's error body."""
-    with pytest.raises(ApiException) as err:
-        call()
-    assert err.value.status_code == status, err.value
-    doc = err.value.http_response.json()
-    assert doc["metadata"]["collectionType"] == "application/vnd.ibm.kms.error+json"
-    reason = doc["resources"][0]["reasons"][0]
-    assert reason["status"] == status and reason["code"] and reason["message"]
+def rewrap(sdk, keyward, key_id, ciphertext, aad=None):
+    req = {"ciphertext": ciphertext}
+    if aad is not None:
+        req["aad"] = aad
+    r = sdk.rewrap_key(id=key_id, bluemix_instance=keyward.instance, key_action_rewrap_body=as_file(req))
+    assert r.get_status_code() == 200
+    return body(r)
+
+
+def rotate(sdk, keyward, key_id):
+    r = sdk.rotate_key(id=key_id, bluemix_instance=keyward.instance, key_action_rotate_body=as_file({}))
+    assert r.get_status_code() == 204
+
+
+def assert_kp_error(response, status):
+    """`response` carries Key Protect's error collection for `status`; returns the first reason."""
+    assert response.status_code == status, response.text
+    doc = response.json()
+    assert doc["metadata"]["collectionType"] == ERROR_MEDIA
+    assert doc["metadata"]["collectionTotal"] == 1
+    resource = doc["resources"][0]
+    assert resource["errorMsg"]
+    reason = resource["reasons"][0]
+    assert reason["code"], doc
+    assert reason["status"] == status
+    assert reason["message"] and reason["moreInfo"]
     return reason
 
 
-def test_issue_scenario_create_wrap_rotate_rewrap_disable_enable_delete(kp, server):
-    key = create_key(kp, server, "scenario-root")["resources"][0]
+def expect_api_error(status, call):
+    """Runs an SDK call that must fail with `status` and Key Protect's error body."""
+    with pytest.raises(ApiException) as raised:
+        call()
+    assert raised.value.status_code == status, raised.value
+    return assert_kp_error(raised.value.http_response, status)
+
+
+def flip_byte(ciphertext: str, index: int) -> str:
+    raw = bytearray(base64.b64decode(ciphertext))
+    raw[index % len(raw)] ^= 0x01
+    return b64(bytes(raw))
+
+
+def same_value(a, b) -> bool:
+    if a == b:
+        return True
+    if isinstance(a, str) and isinstance(b, str):
+        try:  # dates: the model re-serializes them in its own format
+            return datetime.fromisoformat(a.replace("Z", "+00:00")) == datetime.fromisoformat(
+                b.replace("Z", "+00:00"))
+        except ValueError:
+            return False
+    return False
+
+
+def assert_model_keeps(original, modelled, path="$"):
+    """Every field of the server's JSON survives the SDK model's from_dict/to_dict unchanged: the
+    SDK knows each field's name and reads each value as the server meant it."""
+    if isinstance(original, dict):
+        assert isinstance(modelled, dict), f"{path}: the SDK model dropped an object"
+        for name, value in original.items():
+            assert name in modelled, f"{path}.{name}: a field the SDK model does not know"
+            assert_model_keeps(value, modelled[name], f"{path}.{name}")
+    elif isinstance(original, list):
+        assert isinstance(modelled, list) and len(modelled) == len(original), path
+        for i, (a, b) in enumerate(zip(original, modelled)):
+            assert_model_keeps(a, b, f"{path}[{i}]")
+    else:
+        assert same_value(original, modelled), f"{path}: {original!r} came back as {modelled!r}"
+
+
+def parse_with(model, doc):
+    """Parses `doc` with an SDK model class and checks that its resources survive the model."""
+    parsed = model.from_dict(doc)
+    if "resources" in doc:
+        assert_model_keeps(doc["resources"], parsed.to_dict()["resources"], "$.resources")
+    else:
+        assert_model_keeps(doc, parsed.to_dict())
+    return parsed
+
+
+# --------------------------------------------------------------------------------------------
+# The scenario
+# --------------------------------------------------------------------------------------------
+
+
+def test_root_key_wraps_unwraps_rotates_rewraps_disables_enables_and_deletes(sdk, keyward):
+    inst = keyward.instance
+
+    # Create a root key.
+    key = create_key(sdk, keyward, "scenario-root-key")
     key_id = key["id"]
-    assert key["state"] == 1 and key["extractable"] is False and "payload" not in key
+    assert str(uuid.UUID(key_id)) == key_id
+    assert key["type"] == KEY_MEDIA and key["name"] == "scenario-root-key"
+    assert key["state"] == 1 and key["extractable"] is False and key["imported"] is False
+    assert key["deleted"] is False and "payload" not in key
+    v1 = key["keyVersion"]["id"]
+    assert "payload" not in get_key(sdk, keyward, key_id), "a root key's material never leaves"
 
-    w = wrap(kp, server, key_id, DEK, AAD)
-    assert "plaintext" not in w
-    u = unwrap(kp, server, key_id, w["ciphertext"], AAD)
-    assert u["plaintext"] == DEK and u["keyVersion"]["id"] == w["keyVersion"]["id"]
+    # Wrap the DEK with AAD, unwrap it back.
+    wrapped = wrap(sdk, keyward, key_id, DEK, AAD)
+    assert "plaintext" not in wrapped, "a DEK sent by the client is not echoed back"
+    assert wrapped["keyVersion"]["id"] == v1
+    assert base64.b64decode(wrapped["ciphertext"]) and DEK not in wrapped["ciphertext"]
+    unwrapped = unwrap(sdk, keyward, key_id, wrapped["ciphertext"], AAD)
+    assert unwrapped["plaintext"] == DEK
+    assert unwrapped["keyVersion"]["id"] == wrapped["keyVersion"]["id"]
+    assert "ciphertext" not in unwrapped and "rewrappedKeyVersion" not in unwrapped
 
-    r = kp.rotate_key(id=key_id, bluemix_instance=server.instance, key_action_rotate_body=payload({}),
-                      prefer="return=representation")
-    assert r.get_status_code() == 204
-    new_version = body(kp.get_key(id=key_id, bluemix_instance=server.instance))["resources"][0]["keyVersion"]["id"]
-    assert new_version != w["keyVersion"]["id"]
+    # Rotate: a new current version.
+    rotate(sdk, keyward, key_id)
+    rotated = get_key(sdk, keyward, key_id)
+    v2 = rotated["keyVersion"]["id"]
+    assert v2 != v1
+    assert rotated["lastRotateDate"]
 
-    old = unwrap(kp, server, key_id, w["ciphertext"], AAD)
+    # The old ciphertext still unwraps, and comes with the DEK rewrapped under the new version.
+    old = unwrap(sdk, keyward, key_id, wrapped["ciphertext"], AAD)
     assert old["plaintext"] == DEK
-    assert old["keyVersion"]["id"] == w["keyVersion"]["id"]
-    assert old["rewrappedKeyVersion"]["id"] == new_version
-    assert unwrap(kp, server, key_id, old["ciphertext"], AAD)["plaintext"] == DEK
+    assert old["keyVersion"]["id"] == v1
+    assert old["rewrappedKeyVersion"]["id"] == v2
+    assert old["ciphertext"] and old["ciphertext"] != wrapped["ciphertext"]
+    fresh = unwrap(sdk, keyward, key_id, old["ciphertext"], AAD)
+    assert fresh["plaintext"] == DEK and fresh["keyVersion"]["id"] == v2
+    assert "ciphertext" not in fresh, "a ciphertext of the latest version needs no rewrap"
 
-    rw = kp.rewrap_key(id=key_id, bluemix_instance=server.instance,
-                       key_action_rewrap_body=payload({"ciphertext": w["ciphertext"], "aad": AAD}))
-    assert rw.get_status_code() == 200
-    rw = body(rw)
-    assert rw["keyVersion"]["id"] == new_version
-    assert unwrap(kp, server, key_id, rw["ciphertext"], AAD)["plaintext"] == DEK
+    # Rewrap the old ciphertext: a new ciphertext under the new version, same DEK.
+    rewrapped = rewrap(sdk, keyward, key_id, wrapped["ciphertext"], AAD)
+    assert rewrapped["ciphertext"] and rewrapped["ciphertext"] != wrapped["ciphertext"]
+    assert rewrapped["rewrappedKeyVersion"]["id"] == v2
+    again = unwrap(sdk, keyward, key_id, rewrapped["ciphertext"], AAD)
+    assert again["plaintext"] == DEK
+    assert again["keyVersion"]["id"] == v2, "the rewrapped ciphertext is under the new version"
 
-    assert kp.disable_key(id=key_id, bluemix_instance=server.instance).get_status_code() == 204
-    reason = expect_error(409, lambda: wrap(kp, server, key_id, DEK, AAD))
+    # Disable: wrap and unwrap are refused with 409; enable: wrap works again.
+    assert sdk.disable_key(id=key_id, bluemix_instance=inst).get_status_code() == 204
+    assert get_key(sdk, keyward, key_id)["state"] == 2
+    reason = expect_api_error(409, lambda: wrap(sdk, keyward, key_id, DEK, AAD))
     assert reason["code"] == "KEY_ACTION_INVALID_STATE_ERR"
-    expect_error(409, lambda: unwrap(kp, server, key_id, w["ciphertext"], AAD))
-    assert kp.enable_key(id=key_id, bluemix_instance=server.instance).get_status_code() == 204
-    again = wrap(kp, server, key_id, DEK, AAD)
-    assert unwrap(kp, server, key_id, again["ciphertext"], AAD)["plaintext"] == DEK
+    reason = expect_api_error(409, lambda: unwrap(sdk, keyward, key_id, wrapped["ciphertext"], AAD))
+    assert reason["code"] == "KEY_ACTION_INVALID_STATE_ERR"
+    assert sdk.enable_key(id=key_id, bluemix_instance=inst).get_status_code() == 204
+    assert get_key(sdk, keyward, key_id)["state"] == 1
+    after_enable = wrap(sdk, keyward, key_id, DEK, AAD)
+    assert after_enable["keyVersion"]["id"] == v2
+    assert unwrap(sdk, keyward, key_id, after_enable["ciphertext"], AAD)["plaintext"] == DEK
 
-    d = kp.delete_key(id=key_id, bluemix_instance=server.instance, prefer="return=representation")
-    assert d.get_status_code() == 200
-    deleted = m.DeleteKey.from_dict(body(d))
-    assert deleted.resources[0].state == 5 and deleted.resources[0].deleted is True
-    assert expect_error(410, lambda: unwrap(kp, server, key_id, again["ciphertext"], AAD))["code"] == "KEY_DELETED_ERR"
-    assert expect_error(410, lambda: wrap(kp, server, key_id, DEK, AAD))["code"] == "KEY_DELETED_ERR"
+    # Delete (200 with the key for Prefer: return=representation): state 5.
+    deleted = sdk.delete_key(id=key_id, bluemix_instance=inst, prefer="return=representation")
+    assert deleted.get_status_code() == 200
+    gone = body(deleted)["resources"][0]
+    assert gone["id"] == key_id and gone["state"] == 5 and gone["deleted"] is True
+    # A deleted key unwraps nothing. Key Protect answers 410 Gone with KEY_DELETED_ERR ("Key has
+    # already been deleted: Please delete references to this key"), not 409: its error reference
+    # lists KEY_DELETED_ERR as the one 410, and IKS's runbook shows it on unwrap.
+    reason = expect_api_error(410, lambda: unwrap(sdk, keyward, key_id, after_enable["ciphertext"], AAD))
+    assert reason["code"] == "KEY_DELETED_ERR"
+    reason = expect_api_error(410, lambda: wrap(sdk, keyward, key_id, DEK, AAD))
+    assert reason["code"] == "KEY_DELETED_ERR"
 
 
-def test_wrap_without_plaintext_generates_a_256_bit_dek(kp, server):
-    key_id = create_key(kp, server, "generator")["resources"][0]["id"]
-    w = wrap(kp, server, key_id)
-    dek = base64.b64decode(w["plaintext"])
+# Key Protect documents keyVersion = the version of the supplied ciphertext and
+# rewrappedKeyVersion = the latest ("Rewrapping keys"; the SDK's RewrapKeyResponseBody docstring).
+def test_rewrap_reports_the_supplied_ciphertexts_version_as_keyVersion(sdk, keyward):
+    key_id = create_key(sdk, keyward, "rewrap-versions")["id"]
+    wrapped = wrap(sdk, keyward, key_id, DEK)
+    old_version = wrapped["keyVersion"]["id"]
+    rotate(sdk, keyward, key_id)
+    new_version = get_key(sdk, keyward, key_id)["keyVersion"]["id"]
+    assert new_version != old_version
+
+    rewrapped = rewrap(sdk, keyward, key_id, wrapped["ciphertext"])
+    assert rewrapped["rewrappedKeyVersion"]["id"] == new_version
+    assert rewrapped["keyVersion"]["id"] == old_version
+
+
+def test_wrap_without_plaintext_generates_a_32_byte_dek_that_unwraps(sdk, keyward):
+    key_id = create_key(sdk, keyward, "dek-generator")["id"]
+
+    generated = wrap(sdk, keyward, key_id)  # body {}
+    dek = base64.b64decode(generated["plaintext"], validate=True)
     assert len(dek) == 32
-    assert unwrap(kp, server, key_id, w["ciphertext"])["plaintext"] == w["plaintext"]
+    assert generated["ciphertext"] and generated["keyVersion"]["id"]
+    assert unwrap(sdk, keyward, key_id, generated["ciphertext"])["plaintext"] == generated["plaintext"]
+
+    # "You can also pass in an empty body on a wrap request" (Key Protect docs): the SDK's
+    # wrap body is optional.
+    r = sdk.wrap_key(id=key_id, bluemix_instance=keyward.instance)
+    assert r.get_status_code() == 200
+    no_body = body(r)
+    assert len(base64.b64decode(no_body["plaintext"], validate=True)) == 32
+    assert unwrap(sdk, keyward, key_id, no_body["ciphertext"])["plaintext"] == no_body["plaintext"]
+
+    # With AAD too, and every generated DEK is fresh.
+    with_aad = wrap(sdk, keyward, key_id, aad=AAD)
+    assert unwrap(sdk, keyward, key_id, with_aad["ciphertext"], AAD)["plaintext"] == with_aad["plaintext"]
+    assert len({generated["plaintext"], no_body["plaintext"], with_aad["plaintext"]}) == 3
 
 
-def test_sdk_models_parse_every_response(kp, server):
-    created = create_key(kp, server, "modelled", description="parsed by the SDK")
-    m.Key.from_dict(created)
-    k = m.KeyWithPayload.from_dict(created["resources"][0])
-    assert k.name == "modelled" and k.algorithm_type == "AES" and k.state == 1
-    key_id = k.id
+# --------------------------------------------------------------------------------------------
+# The SDK's models
+# --------------------------------------------------------------------------------------------
 
-    m.GetKey.from_dict(body(kp.get_key(id=key_id, bluemix_instance=server.instance)))
-    meta = m.GetKeyMetadata.from_dict(body(kp.get_key_metadata(id=key_id, bluemix_instance=server.instance)))
-    assert meta.resources[0].id == key_id
-    listed = m.ListKeys.from_dict(body(kp.get_keys(bluemix_instance=server.instance, limit=200, state=[0, 1, 2, 3])))
-    assert key_id in [r.id for r in listed.resources]
+
+def list_keys_with_total_count(sdk, keyward, **params):
+    """`GET /api/v2/keys?totalCount=true` through the SDK's own request path (its `get_keys` has
+    no parameter for totalCount)."""
+    request = sdk.prepare_request(
+        method="GET", url="/api/v2/keys",
+        headers={"Bluemix-Instance": keyward.instance, "Accept": "application/json"},
+        params={"totalCount": True, **params},
+    )
+    r = sdk.send(request)
+    assert r.get_status_code() == 200
+    return body(r)
+
+
+def test_sdk_models_parse_every_key_response(sdk, keyward):
+    inst = keyward.instance
+
+    created = create_key(sdk, keyward, "modelled-key", description="parsed by the SDK's models")
+    created_doc = {"metadata": {"collectionType": KEY_MEDIA, "collectionTotal": 1}, "resources": [created]}
+    key = parse_with(models.Key, created_doc).resources[0]
+    assert isinstance(key, models.KeyWithPayload)
+    assert key.name == "modelled-key" and key.description == "parsed by the SDK's models"
+    assert key.state == 1 and key.extractable is False and key.algorithm_type == "AES"
+    assert isinstance(key.creation_date, datetime) and isinstance(key.last_update_date, datetime)
+    assert key.key_version.id and isinstance(key.key_version.creation_date, datetime)
+    assert key.dual_auth_delete.enabled is False
+    key_id = key.id
+
+    got = parse_with(models.GetKey, body(sdk.get_key(id=key_id, bluemix_instance=inst)))
+    assert got.metadata.collection_type == KEY_MEDIA and got.metadata.collection_total == 1
+    assert got.resources[0].id == key_id
+
+    meta = parse_with(models.GetKeyMetadata, body(sdk.get_key_metadata(id=key_id, bluemix_instance=inst)))
+    assert isinstance(meta.resources[0], models.KeyFullRepresentation)
+    assert meta.resources[0].id == key_id and meta.resources[0].crn.endswith(f":key:{key_id}")
+
+    listed = parse_with(models.ListKeys, body(sdk.get_keys(bluemix_instance=inst, limit=5000)))
+    assert key_id in [k.id for k in listed.resources]
     assert listed.metadata.collection_total == len(listed.resources)
-    w = m.WrapKeyResponseBody.from_dict(wrap(kp, server, key_id, DEK))
-    assert w.key_version.id
-    u = m.UnwrapKeyResponseBody.from_dict(unwrap(kp, server, key_id, w.ciphertext))
-    assert u.plaintext == DEK
-    kp.rotate_key(id=key_id, bluemix_instance=server.instance, key_action_rotate_body=payload({}))
-    rw = kp.rewrap_key(id=key_id, bluemix_instance=server.instance,
-                       key_action_rewrap_body=payload({"ciphertext": w.ciphertext}))
-    assert m.RewrapKeyResponseBody.from_dict(body(rw)).ciphertext
-    versions = m.ListKeyVersions.from_dict(body(kp.get_key_versions(
-        id=key_id, bluemix_instance=server.instance, total_count=True)))
-    assert len(versions.resources) == 2
 
-    head = kp.get_key_collection_metadata(bluemix_instance=server.instance)
+    counted = list_keys_with_total_count(sdk, keyward, limit=1)
+    parse_with(models.ListKeys, counted)
+    assert counted["metadata"]["collectionTotal"] == 1 == len(counted["resources"])
+    assert counted["metadata"]["totalCount"] == len(listed.resources)
+
+    wrapped = parse_with(models.WrapKeyResponseBody, wrap(sdk, keyward, key_id, DEK, AAD))
+    assert wrapped.plaintext is None and wrapped.ciphertext and wrapped.key_version.id == key.key_version.id
+    unwrapped = parse_with(models.UnwrapKeyResponseBody, unwrap(sdk, keyward, key_id, wrapped.ciphertext, AAD))
+    assert unwrapped.plaintext == DEK and unwrapped.key_version.id == wrapped.key_version.id
+    assert unwrapped.ciphertext is None and unwrapped.rewrapped_key_version is None
+
+    rotate(sdk, keyward, key_id)
+    stale = parse_with(models.UnwrapKeyResponseBody, unwrap(sdk, keyward, key_id, wrapped.ciphertext, AAD))
+    assert stale.ciphertext and stale.rewrapped_key_version.id != wrapped.key_version.id
+    rewrapped = parse_with(models.RewrapKeyResponseBody, rewrap(sdk, keyward, key_id, wrapped.ciphertext, AAD))
+    assert rewrapped.ciphertext and rewrapped.rewrapped_key_version.id == stale.rewrapped_key_version.id
+
+    versions_doc = body(sdk.get_key_versions(id=key_id, bluemix_instance=inst, total_count=True))
+    versions = parse_with(models.ListKeyVersions, versions_doc)
+    assert [v.id for v in versions.resources] == [stale.rewrapped_key_version.id, wrapped.key_version.id], \
+        "newest first"
+    assert all(isinstance(v.creation_date, datetime) for v in versions.resources)
+    assert versions.metadata["totalCount"] == 2 and versions.metadata["collectionTotal"] == 2
+
+    deleted = sdk.delete_key(id=key_id, bluemix_instance=inst, prefer="return=representation")
+    assert deleted.get_status_code() == 200
+    gone = parse_with(models.DeleteKey, body(deleted)).resources[0]
+    assert gone.id == key_id and gone.state == 5 and gone.deleted is True
+    assert isinstance(gone.deletion_date, datetime) and gone.deleted_by
+
+
+def test_head_keys_reports_the_key_total_in_x_kms_key_total(sdk, keyward):
+    inst = keyward.instance
+    create_key(sdk, keyward, "counted-key")
+    doomed = create_key(sdk, keyward, "counted-deleted-key")["id"]
+    assert sdk.delete_key(id=doomed, bluemix_instance=inst).get_status_code() == 204
+
+    head = sdk.get_key_collection_metadata(bluemix_instance=inst)
     assert head.get_status_code() == 200
     total = int(head.get_headers()["X-Kms-Key-Total"])
-    everything = body(kp.get_keys(bluemix_instance=server.instance, limit=5000))
-    assert total == len(everything["resources"]) >= 1
+    live = body(sdk.get_keys(bluemix_instance=inst, limit=5000))["resources"]
+    assert total == len(live) >= 1
+    assert doomed not in [k["id"] for k in live], "deleted keys are not listed by default"
+    assert list_keys_with_total_count(sdk, keyward)["metadata"]["totalCount"] == total
+
+    head_deleted = sdk.get_key_collection_metadata(bluemix_instance=inst, state=[5])
+    deleted = body(sdk.get_keys(bluemix_instance=inst, limit=5000, state=[5]))["resources"]
+    assert int(head_deleted.get_headers()["X-Kms-Key-Total"]) == len(deleted) >= 1
+    assert doomed in [k["id"] for k in deleted]
 
 
-def test_standard_keys_hold_an_imported_payload_and_cannot_wrap(kp, server):
-    secret = base64.b64encode(b"database password 7").decode()
-    key = create_key(kp, server, "standard", extractable=True, payload=secret)["resources"][0]
-    assert key["extractable"] is True and key["imported"] is True
-    got = body(kp.get_key(id=key["id"], bluemix_instance=server.instance))["resources"][0]
+# --------------------------------------------------------------------------------------------
+# Standard and imported keys
+# --------------------------------------------------------------------------------------------
+
+
+def test_standard_key_returns_its_imported_payload_and_refuses_to_wrap(sdk, keyward):
+    secret = b64(os.urandom(48))
+    key = create_key(sdk, keyward, "standard-key", extractable=True, payload=secret)
+    assert key["extractable"] is True and key["imported"] is True and key["state"] == 1
+
+    got = get_key(sdk, keyward, key["id"])
     assert got["payload"] == secret
-    reason = expect_error(400, lambda: wrap(kp, server, key["id"], DEK))
+    modelled = parse_with(models.GetKey, body(sdk.get_key(id=key["id"], bluemix_instance=keyward.instance)))
+    assert modelled.resources[0].payload == base64.b64decode(secret), "the SDK decodes the payload"
+
+    reason = expect_api_error(400, lambda: wrap(sdk, keyward, key["id"], DEK))
     assert reason["code"] == "KEY_ROOT_REQ_ERR"
+
+    # Delete without Prefer: 204 and no body.
+    r = sdk.delete_key(id=key["id"], bluemix_instance=keyward.instance)
+    assert r.get_status_code() == 204 and r.get_result() is None
 
 
 @pytest.mark.parametrize("size", [16, 24, 32])
-def test_imported_root_keys_of_128_192_256_bits_are_accepted(kp, server, size):
-    key = create_key(kp, server, f"import-{size}", payload=base64.b64encode(os.urandom(size)).decode())
-    resource = key["resources"][0]
-    assert resource["imported"] is True and resource["algorithmBitSize"] == size * 8
-    w = wrap(kp, server, resource["id"], DEK)
-    assert unwrap(kp, server, resource["id"], w["ciphertext"])["plaintext"] == DEK
+def test_imported_root_key_of_16_24_or_32_bytes_is_accepted(sdk, keyward, size):
+    key = create_key(sdk, keyward, f"imported-root-{size}", payload=b64(os.urandom(size)))
+    assert key["imported"] is True and key["extractable"] is False and key["state"] == 1
+    assert key["algorithmBitSize"] == size * 8
+    assert "payload" not in key and "payload" not in get_key(sdk, keyward, key["id"])
+    wrapped = wrap(sdk, keyward, key["id"], DEK, AAD)
+    assert unwrap(sdk, keyward, key["id"], wrapped["ciphertext"], AAD)["plaintext"] == DEK
 
 
-@pytest.mark.parametrize("size", [15, 17, 31, 33, 64])
-def test_imported_root_keys_of_other_sizes_are_refused(kp, server, size):
-    expect_error(400, lambda: create_key(kp, server, "bad-size", payload=base64.b64encode(os.urandom(size)).decode()))
+@pytest.mark.parametrize("size", [15, 17, 64])
+def test_imported_root_key_of_another_size_is_refused_with_400(sdk, keyward, size):
+    expect_api_error(400, lambda: create_key(sdk, keyward, f"bad-import-{size}", payload=b64(os.urandom(size))))
+
+
+# --------------------------------------------------------------------------------------------
+# Unhappy paths: a clear 4xx in Key Protect's error format
+# --------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def target(kp, server):
-    key_id = create_key(kp, server, "target")["resources"][0]["id"]
-    other = create_key(kp, server, "other")["resources"][0]["id"]
+def wrapped_dek(sdk, keyward):
+    """A root key, the DEK wrapped by it with AAD, and the same DEK wrapped by another key."""
+    key_id = create_key(sdk, keyward, "unhappy-target")["id"]
+    other_id = create_key(sdk, keyward, "unhappy-other")["id"]
     return {
-        "id": key_id,
-        "other": other,
-        "ct": wrap(kp, server, key_id, DEK, ["x"])["ciphertext"],
-        "other_ct": wrap(kp, server, other, DEK, ["x"])["ciphertext"],
+        "key": key_id,
+        "ciphertext": wrap(sdk, keyward, key_id, DEK, AAD)["ciphertext"],
+        "other_ciphertext": wrap(sdk, keyward, other_id, DEK, AAD)["ciphertext"],
     }
 
 
-def flip(ct, index):
-    raw = bytearray(base64.b64decode(ct))
-    raw[index % len(raw)] ^= 0x01
-    return base64.b64encode(bytes(raw)).decode()
+def test_wrap_with_plaintext_that_is_not_base64_is_400(sdk, keyward, wrapped_dek):
+    reason = expect_api_error(400, lambda: wrap(sdk, keyward, wrapped_dek["key"], "%%% not base64 %%%"))
+    assert reason["code"] == "BAD_BODY_ERR"
 
 
-@pytest.mark.parametrize(
-    "case, status, code",
-    [
-        ("bad base64 plaintext", 400, "BAD_BODY_ERR"),
-        ("malformed JSON", 400, "BAD_BODY_ERR"),
-        ("oversized aad item", 400, "BAD_BODY_ERR"),
-        ("wrong aad", 422, "UNPROCESSABLE_CIPHERTEXT_ERR"),
-        ("missing aad", 422, "UNPROCESSABLE_CIPHERTEXT_ERR"),
-        ("tampered ciphertext", 422, "UNPROCESSABLE_CIPHERTEXT_ERR"),
-        ("truncated ciphertext", 422, "UNPROCESSABLE_CIPHERTEXT_ERR"),
-        ("ciphertext of another key", 422, "UNPROCESSABLE_CIPHERTEXT_ERR"),
-        ("unknown key", 404, "KEY_NOT_FOUND_ERR"),
-        ("wrong instance", 401, "UNAUTHORIZED_ERR"),
-    ],
-)
-def test_unhappy_paths_get_clear_4xx_in_key_protect_format(kp, server, target, case, status, code):
-    inst, key_id, ct = server.instance, target["id"], target["ct"]
-    calls = {
-        "bad base64 plaintext": lambda: kp.wrap_key(id=key_id, bluemix_instance=inst,
-                                                    key_action_wrap_body=payload({"plaintext": "%%not base64%%"})),
-        "malformed JSON": lambda: kp.wrap_key(id=key_id, bluemix_instance=inst,
-                                              key_action_wrap_body=io.BytesIO(b'{"plaintext": ')),
-        "oversized aad item": lambda: wrap(kp, server, key_id, DEK, ["a" * 256]),
-        "wrong aad": lambda: unwrap(kp, server, key_id, ct, ["y"]),
-        "missing aad": lambda: unwrap(kp, server, key_id, ct),
-        "tampered ciphertext": lambda: unwrap(kp, server, key_id, flip(ct, 40), ["x"]),
-        "truncated ciphertext": lambda: unwrap(kp, server, key_id,
-                                               base64.b64encode(base64.b64decode(ct)[:-1]).decode(), ["x"]),
-        "ciphertext of another key": lambda: unwrap(kp, server, key_id, target["other_ct"], ["x"]),
-        "unknown key": lambda: wrap(kp, server, str(uuid.uuid4()), DEK),
-        "wrong instance": lambda: kp.wrap_key(id=key_id, bluemix_instance=str(uuid.uuid4()),
-                                              key_action_wrap_body=payload({"plaintext": DEK})),
-    }
-    reason = expect_error(status, calls[case])
-    assert reason["code"] == code
+def test_malformed_json_body_is_400(sdk, keyward, wrapped_dek):
+    raw = b'{"plaintext": "' + DEK.encode() + b'", '
+    reason = expect_api_error(400, lambda: sdk.wrap_key(
+        id=wrapped_dek["key"], bluemix_instance=keyward.instance, key_action_wrap_body=raw))
+    assert reason["code"] == "BAD_BODY_ERR"
+    assert DEK not in json.dumps(reason), "the error does not echo the body"
+    reason = expect_api_error(400, lambda: sdk.unwrap_key(
+        id=wrapped_dek["key"], bluemix_instance=keyward.instance, key_action_unwrap_body=io.BytesIO(b"[1, 2")))
+    assert reason["code"] == "BAD_BODY_ERR"
 
 
-def test_every_byte_of_a_ciphertext_is_authenticated(kp, server, target):
-    raw = base64.b64decode(target["ct"])
-    for i in range(len(raw)):
-        expect_error(422, lambda: unwrap(kp, server, target["id"], flip(target["ct"], i), ["x"]))
+def test_unwrap_with_wrong_aad_is_422(sdk, keyward, wrapped_dek):
+    for aad in (["tenant-b", "db-7"], ["db-7", "tenant-a"], AAD + ["extra"], ["tenant-a"]):
+        reason = expect_api_error(422, lambda: unwrap(sdk, keyward, wrapped_dek["key"], wrapped_dek["ciphertext"], aad))
+        assert reason["code"] == "UNPROCESSABLE_CIPHERTEXT_ERR"
 
 
-def test_requests_without_a_valid_token_are_refused(server, target):
-    url = f"{server.url}/api/v2/keys/{target['id']}"
-    for headers in [{}, {"Authorization": "Bearer garbage"}, {"Authorization": "Basic abc"}]:
-        r = requests.get(url, headers={"bluemix-instance": server.instance, **headers}, timeout=10)
-        assert r.status_code == 401
-        assert r.json()["resources"][0]["reasons"][0]["code"] == "UNAUTHORIZED_ERR"
+def test_unwrap_without_the_aad_given_to_wrap_is_422(sdk, keyward, wrapped_dek):
+    reason = expect_api_error(422, lambda: unwrap(sdk, keyward, wrapped_dek["key"], wrapped_dek["ciphertext"]))
+    assert reason["code"] == "UNPROCESSABLE_CIPHERTEXT_ERR"
+    reason = expect_api_error(422, lambda: unwrap(sdk, keyward, wrapped_dek["key"], wrapped_dek["ciphertext"], []))
+    assert reason["code"] == "UNPROCESSABLE_CIPHERTEXT_ERR"
 
 
-def token_response(server, apikey):
-    return requests.post(f"{server.url}/identity/token", timeout=10, data={
-        "grant_type": "urn:ibm:params:oauth:grant-type:apikey", "apikey": apikey})
+def test_unwrap_of_a_tampered_ciphertext_is_422(sdk, keyward, wrapped_dek):
+    ciphertext = wrapped_dek["ciphertext"]
+    size = len(base64.b64decode(ciphertext))
+    for index in (0, size // 2, size - 1):  # header, body, tag
+        reason = expect_api_error(422, lambda: unwrap(
+            sdk, keyward, wrapped_dek["key"], flip_byte(ciphertext, index), AAD))
+        assert reason["code"] == "UNPROCESSABLE_CIPHERTEXT_ERR"
 
 
-def test_token_endpoint_issues_rs256_jwts_that_verify_against_the_jwks(server):
-    bad = token_response(server, "kwAAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
-    assert bad.status_code == 400 and bad.json()["errorCode"].startswith("BXNIM")
+def test_every_single_byte_flip_of_a_ciphertext_is_refused_with_422(sdk, keyward, wrapped_dek):
+    ciphertext = wrapped_dek["ciphertext"]
+    for index in range(len(base64.b64decode(ciphertext))):
+        expect_api_error(422, lambda: unwrap(sdk, keyward, wrapped_dek["key"], flip_byte(ciphertext, index), AAD))
 
-    r = token_response(server, server.api_key)
-    assert r.status_code == 200
-    t = r.json()
-    assert t["token_type"] == "Bearer" and t["expires_in"] > 0 and t["expiration"] > 0
-    token = t["access_token"]
-    assert jwt.get_unverified_header(token)["alg"] == "RS256"
 
-    jwks = requests.get(f"{server.url}/identity/keys", timeout=10).json()
-    kid = jwt.get_unverified_header(token)["kid"]
-    jwk = next(k for k in jwks["keys"] if k["kid"] == kid)
-    public = jwt.algorithms.RSAAlgorithm.from_jwk(json.dumps(jwk))
-    claims = jwt.decode(token, public, algorithms=["RS256"], options={"verify_aud": False})
+def test_unwrap_of_a_truncated_ciphertext_is_422(sdk, keyward, wrapped_dek):
+    raw = base64.b64decode(wrapped_dek["ciphertext"])
+    for cut in (raw[:-1], raw[: len(raw) // 2], raw[:1]):
+        reason = expect_api_error(422, lambda: unwrap(sdk, keyward, wrapped_dek["key"], b64(cut), AAD))
+        assert reason["code"] == "UNPROCESSABLE_CIPHERTEXT_ERR"
+
+
+def test_unwrap_of_another_keys_ciphertext_is_422(sdk, keyward, wrapped_dek):
+    reason = expect_api_error(422, lambda: unwrap(sdk, keyward, wrapped_dek["key"], wrapped_dek["other_ciphertext"], AAD))
+    assert reason["code"] == "UNPROCESSABLE_CIPHERTEXT_ERR"
+
+
+def test_unknown_key_id_is_404(sdk, keyward):
+    unknown = str(uuid.uuid4())
+    reason = expect_api_error(404, lambda: wrap(sdk, keyward, unknown, DEK))
+    assert reason["code"] == "KEY_NOT_FOUND_ERR"
+    reason = expect_api_error(404, lambda: sdk.get_key(id=unknown, bluemix_instance=keyward.instance))
+    assert reason["code"] == "KEY_NOT_FOUND_ERR"
+
+
+def test_wrong_bluemix_instance_is_401(sdk, keyward, wrapped_dek):
+    stranger = str(uuid.uuid4())
+    reason = expect_api_error(401, lambda: sdk.wrap_key(
+        id=wrapped_dek["key"], bluemix_instance=stranger, key_action_wrap_body=as_file({"plaintext": DEK})))
+    assert reason["code"] == "UNAUTHORIZED_ERR"
+    reason = expect_api_error(401, lambda: sdk.get_keys(bluemix_instance=stranger))
+    assert reason["code"] == "UNAUTHORIZED_ERR"
+
+
+def test_missing_or_garbage_bearer_token_is_401(keyward, wrapped_dek):
+    url = f"{keyward.url}/api/v2/keys/{wrapped_dek['key']}/actions/wrap"
+    for auth in (None, "Bearer garbage", "Bearer ", "Bearer eyJhbGciOiJub25lIn0.e30.", "Basic Zm9vOmJhcg=="):
+        headers = {"bluemix-instance": keyward.instance, "content-type": "application/vnd.ibm.kms.key_action+json"}
+        if auth is not None:
+            headers["authorization"] = auth
+        r = requests.post(url, headers=headers, data=json.dumps({"plaintext": DEK}), timeout=10)
+        reason = assert_kp_error(r, 401)
+        assert reason["code"] == "UNAUTHORIZED_ERR"
+
+
+def test_aad_item_of_256_characters_is_400(sdk, keyward, wrapped_dek):
+    key_id = wrapped_dek["key"]
+    # Key Protect: "Each string can hold up to 255 characters."
+    at_limit = wrap(sdk, keyward, key_id, DEK, ["a" * 255])
+    assert unwrap(sdk, keyward, key_id, at_limit["ciphertext"], ["a" * 255])["plaintext"] == DEK
+    reason = expect_api_error(400, lambda: wrap(sdk, keyward, key_id, DEK, ["a" * 256]))
+    assert reason["code"] == "BAD_BODY_ERR"
+
+
+# --------------------------------------------------------------------------------------------
+# The IAM-compatible token endpoint
+# --------------------------------------------------------------------------------------------
+
+
+def request_token(keyward, apikey):
+    return requests.post(
+        f"{keyward.url}/identity/token",
+        data={"grant_type": API_KEY_GRANT, "apikey": apikey},
+        headers={"Accept": "application/json"},
+        timeout=10,
+    )
+
+
+def test_token_endpoint_refuses_a_wrong_api_key_with_an_iam_error(keyward):
+    key_id, _, secret = keyward.api_key.partition(".")
+    wrong_secret = f"{key_id}.{'A' * len(secret)}" if secret else keyward.api_key + "x"
+    for apikey in (wrong_secret, "not-an-api-key", str(uuid.uuid4())):
+        r = request_token(keyward, apikey)
+        assert r.status_code == 400, r.text
+        doc = r.json()
+        assert doc["errorCode"].startswith("BXNIM") and doc["errorMessage"]
+        assert "access_token" not in doc
+
+
+def test_access_token_is_an_rs256_jwt_with_exp_iat_sub_and_account(keyward):
+    r = request_token(keyward, keyward.api_key)
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["token_type"] == "Bearer" and doc["expires_in"] > 0
+    token = doc["access_token"]
+    header = jwt.get_unverified_header(token)
+    assert header["alg"] == "RS256"
+    claims = jwt.decode(token, options={"verify_signature": False})
     for claim in ("exp", "iat", "sub", "account"):
-        assert claim in claims
-    assert claims["exp"] - claims["iat"] == t["expires_in"]
-
-    # The classic algorithm confusion: HS256 "signed" with the RSA public key (PyJWT refuses to
-    # build such a token, so it is built by hand). The KMS API must refuse it.
-    pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    b64 = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-    signing_input = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode()) + "." + b64(
-        json.dumps(claims).encode())
-    mac = hmac.new(pem, signing_input.encode(), hashlib.sha256).digest()
-    forged = signing_input + "." + b64(mac)
-    r = requests.get(f"{server.url}/api/v2/keys", timeout=10,
-                     headers={"Authorization": f"Bearer {forged}", "bluemix-instance": server.instance})
-    assert r.status_code == 401
-    # The genuine token works.
-    r = requests.get(f"{server.url}/api/v2/keys", timeout=10,
-                     headers={"Authorization": f"Bearer {token}", "bluemix-instance": server.instance})
-    assert r.status_code == 200
+        assert claim in claims, claim
+    assert claims["exp"] > claims["iat"] and claims["exp"] == doc["expiration"]
+    assert abs(claims["iat"] - time.time()) < 300
+    assert claims["sub"]
 
 
-def test_the_server_log_holds_no_secret(server, kp):
-    # Runs last in this module: by now every test above has used keys, DEKs, tokens and the API key.
-    log = server.log()
-    assert server.api_key not in log
+def test_jwks_verifies_the_access_token(keyward, sdk):
+    token = request_token(keyward, keyward.api_key).json()["access_token"]
+    jwks = requests.get(f"{keyward.url}/identity/keys", timeout=10)
+    assert jwks.status_code == 200
+    keys = jwks.json()["keys"]
+    header = jwt.get_unverified_header(token)
+    jwk = next(k for k in keys if k.get("kid") == header.get("kid")) if "kid" in header else keys[0]
+    assert jwk["kty"] == "RSA"
+    public_key = jwt.algorithms.RSAAlgorithm.from_jwk(json.dumps(jwk))
+
+    # PyJWT verifies it...
+    claims = jwt.decode(token, public_key, algorithms=["RS256"], options={"verify_aud": False})
+    assert claims["sub"] and claims["account"]
+
+    # ... and so does `cryptography` itself: RSASSA-PKCS1-v1_5 with SHA-256 over header.payload.
+    signing_input, _, signature = token.rpartition(".")
+    raw_signature = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    public_key.verify(raw_signature, signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    with pytest.raises(InvalidSignature):
+        public_key.verify(raw_signature, signing_input.encode() + b"x", padding.PKCS1v15(), hashes.SHA256())
+
+    # The token the SDK's IAMAuthenticator fetched verifies the same way.
+    sdk_token = sdk.authenticator.token_manager.get_token()
+    jwt.decode(sdk_token, public_key, algorithms=["RS256"], options={"verify_aud": False})
+
+
+# --------------------------------------------------------------------------------------------
+# Last: nothing secret reached the server's log
+# --------------------------------------------------------------------------------------------
+
+
+def test_server_log_holds_no_api_key_token_or_dek(keyward, sdk):
+    log = keyward.log()
+    assert keyward.api_key not in log
+    assert keyward.api_key.partition(".")[2] not in log
     assert DEK not in log
-    assert kp.authenticator.token_manager.access_token not in log
+    assert sdk.authenticator.token_manager.get_token() not in log

@@ -252,9 +252,9 @@ pub struct UnwrapResponse {
 pub struct RewrapResponse {
     /// Base64 ciphertext under the latest version.
     pub ciphertext: String,
-    /// The latest version.
+    /// The version of the ciphertext that was sent.
     pub key_version: KeyVersionRef,
-    /// The latest version (Key Protect's field for the version rewrapped to).
+    /// The latest version, which sealed `ciphertext`.
     pub rewrapped_key_version: KeyVersionRef,
 }
 

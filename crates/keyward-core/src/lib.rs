@@ -34,7 +34,7 @@ pub use key::{ALLOWED_ROOT_KEY_BYTES, KeyKind, KeyRecord, KeyVersion, MAX_STANDA
 pub use lifecycle::{Action, KeyState};
 pub use service::{
     Caller, Clock, KeyFilter, KeyService, LifecycleConfig, MAX_AAD_ITEM_CHARS, MAX_AAD_ITEMS,
-    MAX_DEK_BYTES, NewKey, SystemClock, UnwrapOutput, WrapOutput,
+    MAX_DEK_BYTES, NewKey, RewrapOutput, SystemClock, UnwrapOutput, WrapOutput,
 };
 pub use store::{ApiKeyRecord, InstanceRecord, SigningKeyRecord, Store, StoreError};
 

@@ -130,6 +130,17 @@ pub struct UnwrapOutput {
     pub rewrapped: Option<(Vec<u8>, KeyVersionId)>,
 }
 
+/// Result of `rewrap`.
+#[derive(Debug)]
+pub struct RewrapOutput {
+    /// The DEK sealed under the key's latest version.
+    pub ciphertext: Vec<u8>,
+    /// The version that had sealed the ciphertext sent in.
+    pub from: KeyVersionId,
+    /// The latest version, which sealed `ciphertext`.
+    pub to: KeyVersionId,
+}
+
 /// The key service. Cheap to clone; share one per process.
 #[derive(Clone)]
 pub struct KeyService {
@@ -386,11 +397,12 @@ impl KeyService {
         id: KeyId,
         ciphertext: &[u8],
         aad: &[String],
-    ) -> Result<(Vec<u8>, KeyVersionId), KeyError> {
+    ) -> Result<RewrapOutput, KeyError> {
         let result = async {
             let (state, out) = self
                 .open(caller, id, ciphertext, aad, Action::Rewrap)
                 .await?;
+            let from = out.version;
             let rewrapped = match out.rewrapped {
                 Some(r) => r,
                 None => {
@@ -403,16 +415,20 @@ impl KeyService {
                     )
                 }
             };
-            Ok((state, rewrapped))
+            let (ciphertext, to) = rewrapped;
+            Ok((
+                state,
+                RewrapOutput {
+                    ciphertext,
+                    from,
+                    to,
+                },
+            ))
         }
         .await;
-        self.audit(
-            caller,
-            "kms.secrets.rewrap",
-            Some(id),
-            &result,
-            |(s, (_, v))| (Some(*s), Some(*v)),
-        )
+        self.audit(caller, "kms.secrets.rewrap", Some(id), &result, |(s, o)| {
+            (Some(*s), Some(o.to))
+        })
         .await?;
         result.map(|(_, r)| r)
     }

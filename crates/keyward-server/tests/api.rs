@@ -89,7 +89,14 @@ async fn rotation_keeps_old_ciphertexts_and_rewraps_to_the_latest_version() {
         .action(&id, "rewrap", json!({"ciphertext": w1["ciphertext"]}))
         .await;
     assert_eq!(st, StatusCode::OK, "{r}");
-    assert_eq!(r["keyVersion"]["id"], v2);
+    assert_eq!(
+        r["keyVersion"]["id"], w1["keyVersion"]["id"],
+        "the version sent in"
+    );
+    assert_eq!(
+        r["rewrappedKeyVersion"]["id"], v2,
+        "the version it moved to"
+    );
     let (_, u3) = s
         .action(&id, "unwrap", json!({"ciphertext": r["ciphertext"]}))
         .await;

@@ -435,7 +435,10 @@ async fn keys(conn: Conn, command: KeysCommand) -> anyhow::Result<()> {
             let r = client.rewrap(&id, ciphertext, aad).await?;
             out(json, &r, || {
                 println!("ciphertext:  {}", r.ciphertext);
-                println!("key version: {}", r.key_version.id);
+                println!(
+                    "key version: {} (was {})",
+                    r.rewrapped_key_version.id, r.key_version.id
+                );
             })
         }
         KeysCommand::Rotate { id, payload_file } => {

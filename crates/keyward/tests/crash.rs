@@ -216,7 +216,7 @@ fn cli_drives_the_server_with_flags_and_environment() {
     let (ok, out, _) = cli(&["rewrap", &id, "--ciphertext", &ct, "--aad", "a", "--json"]);
     assert!(ok);
     assert_eq!(
-        serde_json::from_str::<Value>(&out).unwrap()["keyVersion"]["id"],
+        serde_json::from_str::<Value>(&out).unwrap()["rewrappedKeyVersion"]["id"],
         v2.as_str()
     );
     let (ok, out, _) = cli(&["show", &id]);

@@ -386,18 +386,20 @@ async fn dispatch_action(
         "rewrap" => {
             let req: UnwrapRequest = parse_json(body)?;
             let ct = required_ciphertext(&req)?;
-            let (ct, v) = state
+            let out = state
                 .keys
                 .rewrap(caller, key_id(id)?, &ct, &req.aad.unwrap_or_default())
                 .await?;
-            let version = KeyVersionRef {
+            // Key Protect: keyVersion is the version of the ciphertext sent in;
+            // rewrappedKeyVersion the version that sealed the new one.
+            let version = |v: keyward_core::KeyVersionId| KeyVersionRef {
                 id: v.to_string(),
                 creation_date: None,
             };
             let body = RewrapResponse {
-                ciphertext: b64(&ct),
-                key_version: version.clone(),
-                rewrapped_key_version: version,
+                ciphertext: b64(&out.ciphertext),
+                key_version: version(out.from),
+                rewrapped_key_version: version(out.to),
             };
             Ok(json_response(StatusCode::OK, media::KEY_ACTION, &body))
         }
