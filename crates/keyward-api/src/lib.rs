@@ -29,6 +29,8 @@ pub mod headers {
     pub const KEY_RING: &str = "x-kms-key-ring";
     /// Total number of keys (HEAD /api/v2/keys).
     pub const KEY_TOTAL: &str = "x-kms-key-total";
+    /// The same total under the name the SDKs' documentation uses.
+    pub const KEY_TOTAL_DOCUMENTED: &str = "key-total";
     /// Correlation id echoed back.
     pub const CORRELATION_ID: &str = "correlation-id";
     /// Request id.

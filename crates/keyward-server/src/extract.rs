@@ -174,7 +174,9 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for KpJson<T>
 /// Parses a JSON body; an empty body is `T::default()`. Errors never quote the body, which may
 /// hold key material: serde's messages quote values, so only its missing-field message is passed on.
 pub fn parse_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    // The Key Protect Go client sends the literal body `null` for enable, disable and rotate.
+    let trimmed = bytes.trim_ascii();
+    if trimmed.is_empty() || trimmed == b"null" {
         return Ok(T::default());
     }
     serde_json::from_slice(bytes).map_err(|e| {

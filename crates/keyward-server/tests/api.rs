@@ -119,7 +119,8 @@ async fn disabled_and_deleted_keys_refuse_use() {
     let id = s.create_root_key("lifecycle").await;
     let (_, w) = s.action(&id, "wrap", json!({"plaintext": DEK_B64})).await;
     assert_eq!(
-        s.action(&id, "disable", json!({})).await.0,
+        // The Key Protect Go client sends the literal body `null` for state changes.
+        s.action(&id, "disable", serde_json::Value::Null).await.0,
         StatusCode::NO_CONTENT
     );
     let (st, b) = s.action(&id, "wrap", json!({"plaintext": DEK_B64})).await;
@@ -138,6 +139,11 @@ async fn disabled_and_deleted_keys_refuse_use() {
     assert_eq!(
         s.action(&id, "enable", json!({})).await.0,
         StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        s.action(&id, "rotate", serde_json::Value::Null).await.0,
+        StatusCode::NO_CONTENT,
+        "a rotate body of null (the Go client) is no body"
     );
     assert_eq!(
         s.action(&id, "unwrap", json!({"ciphertext": w["ciphertext"]}))
@@ -276,6 +282,7 @@ async fn listing_filters_counts_and_head() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["x-kms-key-total"], "3");
+    assert_eq!(resp.headers()["key-total"], "3");
     for bad in [
         "limit=abc",
         "limit=5001",

@@ -208,6 +208,8 @@ pub async fn head_keys(
     let mut resp = StatusCode::OK.into_response();
     resp.headers_mut()
         .insert(headers::KEY_TOTAL, HeaderValue::from(total));
+    resp.headers_mut()
+        .insert(headers::KEY_TOTAL_DOCUMENTED, HeaderValue::from(total));
     Ok(resp)
 }
 
