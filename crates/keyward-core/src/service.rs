@@ -403,19 +403,8 @@ impl KeyService {
                 .open(caller, id, ciphertext, aad, Action::Rewrap)
                 .await?;
             let from = out.version;
-            let rewrapped = match out.rewrapped {
-                Some(r) => r,
-                None => {
-                    let key = self.load(caller, id).await?;
-                    let (version, material) =
-                        self.version_material(&key, key.current_version).await?;
-                    (
-                        seal(&material, &version, &aad_refs(aad), &out.plaintext)?,
-                        version.id,
-                    )
-                }
-            };
-            let (ciphertext, to) = rewrapped;
+            // `open` always reseals for Rewrap.
+            let (ciphertext, to) = out.rewrapped.ok_or(KeyError::IntegrityFailure)?;
             Ok((
                 state,
                 RewrapOutput {
@@ -459,7 +448,9 @@ impl KeyService {
             ct.open(&self.material(&old)?, key.id.as_bytes(), &aad)
         }
         .map_err(|_| KeyError::InvalidCiphertext)?;
-        let rewrapped = if version_id != current.id {
+        // Unwrap returns the DEK sealed under the latest version only when it was sealed under an
+        // older one; rewrap always wants it, and the latest material is already in hand here.
+        let rewrapped = if version_id != current.id || action == Action::Rewrap {
             Some((
                 seal(&entry.material, current, &aad, &plaintext)?,
                 current.id,

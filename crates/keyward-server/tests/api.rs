@@ -97,6 +97,18 @@ async fn rotation_keeps_old_ciphertexts_and_rewraps_to_the_latest_version() {
         r["rewrappedKeyVersion"]["id"], v2,
         "the version it moved to"
     );
+    // Rewrapping a ciphertext already under the latest version reseals it under that version.
+    let (st, again) = s
+        .action(&id, "rewrap", json!({"ciphertext": r["ciphertext"]}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{again}");
+    assert_eq!(again["keyVersion"]["id"], v2);
+    assert_eq!(again["rewrappedKeyVersion"]["id"], v2);
+    assert_ne!(again["ciphertext"], r["ciphertext"], "a fresh nonce");
+    let (_, u4) = s
+        .action(&id, "unwrap", json!({"ciphertext": again["ciphertext"]}))
+        .await;
+    assert_eq!(u4["plaintext"], DEK_B64);
     let (_, u3) = s
         .action(&id, "unwrap", json!({"ciphertext": r["ciphertext"]}))
         .await;
