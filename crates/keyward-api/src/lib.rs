@@ -17,7 +17,23 @@ pub mod media {
     pub const ERROR: &str = "application/vnd.ibm.kms.error+json";
     /// A key version collection.
     pub const KEY_VERSION: &str = "application/vnd.ibm.kms.key_version+json";
+    /// Key and instance policies.
+    pub const POLICY: &str = "application/vnd.ibm.kms.policy+json";
+    /// Key rings.
+    pub const KEY_RING: &str = "application/vnd.ibm.kms.key_ring+json";
+    /// The allowed IP port answer.
+    pub const ALLOWED_IP_METADATA: &str = "application/vnd.ibm.kms.allowed_ip_metadata+json";
+    /// KMIP adapters.
+    pub const KMIP_ADAPTER: &str = "application/vnd.ibm.kms.kmip_adapter+json";
+    /// KMIP client certificates.
+    pub const KMIP_CLIENT_CERTIFICATE: &str =
+        "application/vnd.ibm.kms.kmip_client_certificate+json";
+    /// KMIP objects.
+    pub const KMIP_OBJECT: &str = "application/vnd.ibm.kms.kmip_object+json";
 }
+
+mod policies;
+pub use policies::*;
 
 /// Header names.
 pub mod headers {
@@ -97,6 +113,15 @@ pub struct KeyCreate {
     /// Key ring.
     #[serde(rename = "keyRingID", default, skip_serializing_if = "Option::is_none")]
     pub key_ring_id: Option<String>,
+    /// Rotation policy (`keys_with_policy_overrides`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationPolicyIn>,
+    /// Dual-authorization delete policy (`keys_with_policy_overrides`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dual_auth_delete: Option<DualAuthPolicyIn>,
+    /// Aliases to give the key at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aliases: Option<Vec<String>>,
 }
 
 /// Algorithm metadata of a key.
@@ -126,6 +151,12 @@ pub struct KeyVersionRef {
 pub struct DualAuthDelete {
     /// Whether dual authorization is required to delete.
     pub enabled: bool,
+    /// Whether a first identity has set the key for deletion (only when enabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_set_for_deletion: Option<bool>,
+    /// When that authorization lapses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_expiration: Option<String>,
 }
 
 /// A key as Key Protect returns it.
@@ -185,6 +216,27 @@ pub struct Key {
     /// Who deleted it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_by: Option<String>,
+    /// Aliases.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Rotation policy, if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationPolicyView>,
+    /// Until when a deleted key can be restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_expiration_date: Option<String>,
+    /// Whether a deleted key can be restored now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_allowed: Option<bool>,
+    /// Whether a deleted key can be purged now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_allowed: Option<bool>,
+    /// From when a deleted key can be purged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_allowed_from: Option<String>,
+    /// When a deleted key is purged automatically.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_scheduled_on: Option<String>,
     /// Base64 material: standard keys only, on GET.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
@@ -280,7 +332,8 @@ pub struct ErrorReason {
 pub struct ErrorResource {
     /// Summary: status text and message.
     pub error_msg: String,
-    /// Reasons.
+    /// Reasons (absent from Key Protect's allowedIP refusal).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<ErrorReason>,
 }
 

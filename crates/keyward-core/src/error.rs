@@ -47,10 +47,79 @@ pub enum KeyError {
     /// A stored record failed its integrity check: it was altered outside Keyward. Never used.
     #[error("stored key record failed its integrity check")]
     IntegrityFailure,
+    /// A Key Protect rule refused the request; the message says which and why.
+    #[error("{1}")]
+    Refused(Rule, String),
     /// The custody backend failed.
     #[error(transparent)]
     Custody(#[from] CustodyError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A Key Protect rule that refused a request. Each has its own reason code and status, mapped by
+/// [`Rule::status`] here and the server's error table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Restore after the restore window (30 days after delete).
+    RestoreWindowPassed,
+    /// Restore of an imported key with material other than the key's.
+    RestoreMaterialMismatch,
+    /// Restore of an imported key without its material.
+    RestorePayloadRequired,
+    /// The key is past its expiration date (restore of an expired key).
+    KeyExpired,
+    /// Purge earlier than the purge wait (4 hours after delete).
+    PurgeTooEarly,
+    /// Delete of a dual-authorization key that no other identity authorized, or that the same
+    /// identity authorized.
+    DualAuthRequired,
+    /// `setKeyForDeletion` on a key without a dual-authorization policy.
+    DualAuthNotEnabled,
+    /// A dual-authorization policy cannot be removed once set.
+    DualAuthPermanent,
+    /// The alias is used by another key of the instance.
+    AliasExists,
+    /// A key has at most five aliases.
+    TooManyAliases,
+    /// No such alias on the key.
+    AliasNotFound,
+    /// A key ring with this id exists (or the instance has as many as it may).
+    KeyRingExists,
+    /// No such key ring.
+    KeyRingNotFound,
+    /// The key ring holds deleted keys and `force` was not given.
+    KeyRingNotEmpty,
+    /// The key ring holds keys that are not deleted.
+    KeyRingKeysNotDeleted,
+    /// The `default` key ring cannot be created or deleted.
+    DefaultKeyRing,
+    /// The instance's keyCreateImportAccess policy forbids this creation or import.
+    CreateImportDenied,
+}
+
+impl Rule {
+    /// The status Key Protect answers with.
+    pub fn status(self) -> u16 {
+        use Rule::*;
+        match self {
+            RestoreWindowPassed
+            | RestoreMaterialMismatch
+            | RestorePayloadRequired
+            | KeyExpired
+            | DualAuthPermanent
+            | TooManyAliases
+            | DefaultKeyRing => 400,
+            AliasNotFound | KeyRingNotFound => 404,
+            PurgeTooEarly
+            | DualAuthRequired
+            | DualAuthNotEnabled
+            | AliasExists
+            | KeyRingExists
+            | KeyRingNotEmpty
+            | KeyRingKeysNotDeleted
+            | CreateImportDenied => 409,
+        }
+    }
 }

@@ -62,8 +62,64 @@ pub struct KeyRecord {
     pub deleted_at: Option<OffsetDateTime>,
     /// Who deleted it.
     pub deleted_by: Option<String>,
+    /// The key's rotation policy, if one was set (on the key or inherited from the instance).
+    pub rotation: Option<RotationPolicy>,
+    /// The key's dual-authorization delete policy, if one was set.
+    pub dual_auth_delete: Option<DualAuthPolicy>,
+    /// The first authorization of a dual-authorization delete (`setKeyForDeletion`).
+    pub deletion_authorized: Option<DeletionAuthorization>,
+    /// When the key's material was erased for good. A purged key has no versions left.
+    pub purged_at: Option<OffsetDateTime>,
+    /// When the scheduler should next rotate the key (a hint for its query, not signed: the
+    /// scheduler re-checks the signed policy before rotating).
+    pub next_rotation_at: Option<OffsetDateTime>,
+    /// The key's aliases, in creation order. Read-only here: filled in by the store on reads,
+    /// changed only through the alias operations (each alias row is signed on its own).
+    pub aliases: Vec<String>,
     /// Custody signature over [`KeyRecord::signed_bytes`].
     pub signature: Vec<u8>,
+}
+
+/// Who set a policy and when, and who changed it last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyMeta {
+    /// When the policy was first set.
+    pub created_at: OffsetDateTime,
+    /// Who first set it.
+    pub created_by: String,
+    /// When it last changed.
+    pub updated_at: OffsetDateTime,
+    /// Who changed it last.
+    pub updated_by: String,
+}
+
+/// Automatic rotation every `interval_month` months (1 to 12) while `enabled`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationPolicy {
+    /// Whether the scheduler rotates the key.
+    pub enabled: bool,
+    /// Months between rotations, 1 to 12.
+    pub interval_month: u8,
+    /// Who set it.
+    pub meta: PolicyMeta,
+}
+
+/// Deleting the key needs two identities: one authorizes, another deletes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DualAuthPolicy {
+    /// Once true, never false again (Key Protect's rule).
+    pub enabled: bool,
+    /// Who set it.
+    pub meta: PolicyMeta,
+}
+
+/// The first of the two authorizations a dual-authorization delete needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletionAuthorization {
+    /// The identity that authorized the deletion.
+    pub by: String,
+    /// When; the authorization lapses after [`crate::DUAL_AUTH_WINDOW`].
+    pub at: OffsetDateTime,
 }
 
 /// One version of a key's material, wrapped by custody. Versions are never changed, only added.
@@ -118,9 +174,45 @@ impl KeyRecord {
         push_field(&mut out, &time_bytes(Some(self.state_changed_at)));
         push_field(&mut out, &time_bytes(self.last_rotated_at));
         push_field(&mut out, &time_bytes(self.deleted_at));
+        self.push_extension(&mut out);
         out
     }
+
+    /// Fields added after the first record format. They are appended only when one differs from
+    /// its default, so records signed before they existed still verify; a field that has been
+    /// set can then never be removed without breaking the signature.
+    fn push_extension(&self, out: &mut Vec<u8>) {
+        let untouched = self.rotation.is_none()
+            && self.dual_auth_delete.is_none()
+            && self.deletion_authorized.is_none()
+            && self.purged_at.is_none()
+            && self.key_ring == DEFAULT_KEY_RING;
+        if untouched {
+            return;
+        }
+        push_field(out, b"ext/v1");
+        match &self.rotation {
+            Some(r) => push_field(out, &[1, r.enabled as u8, r.interval_month]),
+            None => push_field(out, &[0]),
+        }
+        match &self.dual_auth_delete {
+            Some(d) => push_field(out, &[1, d.enabled as u8]),
+            None => push_field(out, &[0]),
+        }
+        match &self.deletion_authorized {
+            Some(a) => {
+                push_field(out, a.by.as_bytes());
+                push_field(out, &time_bytes(Some(a.at)));
+            }
+            None => push_field(out, &[]),
+        }
+        push_field(out, &time_bytes(self.purged_at));
+        push_field(out, self.key_ring.as_bytes());
+    }
 }
+
+/// The key ring every instance has and keys land in unless told otherwise.
+pub const DEFAULT_KEY_RING: &str = "default";
 
 impl KeyVersion {
     /// The canonical bytes the version signature covers, including the owning key and instance so

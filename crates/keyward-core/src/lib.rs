@@ -4,7 +4,8 @@
 //! It owns the rules (which state permits which operation, what a key record must contain to be
 //! trusted) and the seams to the outside: [`Custody`] holds the master keys, [`Store`] persists
 //! records and audit events. This crate does no I/O of its own and knows no HTTP, SQL or TTLV;
-//! its types are not `Serialize`, so wire formats live at the edges.
+//! its types are not `Serialize`, so wire formats live at the edges (the one exception: an instance
+//! policy's attributes are stored as canonical JSON, see [`InstancePolicy`]).
 
 #![cfg_attr(
     not(test),
@@ -23,19 +24,32 @@ mod error;
 mod ids;
 mod key;
 mod lifecycle;
+mod policy;
 mod service;
 mod store;
 
 pub use audit::{AuditEvent, Initiator, Outcome};
 pub use custody::{Custody, CustodyError, WrappedMaterial};
-pub use error::KeyError;
+pub use error::{KeyError, Rule};
 pub use ids::{InstanceId, KeyId, KeyVersionId, ParseIdError};
-pub use key::{ALLOWED_ROOT_KEY_BYTES, KeyKind, KeyRecord, KeyVersion, MAX_STANDARD_KEY_BYTES};
+pub use key::{
+    ALLOWED_ROOT_KEY_BYTES, DEFAULT_KEY_RING, DeletionAuthorization, DualAuthPolicy, KeyKind,
+    KeyRecord, KeyVersion, MAX_STANDARD_KEY_BYTES, PolicyMeta, RotationPolicy,
+};
+pub use policy::{
+    AllowedNetwork, CreateImportAccess, InstancePolicies, InstancePolicy, PolicyKind,
+    PolicySetting, ROTATION_MONTHS,
+};
+
 pub use lifecycle::{Action, KeyState};
 pub use service::{
-    Caller, Clock, KeyFilter, KeyService, LifecycleConfig, MAX_AAD_ITEM_CHARS, MAX_AAD_ITEMS,
-    MAX_DEK_BYTES, NewKey, RewrapOutput, SystemClock, UnwrapOutput, WrapOutput,
+    Caller, Clock, InstancePolicyUpdate, KeyFilter, KeyPolicyUpdate, KeyService, LifecycleConfig,
+    MAX_AAD_ITEM_CHARS, MAX_AAD_ITEMS, MAX_ALIASES_PER_KEY, MAX_DEK_BYTES, NewKey, PolicyOverrides,
+    RewrapOutput, SchedulerReport, SystemClock, UnwrapOutput, WrapOutput,
 };
-pub use store::{ApiKeyRecord, InstanceRecord, SigningKeyRecord, Store, StoreError};
+pub use store::{
+    AliasRecord, ApiKeyRecord, DueWork, InstanceRecord, KeyRingRecord, RingDeletion,
+    SigningKeyRecord, Store, StoreError,
+};
 
 pub use keyward_crypto::Secret;

@@ -61,6 +61,12 @@ pub enum Action {
     Delete,
     /// Read a standard key's payload.
     ReadPayload,
+    /// Bring a deleted key back.
+    Restore,
+    /// Erase a deleted key's material for good.
+    Purge,
+    /// Move an active key past its expiration date to Deactivated (the scheduler).
+    Expire,
 }
 
 impl Action {
@@ -75,6 +81,9 @@ impl Action {
             Action::Enable => "enable",
             Action::Delete => "delete",
             Action::ReadPayload => "read",
+            Action::Restore => "restore",
+            Action::Purge => "purge",
+            Action::Expire => "expire",
         }
     }
 }
@@ -90,6 +99,9 @@ pub fn transition(from: KeyState, action: Action) -> Result<KeyState, KeyError> 
         (Active, Disable) => Suspended,
         (Suspended, Enable) => Active,
         (Active | Suspended | Deactivated, Delete) => Destroyed,
+        (Destroyed, Restore) => Active,
+        (Destroyed, Purge) => Destroyed,
+        (Active, Expire) => Deactivated,
         _ => {
             return Err(KeyError::InvalidState {
                 state: from,
@@ -117,7 +129,7 @@ mod tests {
         use Action::*;
         use KeyState::*;
         // (action, states that permit it) from Key Protect's documented table.
-        let table: [(Action, &[KeyState]); 7] = [
+        let table: [(Action, &[KeyState]); 10] = [
             (Wrap, &[Active]),
             (Unwrap, &[Active, Deactivated]),
             (Rewrap, &[Active, Deactivated]),
@@ -125,6 +137,9 @@ mod tests {
             (Enable, &[Suspended]),
             (Disable, &[Active]),
             (Delete, &[Active, Suspended, Deactivated]),
+            (Restore, &[Destroyed]),
+            (Purge, &[Destroyed]),
+            (Expire, &[Active]),
         ];
         for (action, allowed) in table {
             for state in ALL_STATES {

@@ -4,7 +4,10 @@
 use time::OffsetDateTime;
 
 use crate::service::KeyFilter;
-use crate::{AuditEvent, InstanceId, KeyId, KeyRecord, KeyVersion, KeyVersionId, WrappedMaterial};
+use crate::{
+    AuditEvent, InstanceId, InstancePolicy, KeyId, KeyRecord, KeyVersion, KeyVersionId,
+    WrappedMaterial,
+};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +64,77 @@ pub struct SigningKeyRecord {
     pub private_key: WrappedMaterial,
     /// Creation time.
     pub created_at: OffsetDateTime,
+}
+
+/// A key ring of an instance. Every instance also has the implicit `default` ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRingRecord {
+    /// The instance.
+    pub instance: InstanceId,
+    /// The ring's id (its name).
+    pub id: String,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+    /// Who created it.
+    pub created_by: String,
+}
+
+/// An alias of a key, unique within the instance, signed so it cannot be moved to another key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasRecord {
+    /// The instance.
+    pub instance: InstanceId,
+    /// The alias.
+    pub alias: String,
+    /// The key it names.
+    pub key_id: KeyId,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+    /// Who created it.
+    pub created_by: String,
+    /// Custody signature over [`AliasRecord::signed_bytes`].
+    pub signature: Vec<u8>,
+}
+
+impl AliasRecord {
+    /// The bytes the signature covers: instance, alias and key.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(80);
+        for field in [
+            b"keyward/alias/v1".as_slice(),
+            self.instance.as_bytes(),
+            self.alias.as_bytes(),
+            self.key_id.as_bytes(),
+        ] {
+            out.extend_from_slice(&(field.len() as u32).to_be_bytes());
+            out.extend_from_slice(field);
+        }
+        out
+    }
+}
+
+/// Outcome of deleting a key ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingDeletion {
+    /// Deleted.
+    Deleted,
+    /// No such ring.
+    NotFound,
+    /// It holds keys that are not deleted.
+    HasLiveKeys,
+    /// It holds only deleted keys (which a forced delete first moves to `default`).
+    HasDeletedKeys,
+}
+
+/// What the scheduler may have to do to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueWork {
+    /// Rotate keys whose `next_rotation_at` is at or before this.
+    pub rotate_before: OffsetDateTime,
+    /// Deactivate active keys whose expiration is at or before this.
+    pub expire_before: OffsetDateTime,
+    /// Purge deleted keys deleted at or before this.
+    pub purge_deleted_before: OffsetDateTime,
 }
 
 /// Durable storage for Keyward. Every method that changes state takes the audit event that
@@ -126,6 +200,64 @@ pub trait Store: Send + Sync {
         key: &ApiKeyRecord,
         event: &AuditEvent,
     ) -> Result<(), StoreError>;
+    /// Erases a deleted key's material for good: deletes its versions and aliases and stores the
+    /// tombstone `key` (compare-and-swap on revision, as [`Store::update_key`]). Space the
+    /// material used is overwritten, and the write-ahead log is truncated, before this returns.
+    async fn purge_key(&self, key: &KeyRecord, event: &AuditEvent) -> Result<(), StoreError>;
+    /// Keys of every instance the scheduler has work on (see [`DueWork`]), at most `limit`.
+    async fn due_keys(&self, due: &DueWork, limit: u32) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// An alias of an instance.
+    async fn alias(
+        &self,
+        instance: InstanceId,
+        alias: &str,
+    ) -> Result<Option<AliasRecord>, StoreError>;
+    /// Adds an alias unless its key already has `max_per_key`; `false` when it has.
+    /// [`StoreError::Conflict`] when the alias exists in the instance.
+    async fn insert_alias(
+        &self,
+        alias: &AliasRecord,
+        max_per_key: u32,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError>;
+    /// Removes an alias of a key; `false` when there was none.
+    async fn delete_alias(
+        &self,
+        instance: InstanceId,
+        key: KeyId,
+        alias: &str,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError>;
+
+    /// The key rings of an instance (without the implicit `default`), oldest first.
+    async fn key_rings(&self, instance: InstanceId) -> Result<Vec<KeyRingRecord>, StoreError>;
+    /// Creates a key ring; [`StoreError::Conflict`] when it exists.
+    async fn insert_key_ring(
+        &self,
+        ring: &KeyRingRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    /// Deletes a key ring if it holds no key (checked in the same transaction).
+    async fn delete_key_ring(
+        &self,
+        instance: InstanceId,
+        id: &str,
+        event: &AuditEvent,
+    ) -> Result<RingDeletion, StoreError>;
+
+    /// Every stored policy of an instance.
+    async fn instance_policies(
+        &self,
+        instance: InstanceId,
+    ) -> Result<Vec<InstancePolicy>, StoreError>;
+    /// Creates or replaces the given policies of an instance, atomically.
+    async fn put_instance_policies(
+        &self,
+        policies: &[InstancePolicy],
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
     /// All token-signing keys, newest first.
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
     /// Inserts a token-signing key.

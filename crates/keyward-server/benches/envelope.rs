@@ -34,6 +34,7 @@ fn bench(c: &mut Criterion) {
         .map(|i| i.id)
         .unwrap_or_else(|| panic!("no instance"));
     let caller = Caller {
+        key_ring: None,
         subject: "bench".into(),
         instance,
         request_id: "bench".into(),
@@ -43,6 +44,7 @@ fn bench(c: &mut Criterion) {
         .block_on(state.keys.create_key(
             &caller,
             NewKey {
+                overrides: Default::default(),
                 kind: KeyKind::Root,
                 name: "bench".into(),
                 description: None,

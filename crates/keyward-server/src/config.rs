@@ -31,6 +31,12 @@ pub struct ServerConfig {
     pub key_cache_ttl_ms: u64,
     /// Key lifecycle rules.
     pub lifecycle: LifecycleSection,
+    /// The background scheduler.
+    pub scheduler: SchedulerSection,
+    /// Whether this listener is a private endpoint (for instances whose allowedNetwork policy is
+    /// `private-only`). Keyward has one listener per process; mark it private when it is reached
+    /// only from your private network.
+    pub private_endpoint: bool,
 }
 
 /// `[lifecycle]`: Key Protect's timing rules.
@@ -41,13 +47,52 @@ pub struct LifecycleSection {
     pub min_rotation_interval_secs: u64,
     /// Seconds after a disable before the key may be enabled (Key Protect: 30).
     pub enable_after_disable_secs: u64,
+    /// Seconds after a delete during which the key may be restored (Key Protect: 30 days).
+    pub restore_window_secs: u64,
+    /// Seconds after a delete before the key may be purged by hand (Key Protect: 4 hours).
+    pub purge_wait_secs: u64,
+    /// Seconds after a delete before the scheduler purges the key (Key Protect: 90 days).
+    pub auto_purge_after_secs: u64,
+    /// Seconds a `setKeyForDeletion` stays valid (Key Protect: 7 days).
+    pub dual_auth_window_secs: u64,
+    /// Length of one month of a rotation policy, in seconds (30 days; tests use seconds).
+    pub rotation_month_secs: u64,
 }
+
+const DAY_SECS: u64 = 24 * 3600;
 
 impl Default for LifecycleSection {
     fn default() -> Self {
         LifecycleSection {
             min_rotation_interval_secs: 3600,
             enable_after_disable_secs: 30,
+            restore_window_secs: 30 * DAY_SECS,
+            purge_wait_secs: 4 * 3600,
+            auto_purge_after_secs: 90 * DAY_SECS,
+            dual_auth_window_secs: 7 * DAY_SECS,
+            rotation_month_secs: 30 * DAY_SECS,
+        }
+    }
+}
+
+/// `[scheduler]`: the background worker that rotates, expires and purges keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerSection {
+    /// Whether this process runs the scheduler (safe on several processes at once).
+    pub enabled: bool,
+    /// Seconds between passes (at least 1).
+    pub tick_secs: u64,
+    /// Most keys handled per pass.
+    pub batch: u32,
+}
+
+impl Default for SchedulerSection {
+    fn default() -> Self {
+        SchedulerSection {
+            enabled: true,
+            tick_secs: 60,
+            batch: 500,
         }
     }
 }
@@ -64,6 +109,8 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             key_cache_ttl_ms: 1000,
             lifecycle: LifecycleSection::default(),
+            scheduler: SchedulerSection::default(),
+            private_endpoint: false,
         }
     }
 }
@@ -137,6 +184,16 @@ impl ServerConfig {
                 "key_cache_ttl_ms must be at most 60000".into(),
             ));
         }
+        if self.scheduler.tick_secs == 0 || self.scheduler.batch == 0 {
+            return Err(ConfigError::Invalid(
+                "scheduler.tick_secs and scheduler.batch must be at least 1".into(),
+            ));
+        }
+        if self.lifecycle.rotation_month_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "lifecycle.rotation_month_secs must be at least 1".into(),
+            ));
+        }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "max_body_bytes must be at least 1024".into(),
@@ -150,11 +207,24 @@ impl ServerConfig {
         self.tls_cert.is_some()
     }
 
+    /// The scheduler's settings.
+    pub fn scheduler(&self) -> crate::scheduler::SchedulerConfig {
+        crate::scheduler::SchedulerConfig {
+            tick: Duration::from_secs(self.scheduler.tick_secs),
+            batch: self.scheduler.batch,
+        }
+    }
+
     /// The core's lifecycle settings.
     pub fn lifecycle(&self) -> keyward_core::LifecycleConfig {
         keyward_core::LifecycleConfig {
             min_rotation_interval: Duration::from_secs(self.lifecycle.min_rotation_interval_secs),
             enable_after_disable: Duration::from_secs(self.lifecycle.enable_after_disable_secs),
+            restore_window: Duration::from_secs(self.lifecycle.restore_window_secs),
+            purge_wait: Duration::from_secs(self.lifecycle.purge_wait_secs),
+            auto_purge_after: Duration::from_secs(self.lifecycle.auto_purge_after_secs),
+            dual_auth_window: Duration::from_secs(self.lifecycle.dual_auth_window_secs),
+            rotation_month: Duration::from_secs(self.lifecycle.rotation_month_secs),
             key_cache_ttl: Duration::from_millis(self.key_cache_ttl_ms),
         }
     }

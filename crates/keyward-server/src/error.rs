@@ -4,7 +4,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyward_api::{Collection, ErrorReason, ErrorResource, media};
-use keyward_core::{Action, CustodyError, KeyError, KeyState, StoreError};
+use keyward_core::{Action, CustodyError, KeyError, KeyState, Rule, StoreError};
 
 const MORE_INFO: &str = "https://cloud.ibm.com/apidocs/key-protect";
 
@@ -22,6 +22,11 @@ pub enum ApiError {
     },
     /// Missing, malformed, expired or forged credentials.
     Unauthorized(String),
+    /// The instance's allowedIP policy does not cover the client address. Key Protect answers
+    /// with an `errorMsg` and no `reasons`.
+    AddressNotAllowed,
+    /// The instance's allowedNetwork policy refuses this endpoint.
+    NetworkNotAllowed,
     /// The body is larger than the configured limit.
     PayloadTooLarge,
     /// A route or key id that does not exist.
@@ -80,6 +85,7 @@ impl ApiError {
                         "INCOMPLETE_METADATA_ERR"
                     }
                     K::Custody(_) | K::Store(_) => "INTERNAL_SERVER_ERR",
+                    K::Refused(rule, _) => rule_code(*rule),
                 };
                 let s = status(e.reason_code());
                 let msg = if s.is_server_error() {
@@ -93,6 +99,18 @@ impl ApiError {
                 (StatusCode::BAD_REQUEST, code, message.clone())
             }
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED_ERR", m.clone()),
+            ApiError::AddressNotAllowed => (
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED_ERR",
+                "The user does not have access to the specified resource".into(),
+            ),
+            ApiError::NetworkNotAllowed => (
+                StatusCode::FORBIDDEN,
+                "CONFIG_RULE_CONFLICT_ERR",
+                "Requested change is not compliant with configuration rules: the instance's \
+                 allowedNetwork policy admits only its private endpoint"
+                    .into(),
+            ),
             ApiError::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "BODY_TOO_LARGE_ERR",
@@ -122,6 +140,30 @@ impl ApiError {
     }
 }
 
+/// Key Protect's reason code for each rule (its error reference; where it documents none, a code
+/// in its style, listed in ARCHITECTURE.md).
+fn rule_code(rule: Rule) -> &'static str {
+    match rule {
+        Rule::RestoreWindowPassed => "KEY_RESTORE_EXPIRED",
+        Rule::RestoreMaterialMismatch => "INVALID_FIELD_ERR",
+        Rule::RestorePayloadRequired => "KEY_PAYLOAD_REQ_ERR",
+        Rule::KeyExpired => "KEY_EXPIRED_ERR",
+        Rule::PurgeTooEarly => "REQ_TOO_EARLY_ERR",
+        Rule::DualAuthRequired => "AUTHORIZATIONS_NOT_MET",
+        Rule::DualAuthNotEnabled => "NOT_DUAL_AUTH_ERR",
+        Rule::DualAuthPermanent => "INVALID_FIELD_ERR",
+        Rule::AliasExists => "KEY_ALIAS_NOT_UNIQUE_ERR",
+        Rule::TooManyAliases => "KEY_ALIAS_QUOTA_ERR",
+        Rule::AliasNotFound => "NOT_FOUND_ERR",
+        Rule::KeyRingExists => "KEY_RING_ALREADY_EXISTS_ERR",
+        Rule::KeyRingNotFound => "KEY_RING_NOT_FOUND_ERR",
+        Rule::KeyRingNotEmpty => "KEY_RING_NOT_EMPTY_ERR",
+        Rule::KeyRingKeysNotDeleted => "KEY_RING_KEYS_NOT_DELETED_ERR",
+        Rule::DefaultKeyRing => "INVALID_FIELD_ERR",
+        Rule::CreateImportDenied => "KEY_CREATE_IMPORT_ACCESS_ERR",
+    }
+}
+
 fn generic(s: StatusCode) -> String {
     if s == StatusCode::SERVICE_UNAVAILABLE {
         "the service is temporarily unavailable; retry later".into()
@@ -138,16 +180,22 @@ impl IntoResponse for ApiError {
             tracing::error!(error = ?self, "request failed");
         }
         let reason_text = status.canonical_reason().unwrap_or("Error");
+        // Key Protect's allowedIP refusal carries only the message.
+        let reasons = if matches!(self, ApiError::AddressNotAllowed) {
+            Vec::new()
+        } else {
+            vec![ErrorReason {
+                code: code.to_owned(),
+                message: message.clone(),
+                status: status.as_u16(),
+                more_info: MORE_INFO.to_owned(),
+            }]
+        };
         let body = Collection::new(
             media::ERROR,
             vec![ErrorResource {
                 error_msg: format!("{reason_text}: {message}"),
-                reasons: vec![ErrorReason {
-                    code: code.to_owned(),
-                    message,
-                    status: status.as_u16(),
-                    more_info: MORE_INFO.to_owned(),
-                }],
+                reasons,
             }],
         );
         let bytes = serde_json::to_vec(&body).unwrap_or_default();

@@ -33,6 +33,14 @@ fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
     parts.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The client's IP address, when the server was started with connect info.
+fn peer_ip(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
 /// The client address, when the server was started with connect info.
 pub fn client_address(parts: &Parts) -> Option<String> {
     parts
@@ -125,12 +133,27 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Authed, ApiErro
             "the user does not have access to the specified instance".into(),
         ));
     }
+    let policies = state
+        .instance_policies(instance)
+        .await
+        .map_err(ApiError::Key)?;
+    if let Some(peer) = peer_ip(parts)
+        && !policies.allows_address(peer)
+    {
+        return Err(ApiError::AddressNotAllowed);
+    }
+    if !policies.allows_network(state.config.private_endpoint) {
+        return Err(ApiError::NetworkNotAllowed);
+    }
     Ok(Authed {
         caller: Caller {
             subject: claims.sub,
             instance,
             request_id: request_id(parts),
             address: client_address(parts),
+            key_ring: header(parts, headers::KEY_RING)
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned),
         },
         account: claims.account.bss,
     })

@@ -19,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod routes;
+pub mod scheduler;
 pub mod state;
 pub mod views;
 
@@ -32,7 +33,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use keyward_core::{Custody, KeyService, Store, SystemClock};
 use keyward_custody::SoftwareCustody;
 use keyward_store::SqliteStore;
@@ -45,7 +46,7 @@ use state::AppState;
 
 /// Builds the router over `state`.
 pub fn router(state: Arc<AppState>) -> Router {
-    use routes::{identity, keys};
+    use routes::{identity, keys, policies, rings};
     let limit = state.config.max_body_bytes;
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -58,10 +59,38 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .post(keys::create_key),
         )
         .route(
+            "/api/v2/keys_with_policy_overrides",
+            post(keys::create_key_with_overrides),
+        )
+        .route(
             "/api/v2/keys/{id}",
             get(keys::get_key)
                 .delete(keys::delete_key)
-                .post(keys::key_action_query),
+                .post(keys::key_action_query)
+                .patch(keys::patch_key),
+        )
+        .route("/api/v2/keys/{id}/restore", post(keys::restore_key))
+        .route("/api/v2/keys/{id}/purge", delete(keys::purge_key))
+        .route(
+            "/api/v2/keys/{id}/aliases/{alias}",
+            post(keys::create_alias).delete(keys::delete_alias),
+        )
+        .route(
+            "/api/v2/keys/{id}/policies",
+            get(policies::get_key_policies).put(policies::put_key_policies),
+        )
+        .route(
+            "/api/v2/instance/policies",
+            get(policies::get_instance_policies).put(policies::put_instance_policies),
+        )
+        .route(
+            "/api/v2/instance/allowed_ip_port",
+            get(policies::allowed_ip_port),
+        )
+        .route("/api/v2/key_rings", get(rings::list))
+        .route(
+            "/api/v2/key_rings/{id}",
+            post(rings::create).delete(rings::delete),
         )
         .route("/api/v2/keys/{id}/metadata", get(keys::get_key_metadata))
         .route("/api/v2/keys/{id}/versions", get(keys::key_versions))
@@ -122,11 +151,15 @@ pub struct RunningServer {
     pub bootstrap_file: Option<PathBuf>,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    scheduler: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningServer {
     /// Stops accepting, lets requests in flight finish (up to 10 s), and waits.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        if let Some(s) = &self.scheduler {
+            s.abort();
+        }
         self.handle
             .graceful_shutdown(Some(std::time::Duration::from_secs(10)));
         self.task.await??;
@@ -175,8 +208,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let url = format!("{scheme}://{addr}");
     let bootstrap_file =
         bootstrap::first_start(state.store(), &state.config.data_dir, &url).await?;
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
+    let scheduler = state
+        .config
+        .scheduler
+        .enabled
+        .then(|| scheduler::spawn(&state));
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let task = match tls {
         Some(tls) => {
             let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
@@ -197,5 +235,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         bootstrap_file,
         handle,
         task,
+        scheduler,
     })
 }

@@ -2,11 +2,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
-use keyward_core::{InstanceId, KeyService, Store};
+use keyward_core::{InstanceId, InstancePolicies, KeyError, KeyService, LifecycleConfig, Store};
 use keyward_iam::{TokenIssuer, TokenVerifier};
 
 use crate::config::ServerConfig;
+use crate::views::ViewCtx;
 
 /// What every handler may use. Built once at start.
 pub struct AppState {
@@ -20,19 +22,65 @@ pub struct AppState {
     pub config: ServerConfig,
     /// Instance → owning account. Instances never change owner, so entries never go stale.
     instance_accounts: RwLock<HashMap<InstanceId, String>>,
+    /// Instance policies consulted on every request (allowedIP, allowedNetwork), kept for the
+    /// key cache TTL; a change through this process applies at once.
+    policies: RwLock<HashMap<InstanceId, (Instant, Arc<InstancePolicies>)>>,
+    /// The core's lifecycle windows, for views.
+    pub lifecycle: LifecycleConfig,
 }
 
 impl AppState {
     /// State over a key service and token keys.
     pub fn new(keys: KeyService, issuer: TokenIssuer, config: ServerConfig) -> Arc<Self> {
         let verifier = issuer.verifier();
+        let lifecycle = config.lifecycle();
         Arc::new(AppState {
             keys,
             issuer,
             verifier,
             config,
             instance_accounts: RwLock::new(HashMap::new()),
+            policies: RwLock::new(HashMap::new()),
+            lifecycle,
         })
+    }
+
+    /// How views render keys for `account`.
+    pub fn view_ctx<'a>(&'a self, account: &'a str) -> ViewCtx<'a> {
+        ViewCtx {
+            region: &self.config.region,
+            account,
+            lifecycle: &self.lifecycle,
+        }
+    }
+
+    /// The instance's policies, from memory when fresh.
+    pub async fn instance_policies(
+        &self,
+        instance: InstanceId,
+    ) -> Result<Arc<InstancePolicies>, KeyError> {
+        let ttl = Duration::from_millis(self.config.key_cache_ttl_ms);
+        if let Some((at, p)) = self
+            .policies
+            .read()
+            .ok()
+            .and_then(|m| m.get(&instance).cloned())
+            && at.elapsed() < ttl
+        {
+            return Ok(p);
+        }
+        let p = Arc::new(self.keys.policies_of(instance).await?);
+        if let Ok(mut m) = self.policies.write() {
+            m.insert(instance, (Instant::now(), p.clone()));
+        }
+        Ok(p)
+    }
+
+    /// Drops the cached policies of `instance` (after a change through this process).
+    pub fn forget_policies(&self, instance: InstanceId) {
+        if let Ok(mut m) = self.policies.write() {
+            m.remove(&instance);
+        }
     }
 
     /// The store.

@@ -3,8 +3,10 @@
 use base64::Engine;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::{DecodePaddingMode, general_purpose};
-use keyward_api::{AlgorithmMetadata, DualAuthDelete, Key, KeyVersionRef, media};
-use keyward_core::{KeyKind, KeyRecord, KeyVersion, Secret};
+use keyward_api::{
+    AlgorithmMetadata, DualAuthDelete, Key, KeyVersionRef, RotationPolicyView, media,
+};
+use keyward_core::{KeyKind, KeyRecord, KeyState, KeyVersion, LifecycleConfig, Secret};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -66,9 +68,28 @@ pub fn crn(region: &str, account: &str, key: &KeyRecord) -> String {
     )
 }
 
+/// What a key view needs besides the key: where it lives and the lifecycle windows.
+#[derive(Debug, Clone, Copy)]
+pub struct ViewCtx<'a> {
+    /// Region for CRNs.
+    pub region: &'a str,
+    /// Account for CRNs.
+    pub account: &'a str,
+    /// Restore and purge windows.
+    pub lifecycle: &'a LifecycleConfig,
+}
+
 /// A key as Key Protect returns it, with `payload` for a standard key's GET.
-pub fn key_view(region: &str, account: &str, key: &KeyRecord, payload: Option<&Secret>) -> Key {
+pub fn key_view(ctx: ViewCtx<'_>, key: &KeyRecord, payload: Option<&Secret>) -> Key {
     let version_date = key.last_rotated_at.unwrap_or(key.created_at);
+    let now = OffsetDateTime::now_utc();
+    let life = ctx.lifecycle;
+    let deleted = key.deleted_at.filter(|_| key.state == KeyState::Destroyed);
+    let dual = key.dual_auth_delete.as_ref().is_some_and(|d| d.enabled);
+    let authorized = key
+        .deletion_authorized
+        .as_ref()
+        .filter(|a| dual && now < a.at + life.dual_auth_window);
     Key {
         type_: media::KEY.to_owned(),
         id: key.id.to_string(),
@@ -77,7 +98,7 @@ pub fn key_view(region: &str, account: &str, key: &KeyRecord, payload: Option<&S
         state: key.state.code(),
         expiration_date: key.expiration.map(date),
         extractable: key.kind == KeyKind::Standard,
-        crn: crn(region, account, key),
+        crn: crn(ctx.region, ctx.account, key),
         imported: key.imported,
         key_ring_id: key.key_ring.clone(),
         creation_date: date(key.created_at),
@@ -95,10 +116,24 @@ pub fn key_view(region: &str, account: &str, key: &KeyRecord, payload: Option<&S
             id: key.current_version_id.to_string(),
             creation_date: Some(date(version_date)),
         },
-        dual_auth_delete: DualAuthDelete { enabled: false },
-        deleted: key.deleted_at.is_some(),
+        dual_auth_delete: DualAuthDelete {
+            enabled: dual,
+            key_set_for_deletion: dual.then_some(authorized.is_some()),
+            auth_expiration: authorized.map(|a| date(a.at + life.dual_auth_window)),
+        },
+        deleted: deleted.is_some(),
         deletion_date: key.deleted_at.map(date),
         deleted_by: key.deleted_by.clone(),
+        aliases: key.aliases.clone(),
+        rotation: key.rotation.as_ref().map(|r| RotationPolicyView {
+            enabled: r.enabled,
+            interval_month: r.interval_month,
+        }),
+        restore_expiration_date: deleted.map(|d| date(d + life.restore_window)),
+        restore_allowed: deleted.map(|d| now < d + life.restore_window),
+        purge_allowed: deleted.map(|d| now >= d + life.purge_wait),
+        purge_allowed_from: deleted.map(|d| date(d + life.purge_wait)),
+        purge_scheduled_on: deleted.map(|d| date(d + life.auto_purge_after)),
         payload: payload.map(|p| b64(p.expose())),
     }
 }

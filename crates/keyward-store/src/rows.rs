@@ -2,10 +2,12 @@
 //! round-trip exactly (record signatures cover them).
 
 use keyward_core::{
-    ApiKeyRecord, InstanceRecord, KeyKind, KeyRecord, KeyState, KeyVersion, SigningKeyRecord,
-    StoreError, WrappedMaterial,
+    AliasRecord, ApiKeyRecord, DeletionAuthorization, DualAuthPolicy, InstancePolicy,
+    InstanceRecord, KeyKind, KeyRecord, KeyRingRecord, KeyState, KeyVersion, PolicyKind,
+    PolicyMeta, RotationPolicy, SigningKeyRecord, StoreError, WrappedMaterial,
 };
 use rusqlite::Row;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 // Column lists are macros so SQL statements can be built with `concat!` at compile time: the hot
@@ -14,7 +16,8 @@ macro_rules! key_columns {
     () => {
         "id, instance_id, kind, name, description, state, imported, key_ring, expiration, bits, \
          current_version, current_version_id, revision, created_at, created_by, updated_at, \
-         state_changed_at, last_rotated_at, deleted_at, deleted_by, signature"
+         state_changed_at, last_rotated_at, deleted_at, deleted_by, signature, rotation, \
+         dual_auth, deletion_set_by, deletion_set_at, purged_at, next_rotation_at"
     };
 }
 macro_rules! key_columns_k {
@@ -22,7 +25,27 @@ macro_rules! key_columns_k {
         "k.id, k.instance_id, k.kind, k.name, k.description, k.state, k.imported, k.key_ring, \
          k.expiration, k.bits, k.current_version, k.current_version_id, k.revision, k.created_at, \
          k.created_by, k.updated_at, k.state_changed_at, k.last_rotated_at, k.deleted_at, \
-         k.deleted_by, k.signature"
+         k.deleted_by, k.signature, k.rotation, k.dual_auth, k.deletion_set_by, \
+         k.deletion_set_at, k.purged_at, k.next_rotation_at"
+    };
+}
+/// The writable columns and, last, the key's aliases (comma-joined; aliases have no commas).
+macro_rules! key_select {
+    () => {
+        concat!(
+            key_columns!(),
+            ", (SELECT group_concat(alias, ',' ORDER BY created_at, alias) FROM key_aliases a \
+             WHERE a.key_id = keys.id)"
+        )
+    };
+}
+macro_rules! key_select_k {
+    () => {
+        concat!(
+            key_columns_k!(),
+            ", (SELECT group_concat(alias, ',' ORDER BY created_at, alias) FROM key_aliases a \
+             WHERE a.key_id = k.id)"
+        )
     };
 }
 macro_rules! version_columns {
@@ -35,10 +58,82 @@ macro_rules! version_columns_v {
         "v.key_id, v.number, v.id, v.created_at, v.wrapping_key, v.material, v.signature"
     };
 }
-pub(crate) use {key_columns, key_columns_k, version_columns, version_columns_v};
+pub(crate) use {
+    key_columns, key_columns_k, key_select, key_select_k, version_columns, version_columns_v,
+};
 
 /// Number of columns in `key_columns!()`.
-pub const KEY_COLUMN_COUNT: usize = 21;
+pub const KEY_COLUMN_COUNT: usize = 27;
+/// Number of columns in `key_select!()`.
+pub const KEY_SELECT_COUNT: usize = KEY_COLUMN_COUNT + 1;
+
+/// Who set a policy and when, as stored (JSON, times in Unix nanoseconds).
+#[derive(Serialize, Deserialize)]
+struct MetaRow {
+    created_at: i64,
+    created_by: String,
+    updated_at: i64,
+    updated_by: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RotationRow {
+    enabled: bool,
+    interval_month: u8,
+    meta: MetaRow,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DualAuthRow {
+    enabled: bool,
+    meta: MetaRow,
+}
+
+fn meta_row(m: &PolicyMeta) -> MetaRow {
+    MetaRow {
+        created_at: nanos(m.created_at),
+        created_by: m.created_by.clone(),
+        updated_at: nanos(m.updated_at),
+        updated_by: m.updated_by.clone(),
+    }
+}
+
+fn meta_from(m: MetaRow) -> rusqlite::Result<PolicyMeta> {
+    Ok(PolicyMeta {
+        created_at: time(m.created_at)?,
+        created_by: m.created_by,
+        updated_at: time(m.updated_at)?,
+        updated_by: m.updated_by,
+    })
+}
+
+/// The key's rotation policy as stored.
+pub fn rotation_json(k: &KeyRecord) -> Option<String> {
+    k.rotation.as_ref().and_then(|r| {
+        serde_json::to_string(&RotationRow {
+            enabled: r.enabled,
+            interval_month: r.interval_month,
+            meta: meta_row(&r.meta),
+        })
+        .ok()
+    })
+}
+
+/// The key's dual-authorization policy as stored.
+pub fn dual_auth_json(k: &KeyRecord) -> Option<String> {
+    k.dual_auth_delete.as_ref().and_then(|d| {
+        serde_json::to_string(&DualAuthRow {
+            enabled: d.enabled,
+            meta: meta_row(&d.meta),
+        })
+        .ok()
+    })
+}
+
+fn json<T: for<'a> Deserialize<'a>>(s: Option<String>) -> rusqlite::Result<Option<T>> {
+    s.map(|s| serde_json::from_str(&s).map_err(|e| conv(e.to_string())))
+        .transpose()
+}
 
 pub fn nanos(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX)
@@ -96,6 +191,33 @@ pub fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         deleted_at: opt_time(r.get(18)?)?,
         deleted_by: r.get(19)?,
         signature: r.get(20)?,
+        rotation: json::<RotationRow>(r.get(21)?)?
+            .map(|r| {
+                Ok::<_, rusqlite::Error>(RotationPolicy {
+                    enabled: r.enabled,
+                    interval_month: r.interval_month,
+                    meta: meta_from(r.meta)?,
+                })
+            })
+            .transpose()?,
+        dual_auth_delete: json::<DualAuthRow>(r.get(22)?)?
+            .map(|d| {
+                Ok::<_, rusqlite::Error>(DualAuthPolicy {
+                    enabled: d.enabled,
+                    meta: meta_from(d.meta)?,
+                })
+            })
+            .transpose()?,
+        deletion_authorized: match (r.get::<_, Option<String>>(23)?, r.get(24)?) {
+            (Some(by), Some(at)) => Some(DeletionAuthorization { by, at: time(at)? }),
+            _ => None,
+        },
+        purged_at: opt_time(r.get(25)?)?,
+        next_rotation_at: opt_time(r.get(26)?)?,
+        aliases: r
+            .get::<_, Option<String>>(27)?
+            .map(|a| a.split(',').map(str::to_owned).collect())
+            .unwrap_or_default(),
     })
 }
 
@@ -160,6 +282,46 @@ pub fn signing_key_from_row(r: &Row<'_>) -> rusqlite::Result<SigningKeyRecord> {
     })
 }
 
+pub fn alias_from_row(r: &Row<'_>) -> rusqlite::Result<AliasRecord> {
+    Ok(AliasRecord {
+        instance: parse(r.get(0)?)?,
+        alias: r.get(1)?,
+        key_id: parse(r.get(2)?)?,
+        created_at: time(r.get(3)?)?,
+        created_by: r.get(4)?,
+        signature: r.get(5)?,
+    })
+}
+
+pub fn key_ring_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRingRecord> {
+    Ok(KeyRingRecord {
+        instance: parse(r.get(0)?)?,
+        id: r.get(1)?,
+        created_at: time(r.get(2)?)?,
+        created_by: r.get(3)?,
+    })
+}
+
+/// Columns: instance_id, policy_type, enabled, attributes, created_at, created_by, updated_at,
+/// updated_by, signature.
+pub fn instance_policy_from_row(r: &Row<'_>) -> rusqlite::Result<InstancePolicy> {
+    let kind: String = r.get(1)?;
+    let kind = PolicyKind::from_name(&kind).ok_or_else(|| conv(format!("bad policy {kind}")))?;
+    let attributes: Option<String> = r.get(3)?;
+    Ok(InstancePolicy {
+        instance: parse(r.get(0)?)?,
+        enabled: r.get(2)?,
+        setting: InstancePolicy::setting_from_json(kind, attributes.as_deref()).map_err(conv)?,
+        meta: PolicyMeta {
+            created_at: time(r.get(4)?)?,
+            created_by: r.get(5)?,
+            updated_at: time(r.get(6)?)?,
+            updated_by: r.get(7)?,
+        },
+        signature: r.get(8)?,
+    })
+}
+
 pub fn sql_error(e: rusqlite::Error) -> StoreError {
     match &e {
         rusqlite::Error::SqliteFailure(f, _)
@@ -188,6 +350,7 @@ mod tests {
         assert_eq!(plain.len(), KEY_COLUMN_COUNT);
         let qualified: Vec<String> = plain.iter().map(|c| format!("k.{c}")).collect();
         assert_eq!(names(key_columns_k!()), qualified);
+        assert!(key_select!().starts_with(key_columns!()));
         let v: Vec<String> = names(version_columns!())
             .iter()
             .map(|c| format!("v.{c}"))

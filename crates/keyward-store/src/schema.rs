@@ -75,6 +75,46 @@ const MIGRATIONS: &[&str] = &[
         key_version TEXT,
         request_id TEXT NOT NULL
     );",
+    // 2: key policies, the deletion lifecycle, key rings, aliases, instance policies.
+    "ALTER TABLE keys ADD COLUMN rotation TEXT;
+    ALTER TABLE keys ADD COLUMN dual_auth TEXT;
+    ALTER TABLE keys ADD COLUMN deletion_set_by TEXT;
+    ALTER TABLE keys ADD COLUMN deletion_set_at INTEGER;
+    ALTER TABLE keys ADD COLUMN purged_at INTEGER;
+    ALTER TABLE keys ADD COLUMN next_rotation_at INTEGER;
+    CREATE INDEX keys_due_rotation ON keys(next_rotation_at) WHERE next_rotation_at IS NOT NULL;
+    CREATE INDEX keys_due_expiry ON keys(expiration) WHERE expiration IS NOT NULL AND state = 1;
+    CREATE INDEX keys_due_purge ON keys(deleted_at) WHERE state = 5 AND purged_at IS NULL;
+    CREATE INDEX keys_by_ring ON keys(instance_id, key_ring);
+    CREATE TABLE key_rings (
+        instance_id TEXT NOT NULL REFERENCES instances(id),
+        id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        PRIMARY KEY (instance_id, id)
+    );
+    CREATE TABLE key_aliases (
+        instance_id TEXT NOT NULL,
+        alias TEXT NOT NULL,
+        key_id TEXT NOT NULL REFERENCES keys(id),
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        signature BLOB NOT NULL,
+        PRIMARY KEY (instance_id, alias)
+    );
+    CREATE INDEX key_aliases_by_key ON key_aliases(key_id);
+    CREATE TABLE instance_policies (
+        instance_id TEXT NOT NULL REFERENCES instances(id),
+        policy_type TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        attributes TEXT,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        updated_by TEXT NOT NULL,
+        signature BLOB NOT NULL,
+        PRIMARY KEY (instance_id, policy_type)
+    );",
 ];
 
 /// Brings the database to the latest schema, one transaction per migration.

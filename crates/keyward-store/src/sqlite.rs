@@ -4,8 +4,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use keyward_core::{
-    ApiKeyRecord, AuditEvent, InstanceId, InstanceRecord, KeyFilter, KeyId, KeyRecord, KeyState,
-    KeyVersion, KeyVersionId, SigningKeyRecord, Store, StoreError,
+    AliasRecord, ApiKeyRecord, AuditEvent, DEFAULT_KEY_RING, DueWork, InstanceId, InstancePolicy,
+    InstanceRecord, KeyFilter, KeyId, KeyRecord, KeyRingRecord, KeyState, KeyVersion, KeyVersionId,
+    RingDeletion, SigningKeyRecord, Store, StoreError,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 
@@ -43,6 +44,10 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(sql_error)?;
         conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(sql_error)?;
+        // Deleted rows are overwritten with zeros, not left in free pages: a purged key's
+        // wrapped material must not survive in the file.
+        conn.pragma_update(None, "secure_delete", "ON")
             .map_err(sql_error)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(sql_error)?;
@@ -98,6 +103,27 @@ impl SqliteStore {
             .write(statements, move |c| f(c).map_err(sql_error))
             .await
     }
+}
+
+/// Checkpoints the whole write-ahead log into the database and truncates it to zero bytes,
+/// waiting (bounded) for readers to let go of old snapshots.
+fn truncate_wal(path: &Path) -> Result<(), StoreError> {
+    let conn = Connection::open(path).map_err(sql_error)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(sql_error)?;
+    for _ in 0..50 {
+        // Returns (busy, log frames, checkpointed frames); busy = 0 means it completed.
+        let busy: i64 = conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+            .map_err(sql_error)?;
+        if busy == 0 {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Err(StoreError::Unavailable(
+        "could not truncate the write-ahead log after a purge".into(),
+    ))
 }
 
 /// Turns on SQLite's query planner stability guarantee. The bundled SQLite is built with STAT4,
@@ -162,6 +188,69 @@ fn insert_version(c: &Connection, v: &KeyVersion) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Replaces a key row if its stored revision is the one before `k`'s; returns rows changed.
+fn update_key_row(c: &Connection, k: &KeyRecord) -> rusqlite::Result<usize> {
+    c.prepare_cached(
+        "UPDATE keys SET name = ?2, description = ?3, state = ?4, key_ring = ?5, expiration = ?6,
+            bits = ?7, current_version = ?8, revision = ?9, updated_at = ?10, state_changed_at = ?11,
+            last_rotated_at = ?12, deleted_at = ?13, deleted_by = ?14, signature = ?15,
+            current_version_id = ?17, rotation = ?18, dual_auth = ?19, deletion_set_by = ?20,
+            deletion_set_at = ?21, purged_at = ?22, next_rotation_at = ?23
+         WHERE id = ?1 AND revision = ?16",
+    )?
+    .execute(params![
+        k.id.to_string(),
+        k.name,
+        k.description,
+        k.state.code(),
+        k.key_ring,
+        opt_nanos(k.expiration),
+        k.bits,
+        k.current_version,
+        revision(k),
+        nanos(k.updated_at),
+        nanos(k.state_changed_at),
+        opt_nanos(k.last_rotated_at),
+        opt_nanos(k.deleted_at),
+        k.deleted_by,
+        k.signature,
+        revision(k) - 1,
+        k.current_version_id.to_string(),
+        rotation_json(k),
+        dual_auth_json(k),
+        k.deletion_authorized.as_ref().map(|a| a.by.clone()),
+        k.deletion_authorized.as_ref().map(|a| nanos(a.at)),
+        opt_nanos(k.purged_at),
+        opt_nanos(k.next_rotation_at),
+    ])
+}
+
+/// A constraint failure that aborts the write's savepoint (reported as `Conflict`).
+fn abort(why: &'static str) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+        Some(why.into()),
+    )
+}
+
+/// A key may only live in a ring that exists, checked in the writing transaction so a ring
+/// deleted concurrently cannot end up holding a key.
+fn check_ring_exists(c: &Connection, k: &KeyRecord) -> rusqlite::Result<()> {
+    if k.key_ring == DEFAULT_KEY_RING {
+        return Ok(());
+    }
+    let exists: bool = c
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM key_rings WHERE instance_id = ?1 AND id = ?2)",
+        )?
+        .query_row(params![k.instance.to_string(), k.key_ring], |r| r.get(0))?;
+    if exists {
+        Ok(())
+    } else {
+        Err(abort("key ring does not exist"))
+    }
+}
+
 fn revision(k: &KeyRecord) -> i64 {
     i64::try_from(k.revision).unwrap_or(i64::MAX)
 }
@@ -172,7 +261,7 @@ impl Store for SqliteStore {
         self.read(|c| {
             c.prepare_cached(concat!(
                 "SELECT ",
-                key_columns!(),
+                key_select!(),
                 " FROM keys WHERE id = ?1 AND instance_id = ?2"
             ))?
             .query_row(params![id.to_string(), instance.to_string()], key_from_row)
@@ -188,7 +277,7 @@ impl Store for SqliteStore {
         self.read(|c| {
             c.prepare_cached(concat!(
                 "SELECT ",
-                key_columns_k!(),
+                key_select_k!(),
                 ", ",
                 version_columns_v!(),
                 " FROM keys k
@@ -196,7 +285,7 @@ impl Store for SqliteStore {
                  WHERE k.id = ?1 AND k.instance_id = ?2"
             ))?
             .query_row(params![id.to_string(), instance.to_string()], |r| {
-                Ok((key_from_row(r)?, version_from_row_at(r, KEY_COLUMN_COUNT)?))
+                Ok((key_from_row(r)?, version_from_row_at(r, KEY_SELECT_COUNT)?))
             })
             .optional()
         })
@@ -261,7 +350,7 @@ impl Store for SqliteStore {
             filter.states.iter().map(|s| i64::from(s.code())).collect()
         };
         let mut cond = format!(
-            "instance_id = ? AND state IN ({})",
+            "instance_id = ? AND purged_at IS NULL AND state IN ({})",
             vec!["?"; states.len()].join(",")
         );
         let mut args: Vec<rusqlite::types::Value> = vec![instance.to_string().into()];
@@ -269,6 +358,10 @@ impl Store for SqliteStore {
         if let Some(extractable) = filter.extractable {
             cond.push_str(" AND kind = ?");
             args.push(i64::from(extractable).into());
+        }
+        if let Some(ring) = &filter.key_ring {
+            cond.push_str(" AND key_ring = ?");
+            args.push(ring.clone().into());
         }
         let (limit, offset) = (i64::from(filter.limit), i64::from(filter.offset));
         self.read(move |c| {
@@ -281,7 +374,7 @@ impl Store for SqliteStore {
             let keys = c
                 .prepare_cached(&format!(
                     "SELECT {} FROM keys WHERE {cond} ORDER BY created_at, id LIMIT ? OFFSET ?",
-                    key_columns!()
+                    key_select!()
                 ))?
                 .query_map(params_from_iter(page_args.iter()), key_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -297,7 +390,13 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let (k, v, e) = (key.clone(), version.clone(), event.clone());
         self.write(Statements::Many, move |c| {
-            c.prepare_cached(concat!("INSERT INTO keys (", key_columns!(), ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"))?
+            check_ring_exists(c, &k)?;
+            c.prepare_cached(concat!(
+                "INSERT INTO keys (",
+                key_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+                 ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
+            ))?
             .execute(params![
                 k.id.to_string(),
                 k.instance.to_string(),
@@ -320,6 +419,12 @@ impl Store for SqliteStore {
                 opt_nanos(k.deleted_at),
                 k.deleted_by,
                 k.signature,
+                rotation_json(&k),
+                dual_auth_json(&k),
+                k.deletion_authorized.as_ref().map(|a| a.by.clone()),
+                k.deletion_authorized.as_ref().map(|a| nanos(a.at)),
+                opt_nanos(k.purged_at),
+                opt_nanos(k.next_rotation_at),
             ])?;
             insert_version(c, &v)?;
             insert_audit(c, &e)
@@ -335,46 +440,233 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let (k, v, e) = (key.clone(), new_version.cloned(), event.clone());
         self.write(Statements::Many, move |c| {
-                let n = c
-                    .prepare_cached(
-                        "UPDATE keys SET name = ?2, description = ?3, state = ?4, key_ring = ?5, expiration = ?6,
-                            bits = ?7, current_version = ?8, revision = ?9, updated_at = ?10, state_changed_at = ?11,
-                            last_rotated_at = ?12, deleted_at = ?13, deleted_by = ?14, signature = ?15,
-                            current_version_id = ?17
-                         WHERE id = ?1 AND revision = ?16",
-                    )?
-                    .execute(params![
-                        k.id.to_string(),
-                        k.name,
-                        k.description,
-                        k.state.code(),
-                        k.key_ring,
-                        opt_nanos(k.expiration),
-                        k.bits,
-                        k.current_version,
-                        revision(&k),
-                        nanos(k.updated_at),
-                        nanos(k.state_changed_at),
-                        opt_nanos(k.last_rotated_at),
-                        opt_nanos(k.deleted_at),
-                        k.deleted_by,
-                        k.signature,
-                        revision(&k) - 1,
-                        k.current_version_id.to_string(),
-                    ])?;
-                if n != 1 {
-                    // Compare-and-swap lost: abort this write's savepoint.
-                    return Err(rusqlite::Error::SqliteFailure(
-                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
-                        Some("stale revision".into()),
-                    ));
-                }
-                if let Some(v) = &v {
-                    insert_version(c, v)?;
-                }
-                insert_audit(c, &e)
-            })
+            check_ring_exists(c, &k)?;
+            let n = update_key_row(c, &k)?;
+            if n != 1 {
+                // Compare-and-swap lost: abort this write's savepoint.
+                return Err(abort("stale revision"));
+            }
+            if let Some(v) = &v {
+                insert_version(c, v)?;
+            }
+            insert_audit(c, &e)
+        })
+        .await
+    }
+
+    async fn purge_key(&self, key: &KeyRecord, event: &AuditEvent) -> Result<(), StoreError> {
+        let (k, e) = (key.clone(), event.clone());
+        self.write(Statements::Many, move |c| {
+            if update_key_row(c, &k)? != 1 {
+                return Err(abort("stale revision"));
+            }
+            c.prepare_cached("DELETE FROM key_versions WHERE key_id = ?1")?
+                .execute(params![k.id.to_string()])?;
+            c.prepare_cached("DELETE FROM key_aliases WHERE key_id = ?1")?
+                .execute(params![k.id.to_string()])?;
+            insert_audit(c, &e)
+        })
+        .await?;
+        // The versions' old page images may still be in the write-ahead log: fold it into the
+        // (zeroed) database and truncate it.
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || truncate_wal(&path))
             .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+
+    async fn due_keys(&self, due: &DueWork, limit: u32) -> Result<Vec<KeyRecord>, StoreError> {
+        let (rotate, expire, purge) = (
+            nanos(due.rotate_before),
+            nanos(due.expire_before),
+            nanos(due.purge_deleted_before),
+        );
+        self.read(move |c| {
+            c.prepare_cached(concat!(
+                "SELECT ",
+                key_select!(),
+                " FROM keys WHERE purged_at IS NULL AND (
+                    (next_rotation_at IS NOT NULL AND next_rotation_at <= ?1 AND state = 1)
+                    OR (expiration IS NOT NULL AND expiration <= ?2 AND state = 1)
+                    OR (state = 5 AND deleted_at <= ?3))
+                 ORDER BY id LIMIT ?4"
+            ))?
+            .query_map(params![rotate, expire, purge, limit], key_from_row)?
+            .collect()
+        })
+    }
+
+    async fn alias(
+        &self,
+        instance: InstanceId,
+        alias: &str,
+    ) -> Result<Option<AliasRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT instance_id, alias, key_id, created_at, created_by, signature
+                 FROM key_aliases WHERE instance_id = ?1 AND alias = ?2",
+            )?
+            .query_row(params![instance.to_string(), alias], alias_from_row)
+            .optional()
+        })
+    }
+
+    async fn insert_alias(
+        &self,
+        alias: &AliasRecord,
+        max_per_key: u32,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let (a, e) = (alias.clone(), event.clone());
+        self.write(Statements::Many, move |c| {
+            let n = c
+                .prepare_cached(
+                    "INSERT INTO key_aliases (instance_id, alias, key_id, created_at, created_by, signature)
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6
+                     WHERE (SELECT COUNT(*) FROM key_aliases WHERE key_id = ?3) < ?7",
+                )?
+                .execute(params![
+                    a.instance.to_string(),
+                    a.alias,
+                    a.key_id.to_string(),
+                    nanos(a.created_at),
+                    a.created_by,
+                    a.signature,
+                    max_per_key,
+                ])?;
+            if n == 1 {
+                insert_audit(c, &e)?;
+            }
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn delete_alias(
+        &self,
+        instance: InstanceId,
+        key: KeyId,
+        alias: &str,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let (alias, e) = (alias.to_owned(), event.clone());
+        self.write(Statements::Many, move |c| {
+            let n = c
+                .prepare_cached(
+                    "DELETE FROM key_aliases WHERE instance_id = ?1 AND key_id = ?2 AND alias = ?3",
+                )?
+                .execute(params![instance.to_string(), key.to_string(), alias])?;
+            if n == 1 {
+                insert_audit(c, &e)?;
+            }
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn key_rings(&self, instance: InstanceId) -> Result<Vec<KeyRingRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT instance_id, id, created_at, created_by FROM key_rings
+                 WHERE instance_id = ?1 ORDER BY created_at, id",
+            )?
+            .query_map(params![instance.to_string()], key_ring_from_row)?
+            .collect()
+        })
+    }
+
+    async fn insert_key_ring(
+        &self,
+        ring: &KeyRingRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let (r, e) = (ring.clone(), event.clone());
+        self.write(Statements::Many, move |c| {
+            c.prepare_cached(
+                "INSERT INTO key_rings (instance_id, id, created_at, created_by) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![r.instance.to_string(), r.id, nanos(r.created_at), r.created_by])?;
+            insert_audit(c, &e)
+        })
+        .await
+    }
+
+    async fn delete_key_ring(
+        &self,
+        instance: InstanceId,
+        id: &str,
+        event: &AuditEvent,
+    ) -> Result<RingDeletion, StoreError> {
+        let (id, e) = (id.to_owned(), event.clone());
+        self.write(Statements::Many, move |c| {
+            let inst = instance.to_string();
+            let (live, deleted): (i64, i64) = c
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(state != 5), 0), COALESCE(SUM(state = 5), 0)
+                     FROM keys WHERE instance_id = ?1 AND key_ring = ?2 AND purged_at IS NULL",
+                )?
+                .query_row(params![inst, id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            if live > 0 {
+                return Ok(RingDeletion::HasLiveKeys);
+            }
+            if deleted > 0 {
+                return Ok(RingDeletion::HasDeletedKeys);
+            }
+            let n = c
+                .prepare_cached("DELETE FROM key_rings WHERE instance_id = ?1 AND id = ?2")?
+                .execute(params![inst, id])?;
+            if n == 0 {
+                return Ok(RingDeletion::NotFound);
+            }
+            insert_audit(c, &e)?;
+            Ok(RingDeletion::Deleted)
+        })
+        .await
+    }
+
+    async fn instance_policies(
+        &self,
+        instance: InstanceId,
+    ) -> Result<Vec<InstancePolicy>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT instance_id, policy_type, enabled, attributes, created_at, created_by,
+                        updated_at, updated_by, signature
+                 FROM instance_policies WHERE instance_id = ?1 ORDER BY policy_type",
+            )?
+            .query_map(params![instance.to_string()], instance_policy_from_row)?
+            .collect()
+        })
+    }
+
+    async fn put_instance_policies(
+        &self,
+        policies: &[InstancePolicy],
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let (ps, e) = (policies.to_vec(), event.clone());
+        self.write(Statements::Many, move |c| {
+            for p in &ps {
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO instance_policies (instance_id, policy_type, enabled,
+                        attributes, created_at, created_by, updated_at, updated_by, signature)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?
+                .execute(params![
+                    p.instance.to_string(),
+                    p.setting.kind().name(),
+                    p.enabled,
+                    p.attributes_json(),
+                    nanos(p.meta.created_at),
+                    p.meta.created_by,
+                    nanos(p.meta.updated_at),
+                    p.meta.updated_by,
+                    p.signature,
+                ])?;
+            }
+            insert_audit(c, &e)
+        })
+        .await
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {

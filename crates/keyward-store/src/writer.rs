@@ -160,9 +160,7 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
 fn checkpoint(conn: Connection, stop: mpsc::Receiver<()>) {
     // PASSIVE never blocks the writer or readers; it copies what it can and tries again later.
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        if std::env::var_os("KW_NOCKPT").is_none()
-            && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-        {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(error = %e, "store: checkpoint failed");
         }
     }

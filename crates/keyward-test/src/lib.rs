@@ -76,7 +76,11 @@ macro_rules! store_suite {
                 rotation_adds_versions_in_order,
                 listing_filters_pages_and_counts,
                 failed_writes_leave_nothing_behind,
-                identities_and_signing_keys_round_trip
+                identities_and_signing_keys_round_trip,
+                aliases_are_unique_limited_and_listed,
+                key_rings_hold_keys_and_refuse_deletion_while_they_do,
+                instance_policies_round_trip_and_replace,
+                purge_erases_versions_and_due_keys_finds_work
             );
         }
     };

@@ -2,8 +2,10 @@
 //! records here carry arbitrary signature bytes and must come back byte for byte.
 
 use keyward_core::{
-    ApiKeyRecord, AuditEvent, Initiator, InstanceId, InstanceRecord, KeyFilter, KeyId, KeyKind,
-    KeyRecord, KeyState, KeyVersion, KeyVersionId, Outcome, SigningKeyRecord, Store, StoreError,
+    AliasRecord, AllowedNetwork, ApiKeyRecord, AuditEvent, DeletionAuthorization, DualAuthPolicy,
+    DueWork, Initiator, InstanceId, InstancePolicy, InstanceRecord, KeyFilter, KeyId, KeyKind,
+    KeyRecord, KeyRingRecord, KeyState, KeyVersion, KeyVersionId, Outcome, PolicyMeta,
+    PolicySetting, RingDeletion, RotationPolicy, SigningKeyRecord, Store, StoreError,
     WrappedMaterial,
 };
 use time::OffsetDateTime;
@@ -26,6 +28,15 @@ fn event(action: &str) -> AuditEvent {
         "suite".into(),
         now(),
     )
+}
+
+fn meta() -> PolicyMeta {
+    PolicyMeta {
+        created_at: now(),
+        created_by: "suite".into(),
+        updated_at: now(),
+        updated_by: "suite2".into(),
+    }
 }
 
 async fn instance(store: &dyn Store) -> InstanceId {
@@ -80,6 +91,22 @@ fn key(instance: InstanceId, name: &str, kind: KeyKind) -> (KeyRecord, KeyVersio
         last_rotated_at: None,
         deleted_at: None,
         deleted_by: None,
+        rotation: Some(RotationPolicy {
+            enabled: true,
+            interval_month: 3,
+            meta: meta(),
+        }),
+        dual_auth_delete: Some(DualAuthPolicy {
+            enabled: true,
+            meta: meta(),
+        }),
+        deletion_authorized: Some(DeletionAuthorization {
+            by: "other".into(),
+            at: now(),
+        }),
+        purged_at: None,
+        next_rotation_at: Some(now() + time::Duration::days(90)),
+        aliases: Vec::new(),
         signature: vec![0xAA; 32],
     };
     (k, v)
@@ -158,6 +185,7 @@ pub async fn keys_are_invisible_to_other_instances(store: &dyn Store) {
             .is_none()
     );
     let all = KeyFilter {
+        key_ring: None,
         limit: 100,
         offset: 0,
         states: vec![],
@@ -239,6 +267,7 @@ pub async fn listing_filters_pages_and_counts(store: &dyn Store) {
             .unwrap();
     }
     let filter = |limit, offset, states: Vec<KeyState>, extractable| KeyFilter {
+        key_ring: None,
         limit,
         offset,
         states,
@@ -319,4 +348,331 @@ pub async fn identities_and_signing_keys_round_trip(store: &dyn Store) {
     };
     store.insert_signing_key(&sk).await.unwrap();
     assert!(store.signing_keys().await.unwrap().contains(&sk));
+}
+
+fn alias(instance: InstanceId, key: KeyId, name: &str) -> AliasRecord {
+    AliasRecord {
+        instance,
+        alias: name.into(),
+        key_id: key,
+        created_at: now(),
+        created_by: "suite".into(),
+        signature: vec![0x11; 32],
+    }
+}
+
+/// Aliases are unique per instance, limited per key, listed on the key, and removable.
+pub async fn aliases_are_unique_limited_and_listed(store: &dyn Store) {
+    let (i, j) = (instance(store).await, instance(store).await);
+    let (k, v) = key(i, "k", KeyKind::Root);
+    store.insert_key(&k, &v, &event("create")).await.unwrap();
+    let (k2, v2) = key(i, "k2", KeyKind::Root);
+    store.insert_key(&k2, &v2, &event("create")).await.unwrap();
+    for n in ["a1", "a2"] {
+        assert!(
+            store
+                .insert_alias(&alias(i, k.id, n), 2, &event("alias"))
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        !store
+            .insert_alias(&alias(i, k.id, "a3"), 2, &event("alias"))
+            .await
+            .unwrap(),
+        "limit"
+    );
+    assert!(matches!(
+        store
+            .insert_alias(&alias(i, k2.id, "a1"), 5, &event("alias"))
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    // The same alias in another instance is another alias.
+    let (kj, vj) = key(j, "kj", KeyKind::Root);
+    store.insert_key(&kj, &vj, &event("create")).await.unwrap();
+    assert!(
+        store
+            .insert_alias(&alias(j, kj.id, "a1"), 5, &event("alias"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.alias(i, "a1").await.unwrap().unwrap(),
+        alias(i, k.id, "a1")
+    );
+    assert_eq!(store.alias(j, "a1").await.unwrap().unwrap().key_id, kj.id);
+    assert_eq!(
+        store.key(i, k.id).await.unwrap().unwrap().aliases,
+        vec!["a1", "a2"]
+    );
+    assert_eq!(
+        store
+            .key_with_current_version(i, k.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .aliases
+            .len(),
+        2
+    );
+    assert!(
+        !store
+            .delete_alias(i, k2.id, "a1", &event("d"))
+            .await
+            .unwrap(),
+        "not its alias"
+    );
+    assert!(
+        store
+            .delete_alias(i, k.id, "a1", &event("d"))
+            .await
+            .unwrap()
+    );
+    assert!(store.alias(i, "a1").await.unwrap().is_none());
+    assert_eq!(
+        store.key(i, k.id).await.unwrap().unwrap().aliases,
+        vec!["a2"]
+    );
+}
+
+/// Key rings: created once, listed, and deleted only when they hold no keys.
+pub async fn key_rings_hold_keys_and_refuse_deletion_while_they_do(store: &dyn Store) {
+    let i = instance(store).await;
+    let ring = KeyRingRecord {
+        instance: i,
+        id: "ring-1".into(),
+        created_at: now(),
+        created_by: "suite".into(),
+    };
+    store.insert_key_ring(&ring, &event("ring")).await.unwrap();
+    assert!(matches!(
+        store.insert_key_ring(&ring, &event("ring")).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.key_rings(i).await.unwrap(), vec![ring.clone()]);
+    // A key cannot be put in a ring that does not exist.
+    let (mut ghost, gv) = key(i, "ghost", KeyKind::Root);
+    ghost.key_ring = "no-such-ring".into();
+    assert!(
+        store
+            .insert_key(&ghost, &gv, &event("create"))
+            .await
+            .is_err()
+    );
+    let (mut k, v) = key(i, "k", KeyKind::Root);
+    k.key_ring = "ring-1".into();
+    store.insert_key(&k, &v, &event("create")).await.unwrap();
+    let in_ring = KeyFilter {
+        limit: 10,
+        offset: 0,
+        states: vec![],
+        extractable: None,
+        key_ring: Some("ring-1".into()),
+    };
+    assert_eq!(store.keys(i, &in_ring).await.unwrap().1, 1);
+    assert_eq!(
+        store
+            .delete_key_ring(i, "ring-1", &event("d"))
+            .await
+            .unwrap(),
+        RingDeletion::HasLiveKeys
+    );
+    k.state = KeyState::Destroyed;
+    k.deleted_at = Some(now());
+    k.revision += 1;
+    store.update_key(&k, None, &event("delete")).await.unwrap();
+    assert_eq!(
+        store
+            .delete_key_ring(i, "ring-1", &event("d"))
+            .await
+            .unwrap(),
+        RingDeletion::HasDeletedKeys
+    );
+    k.key_ring = "default".into();
+    k.revision += 1;
+    store.update_key(&k, None, &event("move")).await.unwrap();
+    assert_eq!(
+        store
+            .delete_key_ring(i, "ring-1", &event("d"))
+            .await
+            .unwrap(),
+        RingDeletion::Deleted
+    );
+    assert_eq!(
+        store
+            .delete_key_ring(i, "ring-1", &event("d"))
+            .await
+            .unwrap(),
+        RingDeletion::NotFound
+    );
+    assert!(store.key_rings(i).await.unwrap().is_empty());
+}
+
+/// Instance policies round trip and replace by type.
+pub async fn instance_policies_round_trip_and_replace(store: &dyn Store) {
+    let i = instance(store).await;
+    let p = |enabled, setting| InstancePolicy {
+        instance: i,
+        enabled,
+        setting,
+        meta: meta(),
+        signature: vec![0x22; 32],
+    };
+    let first = vec![
+        p(
+            true,
+            PolicySetting::AllowedIp(vec!["10.0.0.0/8".parse().unwrap()]),
+        ),
+        p(true, PolicySetting::Rotation { interval_month: 2 }),
+    ];
+    store
+        .put_instance_policies(&first, &event("p"))
+        .await
+        .unwrap();
+    let mut got = store.instance_policies(i).await.unwrap();
+    got.sort_by_key(|p| p.setting.kind());
+    let mut want = first.clone();
+    want.sort_by_key(|p| p.setting.kind());
+    assert_eq!(got, want);
+    let second = vec![
+        p(false, PolicySetting::Rotation { interval_month: 5 }),
+        p(
+            true,
+            PolicySetting::AllowedNetwork(AllowedNetwork::PrivateOnly),
+        ),
+    ];
+    store
+        .put_instance_policies(&second, &event("p"))
+        .await
+        .unwrap();
+    let got = store.instance_policies(i).await.unwrap();
+    assert_eq!(got.len(), 3);
+    assert!(got.contains(&second[0]) && got.contains(&second[1]) && got.contains(&first[0]));
+    assert!(
+        store
+            .instance_policies(instance(store).await)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A purge removes the versions and aliases and keeps a tombstone that listings skip; the
+/// scheduler query finds due work and nothing else.
+pub async fn purge_erases_versions_and_due_keys_finds_work(store: &dyn Store) {
+    let i = instance(store).await;
+    let (mut k, v) = key(i, "k", KeyKind::Root);
+    store.insert_key(&k, &v, &event("create")).await.unwrap();
+    store
+        .insert_alias(&alias(i, k.id, "doomed"), 5, &event("a"))
+        .await
+        .unwrap();
+    let far = now() + time::Duration::days(10_000);
+    let past = now() - time::Duration::days(10_000);
+    let nothing = DueWork {
+        rotate_before: past,
+        expire_before: past,
+        purge_deleted_before: past,
+    };
+    assert!(
+        store
+            .due_keys(&nothing, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.id != k.id)
+    );
+    let rotate_due = DueWork {
+        rotate_before: far,
+        ..nothing
+    };
+    assert!(
+        store
+            .due_keys(&rotate_due, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .any(|d| d.id == k.id)
+    );
+    let expire_due = DueWork {
+        expire_before: far,
+        ..nothing
+    };
+    assert!(
+        store
+            .due_keys(&expire_due, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .any(|d| d.id == k.id)
+    );
+    k.state = KeyState::Destroyed;
+    k.deleted_at = Some(now());
+    k.revision += 1;
+    store.update_key(&k, None, &event("delete")).await.unwrap();
+    let purge_due = DueWork {
+        purge_deleted_before: far,
+        ..nothing
+    };
+    assert!(
+        store
+            .due_keys(&purge_due, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .any(|d| d.id == k.id)
+    );
+    assert!(
+        store
+            .due_keys(&rotate_due, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.id != k.id),
+        "deleted keys are not rotated"
+    );
+    // Compare-and-swap applies to purges too.
+    let mut stale = k.clone();
+    stale.purged_at = Some(now());
+    assert!(matches!(
+        store.purge_key(&stale, &event("purge")).await,
+        Err(StoreError::Conflict)
+    ));
+    k.purged_at = Some(now());
+    k.revision += 1;
+    store.purge_key(&k, &event("purge")).await.unwrap();
+    assert!(store.key_versions(k.id).await.unwrap().is_empty());
+    assert!(
+        store
+            .key_with_current_version(i, k.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.alias(i, "doomed").await.unwrap().is_none());
+    let tomb = store.key(i, k.id).await.unwrap().unwrap();
+    assert_eq!(tomb.purged_at, k.purged_at);
+    assert!(
+        store
+            .due_keys(&purge_due, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.id != k.id)
+    );
+    let deleted = KeyFilter {
+        limit: 10,
+        offset: 0,
+        states: vec![KeyState::Destroyed],
+        extractable: None,
+        key_ring: None,
+    };
+    assert_eq!(
+        store.keys(i, &deleted).await.unwrap().1,
+        0,
+        "purged keys are not listed"
+    );
 }

@@ -176,6 +176,7 @@ impl CreateArgs {
             payload,
             expiration_date: self.expiration,
             key_ring_id: self.key_ring,
+            ..KeyCreate::default()
         }
     }
 }

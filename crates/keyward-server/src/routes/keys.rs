@@ -6,23 +6,29 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyward_api::{
-    Collection, KeyCreate, KeyVersionRef, RewrapResponse, RotateRequest, UnwrapRequest,
-    UnwrapResponse, WrapRequest, WrapResponse, headers, media,
+    Collection, KeyAlias, KeyCreate, KeyVersionRef, RewrapResponse, RotateRequest,
+    RotationPolicyIn, UnwrapRequest, UnwrapResponse, WrapRequest, WrapResponse, headers, media,
 };
-use keyward_core::{KeyFilter, KeyId, KeyKind, KeyRecord, KeyState, NewKey};
+use keyward_core::{
+    KeyFilter, KeyId, KeyKind, KeyRecord, KeyState, NewKey, PolicyOverrides, ROTATION_MONTHS,
+};
 use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::extract::{Authed, Body, KpJson, parse_json};
 use crate::state::AppState;
-use crate::views::{b64, bytes_from_b64, key_view, parse_date, secret_from_b64, version_view};
+use crate::views::{
+    b64, bytes_from_b64, date, key_view, parse_date, secret_from_b64, version_view,
+};
 
-type AppResult = Result<Response, ApiError>;
+/// A handler's result.
+pub type AppResult = Result<Response, ApiError>;
 
 const MAX_LIMIT: u32 = 5000;
 const DEFAULT_LIMIT: u32 = 200;
 
-fn json_response<T: serde::Serialize>(
+/// A JSON body with Key Protect's media type.
+pub fn json_response<T: serde::Serialize>(
     status: StatusCode,
     media_type: &'static str,
     body: &T,
@@ -34,10 +40,10 @@ fn json_response<T: serde::Serialize>(
     resp
 }
 
-fn key_id(raw: &str) -> Result<KeyId, ApiError> {
-    // Unknown and malformed ids look the same: 404.
-    raw.parse()
-        .map_err(|_| ApiError::Key(keyward_core::KeyError::NotFound))
+/// The key a path names: its id, CRN or alias. Unknown and malformed references look the same
+/// (404).
+pub async fn resolve(state: &AppState, authed: &Authed, raw: &str) -> Result<KeyId, ApiError> {
+    Ok(state.keys.resolve(&authed.caller, raw).await?)
 }
 
 fn wants_representation(headers: &HeaderMap) -> bool {
@@ -47,24 +53,59 @@ fn wants_representation(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.replace(' ', "").contains("return=representation"))
 }
 
-fn keys_body(
+/// Keys in Key Protect's collection body.
+pub fn keys_body(
     state: &AppState,
     authed: &Authed,
     keys: &[KeyRecord],
 ) -> Collection<keyward_api::Key> {
     let views = keys
         .iter()
-        .map(|k| key_view(&state.config.region, &authed.account, k, None))
+        .map(|k| key_view(state.view_ctx(&authed.account), k, None))
         .collect();
     Collection::new(media::KEY, views)
 }
 
-/// `POST /api/v2/keys`.
+/// One key in Key Protect's collection body.
+pub fn key_response(
+    state: &AppState,
+    authed: &Authed,
+    status: StatusCode,
+    key: &KeyRecord,
+) -> Response {
+    json_response(
+        status,
+        media::KEY,
+        &keys_body(state, authed, std::slice::from_ref(key)),
+    )
+}
+
+/// `POST /api/v2/keys`: the instance's policies apply to the new key.
 pub async fn create_key(
     State(state): State<Arc<AppState>>,
     authed: Authed,
     headers: HeaderMap,
     KpJson(body): KpJson<CreateBody>,
+) -> AppResult {
+    create(&state, &authed, &headers, body, false).await
+}
+
+/// `POST /api/v2/keys_with_policy_overrides`: the body's policies replace the instance's.
+pub async fn create_key_with_overrides(
+    State(state): State<Arc<AppState>>,
+    authed: Authed,
+    headers: HeaderMap,
+    KpJson(body): KpJson<CreateBody>,
+) -> AppResult {
+    create(&state, &authed, &headers, body, true).await
+}
+
+async fn create(
+    state: &AppState,
+    authed: &Authed,
+    headers: &HeaderMap,
+    body: CreateBody,
+    overrides_allowed: bool,
 ) -> AppResult {
     let mut resources = body.resources.into_iter();
     let (Some(spec), None) = (resources.next(), resources.next()) else {
@@ -73,6 +114,25 @@ pub async fn create_key(
             "resources: exactly one key is created per request",
         ));
     };
+    if spec.aliases.as_ref().is_some_and(|a| !a.is_empty()) {
+        return Err(ApiError::bad_request(
+            "BAD_BODY_ERR",
+            "aliases: not accepted at creation by Keyward yet; add them with \
+             POST /api/v2/keys/{id}/aliases/{alias}",
+        ));
+    }
+    let mut overrides = PolicyOverrides::default();
+    if spec.rotation.is_some() || spec.dual_auth_delete.is_some() {
+        if !overrides_allowed {
+            return Err(ApiError::bad_request(
+                "BAD_BODY_ERR",
+                "rotation, dualAuthDelete: set policies at creation with \
+                 POST /api/v2/keys_with_policy_overrides",
+            ));
+        }
+        overrides.rotation = spec.rotation.as_ref().map(rotation_in).transpose()?;
+        overrides.dual_auth_delete = spec.dual_auth_delete.as_ref().map(|d| d.enabled);
+    }
     let kind = if spec.extractable.unwrap_or(false) {
         KeyKind::Standard
     } else {
@@ -92,6 +152,7 @@ pub async fn create_key(
         headers
             .get(headers::KEY_RING)
             .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
             .map(str::to_owned)
     });
     let key = state
@@ -105,11 +166,28 @@ pub async fn create_key(
                 payload,
                 expiration,
                 key_ring,
+                overrides,
             },
         )
         .await?;
-    let body = keys_body(&state, &authed, std::slice::from_ref(&key));
-    Ok(json_response(StatusCode::CREATED, media::KEY, &body))
+    Ok(key_response(state, authed, StatusCode::CREATED, &key))
+}
+
+/// A rotation policy from the wire: `enabled` defaults to true (older clients omit it), the
+/// interval must be 1 to 12 months.
+pub fn rotation_in(r: &RotationPolicyIn) -> Result<(bool, u8), ApiError> {
+    let months = r
+        .interval_month
+        .and_then(|m| u8::try_from(m).ok())
+        .filter(|m| ROTATION_MONTHS.contains(m));
+    match (r.enabled.unwrap_or(true), months) {
+        (enabled, Some(m)) => Ok((enabled, m)),
+        (false, None) if r.interval_month.is_none() => Ok((false, 1)),
+        _ => Err(ApiError::bad_request(
+            "INVALID_FIELD_ERR",
+            "rotation.interval_month: an integer from 1 to 12",
+        )),
+    }
 }
 
 /// The create body: a collection with one key resource.
@@ -128,9 +206,11 @@ pub struct ListQuery {
     state: Option<String>,
     extractable: Option<String>,
     total_count: Option<String>,
+    force: Option<String>,
 }
 
-fn parse_u32(field: &str, v: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+/// A bounded integer query parameter.
+pub fn parse_u32(field: &str, v: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
     match v {
         None => Ok(default),
         Some(s) => s.parse::<u32>().ok().filter(|n| *n <= max).ok_or_else(|| {
@@ -142,7 +222,8 @@ fn parse_u32(field: &str, v: Option<&str>, default: u32, max: u32) -> Result<u32
     }
 }
 
-fn parse_bool(field: &str, v: Option<&str>) -> Result<Option<bool>, ApiError> {
+/// A boolean query parameter.
+pub fn parse_bool(field: &str, v: Option<&str>) -> Result<Option<bool>, ApiError> {
     match v {
         None => Ok(None),
         Some("true") => Ok(Some(true)),
@@ -154,7 +235,7 @@ fn parse_bool(field: &str, v: Option<&str>) -> Result<Option<bool>, ApiError> {
     }
 }
 
-fn filter_from(q: &ListQuery) -> Result<KeyFilter, ApiError> {
+fn filter_from(q: &ListQuery, authed: &Authed) -> Result<KeyFilter, ApiError> {
     let limit = parse_u32("limit", q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let offset = parse_u32("offset", q.offset.as_deref(), 0, u32::MAX)?;
     let mut states = Vec::new();
@@ -178,6 +259,7 @@ fn filter_from(q: &ListQuery) -> Result<KeyFilter, ApiError> {
         offset,
         states,
         extractable: parse_bool("extractable", q.extractable.as_deref())?,
+        key_ring: authed.caller.key_ring.clone(),
     })
 }
 
@@ -187,7 +269,7 @@ pub async fn list_keys(
     authed: Authed,
     Query(q): Query<ListQuery>,
 ) -> AppResult {
-    let filter = filter_from(&q)?;
+    let filter = filter_from(&q, &authed)?;
     let (keys, total) = state.keys.list_keys(&authed.caller, &filter).await?;
     let mut body = keys_body(&state, &authed, &keys);
     if parse_bool("totalCount", q.total_count.as_deref())?.unwrap_or(false) {
@@ -202,7 +284,7 @@ pub async fn head_keys(
     authed: Authed,
     Query(q): Query<ListQuery>,
 ) -> AppResult {
-    let mut filter = filter_from(&q)?;
+    let mut filter = filter_from(&q, &authed)?;
     filter.limit = 0;
     let (_, total) = state.keys.list_keys(&authed.caller, &filter).await?;
     let mut resp = StatusCode::OK.into_response();
@@ -219,13 +301,11 @@ pub async fn get_key(
     authed: Authed,
     Path(id): Path<String>,
 ) -> AppResult {
-    let (key, payload) = state.keys.get_key(&authed.caller, key_id(&id)?).await?;
-    let view = key_view(
-        &state.config.region,
-        &authed.account,
-        &key,
-        payload.as_ref(),
-    );
+    let (key, payload) = state
+        .keys
+        .get_key(&authed.caller, resolve(&state, &authed, &id).await?)
+        .await?;
+    let view = key_view(state.view_ctx(&authed.account), &key, payload.as_ref());
     Ok(json_response(
         StatusCode::OK,
         media::KEY,
@@ -241,7 +321,7 @@ pub async fn get_key_metadata(
 ) -> AppResult {
     let key = state
         .keys
-        .key_metadata(&authed.caller, key_id(&id)?)
+        .key_metadata(&authed.caller, resolve(&state, &authed, &id).await?)
         .await?;
     Ok(json_response(
         StatusCode::OK,
@@ -261,7 +341,7 @@ pub async fn key_versions(
     let offset = parse_u32("offset", q.offset.as_deref(), 0, u32::MAX)? as usize;
     let (_, versions) = state
         .keys
-        .key_versions(&authed.caller, key_id(&id)?)
+        .key_versions(&authed.caller, resolve(&state, &authed, &id).await?)
         .await?;
     let total = versions.len() as u64;
     let page: Vec<KeyVersionRef> = versions
@@ -279,20 +359,156 @@ pub async fn key_versions(
 }
 
 /// `DELETE /api/v2/keys/{id}`: 204, or 200 with the key for `Prefer: return=representation`.
+/// `force` is accepted; it matters once keys have registrations.
 pub async fn delete_key(
     State(state): State<Arc<AppState>>,
     authed: Authed,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(q): Query<ListQuery>,
 ) -> AppResult {
-    let key = state.keys.delete(&authed.caller, key_id(&id)?).await?;
-    if wants_representation(&headers) {
-        return Ok(json_response(
-            StatusCode::OK,
-            media::KEY,
-            &keys_body(&state, &authed, &[key]),
-        ));
+    parse_bool("force", q.force.as_deref())?;
+    let id = resolve(&state, &authed, &id).await?;
+    let key = state.keys.delete(&authed.caller, id).await?;
+    Ok(representation(
+        &state,
+        &authed,
+        &headers,
+        StatusCode::OK,
+        &key,
+    ))
+}
+
+/// 204, or `status` with the key when the caller prefers the representation.
+fn representation(
+    state: &AppState,
+    authed: &Authed,
+    headers: &HeaderMap,
+    status: StatusCode,
+    key: &KeyRecord,
+) -> Response {
+    if wants_representation(headers) {
+        key_response(state, authed, status, key)
+    } else {
+        StatusCode::NO_CONTENT.into_response()
     }
+}
+
+/// `POST /api/v2/keys/{id}/restore`: 201 with the key. An imported key sends its material.
+pub async fn restore_key(
+    State(state): State<Arc<AppState>>,
+    authed: Authed,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> AppResult {
+    let id = resolve(&state, &authed, &id).await?;
+    let req: Option<RestoreBody> = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        parse_json(&body)?
+    };
+    let payload = req
+        .and_then(|r| r.resources.into_iter().next())
+        .and_then(|r| r.payload)
+        .map(|p| secret_from_b64("payload", &p))
+        .transpose()?;
+    let key = state.keys.restore(&authed.caller, id, payload).await?;
+    Ok(key_response(&state, &authed, StatusCode::CREATED, &key))
+}
+
+/// Restore body (imported keys): a collection with the material.
+#[derive(Debug, Default, Deserialize)]
+pub struct RestoreBody {
+    #[serde(default)]
+    resources: Vec<RotateRequest>,
+}
+
+/// `DELETE /api/v2/keys/{id}/purge`: 200 with the last view of the key, whose material is then
+/// gone for good.
+pub async fn purge_key(
+    State(state): State<Arc<AppState>>,
+    authed: Authed,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> AppResult {
+    let id = resolve(&state, &authed, &id).await?;
+    let key = state.keys.purge(&authed.caller, id).await?;
+    if headers
+        .get(headers::PREFER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.replace(' ', "").contains("return=minimal"))
+    {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    Ok(key_response(&state, &authed, StatusCode::OK, &key))
+}
+
+/// `PATCH /api/v2/keys/{id}`: moves the key to another key ring (`keyRingID`, any case: the Go
+/// client sends `KeyRingID`).
+pub async fn patch_key(
+    State(state): State<Arc<AppState>>,
+    authed: Authed,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> AppResult {
+    let id = resolve(&state, &authed, &id).await?;
+    let value: Option<serde_json::Value> = parse_json(&body)?;
+    let fields = value.as_ref().and_then(|v| v.as_object()).ok_or_else(|| {
+        ApiError::bad_request("BAD_BODY_ERR", "a JSON object with keyRingID is required")
+    })?;
+    // Accept the bare object and the one-resource collection.
+    let fields = match fields.get("resources").and_then(|r| r.as_array()) {
+        Some(r) => r
+            .first()
+            .and_then(|f| f.as_object())
+            .ok_or_else(|| ApiError::bad_request("BAD_BODY_ERR", "resources: one key patch"))?,
+        None => fields,
+    };
+    let mut ring = None;
+    for (name, v) in fields {
+        if name.eq_ignore_ascii_case("keyRingID") {
+            ring = v.as_str();
+        } else if name != "type" {
+            return Err(ApiError::bad_request(
+                "BAD_BODY_ERR",
+                format!("{name}: only keyRingID can be changed"),
+            ));
+        }
+    }
+    let ring = ring.ok_or_else(|| ApiError::bad_request("BAD_BODY_ERR", "keyRingID: required"))?;
+    let key = state.keys.move_key(&authed.caller, id, ring).await?;
+    Ok(key_response(&state, &authed, StatusCode::OK, &key))
+}
+
+/// `POST /api/v2/keys/{id}/aliases/{alias}`: 201 with the alias.
+pub async fn create_alias(
+    State(state): State<Arc<AppState>>,
+    authed: Authed,
+    Path((id, alias)): Path<(String, String)>,
+) -> AppResult {
+    let id = resolve(&state, &authed, &id).await?;
+    let a = state.keys.create_alias(&authed.caller, id, &alias).await?;
+    let view = KeyAlias {
+        key_id: a.key_id.to_string(),
+        alias: a.alias,
+        creation_date: date(a.created_at),
+        created_by: a.created_by,
+    };
+    Ok(json_response(
+        StatusCode::CREATED,
+        media::KEY,
+        &Collection::new(media::KEY, vec![view]),
+    ))
+}
+
+/// `DELETE /api/v2/keys/{id}/aliases/{alias}`: 204.
+pub async fn delete_alias(
+    State(state): State<Arc<AppState>>,
+    authed: Authed,
+    Path((id, alias)): Path<(String, String)>,
+) -> AppResult {
+    let id = resolve(&state, &authed, &id).await?;
+    state.keys.delete_alias(&authed.caller, id, &alias).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -345,7 +561,7 @@ async fn dispatch_action(
             let aad = req.aad.unwrap_or_default();
             let out = state
                 .keys
-                .wrap(caller, key_id(id)?, plaintext, &aad)
+                .wrap(caller, resolve(state, authed, id).await?, plaintext, &aad)
                 .await?;
             let body = WrapResponse {
                 plaintext: out.generated.as_ref().map(|d| b64(d.expose())),
@@ -362,7 +578,12 @@ async fn dispatch_action(
             let ct = required_ciphertext(&req)?;
             let out = state
                 .keys
-                .unwrap(caller, key_id(id)?, &ct, &req.aad.unwrap_or_default())
+                .unwrap(
+                    caller,
+                    resolve(state, authed, id).await?,
+                    &ct,
+                    &req.aad.unwrap_or_default(),
+                )
                 .await?;
             let (ciphertext, rewrapped_key_version) = match out.rewrapped {
                 Some((ct, v)) => (
@@ -390,7 +611,12 @@ async fn dispatch_action(
             let ct = required_ciphertext(&req)?;
             let out = state
                 .keys
-                .rewrap(caller, key_id(id)?, &ct, &req.aad.unwrap_or_default())
+                .rewrap(
+                    caller,
+                    resolve(state, authed, id).await?,
+                    &ct,
+                    &req.aad.unwrap_or_default(),
+                )
                 .await?;
             // Key Protect: keyVersion is the version of the ciphertext sent in;
             // rewrappedKeyVersion the version that sealed the new one.
@@ -412,20 +638,40 @@ async fn dispatch_action(
                 .as_deref()
                 .map(|p| secret_from_b64("payload", p))
                 .transpose()?;
-            state.keys.rotate(caller, key_id(id)?, payload).await?;
+            state
+                .keys
+                .rotate(caller, resolve(state, authed, id).await?, payload)
+                .await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         "disable" => {
-            state.keys.disable(caller, key_id(id)?).await?;
+            state
+                .keys
+                .disable(caller, resolve(state, authed, id).await?)
+                .await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         "enable" => {
-            state.keys.enable(caller, key_id(id)?).await?;
+            state
+                .keys
+                .enable(caller, resolve(state, authed, id).await?)
+                .await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        "setKeyForDeletion" => {
+            let id = resolve(state, authed, id).await?;
+            state.keys.set_key_for_deletion(caller, id).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        "unsetKeyForDeletion" => {
+            let id = resolve(state, authed, id).await?;
+            state.keys.unset_key_for_deletion(caller, id).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         _ => Err(ApiError::bad_request(
             "INVALID_QUERY_PARAM_ERR",
-            "action: one of wrap, unwrap, rewrap, rotate, disable, enable",
+            "action: one of wrap, unwrap, rewrap, rotate, disable, enable, setKeyForDeletion, \
+             unsetKeyForDeletion",
         )),
     }
 }

@@ -3,3 +3,5 @@
 
 pub mod identity;
 pub mod keys;
+pub mod policies;
+pub mod rings;

@@ -10,10 +10,21 @@ use time::OffsetDateTime;
 use crate::cache::{CachedKey, KeyCache};
 use crate::key::{ALLOWED_ROOT_KEY_BYTES, MAX_STANDARD_KEY_BYTES};
 use crate::lifecycle::transition;
+use crate::policy::InstancePolicies;
 use crate::{
-    Action, AuditEvent, Custody, CustodyError, Initiator, InstanceId, KeyError, KeyId, KeyKind,
-    KeyRecord, KeyState, KeyVersion, KeyVersionId, Outcome, Store, StoreError,
+    Action, AuditEvent, Custody, CustodyError, DEFAULT_KEY_RING, DualAuthPolicy, Initiator,
+    InstanceId, KeyError, KeyId, KeyKind, KeyRecord, KeyState, KeyVersion, KeyVersionId, Outcome,
+    PolicyMeta, RotationPolicy, Rule, Store, StoreError,
 };
+
+mod deletion;
+mod policies;
+mod rings;
+mod scheduled;
+
+pub use policies::{InstancePolicyUpdate, KeyPolicyUpdate};
+pub use rings::MAX_ALIASES_PER_KEY;
+pub use scheduled::SchedulerReport;
 
 /// Largest DEK accepted by `wrap`, in bytes.
 pub const MAX_DEK_BYTES: usize = 4_096;
@@ -23,8 +34,8 @@ pub const MAX_AAD_ITEMS: usize = 32;
 pub const MAX_AAD_ITEM_CHARS: usize = 255;
 const NAME_CHARS: std::ops::RangeInclusive<usize> = 2..=90;
 const MAX_DESCRIPTION_CHARS: usize = 240;
-const MAX_KEY_RING_CHARS: usize = 100;
 const GENERATED_KEY_BYTES: usize = 32;
+const DAY: u64 = 24 * 3600;
 
 /// Source of the current time (a trait so tests can move time).
 pub trait Clock: Send + Sync {
@@ -49,6 +60,16 @@ pub struct LifecycleConfig {
     pub min_rotation_interval: Duration,
     /// A disabled key may be enabled only this long after it was disabled (Key Protect: 30 s).
     pub enable_after_disable: Duration,
+    /// A deleted key may be restored for this long (Key Protect: 30 days).
+    pub restore_window: Duration,
+    /// A deleted key may be purged by hand this long after the delete (Key Protect: 4 hours).
+    pub purge_wait: Duration,
+    /// The scheduler purges deleted keys this long after the delete (Key Protect: 90 days).
+    pub auto_purge_after: Duration,
+    /// A `setKeyForDeletion` authorization lapses after this (Key Protect: 7 days).
+    pub dual_auth_window: Duration,
+    /// The length of one month of a rotation policy (30 days; shorter in tests).
+    pub rotation_month: Duration,
     /// How long a verified root key may serve wrap and unwrap from memory. Changes made by this
     /// process apply at once; changes made by another process sharing the store, within this.
     /// Zero disables the cache.
@@ -60,6 +81,11 @@ impl Default for LifecycleConfig {
         LifecycleConfig {
             min_rotation_interval: Duration::from_secs(3600),
             enable_after_disable: Duration::from_secs(30),
+            restore_window: Duration::from_secs(30 * DAY),
+            purge_wait: Duration::from_secs(4 * 3600),
+            auto_purge_after: Duration::from_secs(90 * DAY),
+            dual_auth_window: Duration::from_secs(7 * DAY),
+            rotation_month: Duration::from_secs(30 * DAY),
             key_cache_ttl: Duration::from_secs(1),
         }
     }
@@ -76,6 +102,8 @@ pub struct Caller {
     pub request_id: String,
     /// Client address, if known.
     pub address: Option<String>,
+    /// The key ring the caller names (`X-Kms-Key-Ring`): a key outside it is not found.
+    pub key_ring: Option<String>,
 }
 
 /// A key to create.
@@ -93,6 +121,17 @@ pub struct NewKey {
     pub expiration: Option<OffsetDateTime>,
     /// Key ring; `default` when absent.
     pub key_ring: Option<String>,
+    /// Policies that override the instance's (`keys_with_policy_overrides`).
+    pub overrides: PolicyOverrides,
+}
+
+/// Policies set on a key at creation instead of those the instance policies give it.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyOverrides {
+    /// A rotation policy: (enabled, months).
+    pub rotation: Option<(bool, u8)>,
+    /// A dual-authorization delete policy.
+    pub dual_auth_delete: Option<bool>,
 }
 
 /// Which keys to list.
@@ -106,6 +145,8 @@ pub struct KeyFilter {
     pub states: Vec<KeyState>,
     /// Only standard (`true`) or root (`false`) keys.
     pub extractable: Option<bool>,
+    /// Only keys of this key ring.
+    pub key_ring: Option<String>,
 }
 
 /// Result of `wrap`.
@@ -201,11 +242,21 @@ impl KeyService {
                 "description: at most {MAX_DESCRIPTION_CHARS} characters"
             )));
         }
-        let key_ring = spec.key_ring.unwrap_or_else(|| "default".to_owned());
-        if key_ring.is_empty() || key_ring.chars().count() > MAX_KEY_RING_CHARS {
-            return Err(invalid(format!(
-                "keyRingID: 1 to {MAX_KEY_RING_CHARS} characters"
-            )));
+        let key_ring = spec.key_ring.unwrap_or_else(|| DEFAULT_KEY_RING.to_owned());
+        self.require_ring(caller, &key_ring).await?;
+        let policies = self.policies_of(caller.instance).await?;
+        let imported = spec.payload.is_some();
+        if !policies.allows_creation(spec.kind, imported, false) {
+            let what = match (imported, spec.kind) {
+                (false, KeyKind::Root) => "creating root keys",
+                (false, KeyKind::Standard) => "creating standard keys",
+                (true, KeyKind::Root) => "importing root keys (without an import token)",
+                (true, KeyKind::Standard) => "importing standard keys (without an import token)",
+            };
+            return Err(KeyError::Refused(
+                Rule::CreateImportDenied,
+                format!("the instance's keyCreateImportAccess policy forbids {what}"),
+            ));
         }
         let now = self.clock.now();
         if let Some(exp) = spec.expiration
@@ -213,7 +264,6 @@ impl KeyService {
         {
             return Err(invalid("expirationDate: must be in the future".to_owned()));
         }
-        let imported = spec.payload.is_some();
         let material = match spec.payload {
             Some(p) => {
                 check_material_size(spec.kind, p.len())?;
@@ -245,8 +295,44 @@ impl KeyService {
             last_rotated_at: None,
             deleted_at: None,
             deleted_by: None,
+            rotation: None,
+            dual_auth_delete: None,
+            deletion_authorized: None,
+            purged_at: None,
+            next_rotation_at: None,
+            aliases: Vec::new(),
             signature: Vec::new(),
         };
+        let meta = || PolicyMeta {
+            created_at: now,
+            created_by: caller.subject.clone(),
+            updated_at: now,
+            updated_by: caller.subject.clone(),
+        };
+        // Rotation policies are for root keys; the instance's applies unless overridden.
+        let rotation = spec
+            .overrides
+            .rotation
+            .or(policies.rotation_months().map(|m| (true, m)));
+        if let (KeyKind::Root, Some((enabled, interval_month))) = (key.kind, rotation) {
+            check_months(interval_month)?;
+            key.rotation = Some(RotationPolicy {
+                enabled,
+                interval_month,
+                meta: meta(),
+            });
+        }
+        if spec
+            .overrides
+            .dual_auth_delete
+            .unwrap_or(policies.dual_auth_delete())
+        {
+            key.dual_auth_delete = Some(DualAuthPolicy {
+                enabled: true,
+                meta: meta(),
+            });
+        }
+        key.next_rotation_at = self.next_rotation(&key);
         self.sign_key(&mut key)?;
         let event = self.success_event(caller, action, &key, Some(version.id), 201);
         self.store.insert_key(&key, &version, &event).await?;
@@ -475,12 +561,25 @@ impl KeyService {
         id: KeyId,
         payload: Option<Secret>,
     ) -> Result<KeyRecord, KeyError> {
+        self.rotate_inner(caller, id, payload, false).await
+    }
+
+    /// Rotation by hand (`scheduled == false`, at most once per interval) or by the scheduler
+    /// under the key's rotation policy.
+    async fn rotate_inner(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        payload: Option<Secret>,
+        scheduled: bool,
+    ) -> Result<KeyRecord, KeyError> {
         let action = "kms.secrets.rotate";
         let result = async {
             let (mut key, _) = self.load_root_fresh(caller, id).await?;
             transition(self.effective_state(&key), Action::Rotate)?;
             let now = self.clock.now();
-            if let Some(last) = key.last_rotated_at
+            if !scheduled
+                && let Some(last) = key.last_rotated_at
                 && now < last + self.config.min_rotation_interval
             {
                 return Err(KeyError::RotationTooSoon(
@@ -509,6 +608,7 @@ impl KeyService {
             key.current_version_id = version.id;
             key.bits = u16::try_from(material.len().saturating_mul(8)).unwrap_or(u16::MAX);
             key.last_rotated_at = Some(now);
+            key.next_rotation_at = self.next_rotation(&key);
             self.save(caller, action, &mut key, Some(&version), now)
                 .await?;
             Ok(key)
@@ -531,7 +631,9 @@ impl KeyService {
             .await
     }
 
-    /// Destroys a key: its material can no longer be used.
+    /// Destroys a key: its material can no longer be used, until a restore within the restore
+    /// window. A key under a dual-authorization policy needs a live `setKeyForDeletion` by
+    /// another identity.
     pub async fn delete(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
         self.change_state(caller, id, Action::Delete, "kms.secrets.delete")
             .await
@@ -555,12 +657,14 @@ impl KeyService {
                     self.config.enable_after_disable.as_secs(),
                 ));
             }
-            key.state = next;
-            key.state_changed_at = now;
             if action == Action::Delete {
+                self.check_dual_auth(caller, &key, now)?;
                 key.deleted_at = Some(now);
                 key.deleted_by = Some(caller.subject.clone());
+                key.deletion_authorized = None;
             }
+            key.state = next;
+            key.state_changed_at = now;
             self.save(caller, event_action, &mut key, None, now).await?;
             Ok(key)
         }
@@ -572,6 +676,29 @@ impl KeyService {
 
     // ---- helpers ----
 
+    /// The instance's policies.
+    pub async fn policies_of(&self, instance: InstanceId) -> Result<InstancePolicies, KeyError> {
+        let all = self.store.instance_policies(instance).await?;
+        for p in &all {
+            self.custody
+                .verify_record(&p.signed_bytes(), &p.signature)
+                .map_err(integrity)?;
+        }
+        Ok(InstancePolicies { all })
+    }
+
+    /// When a key with a rotation policy is next due: its interval after the last rotation (or
+    /// creation).
+    fn next_rotation(&self, key: &KeyRecord) -> Option<OffsetDateTime> {
+        // Imported keys are rotated only with new material from their owner: never automatically.
+        let policy = key
+            .rotation
+            .as_ref()
+            .filter(|r| r.enabled && !key.imported)?;
+        let since = key.last_rotated_at.unwrap_or(key.created_at);
+        Some(since + self.config.rotation_month * u32::from(policy.interval_month))
+    }
+
     /// Loads and verifies a key of the caller's instance.
     async fn load(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
         let key = self
@@ -580,6 +707,11 @@ impl KeyService {
             .await?
             .ok_or(KeyError::NotFound)?;
         self.verify_key(&key)?;
+        check_ring(caller, &key)?;
+        // A purged key is gone, as in Key Protect; only its tombstone and audit trail remain.
+        if key.purged_at.is_some() {
+            return Err(KeyError::NotFound);
+        }
         Ok(key)
     }
 
@@ -601,6 +733,7 @@ impl KeyService {
                 self.cache.put(CachedKey::new(key, current, material))
             }
         };
+        check_ring(caller, &entry.key)?;
         transition(self.effective_state(&entry.key), action)?;
         Ok(entry)
     }
@@ -854,6 +987,7 @@ impl KeyError {
             KeyError::InvalidState { .. } => 409,
             KeyError::InvalidCiphertext => 422,
             KeyError::RotationTooSoon(_) | KeyError::ChangeTooSoon(_) | KeyError::Conflict => 409,
+            KeyError::Refused(rule, _) => rule.status(),
             KeyError::IntegrityFailure => 500,
             KeyError::Custody(CustodyError::Unavailable(_)) => 503,
             KeyError::Custody(CustodyError::IntegrityFailure) => 500,
@@ -921,6 +1055,22 @@ fn check_material_size(kind: KeyKind, len: usize) -> Result<(), KeyError> {
             "payload: a standard key must be 1 to {MAX_STANDARD_KEY_BYTES} bytes"
         ))),
         _ => Ok(()),
+    }
+}
+
+/// A key outside the key ring the caller named does not exist for that request.
+fn check_ring(caller: &Caller, key: &KeyRecord) -> Result<(), KeyError> {
+    match &caller.key_ring {
+        Some(ring) if *ring != key.key_ring => Err(KeyError::NotFound),
+        _ => Ok(()),
+    }
+}
+
+fn check_months(months: u8) -> Result<(), KeyError> {
+    if crate::ROTATION_MONTHS.contains(&months) {
+        Ok(())
+    } else {
+        Err(invalid("interval_month: must be 1 to 12".to_owned()))
     }
 }
 

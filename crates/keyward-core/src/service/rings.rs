@@ -1,0 +1,359 @@
+//! Key rings, aliases, and resolving the key references callers send (id, alias or CRN).
+
+use super::{Caller, KeyFilter, KeyService, integrity};
+use crate::{
+    AliasRecord, DEFAULT_KEY_RING, KeyError, KeyId, KeyRecord, KeyRingRecord, KeyState, Outcome,
+    RingDeletion, Rule, StoreError,
+};
+
+/// Most aliases one key may have (Key Protect: 5).
+pub const MAX_ALIASES_PER_KEY: u32 = 5;
+const RING_ID_CHARS: std::ops::RangeInclusive<usize> = 2..=100;
+const ALIAS_CHARS: std::ops::RangeInclusive<usize> = 2..=90;
+/// Most key rings an instance may have besides `default` (Key Protect: 50).
+pub const MAX_KEY_RINGS: usize = 50;
+/// Words Key Protect reserves: they name API paths, not keys.
+const RESERVED_ALIASES: [&str; 16] = [
+    "allowed_ip",
+    "key",
+    "keys",
+    "metadata",
+    "policy",
+    "policies",
+    "registration",
+    "registrations",
+    "ring",
+    "rings",
+    "rotate",
+    "wrap",
+    "unwrap",
+    "rewrap",
+    "version",
+    "versions",
+];
+
+impl KeyService {
+    /// The key a caller's reference names: a key id, a key CRN (`...:key:<id>`), or an alias.
+    /// Aliases are looked up and their signatures checked; nothing else is read here.
+    pub async fn resolve(&self, caller: &Caller, reference: &str) -> Result<KeyId, KeyError> {
+        let tail = match reference.strip_prefix("crn:") {
+            Some(crn) => crn.rsplit_once(":key:").map(|(_, id)| id).unwrap_or(""),
+            None => reference,
+        };
+        if let Ok(id) = tail.parse::<KeyId>() {
+            return Ok(id);
+        }
+        if reference.starts_with("crn:") || !valid_alias(reference) {
+            return Err(KeyError::NotFound);
+        }
+        let alias = self
+            .store
+            .alias(caller.instance, reference)
+            .await?
+            .ok_or(KeyError::NotFound)?;
+        self.custody
+            .verify_record(&alias.signed_bytes(), &alias.signature)
+            .map_err(integrity)?;
+        if alias.instance != caller.instance {
+            return Err(KeyError::IntegrityFailure);
+        }
+        Ok(alias.key_id)
+    }
+
+    /// Adds an alias to a key.
+    pub async fn create_alias(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        alias: &str,
+    ) -> Result<AliasRecord, KeyError> {
+        let action = "kms.secrets.createalias";
+        let result = async {
+            if !valid_alias(alias) {
+                return Err(KeyError::InvalidInput(
+                    "alias: 2 to 90 characters (letters, digits, '-' and '_'), not a key id".into(),
+                ));
+            }
+            let key = self.load(caller, id).await?;
+            if key.deleted_at.is_some() {
+                return Err(KeyError::InvalidState {
+                    state: key.state,
+                    action: crate::Action::Rotate,
+                });
+            }
+            let mut record = AliasRecord {
+                instance: caller.instance,
+                alias: alias.to_owned(),
+                key_id: id,
+                created_at: self.clock.now(),
+                created_by: caller.subject.clone(),
+                signature: Vec::new(),
+            };
+            record.signature = self.custody.sign_record(&record.signed_bytes())?;
+            let mut event = self.event(caller, action, Some(id), Outcome::Success, 201, None);
+            event.key_state = Some(key.state.code());
+            match self
+                .store
+                .insert_alias(&record, MAX_ALIASES_PER_KEY, &event)
+                .await
+            {
+                Ok(true) => Ok(record),
+                Ok(false) => Err(KeyError::Refused(
+                    Rule::TooManyAliases,
+                    format!("a key has at most {MAX_ALIASES_PER_KEY} aliases"),
+                )),
+                Err(StoreError::Conflict) => Err(KeyError::Refused(
+                    Rule::AliasExists,
+                    "alias: already names a key of this instance".into(),
+                )),
+                Err(e) => Err(e.into()),
+            }
+        }
+        .await;
+        self.audit_failure(caller, action, Some(id), &result)
+            .await?;
+        result
+    }
+
+    /// Removes an alias from a key.
+    pub async fn delete_alias(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        alias: &str,
+    ) -> Result<(), KeyError> {
+        let action = "kms.secrets.deletealias";
+        let result = async {
+            let key = self.load(caller, id).await?;
+            let mut event = self.event(caller, action, Some(id), Outcome::Success, 204, None);
+            event.key_state = Some(key.state.code());
+            if self
+                .store
+                .delete_alias(caller.instance, id, alias, &event)
+                .await?
+            {
+                Ok(())
+            } else {
+                Err(KeyError::Refused(
+                    Rule::AliasNotFound,
+                    "alias: the key has no such alias".into(),
+                ))
+            }
+        }
+        .await;
+        self.audit_failure(caller, action, Some(id), &result)
+            .await?;
+        result
+    }
+
+    /// The instance's key rings, `default` first.
+    pub async fn key_rings(&self, caller: &Caller) -> Result<Vec<KeyRingRecord>, KeyError> {
+        let result = async {
+            let instance = self
+                .store
+                .instance(caller.instance)
+                .await?
+                .ok_or(KeyError::NotFound)?;
+            let mut rings = vec![KeyRingRecord {
+                instance: caller.instance,
+                id: DEFAULT_KEY_RING.to_owned(),
+                created_at: instance.created_at,
+                created_by: "keyward".to_owned(),
+            }];
+            rings.extend(self.store.key_rings(caller.instance).await?);
+            Ok(rings)
+        }
+        .await;
+        self.audit(caller, "kms.keyrings.list", None, &result, |_| (None, None))
+            .await?;
+        result
+    }
+
+    /// Creates a key ring.
+    pub async fn create_key_ring(&self, caller: &Caller, id: &str) -> Result<(), KeyError> {
+        let action = "kms.keyrings.create";
+        let result = async {
+            check_ring_id(id)?;
+            if id == DEFAULT_KEY_RING {
+                return Err(KeyError::Refused(
+                    Rule::KeyRingExists,
+                    "every instance has the default key ring".into(),
+                ));
+            }
+            if self.store.key_rings(caller.instance).await?.len() >= MAX_KEY_RINGS {
+                return Err(KeyError::Refused(
+                    Rule::KeyRingExists,
+                    format!("an instance has at most {MAX_KEY_RINGS} key rings besides default"),
+                ));
+            }
+            let ring = KeyRingRecord {
+                instance: caller.instance,
+                id: id.to_owned(),
+                created_at: self.clock.now(),
+                created_by: caller.subject.clone(),
+            };
+            let event = self.event(caller, action, None, Outcome::Success, 201, None);
+            match self.store.insert_key_ring(&ring, &event).await {
+                Err(StoreError::Conflict) => Err(KeyError::Refused(
+                    Rule::KeyRingExists,
+                    format!("key ring {id:?} already exists"),
+                )),
+                r => r.map_err(KeyError::from),
+            }
+        }
+        .await;
+        self.audit_failure(caller, action, None, &result).await?;
+        result
+    }
+
+    /// Deletes a key ring that holds no keys; with `force`, one that holds only deleted keys.
+    pub async fn delete_key_ring(
+        &self,
+        caller: &Caller,
+        id: &str,
+        force: bool,
+    ) -> Result<(), KeyError> {
+        let action = "kms.keyrings.delete";
+        let result =
+            async {
+                if id == DEFAULT_KEY_RING {
+                    return Err(KeyError::Refused(
+                        Rule::DefaultKeyRing,
+                        "the default key ring cannot be deleted".into(),
+                    ));
+                }
+                if force {
+                    self.move_deleted_keys_to_default(caller, id).await?;
+                }
+                let event = self.event(caller, action, None, Outcome::Success, 204, None);
+                match self.store.delete_key_ring(caller.instance, id, &event).await? {
+                RingDeletion::Deleted => Ok(()),
+                RingDeletion::NotFound => Err(KeyError::Refused(
+                    Rule::KeyRingNotFound,
+                    format!("no key ring {id:?} in this instance"),
+                )),
+                RingDeletion::HasLiveKeys => Err(KeyError::Refused(
+                    Rule::KeyRingKeysNotDeleted,
+                    "the key ring holds keys that are not deleted: delete or move them first"
+                        .to_owned(),
+                )),
+                RingDeletion::HasDeletedKeys => Err(KeyError::Refused(
+                    Rule::KeyRingNotEmpty,
+                    "the key ring holds deleted keys: force=true moves them to the default ring \
+                     and deletes it"
+                        .to_owned(),
+                )),
+            }
+            }
+            .await;
+        self.audit_failure(caller, action, None, &result).await?;
+        result
+    }
+
+    /// Moves a key to another key ring of its instance.
+    pub async fn move_key(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        ring: &str,
+    ) -> Result<KeyRecord, KeyError> {
+        let action = "kms.secrets.patch";
+        let result = async {
+            let mut key = self.load(caller, id).await?;
+            self.require_ring(caller, ring).await?;
+            let now = self.clock.now();
+            key.key_ring = ring.to_owned();
+            self.save(caller, action, &mut key, None, now).await?;
+            Ok(key)
+        }
+        .await;
+        self.audit_failure(caller, action, Some(id), &result)
+            .await?;
+        result
+    }
+
+    /// A forced ring delete first moves the ring's deleted keys (and tombstones) to `default`,
+    /// each re-signed. If a live key remains or arrives, the delete itself is then refused.
+    async fn move_deleted_keys_to_default(
+        &self,
+        caller: &Caller,
+        ring: &str,
+    ) -> Result<(), KeyError> {
+        let filter = KeyFilter {
+            limit: u32::MAX,
+            offset: 0,
+            states: vec![KeyState::Destroyed],
+            extractable: None,
+            key_ring: Some(ring.to_owned()),
+        };
+        let (keys, _) = self.store.keys(caller.instance, &filter).await?;
+        for key in keys {
+            let mut key = self.verified(key)?;
+            let now = self.clock.now();
+            key.key_ring = DEFAULT_KEY_RING.to_owned();
+            self.save(caller, "kms.secrets.patch", &mut key, None, now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a key ring that does not exist in the caller's instance.
+    pub(super) async fn require_ring(&self, caller: &Caller, ring: &str) -> Result<(), KeyError> {
+        if ring == DEFAULT_KEY_RING {
+            return Ok(());
+        }
+        check_ring_id(ring)?;
+        let rings = self.store.key_rings(caller.instance).await?;
+        if rings.iter().any(|r| r.id == ring) {
+            Ok(())
+        } else {
+            Err(KeyError::Refused(
+                Rule::KeyRingNotFound,
+                format!("no key ring {ring:?} in this instance"),
+            ))
+        }
+    }
+}
+
+/// Key Protect's key ring ids: 2 to 100 characters, letters, digits and '-'.
+fn check_ring_id(id: &str) -> Result<(), KeyError> {
+    let ok = RING_ID_CHARS.contains(&id.chars().count())
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(KeyError::InvalidInput(
+            "keyRingID: 2 to 100 characters: letters, digits and '-'".into(),
+        ))
+    }
+}
+
+/// Aliases: 2 to 90 characters of letters, digits, '-' and '_', and never a key id (so a
+/// reference is unambiguous).
+fn valid_alias(alias: &str) -> bool {
+    ALIAS_CHARS.contains(&alias.chars().count())
+        && alias
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && alias.parse::<KeyId>().is_err()
+        && !RESERVED_ALIASES.contains(&alias)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alias_and_ring_rules() {
+        assert!(valid_alias("my-key_1"));
+        assert!(!valid_alias("a"));
+        assert!(!valid_alias("has space"));
+        assert!(!valid_alias(&"x".repeat(91)));
+        assert!(!valid_alias(&KeyId::random().to_string()));
+        assert!(!valid_alias("versions"));
+        assert!(check_ring_id("ring-1").is_ok());
+        assert!(check_ring_id("r").is_err());
+        assert!(check_ring_id("ring_1").is_err());
+        assert!(check_ring_id(&"r".repeat(101)).is_err());
+    }
+}
