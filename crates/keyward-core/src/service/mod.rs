@@ -561,24 +561,28 @@ impl KeyService {
         id: KeyId,
         payload: Option<Secret>,
     ) -> Result<KeyRecord, KeyError> {
-        self.rotate_inner(caller, id, payload, false).await
+        self.rotate_inner(caller, id, payload, None).await
     }
 
-    /// Rotation by hand (`scheduled == false`, at most once per interval) or by the scheduler
-    /// under the key's rotation policy.
+    /// Rotation by hand (`scheduled_at: None`, at most once per interval) or by the scheduler
+    /// under the key's rotation policy, which names the revision it found due: if the key has
+    /// changed since (another scheduler rotated it), this is a lost race, not a second rotation.
     async fn rotate_inner(
         &self,
         caller: &Caller,
         id: KeyId,
         payload: Option<Secret>,
-        scheduled: bool,
+        scheduled_at: Option<u64>,
     ) -> Result<KeyRecord, KeyError> {
         let action = "kms.secrets.rotate";
         let result = async {
             let (mut key, _) = self.load_root_fresh(caller, id).await?;
+            if scheduled_at.is_some_and(|r| r != key.revision) {
+                return Err(KeyError::Conflict);
+            }
             transition(self.effective_state(&key), Action::Rotate)?;
             let now = self.clock.now();
-            if !scheduled
+            if scheduled_at.is_none()
                 && let Some(last) = key.last_rotated_at
                 && now < last + self.config.min_rotation_interval
             {

@@ -95,7 +95,8 @@ impl KeyService {
                 .next_rotation(&key)
                 .is_some_and(|t| t <= due.rotate_before)
         {
-            self.rotate_inner(caller, key.id, None, true).await?;
+            self.rotate_inner(caller, key.id, None, Some(key.revision))
+                .await?;
             report.rotated += 1;
         }
         Ok(())
