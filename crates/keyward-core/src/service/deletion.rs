@@ -15,28 +15,7 @@ impl KeyService {
         caller: &Caller,
         id: KeyId,
     ) -> Result<KeyRecord, KeyError> {
-        let action = "kms.secrets.setkeyfordeletion";
-        let result = async {
-            let mut key = self.load(caller, id).await?;
-            transition(self.effective_state(&key), Action::Delete)?;
-            if !key.dual_auth_delete.as_ref().is_some_and(|p| p.enabled) {
-                return Err(KeyError::Refused(
-                    Rule::DualAuthNotEnabled,
-                    "the key has no dual authorization delete policy".into(),
-                ));
-            }
-            let now = self.clock.now();
-            key.deletion_authorized = Some(DeletionAuthorization {
-                by: caller.subject.clone(),
-                at: now,
-            });
-            self.save(caller, action, &mut key, None, now).await?;
-            Ok(key)
-        }
-        .await;
-        self.audit_failure(caller, action, Some(id), &result)
-            .await?;
-        result
+        self.mark_for_deletion(caller, id, true).await
     }
 
     /// Withdraws a `setKeyForDeletion`.
@@ -45,7 +24,20 @@ impl KeyService {
         caller: &Caller,
         id: KeyId,
     ) -> Result<KeyRecord, KeyError> {
-        let action = "kms.secrets.unsetkeyfordeletion";
+        self.mark_for_deletion(caller, id, false).await
+    }
+
+    async fn mark_for_deletion(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        set: bool,
+    ) -> Result<KeyRecord, KeyError> {
+        let action = if set {
+            "kms.secrets.setkeyfordeletion"
+        } else {
+            "kms.secrets.unsetkeyfordeletion"
+        };
         let result = async {
             let mut key = self.load(caller, id).await?;
             transition(self.effective_state(&key), Action::Delete)?;
@@ -56,7 +48,10 @@ impl KeyService {
                 ));
             }
             let now = self.clock.now();
-            key.deletion_authorized = None;
+            key.deletion_authorized = set.then(|| DeletionAuthorization {
+                by: caller.subject.clone(),
+                at: now,
+            });
             self.save(caller, action, &mut key, None, now).await?;
             Ok(key)
         }
