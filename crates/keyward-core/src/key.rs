@@ -118,7 +118,7 @@ pub struct DualAuthPolicy {
 pub struct DeletionAuthorization {
     /// The identity that authorized the deletion.
     pub by: String,
-    /// When; the authorization lapses after [`crate::DUAL_AUTH_WINDOW`].
+    /// When; the authorization lapses after `LifecycleConfig::dual_auth_window`.
     pub at: OffsetDateTime,
 }
 
