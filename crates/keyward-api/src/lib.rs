@@ -64,6 +64,22 @@ pub struct CollectionMetadata {
     /// Total matching (lists with `totalCount=true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_count: Option<u64>,
+    /// The search a key listing ran (`search=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_query: Option<SearchQuery>,
+}
+
+/// How a key listing's `search` was understood.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchQuery {
+    /// What was searched for.
+    pub query: String,
+    /// `name`, `alias`.
+    pub scopes: Vec<String>,
+    /// Inverted.
+    pub not: bool,
+    /// Whole-string match.
+    pub exact: bool,
 }
 
 /// A collection body: `{"metadata": ..., "resources": [...]}`.
@@ -83,6 +99,7 @@ impl<T> Collection<T> {
                 collection_type: collection_type.to_owned(),
                 collection_total: resources.len() as u64,
                 total_count: None,
+                search_query: None,
             },
             resources,
         }

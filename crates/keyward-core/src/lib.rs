@@ -43,9 +43,10 @@ pub use policy::{
 
 pub use lifecycle::{Action, KeyState};
 pub use service::{
-    Caller, Clock, InstancePolicyUpdate, KeyFilter, KeyPolicyUpdate, KeyService, LifecycleConfig,
-    MAX_AAD_ITEM_CHARS, MAX_AAD_ITEMS, MAX_ALIASES_PER_KEY, MAX_DEK_BYTES, NewKey, PolicyOverrides,
-    RewrapOutput, SchedulerReport, SystemClock, UnwrapOutput, WrapOutput,
+    Caller, Clock, Compare, DateFilter, InstancePolicyUpdate, KeyDate, KeyFilter, KeyPolicyUpdate,
+    KeySearch, KeyService, LifecycleConfig, MAX_AAD_ITEM_CHARS, MAX_AAD_ITEMS, MAX_ALIASES_PER_KEY,
+    MAX_DEK_BYTES, NewKey, PolicyOverrides, RewrapOutput, SchedulerReport, SortKey, SystemClock,
+    UnwrapOutput, WrapOutput,
 };
 pub use store::{
     AliasRecord, ApiKeyRecord, DueWork, InstanceRecord, KeyRingRecord, RingDeletion,

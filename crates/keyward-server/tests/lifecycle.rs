@@ -939,3 +939,52 @@ async fn key_policies_round_trip_and_refuse_bad_values() {
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn listing_search_sort_and_filter() {
+    let ts = TestServer::start().await;
+    let a = ts.create_root_key("orders-db").await;
+    ts.create_root_key("orders-cache").await;
+    ts.create_root_key("ledger").await;
+    ts.call(
+        Method::POST,
+        &format!("/api/v2/keys/{a}/aliases/primary"),
+        None,
+    )
+    .await;
+    let list = |query: &str| {
+        let ts = &ts;
+        let path = format!("/api/v2/keys?{query}");
+        async move { ts.call(Method::GET, &path, None).await }
+    };
+    let names = |b: &Value| -> Vec<String> {
+        b["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (s, b) = list("search=orders&sort=-creationDate").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(names(&b), ["orders-cache", "orders-db"]);
+    assert_eq!(
+        b["metadata"]["searchQuery"],
+        json!({"query": "orders", "scopes": ["name", "alias"], "not": false, "exact": false})
+    );
+    let (_, b) = list("search=alias:exact:primary").await;
+    assert_eq!(names(&b), ["orders-db"]);
+    let (_, b) = list("search=not:orders").await;
+    assert_eq!(names(&b), ["ledger"]);
+    let (_, b) = list("filter=lastRotateDate%3Dnone%20extractable%3Dfalse").await;
+    assert_eq!(names(&b).len(), 3);
+    for bad in [
+        "sort=name",
+        "filter=creationDate%3D2020",
+        "filter=extractable%3Dtrue&extractable=true",
+        "search=",
+    ] {
+        let (s, b) = list(bad).await;
+        assert_kp_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_QUERY_PARAM_ERR");
+    }
+}

@@ -17,6 +17,7 @@
     )
 )]
 
+mod listing;
 mod rows;
 mod schema;
 mod sqlite;

@@ -5,11 +5,12 @@ use std::sync::Mutex;
 
 use keyward_core::{
     AliasRecord, ApiKeyRecord, AuditEvent, DEFAULT_KEY_RING, DueWork, InstanceId, InstancePolicy,
-    InstanceRecord, KeyFilter, KeyId, KeyRecord, KeyRingRecord, KeyState, KeyVersion, KeyVersionId,
+    InstanceRecord, KeyFilter, KeyId, KeyRecord, KeyRingRecord, KeyVersion, KeyVersionId,
     RingDeletion, SigningKeyRecord, Store, StoreError,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 
+use crate::listing::key_query;
 use crate::rows::*;
 use crate::schema::migrate;
 use crate::writer::{Statements, Writer};
@@ -336,33 +337,7 @@ impl Store for SqliteStore {
         instance: InstanceId,
         filter: &KeyFilter,
     ) -> Result<(Vec<KeyRecord>, u64), StoreError> {
-        let states: Vec<i64> = if filter.states.is_empty() {
-            [
-                KeyState::PreActive,
-                KeyState::Active,
-                KeyState::Suspended,
-                KeyState::Deactivated,
-            ]
-            .iter()
-            .map(|s| i64::from(s.code()))
-            .collect()
-        } else {
-            filter.states.iter().map(|s| i64::from(s.code())).collect()
-        };
-        let mut cond = format!(
-            "instance_id = ? AND purged_at IS NULL AND state IN ({})",
-            vec!["?"; states.len()].join(",")
-        );
-        let mut args: Vec<rusqlite::types::Value> = vec![instance.to_string().into()];
-        args.extend(states.into_iter().map(rusqlite::types::Value::from));
-        if let Some(extractable) = filter.extractable {
-            cond.push_str(" AND kind = ?");
-            args.push(i64::from(extractable).into());
-        }
-        if let Some(ring) = &filter.key_ring {
-            cond.push_str(" AND key_ring = ?");
-            args.push(ring.clone().into());
-        }
+        let (cond, args, order) = key_query(instance, filter);
         let (limit, offset) = (i64::from(filter.limit), i64::from(filter.offset));
         self.read(move |c| {
             let total: i64 = c
@@ -373,7 +348,7 @@ impl Store for SqliteStore {
             page_args.push(offset.into());
             let keys = c
                 .prepare_cached(&format!(
-                    "SELECT {} FROM keys WHERE {cond} ORDER BY created_at, id LIMIT ? OFFSET ?",
+                    "SELECT {} FROM keys WHERE {cond} ORDER BY {order} LIMIT ? OFFSET ?",
                     key_select!()
                 ))?
                 .query_map(params_from_iter(page_args.iter()), key_from_row)?

@@ -80,7 +80,8 @@ macro_rules! store_suite {
                 aliases_are_unique_limited_and_listed,
                 key_rings_hold_keys_and_refuse_deletion_while_they_do,
                 instance_policies_round_trip_and_replace,
-                purge_erases_versions_and_due_keys_finds_work
+                purge_erases_versions_and_due_keys_finds_work,
+                listing_searches_filters_and_sorts
             );
         }
     };

@@ -2,11 +2,11 @@
 //! records here carry arbitrary signature bytes and must come back byte for byte.
 
 use keyward_core::{
-    AliasRecord, AllowedNetwork, ApiKeyRecord, AuditEvent, DeletionAuthorization, DualAuthPolicy,
-    DueWork, Initiator, InstanceId, InstancePolicy, InstanceRecord, KeyFilter, KeyId, KeyKind,
-    KeyRecord, KeyRingRecord, KeyState, KeyVersion, KeyVersionId, Outcome, PolicyMeta,
-    PolicySetting, RingDeletion, RotationPolicy, SigningKeyRecord, Store, StoreError,
-    WrappedMaterial,
+    AliasRecord, AllowedNetwork, ApiKeyRecord, AuditEvent, Compare, DateFilter,
+    DeletionAuthorization, DualAuthPolicy, DueWork, Initiator, InstanceId, InstancePolicy,
+    InstanceRecord, KeyDate, KeyFilter, KeyId, KeyKind, KeyRecord, KeyRingRecord, KeySearch,
+    KeyState, KeyVersion, KeyVersionId, Outcome, PolicyMeta, PolicySetting, RingDeletion,
+    RotationPolicy, SigningKeyRecord, SortKey, Store, StoreError, WrappedMaterial,
 };
 use time::OffsetDateTime;
 
@@ -190,6 +190,7 @@ pub async fn keys_are_invisible_to_other_instances(store: &dyn Store) {
         offset: 0,
         states: vec![],
         extractable: None,
+        ..KeyFilter::default()
     };
     assert_eq!(store.keys(b, &all).await.unwrap().1, 0);
 }
@@ -272,6 +273,7 @@ pub async fn listing_filters_pages_and_counts(store: &dyn Store) {
         offset,
         states,
         extractable,
+        ..KeyFilter::default()
     };
     let (page, total) = store.keys(i, &filter(2, 1, vec![], None)).await.unwrap();
     assert_eq!(
@@ -471,6 +473,7 @@ pub async fn key_rings_hold_keys_and_refuse_deletion_while_they_do(store: &dyn S
         states: vec![],
         extractable: None,
         key_ring: Some("ring-1".into()),
+        ..KeyFilter::default()
     };
     assert_eq!(store.keys(i, &in_ring).await.unwrap().1, 1);
     assert_eq!(
@@ -669,10 +672,117 @@ pub async fn purge_erases_versions_and_due_keys_finds_work(store: &dyn Store) {
         states: vec![KeyState::Destroyed],
         extractable: None,
         key_ring: None,
+        ..KeyFilter::default()
     };
     assert_eq!(
         store.keys(i, &deleted).await.unwrap().1,
         0,
         "purged keys are not listed"
+    );
+}
+
+/// Listings search names and aliases (substring, exact, inverted, by id), filter on dates and
+/// sort on any listed column.
+pub async fn listing_searches_filters_and_sorts(store: &dyn Store) {
+    let i = instance(store).await;
+    let mut ids = Vec::new();
+    for (n, name) in ["Payments-DB", "payments_cache", "ledger", "100%_real"]
+        .into_iter()
+        .enumerate()
+    {
+        let (mut k, v) = key(i, name, KeyKind::Root);
+        k.created_at = now() + time::Duration::seconds(n as i64);
+        k.last_rotated_at = (n % 2 == 0).then(|| now() + time::Duration::days(n as i64));
+        store.insert_key(&k, &v, &event("create")).await.unwrap();
+        ids.push(k.id);
+    }
+    store
+        .insert_alias(&alias(i, ids[2], "books"), 5, &event("a"))
+        .await
+        .unwrap();
+    let names = |filter: KeyFilter| async move {
+        let (keys, total) = store.keys(i, &filter).await.unwrap();
+        assert_eq!(total as usize, keys.len());
+        keys.into_iter().map(|k| k.name).collect::<Vec<_>>()
+    };
+    let search = |query: &str, exact, not, in_name, in_alias| KeyFilter {
+        limit: 100,
+        search: Some(KeySearch {
+            query: query.into(),
+            exact,
+            not,
+            in_name,
+            in_alias,
+        }),
+        ..KeyFilter::default()
+    };
+    assert_eq!(
+        names(search("PAYMENTS", false, false, true, true)).await,
+        ["Payments-DB", "payments_cache"]
+    );
+    assert_eq!(
+        names(search("payments-db", true, false, true, true)).await,
+        ["Payments-DB"]
+    );
+    assert_eq!(
+        names(search("payments", true, false, true, true)).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        names(search("book", false, false, true, true)).await,
+        ["ledger"]
+    );
+    assert_eq!(
+        names(search("book", false, false, true, false)).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        names(search("payments", false, true, true, true)).await,
+        ["ledger", "100%_real"]
+    );
+    // LIKE wildcards in the query are literal.
+    assert_eq!(
+        names(search("0%_", false, false, true, true)).await,
+        ["100%_real"]
+    );
+    assert_eq!(
+        names(search("_", false, false, true, true)).await,
+        ["payments_cache", "100%_real"]
+    );
+    let by_id = ids[3].to_string();
+    assert_eq!(
+        names(search(&by_id, false, false, true, true)).await,
+        ["100%_real"]
+    );
+
+    let dated = |op, value| KeyFilter {
+        limit: 100,
+        dates: vec![DateFilter {
+            field: KeyDate::LastRotate,
+            op,
+            value,
+        }],
+        ..KeyFilter::default()
+    };
+    assert_eq!(
+        names(dated(Compare::Eq, None)).await,
+        ["payments_cache", "100%_real"]
+    );
+    assert_eq!(
+        names(dated(Compare::Gte, Some(now() + time::Duration::days(1)))).await,
+        ["ledger"]
+    );
+    assert_eq!(
+        names(dated(Compare::Lt, Some(now() + time::Duration::days(1)))).await,
+        ["Payments-DB"]
+    );
+    let sorted = KeyFilter {
+        limit: 100,
+        sort: vec![(SortKey::Date(KeyDate::Creation), true)],
+        ..KeyFilter::default()
+    };
+    assert_eq!(
+        names(sorted).await,
+        ["100%_real", "ledger", "payments_cache", "Payments-DB"]
     );
 }

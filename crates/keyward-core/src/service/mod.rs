@@ -134,8 +134,79 @@ pub struct PolicyOverrides {
     pub dual_auth_delete: Option<bool>,
 }
 
+/// A search over key names and aliases (Key Protect's `search=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySearch {
+    /// What to look for (case-insensitive).
+    pub query: String,
+    /// Match the whole name or alias, not a substring.
+    pub exact: bool,
+    /// Return the keys that do not match.
+    pub not: bool,
+    /// Search names.
+    pub in_name: bool,
+    /// Search aliases.
+    pub in_alias: bool,
+}
+
+/// A key date that lists can sort and filter on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyDate {
+    /// `creationDate`.
+    Creation,
+    /// `lastUpdateDate`.
+    LastUpdate,
+    /// `lastRotateDate`.
+    LastRotate,
+    /// `deletionDate`.
+    Deletion,
+    /// `expirationDate`.
+    Expiration,
+}
+
+/// What a list is sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    /// Key id.
+    Id,
+    /// State code.
+    State,
+    /// Standard before root, or the reverse.
+    Extractable,
+    /// Imported or generated.
+    Imported,
+    /// A date.
+    Date(KeyDate),
+}
+
+/// A comparison in a date filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compare {
+    /// Equal.
+    Eq,
+    /// Before.
+    Lt,
+    /// At or before.
+    Lte,
+    /// After.
+    Gt,
+    /// At or after.
+    Gte,
+}
+
+/// `field op value`; a `None` value means "the key has no such date".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateFilter {
+    /// Which date.
+    pub field: KeyDate,
+    /// How to compare.
+    pub op: Compare,
+    /// The date, or none.
+    pub value: Option<OffsetDateTime>,
+}
+
 /// Which keys to list.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct KeyFilter {
     /// Page size.
     pub limit: u32,
@@ -147,6 +218,12 @@ pub struct KeyFilter {
     pub extractable: Option<bool>,
     /// Only keys of this key ring.
     pub key_ring: Option<String>,
+    /// Only keys whose name or alias matches.
+    pub search: Option<KeySearch>,
+    /// Only keys whose dates pass every filter.
+    pub dates: Vec<DateFilter>,
+    /// Sort order, first key first (`true`: descending); creation order when empty.
+    pub sort: Vec<(SortKey, bool)>,
 }
 
 /// Result of `wrap`.

@@ -285,6 +285,7 @@ impl KeyService {
             states: vec![KeyState::Destroyed],
             extractable: None,
             key_ring: Some(ring.to_owned()),
+            ..KeyFilter::default()
         };
         let (keys, _) = self.store.keys(caller.instance, &filter).await?;
         for key in keys {

@@ -7,13 +7,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyward_api::{
     Collection, KeyAlias, KeyCreate, KeyVersionRef, RewrapResponse, RotateRequest,
-    RotationPolicyIn, UnwrapRequest, UnwrapResponse, WrapRequest, WrapResponse, headers, media,
+    RotationPolicyIn, SearchQuery, UnwrapRequest, UnwrapResponse, WrapRequest, WrapResponse,
+    headers, media,
 };
 use keyward_core::{
-    KeyFilter, KeyId, KeyKind, KeyRecord, KeyState, NewKey, PolicyOverrides, ROTATION_MONTHS,
+    KeyFilter, KeyId, KeyKind, KeyRecord, NewKey, PolicyOverrides, ROTATION_MONTHS,
 };
 use serde::Deserialize;
 
+use super::search;
 use crate::error::ApiError;
 use crate::extract::{Authed, Body, KpJson, parse_json};
 use crate::state::AppState;
@@ -207,6 +209,9 @@ pub struct ListQuery {
     extractable: Option<String>,
     total_count: Option<String>,
     force: Option<String>,
+    search: Option<String>,
+    sort: Option<String>,
+    filter: Option<String>,
 }
 
 /// A bounded integer query parameter.
@@ -238,28 +243,49 @@ pub fn parse_bool(field: &str, v: Option<&str>) -> Result<Option<bool>, ApiError
 fn filter_from(q: &ListQuery, authed: &Authed) -> Result<KeyFilter, ApiError> {
     let limit = parse_u32("limit", q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let offset = parse_u32("offset", q.offset.as_deref(), 0, u32::MAX)?;
-    let mut states = Vec::new();
-    if let Some(s) = &q.state {
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let state = part
-                .parse::<i64>()
-                .ok()
-                .and_then(KeyState::from_code)
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "INVALID_QUERY_PARAM_ERR",
-                        "state: a comma-separated list of 0, 1, 2, 3, 5",
-                    )
-                })?;
-            states.push(state);
+    let mut states = match &q.state {
+        Some(s) => search::parse_states("state", s)?,
+        None => Vec::new(),
+    };
+    let mut extractable = parse_bool("extractable", q.extractable.as_deref())?;
+    let parsed = q
+        .filter
+        .as_deref()
+        .map(search::parse_filter)
+        .transpose()?
+        .unwrap_or_default();
+    if let Some(s) = parsed.states {
+        if q.state.is_some() {
+            return Err(ApiError::bad_request(
+                "INVALID_QUERY_PARAM_ERR",
+                "state: given both as a parameter and in filter",
+            ));
         }
+        states = s;
+    }
+    if let Some(e) = parsed.extractable {
+        if extractable.is_some() {
+            return Err(ApiError::bad_request(
+                "INVALID_QUERY_PARAM_ERR",
+                "extractable: given both as a parameter and in filter",
+            ));
+        }
+        extractable = Some(e);
     }
     Ok(KeyFilter {
         limit,
         offset,
         states,
-        extractable: parse_bool("extractable", q.extractable.as_deref())?,
+        extractable,
         key_ring: authed.caller.key_ring.clone(),
+        search: q.search.as_deref().map(search::parse_search).transpose()?,
+        dates: parsed.dates,
+        sort: q
+            .sort
+            .as_deref()
+            .map(search::parse_sort)
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 
@@ -272,6 +298,16 @@ pub async fn list_keys(
     let filter = filter_from(&q, &authed)?;
     let (keys, total) = state.keys.list_keys(&authed.caller, &filter).await?;
     let mut body = keys_body(&state, &authed, &keys);
+    body.metadata.search_query = filter.search.map(|s| SearchQuery {
+        query: s.query,
+        scopes: [(s.in_name, "name"), (s.in_alias, "alias")]
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, scope)| scope.to_owned())
+            .collect(),
+        not: s.not,
+        exact: s.exact,
+    });
     if parse_bool("totalCount", q.total_count.as_deref())?.unwrap_or(false) {
         body.metadata.total_count = Some(total);
     }

@@ -5,3 +5,4 @@ pub mod identity;
 pub mod keys;
 pub mod policies;
 pub mod rings;
+pub mod search;
