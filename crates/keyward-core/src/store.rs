@@ -171,6 +171,17 @@ pub trait Store: Send + Sync {
         key: &KeyRecord,
         version: &KeyVersion,
         event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.insert_key_with_aliases(key, version, &[], event).await
+    }
+    /// Inserts a new key with its first version and aliases, all or nothing
+    /// ([`StoreError::Conflict`] when an alias is taken).
+    async fn insert_key_with_aliases(
+        &self,
+        key: &KeyRecord,
+        version: &KeyVersion,
+        aliases: &[AliasRecord],
+        event: &AuditEvent,
     ) -> Result<(), StoreError>;
     /// Replaces a key record if its stored revision is `key.revision - 1`; optionally adds a version.
     async fn update_key(

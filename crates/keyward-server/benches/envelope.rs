@@ -45,6 +45,7 @@ fn bench(c: &mut Criterion) {
             &caller,
             NewKey {
                 overrides: Default::default(),
+                aliases: Vec::new(),
                 kind: KeyKind::Root,
                 name: "bench".into(),
                 description: None,

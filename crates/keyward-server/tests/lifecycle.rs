@@ -988,3 +988,40 @@ async fn listing_search_sort_and_filter() {
         assert_kp_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_QUERY_PARAM_ERR");
     }
 }
+
+#[tokio::test]
+async fn aliases_given_at_creation_come_with_the_key_or_not_at_all() {
+    let ts = TestServer::start().await;
+    let id = ts
+        .create_key(json!({"name": "aliased", "aliases": ["first", "second"]}))
+        .await;
+    let (_, b) = ts
+        .call(Method::GET, "/api/v2/keys/second/metadata", None)
+        .await;
+    assert_eq!(b["resources"][0]["id"], id.as_str());
+    assert_eq!(b["resources"][0]["aliases"], json!(["first", "second"]));
+    let create = |aliases: Value| {
+        let ts = &ts;
+        async move {
+            ts.call(
+                Method::POST,
+                "/api/v2/keys",
+                Some(json!({"resources": [{"name": "again", "aliases": aliases}]})),
+            )
+            .await
+        }
+    };
+    let (s, b) = create(json!(["fresh", "first"])).await;
+    assert_kp_error(s, &b, StatusCode::CONFLICT, "KEY_ALIAS_NOT_UNIQUE_ERR");
+    // Nothing of the refused key remains: not its key, not its other alias.
+    let (_, b) = ts
+        .call(Method::GET, "/api/v2/keys?search=again", None)
+        .await;
+    assert_eq!(b["resources"], json!([]));
+    let (s, _) = ts.call(Method::GET, "/api/v2/keys/fresh", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, b) = create(json!(["a1", "a2", "a3", "a4", "a5", "a6"])).await;
+    assert_kp_error(s, &b, StatusCode::BAD_REQUEST, "KEY_ALIAS_QUOTA_ERR");
+    let (s, b) = create(json!(["dup", "dup"])).await;
+    assert_kp_error(s, &b, StatusCode::BAD_REQUEST, "BAD_BODY_ERR");
+}

@@ -226,6 +226,22 @@ fn update_key_row(c: &Connection, k: &KeyRecord) -> rusqlite::Result<usize> {
     ])
 }
 
+fn insert_alias_row(c: &Connection, a: &AliasRecord) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO key_aliases (instance_id, alias, key_id, created_at, created_by, signature)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        a.instance.to_string(),
+        a.alias,
+        a.key_id.to_string(),
+        nanos(a.created_at),
+        a.created_by,
+        a.signature,
+    ])?;
+    Ok(())
+}
+
 /// A constraint failure that aborts the write's savepoint (reported as `Conflict`).
 fn abort(why: &'static str) -> rusqlite::Error {
     rusqlite::Error::SqliteFailure(
@@ -357,13 +373,15 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn insert_key(
+    async fn insert_key_with_aliases(
         &self,
         key: &KeyRecord,
         version: &KeyVersion,
+        aliases: &[AliasRecord],
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
         let (k, v, e) = (key.clone(), version.clone(), event.clone());
+        let aliases = aliases.to_vec();
         self.write(Statements::Many, move |c| {
             check_ring_exists(c, &k)?;
             c.prepare_cached(concat!(
@@ -402,6 +420,9 @@ impl Store for SqliteStore {
                 opt_nanos(k.next_rotation_at),
             ])?;
             insert_version(c, &v)?;
+            for a in &aliases {
+                insert_alias_row(c, a)?;
+            }
             insert_audit(c, &e)
         })
         .await

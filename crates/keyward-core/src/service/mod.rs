@@ -123,6 +123,8 @@ pub struct NewKey {
     pub key_ring: Option<String>,
     /// Policies that override the instance's (`keys_with_policy_overrides`).
     pub overrides: PolicyOverrides,
+    /// Aliases to give the key (at most five), created with it or not at all.
+    pub aliases: Vec<String>,
 }
 
 /// Policies set on a key at creation instead of those the instance policies give it.
@@ -411,8 +413,22 @@ impl KeyService {
         }
         key.next_rotation_at = self.next_rotation(&key);
         self.sign_key(&mut key)?;
+        let aliases = self.new_aliases(caller, key.id, &spec.aliases, now)?;
         let event = self.success_event(caller, action, &key, Some(version.id), 201);
-        self.store.insert_key(&key, &version, &event).await?;
+        match self
+            .store
+            .insert_key_with_aliases(&key, &version, &aliases, &event)
+            .await
+        {
+            Err(StoreError::Conflict) if !aliases.is_empty() => {
+                return Err(KeyError::Refused(
+                    Rule::AliasExists,
+                    "aliases: one of them already names a key of this instance".into(),
+                ));
+            }
+            r => r?,
+        }
+        key.aliases = spec.aliases;
         Ok(key)
     }
 

@@ -60,6 +60,44 @@ impl KeyService {
         Ok(alias.key_id)
     }
 
+    /// Signed alias records for a key being created: valid, distinct, at most five.
+    pub(super) fn new_aliases(
+        &self,
+        caller: &Caller,
+        key: KeyId,
+        aliases: &[String],
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<AliasRecord>, KeyError> {
+        if aliases.len() > MAX_ALIASES_PER_KEY as usize {
+            return Err(KeyError::Refused(
+                Rule::TooManyAliases,
+                format!("a key has at most {MAX_ALIASES_PER_KEY} aliases"),
+            ));
+        }
+        let mut out: Vec<AliasRecord> = Vec::with_capacity(aliases.len());
+        for alias in aliases {
+            if !valid_alias(alias) {
+                return Err(bad_alias());
+            }
+            if out.iter().any(|a| a.alias == *alias) {
+                return Err(KeyError::InvalidInput(format!(
+                    "aliases: {alias:?} appears twice"
+                )));
+            }
+            let mut record = AliasRecord {
+                instance: caller.instance,
+                alias: alias.clone(),
+                key_id: key,
+                created_at: now,
+                created_by: caller.subject.clone(),
+                signature: Vec::new(),
+            };
+            record.signature = self.custody.sign_record(&record.signed_bytes())?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
     /// Adds an alias to a key.
     pub async fn create_alias(
         &self,
@@ -314,6 +352,13 @@ impl KeyService {
             ))
         }
     }
+}
+
+fn bad_alias() -> KeyError {
+    KeyError::InvalidInput(
+        "alias: 2 to 90 characters (letters, digits, '-' and '_'), not a key id or reserved word"
+            .into(),
+    )
 }
 
 /// Key Protect's key ring ids: 2 to 100 characters, letters, digits and '-'.

@@ -116,13 +116,6 @@ async fn create(
             "resources: exactly one key is created per request",
         ));
     };
-    if spec.aliases.as_ref().is_some_and(|a| !a.is_empty()) {
-        return Err(ApiError::bad_request(
-            "BAD_BODY_ERR",
-            "aliases: not accepted at creation by Keyward yet; add them with \
-             POST /api/v2/keys/{id}/aliases/{alias}",
-        ));
-    }
     let mut overrides = PolicyOverrides::default();
     if spec.rotation.is_some() || spec.dual_auth_delete.is_some() {
         if !overrides_allowed {
@@ -169,6 +162,7 @@ async fn create(
                 expiration,
                 key_ring,
                 overrides,
+                aliases: spec.aliases.unwrap_or_default(),
             },
         )
         .await?;
