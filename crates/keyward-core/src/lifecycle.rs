@@ -67,6 +67,8 @@ pub enum Action {
     Purge,
     /// Move an active key past its expiration date to Deactivated (the scheduler).
     Expire,
+    /// Authorize (or withdraw) a dual-authorization delete.
+    AuthorizeDeletion,
 }
 
 impl Action {
@@ -84,6 +86,7 @@ impl Action {
             Action::Restore => "restore",
             Action::Purge => "purge",
             Action::Expire => "expire",
+            Action::AuthorizeDeletion => "be set for deletion",
         }
     }
 }
@@ -102,6 +105,7 @@ pub fn transition(from: KeyState, action: Action) -> Result<KeyState, KeyError> 
         (Destroyed, Restore) => Active,
         (Destroyed, Purge) => Destroyed,
         (Active, Expire) => Deactivated,
+        (Active, AuthorizeDeletion) => Active,
         _ => {
             return Err(KeyError::InvalidState {
                 state: from,
@@ -129,7 +133,7 @@ mod tests {
         use Action::*;
         use KeyState::*;
         // (action, states that permit it) from Key Protect's documented table.
-        let table: [(Action, &[KeyState]); 10] = [
+        let table: [(Action, &[KeyState]); 11] = [
             (Wrap, &[Active]),
             (Unwrap, &[Active, Deactivated]),
             (Rewrap, &[Active, Deactivated]),
@@ -140,6 +144,7 @@ mod tests {
             (Restore, &[Destroyed]),
             (Purge, &[Destroyed]),
             (Expire, &[Active]),
+            (AuthorizeDeletion, &[Active]),
         ];
         for (action, allowed) in table {
             for state in ALL_STATES {

@@ -40,7 +40,7 @@ impl KeyService {
         };
         let result = async {
             let mut key = self.load(caller, id).await?;
-            transition(self.effective_state(&key), Action::Delete)?;
+            transition(self.effective_state(&key), Action::AuthorizeDeletion)?;
             if !key.dual_auth_delete.as_ref().is_some_and(|p| p.enabled) {
                 return Err(KeyError::Refused(
                     Rule::DualAuthNotEnabled,
