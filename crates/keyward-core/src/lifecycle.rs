@@ -69,6 +69,8 @@ pub enum Action {
     Expire,
     /// Authorize (or withdraw) a dual-authorization delete.
     AuthorizeDeletion,
+    /// Change what the key is called or governed by (policies, aliases).
+    Modify,
 }
 
 impl Action {
@@ -87,6 +89,7 @@ impl Action {
             Action::Purge => "purge",
             Action::Expire => "expire",
             Action::AuthorizeDeletion => "be set for deletion",
+            Action::Modify => "be changed",
         }
     }
 }
@@ -106,6 +109,7 @@ pub fn transition(from: KeyState, action: Action) -> Result<KeyState, KeyError> 
         (Destroyed, Purge) => Destroyed,
         (Active, Expire) => Deactivated,
         (Active, AuthorizeDeletion) => Active,
+        (s @ (PreActive | Active | Suspended | Deactivated), Modify) => s,
         _ => {
             return Err(KeyError::InvalidState {
                 state: from,
@@ -133,7 +137,7 @@ mod tests {
         use Action::*;
         use KeyState::*;
         // (action, states that permit it) from Key Protect's documented table.
-        let table: [(Action, &[KeyState]); 11] = [
+        let table: [(Action, &[KeyState]); 12] = [
             (Wrap, &[Active]),
             (Unwrap, &[Active, Deactivated]),
             (Rewrap, &[Active, Deactivated]),
@@ -145,6 +149,7 @@ mod tests {
             (Purge, &[Destroyed]),
             (Expire, &[Active]),
             (AuthorizeDeletion, &[Active]),
+            (Modify, &[PreActive, Active, Suspended, Deactivated]),
         ];
         for (action, allowed) in table {
             for state in ALL_STATES {

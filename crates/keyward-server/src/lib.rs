@@ -204,6 +204,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    let _ = state.bound_port.set(addr.port());
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{addr}");
     let bootstrap_file =

@@ -27,6 +27,8 @@ pub struct AppState {
     policies: RwLock<HashMap<InstanceId, (Instant, Arc<InstancePolicies>)>>,
     /// The core's lifecycle windows, for views.
     pub lifecycle: LifecycleConfig,
+    /// The port actually bound (the configured one may be 0), set once at start.
+    pub bound_port: std::sync::OnceLock<u16>,
 }
 
 impl AppState {
@@ -42,6 +44,7 @@ impl AppState {
             instance_accounts: RwLock::new(HashMap::new()),
             policies: RwLock::new(HashMap::new()),
             lifecycle,
+            bound_port: std::sync::OnceLock::new(),
         })
     }
 

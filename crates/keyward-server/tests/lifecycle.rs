@@ -532,7 +532,11 @@ async fn allowed_ip_admits_listed_addresses_only() {
         .call(Method::GET, "/api/v2/instance/allowed_ip_port", None)
         .await;
     assert_eq!(s, StatusCode::OK);
-    assert!(b["resources"][0]["private_endpoint_port"].is_u64(), "{b}");
+    let port = ts.url.rsplit(':').next().unwrap().parse::<u64>().unwrap();
+    assert_eq!(
+        b["resources"][0]["private_endpoint_port"], port,
+        "the bound port"
+    );
     let (_, b) = ts
         .call(
             Method::GET,

@@ -47,7 +47,7 @@ impl KeyService {
         let result = async {
             let mut key = self.load(caller, id).await?;
             // A deleted key's policies no longer matter; Key Protect refuses the change.
-            transition(self.effective_state(&key), Action::Delete)?;
+            transition(key.state, Action::Modify)?;
             let now = self.clock.now();
             let meta = |old: Option<&PolicyMeta>| PolicyMeta {
                 created_at: old.map_or(now, |m| m.created_at),

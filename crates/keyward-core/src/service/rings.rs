@@ -113,12 +113,7 @@ impl KeyService {
                 ));
             }
             let key = self.load(caller, id).await?;
-            if key.deleted_at.is_some() {
-                return Err(KeyError::InvalidState {
-                    state: key.state,
-                    action: crate::Action::Rotate,
-                });
-            }
+            super::transition(key.state, crate::Action::Modify)?;
             let mut record = AliasRecord {
                 instance: caller.instance,
                 alias: alias.to_owned(),

@@ -74,16 +74,19 @@ fn mismatch(kind: &str) -> ApiError {
 // ---- key policies ----
 
 fn key_policy_views(key: &KeyRecord, crn_base: &str, only: Option<&str>) -> Vec<KeyPolicyView> {
-    let view = |suffix: &str, meta: &PolicyMeta| KeyPolicyView {
-        id: format!("{}-{suffix}", key.id),
-        crn: format!("{crn_base}:policy:{}-{suffix}", key.id),
-        creation_date: date(meta.created_at),
-        created_by: meta.created_by.clone(),
-        last_update_date: date(meta.updated_at),
-        updated_by: meta.updated_by.clone(),
-        type_: media::POLICY.to_owned(),
-        rotation: None,
-        dual_auth_delete: None,
+    let view = |suffix: &str, meta: &PolicyMeta| {
+        let id = policy_id(key, suffix);
+        KeyPolicyView {
+            crn: format!("{crn_base}:policy:{id}"),
+            id,
+            creation_date: date(meta.created_at),
+            created_by: meta.created_by.clone(),
+            last_update_date: date(meta.updated_at),
+            updated_by: meta.updated_by.clone(),
+            type_: media::POLICY.to_owned(),
+            rotation: None,
+            dual_auth_delete: None,
+        }
     };
     let mut out = Vec::new();
     if let Some(r) = &key.rotation
@@ -106,6 +109,19 @@ fn key_policy_views(key: &KeyRecord, crn_base: &str, only: Option<&str>) -> Vec<
         });
     }
     out
+}
+
+/// A policy's id: a v4-shaped UUID derived from the key and the policy type, so it is stable
+/// across reads without being stored.
+fn policy_id(key: &KeyRecord, policy: &str) -> String {
+    let mut input = key.id.as_bytes().to_vec();
+    input.extend_from_slice(policy.as_bytes());
+    let digest = keyward_crypto::sha256(&input);
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(digest.get(..16).unwrap_or(&[0u8; 16]));
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
 }
 
 fn key_policy_query(q: &PolicyQuery) -> Result<Option<&str>, ApiError> {
@@ -385,7 +401,11 @@ pub async fn allowed_ip_port(State(state): State<Arc<AppState>>, authed: Authed)
         .is_some_and(|p| p.enabled);
     let resources = if active {
         vec![AllowedIpPort {
-            private_endpoint_port: state.config.listen.port(),
+            private_endpoint_port: state
+                .bound_port
+                .get()
+                .copied()
+                .unwrap_or(state.config.listen.port()),
         }]
     } else {
         Vec::new()
