@@ -24,6 +24,8 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
+mod admin;
+
 /// A client failure.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -59,6 +61,7 @@ pub struct Client {
     base: String,
     instance: String,
     api_key: String,
+    key_ring: Option<String>,
     token: Mutex<Option<CachedToken>>,
 }
 
@@ -67,6 +70,7 @@ impl std::fmt::Debug for Client {
         f.debug_struct("Client")
             .field("base", &self.base)
             .field("instance", &self.instance)
+            .field("key_ring", &self.key_ring)
             .finish_non_exhaustive()
     }
 }
@@ -98,8 +102,22 @@ impl Client {
             base: url.trim_end_matches('/').to_owned(),
             instance: instance.to_owned(),
             api_key: api_key.to_owned(),
+            key_ring: None,
             token: Mutex::new(None),
         })
+    }
+
+    /// Scopes every request to key ring `ring` (the `X-Kms-Key-Ring` header): keys outside it
+    /// are not found, lists show only its keys, and new keys go into it.
+    #[must_use]
+    pub fn with_key_ring(mut self, ring: Option<String>) -> Self {
+        self.key_ring = ring.filter(|r| !r.is_empty());
+        self
+    }
+
+    /// The key ring requests are scoped to, if any.
+    pub fn key_ring(&self) -> Option<&str> {
+        self.key_ring.as_deref()
     }
 
     /// A fresh or cached access token (refreshed a minute before expiry, as IAM clients do).
@@ -150,11 +168,15 @@ impl Client {
 
     async fn request(&self, method: Method, path: &str) -> Result<RequestBuilder, ClientError> {
         let token = self.access_token().await?;
-        Ok(self
+        let req = self
             .http
             .request(method, format!("{}{}", self.base, path))
             .bearer_auth(token)
-            .header(headers::INSTANCE, &self.instance))
+            .header(headers::INSTANCE, &self.instance);
+        Ok(match &self.key_ring {
+            Some(ring) => req.header(headers::KEY_RING, ring),
+            None => req,
+        })
     }
 
     async fn send(&self, req: RequestBuilder) -> Result<(StatusCode, Vec<u8>), ClientError> {

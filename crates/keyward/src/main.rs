@@ -3,13 +3,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use clap::{Args, Parser, Subcommand};
-use keyward_api::{Key, KeyCreate};
-use keyward_client::Client;
 use keyward_server::ServerConfig;
+
+mod cli;
+
+use cli::Conn;
+use cli::admin::{AliasesCommand, InstanceCommand, RingsCommand};
+use cli::keys::KeysCommand;
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +33,27 @@ enum Command {
         conn: Conn,
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Add and remove key aliases.
+    Aliases {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: AliasesCommand,
+    },
+    /// List, create and delete key rings.
+    Rings {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: RingsCommand,
+    },
+    /// Show and set instance policies.
+    Instance {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: InstanceCommand,
     },
 }
 
@@ -57,130 +79,6 @@ struct ServeArgs {
     log_format: String,
 }
 
-#[derive(Args)]
-struct Conn {
-    /// Server URL.
-    #[arg(long, env = "KEYWARD_URL", global = true)]
-    url: Option<String>,
-    /// API key (prefer the environment variable: flags show up in `ps`).
-    #[arg(long, env = "KEYWARD_API_KEY", hide_env_values = true, global = true)]
-    api_key: Option<String>,
-    /// Instance id (the bluemix-instance header).
-    #[arg(long, env = "KEYWARD_INSTANCE", global = true)]
-    instance: Option<String>,
-    /// Read URL, API key and instance from a bootstrap.json (flags and variables win).
-    #[arg(long, env = "KEYWARD_BOOTSTRAP", global = true)]
-    bootstrap: Option<PathBuf>,
-    /// Extra trusted CA certificate (PEM), for a self-signed server.
-    #[arg(long, env = "KEYWARD_CA_CERT", global = true)]
-    ca_cert: Option<PathBuf>,
-    /// Print JSON instead of readable text.
-    #[arg(long, global = true)]
-    json: bool,
-}
-
-#[derive(Subcommand)]
-enum KeysCommand {
-    /// Create a key with generated (256-bit) material.
-    Create(CreateArgs),
-    /// Create a key from your own material (base64 on stdin or in a file).
-    Import {
-        #[command(flatten)]
-        create: CreateArgs,
-        /// File holding the base64 material; `-` (default) reads stdin.
-        #[arg(long, default_value = "-")]
-        payload_file: String,
-    },
-    /// List keys.
-    List {
-        /// Page size.
-        #[arg(long, default_value_t = 200)]
-        limit: u32,
-        /// Rows to skip.
-        #[arg(long, default_value_t = 0)]
-        offset: u32,
-    },
-    /// Show a key (and a standard key's payload).
-    Show { id: String },
-    /// Wrap a DEK (base64), or generate one when --plaintext is absent.
-    Wrap {
-        id: String,
-        /// Base64 DEK to wrap.
-        #[arg(long)]
-        plaintext: Option<String>,
-        /// Additional authenticated data (repeatable).
-        #[arg(long)]
-        aad: Vec<String>,
-    },
-    /// Unwrap a ciphertext.
-    Unwrap {
-        id: String,
-        /// Ciphertext from wrap.
-        #[arg(long)]
-        ciphertext: String,
-        /// Additional authenticated data, as given to wrap.
-        #[arg(long)]
-        aad: Vec<String>,
-    },
-    /// Rewrap a ciphertext under the key's latest version.
-    Rewrap {
-        id: String,
-        /// Ciphertext from wrap.
-        #[arg(long)]
-        ciphertext: String,
-        /// Additional authenticated data.
-        #[arg(long)]
-        aad: Vec<String>,
-    },
-    /// Rotate a key (imported keys: new base64 material with --payload-file).
-    Rotate {
-        id: String,
-        /// File with new base64 material, for imported keys.
-        #[arg(long)]
-        payload_file: Option<String>,
-    },
-    /// Disable (suspend) a key.
-    Disable { id: String },
-    /// Enable a disabled key.
-    Enable { id: String },
-    /// Delete (destroy) a key.
-    Delete { id: String },
-}
-
-#[derive(Args)]
-struct CreateArgs {
-    /// Key name.
-    #[arg(long)]
-    name: String,
-    /// Description.
-    #[arg(long)]
-    description: Option<String>,
-    /// Create a standard (extractable) key instead of a root key.
-    #[arg(long)]
-    standard: bool,
-    /// Expiration date (RFC 3339).
-    #[arg(long)]
-    expiration: Option<String>,
-    /// Key ring.
-    #[arg(long)]
-    key_ring: Option<String>,
-}
-
-impl CreateArgs {
-    fn into_spec(self, payload: Option<String>) -> KeyCreate {
-        KeyCreate {
-            type_: Some(keyward_api::media::KEY.to_owned()),
-            name: self.name,
-            description: self.description,
-            extractable: Some(self.standard),
-            payload,
-            expiration_date: self.expiration,
-            key_ring_id: self.key_ring,
-            ..KeyCreate::default()
-        }
-    }
-}
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -196,7 +94,10 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
-            Command::Keys { conn, command } => keys(conn, command).await,
+            Command::Keys { conn, command } => cli::keys::run(conn, command).await,
+            Command::Aliases { conn, command } => cli::admin::aliases(conn, command).await,
+            Command::Rings { conn, command } => cli::admin::rings(conn, command).await,
+            Command::Instance { conn, command } => cli::admin::instance(conn, command).await,
         }
     });
     match result {
@@ -270,201 +171,4 @@ async fn shutdown_signal() {
         }
     }
     let _ = ctrl_c.await;
-}
-
-fn connect(conn: &Conn) -> anyhow::Result<Client> {
-    let boot: Option<serde_json::Value> = match &conn.bootstrap {
-        Some(p) => Some(serde_json::from_str(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )?),
-        None => None,
-    };
-    let from_boot = |k: &str| boot.as_ref().and_then(|b| b[k].as_str().map(str::to_owned));
-    let url = conn
-        .url
-        .clone()
-        .or_else(|| from_boot("url"))
-        .context("no server URL: pass --url or set KEYWARD_URL")?;
-    let api_key = conn
-        .api_key
-        .clone()
-        .or_else(|| from_boot("api_key"))
-        .context("no API key: set KEYWARD_API_KEY")?;
-    let instance = conn
-        .instance
-        .clone()
-        .or_else(|| from_boot("instance_id"))
-        .context("no instance: pass --instance or set KEYWARD_INSTANCE")?;
-    let ca = match &conn.ca_cert {
-        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
-        None => None,
-    };
-    Ok(Client::new(&url, &api_key, &instance, ca.as_deref())?)
-}
-
-fn read_payload(source: &str) -> anyhow::Result<String> {
-    let text = if source == "-" {
-        std::io::read_to_string(std::io::stdin())?
-    } else {
-        std::fs::read_to_string(source).with_context(|| format!("reading {source}"))?
-    };
-    let text = text.trim().to_owned();
-    if B64.decode(&text).is_err() {
-        bail!("the payload must be base64");
-    }
-    Ok(text)
-}
-
-fn print_key(k: &Key) {
-    let kind = if k.extractable { "standard" } else { "root" };
-    println!("id:          {}", k.id);
-    println!("name:        {}", k.name);
-    println!(
-        "type:        {kind} key, {} bits{}",
-        k.algorithm_bit_size,
-        if k.imported { ", imported" } else { "" }
-    );
-    println!("state:       {} ({})", k.state, state_name(k.state));
-    println!("version:     {}", k.key_version.id);
-    println!("key ring:    {}", k.key_ring_id);
-    println!("crn:         {}", k.crn);
-    println!("created:     {} by {}", k.creation_date, k.created_by);
-    if let Some(d) = &k.expiration_date {
-        println!("expires:     {d}");
-    }
-    if let Some(p) = &k.payload {
-        println!("payload:     {p}");
-    }
-}
-
-fn state_name(s: u8) -> &'static str {
-    match s {
-        0 => "pre-active",
-        1 => "active",
-        2 => "suspended",
-        3 => "deactivated",
-        5 => "destroyed",
-        _ => "unknown",
-    }
-}
-
-fn out<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce()) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(value)?);
-    } else {
-        text();
-    }
-    Ok(())
-}
-
-async fn keys(conn: Conn, command: KeysCommand) -> anyhow::Result<()> {
-    let client = connect(&conn)?;
-    let json = conn.json;
-    match command {
-        KeysCommand::Create(args) => {
-            let k = client.create_key(args.into_spec(None)).await?;
-            out(json, &k, || print_key(&k))
-        }
-        KeysCommand::Import {
-            create,
-            payload_file,
-        } => {
-            let payload = read_payload(&payload_file)?;
-            let k = client.create_key(create.into_spec(Some(payload))).await?;
-            out(json, &k, || print_key(&k))
-        }
-        KeysCommand::List { limit, offset } => {
-            let c = client.list_keys(limit, offset).await?;
-            out(json, &c, || {
-                println!(
-                    "{:<36}  {:<5}  {:<8}  {:<11}  NAME",
-                    "ID", "STATE", "TYPE", "STATUS"
-                );
-                for k in &c.resources {
-                    let kind = if k.extractable { "standard" } else { "root" };
-                    println!(
-                        "{:<36}  {:<5}  {:<8}  {:<11}  {}",
-                        k.id,
-                        k.state,
-                        kind,
-                        state_name(k.state),
-                        k.name
-                    );
-                }
-                println!(
-                    "{} of {} keys",
-                    c.resources.len(),
-                    c.metadata
-                        .total_count
-                        .unwrap_or(c.metadata.collection_total)
-                );
-            })
-        }
-        KeysCommand::Show { id } => {
-            let k = client.get_key(&id).await?;
-            out(json, &k, || print_key(&k))
-        }
-        KeysCommand::Wrap { id, plaintext, aad } => {
-            let r = client.wrap(&id, plaintext, aad).await?;
-            out(json, &r, || {
-                if let Some(p) = &r.plaintext {
-                    println!("plaintext:   {p}");
-                }
-                println!("ciphertext:  {}", r.ciphertext);
-                println!("key version: {}", r.key_version.id);
-            })
-        }
-        KeysCommand::Unwrap {
-            id,
-            ciphertext,
-            aad,
-        } => {
-            let r = client.unwrap(&id, ciphertext, aad).await?;
-            out(json, &r, || {
-                println!("plaintext:   {}", r.plaintext);
-                println!("key version: {}", r.key_version.id);
-                if let (Some(c), Some(v)) = (&r.ciphertext, &r.rewrapped_key_version) {
-                    println!("rewrapped:   {c} (version {})", v.id);
-                }
-            })
-        }
-        KeysCommand::Rewrap {
-            id,
-            ciphertext,
-            aad,
-        } => {
-            let r = client.rewrap(&id, ciphertext, aad).await?;
-            out(json, &r, || {
-                println!("ciphertext:  {}", r.ciphertext);
-                println!(
-                    "key version: {} (was {})",
-                    r.rewrapped_key_version.id, r.key_version.id
-                );
-            })
-        }
-        KeysCommand::Rotate { id, payload_file } => {
-            let payload = payload_file.as_deref().map(read_payload).transpose()?;
-            client.rotate(&id, payload).await?;
-            let k = client.get_key(&id).await?;
-            out(json, &k, || {
-                println!("rotated {id}: new version {}", k.key_version.id)
-            })
-        }
-        KeysCommand::Disable { id } => {
-            client.disable(&id).await?;
-            out(json, &serde_json::json!({"id": id, "state": 2}), || {
-                println!("disabled {id}")
-            })
-        }
-        KeysCommand::Enable { id } => {
-            client.enable(&id).await?;
-            out(json, &serde_json::json!({"id": id, "state": 1}), || {
-                println!("enabled {id}")
-            })
-        }
-        KeysCommand::Delete { id } => {
-            let k = client.delete(&id).await?;
-            out(json, &k, || println!("deleted {id} (state {})", k.state))
-        }
-    }
 }

@@ -1,0 +1,504 @@
+//! The client subcommands beyond the basics, against a real `keyward serve`: key lifecycle
+//! (restore, purge, dual authorization, moves), key and instance policies, aliases and key rings.
+//! Each is run once on its happy path (with `--json` parsed) and at least once where the server
+//! refuses, which must exit non-zero with Key Protect's reason code.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Server {
+    child: Child,
+    url: String,
+    api_key: String,
+    instance: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(dir: &Path, lifecycle: &str) -> Server {
+    let config = dir.join("keyward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[lifecycle]\nmin_rotation_interval_secs = 0\nenable_after_disable_secs = 0\n\
+             {lifecycle}"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = loop {
+        assert!(Instant::now() < deadline, "server did not start");
+        let line = lines.next().expect("server exited").unwrap();
+        if let Some(u) = line.strip_prefix("keyward: listening on ") {
+            break u.trim().to_owned();
+        }
+    };
+    let boot: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("bootstrap.json")).unwrap())
+            .unwrap();
+    Server {
+        child,
+        url,
+        api_key: boot["api_key"].as_str().unwrap().to_owned(),
+        instance: boot["instance_id"].as_str().unwrap().to_owned(),
+    }
+}
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Server {
+    /// Runs `keyward ARGS` against this server (connection from the environment).
+    fn run(&self, args: &[&str]) -> Out {
+        let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(args)
+            .env("KEYWARD_URL", &self.url)
+            .env("KEYWARD_API_KEY", &self.api_key)
+            .env("KEYWARD_INSTANCE", &self.instance)
+            .env_remove("KEYWARD_KEY_RING")
+            .output()
+            .unwrap();
+        Out {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs `keyward ARGS --json`, which must succeed and print JSON.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let o = self.run(&all);
+        assert!(o.ok, "{args:?} failed: {}", o.stderr);
+        serde_json::from_str(&o.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", o.stdout))
+    }
+
+    /// Runs `keyward ARGS`, which must fail with `code` in its message.
+    fn fails(&self, args: &[&str], code: &str) {
+        let o = self.run(args);
+        assert!(!o.ok, "{args:?} succeeded: {}", o.stdout);
+        assert!(
+            o.stderr.contains(code),
+            "{args:?}: expected {code}, got: {}",
+            o.stderr
+        );
+    }
+
+    /// Runs `keyward ARGS` (human output), which must succeed; returns stdout.
+    fn text(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(o.ok, "{args:?} failed: {}", o.stderr);
+        o.stdout
+    }
+
+    fn create(&self, name: &str, extra: &[&str]) -> String {
+        let mut args = vec!["keys", "create", "--name", name];
+        args.extend_from_slice(extra);
+        self.json(&args)["id"].as_str().unwrap().to_owned()
+    }
+}
+
+const MATERIAL: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+#[test]
+fn key_lifecycle_subcommands() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spawn(dir.path(), "");
+
+    // create with policy overrides
+    let k = s.json(&[
+        "keys",
+        "create",
+        "--name",
+        "with-policies",
+        "--rotation-months",
+        "3",
+        "--dual-auth",
+        "--alias",
+        "first-alias",
+    ]);
+    assert_eq!(k["rotation"]["interval_month"], 3, "{k}");
+    assert_eq!(k["dualAuthDelete"]["enabled"], true, "{k}");
+    assert_eq!(k["aliases"][0], "first-alias", "{k}");
+    let dual = k["id"].as_str().unwrap().to_owned();
+    s.fails(
+        &[
+            "keys",
+            "create",
+            "--name",
+            "bad-rot",
+            "--rotation-months",
+            "13",
+        ],
+        "INVALID_FIELD_ERR",
+    );
+
+    // key policies
+    let plain = s.create("plain", &[]);
+    let p = s.json(&["keys", "policy", "show", &plain]);
+    assert_eq!(p["resources"].as_array().unwrap().len(), 0, "{p}");
+    assert!(
+        s.text(&["keys", "policy", "show", &plain])
+            .contains("no key policies")
+    );
+    let p = s.json(&["keys", "policy", "set", &plain, "--rotation-months", "2"]);
+    assert_eq!(p["resources"][0]["rotation"]["interval_month"], 2, "{p}");
+    assert_eq!(p["resources"][0]["rotation"]["enabled"], true, "{p}");
+    let p = s.json(&[
+        "keys",
+        "policy",
+        "set",
+        &plain,
+        "--rotation-enabled",
+        "false",
+    ]);
+    assert_eq!(p["resources"][0]["rotation"]["enabled"], false, "{p}");
+    s.fails(
+        &["keys", "policy", "set", &plain, "--rotation-months", "13"],
+        "INVALID_FIELD_ERR",
+    );
+    s.fails(&["keys", "policy", "set", &plain], "nothing to set");
+    let p = s.json(&["keys", "policy", "show", &dual, "--policy", "dual-auth"]);
+    assert_eq!(p["resources"].as_array().unwrap().len(), 1, "{p}");
+    assert_eq!(p["resources"][0]["dualAuthDelete"]["enabled"], true, "{p}");
+    s.fails(
+        &["keys", "policy", "set", &dual, "--dual-auth", "false"],
+        "INVALID_FIELD_ERR",
+    );
+    s.fails(&["keys", "policy", "show", "no-such-key"], "404");
+
+    // dual authorization
+    s.fails(&["keys", "set-deletion", &plain], "NOT_DUAL_AUTH_ERR");
+    let k = s.json(&["keys", "set-deletion", "first-alias"]);
+    assert_eq!(k["dualAuthDelete"]["keySetForDeletion"], true, "{k}");
+    assert!(k.get("payload").is_none());
+    // The identity that set it cannot also delete it.
+    s.fails(&["keys", "delete", &dual], "AUTHORIZATIONS_NOT_MET");
+    let k = s.json(&["keys", "unset-deletion", &dual]);
+    assert_ne!(k["dualAuthDelete"]["keySetForDeletion"], true, "{k}");
+    s.fails(&["keys", "unset-deletion", &plain], "NOT_DUAL_AUTH_ERR");
+
+    // restore and purge
+    s.fails(&["keys", "restore", &plain], "409");
+    assert_eq!(s.json(&["keys", "delete", &plain])["state"], 5);
+    s.fails(&["keys", "purge", &plain], "REQ_TOO_EARLY_ERR");
+    let k = s.json(&["keys", "restore", &plain]);
+    assert_eq!(k["state"], 1, "{k}");
+    let material = dir.path().join("material.b64");
+    std::fs::write(&material, format!("{MATERIAL}\n")).unwrap();
+    let imported = s.json(&[
+        "keys",
+        "import",
+        "--name",
+        "byok",
+        "--payload-file",
+        material.to_str().unwrap(),
+    ])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.json(&["keys", "delete", &imported]);
+    s.fails(&["keys", "restore", &imported], "KEY_PAYLOAD_REQ_ERR");
+    let k = s.json(&[
+        "keys",
+        "restore",
+        &imported,
+        "--payload-file",
+        material.to_str().unwrap(),
+    ]);
+    assert_eq!(k["state"], 1, "{k}");
+    assert_eq!(k["imported"], true, "{k}");
+    assert!(
+        s.text(&["keys", "show", &imported])
+            .contains("state:       1")
+    );
+}
+
+#[test]
+fn purge_after_the_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spawn(dir.path(), "purge_wait_secs = 0\n");
+    let id = s.create("to-purge", &[]);
+    s.fails(&["keys", "purge", &id], "409");
+    s.json(&["keys", "delete", &id]);
+    let k = s.json(&["keys", "purge", &id]);
+    assert_eq!(k["id"], id.as_str(), "{k}");
+    s.fails(&["keys", "restore", &id], "KEY");
+    let id = s.create("to-purge-2", &[]);
+    s.text(&["keys", "delete", &id]);
+    assert!(s.text(&["keys", "purge", &id]).contains("purged"));
+}
+
+#[test]
+fn aliases_and_key_rings() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spawn(dir.path(), "");
+    let a = s.create("aliased", &[]);
+    let b = s.create("other", &[]);
+
+    // aliases
+    let alias = s.json(&["aliases", "add", &a, "payments-kek"]);
+    assert_eq!(alias["alias"], "payments-kek", "{alias}");
+    assert_eq!(alias["keyId"], a.as_str(), "{alias}");
+    assert_eq!(s.json(&["keys", "show", "payments-kek"])["id"], a.as_str());
+    s.fails(
+        &["aliases", "add", &b, "payments-kek"],
+        "KEY_ALIAS_NOT_UNIQUE_ERR",
+    );
+    assert!(
+        s.text(&["aliases", "add", &b, "other-kek"])
+            .contains("other-kek")
+    );
+    let removed = s.json(&["aliases", "remove", &a, "payments-kek"]);
+    assert_eq!(removed["removed"], true);
+    s.fails(&["aliases", "remove", &a, "payments-kek"], "NOT_FOUND_ERR");
+    s.fails(&["keys", "show", "payments-kek"], "404");
+
+    // rings
+    let rings = s.json(&["rings", "list"]);
+    assert_eq!(rings["resources"][0]["id"], "default", "{rings}");
+    assert_eq!(s.json(&["rings", "create", "team-a"])["id"], "team-a");
+    s.fails(
+        &["rings", "create", "team-a"],
+        "KEY_RING_ALREADY_EXISTS_ERR",
+    );
+    assert!(s.text(&["rings", "list"]).contains("team-a"));
+
+    // --key-ring: create in a ring, scope reads to it, move out of it
+    let k = s.json(&["keys", "create", "--name", "ringed", "--key-ring", "team-a"]);
+    assert_eq!(k["keyRingID"], "team-a", "{k}");
+    let ringed = k["id"].as_str().unwrap().to_owned();
+    let listed = s.json(&["keys", "list", "--key-ring", "team-a"]);
+    assert_eq!(listed["resources"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["resources"][0]["id"], ringed.as_str());
+    s.json(&["keys", "show", &ringed, "--key-ring", "team-a"]);
+    s.fails(&["keys", "show", &a, "--key-ring", "team-a"], "404");
+    s.fails(&["rings", "delete", "team-a"], "KEY_RING");
+    s.fails(
+        &["keys", "move", &ringed, "--to", "no-such-ring"],
+        "KEY_RING_NOT_FOUND_ERR",
+    );
+    let k = s.json(&[
+        "keys",
+        "move",
+        &ringed,
+        "--to",
+        "default",
+        "--key-ring",
+        "team-a",
+    ]);
+    assert_eq!(k["keyRingID"], "default", "{k}");
+    assert_eq!(s.json(&["rings", "delete", "team-a"])["deleted"], true);
+    s.fails(&["rings", "delete", "team-a"], "KEY_RING_NOT_FOUND_ERR");
+
+    // --force: a ring holding only deleted keys
+    s.text(&["rings", "create", "team-b"]);
+    let k = s.json(&["keys", "create", "--name", "gone", "--key-ring", "team-b"]);
+    let gone = k["id"].as_str().unwrap().to_owned();
+    s.text(&["keys", "delete", &gone]);
+    s.fails(&["rings", "delete", "team-b"], "KEY_RING");
+    assert!(
+        s.text(&["rings", "delete", "team-b", "--force"])
+            .contains("deleted")
+    );
+    let rings = s.json(&["rings", "list"]);
+    assert_eq!(rings["resources"].as_array().unwrap().len(), 1, "{rings}");
+}
+
+#[test]
+fn instance_policy_subcommands() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spawn(dir.path(), "");
+    let find = |c: &Value, t: &str| -> Value {
+        c["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["policy_type"] == t)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+
+    let ports = s.json(&["instance", "allowed-ip-port"]);
+    assert_eq!(ports["resources"].as_array().unwrap().len(), 0, "{ports}");
+    assert!(
+        s.text(&["instance", "allowed-ip-port"])
+            .contains("no allowedIP")
+    );
+
+    // rotation
+    let c = s.json(&["instance", "policy", "set", "--rotation-months", "3"]);
+    let r = find(&c, "rotation");
+    assert_eq!(r["policy_data"]["enabled"], true, "{c}");
+    assert_eq!(r["policy_data"]["attributes"]["interval_month"], 3, "{c}");
+    s.fails(
+        &["instance", "policy", "set", "--rotation-months", "13"],
+        "INVALID_FIELD_ERR",
+    );
+    let c = s.json(&["instance", "policy", "set", "--disable", "rotation"]);
+    let r = find(&c, "rotation");
+    assert_eq!(r["policy_data"]["enabled"], false, "{c}");
+    assert_eq!(r["policy_data"]["attributes"]["interval_month"], 3, "{c}");
+
+    // dual auth and metrics, in one request
+    let c = s.json(&[
+        "instance",
+        "policy",
+        "set",
+        "--dual-auth",
+        "true",
+        "--metrics",
+        "true",
+    ]);
+    assert_eq!(find(&c, "dualAuthDelete")["policy_data"]["enabled"], true);
+    assert_eq!(find(&c, "metrics")["policy_data"]["enabled"], true);
+    let k = s.json(&["keys", "create", "--name", "inherits-dual"]);
+    assert_eq!(k["dualAuthDelete"]["enabled"], true, "{k}");
+    let c = s.json(&[
+        "instance",
+        "policy",
+        "set",
+        "--dual-auth",
+        "false",
+        "--disable",
+        "metrics",
+    ]);
+    assert_eq!(find(&c, "dualAuthDelete")["policy_data"]["enabled"], false);
+    assert_eq!(find(&c, "metrics")["policy_data"]["enabled"], false);
+    s.fails(
+        &[
+            "instance",
+            "policy",
+            "set",
+            "--dual-auth",
+            "true",
+            "--disable",
+            "dual-auth",
+        ],
+        "both enabled",
+    );
+
+    // allowed IP (loopback, so the test keeps access) and the private port
+    let c = s.json(&[
+        "instance",
+        "policy",
+        "set",
+        "--allowed-ip",
+        "127.0.0.0/8,::1/128",
+    ]);
+    let ip = find(&c, "allowedIP");
+    assert_eq!(ip["policy_data"]["enabled"], true, "{c}");
+    assert_eq!(
+        ip["policy_data"]["attributes"]["allowed_ip"][0], "127.0.0.0/8",
+        "{c}"
+    );
+    // One resource now. (Its port is the configured listen port, 0 here: not checked.)
+    let ports = s.json(&["instance", "allowed-ip-port"]);
+    assert!(
+        ports["resources"][0]["private_endpoint_port"].is_u64(),
+        "{ports}"
+    );
+    s.fails(
+        &["instance", "policy", "set", "--allowed-ip", "not-a-cidr"],
+        "INVALID_FIELD_ERR",
+    );
+    let c = s.json(&["instance", "policy", "set", "--disable", "allowed-ip"]);
+    assert_eq!(find(&c, "allowedIP")["policy_data"]["enabled"], false);
+
+    // allowed network
+    let c = s.json(&[
+        "instance",
+        "policy",
+        "set",
+        "--allowed-network",
+        "public-and-private",
+    ]);
+    let n = find(&c, "allowedNetwork");
+    assert_eq!(
+        n["policy_data"]["attributes"]["allowed_network"], "public-and-private",
+        "{c}"
+    );
+    let o = s.run(&["instance", "policy", "set", "--allowed-network", "anywhere"]);
+    assert!(!o.ok);
+
+    // create/import access
+    let c = s.json(&[
+        "instance",
+        "policy",
+        "set",
+        "--create-import",
+        "root=false,standard=true,import-root=true,import-standard=true",
+    ]);
+    let a = find(&c, "keyCreateImportAccess");
+    assert_eq!(
+        a["policy_data"]["attributes"]["create_root_key"], false,
+        "{c}"
+    );
+    s.fails(
+        &["keys", "create", "--name", "denied-root"],
+        "KEY_CREATE_IMPORT_ACCESS_ERR",
+    );
+    s.create("allowed-standard", &["--standard"]);
+    s.fails(
+        &["instance", "policy", "set", "--create-import", "root=maybe"],
+        "true or false",
+    );
+    s.json(&["instance", "policy", "set", "--disable", "create-import"]);
+    s.create("root-again", &[]);
+
+    // show
+    let c = s.json(&["instance", "policy", "show", "--policy", "rotation"]);
+    assert_eq!(c["resources"].as_array().unwrap().len(), 1, "{c}");
+    assert_eq!(c["resources"][0]["policy_type"], "rotation");
+    let all = s.json(&["instance", "policy", "show"]);
+    assert_eq!(all["resources"].as_array().unwrap().len(), 6, "{all}");
+    let text = s.text(&["instance", "policy", "show"]);
+    assert!(
+        text.contains("allowedIP") && text.contains("interval_month=3"),
+        "{text}"
+    );
+    let o = s.run(&["instance", "policy", "show", "--policy", "bogus"]);
+    assert!(!o.ok);
+    s.fails(&["instance", "policy", "set"], "nothing to set");
+    // A wrong instance: the server's refusal, as a non-zero exit.
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["instance", "policy", "show"])
+        .env("KEYWARD_URL", &s.url)
+        .env("KEYWARD_API_KEY", &s.api_key)
+        .env("KEYWARD_INSTANCE", "00000000-0000-0000-0000-000000000000")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UNAUTHORIZED_ERR"));
+}
