@@ -1,0 +1,279 @@
+"""Shared fixtures and helpers of the interop suite: a real `keyward serve` driven by the public
+`keyprotect` SDK (PyPI, 3.0.1).
+
+`keyward` (session) starts the binary with DEFAULT_CONFIG; a module that needs other settings
+overrides `keyward` (and `sdk`) with its own fixture built on `serve_keyward`. The helpers are
+imported by the test modules (`from conftest import ...`).
+"""
+
+import base64
+import io
+import json
+import os
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import requests
+from ibm_cloud_sdk_core import ApiException
+from ibm_cloud_sdk_core.authenticators import IAMAuthenticator
+from keyprotect import IbmKeyProtectApiV2
+
+REPO = Path(__file__).resolve().parents[2]
+KEYWARD_BIN = os.environ.get("KEYWARD_BIN", str(REPO / "target" / "debug" / "keyward"))
+START_TIMEOUT_SECS = 30
+
+KEY_MEDIA = "application/vnd.ibm.kms.key+json"
+ERROR_MEDIA = "application/vnd.ibm.kms.error+json"
+
+DEFAULT_CONFIG = "[lifecycle]\nmin_rotation_interval_secs = 0\nenable_after_disable_secs = 0\n"
+
+
+# --------------------------------------------------------------------------------------------
+# The server and the SDK client
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Keyward:
+    url: str
+    api_key: str
+    instance: str
+    work_dir: Path
+    stderr_path: Path
+
+    def log(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def keyward(tmp_path_factory):
+    """A real `keyward serve` on 127.0.0.1:<free port>, with a fresh data directory."""
+    with serve_keyward(tmp_path_factory.mktemp("keyward-interop"), DEFAULT_CONFIG) as server:
+        yield server
+
+
+@contextmanager
+def serve_keyward(work: Path, config_text: str):
+    """Starts `keyward serve` in `work` with `config_text` as its TOML configuration; stops it on exit."""
+    data = work / "data"
+    config = work / "keyward.toml"
+    config.write_text(config_text)
+    stdout_path, stderr_path = work / "stdout.log", work / "stderr.log"
+    with open(stdout_path, "w") as out, open(stderr_path, "w") as err:
+        proc = subprocess.Popen(
+            [KEYWARD_BIN, "serve", "--data-dir", str(data), "--listen", "127.0.0.1:0",
+             "--config", str(config)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+        )
+    try:
+        yield _wait_until_serving(proc, data / "bootstrap.json", stdout_path, stderr_path, work)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _wait_until_serving(proc, bootstrap, stdout_path, stderr_path, work) -> Keyward:
+    def fail(why):
+        pytest.fail(f"keyward serve {why}\n--- stdout\n{stdout_path.read_text()}"
+                    f"\n--- stderr\n{stderr_path.read_text(errors='replace')}", pytrace=False)
+
+    deadline = time.monotonic() + START_TIMEOUT_SECS
+    while True:
+        if proc.poll() is not None:
+            fail(f"exited with status {proc.returncode} before serving ({KEYWARD_BIN})")
+        if time.monotonic() > deadline:
+            fail(f"was not serving after {START_TIMEOUT_SECS} s")
+        time.sleep(0.1)
+        try:
+            boot = json.loads(bootstrap.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            continue  # not written yet, or half written
+        if f"keyward: listening on {boot['url']}" not in stdout_path.read_text():
+            continue
+        try:
+            if requests.get(f"{boot['url']}/healthz", timeout=2).status_code == 200:
+                break
+        except requests.RequestException:
+            continue
+    assert boot["url"].startswith("http://127.0.0.1:")
+    return Keyward(boot["url"], boot["api_key"], boot["instance_id"], work, stderr_path)
+
+
+@pytest.fixture(scope="session")
+def sdk(keyward):
+    """The public SDK, authenticating through Keyward's `/identity/token`."""
+    return make_sdk(keyward)
+
+
+def make_sdk(keyward) -> IbmKeyProtectApiV2:
+    service = IbmKeyProtectApiV2(authenticator=IAMAuthenticator(keyward.api_key, url=keyward.url))
+    service.set_service_url(keyward.url)
+    return service
+
+
+@pytest.fixture(autouse=True)
+def _server_log_on_failure(request, keyward):
+    """Prints what the server logged during a test that failed."""
+    start = keyward.stderr_path.stat().st_size
+    failed_before = request.session.testsfailed
+    yield
+    if request.session.testsfailed > failed_before:
+        with open(keyward.stderr_path, errors="replace") as f:
+            f.seek(start)
+            text = f.read()
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"\n--- keyward stderr during {request.node.nodeid}\n{text or '(nothing)'}")
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def body(detailed_response):
+    """The JSON body of an SDK response. The SDK core parses only `application/json`; for Key
+    Protect's `application/vnd.ibm.kms.*+json` it hands back the raw `requests.Response`."""
+    result = detailed_response.get_result()
+    if isinstance(result, dict):
+        return result
+    assert isinstance(result, requests.Response), f"no body: {result!r}"
+    return result.json()
+
+
+def as_file(obj) -> io.BytesIO:
+    """The SDK takes request bodies as binary streams."""
+    return io.BytesIO(json.dumps(obj).encode())
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def create_key(sdk, keyward, name, *, extractable=False, **fields):
+    """Creates a key with Prefer: return=representation; returns the key resource."""
+    resource = {"type": KEY_MEDIA, "name": name, "extractable": extractable, **fields}
+    r = sdk.create_key(
+        bluemix_instance=keyward.instance,
+        key_create_body=as_file({
+            "metadata": {"collectionType": KEY_MEDIA, "collectionTotal": 1},
+            "resources": [resource],
+        }),
+        prefer="return=representation",
+    )
+    assert r.get_status_code() == 201
+    doc = body(r)
+    assert doc["metadata"] == {"collectionType": KEY_MEDIA, "collectionTotal": 1}
+    assert len(doc["resources"]) == 1
+    return doc["resources"][0]
+
+
+def get_key(sdk, keyward, key_id):
+    r = sdk.get_key(id=key_id, bluemix_instance=keyward.instance)
+    assert r.get_status_code() == 200
+    return body(r)["resources"][0]
+
+
+def wrap(sdk, keyward, key_id, plaintext=None, aad=None):
+    req = {}
+    if plaintext is not None:
+        req["plaintext"] = plaintext
+    if aad is not None:
+        req["aad"] = aad
+    r = sdk.wrap_key(id=key_id, bluemix_instance=keyward.instance, key_action_wrap_body=as_file(req))
+    assert r.get_status_code() == 200
+    return body(r)
+
+
+def unwrap(sdk, keyward, key_id, ciphertext, aad=None):
+    req = {"ciphertext": ciphertext}
+    if aad is not None:
+        req["aad"] = aad
+    r = sdk.unwrap_key(id=key_id, bluemix_instance=keyward.instance, key_action_unwrap_body=as_file(req))
+    assert r.get_status_code() == 200
+    return body(r)
+
+
+def rewrap(sdk, keyward, key_id, ciphertext, aad=None):
+    req = {"ciphertext": ciphertext}
+    if aad is not None:
+        req["aad"] = aad
+    r = sdk.rewrap_key(id=key_id, bluemix_instance=keyward.instance, key_action_rewrap_body=as_file(req))
+    assert r.get_status_code() == 200
+    return body(r)
+
+
+def rotate(sdk, keyward, key_id):
+    r = sdk.rotate_key(id=key_id, bluemix_instance=keyward.instance, key_action_rotate_body=as_file({}))
+    assert r.get_status_code() == 204
+
+
+def assert_kp_error(response, status):
+    """`response` carries Key Protect's error collection for `status`; returns the first reason."""
+    assert response.status_code == status, response.text
+    doc = response.json()
+    assert doc["metadata"]["collectionType"] == ERROR_MEDIA
+    assert doc["metadata"]["collectionTotal"] == 1
+    resource = doc["resources"][0]
+    assert resource["errorMsg"]
+    reason = resource["reasons"][0]
+    assert reason["code"], doc
+    assert reason["status"] == status
+    assert reason["message"] and reason["moreInfo"]
+    return reason
+
+
+def expect_api_error(status, call):
+    """Runs an SDK call that must fail with `status` and Key Protect's error body."""
+    with pytest.raises(ApiException) as raised:
+        call()
+    assert raised.value.status_code == status, raised.value
+    return assert_kp_error(raised.value.http_response, status)
+
+
+
+def same_value(a, b) -> bool:
+    if a == b:
+        return True
+    if isinstance(a, str) and isinstance(b, str):
+        try:  # dates: the model re-serializes them in its own format
+            return datetime.fromisoformat(a.replace("Z", "+00:00")) == datetime.fromisoformat(
+                b.replace("Z", "+00:00"))
+        except ValueError:
+            return False
+    return False
+
+
+def assert_model_keeps(original, modelled, path="$"):
+    """Every field of the server's JSON survives the SDK model's from_dict/to_dict unchanged: the
+    SDK knows each field's name and reads each value as the server meant it."""
+    if isinstance(original, dict):
+        assert isinstance(modelled, dict), f"{path}: the SDK model dropped an object"
+        for name, value in original.items():
+            assert name in modelled, f"{path}.{name}: a field the SDK model does not know"
+            assert_model_keeps(value, modelled[name], f"{path}.{name}")
+    elif isinstance(original, list):
+        assert isinstance(modelled, list) and len(modelled) == len(original), path
+        for i, (a, b) in enumerate(zip(original, modelled)):
+            assert_model_keeps(a, b, f"{path}[{i}]")
+    else:
+        assert same_value(original, modelled), f"{path}: {original!r} came back as {modelled!r}"
+
+
+def parse_with(model, doc):
+    """Parses `doc` with an SDK model class and checks that its resources survive the model."""
+    parsed = model.from_dict(doc)
+    if "resources" in doc:
+        assert_model_keeps(doc["resources"], parsed.to_dict()["resources"], "$.resources")
+    else:
+        assert_model_keeps(doc, parsed.to_dict())
+    return parsed
