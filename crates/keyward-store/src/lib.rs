@@ -17,6 +17,7 @@
     )
 )]
 
+mod kmip;
 mod rows;
 mod schema;
 mod sqlite;
