@@ -3,5 +3,6 @@
 
 pub mod identity;
 pub mod keys;
+pub mod kmip;
 pub mod policies;
 pub mod rings;
