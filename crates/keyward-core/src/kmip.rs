@@ -359,8 +359,12 @@ impl KmipError {
         use KmipError::*;
         match self {
             AdapterNotFound | CertificateNotFound | ObjectNotFound => 404,
-            AdapterNameExists | CertificateNameExists | CertificateExists | AdapterHasObjects
-            | ObjectActive | CrkNotActive(_) => 409,
+            AdapterNameExists
+            | CertificateNameExists
+            | CertificateExists
+            | AdapterHasObjects
+            | ObjectActive
+            | CrkNotActive(_) => 409,
             InvalidField(_) | Quota(_) | CrkNotRoot => 400,
             Key(e) => e.reason_code(),
             IntegrityFailure => 500,
@@ -473,7 +477,9 @@ impl KmipService {
             .crk_id
             .filter(|c| !c.is_empty())
             .ok_or_else(|| KmipError::InvalidField("profile_data.crk_id: required".into()))?;
-        let crk_id = self.check_crk(caller, &crk, spec.allow_expiring_key).await?;
+        let crk_id = self
+            .check_crk(caller, &crk, spec.allow_expiring_key)
+            .await?;
         let now = self.clock.now();
         let mut adapter = KmipAdapterRecord {
             instance: caller.instance,
@@ -489,7 +495,14 @@ impl KmipService {
             signature: Vec::new(),
         };
         adapter.signature = self.keys.custody().sign_record(&adapter.signed_bytes())?;
-        let event = self.event(caller, CREATE, Some(adapter.id), Outcome::Success, 201, None);
+        let event = self.event(
+            caller,
+            CREATE,
+            Some(adapter.id),
+            Outcome::Success,
+            201,
+            None,
+        );
         match self
             .store
             .insert_kmip_adapter(&adapter, MAX_KMIP_ADAPTERS, &event)
@@ -580,7 +593,14 @@ impl KmipService {
     pub async fn delete_adapter(&self, caller: &Caller, reference: &str) -> Result<(), KmipError> {
         let result = async {
             let adapter = self.load_adapter(caller, reference).await?;
-            let event = self.event(caller, DELETE, Some(adapter.id), Outcome::Success, 204, None);
+            let event = self.event(
+                caller,
+                DELETE,
+                Some(adapter.id),
+                Outcome::Success,
+                204,
+                None,
+            );
             match self
                 .store
                 .delete_kmip_adapter(caller.instance, adapter.id, &event)
@@ -960,7 +980,12 @@ fn canonical(fields: &[&[u8]]) -> Vec<u8> {
 }
 
 fn generated_name(prefix: &str) -> String {
-    let random: String = Uuid::new_v4().simple().to_string().chars().take(12).collect();
+    let random: String = Uuid::new_v4()
+        .simple()
+        .to_string()
+        .chars()
+        .take(12)
+        .collect();
     format!("{prefix}{random}")
 }
 

@@ -43,7 +43,9 @@ pub use policy::{
 };
 
 pub use kmip::{
-    AdapterDeletion, AdapterInsert, CertificateInsert, KMIP_PROFILE_NATIVE, KmipAdapterRecord, KmipCertificateRecord, KmipError, KmipObjectRecord, KmipService, KmipStore, MAX_KMIP_ADAPTERS, MAX_KMIP_CERTIFICATES, NewKmipAdapter, NewKmipCertificate, Page, validate_certificate,
+    AdapterDeletion, AdapterInsert, CertificateInsert, KMIP_PROFILE_NATIVE, KmipAdapterRecord,
+    KmipCertificateRecord, KmipError, KmipObjectRecord, KmipService, KmipStore, MAX_KMIP_ADAPTERS,
+    MAX_KMIP_CERTIFICATES, NewKmipAdapter, NewKmipCertificate, Page, validate_certificate,
 };
 pub use lifecycle::{Action, KeyState};
 pub use service::{

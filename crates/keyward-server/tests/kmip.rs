@@ -113,7 +113,10 @@ async fn adapters_are_created_read_listed_and_deleted_by_id_or_name() {
     assert_eq!(st, StatusCode::CREATED, "{b}");
     let generated = b["resources"][0]["name"].as_str().unwrap().to_owned();
     assert!(generated.starts_with("kmip_adapter_"), "{generated}");
-    assert_eq!(b["resources"][0]["profile_data"]["crk_id"], other_crk.as_str());
+    assert_eq!(
+        b["resources"][0]["profile_data"]["crk_id"],
+        other_crk.as_str()
+    );
 
     // Read by id and by name.
     for reference in [id.as_str(), "kmip-adapter-name"] {
@@ -163,7 +166,11 @@ async fn adapters_are_created_read_listed_and_deleted_by_id_or_name() {
 
     // Delete by name; then it is gone under both references.
     let (st, _) = s
-        .call(Method::DELETE, &format!("{ADAPTERS}/kmip-adapter-name"), None)
+        .call(
+            Method::DELETE,
+            &format!("{ADAPTERS}/kmip-adapter-name"),
+            None,
+        )
         .await;
     assert_eq!(st, StatusCode::NO_CONTENT);
     for reference in [id.as_str(), "kmip-adapter-name"] {
@@ -208,7 +215,12 @@ async fn adapter_requests_are_validated() {
     }
     // Unique in the instance.
     let (st, b) = create_adapter(&s, ok("ab")).await;
-    assert_kp_error(st, &b, StatusCode::CONFLICT, "KMIP_ADAPTER_NAME_NOT_UNIQUE_ERR");
+    assert_kp_error(
+        st,
+        &b,
+        StatusCode::CONFLICT,
+        "KMIP_ADAPTER_NAME_NOT_UNIQUE_ERR",
+    );
 
     // The crk must exist, be a root key, and be active.
     let (st, b) = create_adapter(
@@ -258,7 +270,8 @@ async fn adapter_requests_are_validated() {
         .create_key(json!({"name": "expiring", "extractable": false,
                            "expirationDate": "2099-01-01T00:00:00Z"}))
         .await;
-    let body = json!({"name": "exp", "profile": "native_1.0", "profile_data": {"crk_id": expiring}});
+    let body =
+        json!({"name": "exp", "profile": "native_1.0", "profile_data": {"crk_id": expiring}});
     let (st, b) = create_adapter(&s, body.clone()).await;
     assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "INVALID_FIELD_ERR");
     let (st, b) = s
@@ -316,7 +329,10 @@ async fn certificates_are_validated_unique_and_go_with_their_adapter() {
     let cert_id = c["id"].as_str().unwrap().to_owned();
     assert_eq!(c["name"], "my-cert");
     assert_eq!(c["certificate"], pem.as_str());
-    assert!(c["created_at"].is_string() && c["created_by"].is_string(), "{c}");
+    assert!(
+        c["created_at"].is_string() && c["created_by"].is_string(),
+        "{c}"
+    );
 
     // Listed without the certificate; read (by id or name, adapter by id or name) with it.
     let (st, b) = s
@@ -356,7 +372,12 @@ async fn certificates_are_validated_unique_and_go_with_their_adapter() {
         json!({"name": "my-cert", "certificate": certificate("client-2", false)}),
     )
     .await;
-    assert_kp_error(st, &b, StatusCode::CONFLICT, "KMIP_CERT_NAME_NOT_UNIQUE_ERR");
+    assert_kp_error(
+        st,
+        &b,
+        StatusCode::CONFLICT,
+        "KMIP_CERT_NAME_NOT_UNIQUE_ERR",
+    );
     for adapter in [&a, &b_id] {
         let (st, b) = upload(&s, adapter, json!({"name": "again", "certificate": pem})).await;
         assert_kp_error(st, &b, StatusCode::CONFLICT, "KMIP_CERT_NOT_UNIQUE_ERR");
@@ -369,7 +390,12 @@ async fn certificates_are_validated_unique_and_go_with_their_adapter() {
     )
     .await;
     assert_eq!(st, StatusCode::CREATED, "{b}");
-    let (st, b) = upload(&s, &b_id, json!({"certificate": certificate("client-4", false)})).await;
+    let (st, b) = upload(
+        &s,
+        &b_id,
+        json!({"certificate": certificate("client-4", false)}),
+    )
+    .await;
     assert_eq!(st, StatusCode::CREATED, "{b}");
     assert!(
         b["resources"][0]["name"]
@@ -383,7 +409,8 @@ async fn certificates_are_validated_unique_and_go_with_their_adapter() {
     let key_pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
     let other = certificate("client-5", false);
     let two = format!("{other}{}", certificate("client-6", false));
-    let not_x509 = "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQoLDA0ODw==\n-----END CERTIFICATE-----\n";
+    let not_x509 =
+        "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQoLDA0ODw==\n-----END CERTIFICATE-----\n";
     let refused = [
         json!({"name": "missing"}),
         json!({"name": "notpem", "certificate": "this is not PEM"}),
@@ -402,7 +429,11 @@ async fn certificates_are_validated_unique_and_go_with_their_adapter() {
     let (st, b) = upload(&s, "no-such-adapter", json!({"certificate": other})).await;
     assert_kp_error(st, &b, StatusCode::NOT_FOUND, "KMIP_ADAPTER_NOT_FOUND_ERR");
     let (st, b) = s
-        .call(Method::GET, &format!("{ADAPTERS}/no-such-adapter/certificates"), None)
+        .call(
+            Method::GET,
+            &format!("{ADAPTERS}/no-such-adapter/certificates"),
+            None,
+        )
         .await;
     assert_kp_error(st, &b, StatusCode::NOT_FOUND, "KMIP_ADAPTER_NOT_FOUND_ERR");
 
@@ -417,14 +448,20 @@ async fn certificates_are_validated_unique_and_go_with_their_adapter() {
     assert_eq!(st, StatusCode::NO_CONTENT);
     for method in [Method::GET, Method::DELETE] {
         let (st, b) = s
-            .call(method, &format!("{ADAPTERS}/{a}/certificates/{cert_id}"), None)
+            .call(
+                method,
+                &format!("{ADAPTERS}/{a}/certificates/{cert_id}"),
+                None,
+            )
             .await;
         assert_kp_error(st, &b, StatusCode::NOT_FOUND, "KMIP_CERT_NOT_FOUND_ERR");
     }
     // Registered again, then deleted with its adapter: the certificate is free once more.
     let (st, b) = upload(&s, &a, json!({"name": "back", "certificate": pem})).await;
     assert_eq!(st, StatusCode::CREATED, "{b}");
-    let (st, _) = s.call(Method::DELETE, &format!("{ADAPTERS}/{a}"), None).await;
+    let (st, _) = s
+        .call(Method::DELETE, &format!("{ADAPTERS}/{a}"), None)
+        .await;
     assert_eq!(st, StatusCode::NO_CONTENT);
     let (st, b) = upload(&s, &b_id, json!({"name": "moved", "certificate": pem})).await;
     assert_eq!(st, StatusCode::CREATED, "{b}");
@@ -461,7 +498,11 @@ async fn kmip_objects_are_listed_read_and_destroyed_and_block_adapter_deletion()
         }
     }
     let (st, b) = s
-        .call(Method::GET, &format!("{ADAPTERS}/{a}/kmip_objects?state=7"), None)
+        .call(
+            Method::GET,
+            &format!("{ADAPTERS}/{a}/kmip_objects?state=7"),
+            None,
+        )
         .await;
     assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "INVALID_QUERY_PARAM_ERR");
     let (st, b) = s
@@ -495,7 +536,11 @@ async fn kmip_objects_are_listed_read_and_destroyed_and_block_adapter_deletion()
     let oid = object.id.to_string();
 
     let (st, b) = s
-        .call(Method::GET, &format!("{ADAPTERS}/adapter/kmip_objects"), None)
+        .call(
+            Method::GET,
+            &format!("{ADAPTERS}/adapter/kmip_objects"),
+            None,
+        )
         .await;
     assert_eq!(st, StatusCode::OK, "{b}");
     assert_eq!(b["resources"][0]["id"], oid.as_str());
@@ -506,15 +551,25 @@ async fn kmip_objects_are_listed_read_and_destroyed_and_block_adapter_deletion()
         cert.to_string()
     );
     let (st, b) = s
-        .call(Method::GET, &format!("{ADAPTERS}/{a}/kmip_objects/{oid}"), None)
+        .call(
+            Method::GET,
+            &format!("{ADAPTERS}/{a}/kmip_objects/{oid}"),
+            None,
+        )
         .await;
     assert_eq!(st, StatusCode::OK, "{b}");
     assert_eq!(b["resources"][0]["id"], oid.as_str());
 
-    let (st, b) = s.call(Method::DELETE, &format!("{ADAPTERS}/{a}"), None).await;
+    let (st, b) = s
+        .call(Method::DELETE, &format!("{ADAPTERS}/{a}"), None)
+        .await;
     assert_kp_error(st, &b, StatusCode::CONFLICT, "KMIP_ADAPTER_HAS_OBJECTS_ERR");
     let (st, b) = s
-        .call(Method::DELETE, &format!("{ADAPTERS}/{a}/kmip_objects/{oid}"), None)
+        .call(
+            Method::DELETE,
+            &format!("{ADAPTERS}/{a}/kmip_objects/{oid}"),
+            None,
+        )
         .await;
     assert_kp_error(st, &b, StatusCode::CONFLICT, "KMIP_OBJECT_ACTIVE_ERR");
     let (st, b) = s
@@ -531,15 +586,25 @@ async fn kmip_objects_are_listed_read_and_destroyed_and_block_adapter_deletion()
         .await;
     assert_eq!(b["resources"], json!([]));
     let (_, b) = s
-        .call(Method::GET, &format!("{ADAPTERS}/{a}/kmip_objects?state=5,6"), None)
+        .call(
+            Method::GET,
+            &format!("{ADAPTERS}/{a}/kmip_objects?state=5,6"),
+            None,
+        )
         .await;
     assert_eq!(b["resources"][0]["state"], 5);
     assert!(b["resources"][0]["destroyed_at"].is_string(), "{b}");
     let (st, b) = s
-        .call(Method::DELETE, &format!("{ADAPTERS}/{a}/kmip_objects/{oid}"), None)
+        .call(
+            Method::DELETE,
+            &format!("{ADAPTERS}/{a}/kmip_objects/{oid}"),
+            None,
+        )
         .await;
     assert_kp_error(st, &b, StatusCode::NOT_FOUND, "KMIP_OBJECT_NOT_FOUND_ERR");
-    let (st, _) = s.call(Method::DELETE, &format!("{ADAPTERS}/{a}"), None).await;
+    let (st, _) = s
+        .call(Method::DELETE, &format!("{ADAPTERS}/{a}"), None)
+        .await;
     assert_eq!(st, StatusCode::NO_CONTENT);
 }
 
@@ -562,7 +627,12 @@ async fn adapters_of_another_instance_are_not_found() {
     let s = TestServer::start().await;
     let crk = s.create_root_key("crk").await;
     let a = adapter_id(&s, "mine", &crk).await;
-    let (st, b) = upload(&s, &a, json!({"name": "cc", "certificate": certificate("x", false)})).await;
+    let (st, b) = upload(
+        &s,
+        &a,
+        json!({"name": "cc", "certificate": certificate("x", false)}),
+    )
+    .await;
     assert_eq!(st, StatusCode::CREATED, "{b}");
     let cert = b["resources"][0]["id"].as_str().unwrap().to_owned();
 
@@ -592,8 +662,14 @@ async fn adapters_of_another_instance_are_not_found() {
             (Method::GET, format!("{ADAPTERS}/{reference}")),
             (Method::DELETE, format!("{ADAPTERS}/{reference}")),
             (Method::GET, format!("{ADAPTERS}/{reference}/certificates")),
-            (Method::GET, format!("{ADAPTERS}/{reference}/certificates/{cert}")),
-            (Method::DELETE, format!("{ADAPTERS}/{reference}/certificates/{cert}")),
+            (
+                Method::GET,
+                format!("{ADAPTERS}/{reference}/certificates/{cert}"),
+            ),
+            (
+                Method::DELETE,
+                format!("{ADAPTERS}/{reference}/certificates/{cert}"),
+            ),
             (Method::GET, format!("{ADAPTERS}/{reference}/kmip_objects")),
         ] {
             let (st, b) = as_b(method, path, None).await;
@@ -628,7 +704,8 @@ async fn every_action_is_audited_and_a_tampered_adapter_is_refused() {
     s.call(Method::GET, &format!("{ADAPTERS}/{a}"), None).await;
     s.call(Method::GET, &format!("{ADAPTERS}/nope"), None).await;
     adapter_id(&s, "gone", &crk).await;
-    s.call(Method::DELETE, &format!("{ADAPTERS}/gone"), None).await;
+    s.call(Method::DELETE, &format!("{ADAPTERS}/gone"), None)
+        .await;
 
     let db = rusqlite::Connection::open(s.db_path()).unwrap();
     let rows: Vec<(String, String, i64, Option<String>)> = db

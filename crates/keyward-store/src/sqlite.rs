@@ -70,7 +70,10 @@ impl SqliteStore {
         })
     }
 
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
         let conn = match self.readers.lock().map(|mut r| r.pop()) {
             Ok(Some(c)) => c,
             _ => {

@@ -18,7 +18,14 @@ fn event(action: &str) -> AuditEvent {
         id: "suite".into(),
         address: None,
     };
-    AuditEvent::new(action, Outcome::Success, 200, initiator, "suite".into(), now())
+    AuditEvent::new(
+        action,
+        Outcome::Success,
+        200,
+        initiator,
+        "suite".into(),
+        now(),
+    )
 }
 
 async fn instance(store: &dyn Store) -> InstanceId {
@@ -257,18 +264,30 @@ pub async fn objects_block_adapter_deletion_until_destroyed<S: Store + KmipStore
     let ev = event("kms.kmip-management.create");
     let a = adapter(i, "a", KeyId::random());
     store.insert_kmip_adapter(&a, 200, &ev).await.unwrap();
-    let (list, total) = store.kmip_objects(i, a.id, &[1, 2, 3, 4], 10, 0).await.unwrap();
+    let (list, total) = store
+        .kmip_objects(i, a.id, &[1, 2, 3, 4], 10, 0)
+        .await
+        .unwrap();
     assert_eq!((list.len(), total), (0, 0));
     let mut o = object(&a, 2);
     let done = object(&a, 6);
     store.insert_kmip_object(&o, &ev).await.unwrap();
     store.insert_kmip_object(&done, &ev).await.unwrap();
-    assert_eq!(store.kmip_object(i, a.id, o.id).await.unwrap(), Some(o.clone()));
     assert_eq!(
-        store.kmip_object(InstanceId::random(), a.id, o.id).await.unwrap(),
+        store.kmip_object(i, a.id, o.id).await.unwrap(),
+        Some(o.clone())
+    );
+    assert_eq!(
+        store
+            .kmip_object(InstanceId::random(), a.id, o.id)
+            .await
+            .unwrap(),
         None
     );
-    let (list, total) = store.kmip_objects(i, a.id, &[1, 2, 3, 4], 10, 0).await.unwrap();
+    let (list, total) = store
+        .kmip_objects(i, a.id, &[1, 2, 3, 4], 10, 0)
+        .await
+        .unwrap();
     assert_eq!(total, 1);
     assert_eq!(list, vec![o.clone()]);
     let (_, total) = store.kmip_objects(i, a.id, &[5, 6], 10, 0).await.unwrap();
@@ -284,7 +303,10 @@ pub async fn objects_block_adapter_deletion_until_destroyed<S: Store + KmipStore
     o.destroyed_by_cert_id = Some(Uuid::new_v4());
     o.updated_at = Some(now());
     assert!(store.update_kmip_object(&o, &del).await.unwrap());
-    assert_eq!(store.kmip_object(i, a.id, o.id).await.unwrap(), Some(o.clone()));
+    assert_eq!(
+        store.kmip_object(i, a.id, o.id).await.unwrap(),
+        Some(o.clone())
+    );
     let mut missing = object(&a, 5);
     missing.id = Uuid::new_v4();
     assert!(!store.update_kmip_object(&missing, &del).await.unwrap());

@@ -9,8 +9,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use keyward_api::{
-    Collection, KmipAdapter, KmipAdapterCreate, KmipCertificate, KmipCertificateCreate,
-    KmipObject, KmipProfileData, media,
+    Collection, KmipAdapter, KmipAdapterCreate, KmipCertificate, KmipCertificateCreate, KmipObject,
+    KmipProfileData, media,
 };
 use keyward_core::{
     KmipAdapterRecord, KmipCertificateRecord, KmipError, KmipObjectRecord, NewKmipAdapter,
@@ -181,7 +181,11 @@ pub async fn create_adapter(
         )
         .await?;
     let body = Collection::new(media::KMIP_ADAPTER, vec![adapter_view(adapter)]);
-    Ok(json_response(StatusCode::CREATED, media::KMIP_ADAPTER, &body))
+    Ok(json_response(
+        StatusCode::CREATED,
+        media::KMIP_ADAPTER,
+        &body,
+    ))
 }
 
 /// `GET /api/v2/kmip_adapters[?limit&offset&totalCount&crk_id]`.
