@@ -32,7 +32,9 @@ pub mod media {
     pub const KMIP_OBJECT: &str = "application/vnd.ibm.kms.kmip_object+json";
 }
 
+mod kmip;
 mod policies;
+pub use kmip::*;
 pub use policies::*;
 
 /// Header names.

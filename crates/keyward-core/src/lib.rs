@@ -23,6 +23,7 @@ mod custody;
 mod error;
 mod ids;
 mod key;
+mod kmip;
 mod lifecycle;
 mod policy;
 mod service;
@@ -41,6 +42,11 @@ pub use policy::{
     PolicySetting, ROTATION_MONTHS,
 };
 
+pub use kmip::{
+    AdapterDeletion, AdapterInsert, CertificateInsert, KMIP_PROFILE_NATIVE, KmipAdapterRecord,
+    KmipCertificateRecord, KmipError, KmipObjectRecord, KmipService, KmipStore, MAX_KMIP_ADAPTERS,
+    MAX_KMIP_CERTIFICATES, NewKmipAdapter, NewKmipCertificate, Page, validate_certificate,
+};
 pub use lifecycle::{Action, KeyState};
 pub use service::{
     Caller, Clock, Compare, DateFilter, InstancePolicyUpdate, KeyDate, KeyFilter, KeyPolicyUpdate,

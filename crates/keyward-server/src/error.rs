@@ -4,7 +4,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyward_api::{Collection, ErrorReason, ErrorResource, media};
-use keyward_core::{Action, CustodyError, KeyError, KeyState, Rule, StoreError};
+use keyward_core::{Action, CustodyError, KeyError, KeyState, KmipError, Rule, StoreError};
 
 const MORE_INFO: &str = "https://cloud.ibm.com/apidocs/key-protect";
 
@@ -35,6 +35,8 @@ pub enum ApiError {
     MethodNotAllowed,
     /// Anything unexpected; detail for the log only.
     Internal(String),
+    /// A refused KMIP management request (client errors only; see `routes::kmip`).
+    Kmip(KmipError),
 }
 
 impl From<KeyError> for ApiError {
@@ -131,6 +133,7 @@ impl ApiError {
                 "INTERNAL_SERVER_ERR",
                 generic(StatusCode::INTERNAL_SERVER_ERROR),
             ),
+            ApiError::Kmip(e) => (status(e.reason_code()), kmip_code(e), e.to_string()),
         }
     }
 
@@ -161,6 +164,26 @@ fn rule_code(rule: Rule) -> &'static str {
         Rule::KeyRingKeysNotDeleted => "KEY_RING_KEYS_NOT_DELETED_ERR",
         Rule::DefaultKeyRing => "INVALID_FIELD_ERR",
         Rule::CreateImportDenied => "KEY_CREATE_IMPORT_ACCESS_ERR",
+    }
+}
+
+/// Key Protect's reason codes for KMIP management refusals.
+fn kmip_code(e: &KmipError) -> &'static str {
+    use KmipError as E;
+    match e {
+        E::AdapterNotFound => "KMIP_ADAPTER_NOT_FOUND_ERR",
+        E::CertificateNotFound => "KMIP_CERT_NOT_FOUND_ERR",
+        E::ObjectNotFound => "KMIP_OBJECT_NOT_FOUND_ERR",
+        E::AdapterNameExists => "KMIP_ADAPTER_NAME_NOT_UNIQUE_ERR",
+        E::CertificateNameExists => "KMIP_CERT_NAME_NOT_UNIQUE_ERR",
+        E::CertificateExists => "KMIP_CERT_NOT_UNIQUE_ERR",
+        E::AdapterHasObjects => "KMIP_ADAPTER_HAS_OBJECTS_ERR",
+        E::ObjectActive => "KMIP_OBJECT_ACTIVE_ERR",
+        E::InvalidField(_) => "INVALID_FIELD_ERR",
+        E::Quota(_) => "KMIP_ADAPTER_QUOTA_ERR",
+        E::CrkNotRoot => "KEY_ROOT_REQ_ERR",
+        E::CrkNotActive(_) => "KEY_ACTION_INVALID_STATE_ERR",
+        E::Key(_) | E::IntegrityFailure | E::Custody(_) | E::Store(_) => "INTERNAL_SERVER_ERR",
     }
 }
 

@@ -34,7 +34,7 @@ use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
-use keyward_core::{Custody, KeyService, Store, SystemClock};
+use keyward_core::{Custody, KeyService, KmipService, KmipStore, Store, SystemClock};
 use keyward_custody::SoftwareCustody;
 use keyward_store::SqliteStore;
 use tracing::Instrument;
@@ -95,6 +95,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v2/keys/{id}/metadata", get(keys::get_key_metadata))
         .route("/api/v2/keys/{id}/versions", get(keys::key_versions))
         .route("/api/v2/keys/{id}/actions/{action}", post(keys::key_action))
+        .merge(routes::kmip::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(limit))
@@ -135,10 +136,13 @@ pub async fn open(config: ServerConfig) -> anyhow::Result<Arc<AppState>> {
     }
     let (custody, _) = SoftwareCustody::open_or_create(&config.data_dir)?;
     let custody: Arc<dyn Custody> = Arc::new(custody);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir)?);
+    let sqlite = Arc::new(SqliteStore::open(&config.data_dir)?);
+    let store: Arc<dyn Store> = sqlite.clone();
     let issuer = bootstrap::token_issuer(&store, &custody, config.token_ttl_secs).await?;
     let keys = KeyService::new(store, custody, Arc::new(SystemClock), config.lifecycle());
-    Ok(AppState::new(keys, issuer, config))
+    let kmip_store: Arc<dyn KmipStore> = sqlite;
+    let kmip = KmipService::new(kmip_store, keys.clone(), Arc::new(SystemClock));
+    Ok(AppState::new(keys, kmip, issuer, config))
 }
 
 /// A running server.

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use keyward_core::{InstanceId, InstancePolicies, KeyError, KeyService, LifecycleConfig, Store};
+use keyward_core::{
+    InstanceId, InstancePolicies, KeyError, KeyService, KmipService, LifecycleConfig, Store,
+};
 use keyward_iam::{TokenIssuer, TokenVerifier};
 
 use crate::config::ServerConfig;
@@ -14,6 +16,8 @@ use crate::views::ViewCtx;
 pub struct AppState {
     /// The key service.
     pub keys: KeyService,
+    /// KMIP adapters, certificates and objects.
+    pub kmip: KmipService,
     /// Issues access tokens.
     pub issuer: TokenIssuer,
     /// Verifies access tokens.
@@ -33,11 +37,17 @@ pub struct AppState {
 
 impl AppState {
     /// State over a key service and token keys.
-    pub fn new(keys: KeyService, issuer: TokenIssuer, config: ServerConfig) -> Arc<Self> {
+    pub fn new(
+        keys: KeyService,
+        kmip: KmipService,
+        issuer: TokenIssuer,
+        config: ServerConfig,
+    ) -> Arc<Self> {
         let verifier = issuer.verifier();
         let lifecycle = config.lifecycle();
         Arc::new(AppState {
             keys,
+            kmip,
             issuer,
             verifier,
             config,

@@ -17,6 +17,7 @@
     )
 )]
 
+mod kmip;
 mod listing;
 mod rows;
 mod schema;

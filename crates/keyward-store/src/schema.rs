@@ -115,6 +115,53 @@ const MIGRATIONS: &[&str] = &[
         signature BLOB NOT NULL,
         PRIMARY KEY (instance_id, policy_type)
     );",
+    // 3: KMIP adapters, their client certificates and KMIP objects.
+    "CREATE TABLE kmip_adapters (
+        id TEXT PRIMARY KEY,
+        instance_id TEXT NOT NULL REFERENCES instances(id),
+        name TEXT NOT NULL,
+        description TEXT,
+        profile TEXT NOT NULL,
+        crk_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        updated_by TEXT NOT NULL,
+        signature BLOB NOT NULL,
+        UNIQUE (instance_id, name)
+    );
+    CREATE INDEX kmip_adapters_by_instance ON kmip_adapters(instance_id, created_at, id);
+    CREATE TABLE kmip_certificates (
+        id TEXT PRIMARY KEY,
+        instance_id TEXT NOT NULL,
+        adapter_id TEXT NOT NULL REFERENCES kmip_adapters(id),
+        name TEXT NOT NULL,
+        certificate TEXT NOT NULL,
+        fingerprint BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        signature BLOB NOT NULL,
+        UNIQUE (adapter_id, name),
+        UNIQUE (instance_id, fingerprint)
+    );
+    CREATE INDEX kmip_certificates_by_adapter ON kmip_certificates(adapter_id, created_at, id);
+    CREATE TABLE kmip_objects (
+        id TEXT PRIMARY KEY,
+        instance_id TEXT NOT NULL,
+        adapter_id TEXT NOT NULL REFERENCES kmip_adapters(id),
+        object_type INTEGER NOT NULL,
+        state INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by_cert_id TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        updated_at INTEGER,
+        updated_by_cert_id TEXT,
+        updated_by TEXT,
+        destroyed_at INTEGER,
+        destroyed_by_cert_id TEXT,
+        destroyed_by TEXT
+    );
+    CREATE INDEX kmip_objects_by_adapter ON kmip_objects(adapter_id, state, created_at, id);",
 ];
 
 /// Brings the database to the latest schema, one transaction per migration.

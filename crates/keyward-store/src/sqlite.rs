@@ -71,7 +71,10 @@ impl SqliteStore {
         })
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
         let conn = match self.readers.lock().map(|mut r| r.pop()) {
             Ok(Some(c)) => c,
             _ => {
@@ -95,7 +98,7 @@ impl SqliteStore {
         result
     }
 
-    async fn write<T, F>(&self, statements: Statements, f: F) -> Result<T, StoreError>
+    pub(crate) async fn write<T, F>(&self, statements: Statements, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -148,7 +151,7 @@ fn set_private(path: &Path) {
 
 /// Audit events are stored as plain columns (about 250 bytes each), not as a rendered document:
 /// the hot path writes one per request, and the CADF form is built when events are read.
-fn insert_audit(c: &Connection, e: &AuditEvent) -> rusqlite::Result<()> {
+pub(crate) fn insert_audit(c: &Connection, e: &AuditEvent) -> rusqlite::Result<()> {
     c.prepare_cached(
         "INSERT INTO audit_events (id, time, action, outcome, reason_code, reason, initiator, address,
                                    instance_id, target, key_state, key_version, request_id)

@@ -6,3 +6,8 @@ keyward_test::store_suite!(sqlite, {
     let dir = tempfile::tempdir().unwrap();
     (SqliteStore::open(dir.path()).unwrap(), dir)
 });
+
+keyward_test::kmip_store_suite!(sqlite_kmip, {
+    let dir = tempfile::tempdir().unwrap();
+    (SqliteStore::open(dir.path()).unwrap(), dir)
+});

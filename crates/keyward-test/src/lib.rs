@@ -13,6 +13,7 @@
 )]
 
 pub mod custody;
+pub mod kmip;
 pub mod store;
 
 /// Runs a future to completion on a fresh current-thread runtime (the suites' tests are plain
@@ -96,6 +97,37 @@ macro_rules! __store_tests {
             fn $test() {
                 let (store, _guard) = $make;
                 $crate::block_on($crate::store::$test(&store));
+            }
+        )*
+    };
+}
+
+/// Mounts the `KmipStore` conformance suite as module `$name`. `$make` is an expression
+/// evaluating to `(impl Store + KmipStore, guard)`.
+#[macro_export]
+macro_rules! kmip_store_suite {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__kmip_store_tests!($make;
+                adapters_round_trip_unique_and_limited,
+                certificates_are_unique_limited_and_deleted_with_their_adapter,
+                objects_block_adapter_deletion_until_destroyed
+            );
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __kmip_store_tests {
+    ($make:expr; $($test:ident),*) => {
+        $(
+            #[test]
+            fn $test() {
+                let (store, _guard) = $make;
+                $crate::block_on($crate::kmip::$test(&store));
             }
         )*
     };

@@ -3,6 +3,7 @@
 
 pub mod identity;
 pub mod keys;
+pub mod kmip;
 pub mod policies;
 pub mod rings;
 pub mod search;

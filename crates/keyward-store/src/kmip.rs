@@ -1,0 +1,526 @@
+//! `KmipStore` for `SqliteStore`: KMIP adapters, client certificates and KMIP objects
+//! (migration 3). Uniqueness, quotas and "adapter still exists" are checked inside the write's
+//! transaction, so concurrent requests cannot both pass them.
+
+use keyward_core::{
+    AdapterDeletion, AdapterInsert, AuditEvent, CertificateInsert, InstanceId, KeyId,
+    KmipAdapterRecord, KmipCertificateRecord, KmipObjectRecord, KmipStore, StoreError,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::rows::{nanos, opt_nanos};
+use crate::sqlite::{SqliteStore, insert_audit};
+use crate::writer::Statements;
+
+const ADAPTER_COLUMNS: &str = "instance_id, id, name, description, profile, crk_id, created_at, \
+     created_by, updated_at, updated_by, signature";
+const CERT_COLUMNS: &str = "instance_id, adapter_id, id, name, certificate, fingerprint, \
+     created_at, created_by, signature";
+const OBJECT_COLUMNS: &str = "instance_id, adapter_id, id, object_type, state, created_at, \
+     created_by_cert_id, created_by, updated_at, updated_by_cert_id, updated_by, destroyed_at, \
+     destroyed_by_cert_id, destroyed_by";
+
+fn conv(msg: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, msg.into())
+}
+
+fn parse<T: std::str::FromStr>(s: String) -> rusqlite::Result<T> {
+    s.parse().map_err(|_| conv(format!("bad identifier {s:?}")))
+}
+
+fn opt_parse<T: std::str::FromStr>(s: Option<String>) -> rusqlite::Result<Option<T>> {
+    s.map(parse).transpose()
+}
+
+fn time(n: i64) -> rusqlite::Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(n)).map_err(|e| conv(e.to_string()))
+}
+
+fn opt_time(n: Option<i64>) -> rusqlite::Result<Option<OffsetDateTime>> {
+    n.map(time).transpose()
+}
+
+fn adapter_from_row(r: &Row<'_>) -> rusqlite::Result<KmipAdapterRecord> {
+    Ok(KmipAdapterRecord {
+        instance: parse(r.get(0)?)?,
+        id: parse(r.get(1)?)?,
+        name: r.get(2)?,
+        description: r.get(3)?,
+        profile: r.get(4)?,
+        crk_id: parse(r.get(5)?)?,
+        created_at: time(r.get(6)?)?,
+        created_by: r.get(7)?,
+        updated_at: time(r.get(8)?)?,
+        updated_by: r.get(9)?,
+        signature: r.get(10)?,
+    })
+}
+
+fn cert_from_row(r: &Row<'_>) -> rusqlite::Result<KmipCertificateRecord> {
+    let fp: Vec<u8> = r.get(5)?;
+    Ok(KmipCertificateRecord {
+        instance: parse(r.get(0)?)?,
+        adapter_id: parse(r.get(1)?)?,
+        id: parse(r.get(2)?)?,
+        name: r.get(3)?,
+        certificate: r.get(4)?,
+        fingerprint: fp
+            .try_into()
+            .map_err(|_| conv("bad certificate fingerprint".into()))?,
+        created_at: time(r.get(6)?)?,
+        created_by: r.get(7)?,
+        signature: r.get(8)?,
+    })
+}
+
+fn object_from_row(r: &Row<'_>) -> rusqlite::Result<KmipObjectRecord> {
+    Ok(KmipObjectRecord {
+        instance: parse(r.get(0)?)?,
+        adapter_id: parse(r.get(1)?)?,
+        id: parse(r.get(2)?)?,
+        object_type: r.get(3)?,
+        state: r.get(4)?,
+        created_at: time(r.get(5)?)?,
+        created_by_cert_id: parse(r.get(6)?)?,
+        created_by: r.get(7)?,
+        updated_at: opt_time(r.get(8)?)?,
+        updated_by_cert_id: opt_parse(r.get(9)?)?,
+        updated_by: r.get(10)?,
+        destroyed_at: opt_time(r.get(11)?)?,
+        destroyed_by_cert_id: opt_parse(r.get(12)?)?,
+        destroyed_by: r.get(13)?,
+    })
+}
+
+fn exists(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<bool> {
+    c.prepare_cached(sql)?
+        .query_row(p, |_| Ok(()))
+        .optional()
+        .map(|o| o.is_some())
+}
+
+#[async_trait::async_trait]
+impl KmipStore for SqliteStore {
+    async fn kmip_adapters(
+        &self,
+        instance: InstanceId,
+        crk: Option<KeyId>,
+        limit: u32,
+        offset: u32,
+    ) -> Result<(Vec<KmipAdapterRecord>, u64), StoreError> {
+        let inst = instance.to_string();
+        let crk = crk.map(|k| k.to_string());
+        self.read(|c| {
+            let list = c
+                .prepare_cached(&format!(
+                    "SELECT {ADAPTER_COLUMNS} FROM kmip_adapters
+                     WHERE instance_id = ?1 AND (?2 IS NULL OR crk_id = ?2)
+                     ORDER BY created_at, id LIMIT ?3 OFFSET ?4"
+                ))?
+                .query_map(params![inst, crk, limit, offset], adapter_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let total: i64 = c
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM kmip_adapters
+                     WHERE instance_id = ?1 AND (?2 IS NULL OR crk_id = ?2)",
+                )?
+                .query_row(params![inst, crk], |r| r.get(0))?;
+            Ok((list, u64::try_from(total).unwrap_or(0)))
+        })
+    }
+
+    async fn kmip_adapter(
+        &self,
+        instance: InstanceId,
+        id: Uuid,
+    ) -> Result<Option<KmipAdapterRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {ADAPTER_COLUMNS} FROM kmip_adapters WHERE instance_id = ?1 AND id = ?2"
+            ))?
+            .query_row(
+                params![instance.to_string(), id.to_string()],
+                adapter_from_row,
+            )
+            .optional()
+        })
+    }
+
+    async fn kmip_adapter_by_name(
+        &self,
+        instance: InstanceId,
+        name: &str,
+    ) -> Result<Option<KmipAdapterRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {ADAPTER_COLUMNS} FROM kmip_adapters WHERE instance_id = ?1 AND name = ?2"
+            ))?
+            .query_row(params![instance.to_string(), name], adapter_from_row)
+            .optional()
+        })
+    }
+
+    async fn insert_kmip_adapter(
+        &self,
+        adapter: &KmipAdapterRecord,
+        max_per_instance: u32,
+        event: &AuditEvent,
+    ) -> Result<AdapterInsert, StoreError> {
+        let (a, e) = (adapter.clone(), event.clone());
+        self.write(Statements::Many, move |c| {
+            let inst = a.instance.to_string();
+            if exists(
+                c,
+                "SELECT 1 FROM kmip_adapters WHERE instance_id = ?1 AND name = ?2",
+                params![inst, a.name],
+            )? {
+                return Ok(AdapterInsert::NameExists);
+            }
+            let count: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM kmip_adapters WHERE instance_id = ?1")?
+                .query_row(params![inst], |r| r.get(0))?;
+            if count >= i64::from(max_per_instance) {
+                return Ok(AdapterInsert::QuotaReached);
+            }
+            c.prepare_cached(&format!(
+                "INSERT INTO kmip_adapters ({ADAPTER_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            ))?
+            .execute(params![
+                inst,
+                a.id.to_string(),
+                a.name,
+                a.description,
+                a.profile,
+                a.crk_id.to_string(),
+                nanos(a.created_at),
+                a.created_by,
+                nanos(a.updated_at),
+                a.updated_by,
+                a.signature,
+            ])?;
+            insert_audit(c, &e)?;
+            Ok(AdapterInsert::Inserted)
+        })
+        .await
+    }
+
+    async fn delete_kmip_adapter(
+        &self,
+        instance: InstanceId,
+        id: Uuid,
+        event: &AuditEvent,
+    ) -> Result<AdapterDeletion, StoreError> {
+        let e = event.clone();
+        self.write(Statements::Many, move |c| {
+            let (inst, id) = (instance.to_string(), id.to_string());
+            if !exists(
+                c,
+                "SELECT 1 FROM kmip_adapters WHERE instance_id = ?1 AND id = ?2",
+                params![inst, id],
+            )? {
+                return Ok(AdapterDeletion::NotFound);
+            }
+            if exists(
+                c,
+                "SELECT 1 FROM kmip_objects WHERE adapter_id = ?1 AND state NOT IN (5, 6)",
+                params![id],
+            )? {
+                return Ok(AdapterDeletion::HasObjects);
+            }
+            c.prepare_cached("DELETE FROM kmip_objects WHERE adapter_id = ?1")?
+                .execute(params![id])?;
+            c.prepare_cached("DELETE FROM kmip_certificates WHERE adapter_id = ?1")?
+                .execute(params![id])?;
+            c.prepare_cached("DELETE FROM kmip_adapters WHERE instance_id = ?1 AND id = ?2")?
+                .execute(params![inst, id])?;
+            insert_audit(c, &e)?;
+            Ok(AdapterDeletion::Deleted)
+        })
+        .await
+    }
+
+    async fn kmip_certificates(
+        &self,
+        instance: InstanceId,
+        adapter: Uuid,
+        limit: u32,
+        offset: u32,
+    ) -> Result<(Vec<KmipCertificateRecord>, u64), StoreError> {
+        let (inst, adapter) = (instance.to_string(), adapter.to_string());
+        self.read(|c| {
+            let list = c
+                .prepare_cached(&format!(
+                    "SELECT {CERT_COLUMNS} FROM kmip_certificates
+                     WHERE instance_id = ?1 AND adapter_id = ?2
+                     ORDER BY created_at, id LIMIT ?3 OFFSET ?4"
+                ))?
+                .query_map(params![inst, adapter, limit, offset], cert_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let total: i64 = c
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM kmip_certificates WHERE instance_id = ?1 AND adapter_id = ?2",
+                )?
+                .query_row(params![inst, adapter], |r| r.get(0))?;
+            Ok((list, u64::try_from(total).unwrap_or(0)))
+        })
+    }
+
+    async fn kmip_certificate(
+        &self,
+        instance: InstanceId,
+        adapter: Uuid,
+        id: Uuid,
+    ) -> Result<Option<KmipCertificateRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {CERT_COLUMNS} FROM kmip_certificates
+                 WHERE instance_id = ?1 AND adapter_id = ?2 AND id = ?3"
+            ))?
+            .query_row(
+                params![instance.to_string(), adapter.to_string(), id.to_string()],
+                cert_from_row,
+            )
+            .optional()
+        })
+    }
+
+    async fn kmip_certificate_by_name(
+        &self,
+        instance: InstanceId,
+        adapter: Uuid,
+        name: &str,
+    ) -> Result<Option<KmipCertificateRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {CERT_COLUMNS} FROM kmip_certificates
+                 WHERE instance_id = ?1 AND adapter_id = ?2 AND name = ?3"
+            ))?
+            .query_row(
+                params![instance.to_string(), adapter.to_string(), name],
+                cert_from_row,
+            )
+            .optional()
+        })
+    }
+
+    async fn insert_kmip_certificate(
+        &self,
+        cert: &KmipCertificateRecord,
+        max_per_adapter: u32,
+        event: &AuditEvent,
+    ) -> Result<CertificateInsert, StoreError> {
+        let (k, e) = (cert.clone(), event.clone());
+        self.write(Statements::Many, move |c| {
+            let (inst, adapter) = (k.instance.to_string(), k.adapter_id.to_string());
+            if !exists(
+                c,
+                "SELECT 1 FROM kmip_adapters WHERE instance_id = ?1 AND id = ?2",
+                params![inst, adapter],
+            )? {
+                return Ok(CertificateInsert::AdapterNotFound);
+            }
+            if exists(
+                c,
+                "SELECT 1 FROM kmip_certificates WHERE adapter_id = ?1 AND name = ?2",
+                params![adapter, k.name],
+            )? {
+                return Ok(CertificateInsert::NameExists);
+            }
+            if exists(
+                c,
+                "SELECT 1 FROM kmip_certificates WHERE instance_id = ?1 AND fingerprint = ?2",
+                params![inst, k.fingerprint.as_slice()],
+            )? {
+                return Ok(CertificateInsert::CertificateExists);
+            }
+            let count: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM kmip_certificates WHERE adapter_id = ?1")?
+                .query_row(params![adapter], |r| r.get(0))?;
+            if count >= i64::from(max_per_adapter) {
+                return Ok(CertificateInsert::QuotaReached);
+            }
+            c.prepare_cached(&format!(
+                "INSERT INTO kmip_certificates ({CERT_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ))?
+            .execute(params![
+                inst,
+                adapter,
+                k.id.to_string(),
+                k.name,
+                k.certificate,
+                k.fingerprint.as_slice(),
+                nanos(k.created_at),
+                k.created_by,
+                k.signature,
+            ])?;
+            insert_audit(c, &e)?;
+            Ok(CertificateInsert::Inserted)
+        })
+        .await
+    }
+
+    async fn delete_kmip_certificate(
+        &self,
+        instance: InstanceId,
+        adapter: Uuid,
+        id: Uuid,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let e = event.clone();
+        self.write(Statements::Many, move |c| {
+            let n = c
+                .prepare_cached(
+                    "DELETE FROM kmip_certificates
+                     WHERE instance_id = ?1 AND adapter_id = ?2 AND id = ?3",
+                )?
+                .execute(params![
+                    instance.to_string(),
+                    adapter.to_string(),
+                    id.to_string()
+                ])?;
+            if n == 1 {
+                insert_audit(c, &e)?;
+            }
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn kmip_objects(
+        &self,
+        instance: InstanceId,
+        adapter: Uuid,
+        states: &[u8],
+        limit: u32,
+        offset: u32,
+    ) -> Result<(Vec<KmipObjectRecord>, u64), StoreError> {
+        let (inst, adapter) = (instance.to_string(), adapter.to_string());
+        // States are small integers; they are bound, never spliced into the SQL.
+        let marks = (0..states.len())
+            .map(|i| format!("?{}", i + 5))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let states: Vec<i64> = states.iter().map(|s| i64::from(*s)).collect();
+        self.read(|c| {
+            let mut values: Vec<rusqlite::types::Value> = vec![
+                inst.clone().into(),
+                adapter.clone().into(),
+                i64::from(limit).into(),
+                i64::from(offset).into(),
+            ];
+            values.extend(states.iter().map(|s| rusqlite::types::Value::from(*s)));
+            let list = c
+                .prepare(&format!(
+                    "SELECT {OBJECT_COLUMNS} FROM kmip_objects
+                     WHERE instance_id = ?1 AND adapter_id = ?2 AND state IN ({marks})
+                     ORDER BY created_at, id LIMIT ?3 OFFSET ?4"
+                ))?
+                .query_map(params_from_iter(values.iter()), object_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            // The count has no LIMIT/OFFSET: its state placeholders start at ?3.
+            let count_marks = (0..states.len())
+                .map(|i| format!("?{}", i + 3))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut count_values: Vec<rusqlite::types::Value> =
+                vec![inst.clone().into(), adapter.clone().into()];
+            count_values.extend(states.iter().map(|s| rusqlite::types::Value::from(*s)));
+            let total: i64 = c
+                .prepare(&format!(
+                    "SELECT COUNT(*) FROM kmip_objects
+                     WHERE instance_id = ?1 AND adapter_id = ?2 AND state IN ({count_marks})"
+                ))?
+                .query_row(params_from_iter(count_values.iter()), |r| r.get(0))?;
+            Ok((list, u64::try_from(total).unwrap_or(0)))
+        })
+    }
+
+    async fn kmip_object(
+        &self,
+        instance: InstanceId,
+        adapter: Uuid,
+        id: Uuid,
+    ) -> Result<Option<KmipObjectRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {OBJECT_COLUMNS} FROM kmip_objects
+                 WHERE instance_id = ?1 AND adapter_id = ?2 AND id = ?3"
+            ))?
+            .query_row(
+                params![instance.to_string(), adapter.to_string(), id.to_string()],
+                object_from_row,
+            )
+            .optional()
+        })
+    }
+
+    async fn insert_kmip_object(
+        &self,
+        object: &KmipObjectRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let (o, e) = (object.clone(), event.clone());
+        self.write(Statements::Many, move |c| {
+            c.prepare_cached(&format!(
+                "INSERT INTO kmip_objects ({OBJECT_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            ))?
+            .execute(params![
+                o.instance.to_string(),
+                o.adapter_id.to_string(),
+                o.id.to_string(),
+                o.object_type,
+                o.state,
+                nanos(o.created_at),
+                o.created_by_cert_id.to_string(),
+                o.created_by,
+                opt_nanos(o.updated_at),
+                o.updated_by_cert_id.map(|u| u.to_string()),
+                o.updated_by,
+                opt_nanos(o.destroyed_at),
+                o.destroyed_by_cert_id.map(|u| u.to_string()),
+                o.destroyed_by,
+            ])?;
+            insert_audit(c, &e)
+        })
+        .await
+    }
+
+    async fn update_kmip_object(
+        &self,
+        object: &KmipObjectRecord,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let (o, e) = (object.clone(), event.clone());
+        self.write(Statements::Many, move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE kmip_objects SET state = ?4, updated_at = ?5, updated_by_cert_id = ?6,
+                        updated_by = ?7, destroyed_at = ?8, destroyed_by_cert_id = ?9,
+                        destroyed_by = ?10
+                     WHERE instance_id = ?1 AND adapter_id = ?2 AND id = ?3",
+                )?
+                .execute(params![
+                    o.instance.to_string(),
+                    o.adapter_id.to_string(),
+                    o.id.to_string(),
+                    o.state,
+                    opt_nanos(o.updated_at),
+                    o.updated_by_cert_id.map(|u| u.to_string()),
+                    o.updated_by,
+                    opt_nanos(o.destroyed_at),
+                    o.destroyed_by_cert_id.map(|u| u.to_string()),
+                    o.destroyed_by,
+                ])?;
+            if n == 1 {
+                insert_audit(c, &e)?;
+            }
+            Ok(n == 1)
+        })
+        .await
+    }
+}
