@@ -9,6 +9,12 @@ pub enum KeyError {
     /// No such key in the caller's instance (also returned for keys of other instances).
     #[error("key not found")]
     NotFound,
+    /// The caller may see the target but holds no role that allows the operation.
+    #[error(
+        "the caller does not have access to this operation ({}); it needs one of the roles that allow it",
+        .0.action()
+    )]
+    Forbidden(crate::Operation),
     /// The key's state does not permit the action.
     #[error("the key is in state {} and cannot {}", .state.code(), .action.name())]
     InvalidState {

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::service::Clock;
+use crate::access::{Operation, Target};
+use crate::service::{Access, Clock};
 use crate::{
     AuditEvent, Caller, CustodyError, Initiator, InstanceId, KeyError, KeyId, KeyKind, KeyService,
     KeyState, Outcome, StoreError,
@@ -425,6 +426,11 @@ const READ: &str = "kms.kmip-management.read";
 const DELETE: &str = "kms.kmip-management.delete";
 
 impl KmipService {
+    /// Checks the caller's KMIP management role on the instance.
+    fn gate(&self, caller: &Caller, op: Operation) -> Result<(), KmipError> {
+        crate::service::authorize(caller, op, Target::Instance).map_err(KmipError::Key)
+    }
+
     /// A service over `store`, checking root keys and appending read audit events through `keys`.
     pub fn new(store: Arc<dyn KmipStore>, keys: KeyService, clock: Arc<dyn Clock>) -> Self {
         KmipService { store, keys, clock }
@@ -436,7 +442,10 @@ impl KmipService {
         caller: &Caller,
         spec: NewKmipAdapter,
     ) -> Result<KmipAdapterRecord, KmipError> {
-        let result = self.create_adapter_inner(caller, spec).await;
+        let result = match self.gate(caller, Operation::KmipWrite) {
+            Ok(()) => self.create_adapter_inner(caller, spec).await,
+            Err(e) => Err(e),
+        };
         self.audit_failure(caller, CREATE, None, &result).await?;
         result
     }
@@ -524,8 +533,14 @@ impl KmipService {
         reference: &str,
         allow_expiring: bool,
     ) -> Result<KeyId, KmipError> {
-        let id = self.keys.resolve(caller, reference).await?;
-        let key = self.keys.key_metadata(caller, id).await?;
+        // The caller passed the KMIP gate; reading the key it names is part of that operation
+        // (KmipAdapterManager holds no key role of its own).
+        let system = Caller {
+            access: Access::System,
+            ..caller.clone()
+        };
+        let id = self.keys.resolve(&system, reference).await?;
+        let key = self.keys.key_metadata(&system, id).await?;
         if key.kind != KeyKind::Root {
             return Err(KmipError::CrkNotRoot);
         }
@@ -554,6 +569,7 @@ impl KmipService {
         page: Page,
     ) -> Result<(Vec<KmipAdapterRecord>, u64), KmipError> {
         let result = async {
+            self.gate(caller, Operation::KmipRead)?;
             let crk = match crk {
                 None => None,
                 Some(r) => match self.keys.resolve(caller, r).await {
@@ -583,7 +599,10 @@ impl KmipService {
         caller: &Caller,
         reference: &str,
     ) -> Result<KmipAdapterRecord, KmipError> {
-        let result = self.load_adapter(caller, reference).await;
+        let result = match self.gate(caller, Operation::KmipRead) {
+            Ok(()) => self.load_adapter(caller, reference).await,
+            Err(e) => Err(e),
+        };
         let target = result.as_ref().ok().map(|a| a.id);
         self.audit(caller, READ, target, &result).await?;
         result
@@ -592,6 +611,7 @@ impl KmipService {
     /// Deletes an adapter and its certificates; refused while it has objects not destroyed.
     pub async fn delete_adapter(&self, caller: &Caller, reference: &str) -> Result<(), KmipError> {
         let result = async {
+            self.gate(caller, Operation::KmipWrite)?;
             let adapter = self.load_adapter(caller, reference).await?;
             let event = self.event(
                 caller,
@@ -624,6 +644,7 @@ impl KmipService {
         spec: NewKmipCertificate,
     ) -> Result<KmipCertificateRecord, KmipError> {
         let result = async {
+            self.gate(caller, Operation::KmipWrite)?;
             let adapter = self.load_adapter(caller, adapter).await?;
             let name = match spec.name {
                 Some(n) => {
@@ -676,6 +697,7 @@ impl KmipService {
         page: Page,
     ) -> Result<(Vec<KmipCertificateRecord>, u64), KmipError> {
         let result = async {
+            self.gate(caller, Operation::KmipRead)?;
             let adapter = self.load_adapter(caller, adapter).await?;
             let (list, total) = self
                 .store
@@ -699,6 +721,7 @@ impl KmipService {
         reference: &str,
     ) -> Result<KmipCertificateRecord, KmipError> {
         let result = async {
+            self.gate(caller, Operation::KmipRead)?;
             let adapter = self.load_adapter(caller, adapter).await?;
             self.load_certificate(caller, &adapter, reference).await
         }
@@ -716,6 +739,7 @@ impl KmipService {
         reference: &str,
     ) -> Result<(), KmipError> {
         let result = async {
+            self.gate(caller, Operation::KmipWrite)?;
             let adapter = self.load_adapter(caller, adapter).await?;
             let cert = self.load_certificate(caller, &adapter, reference).await?;
             let event = self.event(caller, DELETE, Some(cert.id), Outcome::Success, 204, None);
@@ -743,6 +767,7 @@ impl KmipService {
         page: Page,
     ) -> Result<(Vec<KmipObjectRecord>, u64), KmipError> {
         let result = async {
+            self.gate(caller, Operation::KmipRead)?;
             let adapter = self.load_adapter(caller, adapter).await?;
             let states: &[u8] = if states.is_empty() {
                 &[1, 2, 3, 4]
@@ -767,6 +792,7 @@ impl KmipService {
         id: &str,
     ) -> Result<KmipObjectRecord, KmipError> {
         let result = async {
+            self.gate(caller, Operation::KmipRead)?;
             let adapter = self.load_adapter(caller, adapter).await?;
             self.load_object(caller, &adapter, id).await
         }
@@ -785,6 +811,7 @@ impl KmipService {
         force: bool,
     ) -> Result<(), KmipError> {
         let result = async {
+            self.gate(caller, Operation::KmipWrite)?;
             let adapter = self.load_adapter(caller, adapter).await?;
             let mut object = self.load_object(caller, &adapter, id).await?;
             if KMIP_DESTROYED_STATES.contains(&object.state) {

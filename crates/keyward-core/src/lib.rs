@@ -17,10 +17,13 @@
     )
 )]
 
+mod access;
 mod audit;
 mod cache;
 mod custody;
 mod error;
+mod iam;
+mod identity;
 mod ids;
 mod key;
 mod kmip;
@@ -29,9 +32,12 @@ mod policy;
 mod service;
 mod store;
 
+pub use access::{Denial, Grant, Grants, OPERATIONS, Operation, Role, Scope, Target};
 pub use audit::{AuditEvent, Initiator, Outcome};
 pub use custody::{Custody, CustodyError, WrappedMaterial};
 pub use error::{KeyError, Rule};
+pub use iam::{ApiKeyMinter, CreatedApiKey, IamService, NewIdentity, Principal};
+pub use identity::{AccessPolicyRecord, AuthorizationRecord, IdentityKind, IdentityRecord};
 pub use ids::{InstanceId, KeyId, KeyVersionId, ParseIdError};
 pub use key::{
     ALLOWED_ROOT_KEY_BYTES, DEFAULT_KEY_RING, DeletionAuthorization, DualAuthPolicy, KeyKind,
@@ -49,13 +55,13 @@ pub use kmip::{
 };
 pub use lifecycle::{Action, KeyState};
 pub use service::{
-    Caller, Clock, Compare, DateFilter, InstancePolicyUpdate, KeyDate, KeyFilter, KeyPolicyUpdate,
-    KeySearch, KeyService, LifecycleConfig, MAX_AAD_ITEM_CHARS, MAX_AAD_ITEMS, MAX_ALIASES_PER_KEY,
-    MAX_DEK_BYTES, NewKey, PolicyOverrides, RewrapOutput, SchedulerReport, SortKey, SystemClock,
-    UnwrapOutput, WrapOutput,
+    Access, Caller, Clock, Compare, DateFilter, InstancePolicyUpdate, KeyDate, KeyFilter,
+    KeyPolicyUpdate, KeySearch, KeyService, LifecycleConfig, MAX_AAD_ITEM_CHARS, MAX_AAD_ITEMS,
+    MAX_ALIASES_PER_KEY, MAX_DEK_BYTES, NewKey, PolicyOverrides, RewrapOutput, SchedulerReport,
+    SortKey, SystemClock, UnwrapOutput, WrapOutput,
 };
 pub use store::{
-    AliasRecord, ApiKeyRecord, DueWork, InstanceRecord, KeyRingRecord, RingDeletion,
+    AliasRecord, ApiKeyRecord, DueWork, IamStore, InstanceRecord, KeyRingRecord, RingDeletion,
     SigningKeyRecord, Store, StoreError,
 };
 

@@ -3,6 +3,7 @@
 
 use time::OffsetDateTime;
 
+use crate::identity::{AccessPolicyRecord, AuthorizationRecord, IdentityRecord};
 use crate::service::KeyFilter;
 use crate::{
     AuditEvent, InstanceId, InstancePolicy, KeyId, KeyRecord, KeyVersion, KeyVersionId,
@@ -137,10 +138,114 @@ pub struct DueWork {
     pub purge_deleted_before: OffsetDateTime,
 }
 
+/// Durable storage of identities, API key state, access policies, service authorizations and
+/// refresh tokens. Part of every [`Store`]; kept apart so each backend implements it in its own
+/// module.
+#[async_trait::async_trait]
+pub trait IamStore: Send + Sync {
+    /// An identity by IAM id.
+    async fn identity(&self, iam_id: &str) -> Result<Option<IdentityRecord>, StoreError>;
+    /// The identities of an account, oldest first.
+    async fn identities(&self, account: &str) -> Result<Vec<IdentityRecord>, StoreError>;
+    /// Creates an identity; [`StoreError::Conflict`] when the IAM id exists.
+    async fn insert_identity(
+        &self,
+        identity: &IdentityRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    /// Locks or unlocks an identity of an account; `false` when there is none.
+    async fn set_identity_locked(
+        &self,
+        account: &str,
+        iam_id: &str,
+        locked: bool,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError>;
+    /// Deletes an identity of an account with its API keys, refresh tokens and access policies;
+    /// `false` when there is none.
+    async fn delete_identity(
+        &self,
+        account: &str,
+        iam_id: &str,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError>;
+
+    /// The API keys of an account (hashes only), oldest first.
+    async fn api_keys_of(&self, account: &str) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Locks or unlocks an API key of an account; `false` when there is none.
+    async fn set_api_key_locked(
+        &self,
+        account: &str,
+        id: &str,
+        locked: bool,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError>;
+    /// Deletes an API key of an account and its refresh tokens; `false` when there is none.
+    async fn delete_api_key(
+        &self,
+        account: &str,
+        id: &str,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError>;
+
+    /// Access policies of an account, all or those of one subject.
+    async fn access_policies(
+        &self,
+        account: &str,
+        subject: Option<&str>,
+    ) -> Result<Vec<AccessPolicyRecord>, StoreError>;
+    /// Creates an access policy.
+    async fn insert_access_policy(
+        &self,
+        policy: &AccessPolicyRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    /// Deletes an access policy of an account; `false` when there is none.
+    async fn delete_access_policy(
+        &self,
+        account: &str,
+        id: &str,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError>;
+
+    /// Service-to-service authorizations of an account, all or those of one source service.
+    async fn authorizations(
+        &self,
+        account: &str,
+        source_service: Option<&str>,
+    ) -> Result<Vec<AuthorizationRecord>, StoreError>;
+    /// Creates an authorization.
+    async fn insert_authorization(
+        &self,
+        authorization: &AuthorizationRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    /// Deletes an authorization of an account; `false` when there is none.
+    async fn delete_authorization(
+        &self,
+        account: &str,
+        id: &str,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError>;
+
+    /// Stores a refresh token's hash for an API key.
+    async fn insert_refresh_token(
+        &self,
+        hash: [u8; 32],
+        api_key_id: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Removes and returns a refresh token (single use): its API key id and expiry.
+    async fn take_refresh_token(
+        &self,
+        hash: [u8; 32],
+    ) -> Result<Option<(String, OffsetDateTime)>, StoreError>;
+}
+
 /// Durable storage for Keyward. Every method that changes state takes the audit event that
 /// describes the change and commits both atomically; it returns only after the commit is durable.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: IamStore + Send + Sync {
     /// A key of an instance, or `None`.
     async fn key(&self, instance: InstanceId, id: KeyId) -> Result<Option<KeyRecord>, StoreError>;
     /// A key of an instance with its current version, in one read (the wrap/unwrap hot path).

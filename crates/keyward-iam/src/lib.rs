@@ -19,5 +19,5 @@
 mod api_key;
 mod token;
 
-pub use api_key::{ApiKey, hash_secret, parse_api_key, verify_secret};
+pub use api_key::{ApiKey, Minter, hash_secret, parse_api_key, verify_secret};
 pub use token::{AccessToken, Claims, ISSUER, TokenError, TokenIssuer, TokenVerifier};

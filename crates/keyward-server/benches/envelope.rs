@@ -35,6 +35,7 @@ fn bench(c: &mut Criterion) {
         .unwrap_or_else(|| panic!("no instance"));
     let caller = Caller {
         key_ring: None,
+        access: keyward_core::Access::System,
         subject: "bench".into(),
         instance,
         request_id: "bench".into(),

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use keyward_core::{
-    ApiKeyRecord, AuditEvent, Custody, Initiator, InstanceId, InstanceRecord, Outcome,
-    SigningKeyRecord, Store,
+    AccessPolicyRecord, ApiKeyRecord, AuditEvent, Custody, IdentityKind, IdentityRecord, Initiator,
+    InstanceId, InstanceRecord, Outcome, Role, Scope, SigningKeyRecord, Store,
 };
 use keyward_iam::{ApiKey, TokenIssuer};
 use serde::{Deserialize, Serialize};
@@ -128,6 +128,75 @@ pub async fn first_start(
         )
         .await?;
     Ok(Some(path))
+}
+
+/// The bootstrap administrator is the account's first Administrator and Manager (with KeyPurge,
+/// so the one identity of a fresh install can use every endpoint). Creates its identity and
+/// access policy when missing: on first start, and once for data directories from before access
+/// control existed.
+pub async fn ensure_admin_access(
+    store: &Arc<dyn Store>,
+    custody: &Arc<dyn Custody>,
+) -> anyhow::Result<()> {
+    for instance in store.instances().await? {
+        let account = instance.account;
+        let admins: Vec<_> = store
+            .api_keys_of(&account)
+            .await?
+            .into_iter()
+            .filter(|k| k.subject == ADMIN_SUBJECT)
+            .collect();
+        let Some(first) = admins.first() else {
+            continue;
+        };
+        if store.identity(ADMIN_SUBJECT).await?.is_none() {
+            let identity = IdentityRecord {
+                iam_id: ADMIN_SUBJECT.into(),
+                account: account.clone(),
+                kind: IdentityKind::ServiceId,
+                name: "bootstrap administrator".into(),
+                description: Some(
+                    "created at first start; its API key is in bootstrap.json".into(),
+                ),
+                service_name: None,
+                service_instance: None,
+                locked: false,
+                created_at: first.created_at,
+                created_by: "keyward-bootstrap".into(),
+            };
+            store
+                .insert_identity(
+                    &identity,
+                    &system_event("iam-identity.identity.create", ADMIN_SUBJECT.into()),
+                )
+                .await?;
+        }
+        let has_admin = store
+            .access_policies(&account, Some(ADMIN_SUBJECT))
+            .await?
+            .iter()
+            .any(|p| p.roles.contains(&Role::Administrator));
+        if !has_admin {
+            let mut policy = AccessPolicyRecord {
+                id: uuid::Uuid::new_v4().to_string(),
+                account: account.clone(),
+                subject: ADMIN_SUBJECT.into(),
+                roles: vec![Role::Administrator, Role::Manager, Role::KeyPurge],
+                scope: Scope::Account(account.clone()),
+                created_at: OffsetDateTime::now_utc(),
+                created_by: "keyward-bootstrap".into(),
+                signature: Vec::new(),
+            };
+            policy.signature = custody.sign_record(&policy.signed_bytes())?;
+            store
+                .insert_access_policy(
+                    &policy,
+                    &system_event("iam.policy.create", policy.id.clone()),
+                )
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Loads the newest token-signing key, or creates one (wrapped by custody) on first start.

@@ -33,6 +33,12 @@ pub struct ServerConfig {
     pub lifecycle: LifecycleSection,
     /// The background scheduler.
     pub scheduler: SchedulerSection,
+    /// How long a caller's API key state and grants are kept in memory, in milliseconds (at
+    /// most 1000): a revoked key or removed authorization takes effect within this on every
+    /// process.
+    pub access_cache_ttl_ms: u64,
+    /// Per-identity request rate limits.
+    pub rate_limit: RateLimitSection,
     /// Whether this listener is a private endpoint (for instances whose allowedNetwork policy is
     /// `private-only`). Keyward has one listener per process; mark it private when it is reached
     /// only from your private network.
@@ -75,6 +81,17 @@ impl Default for LifecycleSection {
     }
 }
 
+/// `[rate_limit]`: requests per second per identity (answered 429 beyond), per process. Off by
+/// default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSection {
+    /// Sustained requests per second per identity; 0 turns the limit off.
+    pub per_second: u32,
+    /// Requests an identity may make at once above the sustained rate.
+    pub burst: u32,
+}
+
 /// `[scheduler]`: the background worker that rotates, expires and purges keys.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -111,6 +128,8 @@ impl Default for ServerConfig {
             lifecycle: LifecycleSection::default(),
             scheduler: SchedulerSection::default(),
             private_endpoint: false,
+            access_cache_ttl_ms: 500,
+            rate_limit: RateLimitSection::default(),
         }
     }
 }
@@ -182,6 +201,11 @@ impl ServerConfig {
         if self.key_cache_ttl_ms > 60_000 {
             return Err(ConfigError::Invalid(
                 "key_cache_ttl_ms must be at most 60000".into(),
+            ));
+        }
+        if self.access_cache_ttl_ms > 1000 {
+            return Err(ConfigError::Invalid(
+                "access_cache_ttl_ms must be at most 1000 (revocations apply within it)".into(),
             ));
         }
         if self.scheduler.tick_secs == 0 || self.scheduler.batch == 0 {

@@ -27,6 +27,8 @@ pub enum ApiError {
     AddressNotAllowed,
     /// The instance's allowedNetwork policy refuses this endpoint.
     NetworkNotAllowed,
+    /// The caller's identity is over its request rate; retry after this many seconds.
+    TooManyRequests(u64),
     /// The body is larger than the configured limit.
     PayloadTooLarge,
     /// A route or key id that does not exist.
@@ -64,6 +66,7 @@ impl ApiError {
                 // Key Protect's reason codes (its "error messages" reference).
                 let code = match e {
                     K::NotFound => "KEY_NOT_FOUND_ERR",
+                    K::Forbidden(_) => "UNAUTHORIZED_ERR",
                     K::InvalidState {
                         state: KeyState::Destroyed,
                         ..
@@ -105,6 +108,11 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHORIZED_ERR",
                 "The user does not have access to the specified resource".into(),
+            ),
+            ApiError::TooManyRequests(secs) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOO_MANY_REQUESTS_ERR",
+                format!("this identity is over its request rate; retry in {secs} s"),
             ),
             ApiError::NetworkNotAllowed => (
                 StatusCode::FORBIDDEN,
@@ -223,6 +231,10 @@ impl IntoResponse for ApiError {
         );
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut resp = (status, bytes).into_response();
+        if let ApiError::TooManyRequests(secs) = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

@@ -9,7 +9,8 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use keyward_api::headers;
-use keyward_core::{AuditEvent, Caller, Initiator, InstanceId, Outcome};
+use keyward_core::{Access, AuditEvent, Caller, Initiator, InstanceId, Outcome};
+use keyward_iam::Claims;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
@@ -93,7 +94,8 @@ impl FromRequestParts<Arc<AppState>> for Authed {
     }
 }
 
-async fn authenticate(parts: &Parts, state: &AppState) -> Result<Authed, ApiError> {
+/// The verified claims of the request's bearer token.
+pub fn verified_claims(parts: &Parts, state: &AppState) -> Result<Claims, ApiError> {
     let auth = header(parts, "authorization").ok_or_else(|| {
         ApiError::Unauthorized("an Authorization: Bearer <token> header is required".into())
     })?;
@@ -105,12 +107,16 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Authed, ApiErro
         .ok_or_else(|| {
             ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into())
         })?;
-    let claims = state
+    state
         .verifier
         .verify(token, OffsetDateTime::now_utc())
-        .map_err(|e| {
-            ApiError::Unauthorized(format!("{e}; get a new token from /identity/token"))
-        })?;
+        .map_err(|e| ApiError::Unauthorized(format!("{e}; get a new token from /identity/token")))
+}
+
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Authed, ApiError> {
+    let claims = verified_claims(parts, state)?;
+    let resolved = state.access.resolve(&claims).await?;
+    state.access.throttle(&resolved.identity.iam_id)?;
     let instance = header(parts, headers::INSTANCE).ok_or_else(|| {
         ApiError::bad_request(
             "MISSING_HEADER_ERR",
@@ -154,6 +160,10 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Authed, ApiErro
             key_ring: header(parts, headers::KEY_RING)
                 .filter(|r| !r.is_empty())
                 .map(str::to_owned),
+            access: Access::Grants {
+                account: claims.account.bss.clone(),
+                grants: resolved.grants,
+            },
         },
         account: claims.account.bss,
     })

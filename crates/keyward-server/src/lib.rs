@@ -14,6 +14,7 @@
     )
 )]
 
+pub mod access;
 pub mod bootstrap;
 pub mod config;
 pub mod error;
@@ -34,7 +35,7 @@ use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
-use keyward_core::{Custody, KeyService, KmipService, KmipStore, Store, SystemClock};
+use keyward_core::{Custody, IamService, KeyService, KmipService, KmipStore, Store, SystemClock};
 use keyward_custody::SoftwareCustody;
 use keyward_store::SqliteStore;
 use tracing::Instrument;
@@ -96,6 +97,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v2/keys/{id}/versions", get(keys::key_versions))
         .route("/api/v2/keys/{id}/actions/{action}", post(keys::key_action))
         .merge(routes::kmip::router())
+        .merge(routes::iam::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(limit))
@@ -139,10 +141,29 @@ pub async fn open(config: ServerConfig) -> anyhow::Result<Arc<AppState>> {
     let sqlite = Arc::new(SqliteStore::open(&config.data_dir)?);
     let store: Arc<dyn Store> = sqlite.clone();
     let issuer = bootstrap::token_issuer(&store, &custody, config.token_ttl_secs).await?;
-    let keys = KeyService::new(store, custody, Arc::new(SystemClock), config.lifecycle());
+    let keys = KeyService::new(
+        store.clone(),
+        custody.clone(),
+        Arc::new(SystemClock),
+        config.lifecycle(),
+    );
     let kmip_store: Arc<dyn KmipStore> = sqlite;
     let kmip = KmipService::new(kmip_store, keys.clone(), Arc::new(SystemClock));
-    Ok(AppState::new(keys, kmip, issuer, config))
+    let iam = IamService::new(
+        store.clone(),
+        custody.clone(),
+        Arc::new(SystemClock),
+        Arc::new(keyward_iam::Minter),
+        &config.region,
+    );
+    let access = access::AccessGate::new(
+        iam,
+        store.clone(),
+        std::time::Duration::from_millis(config.access_cache_ttl_ms),
+        config.rate_limit.per_second,
+        config.rate_limit.burst,
+    );
+    Ok(AppState::new(keys, kmip, access, issuer, config))
 }
 
 /// A running server.
@@ -213,6 +234,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let url = format!("{scheme}://{addr}");
     let bootstrap_file =
         bootstrap::first_start(state.store(), &state.config.data_dir, &url).await?;
+    bootstrap::ensure_admin_access(state.store(), state.keys.custody()).await?;
     let handle = axum_server::Handle::new();
     let scheduler = state
         .config

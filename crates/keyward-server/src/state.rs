@@ -9,6 +9,7 @@ use keyward_core::{
 };
 use keyward_iam::{TokenIssuer, TokenVerifier};
 
+use crate::access::AccessGate;
 use crate::config::ServerConfig;
 use crate::views::ViewCtx;
 
@@ -18,6 +19,8 @@ pub struct AppState {
     pub keys: KeyService,
     /// KMIP adapters, certificates and objects.
     pub kmip: KmipService,
+    /// Revocation checks, grants, rate limits, and the IAM service.
+    pub access: AccessGate,
     /// Issues access tokens.
     pub issuer: TokenIssuer,
     /// Verifies access tokens.
@@ -40,6 +43,7 @@ impl AppState {
     pub fn new(
         keys: KeyService,
         kmip: KmipService,
+        access: AccessGate,
         issuer: TokenIssuer,
         config: ServerConfig,
     ) -> Arc<Self> {
@@ -48,6 +52,7 @@ impl AppState {
         Arc::new(AppState {
             keys,
             kmip,
+            access,
             issuer,
             verifier,
             config,

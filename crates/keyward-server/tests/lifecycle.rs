@@ -13,7 +13,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestServer, assert_kp_error, login};
+use common::{TestServer, assert_kp_error};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -236,28 +236,6 @@ async fn restore_window_closes() {
     assert_kp_error(s, &b, StatusCode::BAD_REQUEST, "KEY_RESTORE_EXPIRED");
 }
 
-/// A second identity of the same account, inserted as the bootstrap does.
-async fn second_identity(ts: &TestServer) -> String {
-    let key = keyward_iam::ApiKey::generate().unwrap();
-    let db = rusqlite::Connection::open(ts.db_path()).unwrap();
-    db.busy_timeout(Duration::from_secs(5)).unwrap();
-    let account: String = db
-        .query_row("SELECT account FROM api_keys LIMIT 1", [], |r| r.get(0))
-        .unwrap();
-    db.execute(
-        "INSERT INTO api_keys (id, secret_hash, subject, account, name, created_at, locked)
-         VALUES (?1, ?2, 'iam-ServiceId-second', ?3, 'second', 0, 0)",
-        rusqlite::params![key.id, key.secret_hash.to_vec(), account],
-    )
-    .unwrap();
-    login(
-        &ts.http,
-        &ts.url,
-        std::str::from_utf8(key.full.expose()).unwrap(),
-    )
-    .await
-}
-
 #[tokio::test]
 async fn dual_authorization_delete_needs_two_identities() {
     let ts = TestServer::start().await;
@@ -314,7 +292,7 @@ async fn dual_authorization_delete_needs_two_identities() {
         ts.action(&id, "unsetKeyForDeletion", Value::Null).await.0,
         StatusCode::NO_CONTENT
     );
-    let second = second_identity(&ts).await;
+    let (_, _, second) = ts.identity_with("user", &["Manager"]).await;
     let (s, _) = ts
         .call_as(
             Method::DELETE,

@@ -17,6 +17,7 @@
     )
 )]
 
+mod iam;
 mod kmip;
 mod listing;
 mod rows;

@@ -143,7 +143,7 @@ pub fn opt_nanos(t: Option<OffsetDateTime>) -> Option<i64> {
     t.map(nanos)
 }
 
-fn time(n: i64) -> rusqlite::Result<OffsetDateTime> {
+pub fn time(n: i64) -> rusqlite::Result<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(n)).map_err(|e| conv(e.to_string()))
 }
 
@@ -151,11 +151,11 @@ fn opt_time(n: Option<i64>) -> rusqlite::Result<Option<OffsetDateTime>> {
     n.map(time).transpose()
 }
 
-fn conv(msg: String) -> rusqlite::Error {
+pub fn conv(msg: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, msg.into())
 }
 
-fn parse<T: std::str::FromStr>(s: String) -> rusqlite::Result<T> {
+pub fn parse<T: std::str::FromStr>(s: String) -> rusqlite::Result<T> {
     s.parse().map_err(|_| conv(format!("bad identifier {s:?}")))
 }
 

@@ -162,6 +162,50 @@ const MIGRATIONS: &[&str] = &[
         destroyed_by TEXT
     );
     CREATE INDEX kmip_objects_by_adapter ON kmip_objects(adapter_id, state, created_at, id);",
+    // 4: identities, access policies, service authorizations, refresh tokens.
+    "CREATE TABLE identities (
+        iam_id TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT,
+        service_name TEXT,
+        service_instance TEXT,
+        locked INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL
+    );
+    CREATE INDEX identities_by_account ON identities(account, created_at);
+    CREATE INDEX api_keys_by_account ON api_keys(account, subject);
+    CREATE TABLE access_policies (
+        id TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        roles TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        signature BLOB NOT NULL
+    );
+    CREATE INDEX access_policies_by_subject ON access_policies(account, subject);
+    CREATE TABLE authorizations (
+        id TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        source_service TEXT NOT NULL,
+        source_instance TEXT,
+        target TEXT NOT NULL,
+        roles TEXT NOT NULL,
+        delegation INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        signature BLOB NOT NULL
+    );
+    CREATE INDEX authorizations_by_service ON authorizations(account, source_service);
+    CREATE TABLE refresh_tokens (
+        hash BLOB PRIMARY KEY,
+        api_key_id TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    );",
 ];
 
 /// Brings the database to the latest schema, one transaction per migration.

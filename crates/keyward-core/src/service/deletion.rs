@@ -5,6 +5,7 @@ use keyward_crypto::Secret;
 use time::OffsetDateTime;
 
 use super::{Caller, KeyService, check_material_size, integrity, transition};
+use crate::access::Operation;
 use crate::{Action, DeletionAuthorization, KeyError, KeyId, KeyRecord, Rule, StoreError};
 
 impl KeyService {
@@ -38,8 +39,13 @@ impl KeyService {
         } else {
             "kms.secrets.unsetkeyfordeletion"
         };
+        let op = if set {
+            Operation::SetKeyForDeletion
+        } else {
+            Operation::UnsetKeyForDeletion
+        };
         let result = async {
-            let mut key = self.load(caller, id).await?;
+            let mut key = self.load(caller, id, op).await?;
             transition(self.effective_state(&key), Action::AuthorizeDeletion)?;
             if !key.dual_auth_delete.as_ref().is_some_and(|p| p.enabled) {
                 return Err(KeyError::Refused(
@@ -104,7 +110,7 @@ impl KeyService {
     ) -> Result<KeyRecord, KeyError> {
         let action = "kms.secrets.restore";
         let result = async {
-            let mut key = self.load(caller, id).await?;
+            let mut key = self.load(caller, id, Operation::Restore).await?;
             let now = self.clock.now();
             let next = transition(key.state, Action::Restore)?;
             let deleted_at = key.deleted_at.ok_or(KeyError::IntegrityFailure)?;
@@ -172,7 +178,7 @@ impl KeyService {
     pub async fn purge(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
         let action = "kms.secrets.purge";
         let result = async {
-            let key = self.load(caller, id).await?;
+            let key = self.load(caller, id, Operation::Purge).await?;
             let now = self.clock.now();
             transition(key.state, Action::Purge)?;
             let deleted_at = key.deleted_at.ok_or(KeyError::IntegrityFailure)?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use keyward_crypto::{DekCiphertext, Secret};
 use time::OffsetDateTime;
 
+use crate::access::{Denial, Grants, Operation, Target};
 use crate::cache::{CachedKey, KeyCache};
 use crate::key::{ALLOWED_ROOT_KEY_BYTES, MAX_STANDARD_KEY_BYTES};
 use crate::lifecycle::transition;
@@ -104,6 +105,22 @@ pub struct Caller {
     pub address: Option<String>,
     /// The key ring the caller names (`X-Kms-Key-Ring`): a key outside it is not found.
     pub key_ring: Option<String>,
+    /// What the caller may do.
+    pub access: Access,
+}
+
+/// What a caller may do: everything (Keyward's own scheduler), or what its grants allow.
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// Keyward itself (the scheduler): no access check.
+    System,
+    /// A caller with grants on the instance's account.
+    Grants {
+        /// The account that owns the instance.
+        account: String,
+        /// The caller's grants that could apply.
+        grants: Arc<Grants>,
+    },
 }
 
 /// A key to create.
@@ -322,9 +339,15 @@ impl KeyService {
             )));
         }
         let key_ring = spec.key_ring.unwrap_or_else(|| DEFAULT_KEY_RING.to_owned());
+        let imported = spec.payload.is_some();
+        let op = if imported {
+            Operation::ImportKey
+        } else {
+            Operation::CreateKey
+        };
+        authorize(caller, op, Target::KeyRing(&key_ring))?;
         self.require_ring(caller, &key_ring).await?;
         let policies = self.policies_of(caller.instance).await?;
-        let imported = spec.payload.is_some();
         if !policies.allows_creation(spec.kind, imported, false) {
             let what = match (imported, spec.kind) {
                 (false, KeyKind::Root) => "creating root keys",
@@ -440,7 +463,7 @@ impl KeyService {
     ) -> Result<(KeyRecord, Option<Secret>), KeyError> {
         let action = "kms.secrets.read";
         let result = async {
-            let key = self.load(caller, id).await?;
+            let key = self.load(caller, id, Operation::ReadPayload).await?;
             let payload = if key.kind == KeyKind::Standard
                 && transition(self.effective_state(&key), Action::ReadPayload).is_ok()
             {
@@ -461,7 +484,7 @@ impl KeyService {
 
     /// A key's metadata.
     pub async fn key_metadata(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
-        let result = self.load(caller, id).await;
+        let result = self.load(caller, id, Operation::ReadMetadata).await;
         self.audit(caller, "kms.secrets.readmetadata", Some(id), &result, |k| {
             (Some(k.state), None)
         })
@@ -476,6 +499,11 @@ impl KeyService {
         filter: &KeyFilter,
     ) -> Result<(Vec<KeyRecord>, u64), KeyError> {
         let result = async {
+            let target = match &filter.key_ring {
+                Some(ring) => Target::KeyRing(ring),
+                None => Target::Instance,
+            };
+            authorize(caller, Operation::ListKeys, target)?;
             let (keys, total) = self.store.keys(caller.instance, filter).await?;
             for k in &keys {
                 self.verify_key(k)?;
@@ -495,7 +523,7 @@ impl KeyService {
         id: KeyId,
     ) -> Result<(KeyRecord, Vec<KeyVersion>), KeyError> {
         let result = async {
-            let key = self.load(caller, id).await?;
+            let key = self.load(caller, id, Operation::ListVersions).await?;
             let versions = self.store.key_versions(id).await?;
             for v in &versions {
                 self.verify_version(&key, v)?;
@@ -529,7 +557,9 @@ impl KeyService {
             {
                 return Err(invalid(format!("plaintext: 1 to {MAX_DEK_BYTES} bytes")));
             }
-            let entry = self.root_key(caller, id, Action::Wrap).await?;
+            let entry = self
+                .root_key(caller, id, Action::Wrap, Operation::Wrap)
+                .await?;
             let (dek, generated) = match plaintext {
                 Some(p) => (p, false),
                 None => (self.custody.generate_material(GENERATED_KEY_BYTES)?, true),
@@ -611,7 +641,12 @@ impl KeyService {
     ) -> Result<(KeyState, UnwrapOutput), KeyError> {
         check_aad(aad)?;
         let ct = DekCiphertext::decode(ciphertext).map_err(|_| KeyError::InvalidCiphertext)?;
-        let entry = self.root_key(caller, id, action).await?;
+        let op = if action == Action::Rewrap {
+            Operation::Rewrap
+        } else {
+            Operation::Unwrap
+        };
+        let entry = self.root_key(caller, id, action, op).await?;
         let (key, current) = (&entry.key, &entry.current);
         let version_id = KeyVersionId::from_bytes(ct.version_id);
         let aad = aad_refs(aad);
@@ -669,7 +704,7 @@ impl KeyService {
     ) -> Result<KeyRecord, KeyError> {
         let action = "kms.secrets.rotate";
         let result = async {
-            let (mut key, _) = self.load_root_fresh(caller, id).await?;
+            let (mut key, _) = self.load_root_fresh(caller, id, Operation::Rotate).await?;
             if scheduled_at.is_some_and(|r| r != key.revision) {
                 return Err(KeyError::Conflict);
             }
@@ -744,7 +779,12 @@ impl KeyService {
         event_action: &str,
     ) -> Result<KeyRecord, KeyError> {
         let result = async {
-            let mut key = self.load(caller, id).await?;
+            let op = match action {
+                Action::Disable => Operation::Disable,
+                Action::Enable => Operation::Enable,
+                _ => Operation::Delete,
+            };
+            let mut key = self.load(caller, id, op).await?;
             let now = self.clock.now();
             let next = transition(self.effective_state(&key), action)?;
             if action == Action::Enable
@@ -797,7 +837,7 @@ impl KeyService {
     }
 
     /// Loads and verifies a key of the caller's instance.
-    async fn load(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
+    async fn load(&self, caller: &Caller, id: KeyId, op: Operation) -> Result<KeyRecord, KeyError> {
         let key = self
             .store
             .key(caller.instance, id)
@@ -805,6 +845,7 @@ impl KeyService {
             .ok_or(KeyError::NotFound)?;
         self.verify_key(&key)?;
         check_ring(caller, &key)?;
+        authorize(caller, op, Target::Key(key.id, &key.key_ring))?;
         // A purged key is gone, as in Key Protect; only its tombstone and audit trail remain.
         if key.purged_at.is_some() {
             return Err(KeyError::NotFound);
@@ -819,18 +860,20 @@ impl KeyService {
         caller: &Caller,
         id: KeyId,
         action: Action,
+        op: Operation,
     ) -> Result<Arc<CachedKey>, KeyError> {
         let entry = match self.cache.get(id) {
             // The cache is shared by all instances: an entry of another instance is not found.
             Some(e) if e.key.instance == caller.instance => e,
             Some(_) => return Err(KeyError::NotFound),
             None => {
-                let (key, current) = self.load_root_fresh(caller, id).await?;
+                let (key, current) = self.load_root_fresh(caller, id, op).await?;
                 let material = self.material(&current)?;
                 self.cache.put(CachedKey::new(key, current, material))
             }
         };
         check_ring(caller, &entry.key)?;
+        authorize(caller, op, Target::Key(entry.key.id, &entry.key.key_ring))?;
         transition(self.effective_state(&entry.key), action)?;
         Ok(entry)
     }
@@ -840,6 +883,7 @@ impl KeyService {
         &self,
         caller: &Caller,
         id: KeyId,
+        op: Operation,
     ) -> Result<(KeyRecord, KeyVersion), KeyError> {
         let (key, version) = self
             .store
@@ -847,6 +891,8 @@ impl KeyService {
             .await?
             .ok_or(KeyError::NotFound)?;
         self.verify_key(&key)?;
+        check_ring(caller, &key)?;
+        authorize(caller, op, Target::Key(key.id, &key.key_ring))?;
         self.verify_version(&key, &version)?;
         if version.id != key.current_version_id {
             return Err(KeyError::IntegrityFailure);
@@ -1069,6 +1115,7 @@ impl KeyError {
     pub fn reason_code(&self) -> u16 {
         match self {
             KeyError::NotFound => 404,
+            KeyError::Forbidden(_) => 403,
             KeyError::InvalidInput(_) | KeyError::WrongKeyKind(_) | KeyError::PayloadRequired => {
                 400
             }
@@ -1152,6 +1199,24 @@ fn check_material_size(kind: KeyKind, len: usize) -> Result<(), KeyError> {
             "payload: a standard key must be 1 to {MAX_STANDARD_KEY_BYTES} bytes"
         ))),
         _ => Ok(()),
+    }
+}
+
+/// Checks the caller's grants: a target the caller cannot see is not found; one it sees but may
+/// not act on is forbidden.
+pub(crate) fn authorize(
+    caller: &Caller,
+    op: Operation,
+    target: Target<'_>,
+) -> Result<(), KeyError> {
+    match &caller.access {
+        Access::System => Ok(()),
+        Access::Grants { account, grants } => grants
+            .check(op, account, caller.instance, target)
+            .map_err(|d| match d {
+                Denial::Invisible => KeyError::NotFound,
+                Denial::Forbidden => KeyError::Forbidden(op),
+            }),
     }
 }
 

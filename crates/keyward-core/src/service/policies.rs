@@ -1,6 +1,7 @@
 //! Key policies (rotation, dual-authorization delete) and instance policies.
 
-use super::{Caller, KeyService, check_months, transition};
+use super::{Caller, KeyService, authorize, check_months, transition};
+use crate::access::{Operation, Target};
 use crate::{
     Action, DualAuthPolicy, InstancePolicies, InstancePolicy, KeyError, KeyId, KeyKind, KeyRecord,
     Outcome, PolicyMeta, PolicySetting, RotationPolicy, Rule,
@@ -27,7 +28,7 @@ pub struct InstancePolicyUpdate {
 impl KeyService {
     /// A key's policies (the key record carries them).
     pub async fn key_policies(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
-        let result = self.load(caller, id).await;
+        let result = self.load(caller, id, Operation::ReadKeyPolicies).await;
         self.audit(caller, "kms.policies.read", Some(id), &result, |k| {
             (Some(k.state), None)
         })
@@ -45,7 +46,7 @@ impl KeyService {
     ) -> Result<KeyRecord, KeyError> {
         let action = "kms.policies.write";
         let result = async {
-            let mut key = self.load(caller, id).await?;
+            let mut key = self.load(caller, id, Operation::WriteKeyPolicies).await?;
             // A deleted key's policies no longer matter; Key Protect refuses the change.
             transition(key.state, Action::Modify)?;
             let now = self.clock.now();
@@ -94,8 +95,16 @@ impl KeyService {
     }
 
     /// The instance's policies.
-    pub async fn instance_policies(&self, caller: &Caller) -> Result<InstancePolicies, KeyError> {
-        let result = self.policies_of(caller.instance).await;
+    pub async fn instance_policies(
+        &self,
+        caller: &Caller,
+        op: Operation,
+    ) -> Result<InstancePolicies, KeyError> {
+        let result = async {
+            authorize(caller, op, Target::Instance)?;
+            self.policies_of(caller.instance).await
+        }
+        .await;
         self.audit(caller, "kms.instancepolicies.read", None, &result, |_| {
             (None, None)
         })
@@ -111,6 +120,7 @@ impl KeyService {
     ) -> Result<InstancePolicies, KeyError> {
         let action = "kms.instancepolicies.write";
         let result = async {
+            authorize(caller, Operation::WriteInstancePolicies, Target::Instance)?;
             let current = self.policies_of(caller.instance).await?;
             let now = self.clock.now();
             let mut changed = Vec::with_capacity(updates.len());

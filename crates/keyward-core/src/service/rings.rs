@@ -1,6 +1,7 @@
 //! Key rings, aliases, and resolving the key references callers send (id, alias or CRN).
 
-use super::{Caller, KeyFilter, KeyService, integrity};
+use super::{Caller, KeyFilter, KeyService, authorize, integrity};
+use crate::access::{Operation, Target};
 use crate::{
     AliasRecord, DEFAULT_KEY_RING, KeyError, KeyId, KeyRecord, KeyRingRecord, KeyState, Outcome,
     RingDeletion, Rule, StoreError,
@@ -112,7 +113,7 @@ impl KeyService {
                     "alias: 2 to 90 characters (letters, digits, '-' and '_'), not a key id".into(),
                 ));
             }
-            let key = self.load(caller, id).await?;
+            let key = self.load(caller, id, Operation::CreateAlias).await?;
             super::transition(key.state, crate::Action::Modify)?;
             let mut record = AliasRecord {
                 instance: caller.instance,
@@ -157,7 +158,7 @@ impl KeyService {
     ) -> Result<(), KeyError> {
         let action = "kms.secrets.deletealias";
         let result = async {
-            let key = self.load(caller, id).await?;
+            let key = self.load(caller, id, Operation::DeleteAlias).await?;
             let mut event = self.event(caller, action, Some(id), Outcome::Success, 204, None);
             event.key_state = Some(key.state.code());
             if self
@@ -182,6 +183,7 @@ impl KeyService {
     /// The instance's key rings, `default` first.
     pub async fn key_rings(&self, caller: &Caller) -> Result<Vec<KeyRingRecord>, KeyError> {
         let result = async {
+            authorize(caller, Operation::ListKeyRings, Target::Instance)?;
             let instance = self
                 .store
                 .instance(caller.instance)
@@ -206,6 +208,7 @@ impl KeyService {
     pub async fn create_key_ring(&self, caller: &Caller, id: &str) -> Result<(), KeyError> {
         let action = "kms.keyrings.create";
         let result = async {
+            authorize(caller, Operation::CreateKeyRing, Target::Instance)?;
             check_ring_id(id)?;
             if id == DEFAULT_KEY_RING {
                 return Err(KeyError::Refused(
@@ -292,7 +295,7 @@ impl KeyService {
     ) -> Result<KeyRecord, KeyError> {
         let action = "kms.secrets.patch";
         let result = async {
-            let mut key = self.load(caller, id).await?;
+            let mut key = self.load(caller, id, Operation::PatchKey).await?;
             self.require_ring(caller, ring).await?;
             let now = self.clock.now();
             key.key_ring = ring.to_owned();

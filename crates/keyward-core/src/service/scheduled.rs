@@ -44,6 +44,7 @@ impl KeyService {
                 request_id: format!("scheduler-{}", uuid::Uuid::new_v4()),
                 address: None,
                 key_ring: None,
+                access: super::Access::System,
             };
             let outcome = match self.verified(key) {
                 Ok(key) => self.due_item(&caller, key, &due, &mut report).await,

@@ -12,7 +12,7 @@ use keyward_api::{
 };
 use keyward_core::{
     AllowedNetwork, CreateImportAccess, InstancePolicy, InstancePolicyUpdate, KeyPolicyUpdate,
-    KeyRecord, PolicyKind, PolicyMeta, PolicySetting,
+    KeyRecord, Operation, PolicyKind, PolicyMeta, PolicySetting,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -341,7 +341,10 @@ pub async fn get_instance_policies(
     Query(q): Query<PolicyQuery>,
 ) -> AppResult {
     let only = instance_kind_query(&q)?;
-    let policies = state.keys.instance_policies(&authed.caller).await?;
+    let policies = state
+        .keys
+        .instance_policies(&authed.caller, Operation::ReadInstancePolicies)
+        .await?;
     let mut all: Vec<&InstancePolicy> = policies
         .all
         .iter()
@@ -395,7 +398,10 @@ pub async fn put_instance_policies(
 /// `GET /api/v2/instance/allowed_ip_port`: the port of the (private) endpoint, when an
 /// allowedIP policy is in force.
 pub async fn allowed_ip_port(State(state): State<Arc<AppState>>, authed: Authed) -> AppResult {
-    let policies = state.keys.instance_policies(&authed.caller).await?;
+    let policies = state
+        .keys
+        .instance_policies(&authed.caller, Operation::ReadAllowedIpPort)
+        .await?;
     let active = policies
         .get(PolicyKind::AllowedIp)
         .is_some_and(|p| p.enabled);

@@ -204,3 +204,52 @@ pub fn assert_kp_error(status: StatusCode, body: &Value, want: StatusCode, code:
 }
 
 pub const DEK_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+impl TestServer {
+    /// A management API call as the bootstrap administrator.
+    pub async fn iam(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call_as(method, path, body, Some(&self.token), None)
+            .await
+    }
+
+    /// Creates an identity of `kind` (`user`, `service_id`), gives it `roles` on this server's
+    /// instance (none: no policy) and returns its iam_id, API key and a token.
+    pub async fn identity_with(&self, kind: &str, roles: &[&str]) -> (String, String, String) {
+        let (s, ident) = self
+            .iam(
+                Method::POST,
+                "/iam/v1/identities",
+                Some(json!({"kind": kind, "name": "test identity"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{ident}");
+        let iam_id = ident["iam_id"].as_str().unwrap().to_owned();
+        let (s, key) = self
+            .iam(
+                Method::POST,
+                "/iam/v1/apikeys",
+                Some(json!({"iam_id": iam_id, "name": "k"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{key}");
+        if !roles.is_empty() {
+            let (s, p) = self
+                .iam(
+                    Method::POST,
+                    "/iam/v1/policies",
+                    Some(json!({"subject": iam_id, "roles": roles,
+                                "resource": {"instance_id": self.instance}})),
+                )
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{p}");
+        }
+        let api_key = key["apikey"].as_str().unwrap().to_owned();
+        let token = login(&self.http, &self.url, &api_key).await;
+        (iam_id, api_key, token)
+    }
+}

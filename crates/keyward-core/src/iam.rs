@@ -1,0 +1,695 @@
+//! `IamService`: identities, API keys, access policies, service-to-service authorizations and
+//! instances of an account; and the grants a caller holds, which every key operation checks.
+//!
+//! Managing access needs the Administrator role on the account, except one thing a service may
+//! do itself: with a delegating authorization, a service grants its dependent services at most
+//! the access it holds, on the same target.
+
+use std::sync::Arc;
+
+use keyward_crypto::Secret;
+
+use crate::access::{Grant, Grants, Operation, Role, Scope};
+use crate::identity::{AccessPolicyRecord, AuthorizationRecord, IdentityKind, IdentityRecord};
+use crate::service::Clock;
+use crate::{
+    ApiKeyRecord, AuditEvent, Custody, Initiator, InstanceId, InstanceRecord, KeyError, Outcome,
+    Store, StoreError,
+};
+
+const NAME_CHARS: std::ops::RangeInclusive<usize> = 1..=100;
+const SERVICE_NAME_CHARS: std::ops::RangeInclusive<usize> = 2..=64;
+
+/// An authenticated caller of the management API (or of any API: grants are computed for it).
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// Its identity.
+    pub identity: IdentityRecord,
+    /// Its grants in its account.
+    pub grants: Arc<Grants>,
+    /// Request id for audit.
+    pub request_id: String,
+    /// Client address, if known.
+    pub address: Option<String>,
+}
+
+/// An identity to create.
+#[derive(Debug, Clone)]
+pub struct NewIdentity {
+    /// User, service ID or service instance.
+    pub kind: IdentityKind,
+    /// Display name.
+    pub name: String,
+    /// Optional description.
+    pub description: Option<String>,
+    /// For a service instance: the service's name.
+    pub service_name: Option<String>,
+    /// For a service instance: its instance id.
+    pub service_instance: Option<String>,
+}
+
+/// A new API key: the record, and the whole key string, shown once.
+#[derive(Debug)]
+pub struct CreatedApiKey {
+    /// What is stored.
+    pub record: ApiKeyRecord,
+    /// `kw<id>.<secret>`; never stored.
+    pub secret: Secret,
+}
+
+/// Generates API keys; implemented by the IAM crate (the core holds no key format).
+pub trait ApiKeyMinter: Send + Sync {
+    /// A new key: public id, whole key string, SHA-256 of its secret part.
+    fn mint(&self) -> Result<(String, Secret, [u8; 32]), KeyError>;
+}
+
+/// Identity and access management of accounts.
+#[derive(Clone)]
+pub struct IamService {
+    store: Arc<dyn Store>,
+    custody: Arc<dyn Custody>,
+    clock: Arc<dyn Clock>,
+    minter: Arc<dyn ApiKeyMinter>,
+    region: String,
+}
+
+fn invalid(msg: impl Into<String>) -> KeyError {
+    KeyError::InvalidInput(msg.into())
+}
+
+fn check_name(
+    field: &str,
+    name: &str,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<(), KeyError> {
+    if range.contains(&name.chars().count()) && !name.chars().any(char::is_control) {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "{field}: {} to {} characters, no control characters",
+            range.start(),
+            range.end()
+        )))
+    }
+}
+
+impl IamService {
+    /// A service over `store` and `custody`; CRNs of service identities name `region`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        custody: Arc<dyn Custody>,
+        clock: Arc<dyn Clock>,
+        minter: Arc<dyn ApiKeyMinter>,
+        region: &str,
+    ) -> Self {
+        IamService {
+            store,
+            custody,
+            clock,
+            minter,
+            region: region.to_owned(),
+        }
+    }
+
+    // ---- grants ----
+
+    /// Every grant `identity` holds in `account`: its access policies and, for a service
+    /// instance, the authorizations of its service. Each record's signature is checked; an
+    /// altered record is an integrity failure, never a grant.
+    pub async fn grants(
+        &self,
+        identity: &IdentityRecord,
+        account: &str,
+    ) -> Result<Grants, KeyError> {
+        let mut grants = Vec::new();
+        for p in self
+            .store
+            .access_policies(account, Some(&identity.iam_id))
+            .await?
+        {
+            self.verify(&p.signed_bytes(), &p.signature)?;
+            grants.extend(p.roles.iter().map(|r| Grant {
+                scope: p.scope.clone(),
+                role: *r,
+            }));
+        }
+        if let (IdentityKind::Service, Some(service)) = (identity.kind, &identity.service_name) {
+            for a in self.store.authorizations(account, Some(service)).await? {
+                self.verify(&a.signed_bytes(), &a.signature)?;
+                if a.applies_to(service, identity.service_instance.as_deref()) {
+                    grants.extend(a.roles.iter().map(|r| Grant {
+                        scope: a.target.clone(),
+                        role: *r,
+                    }));
+                }
+            }
+        }
+        Ok(Grants { grants })
+    }
+
+    fn verify(&self, bytes: &[u8], signature: &[u8]) -> Result<(), KeyError> {
+        self.custody
+            .verify_record(bytes, signature)
+            .map_err(|_| KeyError::IntegrityFailure)
+    }
+
+    fn require_admin(&self, who: &Principal) -> Result<(), KeyError> {
+        let admin = who.grants.grants.iter().any(|g| {
+            g.role == Role::Administrator && g.scope == Scope::Account(who.identity.account.clone())
+        });
+        if admin {
+            Ok(())
+        } else {
+            Err(KeyError::Forbidden(Operation::ManageAccess))
+        }
+    }
+
+    fn event(
+        &self,
+        who: &Principal,
+        action: &str,
+        target: Option<String>,
+        code: u16,
+    ) -> AuditEvent {
+        AuditEvent {
+            target,
+            ..AuditEvent::new(
+                action,
+                Outcome::Success,
+                code,
+                Initiator {
+                    id: who.identity.iam_id.clone(),
+                    address: who.address.clone(),
+                },
+                who.request_id.clone(),
+                self.clock.now(),
+            )
+        }
+    }
+
+    /// Records a refused management action.
+    async fn audited<T>(
+        &self,
+        who: &Principal,
+        action: &str,
+        result: Result<T, KeyError>,
+    ) -> Result<T, KeyError> {
+        if let Err(e) = &result {
+            let mut event = self.event(who, action, None, e.reason_code());
+            event.outcome = Outcome::Failure;
+            event.reason = Some(e.to_string());
+            self.store.append_audit(&event).await?;
+        }
+        result
+    }
+
+    // ---- instances ----
+
+    /// The account's KMS instances.
+    pub async fn instances(&self, who: &Principal) -> Result<Vec<InstanceRecord>, KeyError> {
+        let result = async {
+            self.require_admin(who)?;
+            Ok(self
+                .store
+                .instances()
+                .await?
+                .into_iter()
+                .filter(|i| i.account == who.identity.account)
+                .collect())
+        }
+        .await;
+        self.audited(who, "kms.instance.list", result).await
+    }
+
+    /// Creates a KMS instance in the caller's account.
+    pub async fn create_instance(
+        &self,
+        who: &Principal,
+        name: &str,
+    ) -> Result<InstanceRecord, KeyError> {
+        let action = "kms.instance.create";
+        let result = async {
+            self.require_admin(who)?;
+            check_name("name", name, NAME_CHARS)?;
+            let rec = InstanceRecord {
+                id: InstanceId::random(),
+                account: who.identity.account.clone(),
+                name: name.to_owned(),
+                created_at: self.clock.now(),
+            };
+            let event = self.event(who, action, Some(rec.id.to_string()), 201);
+            self.store.insert_instance(&rec, &event).await?;
+            Ok(rec)
+        }
+        .await;
+        self.audited(who, action, result).await
+    }
+
+    // ---- identities ----
+
+    /// The IAM id a new identity gets, in IBM's patterns.
+    fn new_iam_id(&self, account: &str, spec: &NewIdentity) -> Result<String, KeyError> {
+        let id = uuid::Uuid::new_v4();
+        Ok(match spec.kind {
+            IdentityKind::User => format!("IBMid-{}", id.simple()),
+            IdentityKind::ServiceId => format!("iam-ServiceId-{id}"),
+            IdentityKind::Service => {
+                let (Some(service), Some(instance)) = (&spec.service_name, &spec.service_instance)
+                else {
+                    return Err(invalid(
+                        "service_name and service_instance: required for a service identity",
+                    ));
+                };
+                format!(
+                    "crn-crn:v1:keyward:private:{service}:{}:a/{account}:{instance}::",
+                    self.region
+                )
+            }
+        })
+    }
+
+    /// Creates an identity in the caller's account.
+    pub async fn create_identity(
+        &self,
+        who: &Principal,
+        spec: NewIdentity,
+    ) -> Result<IdentityRecord, KeyError> {
+        let action = "iam-identity.identity.create";
+        let result = async {
+            self.require_admin(who)?;
+            check_name("name", &spec.name, NAME_CHARS)?;
+            let service_ok = |s: &Option<String>| {
+                s.as_deref().is_none_or(|s| {
+                    SERVICE_NAME_CHARS.contains(&s.len())
+                        && s.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                })
+            };
+            if !service_ok(&spec.service_name) || !service_ok(&spec.service_instance) {
+                return Err(invalid(
+                    "service_name, service_instance: 2 to 64 letters, digits, '-' or '_'",
+                ));
+            }
+            if spec.kind != IdentityKind::Service
+                && (spec.service_name.is_some() || spec.service_instance.is_some())
+            {
+                return Err(invalid(
+                    "service_name, service_instance: only for a service identity",
+                ));
+            }
+            let rec = IdentityRecord {
+                iam_id: self.new_iam_id(&who.identity.account, &spec)?,
+                account: who.identity.account.clone(),
+                kind: spec.kind,
+                name: spec.name,
+                description: spec.description,
+                service_name: spec.service_name,
+                service_instance: spec.service_instance,
+                locked: false,
+                created_at: self.clock.now(),
+                created_by: who.identity.iam_id.clone(),
+            };
+            let event = self.event(who, action, Some(rec.iam_id.clone()), 201);
+            match self.store.insert_identity(&rec, &event).await {
+                Err(StoreError::Conflict) => Err(invalid(
+                    "an identity for this service instance exists already",
+                )),
+                r => r.map_err(KeyError::from),
+            }?;
+            Ok(rec)
+        }
+        .await;
+        self.audited(who, action, result).await
+    }
+
+    /// The identities of the caller's account.
+    pub async fn identities(&self, who: &Principal) -> Result<Vec<IdentityRecord>, KeyError> {
+        let result = async {
+            self.require_admin(who)?;
+            Ok(self.store.identities(&who.identity.account).await?)
+        }
+        .await;
+        self.audited(who, "iam-identity.identity.list", result)
+            .await
+    }
+
+    /// Locks or unlocks an identity: a locked identity's tokens stop working at once.
+    pub async fn lock_identity(
+        &self,
+        who: &Principal,
+        iam_id: &str,
+        locked: bool,
+    ) -> Result<(), KeyError> {
+        let action = if locked {
+            "iam-identity.identity.lock"
+        } else {
+            "iam-identity.identity.unlock"
+        };
+        let result = async {
+            self.require_admin(who)?;
+            let event = self.event(who, action, Some(iam_id.to_owned()), 204);
+            if self
+                .store
+                .set_identity_locked(&who.identity.account, iam_id, locked, &event)
+                .await?
+            {
+                Ok(())
+            } else {
+                Err(KeyError::NotFound)
+            }
+        }
+        .await;
+        self.audited(who, action, result).await
+    }
+
+    /// Deletes an identity with its API keys and access policies.
+    pub async fn delete_identity(&self, who: &Principal, iam_id: &str) -> Result<(), KeyError> {
+        let action = "iam-identity.identity.delete";
+        let result = async {
+            self.require_admin(who)?;
+            if iam_id == who.identity.iam_id {
+                return Err(invalid("an administrator cannot delete their own identity"));
+            }
+            let event = self.event(who, action, Some(iam_id.to_owned()), 204);
+            if self
+                .store
+                .delete_identity(&who.identity.account, iam_id, &event)
+                .await?
+            {
+                Ok(())
+            } else {
+                Err(KeyError::NotFound)
+            }
+        }
+        .await;
+        self.audited(who, action, result).await
+    }
+
+    // ---- API keys ----
+
+    /// Creates an API key for an identity of the account. The key string is returned once.
+    pub async fn create_api_key(
+        &self,
+        who: &Principal,
+        iam_id: &str,
+        name: &str,
+    ) -> Result<CreatedApiKey, KeyError> {
+        let action = "iam-identity.apikey.create";
+        let result = async {
+            self.require_admin(who)?;
+            check_name("name", name, NAME_CHARS)?;
+            let identity = self
+                .store
+                .identity(iam_id)
+                .await?
+                .filter(|i| i.account == who.identity.account)
+                .ok_or(KeyError::NotFound)?;
+            let (id, secret, hash) = self.minter.mint()?;
+            let record = ApiKeyRecord {
+                id,
+                secret_hash: hash,
+                subject: identity.iam_id,
+                account: identity.account,
+                name: name.to_owned(),
+                created_at: self.clock.now(),
+                locked: false,
+            };
+            let event = self.event(who, action, Some(record.id.clone()), 201);
+            self.store.insert_api_key(&record, &event).await?;
+            Ok(CreatedApiKey { record, secret })
+        }
+        .await;
+        self.audited(who, action, result).await
+    }
+
+    /// The account's API keys (never their secrets).
+    pub async fn api_keys(&self, who: &Principal) -> Result<Vec<ApiKeyRecord>, KeyError> {
+        let result = async {
+            self.require_admin(who)?;
+            Ok(self.store.api_keys_of(&who.identity.account).await?)
+        }
+        .await;
+        self.audited(who, "iam-identity.apikey.list", result).await
+    }
+
+    /// Locks or unlocks an API key: a locked key's tokens stop working at once.
+    pub async fn lock_api_key(
+        &self,
+        who: &Principal,
+        id: &str,
+        locked: bool,
+    ) -> Result<(), KeyError> {
+        let action = if locked {
+            "iam-identity.apikey.lock"
+        } else {
+            "iam-identity.apikey.unlock"
+        };
+        let result = async {
+            self.require_admin(who)?;
+            let event = self.event(who, action, Some(id.to_owned()), 204);
+            if self
+                .store
+                .set_api_key_locked(&who.identity.account, id, locked, &event)
+                .await?
+            {
+                Ok(())
+            } else {
+                Err(KeyError::NotFound)
+            }
+        }
+        .await;
+        self.audited(who, action, result).await
+    }
+
+    /// Deletes an API key: its tokens and refresh tokens stop working at once.
+    pub async fn delete_api_key(&self, who: &Principal, id: &str) -> Result<(), KeyError> {
+        let action = "iam-identity.apikey.delete";
+        let result = async {
+            self.require_admin(who)?;
+            let event = self.event(who, action, Some(id.to_owned()), 204);
+            if self
+                .store
+                .delete_api_key(&who.identity.account, id, &event)
+                .await?
+            {
+                Ok(())
+            } else {
+                Err(KeyError::NotFound)
+            }
+        }
+        .await;
+        self.audited(who, action, result).await
+    }
+
+    // ---- access policies ----
+
+    async fn check_scope(&self, account: &str, scope: &Scope) -> Result<(), KeyError> {
+        let instance = match scope {
+            Scope::Account(a) if a == account => return Ok(()),
+            Scope::Account(_) => return Err(invalid("resource: another account")),
+            Scope::Instance(i) | Scope::KeyRing(i, _) | Scope::Key(i, _) => *i,
+        };
+        match self.store.instance(instance).await? {
+            Some(rec) if rec.account == account => Ok(()),
+            _ => Err(invalid("resource: no such instance in this account")),
+        }
+    }
+
+    fn check_roles(roles: &[Role]) -> Result<(), KeyError> {
+        if roles.is_empty() {
+            return Err(invalid("roles: at least one"));
+        }
+        Ok(())
+    }
+
+    /// Gives a subject of the account roles on a scope.
+    pub async fn create_policy(
+        &self,
+        who: &Principal,
+        subject: &str,
+        roles: Vec<Role>,
+        scope: Scope,
+    ) -> Result<AccessPolicyRecord, KeyError> {
+        let action = "iam.policy.create";
+        let result = async {
+            self.require_admin(who)?;
+            Self::check_roles(&roles)?;
+            let account = who.identity.account.clone();
+            let subject_ok = self
+                .store
+                .identity(subject)
+                .await?
+                .is_some_and(|i| i.account == account);
+            if !subject_ok {
+                return Err(invalid("subject: no such identity in this account"));
+            }
+            self.check_scope(&account, &scope).await?;
+            if roles.contains(&Role::Administrator) && !matches!(scope, Scope::Account(_)) {
+                return Err(invalid(
+                    "roles: Administrator is granted on the account only",
+                ));
+            }
+            let mut p = AccessPolicyRecord {
+                id: uuid::Uuid::new_v4().to_string(),
+                account,
+                subject: subject.to_owned(),
+                roles,
+                scope,
+                created_at: self.clock.now(),
+                created_by: who.identity.iam_id.clone(),
+                signature: Vec::new(),
+            };
+            p.signature = self.custody.sign_record(&p.signed_bytes())?;
+            let event = self.event(who, action, Some(p.id.clone()), 201);
+            self.store.insert_access_policy(&p, &event).await?;
+            Ok(p)
+        }
+        .await;
+        self.audited(who, action, result).await
+    }
+
+    /// The account's access policies.
+    pub async fn policies(&self, who: &Principal) -> Result<Vec<AccessPolicyRecord>, KeyError> {
+        let result = async {
+            self.require_admin(who)?;
+            Ok(self
+                .store
+                .access_policies(&who.identity.account, None)
+                .await?)
+        }
+        .await;
+        self.audited(who, "iam.policy.list", result).await
+    }
+
+    /// Removes an access policy; the subject loses its roles within the grant cache's lifetime.
+    pub async fn delete_policy(&self, who: &Principal, id: &str) -> Result<(), KeyError> {
+        let action = "iam.policy.delete";
+        let result = async {
+            self.require_admin(who)?;
+            let event = self.event(who, action, Some(id.to_owned()), 204);
+            if self
+                .store
+                .delete_access_policy(&who.identity.account, id, &event)
+                .await?
+            {
+                Ok(())
+            } else {
+                Err(KeyError::NotFound)
+            }
+        }
+        .await;
+        self.audited(who, action, result).await
+    }
+
+    // ---- service-to-service authorizations ----
+
+    /// Authorizes a source service (one instance, or all) on a KMS instance, key ring or key.
+    /// An administrator may create any; a service instance holding a delegating authorization
+    /// may create one for another service with a subset of its roles on the same target.
+    pub async fn create_authorization(
+        &self,
+        who: &Principal,
+        mut spec: AuthorizationRecord,
+    ) -> Result<AuthorizationRecord, KeyError> {
+        let action = "iam.authorization.create";
+        let result = async {
+            let account = who.identity.account.clone();
+            Self::check_roles(&spec.roles)?;
+            if matches!(spec.target, Scope::Account(_)) {
+                return Err(invalid("target: an instance, key ring or key"));
+            }
+            if spec.roles.contains(&Role::Administrator) {
+                return Err(invalid("roles: Administrator is not a service role"));
+            }
+            check_name(
+                "source.service_name",
+                &spec.source_service,
+                SERVICE_NAME_CHARS,
+            )?;
+            if self.require_admin(who).is_err() {
+                self.check_delegation(who, &spec).await?;
+            }
+            self.check_scope(&account, &spec.target).await?;
+            spec.id = uuid::Uuid::new_v4().to_string();
+            spec.account = account;
+            spec.created_at = self.clock.now();
+            spec.created_by = who.identity.iam_id.clone();
+            spec.signature = self.custody.sign_record(&spec.signed_bytes())?;
+            let event = self.event(who, action, Some(spec.id.clone()), 201);
+            self.store.insert_authorization(&spec, &event).await?;
+            Ok(spec)
+        }
+        .await;
+        self.audited(who, action, result).await
+    }
+
+    /// A service creating an authorization for a dependent service must hold a delegating
+    /// authorization on the same target with every role it passes on.
+    async fn check_delegation(
+        &self,
+        who: &Principal,
+        spec: &AuthorizationRecord,
+    ) -> Result<(), KeyError> {
+        let denied = || KeyError::Forbidden(Operation::ManageAccess);
+        let (IdentityKind::Service, Some(service)) =
+            (who.identity.kind, &who.identity.service_name)
+        else {
+            return Err(denied());
+        };
+        if spec.delegation {
+            return Err(denied());
+        }
+        let held = self
+            .store
+            .authorizations(&who.identity.account, Some(service))
+            .await?;
+        for a in held {
+            self.verify(&a.signed_bytes(), &a.signature)?;
+            if a.delegation
+                && a.applies_to(service, who.identity.service_instance.as_deref())
+                && a.target == spec.target
+                && spec.roles.iter().all(|r| a.roles.contains(r))
+            {
+                return Ok(());
+            }
+        }
+        Err(denied())
+    }
+
+    /// The account's authorizations.
+    pub async fn authorizations(
+        &self,
+        who: &Principal,
+    ) -> Result<Vec<AuthorizationRecord>, KeyError> {
+        let result = async {
+            self.require_admin(who)?;
+            Ok(self
+                .store
+                .authorizations(&who.identity.account, None)
+                .await?)
+        }
+        .await;
+        self.audited(who, "iam.authorization.list", result).await
+    }
+
+    /// Removes an authorization: the source service is cut off within the grant cache's lifetime
+    /// (at most one second), on every server process.
+    pub async fn delete_authorization(&self, who: &Principal, id: &str) -> Result<(), KeyError> {
+        let action = "iam.authorization.delete";
+        let result = async {
+            self.require_admin(who)?;
+            let event = self.event(who, action, Some(id.to_owned()), 204);
+            if self
+                .store
+                .delete_authorization(&who.identity.account, id, &event)
+                .await?
+            {
+                Ok(())
+            } else {
+                Err(KeyError::NotFound)
+            }
+        }
+        .await;
+        self.audited(who, action, result).await
+    }
+}

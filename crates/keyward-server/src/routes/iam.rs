@@ -1,0 +1,534 @@
+//! `/iam/v1`: Keyward's management API for identities, API keys, access policies,
+//! service-to-service authorizations and instances. Field names follow IBM Cloud IAM's where it
+//! has them (`iam_id`, `account_id`, `apikey`, `locked`, `created_at`). Documented in
+//! `openapi/iam-v1.json`, served at `/iam/v1/openapi.json`.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keyward_core::{
+    AccessPolicyRecord, ApiKeyRecord, AuthorizationRecord, IdentityKind, IdentityRecord,
+    InstanceId, InstanceRecord, KeyId, NewIdentity, Principal, Role, Scope,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::error::ApiError;
+use crate::extract::{KpJson, client_address, request_id};
+use crate::state::AppState;
+use crate::views::date;
+
+/// The OpenAPI description of this API.
+pub const OPENAPI: &str = include_str!("../../openapi/iam-v1.json");
+
+type IamResult = Result<Response, ApiError>;
+
+/// An authenticated caller of the management API.
+pub struct Admin(pub Principal);
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let claims = crate::extract::verified_claims(parts, state)?;
+        let resolved = state.access.resolve(&claims).await?;
+        state.access.throttle(&resolved.identity.iam_id)?;
+        Ok(Admin(state.access.principal(
+            resolved,
+            request_id(parts),
+            client_address(parts),
+        )))
+    }
+}
+
+fn json(status: StatusCode, body: Value) -> Response {
+    let mut resp = (status, body.to_string()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn list(name: &str, items: Vec<Value>) -> Response {
+    json(StatusCode::OK, json!({ "count": items.len(), name: items }))
+}
+
+fn no_content(state: &AppState) -> Response {
+    // A change to identities or access applies at once in this process.
+    state.access.forget_all();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn created(state: &AppState, body: Value) -> Response {
+    state.access.forget_all();
+    json(StatusCode::CREATED, body)
+}
+
+fn identity_view(i: &IdentityRecord) -> Value {
+    json!({
+        "iam_id": i.iam_id,
+        "account_id": i.account,
+        "kind": i.kind.name(),
+        "name": i.name,
+        "description": i.description,
+        "service_name": i.service_name,
+        "service_instance": i.service_instance,
+        "locked": i.locked,
+        "created_at": date(i.created_at),
+        "created_by": i.created_by,
+    })
+}
+
+fn api_key_view(k: &ApiKeyRecord) -> Value {
+    json!({
+        "id": k.id,
+        "name": k.name,
+        "iam_id": k.subject,
+        "account_id": k.account,
+        "locked": k.locked,
+        "created_at": date(k.created_at),
+    })
+}
+
+fn scope_view(s: &Scope) -> Value {
+    match s {
+        Scope::Account(a) => json!({ "account_id": a }),
+        Scope::Instance(i) => json!({ "instance_id": i.to_string() }),
+        Scope::KeyRing(i, r) => json!({ "instance_id": i.to_string(), "key_ring": r }),
+        Scope::Key(i, k) => json!({ "instance_id": i.to_string(), "key_id": k.to_string() }),
+    }
+}
+
+fn roles_view(roles: &[Role]) -> Vec<&'static str> {
+    roles.iter().map(|r| r.name()).collect()
+}
+
+fn policy_view(p: &AccessPolicyRecord) -> Value {
+    json!({
+        "id": p.id,
+        "account_id": p.account,
+        "subject": p.subject,
+        "roles": roles_view(&p.roles),
+        "resource": scope_view(&p.scope),
+        "created_at": date(p.created_at),
+        "created_by": p.created_by,
+    })
+}
+
+fn authorization_view(a: &AuthorizationRecord) -> Value {
+    json!({
+        "id": a.id,
+        "account_id": a.account,
+        "source": { "service_name": a.source_service, "service_instance": a.source_instance },
+        "target": scope_view(&a.target),
+        "roles": roles_view(&a.roles),
+        "delegation": a.delegation,
+        "created_at": date(a.created_at),
+        "created_by": a.created_by,
+    })
+}
+
+fn instance_view(i: &InstanceRecord) -> Value {
+    json!({
+        "id": i.id.to_string(),
+        "account_id": i.account,
+        "name": i.name,
+        "created_at": date(i.created_at),
+    })
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::bad_request("INVALID_FIELD_ERR", msg)
+}
+
+/// Where a policy or authorization applies, as sent.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceIn {
+    /// An instance of the account; absent: the whole account (policies only).
+    instance_id: Option<String>,
+    /// A key ring of that instance.
+    key_ring: Option<String>,
+    /// A key of that instance.
+    key_id: Option<String>,
+}
+
+fn scope_from(account: &str, r: &ResourceIn) -> Result<Scope, ApiError> {
+    let Some(instance) = &r.instance_id else {
+        if r.key_ring.is_some() || r.key_id.is_some() {
+            return Err(bad("resource: key_ring and key_id need instance_id"));
+        }
+        return Ok(Scope::Account(account.to_owned()));
+    };
+    let instance: InstanceId = instance
+        .parse()
+        .map_err(|_| bad("resource.instance_id: an instance id"))?;
+    match (&r.key_ring, &r.key_id) {
+        (None, None) => Ok(Scope::Instance(instance)),
+        (Some(ring), None) => Ok(Scope::KeyRing(instance, ring.clone())),
+        (None, Some(key)) => Ok(Scope::Key(
+            instance,
+            key.parse::<KeyId>()
+                .map_err(|_| bad("resource.key_id: a key id"))?,
+        )),
+        (Some(_), Some(_)) => Err(bad("resource: key_ring or key_id, not both")),
+    }
+}
+
+fn roles_from(names: &[String]) -> Result<Vec<Role>, ApiError> {
+    names
+        .iter()
+        .map(|n| {
+            Role::from_name(n).ok_or_else(|| {
+                bad(
+                    "roles: Reader, ReaderPlus, Writer, Manager, KeyPurge, KmipAdapterManager, \
+                     Administrator",
+                )
+            })
+        })
+        .collect()
+}
+
+// ---- identities ----
+
+/// `POST /iam/v1/identities` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityIn {
+    kind: String,
+    name: String,
+    description: Option<String>,
+    service_name: Option<String>,
+    service_instance: Option<String>,
+}
+
+/// `POST /iam/v1/identities`: a user, service ID or service instance.
+pub async fn create_identity(
+    State(state): State<Arc<AppState>>,
+    Admin(who): Admin,
+    KpJson(body): KpJson<IdentityIn>,
+) -> IamResult {
+    let kind = IdentityKind::from_name(&body.kind)
+        .ok_or_else(|| bad("kind: user, service_id or service"))?;
+    let rec = state
+        .access
+        .iam
+        .create_identity(
+            &who,
+            NewIdentity {
+                kind,
+                name: body.name,
+                description: body.description,
+                service_name: body.service_name,
+                service_instance: body.service_instance,
+            },
+        )
+        .await?;
+    Ok(created(&state, identity_view(&rec)))
+}
+
+/// `GET /iam/v1/identities`.
+pub async fn identities(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
+    let all = state.access.iam.identities(&who).await?;
+    Ok(list("identities", all.iter().map(identity_view).collect()))
+}
+
+/// `DELETE /iam/v1/identities/{iam_id}`.
+pub async fn delete_identity(
+    State(state): State<Arc<AppState>>,
+    Admin(who): Admin,
+    Path(iam_id): Path<String>,
+) -> IamResult {
+    state.access.iam.delete_identity(&who, &iam_id).await?;
+    Ok(no_content(&state))
+}
+
+/// `POST /iam/v1/identities/{iam_id}/lock`.
+pub async fn lock_identity(
+    State(state): State<Arc<AppState>>,
+    Admin(who): Admin,
+    Path(iam_id): Path<String>,
+) -> IamResult {
+    state.access.iam.lock_identity(&who, &iam_id, true).await?;
+    Ok(no_content(&state))
+}
+
+/// `DELETE /iam/v1/identities/{iam_id}/lock`.
+pub async fn unlock_identity(
+    State(state): State<Arc<AppState>>,
+    Admin(who): Admin,
+    Path(iam_id): Path<String>,
+) -> IamResult {
+    state.access.iam.lock_identity(&who, &iam_id, false).await?;
+    Ok(no_content(&state))
+}
+
+// ---- API keys ----
+
+/// `POST /iam/v1/apikeys` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyIn {
+    iam_id: String,
+    name: String,
+}
+
+/// `POST /iam/v1/apikeys`: the response holds `apikey`, shown this once.
+pub async fn create_api_key(
+    State(state): State<Arc<AppState>>,
+    Admin(who): Admin,
+    KpJson(body): KpJson<ApiKeyIn>,
+) -> IamResult {
+    let created_key = state
+        .access
+        .iam
+        .create_api_key(&who, &body.iam_id, &body.name)
+        .await?;
+    let mut view = api_key_view(&created_key.record);
+    let secret = String::from_utf8(created_key.secret.expose().to_vec())
+        .map_err(|_| ApiError::Internal("API key is not UTF-8".into()))?;
+    if let Some(obj) = view.as_object_mut() {
+        obj.insert("apikey".into(), Value::String(secret));
+    }
+    Ok(created(&state, view))
+}
+
+/// `GET /iam/v1/apikeys`: never the secrets.
+pub async fn api_keys(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
+    let all = state.access.iam.api_keys(&who).await?;
+    Ok(list("apikeys", all.iter().map(api_key_view).collect()))
+}
+
+/// `DELETE /iam/v1/apikeys/{id}`: its tokens stop working within the access cache TTL.
+pub async fn delete_api_key(
+    State(state): State<Arc<AppState>>,
+    Admin(who): Admin,
+    Path(id): Path<String>,
+) -> IamResult {
+    state.access.iam.delete_api_key(&who, &id).await?;
+    Ok(no_content(&state))
+}
+
+/// `POST /iam/v1/apikeys/{id}/lock`.
+pub async fn lock_api_key(
+    State(state): State<Arc<AppState>>,
+    Admin(who): Admin,
+    Path(id): Path<String>,
+) -> IamResult {
+    state.access.iam.lock_api_key(&who, &id, true).await?;
+    Ok(no_content(&state))
+}
+
+/// `DELETE /iam/v1/apikeys/{id}/lock`.
+pub async fn unlock_api_key(
+    State(state): State<Arc<AppState>>,
+    Admin(who): Admin,
+    Path(id): Path<String>,
+) -> IamResult {
+    state.access.iam.lock_api_key(&who, &id, false).await?;
+    Ok(no_content(&state))
+}
+
+// ---- access policies ----
+
+/// `POST /iam/v1/policies` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyIn {
+    subject: String,
+    roles: Vec<String>,
+    #[serde(default)]
+    resource: ResourceIn,
+}
+
+/// `POST /iam/v1/policies`.
+pub async fn create_policy(
+    State(state): State<Arc<AppState>>,
+    Admin(who): Admin,
+    KpJson(body): KpJson<PolicyIn>,
+) -> IamResult {
+    let scope = scope_from(&who.identity.account, &body.resource)?;
+    let roles = roles_from(&body.roles)?;
+    let p = state
+        .access
+        .iam
+        .create_policy(&who, &body.subject, roles, scope)
+        .await?;
+    Ok(created(&state, policy_view(&p)))
+}
+
+/// `GET /iam/v1/policies`.
+pub async fn policies(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
+    let all = state.access.iam.policies(&who).await?;
+    Ok(list("policies", all.iter().map(policy_view).collect()))
+}
+
+/// `DELETE /iam/v1/policies/{id}`.
+pub async fn delete_policy(
+    State(state): State<Arc<AppState>>,
+    Admin(who): Admin,
+    Path(id): Path<String>,
+) -> IamResult {
+    state.access.iam.delete_policy(&who, &id).await?;
+    Ok(no_content(&state))
+}
+
+// ---- authorizations ----
+
+/// The source of an authorization.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceIn {
+    service_name: String,
+    service_instance: Option<String>,
+}
+
+/// `POST /iam/v1/authorizations` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationIn {
+    source: SourceIn,
+    target: ResourceIn,
+    roles: Vec<String>,
+    #[serde(default)]
+    delegation: bool,
+}
+
+/// `POST /iam/v1/authorizations`.
+pub async fn create_authorization(
+    State(state): State<Arc<AppState>>,
+    Admin(who): Admin,
+    KpJson(body): KpJson<AuthorizationIn>,
+) -> IamResult {
+    if body.target.instance_id.is_none() {
+        return Err(bad("target.instance_id: required"));
+    }
+    let target = scope_from(&who.identity.account, &body.target)?;
+    let spec = AuthorizationRecord {
+        id: String::new(),
+        account: String::new(),
+        source_service: body.source.service_name,
+        source_instance: body.source.service_instance,
+        target,
+        roles: roles_from(&body.roles)?,
+        delegation: body.delegation,
+        created_at: OffsetDateTime::UNIX_EPOCH,
+        created_by: String::new(),
+        signature: Vec::new(),
+    };
+    let a = state.access.iam.create_authorization(&who, spec).await?;
+    Ok(created(&state, authorization_view(&a)))
+}
+
+/// `GET /iam/v1/authorizations`.
+pub async fn authorizations(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
+    let all = state.access.iam.authorizations(&who).await?;
+    Ok(list(
+        "authorizations",
+        all.iter().map(authorization_view).collect(),
+    ))
+}
+
+/// `DELETE /iam/v1/authorizations/{id}`: the source service is cut off within the access cache
+/// TTL on every process.
+pub async fn delete_authorization(
+    State(state): State<Arc<AppState>>,
+    Admin(who): Admin,
+    Path(id): Path<String>,
+) -> IamResult {
+    state.access.iam.delete_authorization(&who, &id).await?;
+    Ok(no_content(&state))
+}
+
+// ---- instances ----
+
+/// `POST /iam/v1/instances` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceIn {
+    name: String,
+}
+
+/// `POST /iam/v1/instances`: another KMS instance in the caller's account.
+pub async fn create_instance(
+    State(state): State<Arc<AppState>>,
+    Admin(who): Admin,
+    KpJson(body): KpJson<InstanceIn>,
+) -> IamResult {
+    let i = state.access.iam.create_instance(&who, &body.name).await?;
+    Ok(created(&state, instance_view(&i)))
+}
+
+/// `GET /iam/v1/instances`.
+pub async fn instances(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
+    let all = state.access.iam.instances(&who).await?;
+    Ok(list("instances", all.iter().map(instance_view).collect()))
+}
+
+/// `GET /iam/v1/openapi.json`.
+pub async fn openapi() -> Response {
+    let mut resp = OPENAPI.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The management routes.
+pub fn router() -> axum::Router<Arc<AppState>> {
+    use axum::routing::{delete, get, post};
+    axum::Router::new()
+        .route("/iam/v1/openapi.json", get(openapi))
+        .route("/iam/v1/identities", get(identities).post(create_identity))
+        .route("/iam/v1/identities/{iam_id}", delete(delete_identity))
+        .route(
+            "/iam/v1/identities/{iam_id}/lock",
+            post(lock_identity).delete(unlock_identity),
+        )
+        .route("/iam/v1/apikeys", get(api_keys).post(create_api_key))
+        .route("/iam/v1/apikeys/{id}", delete(delete_api_key))
+        .route(
+            "/iam/v1/apikeys/{id}/lock",
+            post(lock_api_key).delete(unlock_api_key),
+        )
+        .route("/iam/v1/policies", get(policies).post(create_policy))
+        .route("/iam/v1/policies/{id}", delete(delete_policy))
+        .route(
+            "/iam/v1/authorizations",
+            get(authorizations).post(create_authorization),
+        )
+        .route("/iam/v1/authorizations/{id}", delete(delete_authorization))
+        .route("/iam/v1/instances", get(instances).post(create_instance))
+}
+
+/// Every (method, path) the router serves, for the OpenAPI drift test.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/iam/v1/openapi.json"),
+    ("get", "/iam/v1/identities"),
+    ("post", "/iam/v1/identities"),
+    ("delete", "/iam/v1/identities/{iam_id}"),
+    ("post", "/iam/v1/identities/{iam_id}/lock"),
+    ("delete", "/iam/v1/identities/{iam_id}/lock"),
+    ("get", "/iam/v1/apikeys"),
+    ("post", "/iam/v1/apikeys"),
+    ("delete", "/iam/v1/apikeys/{id}"),
+    ("post", "/iam/v1/apikeys/{id}/lock"),
+    ("delete", "/iam/v1/apikeys/{id}/lock"),
+    ("get", "/iam/v1/policies"),
+    ("post", "/iam/v1/policies"),
+    ("delete", "/iam/v1/policies/{id}"),
+    ("get", "/iam/v1/authorizations"),
+    ("post", "/iam/v1/authorizations"),
+    ("delete", "/iam/v1/authorizations/{id}"),
+    ("get", "/iam/v1/instances"),
+    ("post", "/iam/v1/instances"),
+];

@@ -1,0 +1,419 @@
+//! `IamStore` for SQLite: identities, API key state, access policies, service authorizations and
+//! refresh tokens.
+
+use keyward_core::{
+    AccessPolicyRecord, ApiKeyRecord, AuditEvent, AuthorizationRecord, IamStore, IdentityKind,
+    IdentityRecord, InstanceId, KeyId, Role, Scope, StoreError,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use time::OffsetDateTime;
+
+use crate::rows::{api_key_from_row, conv, nanos, time};
+use crate::sqlite::{SqliteStore, insert_audit};
+use crate::writer::Statements;
+
+/// A scope as stored: `account:<id>`, `instance:<id>`, `key_ring:<instance>:<ring>`,
+/// `key:<instance>:<key>` (ring ids and account ids hold no ':').
+fn scope_text(s: &Scope) -> String {
+    match s {
+        Scope::Account(a) => format!("account:{a}"),
+        Scope::Instance(i) => format!("instance:{i}"),
+        Scope::KeyRing(i, r) => format!("key_ring:{i}:{r}"),
+        Scope::Key(i, k) => format!("key:{i}:{k}"),
+    }
+}
+
+fn scope_from(text: String) -> rusqlite::Result<Scope> {
+    let bad = || conv(format!("bad scope {text:?}"));
+    let mut parts = text.splitn(3, ':');
+    let kind = parts.next().ok_or_else(bad)?;
+    let first = parts.next().ok_or_else(bad)?;
+    let instance = || first.parse::<InstanceId>().map_err(|_| bad());
+    Ok(match (kind, parts.next()) {
+        ("account", None) => Scope::Account(first.to_owned()),
+        ("instance", None) => Scope::Instance(instance()?),
+        ("key_ring", Some(r)) => Scope::KeyRing(instance()?, r.to_owned()),
+        ("key", Some(k)) => Scope::Key(instance()?, k.parse::<KeyId>().map_err(|_| bad())?),
+        _ => return Err(bad()),
+    })
+}
+
+fn roles_text(roles: &[Role]) -> String {
+    roles.iter().map(|r| r.name()).collect::<Vec<_>>().join(",")
+}
+
+fn roles_from(text: String) -> rusqlite::Result<Vec<Role>> {
+    text.split(',')
+        .map(|r| Role::from_name(r).ok_or_else(|| conv(format!("bad role {r:?}"))))
+        .collect()
+}
+
+const IDENTITY_COLUMNS: &str = "iam_id, account, kind, name, description, service_name, \
+     service_instance, locked, created_at, created_by";
+
+fn identity_from_row(r: &Row<'_>) -> rusqlite::Result<IdentityRecord> {
+    let kind: String = r.get(2)?;
+    Ok(IdentityRecord {
+        iam_id: r.get(0)?,
+        account: r.get(1)?,
+        kind: IdentityKind::from_name(&kind).ok_or_else(|| conv(format!("bad kind {kind}")))?,
+        name: r.get(3)?,
+        description: r.get(4)?,
+        service_name: r.get(5)?,
+        service_instance: r.get(6)?,
+        locked: r.get(7)?,
+        created_at: time(r.get(8)?)?,
+        created_by: r.get(9)?,
+    })
+}
+
+fn policy_from_row(r: &Row<'_>) -> rusqlite::Result<AccessPolicyRecord> {
+    Ok(AccessPolicyRecord {
+        id: r.get(0)?,
+        account: r.get(1)?,
+        subject: r.get(2)?,
+        roles: roles_from(r.get(3)?)?,
+        scope: scope_from(r.get(4)?)?,
+        created_at: time(r.get(5)?)?,
+        created_by: r.get(6)?,
+        signature: r.get(7)?,
+    })
+}
+
+fn authorization_from_row(r: &Row<'_>) -> rusqlite::Result<AuthorizationRecord> {
+    Ok(AuthorizationRecord {
+        id: r.get(0)?,
+        account: r.get(1)?,
+        source_service: r.get(2)?,
+        source_instance: r.get(3)?,
+        target: scope_from(r.get(4)?)?,
+        roles: roles_from(r.get(5)?)?,
+        delegation: r.get(6)?,
+        created_at: time(r.get(7)?)?,
+        created_by: r.get(8)?,
+        signature: r.get(9)?,
+    })
+}
+
+/// Runs a change that affects at most one row and records its event only when it did.
+fn changed(c: &Connection, n: usize, event: &AuditEvent) -> rusqlite::Result<bool> {
+    if n > 0 {
+        insert_audit(c, event)?;
+    }
+    Ok(n > 0)
+}
+
+#[async_trait::async_trait]
+impl IamStore for SqliteStore {
+    async fn identity(&self, iam_id: &str) -> Result<Option<IdentityRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {IDENTITY_COLUMNS} FROM identities WHERE iam_id = ?1"
+            ))?
+            .query_row(params![iam_id], identity_from_row)
+            .optional()
+        })
+    }
+
+    async fn identities(&self, account: &str) -> Result<Vec<IdentityRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {IDENTITY_COLUMNS} FROM identities WHERE account = ?1 ORDER BY created_at, iam_id"
+            ))?
+            .query_map(params![account], identity_from_row)?
+            .collect()
+        })
+    }
+
+    async fn insert_identity(
+        &self,
+        identity: &IdentityRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let (i, e) = (identity.clone(), event.clone());
+        self.write(Statements::Many, move |c| {
+            c.prepare_cached(&format!(
+                "INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ))?
+            .execute(params![
+                i.iam_id,
+                i.account,
+                i.kind.name(),
+                i.name,
+                i.description,
+                i.service_name,
+                i.service_instance,
+                i.locked,
+                nanos(i.created_at),
+                i.created_by,
+            ])?;
+            insert_audit(c, &e)
+        })
+        .await
+    }
+
+    async fn set_identity_locked(
+        &self,
+        account: &str,
+        iam_id: &str,
+        locked: bool,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let (a, i, e) = (account.to_owned(), iam_id.to_owned(), event.clone());
+        self.write(Statements::Many, move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE identities SET locked = ?3 WHERE account = ?1 AND iam_id = ?2",
+                )?
+                .execute(params![a, i, locked])?;
+            changed(c, n, &e)
+        })
+        .await
+    }
+
+    async fn delete_identity(
+        &self,
+        account: &str,
+        iam_id: &str,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let (a, i, e) = (account.to_owned(), iam_id.to_owned(), event.clone());
+        self.write(Statements::Many, move |c| {
+            c.prepare_cached(
+                "DELETE FROM refresh_tokens WHERE api_key_id IN
+                   (SELECT id FROM api_keys WHERE account = ?1 AND subject = ?2)",
+            )?
+            .execute(params![a, i])?;
+            c.prepare_cached("DELETE FROM api_keys WHERE account = ?1 AND subject = ?2")?
+                .execute(params![a, i])?;
+            c.prepare_cached("DELETE FROM access_policies WHERE account = ?1 AND subject = ?2")?
+                .execute(params![a, i])?;
+            let n = c
+                .prepare_cached("DELETE FROM identities WHERE account = ?1 AND iam_id = ?2")?
+                .execute(params![a, i])?;
+            changed(c, n, &e)
+        })
+        .await
+    }
+
+    async fn api_keys_of(&self, account: &str) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT id, secret_hash, subject, account, name, created_at, locked FROM api_keys
+                 WHERE account = ?1 ORDER BY created_at, id",
+            )?
+            .query_map(params![account], api_key_from_row)?
+            .collect()
+        })
+    }
+
+    async fn set_api_key_locked(
+        &self,
+        account: &str,
+        id: &str,
+        locked: bool,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let (a, i, e) = (account.to_owned(), id.to_owned(), event.clone());
+        self.write(Statements::Many, move |c| {
+            let n = c
+                .prepare_cached("UPDATE api_keys SET locked = ?3 WHERE account = ?1 AND id = ?2")?
+                .execute(params![a, i, locked])?;
+            changed(c, n, &e)
+        })
+        .await
+    }
+
+    async fn delete_api_key(
+        &self,
+        account: &str,
+        id: &str,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let (a, i, e) = (account.to_owned(), id.to_owned(), event.clone());
+        self.write(Statements::Many, move |c| {
+            c.prepare_cached("DELETE FROM refresh_tokens WHERE api_key_id = ?1")?
+                .execute(params![i])?;
+            let n = c
+                .prepare_cached("DELETE FROM api_keys WHERE account = ?1 AND id = ?2")?
+                .execute(params![a, i])?;
+            changed(c, n, &e)
+        })
+        .await
+    }
+
+    async fn access_policies(
+        &self,
+        account: &str,
+        subject: Option<&str>,
+    ) -> Result<Vec<AccessPolicyRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT id, account, subject, roles, scope, created_at, created_by, signature
+                 FROM access_policies WHERE account = ?1 AND (?2 IS NULL OR subject = ?2)
+                 ORDER BY created_at, id",
+            )?
+            .query_map(params![account, subject], policy_from_row)?
+            .collect()
+        })
+    }
+
+    async fn insert_access_policy(
+        &self,
+        policy: &AccessPolicyRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let (p, e) = (policy.clone(), event.clone());
+        self.write(Statements::Many, move |c| {
+            c.prepare_cached(
+                "INSERT INTO access_policies (id, account, subject, roles, scope, created_at,
+                    created_by, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                p.id,
+                p.account,
+                p.subject,
+                roles_text(&p.roles),
+                scope_text(&p.scope),
+                nanos(p.created_at),
+                p.created_by,
+                p.signature,
+            ])?;
+            insert_audit(c, &e)
+        })
+        .await
+    }
+
+    async fn delete_access_policy(
+        &self,
+        account: &str,
+        id: &str,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let (a, i, e) = (account.to_owned(), id.to_owned(), event.clone());
+        self.write(Statements::Many, move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM access_policies WHERE account = ?1 AND id = ?2")?
+                .execute(params![a, i])?;
+            changed(c, n, &e)
+        })
+        .await
+    }
+
+    async fn authorizations(
+        &self,
+        account: &str,
+        source_service: Option<&str>,
+    ) -> Result<Vec<AuthorizationRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT id, account, source_service, source_instance, target, roles, delegation,
+                        created_at, created_by, signature
+                 FROM authorizations WHERE account = ?1 AND (?2 IS NULL OR source_service = ?2)
+                 ORDER BY created_at, id",
+            )?
+            .query_map(params![account, source_service], authorization_from_row)?
+            .collect()
+        })
+    }
+
+    async fn insert_authorization(
+        &self,
+        authorization: &AuthorizationRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let (a, e) = (authorization.clone(), event.clone());
+        self.write(Statements::Many, move |c| {
+            c.prepare_cached(
+                "INSERT INTO authorizations (id, account, source_service, source_instance, target,
+                    roles, delegation, created_at, created_by, signature)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                a.id,
+                a.account,
+                a.source_service,
+                a.source_instance,
+                scope_text(&a.target),
+                roles_text(&a.roles),
+                a.delegation,
+                nanos(a.created_at),
+                a.created_by,
+                a.signature,
+            ])?;
+            insert_audit(c, &e)
+        })
+        .await
+    }
+
+    async fn delete_authorization(
+        &self,
+        account: &str,
+        id: &str,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let (a, i, e) = (account.to_owned(), id.to_owned(), event.clone());
+        self.write(Statements::Many, move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM authorizations WHERE account = ?1 AND id = ?2")?
+                .execute(params![a, i])?;
+            changed(c, n, &e)
+        })
+        .await
+    }
+
+    async fn insert_refresh_token(
+        &self,
+        hash: [u8; 32],
+        api_key_id: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let id = api_key_id.to_owned();
+        self.write(Statements::One, move |c| {
+            c.prepare_cached(
+                "INSERT INTO refresh_tokens (hash, api_key_id, expires_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![hash.to_vec(), id, nanos(expires_at)])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_refresh_token(
+        &self,
+        hash: [u8; 32],
+    ) -> Result<Option<(String, OffsetDateTime)>, StoreError> {
+        self.write(Statements::Many, move |c| {
+            let found: Option<(String, i64)> = c
+                .prepare_cached(
+                    "SELECT api_key_id, expires_at FROM refresh_tokens WHERE hash = ?1",
+                )?
+                .query_row(params![hash.to_vec()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            c.prepare_cached("DELETE FROM refresh_tokens WHERE hash = ?1")?
+                .execute(params![hash.to_vec()])?;
+            found.map(|(id, at)| Ok((id, time(at)?))).transpose()
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_round_trip() {
+        let i = InstanceId::random();
+        for s in [
+            Scope::Account("abc".into()),
+            Scope::Instance(i),
+            Scope::KeyRing(i, "ring-1".into()),
+            Scope::Key(i, KeyId::random()),
+        ] {
+            assert_eq!(scope_from(scope_text(&s)).unwrap(), s);
+        }
+        assert!(scope_from("instance:nope".into()).is_err());
+        assert!(scope_from("galaxy:x".into()).is_err());
+    }
+}
