@@ -25,6 +25,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
 mod admin;
+mod kmip;
+
+pub use kmip::{KMIP_PROFILE_NATIVE, KmipPage};
 
 /// A client failure.
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,7 @@ mod cli;
 use cli::Conn;
 use cli::admin::{AliasesCommand, InstanceCommand, RingsCommand};
 use cli::keys::KeysCommand;
+use cli::kmip::KmipCommand;
 
 #[derive(Parser)]
 #[command(
@@ -55,6 +56,13 @@ enum Command {
         #[command(subcommand)]
         command: InstanceCommand,
     },
+    /// Manage KMIP adapters, their client certificates and KMIP objects.
+    Kmip {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: KmipCommand,
+    },
 }
 
 #[derive(Args)]
@@ -98,6 +106,7 @@ fn main() -> std::process::ExitCode {
             Command::Aliases { conn, command } => cli::admin::aliases(conn, command).await,
             Command::Rings { conn, command } => cli::admin::rings(conn, command).await,
             Command::Instance { conn, command } => cli::admin::instance(conn, command).await,
+            Command::Kmip { conn, command } => cli::kmip::run(conn, command).await,
         }
     });
     match result {

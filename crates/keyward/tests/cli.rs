@@ -1,5 +1,6 @@
 //! The client subcommands beyond the basics, against a real `keyward serve`: key lifecycle
-//! (restore, purge, dual authorization, moves), key and instance policies, aliases and key rings.
+//! (restore, purge, dual authorization, moves), key and instance policies, aliases, key rings, and
+//! KMIP adapters, client certificates and KMIP objects.
 //! Each is run once on its happy path (with `--json` parsed) and at least once where the server
 //! refuses, which must exit non-zero with Key Protect's reason code.
 
@@ -501,4 +502,306 @@ fn instance_policy_subcommands() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("UNAUTHORIZED_ERR"));
+}
+
+/// Inserts a KMIP object into the server's database, as the KMIP listener would create it.
+fn insert_kmip_object(dir: &Path, instance: &str, adapter: &str, id: &str, state: u8) {
+    let db = rusqlite::Connection::open(dir.join("keyward.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    db.execute(
+        "INSERT INTO kmip_objects (id, instance_id, adapter_id, object_type, state, created_at,
+             created_by_cert_id, created_by)
+         VALUES (?1, ?2, ?3, 2, ?4, ?5, '00000000-0000-4000-8000-0000000000c1', 'kmip-client')",
+        rusqlite::params![id, instance, adapter, state, now],
+    )
+    .unwrap();
+}
+
+#[test]
+fn kmip_subcommands() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spawn(dir.path(), "");
+    let crk = s.create("kmip-crk", &["--alias", "kmip-root"]);
+    let standard = s.create("kmip-std", &["--standard"]);
+
+    // adapters
+    let a = s.json(&[
+        "kmip",
+        "adapters",
+        "create",
+        "--crk",
+        "kmip-root",
+        "--name",
+        "adapter-one",
+        "--description",
+        "first adapter",
+    ]);
+    assert_eq!(a["name"], "adapter-one", "{a}");
+    assert_eq!(a["description"], "first adapter", "{a}");
+    assert_eq!(a["profile"], "native_1.0", "{a}");
+    assert_eq!(a["profile_data"]["crk_id"], crk.as_str(), "{a}");
+    let adapter = a["id"].as_str().unwrap().to_owned();
+    let b = s.json(&[
+        "kmip",
+        "adapters",
+        "create",
+        "--crk",
+        &crk,
+        "--allow-expiring-key",
+    ]);
+    assert!(
+        b["name"].as_str().unwrap().starts_with("kmip_adapter"),
+        "{b}"
+    );
+    let second = b["id"].as_str().unwrap().to_owned();
+    s.fails(
+        &[
+            "kmip",
+            "adapters",
+            "create",
+            "--crk",
+            &crk,
+            "--name",
+            "adapter-one",
+        ],
+        "KMIP_ADAPTER_NAME_NOT_UNIQUE_ERR",
+    );
+    s.fails(
+        &["kmip", "adapters", "create", "--crk", &standard],
+        "KEY_ROOT_REQ_ERR",
+    );
+    s.fails(
+        &["kmip", "adapters", "create", "--crk", "no-such-key"],
+        "404",
+    );
+    let list = s.json(&["kmip", "adapters", "list"]);
+    assert_eq!(list["metadata"]["totalCount"], 2, "{list}");
+    assert_eq!(list["resources"].as_array().unwrap().len(), 2, "{list}");
+    let list = s.json(&["kmip", "adapters", "list", "--crk", &standard]);
+    assert_eq!(list["resources"].as_array().unwrap().len(), 0, "{list}");
+    let list = s.json(&["kmip", "adapters", "list", "--limit", "1", "--offset", "1"]);
+    assert_eq!(list["resources"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["metadata"]["totalCount"], 2, "{list}");
+    assert!(
+        s.text(&["kmip", "adapters", "list", "--crk", &crk])
+            .contains("adapter-one")
+    );
+    s.fails(
+        &["kmip", "adapters", "list", "--limit", "201"],
+        "INVALID_QUERY_PARAM_ERR",
+    );
+    assert_eq!(
+        s.json(&["kmip", "adapters", "show", "adapter-one"])["id"],
+        adapter.as_str()
+    );
+    assert!(
+        s.text(&["kmip", "adapters", "show", &adapter])
+            .contains("first adapter")
+    );
+    s.fails(
+        &["kmip", "adapters", "show", "no-such-adapter"],
+        "KMIP_ADAPTER_NOT_FOUND_ERR",
+    );
+
+    // certificates
+    let ck = rcgen::generate_simple_self_signed(vec!["kmip-client".into()]).unwrap();
+    let pem = ck.cert.pem();
+    let pem_file = dir.path().join("client.pem");
+    std::fs::write(&pem_file, &pem).unwrap();
+    let pem_path = pem_file.to_str().unwrap();
+    let c = s.json(&[
+        "kmip",
+        "certs",
+        "add",
+        &adapter,
+        "--file",
+        pem_path,
+        "--name",
+        "client-one",
+    ]);
+    assert_eq!(c["name"], "client-one", "{c}");
+    assert_eq!(c["certificate"].as_str().unwrap().trim(), pem.trim(), "{c}");
+    let cert = c["id"].as_str().unwrap().to_owned();
+    s.fails(
+        &["kmip", "certs", "add", &adapter, "--file", pem_path],
+        "KMIP_CERT_NOT_UNIQUE_ERR",
+    );
+    let other = rcgen::generate_simple_self_signed(vec!["other".into()]).unwrap();
+    let other_file = dir.path().join("other.pem");
+    std::fs::write(&other_file, other.cert.pem()).unwrap();
+    s.fails(
+        &[
+            "kmip",
+            "certs",
+            "add",
+            "adapter-one",
+            "--file",
+            other_file.to_str().unwrap(),
+            "--name",
+            "client-one",
+        ],
+        "KMIP_CERT_NAME_NOT_UNIQUE_ERR",
+    );
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "hello, not a certificate\n").unwrap();
+    s.fails(
+        &[
+            "kmip",
+            "certs",
+            "add",
+            &adapter,
+            "--file",
+            not_pem.to_str().unwrap(),
+        ],
+        "not a PEM certificate",
+    );
+    // PEM markers around garbage: the server refuses it.
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    s.fails(
+        &[
+            "kmip",
+            "certs",
+            "add",
+            &adapter,
+            "--file",
+            garbage.to_str().unwrap(),
+        ],
+        "INVALID_FIELD_ERR",
+    );
+    s.fails(
+        &[
+            "kmip",
+            "certs",
+            "add",
+            "no-such-adapter",
+            "--file",
+            other_file.to_str().unwrap(),
+        ],
+        "KMIP_ADAPTER_NOT_FOUND_ERR",
+    );
+    let certs = s.json(&["kmip", "certs", "list", &adapter]);
+    assert_eq!(certs["metadata"]["totalCount"], 1, "{certs}");
+    assert_eq!(certs["resources"][0]["id"], cert.as_str(), "{certs}");
+    assert!(
+        certs["resources"][0].get("certificate").is_none(),
+        "{certs}"
+    );
+    assert!(
+        s.text(&["kmip", "certs", "list", "adapter-one"])
+            .contains("client-one")
+    );
+    s.fails(
+        &["kmip", "certs", "list", "no-such-adapter"],
+        "KMIP_ADAPTER_NOT_FOUND_ERR",
+    );
+    let shown = s.json(&["kmip", "certs", "show", &adapter, "client-one"]);
+    assert_eq!(shown["id"], cert.as_str(), "{shown}");
+    assert!(
+        shown["certificate"]
+            .as_str()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+    assert!(
+        s.text(&["kmip", "certs", "show", &adapter, &cert])
+            .contains("-----END CERTIFICATE-----")
+    );
+    s.fails(
+        &["kmip", "certs", "show", &adapter, "no-such-cert"],
+        "KMIP_CERT_NOT_FOUND_ERR",
+    );
+
+    // objects (created over KMIP, not REST: inserted into the database here)
+    let active = "00000000-0000-4000-8000-00000000a002";
+    let pre = "00000000-0000-4000-8000-00000000a001";
+    insert_kmip_object(dir.path(), &s.instance, &adapter, active, 2);
+    insert_kmip_object(dir.path(), &s.instance, &adapter, pre, 1);
+    let objs = s.json(&["kmip", "objects", "list", &adapter]);
+    assert_eq!(objs["metadata"]["totalCount"], 2, "{objs}");
+    let objs = s.json(&["kmip", "objects", "list", "adapter-one", "--state", "2"]);
+    assert_eq!(objs["resources"].as_array().unwrap().len(), 1, "{objs}");
+    assert_eq!(objs["resources"][0]["id"], active, "{objs}");
+    assert_eq!(objs["resources"][0]["kmip_object_type"], 2, "{objs}");
+    assert!(
+        s.text(&["kmip", "objects", "list", &adapter])
+            .contains("2 (active)")
+    );
+    let bad = s.run(&["kmip", "objects", "list", &adapter, "--state", "7"]);
+    assert!(!bad.ok, "state 7 accepted");
+    s.fails(
+        &["kmip", "objects", "list", "no-such-adapter"],
+        "KMIP_ADAPTER_NOT_FOUND_ERR",
+    );
+    let o = s.json(&["kmip", "objects", "show", &adapter, active]);
+    assert_eq!(o["state"], 2, "{o}");
+    assert_eq!(o["created_by"], "kmip-client", "{o}");
+    assert!(
+        s.text(&["kmip", "objects", "show", &adapter, pre])
+            .contains("pre-active")
+    );
+    s.fails(
+        &[
+            "kmip",
+            "objects",
+            "show",
+            &adapter,
+            "00000000-0000-4000-8000-0000000000ff",
+        ],
+        "KMIP_OBJECT_NOT_FOUND_ERR",
+    );
+    // An adapter with an Active object cannot be deleted; nor the object, unless forced.
+    s.fails(
+        &["kmip", "adapters", "delete", &adapter],
+        "KMIP_ADAPTER_HAS_OBJECTS_ERR",
+    );
+    s.fails(
+        &["kmip", "objects", "delete", &adapter, active],
+        "KMIP_OBJECT_ACTIVE_ERR",
+    );
+    let d = s.json(&["kmip", "objects", "delete", &adapter, active, "--force"]);
+    assert_eq!(d["deleted"], true, "{d}");
+    assert!(
+        s.text(&["kmip", "objects", "delete", &adapter, pre])
+            .contains("destroyed")
+    );
+    let objs = s.json(&["kmip", "objects", "list", &adapter, "--state", "5,6"]);
+    assert_eq!(objs["resources"].as_array().unwrap().len(), 2, "{objs}");
+    assert_eq!(
+        s.json(&["kmip", "objects", "list", &adapter])["resources"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    // deletions
+    let d = s.json(&["kmip", "certs", "delete", &adapter, "client-one"]);
+    assert_eq!(d["deleted"], true, "{d}");
+    s.fails(
+        &["kmip", "certs", "delete", &adapter, &cert],
+        "KMIP_CERT_NOT_FOUND_ERR",
+    );
+    let d = s.json(&["kmip", "adapters", "delete", &adapter]);
+    assert_eq!(d["deleted"], true, "{d}");
+    assert!(
+        s.text(&["kmip", "adapters", "delete", &second])
+            .contains("deleted KMIP adapter")
+    );
+    s.fails(
+        &["kmip", "adapters", "delete", &adapter],
+        "KMIP_ADAPTER_NOT_FOUND_ERR",
+    );
+    assert_eq!(
+        s.json(&["kmip", "adapters", "list"])["metadata"]["totalCount"],
+        0
+    );
 }

@@ -11,6 +11,7 @@ use keyward_client::Client;
 
 pub mod admin;
 pub mod keys;
+pub mod kmip;
 
 /// How to reach the server; shared by every client subcommand.
 #[derive(Args)]
