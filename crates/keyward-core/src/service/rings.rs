@@ -252,6 +252,7 @@ impl KeyService {
         let action = "kms.keyrings.delete";
         let result =
             async {
+                authorize(caller, Operation::DeleteKeyRing, Target::Instance)?;
                 if id == DEFAULT_KEY_RING {
                     return Err(KeyError::Refused(
                         Rule::DefaultKeyRing,

@@ -1,0 +1,668 @@
+//! Access control against a real server: the access matrix (every role × every operation,
+//! generated from the one table the code enforces), scopes, the 404-not-403 rule, service
+//! authorizations with delegation, revocation, and rate limits.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestServer, assert_kp_error, login};
+use keyward_core::{OPERATIONS, Operation, Role};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn keys_body(resource: Value) -> Value {
+    json!({
+        "metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
+        "resources": [resource],
+    })
+}
+
+/// What one operation's request needs, made fresh by the administrator for each call.
+struct Fixture {
+    root: String,
+    standard: String,
+    deleted: String,
+    disabled: String,
+    ciphertext: String,
+}
+
+async fn fixture(ts: &TestServer) -> Fixture {
+    let root = ts.create_root_key("matrix-root").await;
+    let standard = ts
+        .create_key(json!({"name": "matrix-std", "extractable": true}))
+        .await;
+    let deleted = ts.create_root_key("matrix-deleted").await;
+    let (s, _) = ts
+        .call(Method::DELETE, &format!("/api/v2/keys/{deleted}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let disabled = ts.create_root_key("matrix-disabled").await;
+    assert_eq!(
+        ts.action(&disabled, "disable", Value::Null).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let (_, w) = ts.action(&root, "wrap", json!({})).await;
+    Fixture {
+        root,
+        standard,
+        deleted,
+        disabled,
+        ciphertext: w["ciphertext"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// The request that exercises `op`. The match has no wildcard: a new operation does not compile
+/// until the matrix covers it.
+fn request(op: Operation, f: &Fixture, n: usize) -> (Method, String, Option<Value>) {
+    let key = |suffix: &str| format!("/api/v2/keys/{}{suffix}", f.root);
+    let policy = json!({"metadata": {"collectionType": "application/vnd.ibm.kms.policy+json", "collectionTotal": 1},
+                        "resources": [{"rotation": {"enabled": true, "interval_month": 3}}]});
+    match op {
+        Operation::ListKeys => (Method::GET, "/api/v2/keys".into(), None),
+        Operation::KeyTotal => (Method::HEAD, "/api/v2/keys".into(), None),
+        Operation::ReadMetadata => (Method::GET, key("/metadata"), None),
+        Operation::ReadPayload => (Method::GET, format!("/api/v2/keys/{}", f.standard), None),
+        Operation::ListVersions => (Method::GET, key("/versions"), None),
+        Operation::CreateKey => (
+            Method::POST,
+            "/api/v2/keys".into(),
+            Some(keys_body(json!({"name": format!("created-{n}")}))),
+        ),
+        Operation::ImportKey => (
+            Method::POST,
+            "/api/v2/keys".into(),
+            Some(keys_body(
+                json!({"name": format!("imported-{n}"), "payload": b64(&[3u8; 32])}),
+            )),
+        ),
+        Operation::Wrap => (Method::POST, key("/actions/wrap"), Some(json!({}))),
+        Operation::Unwrap => (
+            Method::POST,
+            key("/actions/unwrap"),
+            Some(json!({"ciphertext": f.ciphertext})),
+        ),
+        Operation::Rewrap => (
+            Method::POST,
+            key("/actions/rewrap"),
+            Some(json!({"ciphertext": f.ciphertext})),
+        ),
+        Operation::Rotate => (Method::POST, key("/actions/rotate"), Some(json!({}))),
+        Operation::Disable => (Method::POST, key("/actions/disable"), None),
+        Operation::Enable => (
+            Method::POST,
+            format!("/api/v2/keys/{}/actions/enable", f.disabled),
+            None,
+        ),
+        Operation::Delete => (Method::DELETE, key(""), None),
+        Operation::Restore => (
+            Method::POST,
+            format!("/api/v2/keys/{}/restore", f.deleted),
+            None,
+        ),
+        Operation::Purge => (
+            Method::DELETE,
+            format!("/api/v2/keys/{}/purge", f.deleted),
+            None,
+        ),
+        Operation::SetKeyForDeletion => (Method::POST, key("/actions/setKeyForDeletion"), None),
+        Operation::UnsetKeyForDeletion => (Method::POST, key("/actions/unsetKeyForDeletion"), None),
+        Operation::ReadKeyPolicies => (Method::GET, key("/policies"), None),
+        Operation::WriteKeyPolicies => (Method::PUT, key("/policies"), Some(policy)),
+        Operation::ReadInstancePolicies => (Method::GET, "/api/v2/instance/policies".into(), None),
+        Operation::WriteInstancePolicies => (
+            Method::PUT,
+            "/api/v2/instance/policies?policy=metrics".into(),
+            Some(
+                json!({"metadata": {"collectionType": "application/vnd.ibm.kms.policy+json", "collectionTotal": 1},
+                        "resources": [{"policy_type": "metrics", "policy_data": {"enabled": false}}]}),
+            ),
+        ),
+        Operation::ReadAllowedIpPort => {
+            (Method::GET, "/api/v2/instance/allowed_ip_port".into(), None)
+        }
+        Operation::ListKeyRings => (Method::GET, "/api/v2/key_rings".into(), None),
+        Operation::CreateKeyRing => (Method::POST, format!("/api/v2/key_rings/ring-{n}"), None),
+        Operation::DeleteKeyRing => (
+            Method::DELETE,
+            "/api/v2/key_rings/no-such-ring".into(),
+            None,
+        ),
+        Operation::PatchKey => (
+            Method::PATCH,
+            key(""),
+            Some(json!({"keyRingID": "default"})),
+        ),
+        Operation::CreateAlias => (Method::POST, key(&format!("/aliases/alias-{n}")), None),
+        Operation::DeleteAlias => (Method::DELETE, key("/aliases/no-such-alias"), None),
+        Operation::KmipRead => (Method::GET, "/api/v2/kmip_adapters".into(), None),
+        Operation::KmipWrite => (
+            Method::POST,
+            "/api/v2/kmip_adapters".into(),
+            Some(
+                json!({"metadata": {"collectionType": "application/vnd.ibm.kms.kmip_adapter+json", "collectionTotal": 1},
+                        "resources": [{"name": format!("adapter-{n}"), "profile": "native_1.0",
+                                       "profile_data": {"crk_id": f.root}}]}),
+            ),
+        ),
+        Operation::ManageAccess => (Method::GET, "/iam/v1/identities".into(), None),
+    }
+}
+
+#[tokio::test]
+async fn every_role_can_do_exactly_what_the_table_says() {
+    let ts = TestServer::start_with(|c| c.lifecycle.purge_wait_secs = 0).await;
+    let mut n = 0;
+    for role in Role::ALL {
+        let (_, _, token) = if role == Role::Administrator {
+            // Administrator is granted on the account only.
+            let (iam_id, key, _) = ts.identity_with("user", &[]).await;
+            let (s, b) = ts
+                .iam(
+                    Method::POST,
+                    "/iam/v1/policies",
+                    Some(json!({"subject": iam_id, "roles": ["Administrator"], "resource": {}})),
+                )
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{b}");
+            let token = login(&ts.http, &ts.url, &key).await;
+            (iam_id, key, token)
+        } else {
+            ts.identity_with("user", &[role.name()]).await
+        };
+        for (op, action, roles) in OPERATIONS {
+            n += 1;
+            let f = fixture(&ts).await;
+            let (method, path, body) = request(*op, &f, n);
+            let instance = (!path.starts_with("/iam/")).then_some(ts.instance.as_str());
+            let (status, resp) = ts
+                .call_as(method.clone(), &path, body, Some(&token), instance)
+                .await;
+            let allowed = roles.contains(&role);
+            if allowed {
+                assert!(
+                    ![
+                        StatusCode::UNAUTHORIZED,
+                        StatusCode::FORBIDDEN,
+                        StatusCode::NOT_FOUND
+                    ]
+                    .contains(&status)
+                        || (status == StatusCode::NOT_FOUND
+                            && matches!(op, Operation::DeleteKeyRing | Operation::DeleteAlias)),
+                    "{role:?} may {action} ({method} {path}) but got {status}: {resp}"
+                );
+            } else if method == Method::HEAD {
+                assert_eq!(status, StatusCode::FORBIDDEN, "{role:?} {action}");
+            } else {
+                assert_kp_error(status, &resp, StatusCode::FORBIDDEN, "UNAUTHORIZED_ERR");
+            }
+        }
+    }
+    // The audit trail names the refused actions.
+    let db = rusqlite::Connection::open(ts.db_path()).unwrap();
+    let refused: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM audit_events WHERE outcome = 'failure' AND reason_code = 403",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(refused > 50, "{refused}");
+}
+
+#[tokio::test]
+async fn scopes_narrow_what_a_grant_covers_and_invisible_keys_are_404() {
+    let ts = TestServer::start().await;
+    let mine = ts.create_root_key("mine").await;
+    let other = ts.create_root_key("other").await;
+    assert_eq!(
+        ts.call(Method::POST, "/api/v2/key_rings/team-a", None)
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    let in_ring = ts
+        .create_key(json!({"name": "ringed", "keyRingID": "team-a"}))
+        .await;
+
+    // A Manager of one key only.
+    let (iam_id, key, _) = ts.identity_with("user", &[]).await;
+    let (s, b) = ts
+        .iam(
+            Method::POST,
+            "/iam/v1/policies",
+            Some(json!({"subject": iam_id, "roles": ["Manager"],
+                        "resource": {"instance_id": ts.instance, "key_id": mine}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let token = login(&ts.http, &ts.url, &key).await;
+    let call = |method: Method, path: String| {
+        let (ts, token) = (&ts, token.clone());
+        async move {
+            ts.call_as(
+                method,
+                &path,
+                Some(json!({})),
+                Some(&token),
+                Some(&ts.instance),
+            )
+            .await
+        }
+    };
+    let (s, _) = call(Method::POST, format!("/api/v2/keys/{mine}/actions/wrap")).await;
+    assert_eq!(s, StatusCode::OK);
+    // Another key of the same instance is invisible: 404, exactly as a key that does not exist.
+    let (s, b) = call(Method::POST, format!("/api/v2/keys/{other}/actions/wrap")).await;
+    assert_kp_error(s, &b, StatusCode::NOT_FOUND, "KEY_NOT_FOUND_ERR");
+    let (s2, b2) = call(
+        Method::POST,
+        format!(
+            "/api/v2/keys/{}/actions/wrap",
+            keyward_core::KeyId::random()
+        ),
+    )
+    .await;
+    assert_eq!(
+        (s, b["resources"][0]["reasons"][0]["code"].clone()),
+        (s2, b2["resources"][0]["reasons"][0]["code"].clone())
+    );
+    // Instance-wide operations are forbidden (the caller does see the instance).
+    let (s, b) = call(Method::GET, "/api/v2/keys".into()).await;
+    assert_kp_error(s, &b, StatusCode::FORBIDDEN, "UNAUTHORIZED_ERR");
+
+    // A Writer of one key ring: its keys, and listing it with the header, but no other key.
+    let (iam_id, key, _) = ts.identity_with("user", &[]).await;
+    ts.iam(
+        Method::POST,
+        "/iam/v1/policies",
+        Some(json!({"subject": iam_id, "roles": ["Writer"],
+                    "resource": {"instance_id": ts.instance, "key_ring": "team-a"}})),
+    )
+    .await;
+    let ring_token = login(&ts.http, &ts.url, &key).await;
+    let (s, _) = ts
+        .call_as(
+            Method::POST,
+            &format!("/api/v2/keys/{in_ring}/actions/rotate"),
+            Some(json!({})),
+            Some(&ring_token),
+            Some(&ts.instance),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = ts
+        .call_as(
+            Method::POST,
+            &format!("/api/v2/keys/{mine}/actions/rotate"),
+            Some(json!({})),
+            Some(&ring_token),
+            Some(&ts.instance),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let listed = ts
+        .http
+        .get(format!("{}/api/v2/keys", ts.url))
+        .bearer_auth(&ring_token)
+        .header("bluemix-instance", &ts.instance)
+        .header("x-kms-key-ring", "team-a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), StatusCode::OK);
+    let listed: Value = listed.json().await.unwrap();
+    assert_eq!(listed["resources"].as_array().unwrap().len(), 1);
+    // Creating into the ring is allowed; into default it is not.
+    let (s, b) = ts
+        .call_as(
+            Method::POST,
+            "/api/v2/keys",
+            Some(keys_body(
+                json!({"name": "ring-made", "keyRingID": "team-a"}),
+            )),
+            Some(&ring_token),
+            Some(&ts.instance),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+
+    // A caller with nothing in an instance cannot tell its keys from keys that do not exist.
+    let (s, inst) = ts
+        .iam(
+            Method::POST,
+            "/iam/v1/instances",
+            Some(json!({"name": "second"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{inst}");
+    let second = inst["id"].as_str().unwrap();
+    let (_, _, reader) = ts.identity_with("user", &["Reader"]).await;
+    let (s, b) = ts
+        .call_as(
+            Method::GET,
+            &format!("/api/v2/keys/{mine}/metadata"),
+            None,
+            Some(&reader),
+            Some(second),
+        )
+        .await;
+    assert_kp_error(s, &b, StatusCode::NOT_FOUND, "KEY_NOT_FOUND_ERR");
+}
+
+/// Creates a service identity (Event Streams instance `es-1`) with an API key; returns its
+/// iam_id and API key.
+async fn service_identity(ts: &TestServer, service: &str, instance: &str) -> (String, String) {
+    let (s, ident) = ts
+        .iam(
+            Method::POST,
+            "/iam/v1/identities",
+            Some(json!({"kind": "service", "name": "event streams",
+                        "service_name": service, "service_instance": instance})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{ident}");
+    let iam_id = ident["iam_id"].as_str().unwrap().to_owned();
+    assert!(iam_id.starts_with("crn-crn:v1:"), "{iam_id}");
+    let (s, key) = ts
+        .iam(
+            Method::POST,
+            "/iam/v1/apikeys",
+            Some(json!({"iam_id": iam_id, "name": "svc"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{key}");
+    (iam_id, key["apikey"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn service_authorizations_grant_and_delegate_and_revoke() {
+    let ts = TestServer::start().await;
+    let root = ts.create_root_key("byok").await;
+    let (_, es_key) = service_identity(&ts, "messagehub", "es-1").await;
+    let (_, other_key) = service_identity(&ts, "messagehub", "es-2").await;
+    let es = login(&ts.http, &ts.url, &es_key).await;
+    let es2 = login(&ts.http, &ts.url, &other_key).await;
+    let wrap = |token: String| {
+        let (ts, root) = (&ts, root.clone());
+        async move {
+            ts.call_as(
+                Method::POST,
+                &format!("/api/v2/keys/{root}/actions/wrap"),
+                Some(json!({})),
+                Some(&token),
+                Some(&ts.instance),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        wrap(es.clone()).await.0,
+        StatusCode::NOT_FOUND,
+        "no authorization yet"
+    );
+    let (s, auth) = ts
+        .iam(
+            Method::POST,
+            "/iam/v1/authorizations",
+            Some(
+                json!({"source": {"service_name": "messagehub", "service_instance": "es-1"},
+                        "target": {"instance_id": ts.instance, "key_id": root},
+                        "roles": ["Reader"], "delegation": true}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{auth}");
+    assert_eq!(wrap(es.clone()).await.0, StatusCode::OK);
+    assert_eq!(
+        wrap(es2.clone()).await.0,
+        StatusCode::NOT_FOUND,
+        "another instance of the service"
+    );
+    // Reader may not delete.
+    let (s, _) = ts
+        .call_as(
+            Method::DELETE,
+            &format!("/api/v2/keys/{root}"),
+            None,
+            Some(&es),
+            Some(&ts.instance),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    // Delegation: es-1 grants its dependent service (a backup service) Reader on the same key,
+    // but not more, not elsewhere, and not further delegation.
+    let delegate = |body: Value| {
+        let (ts, es) = (&ts, es.clone());
+        async move {
+            ts.call_as(
+                Method::POST,
+                "/iam/v1/authorizations",
+                Some(body),
+                Some(&es),
+                None,
+            )
+            .await
+        }
+    };
+    let target = json!({"instance_id": ts.instance, "key_id": root});
+    let (s, b) = delegate(
+        json!({"source": {"service_name": "backup"}, "target": target, "roles": ["Reader"]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    for refused in [
+        json!({"source": {"service_name": "backup"}, "target": target, "roles": ["Manager"]}),
+        json!({"source": {"service_name": "backup"}, "target": {"instance_id": ts.instance}, "roles": ["Reader"]}),
+        json!({"source": {"service_name": "backup"}, "target": target, "roles": ["Reader"], "delegation": true}),
+    ] {
+        let (s, b) = delegate(refused).await;
+        assert_kp_error(s, &b, StatusCode::FORBIDDEN, "UNAUTHORIZED_ERR");
+    }
+    let (s, b) = ts
+        .call_as(Method::GET, "/iam/v1/identities", None, Some(&es), None)
+        .await;
+    assert_kp_error(s, &b, StatusCode::FORBIDDEN, "UNAUTHORIZED_ERR");
+
+    // Removing the authorization cuts es-1 off.
+    let id = auth["id"].as_str().unwrap();
+    let (s, _) = ts
+        .iam(
+            Method::DELETE,
+            &format!("/iam/v1/authorizations/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(wrap(es.clone()).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn revocations_reach_another_server_process_within_a_second() {
+    // Two servers on one data directory: the change is made through one, the refusal observed
+    // on the other, whose cache the change did not touch.
+    let a = TestServer::start().await;
+    let b = keyward_server::start(common::config(a.dir.path()))
+        .await
+        .unwrap();
+    let root = a.create_root_key("shared").await;
+    let (_, es_key) = service_identity(&a, "messagehub", "es-1").await;
+    let (s, auth) = a
+        .iam(
+            Method::POST,
+            "/iam/v1/authorizations",
+            Some(
+                json!({"source": {"service_name": "messagehub", "service_instance": "es-1"},
+                        "target": {"instance_id": a.instance}, "roles": ["Reader"]}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{auth}");
+    let token = login(&a.http, &b.url, &es_key).await;
+    let wrap_on_b = || {
+        let (http, url, token, root, inst) = (
+            a.http.clone(),
+            b.url.clone(),
+            token.clone(),
+            root.clone(),
+            a.instance.clone(),
+        );
+        async move {
+            http.post(format!("{url}/api/v2/keys/{root}/actions/wrap"))
+                .bearer_auth(token)
+                .header("bluemix-instance", inst)
+                .body("{}")
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(wrap_on_b().await, StatusCode::OK);
+    let id = auth["id"].as_str().unwrap();
+    let (s, _) = a
+        .iam(
+            Method::DELETE,
+            &format!("/iam/v1/authorizations/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let removed = Instant::now();
+    loop {
+        let s = wrap_on_b().await;
+        if s != StatusCode::OK {
+            assert_eq!(s, StatusCode::NOT_FOUND);
+            break;
+        }
+        assert!(
+            removed.elapsed() < Duration::from_secs(1),
+            "still allowed after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let ts = TestServer::start_with(|c| {
+        c.rate_limit.per_second = 3;
+        c.rate_limit.burst = 3;
+    })
+    .await;
+    let (_, _, other) = ts.identity_with("user", &["Reader"]).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..10 {
+        let resp = ts
+            .http
+            .get(format!("{}/api/v2/keys", ts.url))
+            .bearer_auth(&ts.token)
+            .header("bluemix-instance", &ts.instance)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status());
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS && limited.is_none() {
+            let retry = resp.headers()["retry-after"].to_str().unwrap().to_owned();
+            let body: Value = resp.json().await.unwrap();
+            limited = Some((retry, body));
+        }
+    }
+    assert!(
+        statuses.iter().take(3).all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    let (retry, body) = limited.expect("the limit was reached");
+    assert!(retry.parse::<u64>().unwrap() >= 1);
+    assert_kp_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        &body,
+        StatusCode::TOO_MANY_REQUESTS,
+        "TOO_MANY_REQUESTS_ERR",
+    );
+    // Another identity has its own budget.
+    let (s, _) = ts
+        .call_as(
+            Method::GET,
+            "/api/v2/keys",
+            None,
+            Some(&other),
+            Some(&ts.instance),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn management_needs_the_administrator_and_validates_input() {
+    let ts = TestServer::start().await;
+    let (_, _, manager) = ts.identity_with("user", &["Manager"]).await;
+    let (s, b) = ts
+        .call_as(Method::GET, "/iam/v1/policies", None, Some(&manager), None)
+        .await;
+    assert_kp_error(s, &b, StatusCode::FORBIDDEN, "UNAUTHORIZED_ERR");
+    let (s, _) = ts
+        .call_as(Method::GET, "/iam/v1/policies", None, None, None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    for (path, body) in [
+        ("/iam/v1/identities", json!({"kind": "robot", "name": "x"})),
+        (
+            "/iam/v1/identities",
+            json!({"kind": "service", "name": "x"}),
+        ),
+        (
+            "/iam/v1/identities",
+            json!({"kind": "user", "name": "x", "extra": 1}),
+        ),
+        (
+            "/iam/v1/apikeys",
+            json!({"iam_id": "IBMid-nobody", "name": "x"}),
+        ),
+        (
+            "/iam/v1/policies",
+            json!({"subject": "IBMid-nobody", "roles": ["Reader"]}),
+        ),
+        (
+            "/iam/v1/policies",
+            json!({"subject": "x", "roles": ["Emperor"]}),
+        ),
+        (
+            "/iam/v1/authorizations",
+            json!({"source": {"service_name": "s"}, "target": {}, "roles": ["Reader"]}),
+        ),
+    ] {
+        let (s, b) = ts.iam(Method::POST, path, Some(body.clone())).await;
+        assert!(
+            s == StatusCode::BAD_REQUEST || s == StatusCode::NOT_FOUND,
+            "{path} {body}: {s} {b}"
+        );
+    }
+    // A policy on an instance of another account is refused.
+    let (iam_id, _, _) = ts.identity_with("user", &[]).await;
+    let (s, _) = ts
+        .iam(
+            Method::POST,
+            "/iam/v1/policies",
+            Some(json!({"subject": iam_id, "roles": ["Reader"],
+                        "resource": {"instance_id": keyward_core::InstanceId::random().to_string()}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}

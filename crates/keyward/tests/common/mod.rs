@@ -1,0 +1,131 @@
+//! Shared by the binary's tests: a real `keyward serve` process and a blocking API client.
+
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The lifecycle settings most tests want: no waiting between rotations or after a disable.
+pub const FAST_LIFECYCLE: &str =
+    "[lifecycle]\nmin_rotation_interval_secs = 0\nenable_after_disable_secs = 0\n";
+
+pub struct Proc {
+    pub child: Child,
+    pub url: String,
+}
+
+/// Starts `keyward serve` on `dir` with the default test lifecycle.
+pub fn spawn(dir: &Path) -> Proc {
+    spawn_with(dir, FAST_LIFECYCLE)
+}
+
+/// Starts `keyward serve` on `dir` with `config` as its TOML config, and waits until it listens.
+pub fn spawn_with(dir: &Path, config: &str) -> Proc {
+    std::fs::write(dir.join("keyward.toml"), config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .arg("--config")
+        .arg(dir.join("keyward.toml"))
+        .stdout(Stdio::piped())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("server.log"))
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = loop {
+        assert!(Instant::now() < deadline, "server did not start");
+        let line = lines.next().expect("server exited").unwrap();
+        if let Some(u) = line.strip_prefix("keyward: listening on ") {
+            break u.trim().to_owned();
+        }
+    };
+    Proc { child, url }
+}
+
+/// SIGKILL: no shutdown code runs.
+pub fn kill9(mut p: Proc) {
+    p.child.kill().unwrap(); // SIGKILL on Unix: no shutdown code runs.
+    p.child.wait().unwrap();
+}
+
+/// The bootstrap administrator's client.
+pub struct Api {
+    pub http: reqwest::blocking::Client,
+    pub url: String,
+    pub token: String,
+    pub instance: String,
+}
+
+/// Logs in as the bootstrap administrator of `dir` through `url`.
+pub fn api(dir: &Path, url: &str) -> Api {
+    let boot: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("bootstrap.json")).unwrap())
+            .unwrap();
+    let http = reqwest::blocking::Client::new();
+    let resp: Value = http
+        .post(format!("{url}/identity/token"))
+        .form(&[
+            ("grant_type", "urn:ibm:params:oauth:grant-type:apikey"),
+            ("apikey", boot["api_key"].as_str().unwrap()),
+        ])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    Api {
+        http,
+        url: url.to_owned(),
+        token: resp["access_token"].as_str().unwrap().to_owned(),
+        instance: boot["instance_id"].as_str().unwrap().to_owned(),
+    }
+}
+
+impl Api {
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .header("bluemix-instance", &self.instance)
+    }
+
+    pub fn key(&self, id: &str) -> (u16, Value) {
+        let r = self
+            .req(reqwest::Method::GET, &format!("/api/v2/keys/{id}"))
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    }
+}
+
+/// Exchanges an API key for an access token at `url`.
+pub fn login(http: &reqwest::blocking::Client, url: &str, api_key: &str) -> String {
+    let resp: Value = http
+        .post(format!("{url}/identity/token"))
+        .form(&[
+            ("grant_type", "urn:ibm:params:oauth:grant-type:apikey"),
+            ("apikey", api_key),
+        ])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    resp["access_token"].as_str().unwrap().to_owned()
+}
