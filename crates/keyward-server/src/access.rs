@@ -37,7 +37,7 @@ pub struct AccessGate {
     pub iam: IamService,
     store: Arc<dyn Store>,
     ttl: Duration,
-    cache: RwLock<HashMap<String, (Instant, Option<Resolved>)>>,
+    cache: RwLock<HashMap<String, (Instant, Option<Arc<Resolved>>)>>,
     limiter: Option<KeyedLimiter>,
 }
 
@@ -66,7 +66,7 @@ impl AccessGate {
 
     /// The identity and grants behind verified `claims`, or 401 when its API key or identity
     /// was deleted or locked since the token was issued.
-    pub async fn resolve(&self, claims: &Claims) -> Result<Resolved, ApiError> {
+    pub async fn resolve(&self, claims: &Claims) -> Result<Arc<Resolved>, ApiError> {
         if let Some((at, entry)) = self
             .cache
             .read()
@@ -87,7 +87,7 @@ impl AccessGate {
         entry.ok_or_else(revoked)
     }
 
-    async fn load(&self, claims: &Claims) -> Result<Option<Resolved>, KeyError> {
+    async fn load(&self, claims: &Claims) -> Result<Option<Arc<Resolved>>, KeyError> {
         let Some(key) = self.store.api_key(&claims.apikey_id).await? else {
             return Ok(None);
         };
@@ -101,7 +101,7 @@ impl AccessGate {
             return Ok(None);
         }
         let grants = Arc::new(self.iam.grants(&identity, &identity.account).await?);
-        Ok(Some(Resolved { identity, grants }))
+        Ok(Some(Arc::new(Resolved { identity, grants })))
     }
 
     /// Drops every cached entry (after a change to identities or access through this process).
@@ -125,13 +125,13 @@ impl AccessGate {
     /// The principal for the management API.
     pub fn principal(
         &self,
-        resolved: Resolved,
+        resolved: &Resolved,
         request_id: String,
         address: Option<String>,
     ) -> Principal {
         Principal {
-            identity: resolved.identity,
-            grants: resolved.grants,
+            identity: resolved.identity.clone(),
+            grants: resolved.grants.clone(),
             request_id,
             address,
         }

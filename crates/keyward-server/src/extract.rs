@@ -162,7 +162,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Authed, ApiErro
                 .map(str::to_owned),
             access: Access::Grants {
                 account: claims.account.bss.clone(),
-                grants: resolved.grants,
+                grants: resolved.grants.clone(),
             },
         },
         account: claims.account.bss,
