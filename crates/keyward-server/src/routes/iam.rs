@@ -41,7 +41,7 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         let resolved = state.access.resolve(&claims).await?;
         state.access.throttle(&resolved.identity.iam_id)?;
         Ok(Admin(state.access.principal(
-            resolved,
+            &resolved,
             request_id(parts),
             client_address(parts),
         )))
