@@ -25,8 +25,13 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
 mod admin;
+mod iam;
 mod kmip;
 
+pub use iam::{
+    AccessPolicy, ApiKeyInfo, Authorization, AuthorizationSource, CreatedApiKey, Identity,
+    InstanceInfo, NewAuthorization, NewIdentity, Resource,
+};
 pub use kmip::{KMIP_PROFILE_NATIVE, KmipPage};
 
 /// A client failure.

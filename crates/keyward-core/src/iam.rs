@@ -153,6 +153,13 @@ impl IamService {
             .map_err(|_| KeyError::IntegrityFailure)
     }
 
+    /// Refuses, and records, a caller without the Administrator role before any input is read,
+    /// so that a caller without access cannot probe the validation rules.
+    pub async fn check_admin(&self, who: &Principal, action: &str) -> Result<(), KeyError> {
+        let allowed = self.require_admin(who);
+        self.audited(who, action, allowed).await
+    }
+
     fn require_admin(&self, who: &Principal) -> Result<(), KeyError> {
         let admin = who.grants.grants.iter().any(|g| {
             g.role == Role::Administrator && g.scope == Scope::Account(who.identity.account.clone())
@@ -347,6 +354,9 @@ impl IamService {
         };
         let result = async {
             self.require_admin(who)?;
+            if locked && iam_id == who.identity.iam_id {
+                return Err(invalid("an administrator cannot lock their own identity"));
+            }
             let event = self.event(who, action, Some(iam_id.to_owned()), 204);
             if self
                 .store
@@ -566,6 +576,18 @@ impl IamService {
         let action = "iam.policy.delete";
         let result = async {
             self.require_admin(who)?;
+            let all = self
+                .store
+                .access_policies(&who.identity.account, None)
+                .await?;
+            let is_admin = |p: &AccessPolicyRecord| p.roles.contains(&Role::Administrator);
+            if all.iter().any(|p| p.id == id && is_admin(p))
+                && all.iter().filter(|p| is_admin(p)).count() == 1
+            {
+                return Err(invalid(
+                    "this is the account's last Administrator policy: grant another first",
+                ));
+            }
             let event = self.event(who, action, Some(id.to_owned()), 204);
             if self
                 .store

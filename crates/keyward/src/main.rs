@@ -10,6 +10,7 @@ mod cli;
 
 use cli::Conn;
 use cli::admin::{AliasesCommand, InstanceCommand, RingsCommand};
+use cli::iam::{IamCommand, IamConn};
 use cli::keys::KeysCommand;
 use cli::kmip::KmipCommand;
 
@@ -63,6 +64,13 @@ enum Command {
         #[command(subcommand)]
         command: KmipCommand,
     },
+    /// Manage identities, API keys, access policies, authorizations and instances of the account.
+    Iam {
+        #[command(flatten)]
+        conn: IamConn,
+        #[command(subcommand)]
+        command: IamCommand,
+    },
 }
 
 #[derive(Args)]
@@ -107,6 +115,7 @@ fn main() -> std::process::ExitCode {
             Command::Rings { conn, command } => cli::admin::rings(conn, command).await,
             Command::Instance { conn, command } => cli::admin::instance(conn, command).await,
             Command::Kmip { conn, command } => cli::kmip::run(conn, command).await,
+            Command::Iam { conn, command } => cli::iam::run(conn, command).await,
         }
     });
     match result {

@@ -805,3 +805,588 @@ fn kmip_subcommands() {
         0
     );
 }
+
+impl Server {
+    /// Runs `keyward ARGS` with another identity's API key.
+    fn run_as(&self, api_key: &str, args: &[&str]) -> Out {
+        let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(args)
+            .env("KEYWARD_URL", &self.url)
+            .env("KEYWARD_API_KEY", api_key)
+            .env("KEYWARD_INSTANCE", &self.instance)
+            .env_remove("KEYWARD_KEY_RING")
+            .env_remove("KEYWARD_BOOTSTRAP")
+            .output()
+            .unwrap();
+        Out {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs `keyward ARGS --json` with another identity's API key; must succeed.
+    fn json_as(&self, api_key: &str, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let o = self.run_as(api_key, &all);
+        assert!(o.ok, "{args:?} failed: {}", o.stderr);
+        serde_json::from_str(&o.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", o.stdout))
+    }
+}
+
+/// The entries of a `{"count": n, field: [...]}` list, checking the count.
+fn listed<'a>(v: &'a Value, field: &str) -> &'a Vec<Value> {
+    let items = v[field]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {field}: {v}"));
+    assert_eq!(v["count"], items.len(), "{v}");
+    items
+}
+
+fn has(items: &[Value], field: &str, value: &str) -> bool {
+    items.iter().any(|i| i[field] == value)
+}
+
+#[test]
+fn iam_identities_apikeys_and_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spawn(dir.path(), "");
+
+    // identities
+    let l = s.json(&["iam", "identities", "list"]);
+    assert!(
+        has(
+            listed(&l, "identities"),
+            "iam_id",
+            "iam-ServiceId-keyward-admin"
+        ),
+        "{l}"
+    );
+    let u = s.json(&[
+        "iam",
+        "identities",
+        "create",
+        "--kind",
+        "user",
+        "--name",
+        "Alice",
+        "--description",
+        "on call",
+    ]);
+    assert_eq!(u["kind"], "user", "{u}");
+    assert_eq!(u["description"], "on call", "{u}");
+    assert_eq!(u["locked"], false, "{u}");
+    let alice = u["iam_id"].as_str().unwrap().to_owned();
+    assert!(alice.starts_with("IBMid-"), "{u}");
+    let svc = s.json(&[
+        "iam",
+        "identities",
+        "create",
+        "--kind",
+        "service",
+        "--name",
+        "events",
+        "--service-name",
+        "messagehub",
+        "--service-instance",
+        "es-1",
+    ]);
+    assert_eq!(svc["service_name"], "messagehub", "{svc}");
+    assert!(svc["iam_id"].as_str().unwrap().starts_with("crn-"), "{svc}");
+    s.fails(
+        &[
+            "iam",
+            "identities",
+            "create",
+            "--kind",
+            "service",
+            "--name",
+            "x",
+        ],
+        "--service-name",
+    );
+    s.fails(
+        &[
+            "iam",
+            "identities",
+            "create",
+            "--kind",
+            "user",
+            "--name",
+            "x",
+            "--service-name",
+            "messagehub",
+        ],
+        "BAD_BODY_ERR",
+    );
+    let text = s.text(&["iam", "identities", "list"]);
+    assert!(text.contains(&alice) && text.contains("Alice"), "{text}");
+
+    // API keys: the secret is shown once, and works
+    let k = s.json(&[
+        "iam", "apikeys", "create", "--iam-id", &alice, "--name", "laptop",
+    ]);
+    assert_eq!(k["iam_id"], alice.as_str(), "{k}");
+    let alice_key = k["apikey"].as_str().unwrap().to_owned();
+    let key_id = k["id"].as_str().unwrap().to_owned();
+    let l = s.json(&["iam", "apikeys", "list"]);
+    let keys = listed(&l, "apikeys");
+    assert!(has(keys, "id", &key_id), "{l}");
+    assert!(keys.iter().all(|k| k.get("apikey").is_none()), "{l}");
+    let text = s.text(&[
+        "iam", "apikeys", "create", "--iam-id", &alice, "--name", "second",
+    ]);
+    assert!(
+        text.contains("apikey: kw") && text.contains("not shown again"),
+        "{text}"
+    );
+    s.fails(
+        &[
+            "iam",
+            "apikeys",
+            "create",
+            "--iam-id",
+            "IBMid-nobody",
+            "--name",
+            "x",
+        ],
+        "KEY_NOT_FOUND_ERR",
+    );
+
+    // A non-administrator cannot manage access.
+    let o = s.run_as(&alice_key, &["iam", "identities", "list"]);
+    assert!(!o.ok, "{}", o.stdout);
+    assert!(
+        o.stderr.contains("403") && o.stderr.contains("UNAUTHORIZED_ERR"),
+        "{}",
+        o.stderr
+    );
+
+    // lock and unlock an API key, then an identity
+    let v = s.json(&["iam", "apikeys", "lock", &key_id]);
+    assert_eq!(v["locked"], true, "{v}");
+    let l = s.json(&["iam", "apikeys", "list"]);
+    let k = listed(&l, "apikeys")
+        .iter()
+        .find(|k| k["id"] == key_id.as_str())
+        .unwrap();
+    assert_eq!(k["locked"], true, "{l}");
+    let o = s.run_as(&alice_key, &["iam", "identities", "list"]);
+    assert!(!o.ok && o.stderr.contains("BXNIM0415E"), "{}", o.stderr);
+    s.json(&["iam", "apikeys", "unlock", &key_id]);
+    s.json(&["iam", "identities", "lock", &alice]);
+    let l = s.json(&["iam", "identities", "list"]);
+    let a = listed(&l, "identities")
+        .iter()
+        .find(|i| i["iam_id"] == alice.as_str())
+        .unwrap();
+    assert_eq!(a["locked"], true, "{l}");
+    let v = s.json(&["iam", "identities", "unlock", &alice]);
+    assert_eq!(v["unlocked"], true, "{v}");
+    s.fails(
+        &["iam", "identities", "lock", "IBMid-nobody"],
+        "KEY_NOT_FOUND_ERR",
+    );
+    s.fails(&["iam", "apikeys", "unlock", "nokey"], "KEY_NOT_FOUND_ERR");
+
+    // delete
+    let v = s.json(&["iam", "apikeys", "delete", &key_id]);
+    assert_eq!(v["deleted"], true, "{v}");
+    s.fails(&["iam", "apikeys", "delete", &key_id], "404");
+    let o = s.run_as(&alice_key, &["iam", "instances", "list"]);
+    assert!(!o.ok, "a deleted API key still works: {}", o.stdout);
+    s.json(&["iam", "identities", "delete", &alice]);
+    let l = s.json(&["iam", "identities", "list"]);
+    assert!(!has(listed(&l, "identities"), "iam_id", &alice), "{l}");
+    s.fails(
+        &["iam", "identities", "delete", "iam-ServiceId-keyward-admin"],
+        "BAD_BODY_ERR",
+    );
+
+    // instances
+    let l = s.json(&["iam", "instances", "list"]);
+    assert!(has(listed(&l, "instances"), "id", &s.instance), "{l}");
+    let i = s.json(&["iam", "instances", "create", "--name", "second"]);
+    assert_eq!(i["name"], "second", "{i}");
+    let second = i["id"].as_str().unwrap().to_owned();
+    let l = s.json(&["iam", "instances", "list"]);
+    assert_eq!(listed(&l, "instances").len(), 2, "{l}");
+    assert!(has(listed(&l, "instances"), "id", &second), "{l}");
+    s.fails(
+        &["iam", "instances", "create", "--name", ""],
+        "BAD_BODY_ERR",
+    );
+    // The bootstrap file works as a connection source; --instance is not a connection flag here.
+    let o = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["iam", "instances", "list", "--json", "--bootstrap"])
+        .arg(dir.path().join("bootstrap.json"))
+        .env_remove("KEYWARD_URL")
+        .env_remove("KEYWARD_API_KEY")
+        .env_remove("KEYWARD_INSTANCE")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn iam_policies_and_authorizations() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spawn(dir.path(), "");
+    let root = s.create("root-for-iam", &[]);
+    s.text(&["rings", "create", "payments"]);
+
+    let bob = s.json(&[
+        "iam",
+        "identities",
+        "create",
+        "--kind",
+        "service_id",
+        "--name",
+        "bob",
+    ])["iam_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bob_key = s.json(&["iam", "apikeys", "create", "--iam-id", &bob, "--name", "k"])["apikey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // policies: instance, key ring, key and account scopes
+    let p = s.json(&[
+        "iam",
+        "policies",
+        "create",
+        "--subject",
+        &bob,
+        "--roles",
+        "Reader,Writer",
+        "--instance",
+        &s.instance,
+    ]);
+    assert_eq!(p["roles"], serde_json::json!(["Reader", "Writer"]), "{p}");
+    assert_eq!(
+        p["resource"],
+        serde_json::json!({"instance_id": s.instance}),
+        "{p}"
+    );
+    let instance_policy = p["id"].as_str().unwrap().to_owned();
+    let p = s.json(&[
+        "iam",
+        "policies",
+        "create",
+        "--subject",
+        &bob,
+        "--roles",
+        "Manager",
+        "--instance",
+        &s.instance,
+        "--key-ring",
+        "payments",
+    ]);
+    assert_eq!(p["resource"]["key_ring"], "payments", "{p}");
+    let p = s.json(&[
+        "iam",
+        "policies",
+        "create",
+        "--subject",
+        &bob,
+        "--roles",
+        "KeyPurge",
+        "--instance",
+        &s.instance,
+        "--key",
+        &root,
+    ]);
+    assert_eq!(p["resource"]["key_id"], root.as_str(), "{p}");
+    let p = s.json(&[
+        "iam",
+        "policies",
+        "create",
+        "--subject",
+        &bob,
+        "--roles",
+        "Reader",
+    ]);
+    assert!(p["resource"]["account_id"].is_string(), "{p}");
+    let account_policy = p["id"].as_str().unwrap().to_owned();
+    let l = s.json(&["iam", "policies", "list"]);
+    let mine: Vec<_> = listed(&l, "policies")
+        .iter()
+        .filter(|p| p["subject"] == bob.as_str())
+        .collect();
+    assert_eq!(mine.len(), 4, "{l}");
+    assert!(
+        s.text(&["iam", "policies", "list"])
+            .contains("key ring payments")
+    );
+
+    // The policy works: bob reads keys of the instance.
+    let keys = s.json_as(&bob_key, &["keys", "list"]);
+    assert!(keys.to_string().contains(&root), "{keys}");
+
+    // failures: unknown role, unknown subject, Administrator below the account, a bad scope
+    s.fails(
+        &[
+            "iam",
+            "policies",
+            "create",
+            "--subject",
+            &bob,
+            "--roles",
+            "Superuser",
+        ],
+        "INVALID_FIELD_ERR",
+    );
+    s.fails(
+        &[
+            "iam",
+            "policies",
+            "create",
+            "--subject",
+            "IBMid-nobody",
+            "--roles",
+            "Reader",
+        ],
+        "BAD_BODY_ERR",
+    );
+    s.fails(
+        &[
+            "iam",
+            "policies",
+            "create",
+            "--subject",
+            &bob,
+            "--roles",
+            "Administrator",
+            "--instance",
+            &s.instance,
+        ],
+        "BAD_BODY_ERR",
+    );
+    s.fails(
+        &[
+            "iam",
+            "policies",
+            "create",
+            "--subject",
+            &bob,
+            "--roles",
+            "Reader",
+            "--instance",
+            "x",
+        ],
+        "INVALID_FIELD_ERR",
+    );
+    s.fails(
+        &[
+            "iam",
+            "policies",
+            "create",
+            "--subject",
+            &bob,
+            "--roles",
+            "Reader",
+            "--key-ring",
+            "r",
+        ],
+        "--instance",
+    );
+    s.fails(
+        &["iam", "policies", "delete", "no-such-policy"],
+        "KEY_NOT_FOUND_ERR",
+    );
+
+    let v = s.json(&["iam", "policies", "delete", &instance_policy]);
+    assert_eq!(v["deleted"], true, "{v}");
+    s.json(&["iam", "policies", "delete", &account_policy]);
+    let l = s.json(&["iam", "policies", "list"]);
+    assert!(!has(listed(&l, "policies"), "id", &instance_policy), "{l}");
+
+    // authorizations, with delegation
+    let es = s.json(&[
+        "iam",
+        "identities",
+        "create",
+        "--kind",
+        "service",
+        "--name",
+        "es",
+        "--service-name",
+        "messagehub",
+        "--service-instance",
+        "es-1",
+    ])["iam_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let es_key = s.json(&["iam", "apikeys", "create", "--iam-id", &es, "--name", "k"])["apikey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a = s.json(&[
+        "iam",
+        "authorizations",
+        "create",
+        "--source-service",
+        "messagehub",
+        "--source-instance",
+        "es-1",
+        "--instance",
+        &s.instance,
+        "--roles",
+        "Reader,Writer",
+        "--delegation",
+    ]);
+    assert_eq!(a["source"]["service_name"], "messagehub", "{a}");
+    assert_eq!(a["source"]["service_instance"], "es-1", "{a}");
+    assert_eq!(
+        a["target"],
+        serde_json::json!({"instance_id": s.instance}),
+        "{a}"
+    );
+    assert_eq!(a["delegation"], true, "{a}");
+    let delegating = a["id"].as_str().unwrap().to_owned();
+    // The service uses its authorization ...
+    let w = s.json_as(&es_key, &["keys", "wrap", &root]);
+    assert!(w["ciphertext"].is_string(), "{w}");
+    // ... and delegates a subset of it to a dependent service.
+    let d = s.json_as(
+        &es_key,
+        &[
+            "iam",
+            "authorizations",
+            "create",
+            "--source-service",
+            "cloud-object-storage",
+            "--instance",
+            &s.instance,
+            "--roles",
+            "Reader",
+        ],
+    );
+    assert_eq!(d["delegation"], false, "{d}");
+    assert_eq!(d["created_by"], es.as_str(), "{d}");
+    // Not more than it holds, nor elsewhere, nor a delegating one, nor anything else.
+    for (args, code) in [
+        (vec!["--roles", "Manager", "--instance", &s.instance], "403"),
+        (
+            vec![
+                "--roles",
+                "Reader",
+                "--instance",
+                &s.instance,
+                "--key",
+                &root,
+            ],
+            "403",
+        ),
+        (
+            vec![
+                "--roles",
+                "Reader",
+                "--instance",
+                &s.instance,
+                "--delegation",
+            ],
+            "403",
+        ),
+    ] {
+        let mut all = vec![
+            "iam",
+            "authorizations",
+            "create",
+            "--source-service",
+            "x-svc",
+        ];
+        all.extend(args);
+        let o = s.run_as(&es_key, &all);
+        assert!(!o.ok && o.stderr.contains(code), "{all:?}: {}", o.stderr);
+        assert!(o.stderr.contains("UNAUTHORIZED_ERR"), "{}", o.stderr);
+    }
+    let o = s.run_as(&es_key, &["iam", "authorizations", "list"]);
+    assert!(
+        !o.ok && o.stderr.contains("UNAUTHORIZED_ERR"),
+        "{}",
+        o.stderr
+    );
+
+    let a = s.json(&[
+        "iam",
+        "authorizations",
+        "create",
+        "--source-service",
+        "backup",
+        "--instance",
+        &s.instance,
+        "--key-ring",
+        "payments",
+        "--roles",
+        "Reader",
+    ]);
+    assert_eq!(a["source"]["service_instance"], Value::Null, "{a}");
+    assert_eq!(a["target"]["key_ring"], "payments", "{a}");
+    let l = s.json(&["iam", "authorizations", "list"]);
+    assert_eq!(listed(&l, "authorizations").len(), 3, "{l}");
+    assert!(
+        s.text(&["iam", "authorizations", "list"])
+            .contains("every instance")
+    );
+
+    s.fails(
+        &[
+            "iam",
+            "authorizations",
+            "create",
+            "--source-service",
+            "backup",
+            "--roles",
+            "Reader",
+        ],
+        "--instance",
+    );
+    s.fails(
+        &[
+            "iam",
+            "authorizations",
+            "create",
+            "--source-service",
+            "backup",
+            "--instance",
+            &s.instance,
+            "--roles",
+            "Administrator",
+        ],
+        "BAD_BODY_ERR",
+    );
+    s.fails(
+        &[
+            "iam",
+            "authorizations",
+            "create",
+            "--source-service",
+            "backup",
+            "--instance",
+            &s.instance,
+            "--roles",
+            "Owner",
+        ],
+        "INVALID_FIELD_ERR",
+    );
+    s.fails(
+        &["iam", "authorizations", "delete", "nope"],
+        "KEY_NOT_FOUND_ERR",
+    );
+
+    let v = s.json(&["iam", "authorizations", "delete", &delegating]);
+    assert_eq!(v["deleted"], true, "{v}");
+    // Revocation applies within the access cache TTL (at most 1 s).
+    std::thread::sleep(Duration::from_millis(1100));
+    let o = s.run_as(&es_key, &["keys", "wrap", &root]);
+    assert!(
+        !o.ok,
+        "the service still wraps after its authorization was deleted"
+    );
+}

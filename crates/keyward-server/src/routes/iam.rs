@@ -153,6 +153,8 @@ fn bad(msg: impl Into<String>) -> ApiError {
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceIn {
+    /// The account (as listed); when given it must be the caller's.
+    account_id: Option<String>,
     /// An instance of the account; absent: the whole account (policies only).
     instance_id: Option<String>,
     /// A key ring of that instance.
@@ -162,6 +164,9 @@ pub struct ResourceIn {
 }
 
 fn scope_from(account: &str, r: &ResourceIn) -> Result<Scope, ApiError> {
+    if r.account_id.as_deref().is_some_and(|a| a != account) {
+        return Err(bad("resource.account_id: the caller's account only"));
+    }
     let Some(instance) = &r.instance_id else {
         if r.key_ring.is_some() || r.key_id.is_some() {
             return Err(bad("resource: key_ring and key_id need instance_id"));
@@ -216,6 +221,11 @@ pub async fn create_identity(
     Admin(who): Admin,
     KpJson(body): KpJson<IdentityIn>,
 ) -> IamResult {
+    state
+        .access
+        .iam
+        .check_admin(&who, "iam-identity.identity.create")
+        .await?;
     let kind = IdentityKind::from_name(&body.kind)
         .ok_or_else(|| bad("kind: user, service_id or service"))?;
     let rec = state
@@ -237,6 +247,11 @@ pub async fn create_identity(
 
 /// `GET /iam/v1/identities`.
 pub async fn identities(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
+    state
+        .access
+        .iam
+        .check_admin(&who, "iam-identity.identity.list")
+        .await?;
     let all = state.access.iam.identities(&who).await?;
     Ok(list("identities", all.iter().map(identity_view).collect()))
 }
@@ -247,6 +262,11 @@ pub async fn delete_identity(
     Admin(who): Admin,
     Path(iam_id): Path<String>,
 ) -> IamResult {
+    state
+        .access
+        .iam
+        .check_admin(&who, "iam-identity.identity.delete")
+        .await?;
     state.access.iam.delete_identity(&who, &iam_id).await?;
     Ok(no_content(&state))
 }
@@ -257,6 +277,11 @@ pub async fn lock_identity(
     Admin(who): Admin,
     Path(iam_id): Path<String>,
 ) -> IamResult {
+    state
+        .access
+        .iam
+        .check_admin(&who, "iam-identity.identity.lock")
+        .await?;
     state.access.iam.lock_identity(&who, &iam_id, true).await?;
     Ok(no_content(&state))
 }
@@ -267,6 +292,11 @@ pub async fn unlock_identity(
     Admin(who): Admin,
     Path(iam_id): Path<String>,
 ) -> IamResult {
+    state
+        .access
+        .iam
+        .check_admin(&who, "iam-identity.identity.unlock")
+        .await?;
     state.access.iam.lock_identity(&who, &iam_id, false).await?;
     Ok(no_content(&state))
 }
@@ -287,6 +317,11 @@ pub async fn create_api_key(
     Admin(who): Admin,
     KpJson(body): KpJson<ApiKeyIn>,
 ) -> IamResult {
+    state
+        .access
+        .iam
+        .check_admin(&who, "iam-identity.apikey.create")
+        .await?;
     let created_key = state
         .access
         .iam
@@ -303,6 +338,11 @@ pub async fn create_api_key(
 
 /// `GET /iam/v1/apikeys`: never the secrets.
 pub async fn api_keys(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
+    state
+        .access
+        .iam
+        .check_admin(&who, "iam-identity.apikey.list")
+        .await?;
     let all = state.access.iam.api_keys(&who).await?;
     Ok(list("apikeys", all.iter().map(api_key_view).collect()))
 }
@@ -313,6 +353,11 @@ pub async fn delete_api_key(
     Admin(who): Admin,
     Path(id): Path<String>,
 ) -> IamResult {
+    state
+        .access
+        .iam
+        .check_admin(&who, "iam-identity.apikey.delete")
+        .await?;
     state.access.iam.delete_api_key(&who, &id).await?;
     Ok(no_content(&state))
 }
@@ -323,6 +368,11 @@ pub async fn lock_api_key(
     Admin(who): Admin,
     Path(id): Path<String>,
 ) -> IamResult {
+    state
+        .access
+        .iam
+        .check_admin(&who, "iam-identity.apikey.lock")
+        .await?;
     state.access.iam.lock_api_key(&who, &id, true).await?;
     Ok(no_content(&state))
 }
@@ -333,6 +383,11 @@ pub async fn unlock_api_key(
     Admin(who): Admin,
     Path(id): Path<String>,
 ) -> IamResult {
+    state
+        .access
+        .iam
+        .check_admin(&who, "iam-identity.apikey.unlock")
+        .await?;
     state.access.iam.lock_api_key(&who, &id, false).await?;
     Ok(no_content(&state))
 }
@@ -355,6 +410,11 @@ pub async fn create_policy(
     Admin(who): Admin,
     KpJson(body): KpJson<PolicyIn>,
 ) -> IamResult {
+    state
+        .access
+        .iam
+        .check_admin(&who, "iam.policy.create")
+        .await?;
     let scope = scope_from(&who.identity.account, &body.resource)?;
     let roles = roles_from(&body.roles)?;
     let p = state
@@ -367,6 +427,11 @@ pub async fn create_policy(
 
 /// `GET /iam/v1/policies`.
 pub async fn policies(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
+    state
+        .access
+        .iam
+        .check_admin(&who, "iam.policy.list")
+        .await?;
     let all = state.access.iam.policies(&who).await?;
     Ok(list("policies", all.iter().map(policy_view).collect()))
 }
@@ -377,6 +442,11 @@ pub async fn delete_policy(
     Admin(who): Admin,
     Path(id): Path<String>,
 ) -> IamResult {
+    state
+        .access
+        .iam
+        .check_admin(&who, "iam.policy.delete")
+        .await?;
     state.access.iam.delete_policy(&who, &id).await?;
     Ok(no_content(&state))
 }
@@ -408,6 +478,14 @@ pub async fn create_authorization(
     Admin(who): Admin,
     KpJson(body): KpJson<AuthorizationIn>,
 ) -> IamResult {
+    // Services may delegate; anyone else must be an administrator, checked before the body.
+    if who.identity.kind != IdentityKind::Service {
+        state
+            .access
+            .iam
+            .check_admin(&who, "iam.authorization.create")
+            .await?;
+    }
     if body.target.instance_id.is_none() {
         return Err(bad("target.instance_id: required"));
     }
@@ -430,6 +508,11 @@ pub async fn create_authorization(
 
 /// `GET /iam/v1/authorizations`.
 pub async fn authorizations(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
+    state
+        .access
+        .iam
+        .check_admin(&who, "iam.authorization.list")
+        .await?;
     let all = state.access.iam.authorizations(&who).await?;
     Ok(list(
         "authorizations",
@@ -444,6 +527,11 @@ pub async fn delete_authorization(
     Admin(who): Admin,
     Path(id): Path<String>,
 ) -> IamResult {
+    state
+        .access
+        .iam
+        .check_admin(&who, "iam.authorization.delete")
+        .await?;
     state.access.iam.delete_authorization(&who, &id).await?;
     Ok(no_content(&state))
 }
@@ -463,12 +551,22 @@ pub async fn create_instance(
     Admin(who): Admin,
     KpJson(body): KpJson<InstanceIn>,
 ) -> IamResult {
+    state
+        .access
+        .iam
+        .check_admin(&who, "kms.instance.create")
+        .await?;
     let i = state.access.iam.create_instance(&who, &body.name).await?;
     Ok(created(&state, instance_view(&i)))
 }
 
 /// `GET /iam/v1/instances`.
 pub async fn instances(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
+    state
+        .access
+        .iam
+        .check_admin(&who, "kms.instance.list")
+        .await?;
     let all = state.access.iam.instances(&who).await?;
     Ok(list("instances", all.iter().map(instance_view).collect()))
 }
