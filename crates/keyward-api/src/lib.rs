@@ -356,26 +356,53 @@ pub struct ErrorResource {
     pub reasons: Vec<ErrorReason>,
 }
 
-/// The IAM token response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The IAM token response. Its `Debug` output hides both tokens.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenResponse {
     /// The JWT.
     pub access_token: String,
-    /// IBM returns a refresh token; Keyward returns `not_supported`.
+    /// An opaque, single-use refresh token (`kwr.…`, valid 30 days) for `grant_type=refresh_token`.
+    /// A credential: never log it.
     pub refresh_token: String,
     /// `Bearer`.
     pub token_type: String,
-    /// Seconds to expiry.
+    /// Seconds to expiry: the JWT's `exp - iat`.
     pub expires_in: i64,
-    /// Expiry, Unix seconds.
+    /// Expiry, Unix seconds: the JWT's `exp`.
     pub expiration: i64,
     /// `ibm openid`.
     pub scope: String,
 }
 
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("access_token", &"<redacted>")
+            .field("refresh_token", &"<redacted>")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("expiration", &self.expiration)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_response_debug_hides_the_tokens() {
+        let t = TokenResponse {
+            access_token: "eyJsecret".into(),
+            refresh_token: "kwr.secret".into(),
+            token_type: "Bearer".into(),
+            expires_in: 3600,
+            expiration: 1,
+            scope: "ibm openid".into(),
+        };
+        let shown = format!("{t:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+    }
 
     #[test]
     fn key_create_reads_key_protects_field_names() {

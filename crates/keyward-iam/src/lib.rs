@@ -20,4 +20,7 @@ mod api_key;
 mod token;
 
 pub use api_key::{ApiKey, Minter, hash_secret, parse_api_key, verify_secret};
-pub use token::{AccessToken, Claims, ISSUER, TokenError, TokenIssuer, TokenVerifier};
+pub use token::{
+    AccessToken, Claims, ISSUER, REFRESH_TOKEN_PREFIX, REFRESH_TOKEN_TTL_SECS, TokenError,
+    TokenIssuer, TokenVerifier, new_refresh_token, refresh_token_hash, sub_type_of,
+};

@@ -21,6 +21,8 @@ use keyward_iam::Claims;
 use crate::error::ApiError;
 
 type KeyedLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
+/// When an API key's state was read, and what it was (`None`: revoked).
+type CacheEntry = (Instant, Option<Arc<Resolved>>);
 
 /// A caller whose token, API key and identity checked out.
 #[derive(Debug, Clone)]
@@ -37,7 +39,7 @@ pub struct AccessGate {
     pub iam: IamService,
     store: Arc<dyn Store>,
     ttl: Duration,
-    cache: RwLock<HashMap<String, (Instant, Option<Arc<Resolved>>)>>,
+    cache: RwLock<HashMap<String, CacheEntry>>,
     limiter: Option<KeyedLimiter>,
 }
 
