@@ -52,6 +52,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/identity/token", post(identity::token))
+        // IBM IAM answers on both paths; the Key Protect Go client uses /oidc/token.
+        .route("/oidc/token", post(identity::token))
         .route("/identity/keys", get(identity::keys))
         .route(
             "/api/v2/keys",

@@ -787,3 +787,31 @@ async fn grants_are_audited_without_tokens() {
     assert!(stored.contains(&keyward_crypto::sha256(r2.as_bytes()).to_vec()));
     assert!(!stored.contains(&keyward_crypto::sha256(r1.as_bytes()).to_vec()));
 }
+
+#[tokio::test]
+async fn the_oidc_token_path_answers_like_identity_token() {
+    let ts = TestServer::start().await;
+    let resp = ts
+        .http
+        .post(format!("{}/oidc/token", ts.url))
+        .form(&[
+            ("grant_type", "urn:ibm:params:oauth:grant-type:apikey"),
+            ("apikey", ts.api_key.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap();
+    let (s, _) = ts
+        .call_as(
+            Method::GET,
+            "/api/v2/keys",
+            None,
+            Some(token),
+            Some(&ts.instance),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+}
