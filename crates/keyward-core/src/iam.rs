@@ -73,6 +73,15 @@ pub struct IamService {
     region: String,
 }
 
+/// A change to one record: done, or there was no such record.
+fn found(changed: bool) -> Result<(), KeyError> {
+    if changed {
+        Ok(())
+    } else {
+        Err(KeyError::NotFound)
+    }
+}
+
 fn invalid(msg: impl Into<String>) -> KeyError {
     KeyError::InvalidInput(msg.into())
 }
@@ -358,15 +367,11 @@ impl IamService {
                 return Err(invalid("an administrator cannot lock their own identity"));
             }
             let event = self.event(who, action, Some(iam_id.to_owned()), 204);
-            if self
-                .store
-                .set_identity_locked(&who.identity.account, iam_id, locked, &event)
-                .await?
-            {
-                Ok(())
-            } else {
-                Err(KeyError::NotFound)
-            }
+            found(
+                self.store
+                    .set_identity_locked(&who.identity.account, iam_id, locked, &event)
+                    .await?,
+            )
         }
         .await;
         self.audited(who, action, result).await
@@ -381,15 +386,11 @@ impl IamService {
                 return Err(invalid("an administrator cannot delete their own identity"));
             }
             let event = self.event(who, action, Some(iam_id.to_owned()), 204);
-            if self
-                .store
-                .delete_identity(&who.identity.account, iam_id, &event)
-                .await?
-            {
-                Ok(())
-            } else {
-                Err(KeyError::NotFound)
-            }
+            found(
+                self.store
+                    .delete_identity(&who.identity.account, iam_id, &event)
+                    .await?,
+            )
         }
         .await;
         self.audited(who, action, result).await
@@ -457,15 +458,11 @@ impl IamService {
         let result = async {
             self.require_admin(who)?;
             let event = self.event(who, action, Some(id.to_owned()), 204);
-            if self
-                .store
-                .set_api_key_locked(&who.identity.account, id, locked, &event)
-                .await?
-            {
-                Ok(())
-            } else {
-                Err(KeyError::NotFound)
-            }
+            found(
+                self.store
+                    .set_api_key_locked(&who.identity.account, id, locked, &event)
+                    .await?,
+            )
         }
         .await;
         self.audited(who, action, result).await
@@ -477,15 +474,11 @@ impl IamService {
         let result = async {
             self.require_admin(who)?;
             let event = self.event(who, action, Some(id.to_owned()), 204);
-            if self
-                .store
-                .delete_api_key(&who.identity.account, id, &event)
-                .await?
-            {
-                Ok(())
-            } else {
-                Err(KeyError::NotFound)
-            }
+            found(
+                self.store
+                    .delete_api_key(&who.identity.account, id, &event)
+                    .await?,
+            )
         }
         .await;
         self.audited(who, action, result).await
@@ -589,15 +582,11 @@ impl IamService {
                 ));
             }
             let event = self.event(who, action, Some(id.to_owned()), 204);
-            if self
-                .store
-                .delete_access_policy(&who.identity.account, id, &event)
-                .await?
-            {
-                Ok(())
-            } else {
-                Err(KeyError::NotFound)
-            }
+            found(
+                self.store
+                    .delete_access_policy(&who.identity.account, id, &event)
+                    .await?,
+            )
         }
         .await;
         self.audited(who, action, result).await
@@ -701,15 +690,11 @@ impl IamService {
         let result = async {
             self.require_admin(who)?;
             let event = self.event(who, action, Some(id.to_owned()), 204);
-            if self
-                .store
-                .delete_authorization(&who.identity.account, id, &event)
-                .await?
-            {
-                Ok(())
-            } else {
-                Err(KeyError::NotFound)
-            }
+            found(
+                self.store
+                    .delete_authorization(&who.identity.account, id, &event)
+                    .await?,
+            )
         }
         .await;
         self.audited(who, action, result).await

@@ -14,8 +14,8 @@ use uuid::Uuid;
 use crate::access::{Operation, Target};
 use crate::service::{Access, Clock};
 use crate::{
-    AuditEvent, Caller, CustodyError, Initiator, InstanceId, KeyError, KeyId, KeyKind, KeyService,
-    KeyState, Outcome, StoreError,
+    AuditEvent, Caller, CustodyError, InstanceId, KeyError, KeyId, KeyKind, KeyService, KeyState,
+    Outcome, StoreError,
 };
 
 /// The only adapter profile Key Protect has.
@@ -926,23 +926,13 @@ impl KmipService {
         reason_code: u16,
         reason: Option<String>,
     ) -> AuditEvent {
-        let initiator = Initiator {
-            id: caller.subject.clone(),
-            address: caller.address.clone(),
-        };
-        AuditEvent {
-            reason,
-            instance: Some(caller.instance.to_string()),
-            target: target.map(|t| t.to_string()),
-            ..AuditEvent::new(
-                action,
-                outcome,
-                reason_code,
-                initiator,
-                caller.request_id.clone(),
-                self.clock.now(),
-            )
-        }
+        crate::service::caller_event(
+            caller,
+            action,
+            target.map(|t| t.to_string()),
+            (outcome, reason_code, reason),
+            self.clock.now(),
+        )
     }
 
     /// Records the outcome of a read (success or failure).

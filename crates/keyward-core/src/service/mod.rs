@@ -1026,23 +1026,13 @@ impl KeyService {
         reason_code: u16,
         reason: Option<String>,
     ) -> AuditEvent {
-        let initiator = Initiator {
-            id: caller.subject.clone(),
-            address: caller.address.clone(),
-        };
-        AuditEvent {
-            reason,
-            instance: Some(caller.instance.to_string()),
-            target: target.map(|t| t.to_string()),
-            ..AuditEvent::new(
-                action,
-                outcome,
-                reason_code,
-                initiator,
-                caller.request_id.clone(),
-                self.clock.now(),
-            )
-        }
+        caller_event(
+            caller,
+            action,
+            target.map(|t| t.to_string()),
+            (outcome, reason_code, reason),
+            self.clock.now(),
+        )
     }
 
     /// Records the outcome of an action that changes nothing (success or failure).
@@ -1199,6 +1189,33 @@ fn check_material_size(kind: KeyKind, len: usize) -> Result<(), KeyError> {
             "payload: a standard key must be 1 to {MAX_STANDARD_KEY_BYTES} bytes"
         ))),
         _ => Ok(()),
+    }
+}
+
+/// The audit event of `caller`'s `action` on `target`, with its outcome, reason code and reason.
+pub(crate) fn caller_event(
+    caller: &Caller,
+    action: &str,
+    target: Option<String>,
+    (outcome, reason_code, reason): (Outcome, u16, Option<String>),
+    now: OffsetDateTime,
+) -> AuditEvent {
+    let initiator = Initiator {
+        id: caller.subject.clone(),
+        address: caller.address.clone(),
+    };
+    AuditEvent {
+        reason,
+        instance: Some(caller.instance.to_string()),
+        target,
+        ..AuditEvent::new(
+            action,
+            outcome,
+            reason_code,
+            initiator,
+            caller.request_id.clone(),
+            now,
+        )
     }
 }
 
