@@ -141,6 +141,15 @@ pub struct KeyCreate {
     /// Aliases to give the key at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aliases: Option<Vec<String>>,
+    /// Secure import: the import token's nonce, AES-GCM-sealed under the material.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted_nonce: Option<String>,
+    /// Secure import: the GCM IV.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iv: Option<String>,
+    /// Secure import: `RSAES_OAEP_SHA_256` (default) or `RSAES_OAEP_SHA_1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_algorithm: Option<String>,
 }
 
 /// Algorithm metadata of a key.
@@ -284,10 +293,55 @@ pub struct UnwrapRequest {
 
 /// Body of rotate.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RotateRequest {
-    /// New base64 material, for imported keys.
+    /// New base64 material, for imported keys (encrypted to the import token when
+    /// `encryptedNonce` is given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
+    /// Secure import: the import token's nonce, AES-GCM-sealed under the material.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted_nonce: Option<String>,
+    /// Secure import: the GCM IV.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iv: Option<String>,
+    /// Secure import: `RSAES_OAEP_SHA_256` (default) or `RSAES_OAEP_SHA_1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_algorithm: Option<String>,
+}
+
+/// An import token, as `POST` and `GET /api/v2/import_token` return it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportTokenView {
+    /// Lifetime in seconds.
+    pub expiration: u32,
+    /// Retrievals allowed.
+    pub max_allowed_retrievals: u32,
+    /// Creation date.
+    pub creation_date: String,
+    /// Expiry date.
+    pub expiration_date: String,
+    /// Retrievals left.
+    pub remaining_retrievals: u32,
+    /// `GET` only: the transit public key, base64 of its PEM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    /// `GET` only: the nonce to seal, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+}
+
+/// Body of `POST /api/v2/import_token`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportTokenRequest {
+    /// Lifetime in seconds (300 to 86400; default 600). Signed so bad values are named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<f64>,
+    /// Retrievals allowed (1 to 500; default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_allowed_retrievals: Option<f64>,
 }
 
 /// Response of wrap.

@@ -343,6 +343,7 @@ impl Client {
             "rotate",
             &RotateRequest {
                 payload: payload_b64,
+                ..RotateRequest::default()
             },
         )
         .await

@@ -94,6 +94,8 @@ pub enum Operation {
     DeleteAlias,
     KmipRead,
     KmipWrite,
+    CreateImportToken,
+    ReadImportToken,
     ManageAccess,
 }
 
@@ -172,6 +174,12 @@ pub const OPERATIONS: &[(Operation, &str, &[Role])] = &[
         "kms.kmip-management.create",
         &[M, Kam],
     ),
+    (
+        Operation::CreateImportToken,
+        "kms.importtoken.create",
+        &[W, M],
+    ),
+    (Operation::ReadImportToken, "kms.importtoken.read", &[W, M]),
     (Operation::ManageAccess, "iam.policy.manage", &[Adm]),
 ];
 

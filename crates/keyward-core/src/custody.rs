@@ -54,4 +54,20 @@ pub trait Custody: Send + Sync {
 
     /// Verifies a record signature (in constant time where it is a MAC).
     fn verify_record(&self, data: &[u8], signature: &[u8]) -> Result<(), CustodyError>;
+
+    /// A new RSA-4096 transit key pair for secure import: the public key (SubjectPublicKeyInfo
+    /// DER) and a handle to the private key that only this backend can use.
+    fn generate_transit_key(&self) -> Result<(Vec<u8>, WrappedMaterial), CustodyError> {
+        Err(CustodyError::Unsupported("transit keys"))
+    }
+
+    /// Decrypts key material sent to a transit key with RSA-OAEP, inside the backend.
+    fn transit_decrypt(
+        &self,
+        _private: &WrappedMaterial,
+        _oaep: keyward_crypto::Oaep,
+        _ciphertext: &[u8],
+    ) -> Result<Secret, CustodyError> {
+        Err(CustodyError::Unsupported("transit keys"))
+    }
 }

@@ -103,6 +103,14 @@ pub enum Rule {
     DefaultKeyRing,
     /// The instance's keyCreateImportAccess policy forbids this creation or import.
     CreateImportDenied,
+    /// The instance has no import token.
+    ImportTokenNotFound,
+    /// The import token expired or has no retrievals left.
+    ImportTokenExpired,
+    /// The encrypted nonce does not open to the token's nonce.
+    IncorrectNonce,
+    /// The IV of the encrypted nonce is malformed.
+    IncorrectNonceIv,
 }
 
 impl Rule {
@@ -116,8 +124,10 @@ impl Rule {
             | KeyExpired
             | DualAuthPermanent
             | TooManyAliases
-            | DefaultKeyRing => 400,
-            AliasNotFound | KeyRingNotFound => 404,
+            | DefaultKeyRing
+            | IncorrectNonce
+            | IncorrectNonceIv => 400,
+            AliasNotFound | KeyRingNotFound | ImportTokenNotFound => 404,
             PurgeTooEarly
             | DualAuthRequired
             | DualAuthNotEnabled
@@ -125,7 +135,8 @@ impl Rule {
             | KeyRingExists
             | KeyRingNotEmpty
             | KeyRingKeysNotDeleted
-            | CreateImportDenied => 409,
+            | CreateImportDenied
+            | ImportTokenExpired => 409,
         }
     }
 }

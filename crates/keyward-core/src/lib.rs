@@ -55,9 +55,10 @@ pub use kmip::{
 };
 pub use lifecycle::{Action, KeyState};
 pub use service::{
-    Access, Caller, Clock, Compare, DateFilter, InstancePolicyUpdate, KeyDate, KeyFilter,
-    KeyPolicyUpdate, KeySearch, KeyService, LifecycleConfig, MAX_AAD_ITEM_CHARS, MAX_AAD_ITEMS,
-    MAX_ALIASES_PER_KEY, MAX_DEK_BYTES, NewKey, PolicyOverrides, RewrapOutput, SchedulerReport,
+    Access, Caller, Clock, Compare, DateFilter, IMPORT_TOKEN_RETRIEVALS, IMPORT_TOKEN_SECONDS,
+    ImportTokenRecord, InstancePolicyUpdate, KeyDate, KeyFilter, KeyPolicyUpdate, KeySearch,
+    KeyService, LifecycleConfig, MAX_AAD_ITEM_CHARS, MAX_AAD_ITEMS, MAX_ALIASES_PER_KEY,
+    MAX_DEK_BYTES, Material, NewKey, PolicyOverrides, RewrapOutput, SchedulerReport, SecureImport,
     SortKey, SystemClock, UnwrapOutput, WrapOutput,
 };
 pub use store::{

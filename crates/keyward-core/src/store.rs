@@ -4,6 +4,7 @@
 use time::OffsetDateTime;
 
 use crate::identity::{AccessPolicyRecord, AuthorizationRecord, IdentityRecord};
+use crate::service::ImportTokenRecord;
 use crate::service::KeyFilter;
 use crate::{
     AuditEvent, InstanceId, InstancePolicy, KeyId, KeyRecord, KeyVersion, KeyVersionId,
@@ -373,6 +374,25 @@ pub trait Store: IamStore + Send + Sync {
         policies: &[InstancePolicy],
         event: &AuditEvent,
     ) -> Result<(), StoreError>;
+
+    /// The instance's import token, live or not.
+    async fn import_token(
+        &self,
+        instance: InstanceId,
+    ) -> Result<Option<ImportTokenRecord>, StoreError>;
+    /// Creates or replaces the instance's import token.
+    async fn put_import_token(
+        &self,
+        token: &ImportTokenRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    /// Counts one retrieval of the instance's token and returns it, if it is live at `now` and
+    /// has retrievals left (atomically: two retrievals never share the last one).
+    async fn retrieve_import_token(
+        &self,
+        instance: InstanceId,
+        now: OffsetDateTime,
+    ) -> Result<Option<ImportTokenRecord>, StoreError>;
 
     /// All token-signing keys, newest first.
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;

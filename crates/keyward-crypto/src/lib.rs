@@ -19,6 +19,7 @@ mod ciphertext;
 mod error;
 mod primitives;
 mod secret;
+mod transit;
 
 pub use ciphertext::{DekCiphertext, FORMAT_V1, VERSION_ID_LEN};
 pub use error::CryptoError;
@@ -27,3 +28,4 @@ pub use primitives::{
     random_secret, sha256,
 };
 pub use secret::Secret;
+pub use transit::{Oaep, public_key_pem, transit_decrypt, transit_generate};

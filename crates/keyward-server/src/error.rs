@@ -172,6 +172,10 @@ fn rule_code(rule: Rule) -> &'static str {
         Rule::KeyRingKeysNotDeleted => "KEY_RING_KEYS_NOT_DELETED_ERR",
         Rule::DefaultKeyRing => "INVALID_FIELD_ERR",
         Rule::CreateImportDenied => "KEY_CREATE_IMPORT_ACCESS_ERR",
+        Rule::ImportTokenNotFound => "IMPORT_TOKEN_NOT_FOUND_ERR",
+        Rule::ImportTokenExpired => "IMPORT_TOKEN_EXPIRED_ERR",
+        Rule::IncorrectNonce => "INCORRECT_NONCE_ERR",
+        Rule::IncorrectNonceIv => "INCORRECT_NONCE_IV_ERR",
     }
 }
 

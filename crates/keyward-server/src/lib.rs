@@ -90,6 +90,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v2/instance/allowed_ip_port",
             get(policies::allowed_ip_port),
         )
+        .route(
+            "/api/v2/import_token",
+            get(keys::get_import_token).post(keys::create_import_token),
+        )
         .route("/api/v2/key_rings", get(rings::list))
         .route(
             "/api/v2/key_rings/{id}",

@@ -157,6 +157,13 @@ fn request(op: Operation, f: &Fixture, n: usize) -> (Method, String, Option<Valu
                                        "profile_data": {"crk_id": f.root}}]}),
             ),
         ),
+        Operation::CreateImportToken => (
+            Method::POST,
+            "/api/v2/import_token".into(),
+            Some(json!({"expiration": 600})),
+        ),
+        // No token exists: an allowed caller learns that (404), a refused one only 403.
+        Operation::ReadImportToken => (Method::GET, "/api/v2/import_token".into(), None),
         Operation::ManageAccess => (Method::GET, "/iam/v1/identities".into(), None),
     }
 }
@@ -200,7 +207,12 @@ async fn every_role_can_do_exactly_what_the_table_says() {
                     ]
                     .contains(&status)
                         || (status == StatusCode::NOT_FOUND
-                            && matches!(op, Operation::DeleteKeyRing | Operation::DeleteAlias)),
+                            && matches!(
+                                op,
+                                Operation::DeleteKeyRing
+                                    | Operation::DeleteAlias
+                                    | Operation::ReadImportToken
+                            )),
                     "{role:?} may {action} ({method} {path}) but got {status}: {resp}"
                 );
             } else if method == Method::HEAD {

@@ -2,9 +2,9 @@
 //! round-trip exactly (record signatures cover them).
 
 use keyward_core::{
-    AliasRecord, ApiKeyRecord, DeletionAuthorization, DualAuthPolicy, InstancePolicy,
-    InstanceRecord, KeyKind, KeyRecord, KeyRingRecord, KeyState, KeyVersion, PolicyKind,
-    PolicyMeta, RotationPolicy, SigningKeyRecord, StoreError, WrappedMaterial,
+    AliasRecord, ApiKeyRecord, DeletionAuthorization, DualAuthPolicy, ImportTokenRecord,
+    InstancePolicy, InstanceRecord, KeyKind, KeyRecord, KeyRingRecord, KeyState, KeyVersion,
+    PolicyKind, PolicyMeta, RotationPolicy, SigningKeyRecord, StoreError, WrappedMaterial,
 };
 use rusqlite::Row;
 use serde::{Deserialize, Serialize};
@@ -58,6 +58,31 @@ macro_rules! version_columns_v {
         "v.key_id, v.number, v.id, v.created_at, v.wrapping_key, v.material, v.signature"
     };
 }
+macro_rules! import_token_columns {
+    () => {
+        "instance_id, created_at, expires_at, max_retrievals, remaining, nonce, public_key, \
+         wrapping_key, private_key, created_by"
+    };
+}
+pub(crate) use import_token_columns;
+
+pub fn import_token_from_row(r: &Row<'_>) -> rusqlite::Result<ImportTokenRecord> {
+    Ok(ImportTokenRecord {
+        instance: parse(r.get(0)?)?,
+        created_at: time(r.get(1)?)?,
+        expires_at: time(r.get(2)?)?,
+        max_retrievals: r.get(3)?,
+        remaining: r.get(4)?,
+        nonce: r.get(5)?,
+        public_key: r.get(6)?,
+        private_key: WrappedMaterial {
+            wrapping_key: r.get(7)?,
+            bytes: r.get(8)?,
+        },
+        created_by: r.get(9)?,
+    })
+}
+
 pub(crate) use {
     key_columns, key_columns_k, key_select, key_select_k, version_columns, version_columns_v,
 };

@@ -206,6 +206,19 @@ const MIGRATIONS: &[&str] = &[
         api_key_id TEXT NOT NULL,
         expires_at INTEGER NOT NULL
     );",
+    // 5: import tokens (one per instance).
+    "CREATE TABLE import_tokens (
+        instance_id TEXT PRIMARY KEY REFERENCES instances(id),
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        max_retrievals INTEGER NOT NULL,
+        remaining INTEGER NOT NULL,
+        nonce BLOB NOT NULL,
+        public_key BLOB NOT NULL,
+        wrapping_key TEXT NOT NULL,
+        private_key BLOB NOT NULL,
+        created_by TEXT NOT NULL
+    );",
 ];
 
 /// Brings the database to the latest schema, one transaction per migration.

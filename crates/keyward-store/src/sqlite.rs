@@ -4,11 +4,12 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use keyward_core::{
-    AliasRecord, ApiKeyRecord, AuditEvent, DEFAULT_KEY_RING, DueWork, InstanceId, InstancePolicy,
-    InstanceRecord, KeyFilter, KeyId, KeyRecord, KeyRingRecord, KeyVersion, KeyVersionId,
-    RingDeletion, SigningKeyRecord, Store, StoreError,
+    AliasRecord, ApiKeyRecord, AuditEvent, DEFAULT_KEY_RING, DueWork, ImportTokenRecord,
+    InstanceId, InstancePolicy, InstanceRecord, KeyFilter, KeyId, KeyRecord, KeyRingRecord,
+    KeyVersion, KeyVersionId, RingDeletion, SigningKeyRecord, Store, StoreError,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
+use time::OffsetDateTime;
 
 use crate::listing::key_query;
 use crate::rows::*;
@@ -664,6 +665,72 @@ impl Store for SqliteStore {
                 ])?;
             }
             insert_audit(c, &e)
+        })
+        .await
+    }
+
+    async fn import_token(
+        &self,
+        instance: InstanceId,
+    ) -> Result<Option<ImportTokenRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(concat!(
+                "SELECT ",
+                import_token_columns!(),
+                " FROM import_tokens WHERE instance_id = ?1"
+            ))?
+            .query_row(params![instance.to_string()], import_token_from_row)
+            .optional()
+        })
+    }
+
+    async fn put_import_token(
+        &self,
+        token: &ImportTokenRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let (t, e) = (token.clone(), event.clone());
+        self.write(Statements::Many, move |c| {
+            // The old token's private key is overwritten (secure_delete), not left behind.
+            c.prepare_cached(concat!(
+                "INSERT OR REPLACE INTO import_tokens (",
+                import_token_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ))?
+            .execute(params![
+                t.instance.to_string(),
+                nanos(t.created_at),
+                nanos(t.expires_at),
+                t.max_retrievals,
+                t.remaining,
+                t.nonce,
+                t.public_key,
+                t.private_key.wrapping_key,
+                t.private_key.bytes,
+                t.created_by,
+            ])?;
+            insert_audit(c, &e)
+        })
+        .await
+    }
+
+    async fn retrieve_import_token(
+        &self,
+        instance: InstanceId,
+        now: OffsetDateTime,
+    ) -> Result<Option<ImportTokenRecord>, StoreError> {
+        self.write(Statements::One, move |c| {
+            c.prepare_cached(concat!(
+                "UPDATE import_tokens SET remaining = remaining - 1
+                 WHERE instance_id = ?1 AND remaining > 0 AND expires_at > ?2
+                 RETURNING ",
+                import_token_columns!()
+            ))?
+            .query_row(
+                params![instance.to_string(), nanos(now)],
+                import_token_from_row,
+            )
+            .optional()
         })
         .await
     }

@@ -22,10 +22,14 @@ mod deletion;
 mod policies;
 mod rings;
 mod scheduled;
+mod transit;
 
 pub use policies::{InstancePolicyUpdate, KeyPolicyUpdate};
 pub use rings::MAX_ALIASES_PER_KEY;
 pub use scheduled::SchedulerReport;
+pub use transit::{
+    IMPORT_TOKEN_RETRIEVALS, IMPORT_TOKEN_SECONDS, ImportTokenRecord, Material, SecureImport,
+};
 
 /// Largest DEK accepted by `wrap`, in bytes.
 pub const MAX_DEK_BYTES: usize = 4_096;
@@ -132,8 +136,9 @@ pub struct NewKey {
     pub name: String,
     /// Optional description (at most 240 characters).
     pub description: Option<String>,
-    /// Material to import; generated (256 bits) when absent.
-    pub payload: Option<Secret>,
+    /// Material to import, in the clear or through an import token; generated (256 bits) when
+    /// absent.
+    pub payload: Option<Material>,
     /// Optional expiration.
     pub expiration: Option<OffsetDateTime>,
     /// Key ring; `default` when absent.
@@ -340,6 +345,7 @@ impl KeyService {
         }
         let key_ring = spec.key_ring.unwrap_or_else(|| DEFAULT_KEY_RING.to_owned());
         let imported = spec.payload.is_some();
+        let with_token = matches!(spec.payload, Some(Material::Secure(_)));
         let op = if imported {
             Operation::ImportKey
         } else {
@@ -348,7 +354,7 @@ impl KeyService {
         authorize(caller, op, Target::KeyRing(&key_ring))?;
         self.require_ring(caller, &key_ring).await?;
         let policies = self.policies_of(caller.instance).await?;
-        if !policies.allows_creation(spec.kind, imported, false) {
+        if !policies.allows_creation(spec.kind, imported, with_token) {
             let what = match (imported, spec.kind) {
                 (false, KeyKind::Root) => "creating root keys",
                 (false, KeyKind::Standard) => "creating standard keys",
@@ -367,10 +373,7 @@ impl KeyService {
             return Err(invalid("expirationDate: must be in the future".to_owned()));
         }
         let material = match spec.payload {
-            Some(p) => {
-                check_material_size(spec.kind, p.len())?;
-                p
-            }
+            Some(m) => self.material_in(caller, spec.kind, m, now).await?,
             None => self.custody.generate_material(GENERATED_KEY_BYTES)?,
         };
         let bits = u16::try_from(material.len().saturating_mul(8)).unwrap_or(u16::MAX);
@@ -687,7 +690,7 @@ impl KeyService {
         &self,
         caller: &Caller,
         id: KeyId,
-        payload: Option<Secret>,
+        payload: Option<Material>,
     ) -> Result<KeyRecord, KeyError> {
         self.rotate_inner(caller, id, payload, None).await
     }
@@ -699,7 +702,7 @@ impl KeyService {
         &self,
         caller: &Caller,
         id: KeyId,
-        payload: Option<Secret>,
+        payload: Option<Material>,
         scheduled_at: Option<u64>,
     ) -> Result<KeyRecord, KeyError> {
         let action = "kms.secrets.rotate";
@@ -719,10 +722,7 @@ impl KeyService {
                 ));
             }
             let material = match (key.imported, payload) {
-                (true, Some(p)) => {
-                    check_material_size(key.kind, p.len())?;
-                    p
-                }
+                (true, Some(m)) => self.material_in(caller, key.kind, m, now).await?,
                 (true, None) => return Err(KeyError::PayloadRequired),
                 (false, Some(_)) => {
                     return Err(invalid(

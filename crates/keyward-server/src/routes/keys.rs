@@ -6,14 +6,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyward_api::{
-    Collection, KeyAlias, KeyCreate, KeyVersionRef, RewrapResponse, RotateRequest,
-    RotationPolicyIn, SearchQuery, UnwrapRequest, UnwrapResponse, WrapRequest, WrapResponse,
-    headers, media,
+    Collection, ImportTokenRequest, ImportTokenView, KeyAlias, KeyCreate, KeyVersionRef,
+    RewrapResponse, RotateRequest, RotationPolicyIn, SearchQuery, UnwrapRequest, UnwrapResponse,
+    WrapRequest, WrapResponse, headers, media,
 };
 use keyward_core::{
-    KeyFilter, KeyId, KeyKind, KeyRecord, NewKey, PolicyOverrides, ROTATION_MONTHS,
+    ImportTokenRecord, KeyFilter, KeyId, KeyKind, KeyRecord, Material, NewKey, PolicyOverrides,
+    ROTATION_MONTHS, SecureImport,
 };
 use serde::Deserialize;
+
+use keyward_crypto::Oaep;
 
 use super::search;
 use crate::error::ApiError;
@@ -133,11 +136,12 @@ async fn create(
     } else {
         KeyKind::Root
     };
-    let payload = spec
-        .payload
-        .as_deref()
-        .map(|p| secret_from_b64("payload", p))
-        .transpose()?;
+    let payload = material(
+        spec.payload.as_deref(),
+        spec.encrypted_nonce.as_deref(),
+        spec.iv.as_deref(),
+        spec.encryption_algorithm.as_deref(),
+    )?;
     let expiration = spec
         .expiration_date
         .as_deref()
@@ -167,6 +171,106 @@ async fn create(
         )
         .await?;
     Ok(key_response(state, authed, StatusCode::CREATED, &key))
+}
+
+/// Key material from a create or rotate body: plain base64, or, with `encryptedNonce`, encrypted
+/// to the instance's import token.
+fn material(
+    payload: Option<&str>,
+    encrypted_nonce: Option<&str>,
+    iv: Option<&str>,
+    algorithm: Option<&str>,
+) -> Result<Option<Material>, ApiError> {
+    let Some(payload) = payload else {
+        if encrypted_nonce.is_some() || iv.is_some() {
+            return Err(ApiError::bad_request(
+                "BAD_BODY_ERR",
+                "payload: required with encryptedNonce and iv",
+            ));
+        }
+        return Ok(None);
+    };
+    let Some(encrypted_nonce) = encrypted_nonce else {
+        if iv.is_some() || algorithm.is_some() {
+            return Err(ApiError::bad_request(
+                "BAD_BODY_ERR",
+                "encryptedNonce: required with iv and encryptionAlgorithm",
+            ));
+        }
+        return Ok(Some(Material::Plain(secret_from_b64("payload", payload)?)));
+    };
+    let oaep = match algorithm.unwrap_or("RSAES_OAEP_SHA_256") {
+        "RSAES_OAEP_SHA_256" => Oaep::Sha256,
+        "RSAES_OAEP_SHA_1" => Oaep::Sha1,
+        _ => {
+            return Err(ApiError::bad_request(
+                "BAD_BODY_ERR",
+                "encryptionAlgorithm: RSAES_OAEP_SHA_256 or RSAES_OAEP_SHA_1",
+            ));
+        }
+    };
+    let iv = iv
+        .ok_or_else(|| ApiError::bad_request("BAD_BODY_ERR", "iv: required with encryptedNonce"))?;
+    Ok(Some(Material::Secure(SecureImport {
+        encrypted_material: bytes_from_b64("payload", payload)?,
+        encrypted_nonce: bytes_from_b64("encryptedNonce", encrypted_nonce)?,
+        iv: bytes_from_b64("iv", iv)?,
+        oaep,
+    })))
+}
+
+/// `POST /api/v2/import_token`: 200 with the token's terms.
+pub async fn create_import_token(
+    State(state): State<Arc<AppState>>,
+    authed: Authed,
+    KpJson(body): KpJson<ImportTokenRequest>,
+) -> AppResult {
+    let whole = |field: &str, v: Option<f64>| -> Result<Option<u32>, ApiError> {
+        v.map(|f| {
+            (f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f))
+                .then_some(f as u32)
+                .ok_or_else(|| {
+                    ApiError::bad_request("BAD_BODY_ERR", format!("{field}: a whole number"))
+                })
+        })
+        .transpose()
+    };
+    let token = state
+        .keys
+        .create_import_token(
+            &authed.caller,
+            whole("expiration", body.expiration)?,
+            whole("maxAllowedRetrievals", body.max_allowed_retrievals)?,
+        )
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        "application/json",
+        &import_token_view(&token, false),
+    ))
+}
+
+/// `GET /api/v2/import_token`: the transit public key and nonce; counts a retrieval.
+pub async fn get_import_token(State(state): State<Arc<AppState>>, authed: Authed) -> AppResult {
+    let token = state.keys.get_import_token(&authed.caller).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        "application/json",
+        &import_token_view(&token, true),
+    ))
+}
+
+fn import_token_view(t: &ImportTokenRecord, with_key: bool) -> ImportTokenView {
+    let secs = (t.expires_at - t.created_at).whole_seconds();
+    ImportTokenView {
+        expiration: u32::try_from(secs).unwrap_or(0),
+        max_allowed_retrievals: t.max_retrievals,
+        creation_date: date(t.created_at),
+        expiration_date: date(t.expires_at),
+        remaining_retrievals: t.remaining,
+        payload: with_key.then(|| b64(keyward_crypto::public_key_pem(&t.public_key).as_bytes())),
+        nonce: with_key.then(|| b64(&t.nonce)),
+    }
 }
 
 /// A rotation policy from the wire: `enabled` defaults to true (older clients omit it), the
@@ -663,11 +767,12 @@ async fn dispatch_action(
         }
         "rotate" => {
             let req: RotateRequest = parse_json(body)?;
-            let payload = req
-                .payload
-                .as_deref()
-                .map(|p| secret_from_b64("payload", p))
-                .transpose()?;
+            let payload = material(
+                req.payload.as_deref(),
+                req.encrypted_nonce.as_deref(),
+                req.iv.as_deref(),
+                req.encryption_algorithm.as_deref(),
+            )?;
             state
                 .keys
                 .rotate(caller, resolve(state, authed, id).await?, payload)

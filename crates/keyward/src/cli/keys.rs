@@ -165,6 +165,7 @@ impl CreateArgs {
             }),
             dual_auth_delete: self.dual_auth.then_some(DualAuthPolicyIn { enabled: true }),
             aliases: (!self.aliases.is_empty()).then_some(self.aliases),
+            ..KeyCreate::default()
         }
     }
 }

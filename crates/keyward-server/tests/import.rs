@@ -1,0 +1,312 @@
+//! Secure import through import tokens, with the client side done as Key Protect's clients do it:
+//! RSA-OAEP to the token's public key for the material, AES-GCM under the material for the nonce.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use aws_lc_rs::rsa::{
+    OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OaepAlgorithm, OaepPublicEncryptingKey,
+    PublicEncryptingKey,
+};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::{TestServer, assert_kp_error};
+use keyward_crypto::{Secret, aead_seal};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// What `GET /api/v2/import_token` hands out.
+struct Token {
+    public: OaepPublicEncryptingKey,
+    nonce: Vec<u8>,
+}
+
+async fn new_token(ts: &TestServer, retrievals: u32) -> Token {
+    let (s, b) = ts
+        .call(
+            Method::POST,
+            "/api/v2/import_token",
+            Some(json!({"expiration": 900, "maxAllowedRetrievals": retrievals})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["expiration"], 900);
+    assert_eq!(b["remainingRetrievals"], retrievals);
+    assert!(b.get("payload").is_none(), "POST does not hand out the key");
+    fetch(ts).await
+}
+
+async fn fetch(ts: &TestServer) -> Token {
+    let (s, b) = ts.call(Method::GET, "/api/v2/import_token", None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let pem = String::from_utf8(B64.decode(b["payload"].as_str().unwrap()).unwrap()).unwrap();
+    let der_b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let public = PublicEncryptingKey::from_der(&B64.decode(der_b64).unwrap()).unwrap();
+    assert_eq!(public.key_size_bits(), 4096);
+    Token {
+        public: OaepPublicEncryptingKey::new(public).unwrap(),
+        nonce: B64.decode(b["nonce"].as_str().unwrap()).unwrap(),
+    }
+}
+
+/// The fields a client sends: payload, encryptedNonce, iv, encryptionAlgorithm.
+fn seal(token: &Token, material: &[u8], oaep: &'static OaepAlgorithm, name: &str) -> Value {
+    let mut ct = vec![0u8; token.public.ciphertext_size()];
+    let ct = token.public.encrypt(oaep, material, &mut ct, None).unwrap();
+    let iv = [9u8; 12];
+    let nonce = aead_seal(&Secret::from_slice(material), iv, &[], &token.nonce).unwrap();
+    json!({
+        "payload": B64.encode(ct),
+        "encryptedNonce": B64.encode(nonce),
+        "iv": B64.encode(iv),
+        "encryptionAlgorithm": name,
+    })
+}
+
+fn key_body(mut fields: Value, name: &str) -> Value {
+    fields["name"] = json!(name);
+    json!({"metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
+           "resources": [fields]})
+}
+
+#[tokio::test]
+async fn secure_import_creates_and_rotates_keys_with_the_material_sent() {
+    let ts = TestServer::start().await;
+    let token = new_token(&ts, 2).await;
+    let material = [0x42u8; 32];
+    for (oaep, name) in [
+        (&OAEP_SHA256_MGF1SHA256, "RSAES_OAEP_SHA_256"),
+        (&OAEP_SHA1_MGF1SHA1, "RSAES_OAEP_SHA_1"),
+    ] {
+        let (s, b) = ts
+            .call(
+                Method::POST,
+                "/api/v2/keys",
+                Some(key_body(seal(&token, &material, oaep, name), "secure")),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let k = &b["resources"][0];
+        assert_eq!(k["imported"], true);
+        let id = k["id"].as_str().unwrap();
+        // The key holds exactly the material sent: restoring it needs that material in the clear.
+        ts.call(Method::DELETE, &format!("/api/v2/keys/{id}"), None)
+            .await;
+        let (s, b) = ts
+            .call(
+                Method::POST,
+                &format!("/api/v2/keys/{id}/restore"),
+                Some(json!({"resources": [{"payload": B64.encode(material)}]})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    // Rotation of an imported key, securely, with new material.
+    let (_, b) = ts
+        .call(
+            Method::POST,
+            "/api/v2/keys",
+            Some(key_body(
+                seal(
+                    &token,
+                    &material,
+                    &OAEP_SHA256_MGF1SHA256,
+                    "RSAES_OAEP_SHA_256",
+                ),
+                "rotated",
+            )),
+        )
+        .await;
+    let id = b["resources"][0]["id"].as_str().unwrap().to_owned();
+    let (_, wrapped) = ts.action(&id, "wrap", json!({})).await;
+    let (s, b) = ts
+        .action(
+            &id,
+            "rotate",
+            seal(
+                &token,
+                &[0x43u8; 32],
+                &OAEP_SHA256_MGF1SHA256,
+                "RSAES_OAEP_SHA_256",
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let (s, u) = ts
+        .action(&id, "unwrap", json!({"ciphertext": wrapped["ciphertext"]}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(u["plaintext"], wrapped["plaintext"]);
+
+    // Two retrievals were allowed: the first was used above, one is left, then none.
+    fetch(&ts).await;
+    let (s, b) = ts.call(Method::GET, "/api/v2/import_token", None).await;
+    assert_kp_error(s, &b, StatusCode::CONFLICT, "IMPORT_TOKEN_EXPIRED_ERR");
+}
+
+#[tokio::test]
+async fn secure_import_refuses_what_does_not_match_the_token() {
+    let ts = TestServer::start().await;
+    let create = |fields: Value| {
+        let ts = &ts;
+        async move {
+            ts.call(
+                Method::POST,
+                "/api/v2/keys",
+                Some(key_body(fields, "refused")),
+            )
+            .await
+        }
+    };
+    // No token yet.
+    let (s, b) = create(json!({"payload": B64.encode([1u8; 512]), "encryptedNonce": "AAAA", "iv": B64.encode([0u8; 12])})).await;
+    assert_kp_error(s, &b, StatusCode::NOT_FOUND, "IMPORT_TOKEN_NOT_FOUND_ERR");
+    let (s, b) = ts.call(Method::GET, "/api/v2/import_token", None).await;
+    assert_kp_error(s, &b, StatusCode::NOT_FOUND, "IMPORT_TOKEN_NOT_FOUND_ERR");
+    for bad in [
+        json!({"expiration": 299}),
+        json!({"expiration": 86401}),
+        json!({"expiration": 600.5}),
+        json!({"maxAllowedRetrievals": 0}),
+        json!({"maxAllowedRetrievals": 501}),
+    ] {
+        let (s, b) = ts
+            .call(Method::POST, "/api/v2/import_token", Some(bad.clone()))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {b}");
+    }
+    let token = new_token(&ts, 1).await;
+    let material = [5u8; 32];
+    let good = seal(
+        &token,
+        &material,
+        &OAEP_SHA256_MGF1SHA256,
+        "RSAES_OAEP_SHA_256",
+    );
+
+    // The nonce sealed under other material, or another nonce.
+    let mut other_nonce = good.clone();
+    other_nonce["encryptedNonce"] = json!(
+        B64.encode(
+            aead_seal(
+                &Secret::from_slice(&[6u8; 32]),
+                [9u8; 12],
+                &[],
+                &token.nonce
+            )
+            .unwrap()
+        )
+    );
+    let (s, b) = create(other_nonce).await;
+    assert_kp_error(s, &b, StatusCode::BAD_REQUEST, "INCORRECT_NONCE_ERR");
+    let mut wrong_nonce = good.clone();
+    wrong_nonce["encryptedNonce"] = json!(
+        B64.encode(
+            aead_seal(
+                &Secret::from_slice(&material),
+                [9u8; 12],
+                &[],
+                b"not the nonce!!!"
+            )
+            .unwrap()
+        )
+    );
+    let (s, b) = create(wrong_nonce).await;
+    assert_kp_error(s, &b, StatusCode::BAD_REQUEST, "INCORRECT_NONCE_ERR");
+    let mut bad_iv = good.clone();
+    bad_iv["iv"] = json!(B64.encode([9u8; 8]));
+    let (s, b) = create(bad_iv).await;
+    assert_kp_error(s, &b, StatusCode::BAD_REQUEST, "INCORRECT_NONCE_IV_ERR");
+    // The declared algorithm must be the one used.
+    let mut wrong_alg = good.clone();
+    wrong_alg["encryptionAlgorithm"] = json!("RSAES_OAEP_SHA_1");
+    let (s, b) = create(wrong_alg).await;
+    assert_kp_error(s, &b, StatusCode::BAD_REQUEST, "BAD_BODY_ERR");
+    let mut unknown_alg = good.clone();
+    unknown_alg["encryptionAlgorithm"] = json!("RSA_PKCS1");
+    let (s, b) = create(unknown_alg).await;
+    assert_kp_error(s, &b, StatusCode::BAD_REQUEST, "BAD_BODY_ERR");
+    // A tampered RSA ciphertext.
+    let mut tampered = good.clone();
+    let mut ct = B64.decode(good["payload"].as_str().unwrap()).unwrap();
+    ct[100] ^= 1;
+    tampered["payload"] = json!(B64.encode(ct));
+    let (s, b) = create(tampered).await;
+    assert_kp_error(s, &b, StatusCode::BAD_REQUEST, "BAD_BODY_ERR");
+    // Material of a size a root key cannot have.
+    let mut odd = good.clone();
+    let mut ct = vec![0u8; token.public.ciphertext_size()];
+    let ct = token
+        .public
+        .encrypt(&OAEP_SHA256_MGF1SHA256, &[1u8; 20], &mut ct, None)
+        .unwrap();
+    odd["payload"] = json!(B64.encode(ct));
+    let (s, b) = create(odd).await;
+    assert_kp_error(s, &b, StatusCode::BAD_REQUEST, "BAD_BODY_ERR");
+    // Standard keys are not imported through tokens.
+    let mut standard = good.clone();
+    standard["extractable"] = json!(true);
+    let (s, b) = create(standard).await;
+    assert_kp_error(s, &b, StatusCode::BAD_REQUEST, "BAD_BODY_ERR");
+    // The good one still works after all that.
+    let (s, b) = create(good).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    // A new token replaces the old: material sealed for the old one no longer imports.
+    let old = seal(
+        &token,
+        &material,
+        &OAEP_SHA256_MGF1SHA256,
+        "RSAES_OAEP_SHA_256",
+    );
+    new_token(&ts, 1).await;
+    let (s, b) = create(old).await;
+    assert_kp_error(s, &b, StatusCode::BAD_REQUEST, "BAD_BODY_ERR");
+}
+
+#[tokio::test]
+async fn enforce_token_admits_only_secure_imports() {
+    let ts = TestServer::start().await;
+    let (s, b) = ts
+        .call(
+            Method::PUT,
+            "/api/v2/instance/policies?policy=keyCreateImportAccess",
+            Some(
+                json!({"resources": [{"policy_type": "keyCreateImportAccess",
+                "policy_data": {"enabled": true, "attributes": {"enforce_token": true}}}]}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let material = [8u8; 32];
+    let (s, b) = ts
+        .call(
+            Method::POST,
+            "/api/v2/keys",
+            Some(key_body(json!({"payload": B64.encode(material)}), "plain")),
+        )
+        .await;
+    assert_kp_error(s, &b, StatusCode::CONFLICT, "KEY_CREATE_IMPORT_ACCESS_ERR");
+    let token = new_token(&ts, 1).await;
+    let (s, b) = ts
+        .call(
+            Method::POST,
+            "/api/v2/keys",
+            Some(key_body(
+                seal(
+                    &token,
+                    &material,
+                    &OAEP_SHA256_MGF1SHA256,
+                    "RSAES_OAEP_SHA_256",
+                ),
+                "secure",
+            )),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+}
