@@ -4,7 +4,7 @@
 //! fails is skipped until a backoff has passed, then probed again on the next call.
 //!
 //! It must not hold a master key outside the HSM, cache unwrapped material, or panic on anything
-//! the module returns: every PKCS#11 error becomes a `CustodyError` in [`classify`].
+//! the module returns: every PKCS#11 error becomes a `CustodyError` in one function, `classify`.
 
 #![cfg_attr(
     not(test),
@@ -157,7 +157,8 @@ impl Pkcs11Custody {
         })
     }
 
-    /// Labels of the tokens usable now, in failover order (probes those due for a retry).
+    /// Labels of the tokens believed usable, in failover order: a token is found failed when an
+    /// operation uses it; one marked failed is probed again here once its backoff has passed.
     pub fn healthy_tokens(&self) -> Vec<String> {
         self.tokens
             .iter()

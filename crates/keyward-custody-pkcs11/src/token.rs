@@ -170,10 +170,13 @@ impl Token {
 /// them across a token's failure).
 pub(crate) fn find_slot(module: &Pkcs11, label: &str) -> Result<Slot, String> {
     let slots = module
-        .get_slots_with_initialized_token()
+        .get_slots_with_token()
         .map_err(|e| format!("cannot list slots: {e}"))?;
+    // A slot whose token just vanished answers C_GetTokenInfo with an error: skip it, it is
+    // not the one we are looking for (or, if it is, the token is not usable).
     for slot in slots {
         if let Ok(info) = module.get_token_info(slot)
+            && info.token_initialized()
             && info.label().trim_end() == label
         {
             return Ok(slot);

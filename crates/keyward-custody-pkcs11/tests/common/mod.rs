@@ -94,6 +94,38 @@ impl SoftHsm {
         ]);
     }
 
+    /// Creates a token from inside this process, in the module's free slot. (SoftHSM reads its
+    /// token directory once, at C_Initialize: a token another process creates later stays
+    /// invisible here, so a test restores a token the way an operator's tool in-process would.)
+    pub fn init_token_in_process(&self, label: &str) {
+        use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+        use cryptoki::session::UserType;
+        use cryptoki::types::AuthPin;
+        let m = Pkcs11::new(MODULE).unwrap();
+        let _ = m.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+        let free = m
+            .get_slots_with_token()
+            .unwrap()
+            .into_iter()
+            .find(|s| m.get_token_info(*s).is_ok_and(|i| !i.token_initialized()))
+            .expect("SoftHSM always offers one free slot");
+        let so = AuthPin::from("5678".to_string());
+        m.init_token(free, &so, label).unwrap();
+        let slot = m
+            .get_slots_with_token()
+            .unwrap()
+            .into_iter()
+            .find(|s| {
+                m.get_token_info(*s)
+                    .is_ok_and(|i| i.token_initialized() && i.label().trim_end() == label)
+            })
+            .unwrap();
+        let session = m.open_rw_session(slot).unwrap();
+        session.login(UserType::So, Some(&so)).unwrap();
+        session.init_pin(&AuthPin::from(PIN.to_string())).unwrap();
+        session.logout().unwrap();
+    }
+
     /// Deletes a token, files and all.
     pub fn delete_token(&self, label: &str) {
         self.util(&["--delete-token", "--token", label]);
