@@ -181,3 +181,39 @@ fn a_token_lost_under_load_fails_no_operation_and_rejoins_when_restored() {
     );
     eprintln!("{err}");
 }
+
+/// Not a test: prints wrap and unwrap operations per second on SoftHSM2 (32-byte material).
+/// `cargo test --release -p keyward-custody-pkcs11 --test failover -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn measure_wrap_and_unwrap_rate() {
+    let Some(_) = common::softhsm(&["kw-a", "kw-b"]) else {
+        return;
+    };
+    let config = common::config(&["kw-a"], 0);
+    common::provision(&config);
+    let c = Arc::new(Pkcs11Custody::open(&config).unwrap());
+    let w = c.wrap_material(&Secret::new(vec![1; 32])).unwrap();
+    for threads in [1usize, 2, 4] {
+        for op in ["wrap", "unwrap"] {
+            let n = AtomicU64::new(0);
+            let t = Instant::now();
+            thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(|| {
+                        while t.elapsed() < Duration::from_secs(2) {
+                            if op == "wrap" {
+                                c.wrap_material(&Secret::new(vec![1; 32])).unwrap();
+                            } else {
+                                c.unwrap_material(&w).unwrap();
+                            }
+                            n.fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
+                }
+            });
+            let rate = n.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64();
+            eprintln!("{op} {threads} thread(s): {rate:.0} ops/s");
+        }
+    }
+}
