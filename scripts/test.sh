@@ -18,6 +18,7 @@ step "cargo doc -D warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
 step "cargo test"
+scripts/softhsm.sh --install-only  # SoftHSM2 for keyward-custody-pkcs11 (its tests make their own tokens)
 cargo test --workspace --locked
 
 step "fuzz targets compile (running them needs nightly: see fuzz/)"
