@@ -26,12 +26,14 @@ use tokio::sync::Mutex;
 
 mod admin;
 mod iam;
+mod import;
 mod kmip;
 
 pub use iam::{
     AccessPolicy, ApiKeyInfo, Authorization, AuthorizationSource, CreatedApiKey, Identity,
     InstanceInfo, NewAuthorization, NewIdentity, Resource,
 };
+pub use import::{IMPORT_ALGORITHM, SealedMaterial, seal_for_import};
 pub use kmip::{KMIP_PROFILE_NATIVE, KmipPage};
 
 /// A client failure.

@@ -1390,3 +1390,125 @@ fn iam_policies_and_authorizations() {
         "the service still wraps after its authorization was deleted"
     );
 }
+
+#[test]
+fn secure_import_through_import_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spawn(dir.path(), "");
+    let material = dir.path().join("material.b64");
+    std::fs::write(&material, MATERIAL).unwrap();
+    let material = material.to_str().unwrap();
+    let newer = dir.path().join("newer.b64");
+    std::fs::write(&newer, "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=").unwrap();
+    let newer = newer.to_str().unwrap();
+    let short = dir.path().join("short.b64");
+    std::fs::write(&short, "AAECAwQFBgcICQoLDA0ODxAREhM=").unwrap(); // 20 bytes
+    let short = short.to_str().unwrap();
+
+    // No token yet: --use-existing has nothing to use.
+    s.fails(
+        &[
+            "keys",
+            "import",
+            "--name",
+            "early",
+            "--payload-file",
+            material,
+            "--secure",
+            "--use-existing",
+        ],
+        "IMPORT_TOKEN_NOT_FOUND_ERR",
+    );
+
+    // Secure import (a fresh token), then the key wraps and unwraps.
+    let k = s.json(&[
+        "keys",
+        "import",
+        "--name",
+        "secure",
+        "--payload-file",
+        material,
+        "--secure",
+    ]);
+    assert_eq!(k["imported"], true, "{k}");
+    assert_eq!(k["extractable"], false, "{k}");
+    let id = k["id"].as_str().unwrap().to_owned();
+    let w = s.json(&["keys", "wrap", &id]);
+    let dek = w["plaintext"].as_str().unwrap().to_owned();
+    let ct = w["ciphertext"].as_str().unwrap().to_owned();
+    let u = s.json(&["keys", "unwrap", &id, "--ciphertext", &ct]);
+    assert_eq!(u["plaintext"], dek.as_str(), "{u}");
+
+    // The token's one retrieval is spent: --use-existing is refused; a secure rotate without it
+    // makes a token of its own.
+    s.fails(
+        &[
+            "keys",
+            "rotate",
+            &id,
+            "--payload-file",
+            newer,
+            "--secure",
+            "--use-existing",
+        ],
+        "IMPORT_TOKEN_EXPIRED_ERR",
+    );
+    let r = s.json(&["keys", "rotate", &id, "--payload-file", newer, "--secure"]);
+    assert_eq!(r["imported"], true, "{r}");
+    let u = s.json(&["keys", "unwrap", &id, "--ciphertext", &ct]);
+    assert_eq!(
+        u["plaintext"],
+        dek.as_str(),
+        "older versions still unwrap: {u}"
+    );
+    let w2 = s.json(&["keys", "wrap", &id]);
+    assert_ne!(w2["keyVersion"]["id"], w["keyVersion"]["id"], "{w2}");
+    // The key holds exactly the material sent: restoring it takes that material in the clear.
+    s.json(&["keys", "delete", &id]);
+    let k = s.json(&["keys", "restore", &id, "--payload-file", newer]);
+    assert_eq!(k["state"], 1, "{k}");
+
+    // Refused locally: material of a size no root key has, a standard key, no material.
+    s.fails(
+        &[
+            "keys",
+            "import",
+            "--name",
+            "short",
+            "--payload-file",
+            short,
+            "--secure",
+        ],
+        "16, 24 or 32 bytes",
+    );
+    s.fails(
+        &[
+            "keys",
+            "import",
+            "--name",
+            "std",
+            "--standard",
+            "--payload-file",
+            material,
+            "--secure",
+        ],
+        "root keys only",
+    );
+    s.fails(&["keys", "rotate", &id, "--secure"], "--payload-file");
+    // A secure rotate of a key that was not imported is the server's to refuse.
+    let generated = s.create("generated", &[]);
+    let o = s.run(&[
+        "keys",
+        "rotate",
+        &generated,
+        "--payload-file",
+        newer,
+        "--secure",
+    ]);
+    assert!(
+        !o.ok,
+        "rotating generated material to imported: {}",
+        o.stdout
+    );
+    assert!(o.stderr.contains("400"), "{}", o.stderr);
+}

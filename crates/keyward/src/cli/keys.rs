@@ -1,9 +1,11 @@
 //! `keyward keys`: create, use and manage keys, and their policies.
 
-use anyhow::bail;
+use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use clap::{Args, Subcommand};
 use keyward_api::{DualAuthPolicyIn, Key, KeyCreate, KeyPolicyIn, KeyPolicyView, RotationPolicyIn};
-use keyward_client::Client;
+use keyward_client::{Client, SealedMaterial};
 
 use super::{Conn, connect, out, print_key, read_payload, state_name};
 
@@ -11,13 +13,16 @@ use super::{Conn, connect, out, print_key, read_payload, state_name};
 pub enum KeysCommand {
     /// Create a key with generated (256-bit) material.
     Create(CreateArgs),
-    /// Create a key from your own material (base64 on stdin or in a file).
+    /// Create a key from your own material (base64 on stdin or in a file); with --secure, sent
+    /// encrypted to an import token.
     Import {
         #[command(flatten)]
         create: CreateArgs,
         /// File holding the base64 material; `-` (default) reads stdin.
         #[arg(long, default_value = "-")]
         payload_file: String,
+        #[command(flatten)]
+        secure: SecureArgs,
     },
     /// List keys.
     List {
@@ -60,12 +65,15 @@ pub enum KeysCommand {
         #[arg(long)]
         aad: Vec<String>,
     },
-    /// Rotate a key (imported keys: new base64 material with --payload-file).
+    /// Rotate a key (imported keys: new base64 material with --payload-file, --secure to send it
+    /// encrypted to an import token).
     Rotate {
         id: String,
         /// File with new base64 material, for imported keys.
         #[arg(long)]
         payload_file: Option<String>,
+        #[command(flatten)]
+        secure: SecureArgs,
     },
     /// Disable (suspend) a key.
     Disable { id: String },
@@ -122,6 +130,38 @@ pub enum KeyPolicyCommand {
         #[arg(long, value_name = "BOOL")]
         dual_auth: Option<bool>,
     },
+}
+
+/// Secure import through an import token.
+#[derive(Args)]
+pub struct SecureArgs {
+    /// Send the material encrypted to an import token (RSA-OAEP-SHA-256 to its public key, its
+    /// nonce AES-GCM-sealed under the material) instead of in base64; root keys only.
+    #[arg(long)]
+    secure: bool,
+    /// With --secure: use the instance's live import token instead of creating one (it must
+    /// have a retrieval left).
+    #[arg(long, requires = "secure")]
+    use_existing: bool,
+}
+
+impl SecureArgs {
+    /// The material (base64) sealed for an import token: a new one unless --use-existing.
+    async fn seal(&self, client: &Client, payload_b64: &str) -> anyhow::Result<SealedMaterial> {
+        let material = B64
+            .decode(payload_b64)
+            .context("the payload must be base64")?;
+        if !matches!(material.len(), 16 | 24 | 32) {
+            bail!(
+                "secure import takes 16, 24 or 32 bytes of key material, not {}",
+                material.len()
+            );
+        }
+        if !self.use_existing {
+            client.create_import_token(None, None).await?;
+        }
+        Ok(client.seal_with_import_token(&material).await?)
+    }
 }
 
 #[derive(Args)]
@@ -182,9 +222,21 @@ pub async fn run(conn: Conn, command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Import {
             create,
             payload_file,
+            secure,
         } => {
             let payload = read_payload(&payload_file)?;
-            let k = self::create(&client, create.into_spec(Some(payload), &conn.key_ring)).await?;
+            let spec = if secure.secure {
+                if create.standard {
+                    bail!("--secure imports root keys only: drop --standard");
+                }
+                let sealed = secure.seal(&client, &payload).await?;
+                let mut spec = create.into_spec(None, &conn.key_ring);
+                sealed.apply_to(&mut spec);
+                spec
+            } else {
+                create.into_spec(Some(payload), &conn.key_ring)
+            };
+            let k = self::create(&client, spec).await?;
             out(json, &k, || print_key(&k))
         }
         KeysCommand::List { limit, offset } => {
@@ -256,9 +308,21 @@ pub async fn run(conn: Conn, command: KeysCommand) -> anyhow::Result<()> {
                 );
             })
         }
-        KeysCommand::Rotate { id, payload_file } => {
+        KeysCommand::Rotate {
+            id,
+            payload_file,
+            secure,
+        } => {
             let payload = payload_file.as_deref().map(read_payload).transpose()?;
-            client.rotate(&id, payload).await?;
+            if secure.secure {
+                let Some(payload) = payload else {
+                    bail!("--secure needs the new material: give --payload-file");
+                };
+                let sealed = secure.seal(&client, &payload).await?;
+                client.rotate_sealed(&id, sealed).await?;
+            } else {
+                client.rotate(&id, payload).await?;
+            }
             let k = client.get_key(&id).await?;
             out(json, &k, || {
                 println!("rotated {id}: new version {}", k.key_version.id)
