@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub access_cache_ttl_ms: u64,
     /// Per-identity request rate limits.
     pub rate_limit: RateLimitSection,
+    /// Where the master keys live: the software keystore (default) or HSMs over PKCS#11.
+    pub custody: CustodySection,
     /// Whether this listener is a private endpoint (for instances whose allowedNetwork policy is
     /// `private-only`). Keyward has one listener per process; mark it private when it is reached
     /// only from your private network.
@@ -77,6 +79,90 @@ impl Default for LifecycleSection {
             auto_purge_after_secs: 90 * DAY_SECS,
             dual_auth_window_secs: 7 * DAY_SECS,
             rotation_month_secs: 30 * DAY_SECS,
+        }
+    }
+}
+
+/// `[custody]`: the custody backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CustodySection {
+    /// `software` (the keystore in the data directory) or `pkcs11`.
+    pub backend: String,
+    /// PKCS#11 module path.
+    pub module: Option<PathBuf>,
+    /// A file holding the HSM user PIN (never the PIN itself in this file).
+    pub pin_file: Option<PathBuf>,
+    /// The name of an environment variable holding the PIN.
+    pub pin_env: Option<String>,
+    /// Label of the master key encryption key.
+    pub mkek_label: String,
+    /// Label of the record-signing key.
+    pub skey_label: String,
+    /// Label of the import key.
+    pub ikey_label: String,
+    /// Prefix of the transit key pairs' labels.
+    pub tkek_label_prefix: String,
+    /// The HSMs, in failover order.
+    pub hsm: Vec<HsmSection>,
+}
+
+/// `[[custody.hsm]]`: one HSM token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmSection {
+    /// The token's label.
+    pub token_label: String,
+}
+
+impl Default for CustodySection {
+    fn default() -> Self {
+        CustodySection {
+            backend: "software".into(),
+            module: None,
+            pin_file: None,
+            pin_env: None,
+            mkek_label: "keyward-mkek".into(),
+            skey_label: "keyward-skey".into(),
+            ikey_label: "keyward-ikey".into(),
+            tkek_label_prefix: "keyward-tkek-".into(),
+            hsm: Vec::new(),
+        }
+    }
+}
+
+impl CustodySection {
+    /// The PKCS#11 backend's configuration, when that backend is chosen.
+    pub fn pkcs11(&self) -> Result<Option<keyward_custody_pkcs11::Pkcs11Config>, ConfigError> {
+        use keyward_custody_pkcs11::{PinSource, Pkcs11Config};
+        match self.backend.as_str() {
+            "software" => Ok(None),
+            "pkcs11" => {
+                let module = self.module.clone().ok_or_else(|| {
+                    ConfigError::Invalid("custody.module: required for the pkcs11 backend".into())
+                })?;
+                let pin = match (&self.pin_file, &self.pin_env) {
+                    (Some(f), None) => PinSource::File(f.clone()),
+                    (None, Some(e)) => PinSource::Env(e.clone()),
+                    _ => {
+                        return Err(ConfigError::Invalid(
+                            "custody: exactly one of pin_file and pin_env".into(),
+                        ));
+                    }
+                };
+                let tokens = self.hsm.iter().map(|h| h.token_label.clone()).collect();
+                let mut c = Pkcs11Config::new(module, pin, tokens);
+                c.mkek_label = self.mkek_label.clone();
+                c.skey_label = self.skey_label.clone();
+                c.ikey_label = self.ikey_label.clone();
+                c.tkek_label_prefix = self.tkek_label_prefix.clone();
+                c.validate()
+                    .map_err(|e| ConfigError::Invalid(format!("custody: {e}")))?;
+                Ok(Some(c))
+            }
+            other => Err(ConfigError::Invalid(format!(
+                "custody.backend: software or pkcs11, not {other:?}"
+            ))),
         }
     }
 }
@@ -130,6 +216,7 @@ impl Default for ServerConfig {
             private_endpoint: false,
             access_cache_ttl_ms: 500,
             rate_limit: RateLimitSection::default(),
+            custody: CustodySection::default(),
         }
     }
 }
@@ -203,6 +290,7 @@ impl ServerConfig {
                 "key_cache_ttl_ms must be at most 60000".into(),
             ));
         }
+        self.custody.pkcs11()?;
         if self.access_cache_ttl_ms > 1000 {
             return Err(ConfigError::Invalid(
                 "access_cache_ttl_ms must be at most 1000 (revocations apply within it)".into(),

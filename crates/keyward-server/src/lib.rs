@@ -142,8 +142,13 @@ pub async fn open(config: ServerConfig) -> anyhow::Result<Arc<AppState>> {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700));
     }
-    let (custody, _) = SoftwareCustody::open_or_create(&config.data_dir)?;
-    let custody: Arc<dyn Custody> = Arc::new(custody);
+    let custody: Arc<dyn Custody> = match config.custody.pkcs11()? {
+        None => Arc::new(SoftwareCustody::open_or_create(&config.data_dir)?.0),
+        Some(hsm) => Arc::new(
+            keyward_custody_pkcs11::Pkcs11Custody::open(&hsm)
+                .context("opening the PKCS#11 custody backend")?,
+        ),
+    };
     let sqlite = Arc::new(SqliteStore::open(&config.data_dir)?);
     let store: Arc<dyn Store> = sqlite.clone();
     let issuer = bootstrap::token_issuer(&store, &custody, config.token_ttl_secs).await?;

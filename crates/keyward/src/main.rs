@@ -64,6 +64,11 @@ enum Command {
         #[command(subcommand)]
         command: KmipCommand,
     },
+    /// Prepare and inspect the HSMs of a PKCS#11 custody configuration.
+    Hsm {
+        #[command(subcommand)]
+        command: cli::hsm::HsmCommand,
+    },
     /// Manage identities, API keys, access policies, authorizations and instances of the account.
     Iam {
         #[command(flatten)]
@@ -116,6 +121,7 @@ fn main() -> std::process::ExitCode {
             Command::Instance { conn, command } => cli::admin::instance(conn, command).await,
             Command::Kmip { conn, command } => cli::kmip::run(conn, command).await,
             Command::Iam { conn, command } => cli::iam::run(conn, command).await,
+            Command::Hsm { command } => cli::hsm::run(command),
         }
     });
     match result {

@@ -31,8 +31,14 @@ pub fn spawn(dir: &Path) -> Proc {
 
 /// Starts `keyward serve` on `dir` with `config` as its TOML config, and waits until it listens.
 pub fn spawn_with(dir: &Path, config: &str) -> Proc {
+    spawn_env(dir, config, &[])
+}
+
+/// As [`spawn_with`], with extra environment variables for the server process.
+pub fn spawn_env(dir: &Path, config: &str, envs: &[(&str, &str)]) -> Proc {
     std::fs::write(dir.join("keyward.toml"), config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .envs(envs.iter().copied())
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .arg("--config")
