@@ -21,6 +21,16 @@ step "cargo test"
 scripts/softhsm.sh --install-only  # SoftHSM2 for keyward-custody-pkcs11 (its tests make their own tokens)
 cargo test --workspace --locked
 
+step "cargo test -p keyward-server on the PKCS#11 custody backend (two SoftHSM2 tokens)"
+hsm_dir=$(mktemp -d -t keyward-test-hsm.XXXXXX)
+if KEYWARD_TEST_HSM_PIN=1234 scripts/softhsm.sh "$hsm_dir" keyward-a keyward-b >/dev/null; then
+    SOFTHSM2_CONF=$hsm_dir/softhsm2.conf KEYWARD_TEST_HSM_PIN=1234 KEYWARD_TEST_CUSTODY=pkcs11 \
+        cargo test -p keyward-server --locked
+else
+    echo "SKIPPED: SoftHSM2 cannot be installed here"
+fi
+rm -rf "$hsm_dir"
+
 step "fuzz targets compile (running them needs nightly: see fuzz/)"
 cargo check --quiet --manifest-path fuzz/Cargo.toml --locked
 

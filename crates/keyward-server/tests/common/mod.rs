@@ -33,7 +33,43 @@ pub fn config(dir: &Path) -> ServerConfig {
     };
     c.lifecycle.min_rotation_interval_secs = 0;
     c.lifecycle.enable_after_disable_secs = 0;
+    if on_hsm() {
+        c.custody = hsm_custody();
+    }
     c
+}
+
+/// Whether this run uses the PKCS#11 custody backend (`KEYWARD_TEST_CUSTODY=pkcs11`, set by
+/// `scripts/test.sh` for its second run of this suite, with `SOFTHSM2_CONF` and
+/// `KEYWARD_TEST_HSM_PIN` naming throwaway SoftHSM2 tokens `keyward-a` and `keyward-b`).
+pub fn on_hsm() -> bool {
+    std::env::var("KEYWARD_TEST_CUSTODY").as_deref() == Ok("pkcs11")
+}
+
+/// The `[custody]` section for the SoftHSM2 tokens, whose objects are created once per test
+/// binary (idempotent across binaries).
+fn hsm_custody() -> keyward_server::config::CustodySection {
+    use keyward_server::config::{CustodySection, HsmSection};
+    static READY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    let section = CustodySection {
+        backend: "pkcs11".into(),
+        module: Some("/usr/lib/softhsm/libsofthsm2.so".into()),
+        pin_env: Some("KEYWARD_TEST_HSM_PIN".into()),
+        hsm: ["keyward-a", "keyward-b"]
+            .into_iter()
+            .map(|l| HsmSection {
+                token_label: l.into(),
+            })
+            .collect(),
+        ..CustodySection::default()
+    };
+    READY.get_or_init(|| {
+        let mut hsm = section.pkcs11().unwrap().unwrap();
+        // Transit keys are not used by this backend yet; skip the slow RSA-4096 generation.
+        hsm.tkek_count = 0;
+        keyward_custody_pkcs11::init_objects(&hsm).expect("SoftHSM2 tokens initialized");
+    });
+    section
 }
 
 impl TestServer {
@@ -50,6 +86,12 @@ impl TestServer {
 
     pub async fn start_in(dir: tempfile::TempDir, c: ServerConfig) -> Self {
         let server = keyward_server::start(c).await.expect("server starts");
+        // On the HSM run, no software keystore may appear: the HSM holds the master keys.
+        assert_eq!(
+            dir.path().join("keystore.json").exists(),
+            !on_hsm(),
+            "custody backend"
+        );
         let boot: Value = serde_json::from_str(
             &std::fs::read_to_string(dir.path().join("bootstrap.json")).unwrap(),
         )
