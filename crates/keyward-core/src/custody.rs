@@ -43,6 +43,10 @@ pub trait Custody: Send + Sync {
         keyward_crypto::random_secret(len).map_err(|e| CustodyError::Internal(e.to_string()))
     }
 
+    /// The name of the MKEK (and version) that [`Custody::wrap_material`] uses now, as it appears
+    /// in [`WrappedMaterial::wrapping_key`].
+    fn current_wrapping_key(&self) -> Result<String, CustodyError>;
+
     /// Wraps key material under the current MKEK.
     fn wrap_material(&self, material: &Secret) -> Result<WrappedMaterial, CustodyError>;
 
@@ -56,18 +60,28 @@ pub trait Custody: Send + Sync {
     fn verify_record(&self, data: &[u8], signature: &[u8]) -> Result<(), CustodyError>;
 
     /// A new RSA-4096 transit key pair for secure import: the public key (SubjectPublicKeyInfo
-    /// DER) and a handle to the private key that only this backend can use.
+    /// DER) and the private key, wrapped by the MKEK like any root key material.
+    ///
+    /// The pair is made by aws-lc-rs on the host and exists at rest only wrapped, so it survives
+    /// restarts and fails over with the MKEK. A backend whose HSM can run Key Protect's
+    /// `RSAES_OAEP_SHA_256` on token-resident pairs may override both methods; SoftHSM2 2.6.1
+    /// cannot (its C_DecryptInit refuses OAEP with SHA-256: CKR_ARGUMENTS_BAD).
     fn generate_transit_key(&self) -> Result<(Vec<u8>, WrappedMaterial), CustodyError> {
-        Err(CustodyError::Unsupported("transit keys"))
+        let (pkcs8, public) = keyward_crypto::transit_generate()
+            .map_err(|e| CustodyError::Internal(e.to_string()))?;
+        Ok((public, self.wrap_material(&pkcs8)?))
     }
 
-    /// Decrypts key material sent to a transit key with RSA-OAEP, inside the backend.
+    /// Decrypts key material sent to a transit key with RSA-OAEP. The private key is unwrapped
+    /// by the MKEK inside the backend and lives only in a zeroizing buffer for this call.
     fn transit_decrypt(
         &self,
-        _private: &WrappedMaterial,
-        _oaep: keyward_crypto::Oaep,
-        _ciphertext: &[u8],
+        private: &WrappedMaterial,
+        oaep: keyward_crypto::Oaep,
+        ciphertext: &[u8],
     ) -> Result<Secret, CustodyError> {
-        Err(CustodyError::Unsupported("transit keys"))
+        let pkcs8 = self.unwrap_material(private)?;
+        keyward_crypto::transit_decrypt(&pkcs8, oaep, ciphertext)
+            .map_err(|_| CustodyError::IntegrityFailure)
     }
 }

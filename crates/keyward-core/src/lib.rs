@@ -29,6 +29,7 @@ mod key;
 mod kmip;
 mod lifecycle;
 mod policy;
+mod rewrap;
 mod service;
 mod store;
 
@@ -54,6 +55,7 @@ pub use kmip::{
     MAX_KMIP_CERTIFICATES, NewKmipAdapter, NewKmipCertificate, Page, validate_certificate,
 };
 pub use lifecycle::{Action, KeyState};
+pub use rewrap::{RewrapError, RewrapPass, RewrapStore, WrappedItem, rewrap_item, rewrap_pass};
 pub use service::{
     Access, Caller, Clock, Compare, DateFilter, IMPORT_TOKEN_RETRIEVALS, IMPORT_TOKEN_SECONDS,
     ImportTokenRecord, InstancePolicyUpdate, KeyDate, KeyFilter, KeyPolicyUpdate, KeySearch,

@@ -3,12 +3,12 @@
 
 use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, KeyType, ObjectClass};
+use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use cryptoki::types::AuthPin;
 use keyward_crypto::{Secret, random_secret};
 
-use crate::token::{find_key, find_slot, login};
+use crate::token::{find_key, find_mkeks, find_slot, login, mkek_version_label};
 use crate::{Pkcs11Config, Pkcs11Error, config, zeroize_values};
 
 /// The secret keys every token must share (MKEK, SKEY, IKEY), generated outside the HSMs so the
@@ -134,7 +134,15 @@ pub fn check(config: &Pkcs11Config) -> Result<CheckReport, Pkcs11Error> {
                 }
             };
             r.login_ok = true;
-            for l in &labels {
+            match finals(&session, &config.mkek_label) {
+                Ok(v) if v.is_empty() => r.missing.push(config.mkek_label.clone()),
+                Ok(v) => r.present.extend(
+                    v.iter()
+                        .map(|(n, _)| mkek_version_label(&config.mkek_label, *n)),
+                ),
+                Err(e) => r.error = Some(e),
+            }
+            for l in labels.iter().filter(|l| **l != config.mkek_label) {
                 match has_label(&session, l) {
                     Ok(true) => r.present.push(l.clone()),
                     Ok(false) => r.missing.push(l.clone()),
@@ -189,10 +197,17 @@ pub fn init_objects(config: &Pkcs11Config) -> Result<InitReport, Pkcs11Error> {
     for label in secret_labels {
         let mut holders = Vec::new();
         for (token, s) in &sessions {
-            if has_label(s, label).map_err(|reason| Pkcs11Error::Token {
+            let err = |reason| Pkcs11Error::Token {
                 label: token.clone(),
                 reason,
-            })? {
+            };
+            // The MKEK counts as present in any version (version 1 is retired by a rotation).
+            let present = if label == &config.mkek_label {
+                !finals(s, label).map_err(err)?.is_empty()
+            } else {
+                has_label(s, label).map_err(err)?
+            };
+            if present {
                 holders.push(token.clone());
             }
         }
@@ -255,7 +270,12 @@ fn import_into(
             reason,
         };
         for spec in &specs {
-            if has_label(s, spec.label).map_err(err)? {
+            let present = if *spec.label == config.mkek_label {
+                !finals(s, spec.label).map_err(err)?.is_empty()
+            } else {
+                has_label(s, spec.label).map_err(err)?
+            };
+            if present {
                 continue;
             }
             let (key_type, usage) = match spec.kind {
@@ -357,4 +377,212 @@ fn create_tkeks(
         }
     }
     Ok(())
+}
+
+/// The MKEK versions each token holds, ascending, in failover order.
+pub fn mkek_versions(config: &Pkcs11Config) -> Result<Vec<(String, Vec<u32>)>, Pkcs11Error> {
+    sessions(config)?
+        .into_iter()
+        .map(|(token, s)| {
+            let versions = finals(&s, &config.mkek_label).map_err(|reason| Pkcs11Error::Token {
+                label: token.clone(),
+                reason,
+            })?;
+            Ok((token, versions.into_iter().map(|(v, _)| v).collect()))
+        })
+        .collect()
+}
+
+/// MKEK versions present (none is not an error here, unlike on the request path).
+fn finals(s: &Session, label: &str) -> Result<Vec<(u32, ObjectHandle)>, String> {
+    match find_mkeks(s, label) {
+        Ok(v) => Ok(v),
+        Err(_) if !has_label(s, label)? => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+fn pending_label(label: &str, version: u32) -> String {
+    format!("{}-pending", mkek_version_label(label, version))
+}
+
+fn find_labelled(s: &Session, label: &str) -> Result<Vec<ObjectHandle>, String> {
+    s.find_objects(&[
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ])
+    .map_err(|e| format!("cannot search objects: {e}"))
+}
+
+/// Adds the next MKEK version to every configured token and returns it. The new key is generated
+/// outside the tokens (aws-lc-rs) and imported into each, so all hold the same bytes; it is
+/// imported under a `-pending` label first and renamed (copied, then the pending object
+/// destroyed) only once every token holds it, so no server wraps with a version some token
+/// lacks. A run interrupted after every token got the pending object is completed by the next
+/// one; pending objects on only some tokens are discarded (nothing can depend on them). Every
+/// token must be reachable.
+pub fn add_mkek_version(config: &Pkcs11Config) -> Result<u32, Pkcs11Error> {
+    let sessions = sessions(config)?;
+    let label = &config.mkek_label;
+    let mut newest = Vec::new();
+    for (token, s) in &sessions {
+        let err = |reason| Pkcs11Error::Token {
+            label: token.clone(),
+            reason,
+        };
+        newest.push(finals(s, label).map_err(err)?.last().map_or(0, |(v, _)| *v));
+    }
+    let top = newest.iter().copied().max().unwrap_or(0);
+    if top == 0 {
+        return Err(Pkcs11Error::Config(format!(
+            "no token holds {label:?}: run `keyward hsm init` first"
+        )));
+    }
+    let lagging: Vec<_> = sessions
+        .iter()
+        .zip(&newest)
+        .filter(|(_, n)| **n < top)
+        .map(|((t, s), _)| (t, s))
+        .collect();
+    if lagging.is_empty() {
+        // Maybe a previous run imported version top+1 as pending everywhere, then stopped.
+        let next = top + 1;
+        let pend = pending_label(label, next);
+        let mut everywhere = true;
+        for (token, s) in &sessions {
+            everywhere &= !find_labelled(s, &pend)
+                .map_err(|reason| Pkcs11Error::Token {
+                    label: token.clone(),
+                    reason,
+                })?
+                .is_empty();
+        }
+        if !everywhere {
+            discard_pending(&sessions, &pend)?;
+            let key = random_secret(32).map_err(|e| Pkcs11Error::Config(e.to_string()))?;
+            for (token, s) in &sessions {
+                let mut template = mkek_template(&pend, true);
+                template.push(Attribute::Value(key.expose().to_vec()));
+                let created = s.create_object(&template);
+                zeroize_values(&mut template);
+                created.map_err(|e| Pkcs11Error::Token {
+                    label: token.clone(),
+                    reason: format!("cannot create {pend:?}: {e}"),
+                })?;
+            }
+        }
+        for (token, s) in &sessions {
+            promote(token, s, label, next)?;
+        }
+        return Ok(next);
+    }
+    // A previous run promoted `top` on some tokens only: finish it from their pending objects.
+    for (token, s) in lagging {
+        promote(token, s, label, top)?;
+    }
+    Ok(top)
+}
+
+/// Makes the pending object of `version` the MKEK version proper: a non-modifiable copy under
+/// the final label, then the pending object destroyed.
+fn promote(token: &str, s: &Session, label: &str, version: u32) -> Result<(), Pkcs11Error> {
+    let err = |reason: String| Pkcs11Error::Token {
+        label: token.to_owned(),
+        reason,
+    };
+    let fin = mkek_version_label(label, version);
+    let pend = pending_label(label, version);
+    let pending = find_labelled(s, &pend).map_err(err)?;
+    if find_labelled(s, &fin).map_err(err)?.is_empty() {
+        let Some(source) = pending.first() else {
+            return Err(err(format!(
+                "{fin:?} is on other tokens but neither it nor {pend:?} is here; import it \
+                 from the key backup (see the crate README)"
+            )));
+        };
+        s.copy_object(
+            *source,
+            &[
+                Attribute::Label(fin.as_bytes().to_vec()),
+                Attribute::Modifiable(false),
+            ],
+        )
+        .map_err(|e| err(format!("cannot create {fin:?}: {e}")))?;
+    }
+    for p in pending {
+        s.destroy_object(p)
+            .map_err(|e| err(format!("cannot remove {pend:?}: {e}")))?;
+    }
+    Ok(())
+}
+
+fn discard_pending(sessions: &[(String, Session)], pend: &str) -> Result<(), Pkcs11Error> {
+    for (token, s) in sessions {
+        let err = |reason: String| Pkcs11Error::Token {
+            label: token.clone(),
+            reason,
+        };
+        for p in find_labelled(s, pend).map_err(err)? {
+            s.destroy_object(p)
+                .map_err(|e| err(format!("cannot remove a stale {pend:?}: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Destroys every MKEK version older than `keep` on every reachable token (call it only when
+/// nothing stored is wrapped by them). Returns `token: label` of what it destroyed and the
+/// tokens it could not reach, so a later run can finish.
+pub fn retire_mkek_versions(
+    config: &Pkcs11Config,
+    keep: u32,
+) -> Result<(Vec<String>, Vec<String>), Pkcs11Error> {
+    config.validate()?;
+    let module = config::module(&config.module)?;
+    let pin = config::read_pin(&config.pin)?;
+    let (mut destroyed, mut unreachable) = (Vec::new(), Vec::new());
+    for token in &config.tokens {
+        let s = match open_rw(&module, token, &pin) {
+            Ok(s) => s,
+            Err(reason) => {
+                unreachable.push(format!("{token}: {reason}"));
+                continue;
+            }
+        };
+        let err = |reason: String| Pkcs11Error::Token {
+            label: token.clone(),
+            reason,
+        };
+        let versions = finals(&s, &config.mkek_label).map_err(err)?;
+        if !versions.iter().any(|(v, _)| *v >= keep) {
+            return Err(err(format!(
+                "MKEK version {keep} is missing here: refusing to remove older versions"
+            )));
+        }
+        for (v, h) in versions.into_iter().filter(|(v, _)| *v < keep) {
+            s.destroy_object(h)
+                .map_err(|e| err(format!("cannot remove MKEK version {v}: {e}")))?;
+            destroyed.push(format!(
+                "{token}: {}",
+                mkek_version_label(&config.mkek_label, v)
+            ));
+        }
+    }
+    Ok((destroyed, unreachable))
+}
+
+/// The template of an MKEK version: AES, wrap and unwrap only, sensitive, never extractable.
+fn mkek_template(label: &str, modifiable: bool) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Modifiable(modifiable),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Wrap(true),
+        Attribute::Unwrap(true),
+    ]
 }

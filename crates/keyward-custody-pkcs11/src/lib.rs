@@ -32,9 +32,12 @@ use keyward_crypto::Secret;
 use zeroize::Zeroize;
 
 pub use admin::{
-    CheckReport, InitReport, MasterKeys, TokenReport, check, import_keys, init_objects,
+    CheckReport, InitReport, MasterKeys, TokenReport, add_mkek_version, check, import_keys,
+    init_objects, mkek_versions, retire_mkek_versions,
 };
 pub use config::{PinSource, Pkcs11Config};
+/// How soon a running backend uses an MKEK version another process added to its tokens.
+pub use token::RESCAN_EVERY as MKEK_RESCAN;
 use token::{Keys, Live, Token};
 
 /// Why the backend could not be opened or administered.
@@ -67,22 +70,16 @@ pub enum Pkcs11Error {
     },
 }
 
-/// The MKEK version this backend wraps with. Rotation (a later slice) adds versions.
-const MKEK_VERSION: u32 = 1;
-
 /// The PKCS#11 custody backend.
 pub struct Pkcs11Custody {
     keys: Keys,
     tokens: Vec<Arc<Token>>,
-    /// `pkcs11:<mkek label>:<version>`: names the backend as well as the key, so material
-    /// wrapped by the software backend (`software:mkek:1`) is never handed to the HSM.
-    wrapping_key: String,
 }
 
 impl std::fmt::Debug for Pkcs11Custody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pkcs11Custody")
-            .field("wrapping_key", &self.wrapping_key)
+            .field("mkek_label", &self.keys.mkek_label)
             .field(
                 "tokens",
                 &self.tokens.iter().map(|t| &t.label).collect::<Vec<_>>(),
@@ -98,6 +95,8 @@ enum Fault {
     Request(CustodyError),
     /// The token failed: mark it down and try the next one.
     Token(String),
+    /// The token does not know this MKEK version (yet): look its versions up again, retry once.
+    UnknownVersion,
 }
 
 /// The seam's one translation of PKCS#11 errors (Parsec's `to_response_status`).
@@ -150,11 +149,24 @@ impl Pkcs11Custody {
         if reasons.len() == tokens.len() {
             return Err(Pkcs11Error::NoUsableToken(reasons.join("; ")));
         }
-        Ok(Pkcs11Custody {
-            keys,
-            tokens,
-            wrapping_key: format!("pkcs11:{}:{MKEK_VERSION}", config.mkek_label),
-        })
+        Ok(Pkcs11Custody { keys, tokens })
+    }
+
+    /// `pkcs11:<mkek label>:<version>`: names the backend as well as the key, so material
+    /// wrapped by the software backend (`software:mkek:1`) is never handed to the HSM.
+    fn wrapping_key(&self, version: u32) -> String {
+        format!("pkcs11:{}:{version}", self.keys.mkek_label)
+    }
+
+    /// The MKEK version a wrapping key name refers to, if it is one of ours.
+    fn version_of(&self, wrapping_key: &str) -> Option<u32> {
+        let rest = wrapping_key
+            .strip_prefix("pkcs11:")?
+            .strip_prefix(self.keys.mkek_label.as_str())?
+            .strip_prefix(':')?;
+        rest.parse::<u32>()
+            .ok()
+            .filter(|v| *v >= 1 && rest == v.to_string())
     }
 
     /// Labels of the tokens believed usable, in failover order: a token is found failed when an
@@ -187,7 +199,15 @@ impl Pkcs11Custody {
                     continue;
                 }
             };
-            match op(&session, &live) {
+            let mut result = op(&session, &live);
+            if matches!(result, Err(Fault::UnknownVersion)) {
+                // Added by another process since this token was last looked at?
+                result = match token.rescan(&self.keys, &live) {
+                    Ok(fresh) => op(&session, &fresh),
+                    Err(r) => Err(Fault::Token(r)),
+                };
+            }
+            match result {
                 Ok(v) => {
                     token.put_session(&live, session);
                     return Ok(v);
@@ -199,6 +219,12 @@ impl Pkcs11Custody {
                 Err(Fault::Token(r)) => {
                     token.fail(live.generation, r.clone());
                     reasons.push(format!("{}: {r}", token.label));
+                }
+                // Still unknown after a fresh look: another token may hold it (a rotation that
+                // reached only some tokens), but never fail a healthy token over it.
+                Err(Fault::UnknownVersion) => {
+                    token.put_session(&live, session);
+                    reasons.push(format!("{}: MKEK version not present", token.label));
                 }
             }
         }
@@ -286,33 +312,47 @@ impl Custody for Pkcs11Custody {
         self.run(|s, _| s.generate_random_vec(n).map(Secret::new).map_err(classify))
     }
 
+    fn current_wrapping_key(&self) -> Result<String, CustodyError> {
+        let version = self.run(|_, live| {
+            live.current()
+                .map(|(v, _)| v)
+                .ok_or_else(|| Fault::Token("no MKEK".into()))
+        })?;
+        Ok(self.wrapping_key(version))
+    }
+
     fn wrap_material(&self, material: &Secret) -> Result<WrappedMaterial, CustodyError> {
-        let bytes = self.run(|s, live| {
+        let (version, bytes) = self.run(|s, live| {
+            let (version, mkek) = live
+                .current()
+                .ok_or_else(|| Fault::Token("no MKEK".into()))?;
             let mut template = material_template(true);
             template.push(Attribute::Value(pad(material.expose())));
             let created = s.create_object(&template);
             zeroize_values(&mut template);
             let obj = created.map_err(classify)?;
-            let wrapped = s.wrap_key(&Mechanism::AesKeyWrapPad, live.mkek, obj);
+            let wrapped = s.wrap_key(&Mechanism::AesKeyWrapPad, mkek, obj);
             destroy(s, obj);
-            wrapped.map_err(classify)
+            wrapped.map(|w| (version, w)).map_err(classify)
         })?;
         Ok(WrappedMaterial {
-            wrapping_key: self.wrapping_key.clone(),
+            wrapping_key: self.wrapping_key(version),
             bytes,
         })
     }
 
     fn unwrap_material(&self, wrapped: &WrappedMaterial) -> Result<Secret, CustodyError> {
-        if wrapped.wrapping_key != self.wrapping_key {
+        let Some(version) = self.version_of(&wrapped.wrapping_key) else {
             return Err(CustodyError::UnknownWrappingKey(
                 wrapped.wrapping_key.clone(),
             ));
-        }
-        self.run(|s, live| {
+        };
+        let unknown = || CustodyError::UnknownWrappingKey(wrapped.wrapping_key.clone());
+        let result = self.run(|s, live| {
+            let mkek = live.mkek(version).ok_or(Fault::UnknownVersion)?;
             let obj = match s.unwrap_key(
                 &Mechanism::AesKeyWrapPad,
-                live.mkek,
+                mkek,
                 &wrapped.bytes,
                 &material_template(false),
             ) {
@@ -320,7 +360,7 @@ impl Custody for Pkcs11Custody {
                 // SoftHSM reports a failed integrity check as CKR_GENERAL_ERROR. Ask the same
                 // session something harmless: if the token answers, the ciphertext was bad.
                 Err(CkError::Pkcs11(RvError::GeneralError, _))
-                    if s.get_attributes(live.mkek, &[AttributeType::Class]).is_ok() =>
+                    if s.get_attributes(mkek, &[AttributeType::Class]).is_ok() =>
                 {
                     return Err(Fault::Request(CustodyError::IntegrityFailure));
                 }
@@ -342,7 +382,16 @@ impl Custody for Pkcs11Custody {
                     "the unwrapped object has no value".into(),
                 ))),
             }
-        })
+        });
+        match result {
+            // Every healthy token was asked and none holds that version.
+            Err(CustodyError::Unavailable(r))
+                if r.matches("MKEK version not present").count() == self.tokens.len() =>
+            {
+                Err(unknown())
+            }
+            other => other,
+        }
     }
 
     fn sign_record(&self, data: &[u8]) -> Result<Vec<u8>, CustodyError> {

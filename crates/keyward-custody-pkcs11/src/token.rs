@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
@@ -15,14 +15,36 @@ use cryptoki::types::AuthPin;
 /// Sessions kept open per token beyond those in use; more are opened on demand.
 const MAX_IDLE_SESSIONS: usize = 32;
 
+/// How often a live token's MKEK versions are looked up again, so a version added by
+/// `keyward hsm rotate-master` (another process) is used for new wraps within this time.
+pub const RESCAN_EVERY: Duration = Duration::from_secs(2);
+
 /// A token found, logged in and holding its keys. Handles are valid only for this generation:
 /// a token that failed and came back gets new ones.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Live {
     pub slot: Slot,
-    pub mkek: ObjectHandle,
+    /// MKEK versions present, ascending; never empty.
+    pub mkeks: Arc<[(u32, ObjectHandle)]>,
     pub skey: ObjectHandle,
     pub generation: u64,
+    scanned: Instant,
+}
+
+impl Live {
+    /// The newest MKEK version and its handle (`None` cannot happen: a probe or rescan that
+    /// finds no MKEK fails).
+    pub fn current(&self) -> Option<(u32, ObjectHandle)> {
+        self.mkeks.last().copied()
+    }
+
+    /// The handle of MKEK `version`, if this token holds it.
+    pub fn mkek(&self, version: u32) -> Option<ObjectHandle> {
+        self.mkeks
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map(|(_, h)| *h)
+    }
 }
 
 #[derive(Debug)]
@@ -76,8 +98,17 @@ impl Token {
     pub fn ready(&self, keys: &Keys) -> Result<Live, String> {
         {
             let mut h = lock(&self.health);
-            match &*h {
-                Health::Live(live) => return Ok(*live),
+            match &mut *h {
+                Health::Live(live) if live.scanned.elapsed() < RESCAN_EVERY => {
+                    return Ok(live.clone());
+                }
+                Health::Live(live) => {
+                    // This caller rescans; the others keep using what is known meanwhile.
+                    live.scanned = Instant::now();
+                    let live = live.clone();
+                    drop(h);
+                    return self.rescan(keys, &live);
+                }
                 Health::Probing => return Err("being probed".into()),
                 Health::Down { since, reason } => {
                     if since.elapsed() < keys.retry_after {
@@ -93,7 +124,7 @@ impl Token {
         match result {
             Ok(live) => {
                 tracing::info!(token = %self.label, "HSM token is usable");
-                *h = Health::Live(live);
+                *h = Health::Live(live.clone());
                 Ok(live)
             }
             Err(reason) => {
@@ -109,7 +140,7 @@ impl Token {
     fn probe(&self, keys: &Keys) -> Result<Live, String> {
         let slot = find_slot(&keys.module, &self.label)?;
         let session = open_session(&keys.module, slot, &keys.pin)?;
-        let mkek = find_key(&session, &keys.mkek_label, ObjectClass::SECRET_KEY)?;
+        let mkeks = find_mkeks(&session, &keys.mkek_label)?;
         let skey = find_key(&session, &keys.skey_label, ObjectClass::SECRET_KEY)?;
         let generation = {
             let mut g = lock(&self.generation);
@@ -121,10 +152,42 @@ impl Token {
         pool.push((generation, session));
         Ok(Live {
             slot,
-            mkek,
+            mkeks: mkeks.into(),
             skey,
             generation,
+            scanned: Instant::now(),
         })
+    }
+
+    /// Looks up the MKEK versions of a live token again (a new one may have been added). A
+    /// failure marks the token down like any other.
+    pub fn rescan(&self, keys: &Keys, live: &Live) -> Result<Live, String> {
+        let found = self
+            .take_session(keys, live)
+            .map_err(|e| format!("cannot open a session: {e}"))
+            .and_then(|s| {
+                let r = find_mkeks(&s, &keys.mkek_label);
+                if r.is_ok() {
+                    self.put_session(live, s);
+                }
+                r
+            });
+        let mkeks: Arc<[(u32, ObjectHandle)]> = match found {
+            Ok(m) => m.into(),
+            Err(reason) => {
+                self.fail(live.generation, reason.clone());
+                return Err(reason);
+            }
+        };
+        let mut h = lock(&self.health);
+        match &mut *h {
+            Health::Live(l) if l.generation == live.generation => {
+                l.mkeks = mkeks;
+                l.scanned = Instant::now();
+                Ok(l.clone())
+            }
+            _ => Err("token changed while its keys were looked up".into()),
+        }
     }
 
     /// Marks the token down after a failure seen on generation `generation` (a failure from a
@@ -199,6 +262,64 @@ fn open_session(module: &Pkcs11, slot: Slot, pin: &AuthPin) -> Result<Session, S
         .map_err(|e| format!("cannot open a session: {e}"))?;
     login(&session, pin).map_err(|e| format!("login failed: {e}"))?;
     Ok(session)
+}
+
+/// The label of MKEK `version`: version 1 is `label` itself (what `hsm init` creates), later
+/// versions `label-v<N>`.
+pub(crate) fn mkek_version_label(label: &str, version: u32) -> String {
+    if version == 1 {
+        label.to_owned()
+    } else {
+        format!("{label}-v{version}")
+    }
+}
+
+/// The MKEK version a label names, if it names one.
+pub(crate) fn mkek_version_of(label: &str, candidate: &str) -> Option<u32> {
+    if candidate == label {
+        return Some(1);
+    }
+    let n: u32 = candidate
+        .strip_prefix(label)?
+        .strip_prefix("-v")?
+        .parse()
+        .ok()?;
+    (n >= 2 && candidate == mkek_version_label(label, n)).then_some(n)
+}
+
+/// Every MKEK version in the token, ascending; none is an error.
+pub(crate) fn find_mkeks(
+    session: &Session,
+    label: &str,
+) -> Result<Vec<(u32, ObjectHandle)>, String> {
+    let handles = session
+        .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
+        .map_err(|e| format!("cannot search objects: {e}"))?;
+    let mut found = Vec::new();
+    for h in handles {
+        let attrs = session
+            .get_attributes(h, &[AttributeType::Label])
+            .map_err(|e| format!("cannot read an object's label: {e}"))?;
+        for a in attrs {
+            if let Attribute::Label(l) = a
+                && let Some(v) = std::str::from_utf8(&l)
+                    .ok()
+                    .and_then(|l| mkek_version_of(label, l))
+            {
+                found.push((v, h));
+            }
+        }
+    }
+    found.sort_unstable_by_key(|(v, _)| *v);
+    if found.windows(2).any(|w| matches!(w, [a, b] if a.0 == b.0)) {
+        return Err(format!(
+            "several objects hold the same version of {label:?}"
+        ));
+    }
+    if found.is_empty() {
+        return Err(format!("object {label:?} is missing"));
+    }
+    Ok(found)
 }
 
 /// The one object of `class` labelled `label`; none or several is an error.

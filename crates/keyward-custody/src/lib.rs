@@ -200,6 +200,10 @@ impl SoftwareCustody {
 }
 
 impl Custody for SoftwareCustody {
+    fn current_wrapping_key(&self) -> Result<String, CustodyError> {
+        Ok(self.current.clone())
+    }
+
     fn name(&self) -> &'static str {
         "software"
     }
@@ -224,24 +228,6 @@ impl Custody for SoftwareCustody {
 
     fn verify_record(&self, data: &[u8], signature: &[u8]) -> Result<(), CustodyError> {
         hmac_verify(&self.signing_key, data, signature).map_err(|_| CustodyError::IntegrityFailure)
-    }
-
-    /// The private key exists outside this process only as PKCS#8 wrapped by the MKEK.
-    fn generate_transit_key(&self) -> Result<(Vec<u8>, WrappedMaterial), CustodyError> {
-        let (pkcs8, public) = keyward_crypto::transit_generate()
-            .map_err(|e| CustodyError::Internal(e.to_string()))?;
-        Ok((public, self.wrap_material(&pkcs8)?))
-    }
-
-    fn transit_decrypt(
-        &self,
-        private: &WrappedMaterial,
-        oaep: keyward_crypto::Oaep,
-        ciphertext: &[u8],
-    ) -> Result<Secret, CustodyError> {
-        let pkcs8 = self.unwrap_material(private)?;
-        keyward_crypto::transit_decrypt(&pkcs8, oaep, ciphertext)
-            .map_err(|_| CustodyError::IntegrityFailure)
     }
 }
 

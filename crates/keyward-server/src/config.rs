@@ -103,6 +103,8 @@ pub struct CustodySection {
     pub ikey_label: String,
     /// Prefix of the transit key pairs' labels.
     pub tkek_label_prefix: String,
+    /// How many RSA-4096 transit key pairs `keyward hsm init` creates in each token.
+    pub tkek_count: usize,
     /// The HSMs, in failover order.
     pub hsm: Vec<HsmSection>,
 }
@@ -126,6 +128,7 @@ impl Default for CustodySection {
             skey_label: "keyward-skey".into(),
             ikey_label: "keyward-ikey".into(),
             tkek_label_prefix: "keyward-tkek-".into(),
+            tkek_count: 10,
             hsm: Vec::new(),
         }
     }
@@ -156,6 +159,7 @@ impl CustodySection {
                 c.skey_label = self.skey_label.clone();
                 c.ikey_label = self.ikey_label.clone();
                 c.tkek_label_prefix = self.tkek_label_prefix.clone();
+                c.tkek_count = self.tkek_count;
                 c.validate()
                     .map_err(|e| ConfigError::Invalid(format!("custody: {e}")))?;
                 Ok(Some(c))

@@ -19,6 +19,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod rotation;
 pub mod routes;
 pub mod scheduler;
 pub mod state;

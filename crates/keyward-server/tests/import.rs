@@ -77,10 +77,6 @@ fn key_body(mut fields: Value, name: &str) -> Value {
 
 #[tokio::test]
 async fn secure_import_creates_and_rotates_keys_with_the_material_sent() {
-    if common::on_hsm() {
-        eprintln!("SKIPPED on PKCS#11 custody: transit keys are not in the HSM backend yet");
-        return;
-    }
     let ts = TestServer::start().await;
     let token = new_token(&ts, 2).await;
     let material = [0x42u8; 32];
@@ -156,10 +152,6 @@ async fn secure_import_creates_and_rotates_keys_with_the_material_sent() {
 
 #[tokio::test]
 async fn secure_import_refuses_what_does_not_match_the_token() {
-    if common::on_hsm() {
-        eprintln!("SKIPPED on PKCS#11 custody: transit keys are not in the HSM backend yet");
-        return;
-    }
     let ts = TestServer::start().await;
     let create = |fields: Value| {
         let ts = &ts;
@@ -279,10 +271,6 @@ async fn secure_import_refuses_what_does_not_match_the_token() {
 
 #[tokio::test]
 async fn enforce_token_admits_only_secure_imports() {
-    if common::on_hsm() {
-        eprintln!("SKIPPED on PKCS#11 custody: transit keys are not in the HSM backend yet");
-        return;
-    }
     let ts = TestServer::start().await;
     let (s, b) = ts
         .call(

@@ -20,6 +20,7 @@
 mod iam;
 mod kmip;
 mod listing;
+mod rewrap;
 mod rows;
 mod schema;
 mod sqlite;

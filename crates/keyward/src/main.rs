@@ -121,7 +121,7 @@ fn main() -> std::process::ExitCode {
             Command::Instance { conn, command } => cli::admin::instance(conn, command).await,
             Command::Kmip { conn, command } => cli::kmip::run(conn, command).await,
             Command::Iam { conn, command } => cli::iam::run(conn, command).await,
-            Command::Hsm { command } => cli::hsm::run(command),
+            Command::Hsm { command } => cli::hsm::run(command).await,
         }
     });
     match result {

@@ -139,3 +139,202 @@ fn the_server_runs_on_hsm_custody_prepared_by_hsm_init() {
     assert_eq!(unwrapped["plaintext"], wrapped["plaintext"]);
     kill9(server);
 }
+
+fn count_by_wrapper(db: &Path, wrapper: &str) -> i64 {
+    let db = rusqlite::Connection::open(db).unwrap();
+    db.query_row(
+        "SELECT (SELECT COUNT(*) FROM key_versions WHERE wrapping_key = ?1)
+              + (SELECT COUNT(*) FROM signing_keys WHERE wrapping_key = ?1)
+              + (SELECT COUNT(*) FROM import_tokens WHERE wrapping_key = ?1)",
+        [wrapper],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+/// `keyward hsm rotate-master` against a running server: killed with kill -9 half-way, run
+/// again, it finishes; the old MKEK is destroyed in both tokens only then; every key still
+/// unwraps its old ciphertexts, through the server that ran all along and after a restart.
+#[test]
+fn a_master_key_rotation_killed_half_way_completes_when_run_again() {
+    let hsm_dir = tempfile::tempdir().unwrap();
+    let Some(conf) = softhsm(hsm_dir.path()) else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let pin = data.path().join("pin");
+    std::fs::write(&pin, "1234\n").unwrap();
+    let custody = format!(
+        "[custody]\nbackend = \"pkcs11\"\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\n\
+         pin_file = \"{}\"\ntkek_count = 1\n[[custody.hsm]]\ntoken_label = \"keyward-a\"\n\
+         [[custody.hsm]]\ntoken_label = \"keyward-b\"\n",
+        pin.display()
+    );
+    let config = format!("{FAST_LIFECYCLE}{custody}");
+    // The CLI reads the data directory from its config; the server gets it as a flag.
+    let cli_config = data.path().join("cli.toml");
+    std::fs::write(
+        &cli_config,
+        format!("data_dir = \"{}\"\n{custody}", data.path().display()),
+    )
+    .unwrap();
+    let cli_arg = cli_config.to_str().unwrap();
+    let (ok, out) = keyward(&conf, &["hsm", "init", "--config", cli_arg]);
+    assert!(ok, "{out}");
+
+    let envs = [("SOFTHSM2_CONF", conf.to_str().unwrap())];
+    let server = spawn_env(data.path(), &config, &envs);
+    let admin = api(data.path(), &server.url);
+    let mut wrapped = Vec::new();
+    for n in 0..40 {
+        let resp = admin
+            .req(Method::POST, "/api/v2/keys")
+            .json(&json!({"resources": [{"name": format!("rotating-{n}")}]}))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201);
+        let id = resp.json::<Value>().unwrap()["resources"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let w: Value = admin
+            .req(Method::POST, &format!("/api/v2/keys/{id}/actions/wrap"))
+            .json(&json!({}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        wrapped.push((id, w));
+    }
+    let resp = admin
+        .req(Method::POST, "/api/v2/import_token")
+        .json(&json!({"expiration": 3600, "maxAllowedRetrievals": 5}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text());
+    let db = data.path().join("keyward.db");
+    let (v1, v2) = ("pkcs11:keyward-mkek:1", "pkcs11:keyward-mkek:2");
+    let items = count_by_wrapper(&db, v1);
+    assert_eq!(
+        items,
+        40 + 1 + 1,
+        "40 key versions, the token-signing key, a transit key"
+    );
+
+    let unwraps_all = |admin: &common::Api| {
+        for (id, w) in &wrapped {
+            let resp = admin
+                .req(Method::POST, &format!("/api/v2/keys/{id}/actions/unwrap"))
+                .json(&json!({"ciphertext": w["ciphertext"]}))
+                .send()
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 200, "{id}");
+            assert_eq!(resp.json::<Value>().unwrap()["plaintext"], w["plaintext"]);
+        }
+    };
+
+    // Slowed to 10 items a second so it can be killed half-way.
+    let mut slow = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .env("SOFTHSM2_CONF", &conf)
+        .args(["hsm", "rotate-master", "--config", cli_arg, "--json"])
+        .args(["--batch", "2", "--max-per-second", "10"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while count_by_wrapper(&db, v2) < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotation did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    slow.kill().unwrap(); // SIGKILL
+    slow.wait().unwrap();
+    let (moved, left) = (count_by_wrapper(&db, v2), count_by_wrapper(&db, v1));
+    assert!(
+        moved > 0 && left > 0,
+        "killed half-way: {moved} moved, {left} left"
+    );
+    assert_eq!(moved + left, items, "no item lost or duplicated");
+    // Half-rotated, the server that ran all along unwraps under both versions.
+    unwraps_all(&admin);
+
+    let (ok, out) = keyward(
+        &conf,
+        &["hsm", "rotate-master", "--config", cli_arg, "--json"],
+    );
+    assert!(ok, "{out}");
+    let report: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(report["version"], 2, "{report}");
+    assert_eq!(report["resumed"], true, "{report}");
+    assert_eq!(
+        report["retired"],
+        json!(["keyward-a: keyward-mkek", "keyward-b: keyward-mkek"])
+    );
+    assert_eq!(count_by_wrapper(&db, v1), 0);
+    assert_eq!(count_by_wrapper(&db, v2), items);
+    let (ok, out) = keyward(&conf, &["hsm", "check", "--config", cli_arg, "--json"]);
+    assert!(ok, "{out}");
+    let check: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    for t in check["tokens"].as_array().unwrap() {
+        let present: Vec<&str> = t["present"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(present.contains(&"keyward-mkek-v2"), "{t}");
+        assert!(!present.contains(&"keyward-mkek"), "{t}");
+    }
+    // Each move is audited, in the same transaction as the move.
+    let audited: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'keyward.custody.rewrap'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(audited >= items, "{audited} audit events for {items} items");
+
+    // MKEK version 1 is gone from both tokens, and nothing needs it.
+    unwraps_all(&admin);
+    let fresh: Value = admin
+        .req(
+            Method::POST,
+            &format!("/api/v2/keys/{}/actions/wrap", wrapped[0].0),
+        )
+        .json(&json!({}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    kill9(server);
+    let server = spawn_env(data.path(), &config, &envs);
+    let admin = api(data.path(), &server.url);
+    unwraps_all(&admin);
+    let resp = admin
+        .req(
+            Method::POST,
+            &format!("/api/v2/keys/{}/actions/unwrap", wrapped[0].0),
+        )
+        .json(&json!({"ciphertext": fresh["ciphertext"]}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+
+    // Nothing left to finish: the next run is a new rotation.
+    let (ok, out) = keyward(
+        &conf,
+        &["hsm", "rotate-master", "--config", cli_arg, "--json"],
+    );
+    assert!(ok, "{out}");
+    let report: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (report["version"].as_u64(), report["resumed"].as_bool()),
+        (Some(3), Some(false))
+    );
+    unwraps_all(&admin);
+    kill9(server);
+}

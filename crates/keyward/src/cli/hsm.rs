@@ -1,5 +1,5 @@
-//! `keyward hsm init|check --config FILE`: prepare and inspect the HSMs a PKCS#11 custody
-//! configuration names.
+//! `keyward hsm init|check|rotate-master --config FILE`: prepare and inspect the HSMs a PKCS#11
+//! custody configuration names, and rotate their master key.
 
 use std::path::PathBuf;
 
@@ -26,6 +26,23 @@ pub enum HsmCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Add a new MKEK version to every token, rewrap every stored key (and the token-signing
+    /// and transit keys) under it while servers keep running, then destroy the old versions.
+    /// Interrupted, it finishes the same rotation when run again.
+    RotateMaster {
+        /// The server's TOML configuration (data directory and `[custody]`).
+        #[arg(long)]
+        config: PathBuf,
+        /// Items moved per pass.
+        #[arg(long, default_value_t = 100)]
+        batch: u32,
+        /// At most this many items per second, to spare an HSM that serves traffic.
+        #[arg(long)]
+        max_per_second: Option<u32>,
+        /// Print the result as JSON (no progress bar).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn pkcs11_config(path: &std::path::Path) -> anyhow::Result<keyward_custody_pkcs11::Pkcs11Config> {
@@ -36,9 +53,80 @@ fn pkcs11_config(path: &std::path::Path) -> anyhow::Result<keyward_custody_pkcs1
         .ok_or_else(|| anyhow::anyhow!("{}: custody.backend is not pkcs11", path.display()))
 }
 
+async fn rotate_master(
+    config: PathBuf,
+    batch: u32,
+    max_per_second: Option<u32>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use keyward_server::rotation::{RotateOptions, rotate_master};
+    let config = ServerConfig::from_file(&config)?;
+    let options = RotateOptions {
+        batch,
+        max_per_second,
+        ..RotateOptions::default()
+    };
+    // Draws on stderr only when it is a terminal.
+    let bar = if json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "rewrapping {bar:40} {pos}/{len} ({per_sec}, {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = rotate_master(&config, &options, |p| {
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+    })
+    .await;
+    bar.finish_and_clear();
+    let report = report?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "version": report.version, "resumed": report.resumed, "moved": report.moved,
+                "retired": report.retired, "unreachable": report.unreachable,
+            })
+        );
+    } else {
+        println!(
+            "{} MKEK version {}: {} item(s) rewrapped; retired: {}",
+            if report.resumed {
+                "finished rotation to"
+            } else {
+                "rotated to"
+            },
+            report.version,
+            report.moved,
+            if report.retired.is_empty() {
+                "nothing".to_owned()
+            } else {
+                report.retired.join(", ")
+            },
+        );
+        for t in &report.unreachable {
+            println!(
+                "could not retire old versions on {t}: run rotate-master again when it is back"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Runs an `hsm` subcommand.
-pub fn run(command: HsmCommand) -> anyhow::Result<()> {
+pub async fn run(command: HsmCommand) -> anyhow::Result<()> {
     match command {
+        HsmCommand::RotateMaster {
+            config,
+            batch,
+            max_per_second,
+            json,
+        } => rotate_master(config, batch, max_per_second, json).await,
         HsmCommand::Init { config } => {
             let report = keyward_custody_pkcs11::init_objects(&pkcs11_config(&config)?)?;
             if report.created.is_empty() {
