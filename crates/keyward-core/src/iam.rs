@@ -159,7 +159,11 @@ impl IamService {
     fn verify(&self, bytes: &[u8], signature: &[u8]) -> Result<(), KeyError> {
         self.custody
             .verify_record(bytes, signature)
-            .map_err(|_| KeyError::IntegrityFailure)
+            .map_err(|e| match e {
+                // An HSM that cannot answer is a 503, not evidence of tampering.
+                crate::CustodyError::Unavailable(_) => KeyError::Custody(e),
+                _ => KeyError::IntegrityFailure,
+            })
     }
 
     /// Refuses, and records, a caller without the Administrator role before any input is read,

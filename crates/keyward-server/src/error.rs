@@ -93,7 +93,10 @@ impl ApiError {
                     K::Refused(rule, _) => rule_code(*rule),
                 };
                 let s = status(e.reason_code());
-                let msg = if s.is_server_error() {
+                let msg = if let K::Custody(CustodyError::Unavailable(_)) = e {
+                    // Which tokens failed and why goes to the log only.
+                    "no key custody backend (HSM) can serve this request now; retry later".into()
+                } else if s.is_server_error() {
                     generic(s)
                 } else {
                     e.to_string()
@@ -238,6 +241,10 @@ impl IntoResponse for ApiError {
         if let ApiError::TooManyRequests(secs) = self {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
+            // A failed HSM token is probed again after a second.
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(1u32));
         }
         resp.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -338,3 +338,282 @@ fn a_master_key_rotation_killed_half_way_completes_when_run_again() {
     unwraps_all(&admin);
     kill9(server);
 }
+
+/// The SoftHSM2 token directory holding the token labelled `label` (its label is stored in the
+/// clear in `token.object`).
+fn token_dir(hsm_dir: &Path, label: &str) -> PathBuf {
+    let padded = format!("{label:<32}");
+    std::fs::read_dir(hsm_dir.join("tokens"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            std::fs::read(p.join("token.object"))
+                .map(|b| b.windows(32).any(|w| w == padded.as_bytes()))
+                .unwrap_or(false)
+        })
+        .unwrap_or_else(|| panic!("no token directory for {label}"))
+}
+
+/// Makes a token unusable for every process using it, and gives it back intact: its key objects
+/// are moved out of its directory and back. (SoftHSM2 re-reads a token's objects from disk, so
+/// other processes see them go and come back; a whole token directory that vanished or appeared
+/// is only noticed at C_Initialize, so a token itself cannot be unplugged and replugged.)
+struct Unplugged {
+    token: PathBuf,
+    held: PathBuf,
+}
+
+fn unplug(hsm_dir: &Path, label: &str) -> Unplugged {
+    let token = token_dir(hsm_dir, label);
+    let held = hsm_dir.join(format!("unplugged-{label}"));
+    std::fs::create_dir_all(&held).unwrap();
+    for e in std::fs::read_dir(&token).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_owned();
+        if name != "token.object" && name != "token.lock" {
+            std::fs::rename(&p, held.join(name)).unwrap();
+        }
+    }
+    Unplugged { token, held }
+}
+
+impl Unplugged {
+    /// The objects come back under new file names: SoftHSM2 takes a file name it saw vanish
+    /// for a deleted object, but picks up new files (as objects another process created).
+    fn plug_back(self) {
+        for (n, e) in std::fs::read_dir(&self.held).unwrap().enumerate() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "object") {
+                let unique = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos();
+                let name = format!("{:032x}-{n}.object", unique);
+                std::fs::rename(&p, self.token.join(name)).unwrap();
+            }
+        }
+    }
+}
+
+struct WrapLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failures: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl WrapLoad {
+    /// `n` threads, each wrapping a new DEK with its own key over HTTP and unwrapping it again.
+    fn start(dir: &Path, url: &str, keys: &[String]) -> WrapLoad {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let workers = keys
+            .iter()
+            .map(|id| {
+                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+                let admin = api(dir, url);
+                let id = id.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let w = admin
+                            .req(Method::POST, &format!("/api/v2/keys/{id}/actions/wrap"))
+                            .json(&json!({}))
+                            .send()
+                            .unwrap();
+                        let status = w.status().as_u16();
+                        let w: Value = w.json().unwrap();
+                        if status != 200 {
+                            failures.lock().unwrap().push(format!("wrap {status}: {w}"));
+                            std::thread::sleep(std::time::Duration::from_millis(10));
+                            continue;
+                        }
+                        let u = admin
+                            .req(Method::POST, &format!("/api/v2/keys/{id}/actions/unwrap"))
+                            .json(&json!({"ciphertext": w["ciphertext"]}))
+                            .send()
+                            .unwrap();
+                        let status = u.status().as_u16();
+                        let u: Value = u.json().unwrap();
+                        if status == 200 && u["plaintext"] == w["plaintext"] {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("unwrap {status}: {u}"));
+                        }
+                    }
+                })
+            })
+            .collect();
+        WrapLoad {
+            stop,
+            ok,
+            failures,
+            workers,
+        }
+    }
+
+    fn ok(&self) -> u64 {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `more` further round trips succeeded.
+    fn run_for(&self, more: u64, what: &str) {
+        let target = self.ok() + more;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.ok() < target {
+            if std::time::Instant::now() > deadline {
+                let f = self.failures.lock().unwrap();
+                panic!(
+                    "{what}: stalled at {} of {target}; {} failures, the first: {:?}",
+                    self.ok(),
+                    f.len(),
+                    f.iter().take(3).collect::<Vec<_>>()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let done = self.ok();
+        for w in self.workers {
+            w.join().unwrap();
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        (done, failures)
+    }
+}
+
+fn wrap_status(admin: &common::Api, id: &str) -> (u16, Value, Option<String>) {
+    let resp = admin
+        .req(Method::POST, &format!("/api/v2/keys/{id}/actions/wrap"))
+        .json(&json!({}))
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, resp.json().unwrap(), retry)
+}
+
+/// A server on two SoftHSM2 tokens under a steady HTTP wrap/unwrap load: the first token taken
+/// away fails no request; it rejoins when given back (then the second can go, again with no
+/// failure); with neither, requests get 503 with a reason (never plaintext from a root key cached
+/// longer than `key_cache_ttl_ms`), and service resumes by itself when a token returns.
+#[test]
+fn the_server_fails_over_between_hsm_tokens_under_load() {
+    let hsm_dir = tempfile::tempdir().unwrap();
+    let Some(conf) = softhsm(hsm_dir.path()) else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let pin = data.path().join("pin");
+    std::fs::write(&pin, "1234\n").unwrap();
+    let custody = format!(
+        "[custody]\nbackend = \"pkcs11\"\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\n\
+         pin_file = \"{}\"\ntkek_count = 1\n[[custody.hsm]]\ntoken_label = \"keyward-a\"\n\
+         [[custody.hsm]]\ntoken_label = \"keyward-b\"\n",
+        pin.display()
+    );
+    let init = data.path().join("init.toml");
+    std::fs::write(&init, &custody).unwrap();
+    let (ok, out) = keyward(&conf, &["hsm", "init", "--config", init.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    // No root key cache: every wrap and unwrap reaches an HSM.
+    let config = format!("key_cache_ttl_ms = 0\n{FAST_LIFECYCLE}{custody}");
+    let envs = [("SOFTHSM2_CONF", conf.to_str().unwrap())];
+    let server = spawn_env(data.path(), &config, &envs);
+    let admin = api(data.path(), &server.url);
+    let keys: Vec<String> = (0..4)
+        .map(|n| {
+            let resp = admin
+                .req(Method::POST, "/api/v2/keys")
+                .json(&json!({"resources": [{"name": format!("failover-{n}")}]}))
+                .send()
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 201);
+            resp.json::<Value>().unwrap()["resources"][0]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+
+    let load = WrapLoad::start(data.path(), &server.url, &keys);
+    load.run_for(200, "warm-up");
+    let a = unplug(hsm_dir.path(), "keyward-a");
+    load.run_for(500, "after keyward-a was taken away");
+    a.plug_back();
+    // keyward-a is re-probed within a second; then keyward-b can go without a failure, which
+    // proves keyward-a serves again.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    load.run_for(200, "after keyward-a came back");
+    let b = unplug(hsm_dir.path(), "keyward-b");
+    load.run_for(500, "after keyward-b was taken away");
+    let (done, failures) = load.stop();
+    eprintln!(
+        "{done} wrap+unwrap round trips over HTTP, {} failed",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed of {done}, the first: {:?}",
+        failures.len(),
+        failures.iter().take(3).collect::<Vec<_>>()
+    );
+
+    // Neither token: 503 with a reason and Retry-After, for every request.
+    let a = unplug(hsm_dir.path(), "keyward-a");
+    let (status, body, retry) = wrap_status(&admin, &keys[0]);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body["resources"][0]["reasons"][0]["code"],
+        "SERVICE_UNAVAILABLE_ERR"
+    );
+    assert!(
+        body["resources"][0]["errorMsg"]
+            .as_str()
+            .unwrap()
+            .contains("HSM"),
+        "{body}"
+    );
+    assert_eq!(retry.as_deref(), Some("1"));
+    // Back by itself once a token returns.
+    b.plug_back();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while wrap_status(&admin, &keys[0]).0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "did not recover");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    a.plug_back();
+    kill9(server);
+
+    // With a root-key cache, a cached key serves while its entry is younger than the TTL,
+    // and not a moment longer.
+    let config = format!("key_cache_ttl_ms = 3000\n{FAST_LIFECYCLE}{custody}");
+    let server = spawn_env(data.path(), &config, &envs);
+    let admin = api(data.path(), &server.url);
+    assert_eq!(wrap_status(&admin, &keys[1]).0, 200); // cached now
+    let loaded = std::time::Instant::now();
+    let (a, b) = (
+        unplug(hsm_dir.path(), "keyward-a"),
+        unplug(hsm_dir.path(), "keyward-b"),
+    );
+    let (status, body, _) = wrap_status(&admin, &keys[1]);
+    if loaded.elapsed() < std::time::Duration::from_millis(2500) {
+        assert_eq!(status, 200, "served from the cache within its TTL: {body}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(3100).saturating_sub(loaded.elapsed()));
+    let (status, body, _) = wrap_status(&admin, &keys[1]);
+    assert_eq!(status, 503, "the cache entry expired: {body}");
+    a.plug_back();
+    b.plug_back();
+    kill9(server);
+}
