@@ -292,14 +292,22 @@ pub(crate) fn find_mkeks(
     session: &Session,
     label: &str,
 ) -> Result<Vec<(u32, ObjectHandle)>, String> {
+    // Token objects only: the transient session objects of concurrent wraps are secret keys too,
+    // and may be destroyed between this search and the label read.
     let handles = session
-        .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Token(true),
+        ])
         .map_err(|e| format!("cannot search objects: {e}"))?;
     let mut found = Vec::new();
     for h in handles {
-        let attrs = session
-            .get_attributes(h, &[AttributeType::Label])
-            .map_err(|e| format!("cannot read an object's label: {e}"))?;
+        let attrs = match session.get_attributes(h, &[AttributeType::Label]) {
+            Ok(a) => a,
+            // Deleted since the search (by another process): not one of ours to use.
+            Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) => continue,
+            Err(e) => return Err(format!("cannot read an object's label: {e}")),
+        };
         for a in attrs {
             if let Attribute::Label(l) = a
                 && let Some(v) = std::str::from_utf8(&l)
