@@ -43,11 +43,14 @@ pub struct Pkcs11Config {
     pub tokens: Vec<String>,
     /// How long an unhealthy token is left alone before the next call probes it again.
     pub retry_after: Duration,
+    /// How often a live token's MKEK versions are looked up again, so a version another process
+    /// added (`keyward hsm rotate-master`) is used for new wraps within this time.
+    pub mkek_rescan: Duration,
 }
 
 impl Pkcs11Config {
     /// A configuration with the default object labels (`keyward-mkek`, `keyward-skey`,
-    /// `keyward-ikey`, `keyward-tkek-`), 10 transit key pairs and a 1 s re-probe backoff.
+    /// `keyward-ikey`, `keyward-tkek-`), 10 transit key pairs, a 1 s re-probe backoff and a 2 s MKEK rescan.
     pub fn new(module: impl Into<PathBuf>, pin: PinSource, tokens: Vec<String>) -> Self {
         Pkcs11Config {
             module: module.into(),
@@ -59,6 +62,7 @@ impl Pkcs11Config {
             tkek_count: 10,
             tokens,
             retry_after: Duration::from_secs(1),
+            mkek_rescan: crate::MKEK_RESCAN,
         }
     }
 

@@ -36,8 +36,9 @@ pub use admin::{
     init_objects, mkek_versions, retire_mkek_versions,
 };
 pub use config::{PinSource, Pkcs11Config};
-/// How soon a running backend uses an MKEK version another process added to its tokens.
-pub use token::RESCAN_EVERY as MKEK_RESCAN;
+/// How soon a running backend uses an MKEK version another process added to its tokens, unless
+/// configured otherwise ([`Pkcs11Config::mkek_rescan`]).
+pub const MKEK_RESCAN: std::time::Duration = std::time::Duration::from_secs(2);
 use token::{Keys, Live, Token};
 
 /// Why the backend could not be opened or administered.
@@ -137,6 +138,7 @@ impl Pkcs11Custody {
             mkek_label: config.mkek_label.clone(),
             skey_label: config.skey_label.clone(),
             retry_after: config.retry_after,
+            mkek_rescan: config.mkek_rescan,
         };
         let tokens: Vec<_> = config.tokens.iter().cloned().map(Token::new).collect();
         let mut reasons = Vec::new();

@@ -15,10 +15,6 @@ use cryptoki::types::AuthPin;
 /// Sessions kept open per token beyond those in use; more are opened on demand.
 const MAX_IDLE_SESSIONS: usize = 32;
 
-/// How often a live token's MKEK versions are looked up again, so a version added by
-/// `keyward hsm rotate-master` (another process) is used for new wraps within this time.
-pub const RESCAN_EVERY: Duration = Duration::from_secs(2);
-
 /// A token found, logged in and holding its keys. Handles are valid only for this generation:
 /// a token that failed and came back gets new ones.
 #[derive(Debug, Clone)]
@@ -73,6 +69,7 @@ pub(crate) struct Keys {
     pub mkek_label: String,
     pub skey_label: String,
     pub retry_after: Duration,
+    pub mkek_rescan: Duration,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -99,7 +96,7 @@ impl Token {
         {
             let mut h = lock(&self.health);
             match &mut *h {
-                Health::Live(live) if live.scanned.elapsed() < RESCAN_EVERY => {
+                Health::Live(live) if live.scanned.elapsed() < keys.mkek_rescan => {
                     return Ok(live.clone());
                 }
                 Health::Live(live) => {

@@ -1,4 +1,4 @@
-//! A live token's MKEK versions are looked up again every `MKEK_RESCAN` (so a version added by
+//! A live token's MKEK versions are looked up again every `mkek_rescan` (so a version added by
 //! `keyward hsm rotate-master` is used within it); under concurrent wraps, whose transient session
 //! objects come and go, that lookup must never take the token down. (Its own test binary: SoftHSM2
 //! is set up once per binary, and the failover tests delete their tokens.)
@@ -14,14 +14,16 @@ use std::time::Duration;
 
 use keyward_core::Custody;
 use keyward_crypto::Secret;
-use keyward_custody_pkcs11::{MKEK_RESCAN, Pkcs11Custody};
+use keyward_custody_pkcs11::Pkcs11Custody;
 
 #[test]
 fn steady_load_across_mkek_rescans_fails_nothing() {
     let Some(_hsm) = common::softhsm(&["kw-rescan"]) else {
         return;
     };
-    let config = common::config(&["kw-rescan"], 0);
+    let mut config = common::config(&["kw-rescan"], 0);
+    // Look the versions up on every call, to meet the race often.
+    config.mkek_rescan = Duration::ZERO;
     common::provision(&config);
     let custody = Arc::new(Pkcs11Custody::open(&config).unwrap());
     let stop = AtomicBool::new(false);
@@ -42,7 +44,7 @@ fn steady_load_across_mkek_rescans_fails_nothing() {
                 }
             });
         }
-        thread::sleep(MKEK_RESCAN * 3 + Duration::from_millis(500));
+        thread::sleep(Duration::from_secs(3));
         stop.store(true, Ordering::Relaxed);
     });
     let (ok, failures) = (ok.into_inner(), failures.into_inner().unwrap());
