@@ -310,3 +310,118 @@ async fn enforce_token_admits_only_secure_imports() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
 }
+
+/// Every form a scan looks for: raw bytes, base64 (standard and URL-safe) and hex.
+fn forms(material: &[u8]) -> Vec<Vec<u8>> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let hex: String = material.iter().map(|b| format!("{b:02x}")).collect();
+    vec![
+        material.to_vec(),
+        B64.encode(material).into_bytes(),
+        URL_SAFE_NO_PAD.encode(material).into_bytes(),
+        hex.clone().into_bytes(),
+        hex.to_uppercase().into_bytes(),
+    ]
+}
+
+/// Every file under `dir`, recursively, with its bytes.
+fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else if let Ok(b) = std::fs::read(&p) {
+            out.push((p, b));
+        }
+    }
+    out
+}
+
+/// Root key material imported in the clear and through an import token is stored only wrapped:
+/// no file of the data directory (database, write-ahead log, keystore, bootstrap file) holds it
+/// in any encoding, while the same scan does find the wrapped form (so it can see what is there).
+#[tokio::test]
+async fn the_data_directory_holds_no_imported_root_key_material() {
+    let ts = TestServer::start().await;
+    // Distinctive, non-repeating material, so a hit cannot be chance.
+    let plain: Vec<u8> = (0..32u8)
+        .map(|i| i.wrapping_mul(37).wrapping_add(11))
+        .collect();
+    let secure: Vec<u8> = (0..32u8)
+        .map(|i| i.wrapping_mul(53).wrapping_add(5))
+        .collect();
+    let (s, b) = ts
+        .call(
+            Method::POST,
+            "/api/v2/keys",
+            Some(key_body(
+                json!({"payload": B64.encode(&plain), "extractable": false}),
+                "imported-plain",
+            )),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let plain_id = b["resources"][0]["id"].as_str().unwrap().to_owned();
+    let token = new_token(&ts, 1).await;
+    let mut fields = seal(
+        &token,
+        &secure,
+        &OAEP_SHA256_MGF1SHA256,
+        "RSAES_OAEP_SHA_256",
+    );
+    fields["extractable"] = json!(false);
+    let (s, b) = ts
+        .call(
+            Method::POST,
+            "/api/v2/keys",
+            Some(key_body(fields, "imported-secure")),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let secure_id = b["resources"][0]["id"].as_str().unwrap().to_owned();
+    for id in [&plain_id, &secure_id] {
+        let (s, w) = ts.action(id, "wrap", json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{w}");
+        let (s, u) = ts
+            .action(id, "unwrap", json!({"ciphertext": w["ciphertext"]}))
+            .await;
+        assert_eq!((s, &u["plaintext"]), (StatusCode::OK, &w["plaintext"]));
+    }
+    // Both as they sit in the write-ahead log and after a checkpoint into the main file.
+    let wrapped: Vec<Vec<u8>> = rusqlite::Connection::open(ts.db_path())
+        .unwrap()
+        .prepare("SELECT material FROM key_versions WHERE key_id IN (?1, ?2)")
+        .unwrap()
+        .query_map([&plain_id, &secure_id], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(wrapped.len(), 2);
+    for pass in ["before checkpoint", "after checkpoint"] {
+        let all = files(ts.dir.path());
+        assert!(
+            all.len() >= 2,
+            "{pass}: {:?}",
+            all.iter().map(|f| &f.0).collect::<Vec<_>>()
+        );
+        for w in &wrapped {
+            assert!(
+                all.iter().any(|(_, b)| b.windows(w.len()).any(|x| x == w)),
+                "{pass}: the scan finds the wrapped form (else it proves nothing)"
+            );
+        }
+        for (name, material) in [("plain", &plain), ("secure", &secure)] {
+            for form in forms(material) {
+                for (path, bytes) in &all {
+                    assert!(
+                        !bytes.windows(form.len()).any(|x| x == form.as_slice()),
+                        "{pass}: {name} import found in {}",
+                        path.display()
+                    );
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    }
+}
