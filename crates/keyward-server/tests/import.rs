@@ -425,3 +425,46 @@ async fn the_data_directory_holds_no_imported_root_key_material() {
         tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     }
 }
+
+/// A token past its expiration (moved into the past in the database: the shortest legal one
+/// lasts 300 s) neither hands out its key nor imports, and says so.
+#[tokio::test]
+async fn an_expired_import_token_is_refused() {
+    let ts = TestServer::start().await;
+    let token = new_token(&ts, 5).await;
+    let sealed = seal(
+        &token,
+        &[7u8; 32],
+        &OAEP_SHA256_MGF1SHA256,
+        "RSAES_OAEP_SHA_256",
+    );
+    let past =
+        (time::OffsetDateTime::now_utc() - time::Duration::seconds(1)).unix_timestamp_nanos();
+    let conn = rusqlite::Connection::open(ts.db_path()).unwrap();
+    let unit: i64 = conn
+        .query_row(
+            "SELECT expires_at - created_at FROM import_tokens",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    // Stored in nanoseconds (900 s token), so the value written is in the same unit.
+    assert_eq!(unit, 900_000_000_000);
+    let n = conn
+        .execute(
+            "UPDATE import_tokens SET expires_at = ?1",
+            [i64::try_from(past).unwrap()],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    let (s, b) = ts.call(Method::GET, "/api/v2/import_token", None).await;
+    assert_kp_error(s, &b, StatusCode::CONFLICT, "IMPORT_TOKEN_EXPIRED_ERR");
+    let (s, b) = ts
+        .call(
+            Method::POST,
+            "/api/v2/keys",
+            Some(key_body(sealed, "too-late")),
+        )
+        .await;
+    assert_kp_error(s, &b, StatusCode::CONFLICT, "IMPORT_TOKEN_EXPIRED_ERR");
+}
