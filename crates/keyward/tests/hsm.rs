@@ -140,6 +140,41 @@ fn the_server_runs_on_hsm_custody_prepared_by_hsm_init() {
     kill9(server);
 }
 
+/// Two SoftHSM2 tokens prepared by `keyward hsm init` (one transit key pair each, to be quick),
+/// a data directory holding the PIN file, and the `[custody]` section naming them.
+struct Hsm {
+    dir: tempfile::TempDir,
+    conf: PathBuf,
+    data: tempfile::TempDir,
+    custody: String,
+}
+
+impl Hsm {
+    fn prepared() -> Option<Hsm> {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = softhsm(dir.path())?;
+        let data = tempfile::tempdir().unwrap();
+        let pin = data.path().join("pin");
+        std::fs::write(&pin, "1234\n").unwrap();
+        let custody = format!(
+            "[custody]\nbackend = \"pkcs11\"\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\n\
+             pin_file = \"{}\"\ntkek_count = 1\n[[custody.hsm]]\ntoken_label = \"keyward-a\"\n\
+             [[custody.hsm]]\ntoken_label = \"keyward-b\"\n",
+            pin.display()
+        );
+        let init = data.path().join("init.toml");
+        std::fs::write(&init, &custody).unwrap();
+        let (ok, out) = keyward(&conf, &["hsm", "init", "--config", init.to_str().unwrap()]);
+        assert!(ok, "{out}");
+        Some(Hsm {
+            dir,
+            conf,
+            data,
+            custody,
+        })
+    }
+}
+
 fn count_by_wrapper(db: &Path, wrapper: &str) -> i64 {
     let db = rusqlite::Connection::open(db).unwrap();
     db.query_row(
@@ -157,19 +192,15 @@ fn count_by_wrapper(db: &Path, wrapper: &str) -> i64 {
 /// unwraps its old ciphertexts, through the server that ran all along and after a restart.
 #[test]
 fn a_master_key_rotation_killed_half_way_completes_when_run_again() {
-    let hsm_dir = tempfile::tempdir().unwrap();
-    let Some(conf) = softhsm(hsm_dir.path()) else {
+    let Some(Hsm {
+        dir: _hsm_dir,
+        conf,
+        data,
+        custody,
+    }) = Hsm::prepared()
+    else {
         return;
     };
-    let data = tempfile::tempdir().unwrap();
-    let pin = data.path().join("pin");
-    std::fs::write(&pin, "1234\n").unwrap();
-    let custody = format!(
-        "[custody]\nbackend = \"pkcs11\"\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\n\
-         pin_file = \"{}\"\ntkek_count = 1\n[[custody.hsm]]\ntoken_label = \"keyward-a\"\n\
-         [[custody.hsm]]\ntoken_label = \"keyward-b\"\n",
-        pin.display()
-    );
     let config = format!("{FAST_LIFECYCLE}{custody}");
     // The CLI reads the data directory from its config; the server gets it as a flag.
     let cli_config = data.path().join("cli.toml");
@@ -179,8 +210,6 @@ fn a_master_key_rotation_killed_half_way_completes_when_run_again() {
     )
     .unwrap();
     let cli_arg = cli_config.to_str().unwrap();
-    let (ok, out) = keyward(&conf, &["hsm", "init", "--config", cli_arg]);
-    assert!(ok, "{out}");
 
     let envs = [("SOFTHSM2_CONF", conf.to_str().unwrap())];
     let server = spawn_env(data.path(), &config, &envs);
@@ -509,23 +538,15 @@ fn wrap_status(admin: &common::Api, id: &str) -> (u16, Value, Option<String>) {
 /// longer than `key_cache_ttl_ms`), and service resumes by itself when a token returns.
 #[test]
 fn the_server_fails_over_between_hsm_tokens_under_load() {
-    let hsm_dir = tempfile::tempdir().unwrap();
-    let Some(conf) = softhsm(hsm_dir.path()) else {
+    let Some(Hsm {
+        dir: hsm_dir,
+        conf,
+        data,
+        custody,
+    }) = Hsm::prepared()
+    else {
         return;
     };
-    let data = tempfile::tempdir().unwrap();
-    let pin = data.path().join("pin");
-    std::fs::write(&pin, "1234\n").unwrap();
-    let custody = format!(
-        "[custody]\nbackend = \"pkcs11\"\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\n\
-         pin_file = \"{}\"\ntkek_count = 1\n[[custody.hsm]]\ntoken_label = \"keyward-a\"\n\
-         [[custody.hsm]]\ntoken_label = \"keyward-b\"\n",
-        pin.display()
-    );
-    let init = data.path().join("init.toml");
-    std::fs::write(&init, &custody).unwrap();
-    let (ok, out) = keyward(&conf, &["hsm", "init", "--config", init.to_str().unwrap()]);
-    assert!(ok, "{out}");
     // No root key cache: every wrap and unwrap reaches an HSM.
     let config = format!("key_cache_ttl_ms = 0\n{FAST_LIFECYCLE}{custody}");
     let envs = [("SOFTHSM2_CONF", conf.to_str().unwrap())];
