@@ -92,23 +92,8 @@ fn the_server_runs_on_hsm_custody_prepared_by_hsm_init() {
     let envs = [("SOFTHSM2_CONF", conf.to_str().unwrap())];
     let server = spawn_env(data.path(), &config, &envs);
     let admin = api(data.path(), &server.url);
-    let resp = admin
-        .req(Method::POST, "/api/v2/keys")
-        .json(&json!({"resources": [{"name": "hsm-backed"}]}))
-        .send()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 201);
-    let id = resp.json::<Value>().unwrap()["resources"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let wrapped: Value = admin
-        .req(Method::POST, &format!("/api/v2/keys/{id}/actions/wrap"))
-        .json(&json!({}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let id = admin.create_root_key("hsm-backed");
+    let wrapped = admin.action(&id, "wrap", json!({})).1;
     assert!(
         !data.path().join("keystore.json").exists(),
         "no software keystore"
@@ -216,23 +201,8 @@ fn a_master_key_rotation_killed_half_way_completes_when_run_again() {
     let admin = api(data.path(), &server.url);
     let mut wrapped = Vec::new();
     for n in 0..40 {
-        let resp = admin
-            .req(Method::POST, "/api/v2/keys")
-            .json(&json!({"resources": [{"name": format!("rotating-{n}")}]}))
-            .send()
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 201);
-        let id = resp.json::<Value>().unwrap()["resources"][0]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let w: Value = admin
-            .req(Method::POST, &format!("/api/v2/keys/{id}/actions/wrap"))
-            .json(&json!({}))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let id = admin.create_root_key(&format!("rotating-{n}"));
+        let w = admin.action(&id, "wrap", json!({})).1;
         wrapped.push((id, w));
     }
     let resp = admin
@@ -329,29 +299,17 @@ fn a_master_key_rotation_killed_half_way_completes_when_run_again() {
 
     // MKEK version 1 is gone from both tokens, and nothing needs it.
     unwraps_all(&admin);
-    let fresh: Value = admin
-        .req(
-            Method::POST,
-            &format!("/api/v2/keys/{}/actions/wrap", wrapped[0].0),
-        )
-        .json(&json!({}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let fresh = admin.action(&wrapped[0].0, "wrap", json!({})).1;
     kill9(server);
     let server = spawn_env(data.path(), &config, &envs);
     let admin = api(data.path(), &server.url);
     unwraps_all(&admin);
-    let resp = admin
-        .req(
-            Method::POST,
-            &format!("/api/v2/keys/{}/actions/unwrap", wrapped[0].0),
-        )
-        .json(&json!({"ciphertext": fresh["ciphertext"]}))
-        .send()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
+    let (status, _) = admin.action(
+        &wrapped[0].0,
+        "unwrap",
+        json!({"ciphertext": fresh["ciphertext"]}),
+    );
+    assert_eq!(status, 200);
 
     // Nothing left to finish: the next run is a new rotation.
     let (ok, out) = keyward(
@@ -553,18 +511,7 @@ fn the_server_fails_over_between_hsm_tokens_under_load() {
     let server = spawn_env(data.path(), &config, &envs);
     let admin = api(data.path(), &server.url);
     let keys: Vec<String> = (0..4)
-        .map(|n| {
-            let resp = admin
-                .req(Method::POST, "/api/v2/keys")
-                .json(&json!({"resources": [{"name": format!("failover-{n}")}]}))
-                .send()
-                .unwrap();
-            assert_eq!(resp.status().as_u16(), 201);
-            resp.json::<Value>().unwrap()["resources"][0]["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+        .map(|n| admin.create_root_key(&format!("failover-{n}")))
         .collect();
 
     let load = WrapLoad::start(data.path(), &server.url, &keys);

@@ -112,6 +112,33 @@ impl Api {
             .header("bluemix-instance", &self.instance)
     }
 
+    /// Creates a root key named `name`; its id.
+    pub fn create_root_key(&self, name: &str) -> String {
+        let resp = self
+            .req(reqwest::Method::POST, "/api/v2/keys")
+            .json(&serde_json::json!({"resources": [{"name": name}]}))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201);
+        resp.json::<Value>().unwrap()["resources"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// POSTs `body` to the key's `action`: (status, body).
+    pub fn action(&self, id: &str, action: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .req(
+                reqwest::Method::POST,
+                &format!("/api/v2/keys/{id}/actions/{action}"),
+            )
+            .json(&body)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    }
+
     pub fn key(&self, id: &str) -> (u16, Value) {
         let r = self
             .req(reqwest::Method::GET, &format!("/api/v2/keys/{id}"))
