@@ -17,6 +17,7 @@
     )
 )]
 
+mod audit;
 mod iam;
 mod kmip;
 mod listing;
@@ -25,4 +26,5 @@ mod schema;
 mod sqlite;
 mod writer;
 
+pub use audit::{MAX_PAGE as MAX_AUDIT_PAGE, verify_audit_chain};
 pub use sqlite::{DB_FILE, SqliteStore};
