@@ -65,9 +65,19 @@ impl Scheduler {
 /// it makes is one compare-and-swap transaction, so stopping between or during them is safe.
 pub fn spawn(state: &std::sync::Arc<crate::state::AppState>) -> tokio::task::JoinHandle<()> {
     let scheduler = Scheduler::new(state.keys.clone(), state.config.scheduler());
+    let metrics = state.metrics.clone();
     tokio::spawn(async move {
         scheduler
-            .run(std::future::pending(), |pass| match pass {
+            .run(std::future::pending(), |pass| {
+                metrics.scheduler_pass(pass.as_ref().ok());
+                log_pass(pass)
+            })
+            .await;
+    })
+}
+
+fn log_pass(pass: Result<SchedulerReport, KeyError>) {
+    match pass {
                 Ok(r) if r == SchedulerReport::default() => {}
                 Ok(r) => tracing::info!(
                     rotated = r.rotated,
@@ -78,7 +88,5 @@ pub fn spawn(state: &std::sync::Arc<crate::state::AppState>) -> tokio::task::Joi
                     "scheduler pass"
                 ),
                 Err(e) => tracing::warn!(error = %e, "scheduler pass failed"),
-            })
-            .await;
-    })
+    }
 }
