@@ -66,8 +66,7 @@ pub use service::{
 };
 pub use store::{
     AliasRecord, ApiKeyRecord, AuditStore, DueWork, IamStore, InstanceRecord, KeyRingRecord,
-    RingDeletion,
-    SigningKeyRecord, Store, StoreError,
+    RingDeletion, SigningKeyRecord, Store, StoreError,
 };
 
 pub use keyward_crypto::Secret;

@@ -20,10 +20,12 @@ use crate::metrics::Metrics;
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// The wire (and export) form of a stored event.
@@ -106,8 +108,7 @@ pub fn spawn_checkpointer(
                     continue;
                 }
             };
-            if head <= last_seq
-                || (last_at.elapsed() < interval && head - last_seq < every_events)
+            if head <= last_seq || (last_at.elapsed() < interval && head - last_seq < every_events)
             {
                 continue;
             }

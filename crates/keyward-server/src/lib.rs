@@ -38,8 +38,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use keyward_core::{
-    AuditStore, Custody, IamService, KeyService, KmipService, KmipStore, Secret, Store,
-    SystemClock,
+    AuditStore, Custody, IamService, KeyService, KmipService, KmipStore, Secret, Store, SystemClock,
 };
 use keyward_custody::SoftwareCustody;
 use keyward_store::SqliteStore;
@@ -196,9 +195,8 @@ pub async fn open(config: ServerConfig) -> anyhow::Result<Arc<AppState>> {
     let metrics_token = match &config.metrics.bearer_token_file {
         None => None,
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| {
-                format!("reading metrics.bearer_token_file {}", path.display())
-            })?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading metrics.bearer_token_file {}", path.display()))?;
             let token = text.trim();
             anyhow::ensure!(!token.is_empty(), "metrics.bearer_token_file is empty");
             Some(Secret::new(token.as_bytes().to_vec()))
@@ -288,8 +286,11 @@ impl RunningServer {
         for task in &self.background {
             task.abort();
         }
-        if let Err(e) =
-            audit::checkpoint(self.state.trail.as_ref(), self.state.keys.custody().as_ref()).await
+        if let Err(e) = audit::checkpoint(
+            self.state.trail.as_ref(),
+            self.state.keys.custody().as_ref(),
+        )
+        .await
         {
             tracing::warn!(error = %e, "audit checkpoint at shutdown failed");
         }

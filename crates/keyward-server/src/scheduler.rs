@@ -78,15 +78,15 @@ pub fn spawn(state: &std::sync::Arc<crate::state::AppState>) -> tokio::task::Joi
 
 fn log_pass(pass: Result<SchedulerReport, KeyError>) {
     match pass {
-                Ok(r) if r == SchedulerReport::default() => {}
-                Ok(r) => tracing::info!(
-                    rotated = r.rotated,
-                    expired = r.expired,
-                    purged = r.purged,
-                    lost_races = r.lost_races,
-                    failed = r.failed,
-                    "scheduler pass"
-                ),
-                Err(e) => tracing::warn!(error = %e, "scheduler pass failed"),
+        Ok(r) if r == SchedulerReport::default() => {}
+        Ok(r) => tracing::info!(
+            rotated = r.rotated,
+            expired = r.expired,
+            purged = r.purged,
+            lost_races = r.lost_races,
+            failed = r.failed,
+            "scheduler pass"
+        ),
+        Err(e) => tracing::warn!(error = %e, "scheduler pass failed"),
     }
 }

@@ -191,13 +191,23 @@ async fn audit_events_filter_page_and_stay_inside_the_instance() {
     assert_kp_error(s, &body, StatusCode::FORBIDDEN, "UNAUTHORIZED_ERR");
     // No token: 401.
     let (s, _) = ts
-        .call_as(Method::GET, "/api/v2/audit_events", None, None, Some(&ts.instance))
+        .call_as(
+            Method::GET,
+            "/api/v2/audit_events",
+            None,
+            None,
+            Some(&ts.instance),
+        )
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 
     // Another instance of the same account sees none of this instance's events.
     let (s, inst) = ts
-        .iam(Method::POST, "/iam/v1/instances", Some(json!({"name": "second"})))
+        .iam(
+            Method::POST,
+            "/iam/v1/instances",
+            Some(json!({"name": "second"})),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{inst}");
     let second = inst["id"].as_str().unwrap();
@@ -240,7 +250,10 @@ async fn a_client_request_id_is_echoed_and_joined_to_the_audit_event() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["x-request-id"], "client-req-42");
     let (_, found) = events(&ts, &format!("?action=kms.secrets.wrap&keyId={key}")).await;
-    assert_eq!(found["resources"][0]["requestId"], "client-req-42", "{found}");
+    assert_eq!(
+        found["resources"][0]["requestId"], "client-req-42",
+        "{found}"
+    );
     // An unusable one (too long, odd characters) is replaced, not logged.
     let resp = ts
         .http
@@ -361,11 +374,7 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
         sample(&after, "keyward_keys", &[("state", "suspended")]),
         Some(1.0)
     );
-    let refused = sample(
-        &after,
-        "keyward_http_requests_total",
-        &[("status", "422")],
-    );
+    let refused = sample(&after, "keyward_http_requests_total", &[("status", "422")]);
     assert_eq!(refused, Some(1.0), "{after}");
     // No key ids in label values: operations are route templates.
     assert!(!after.contains(&a));
@@ -447,11 +456,13 @@ async fn jsonl_export_rotates_at_the_size_limit_and_writes_each_event_once() {
     let p = path.clone();
     let mut ts = TestServer::start_with(move |c| {
         c.audit.export_poll_ms = 50;
-        c.audit.jsonl.push(keyward_server::config::JsonlSinkSection {
-            name: "file".into(),
-            path: p,
-            max_bytes: 2048,
-        });
+        c.audit
+            .jsonl
+            .push(keyward_server::config::JsonlSinkSection {
+                name: "file".into(),
+                path: p,
+                max_bytes: 2048,
+            });
     })
     .await;
     let key = ts.create_root_key("export").await;
@@ -461,8 +472,10 @@ async fn jsonl_export_rotates_at_the_size_limit_and_writes_each_event_once() {
     }
     let head = |ts: &TestServer| {
         let db = rusqlite::Connection::open(ts.db_path()).unwrap();
-        db.query_row("SELECT MAX(seq) FROM audit_events", [], |r| r.get::<_, i64>(0))
-            .unwrap() as u64
+        db.query_row("SELECT MAX(seq) FROM audit_events", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap() as u64
     };
     let want = head(&ts);
     let mut seqs = Vec::new();
@@ -474,15 +487,18 @@ async fn jsonl_export_rotates_at_the_size_limit_and_writes_each_event_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A restart continues the same files without repeating anything.
-    ts = ts.restart_with(|c| {
-        c.audit.export_poll_ms = 50;
-        c.audit.jsonl.push(keyward_server::config::JsonlSinkSection {
-            name: "file".into(),
-            path: path.clone(),
-            max_bytes: 2048,
-        });
-    })
-    .await;
+    ts = ts
+        .restart_with(|c| {
+            c.audit.export_poll_ms = 50;
+            c.audit
+                .jsonl
+                .push(keyward_server::config::JsonlSinkSection {
+                    name: "file".into(),
+                    path: path.clone(),
+                    max_bytes: 2048,
+                });
+        })
+        .await;
     let (s, _) = ts.action(&key, "wrap", json!({"plaintext": DEK_B64})).await;
     assert_eq!(s, StatusCode::OK);
     let want = head(&ts);
@@ -495,7 +511,11 @@ async fn jsonl_export_rotates_at_the_size_limit_and_writes_each_event_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(seqs.len() > 10);
-    assert_eq!(seqs2, (1..=want).collect::<Vec<_>>(), "every event exactly once, in order");
+    assert_eq!(
+        seqs2,
+        (1..=want).collect::<Vec<_>>(),
+        "every event exactly once, in order"
+    );
     assert!(files >= 3, "rotated into {files} files");
     assert!(sizes.iter().all(|s| *s <= 2048), "{sizes:?}");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -549,14 +569,16 @@ async fn a_webhook_that_is_down_for_a_while_then_receives_every_event() {
     let sf = secret_file.clone();
     let ts = TestServer::start_with(move |c| {
         c.audit.export_poll_ms = 50;
-        c.audit.webhook.push(keyward_server::config::WebhookSinkSection {
-            name: "hook".into(),
-            url: format!("http://{hook_addr}/hook"),
-            secret_file: Some(sf),
-            secret_env: None,
-            batch: 4,
-            timeout_ms: 2000,
-        });
+        c.audit
+            .webhook
+            .push(keyward_server::config::WebhookSinkSection {
+                name: "hook".into(),
+                url: format!("http://{hook_addr}/hook"),
+                secret_file: Some(sf),
+                secret_env: None,
+                batch: 4,
+                timeout_ms: 2000,
+            });
     })
     .await;
     let key = ts.create_root_key("hooked").await;
@@ -595,7 +617,11 @@ async fn a_webhook_that_is_down_for_a_while_then_receives_every_event() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(got, (1..=head as u64).collect::<Vec<_>>(), "every event, in order, once");
+    assert_eq!(
+        got,
+        (1..=head as u64).collect::<Vec<_>>(),
+        "every event, in order, once"
+    );
     // Every batch is signed: HMAC-SHA256 of the body with the shared secret.
     for (sig, body) in receiver.batches.lock().unwrap().iter() {
         let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, b"hook-secret");

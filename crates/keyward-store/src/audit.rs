@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use keyward_core::{
-    AuditCheckpoint, AuditEvent, AuditQuery, AuditStore, ChainReport, ChainVerifier,
-    ChainedEvent, Custody, GENESIS_HASH, Initiator, Outcome, StoreError, chain_hash,
+    AuditCheckpoint, AuditEvent, AuditQuery, AuditStore, ChainReport, ChainVerifier, ChainedEvent,
+    Custody, GENESIS_HASH, Initiator, Outcome, StoreError, chain_hash,
 };
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, params_from_iter};
@@ -83,7 +83,8 @@ pub(crate) fn insert_audit(c: &Connection, e: &AuditEvent) -> rusqlite::Result<(
 pub(crate) fn chain_legacy(c: &mut Connection) -> rusqlite::Result<()> {
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let legacy: Vec<ChainedEvent> = {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE hash IS NULL ORDER BY seq");
+        let sql =
+            format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE hash IS NULL ORDER BY seq");
         let mut stmt = tx.prepare(&sql)?;
         let rows = stmt.query_map([], event_from_row)?;
         rows.collect::<rusqlite::Result<_>>()?
@@ -194,10 +195,7 @@ impl AuditStore for SqliteStore {
         self.read(head)
     }
 
-    async fn audit_events(
-        &self,
-        q: &AuditQuery,
-    ) -> Result<(Vec<ChainedEvent>, u64), StoreError> {
+    async fn audit_events(&self, q: &AuditQuery) -> Result<(Vec<ChainedEvent>, u64), StoreError> {
         let (filter, values) = query_where(q);
         let count_sql = format!("SELECT COUNT(*) FROM audit_events{filter}");
         let page_sql = format!(
@@ -222,7 +220,9 @@ impl AuditStore for SqliteStore {
         seq: u64,
         limit: u32,
     ) -> Result<Vec<ChainedEvent>, StoreError> {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+        );
         self.read(|c| {
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt.query_map(
@@ -294,8 +294,8 @@ pub fn verify_audit_chain(dir: &Path, custody: &dyn Custody) -> Result<ChainRepo
             path.display()
         )));
     }
-    let c = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(sql_error)?;
+    let c =
+        Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sql_error)?;
     c.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(sql_error)?;
     // One read transaction: the walk sees one snapshot even if a server is appending.
@@ -348,9 +348,7 @@ pub fn verify_audit_chain(dir: &Path, custody: &dyn Custody) -> Result<ChainRepo
         let mut stmt = c
             .prepare("SELECT seq, hash, time, signature FROM audit_checkpoints ORDER BY seq, id")
             .map_err(sql_error)?;
-        let rows = stmt
-            .query_map([], checkpoint_from_row)
-            .map_err(sql_error)?;
+        let rows = stmt.query_map([], checkpoint_from_row).map_err(sql_error)?;
         rows.collect::<rusqlite::Result<_>>().map_err(sql_error)?
     };
     let mut at = c

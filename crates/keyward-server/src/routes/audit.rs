@@ -65,7 +65,11 @@ pub async fn list(
     };
     let query = AuditQuery {
         instance: None,
-        from: q.from.as_deref().map(|d| parse_date("from", d)).transpose()?,
+        from: q
+            .from
+            .as_deref()
+            .map(|d| parse_date("from", d))
+            .transpose()?,
         to: q.to.as_deref().map(|d| parse_date("to", d)).transpose()?,
         action: text_filter("action", q.action)?,
         target: text_filter("keyId", q.key_id)?,
@@ -101,13 +105,16 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
                 .into_response();
         }
     }
-    let keys = state.store().key_counts_by_state().await.unwrap_or_default();
+    let keys = state
+        .store()
+        .key_counts_by_state()
+        .await
+        .unwrap_or_default();
     let custody = state.keys.custody().clone();
-    let custody_up = tokio::task::spawn_blocking(move || {
-        custody.sign_record(b"keyward.metrics.probe").is_ok()
-    })
-    .await
-    .unwrap_or(false);
+    let custody_up =
+        tokio::task::spawn_blocking(move || custody.sign_record(b"keyward.metrics.probe").is_ok())
+            .await
+            .unwrap_or(false);
     let head = state
         .trail
         .audit_head()
@@ -118,7 +125,10 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
     match state.metrics.render(&keys, custody_up, head) {
         Ok(text) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             text,
         )
             .into_response(),
