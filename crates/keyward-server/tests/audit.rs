@@ -527,12 +527,15 @@ async fn jsonl_export_rotates_at_the_size_limit_and_writes_each_event_once() {
     );
 }
 
+/// Accepted batches: the signature header and the body.
+type Batches = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A webhook receiver: answers 503 while `down`, records every batch it accepts with its
 /// signature header.
 #[derive(Clone, Default)]
 struct Receiver {
     down: Arc<Mutex<bool>>,
-    batches: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    batches: Batches,
     refused: Arc<Mutex<u32>>,
 }
 

@@ -321,13 +321,12 @@ pub fn verify_audit_chain(dir: &Path, custody: &dyn Custody) -> Result<ChainRepo
         let mut rows = stmt.query([]).map_err(sql_error)?;
         let mut current: Option<Result<ChainedEvent, (u64, String)>> = None;
         loop {
-            let next = match rows.next().map_err(sql_error)? {
-                Some(r) => Some(event_from_row(r).map_err(|e| {
+            let next = rows.next().map_err(sql_error)?.map(|r| {
+                event_from_row(r).map_err(|e| {
                     let seq = r.get::<_, i64>(0).unwrap_or(0);
                     (u64::try_from(seq).unwrap_or(0), e.to_string())
-                })),
-                None => None,
-            };
+                })
+            });
             if let Some(cur) = current.take() {
                 let next_prev = match &next {
                     Some(Ok(n)) => Some(n.prev_hash),

@@ -18,9 +18,9 @@ pub enum AuditCommand {
     /// List the instance's audit events (needs the Manager role on the instance).
     List {
         #[command(flatten)]
-        conn: Conn,
+        conn: Box<Conn>,
         #[command(flatten)]
-        filters: ListFilters,
+        filters: Box<ListFilters>,
     },
 }
 
@@ -71,7 +71,7 @@ pub struct ListFilters {
 pub async fn run(command: AuditCommand) -> anyhow::Result<bool> {
     match command {
         AuditCommand::Verify(args) => verify(args),
-        AuditCommand::List { conn, filters } => list(conn, filters).await.map(|()| true),
+        AuditCommand::List { conn, filters } => list(*conn, *filters).await.map(|()| true),
     }
 }
 
