@@ -511,4 +511,24 @@ mod tests {
         );
         assert!(ServerConfig::from_toml("lisen = 1", Path::new("x.toml")).is_err());
     }
+
+    #[test]
+    fn audit_sinks_need_names_secrets_and_sane_limits() {
+        let parse = |t: &str| ServerConfig::from_toml(t, Path::new("x.toml"));
+        let ok = parse(
+            "[[audit.jsonl]]\nname = \"f\"\npath = \"/tmp/a.jsonl\"\n\
+             [[audit.webhook]]\nname = \"w\"\nurl = \"https://siem\"\nsecret_env = \"S\"\n",
+        );
+        assert!(ok.is_ok_and(|c| c.validate().is_ok()));
+        for bad in [
+            "[[audit.jsonl]]\nname = \"f\"\npath = \"/a\"\nmax_bytes = 10\n",
+            "[[audit.jsonl]]\nname = \"x\"\npath = \"/a\"\n[[audit.jsonl]]\nname = \"x\"\npath = \"/b\"\n",
+            "[[audit.webhook]]\nname = \"w\"\nurl = \"https://siem\"\n",
+            "[[audit.webhook]]\nname = \"w\"\nurl = \"ftp://siem\"\nsecret_env = \"S\"\n",
+            "[audit]\ncheckpoint_interval_secs = 0\n",
+        ] {
+            assert!(parse(bad).is_ok_and(|c| c.validate().is_err()), "{bad}");
+        }
+        assert!(parse("[audit]\nsecret = 1\n").is_err());
+    }
 }

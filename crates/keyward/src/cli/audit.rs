@@ -30,7 +30,7 @@ pub struct VerifyArgs {
     /// Data directory (database; software keystore unless --config names another backend).
     #[arg(long, env = "KEYWARD_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// The server's TOML configuration (its [custody] section, e.g. PKCS#11 HSMs).
+    /// The server's TOML configuration (its `[custody]` section, e.g. PKCS#11 HSMs).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Print the report as JSON.
