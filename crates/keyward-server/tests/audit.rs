@@ -634,3 +634,68 @@ async fn a_webhook_that_is_down_for_a_while_then_receives_every_event() {
         assert!(serde_json::from_slice::<Vec<Value>>(body).unwrap().len() <= 4);
     }
 }
+
+#[tokio::test]
+async fn events_stored_before_the_chain_are_linked_at_open() {
+    let mut ts = TestServer::start().await;
+    traffic(&ts).await;
+    ts.stop().await;
+    {
+        // As an older Keyward left them: no hashes, no checkpoints.
+        let db = rusqlite::Connection::open(ts.db_path()).unwrap();
+        db.execute_batch(
+            "UPDATE audit_events SET prev_hash = NULL, hash = NULL; DELETE FROM audit_checkpoints;",
+        )
+        .unwrap();
+    }
+    let mut ts = ts.restart().await;
+    let key = ts.create_root_key("after-upgrade").await;
+    ts.action(&key, "wrap", json!({"plaintext": DEK_B64})).await;
+    ts.stop().await;
+    let report = verify(&ts);
+    assert!(report.first_break.is_none(), "{report:?}");
+    assert!(report.events >= 10);
+}
+
+#[tokio::test]
+async fn a_chain_rewritten_with_recomputed_hashes_fails_the_signed_checkpoint() {
+    use keyward_core::{AuditStore, Outcome, chain_hash};
+    let mut ts = TestServer::start().await;
+    traffic(&ts).await;
+    ts.stop().await;
+    let before = verify(&ts);
+    assert!(before.first_break.is_none(), "{before:?}");
+    let head = before.head.unwrap().0;
+    // The forger turns event 3 into a success and recomputes every later hash: each row then
+    // matches its hash and links to the one before it.
+    let events = {
+        let store = keyward_store::SqliteStore::open(ts.dir.path()).unwrap();
+        store.audit_events_after(0, 5000).await.unwrap()
+    };
+    let db = rusqlite::Connection::open(ts.db_path()).unwrap();
+    let mut prev = keyward_core::GENESIS_HASH;
+    for mut e in events {
+        if e.seq == 3 {
+            e.event.outcome = Outcome::Success;
+            e.event.reason_code = 200;
+            db.execute(
+                "UPDATE audit_events SET outcome = 'success', reason_code = 200 WHERE seq = 3",
+                [],
+            )
+            .unwrap();
+        }
+        let hash = chain_hash(e.seq, &prev, &e.event);
+        db.execute(
+            "UPDATE audit_events SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
+            rusqlite::params![&prev[..], &hash[..], e.seq as i64],
+        )
+        .unwrap();
+        prev = hash;
+    }
+    drop(db);
+    let after = verify(&ts);
+    let b = after.first_break.expect("the rewrite is caught");
+    assert_eq!(b.kind, keyward_core::BreakKind::Altered, "{b:?}");
+    assert!(b.seq <= head, "{b:?}");
+    assert!(b.detail.contains("checkpoint"), "{b:?}");
+}

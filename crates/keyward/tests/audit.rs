@@ -222,7 +222,8 @@ fn audit_verify_passes_a_clean_chain_and_names_every_kind_of_tampering() {
     );
     assert_break(d.path(), "removed", head - 2, None);
 
-    // Rewrite an event and recompute every later hash: only the signed checkpoint tells.
+    // A checkpoint whose signature is not custody's (a rewrite with recomputed hashes is in
+    // keyward-server's tests/audit.rs).
     let d = tampered(
         src,
         "UPDATE audit_checkpoints SET signature = randomblob(32)",
