@@ -12,6 +12,9 @@ ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 OUT=${OUT:-$ROOT/BENCHMARKS.md}
+# AUDIT_EXPORT=1: also export every audit event to a JSON Lines sink (the hash chain and
+# /metrics are always on), and scrape /metrics once per round.
+AUDIT_EXPORT=${AUDIT_EXPORT:-0}
 
 command -v wrk >/dev/null || { echo "installing wrk"; apt-get install -y -qq wrk >/dev/null; }
 cargo build --release -q -p keyward
@@ -20,6 +23,9 @@ BIN=$ROOT/target/release/keyward
 WORK=$(mktemp -d)
 trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 printf '[lifecycle]\nmin_rotation_interval_secs = 0\nenable_after_disable_secs = 0\n' > "$WORK/keyward.toml"
+if [ "$AUDIT_EXPORT" = 1 ]; then
+  printf '[[audit.jsonl]]\nname = "bench"\npath = "%s/audit.jsonl"\n' "$WORK" >> "$WORK/keyward.toml"
+fi
 KEYWARD_LOG=warn "$BIN" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 --config "$WORK/keyward.toml" > "$WORK/stdout" 2> "$WORK/stderr" &
 PID=$!
 for _ in $(seq 100); do grep -q "listening on" "$WORK/stdout" 2>/dev/null && break; sleep 0.1; done
@@ -76,10 +82,16 @@ for round in $(seq "$ROUNDS"); do
       unwrap) r=$(run unwrap "$URL/api/v2/keys/$KEY/actions/unwrap" "$UNWRAP_BODY") ;;
     esac
     echo "round $round $op: $r (req/s p50_ms p99_ms non2xx)"
+    [ "$AUDIT_EXPORT" = 1 ] && curl -sf "$URL/metrics" > "$WORK/metrics.txt"
     RESULTS[$op]="${RESULTS[$op]:-}$r;"
   done
 done
 
+if [ "$AUDIT_EXPORT" = 1 ]; then
+  sleep 2
+  echo "exported lines: $(cat "$WORK"/audit.jsonl* | wc -l)"
+  grep -E '^keyward_(audit_export_lag_events|audit_exported_total|audit_chain_head_seq)' "$WORK/metrics.txt" || true
+fi
 AUDIT_EVENTS=$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from audit_events").fetchone()[0])' "$WORK/data/keyward.db")
 
 python3 - "$OUT" "$DURATION" "$CONNECTIONS" "$THREADS" "$AUDIT_EVENTS" "${RESULTS[healthz]}" "${RESULTS[wrap]}" "${RESULTS[unwrap]}" <<'PY'

@@ -10,6 +10,8 @@ import base64
 import io
 import json
 import os
+import re
+import sqlite3
 import subprocess
 import time
 from contextlib import contextmanager
@@ -57,21 +59,70 @@ def keyward(tmp_path_factory):
         yield server
 
 
+# Secrets the helpers below handled (payloads, DEKs), checked against every log line, exported
+# audit line and audit row when each server stops.
+SECRETS: set[bytes] = set()
+# Whatever looks like an access token (a JWT) or a Keyward API key must not be logged either.
+SECRET_SHAPES = [re.compile(rb"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}"),
+                 re.compile(rb"kw[0-9a-z]{6,}\.[A-Za-z0-9_-]{20,}")]
+
+
+def remember_secret(value):
+    """Records a base64 secret (or raw bytes) the server must never log or audit."""
+    if isinstance(value, str):
+        try:
+            value = base64.b64decode(value, validate=True)
+        except ValueError:
+            value = value.encode()
+    if len(value) >= 8:
+        SECRETS.add(value)
+
+
+def _assert_no_secrets(work: Path, data: Path, api_key: str | None):
+    """Scans the server's JSON logs, its JSON Lines audit export and every audit row."""
+    haystacks = {"log": (work / "stderr.log").read_bytes()}
+    for line in haystacks["log"].splitlines():
+        json.loads(line)  # every log line is JSON (--log-format json)
+    haystacks["export"] = b"".join(p.read_bytes() for p in sorted(work.glob("audit.jsonl*")))
+    db = data / "keyward.db"
+    if db.exists():
+        con = sqlite3.connect(db)
+        rows = con.execute("SELECT * FROM audit_events").fetchall()
+        con.close()
+        haystacks["audit rows"] = b"\n".join(
+            (v if isinstance(v, bytes) else str(v).encode()) for row in rows for v in row)
+    needles = set(SECRETS) | ({api_key.encode()} if api_key else set())
+    for where, hay in haystacks.items():
+        for shape in SECRET_SHAPES:
+            m = shape.search(hay)
+            assert m is None, f"a token or API key shape in the {where}: {m.group(0)[:12]!r}..."
+        for raw in needles:
+            for form in (raw, base64.b64encode(raw), base64.b64encode(raw).rstrip(b"="),
+                         raw.hex().encode(), raw.hex().upper().encode()):
+                assert form not in hay, f"a secret the tests used is in the {where}"
+
+
 @contextmanager
 def serve_keyward(work: Path, config_text: str):
-    """Starts `keyward serve` in `work` with `config_text` as its TOML configuration; stops it on exit."""
+    """Starts `keyward serve` in `work` with `config_text` as its TOML configuration; stops it on
+    exit. It logs at debug level as JSON and exports its audit trail to JSON Lines; on exit every
+    log line, exported line and audit row is scanned for the secrets the suite used."""
     data = work / "data"
     config = work / "keyward.toml"
-    config.write_text(config_text)
+    config.write_text(config_text + f'\n[[audit.jsonl]]\nname = "interop"\n'
+                                     f'path = "{work / "audit.jsonl"}"\n')
     stdout_path, stderr_path = work / "stdout.log", work / "stderr.log"
     with open(stdout_path, "w") as out, open(stderr_path, "w") as err:
         proc = subprocess.Popen(
             [KEYWARD_BIN, "serve", "--data-dir", str(data), "--listen", "127.0.0.1:0",
-             "--config", str(config)],
+             "--config", str(config), "--log-format", "json"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            env={**os.environ, "KEYWARD_LOG": "debug"},
         )
+    server = None
     try:
-        yield _wait_until_serving(proc, data / "bootstrap.json", stdout_path, stderr_path, work)
+        server = _wait_until_serving(proc, data / "bootstrap.json", stdout_path, stderr_path, work)
+        yield server
     finally:
         proc.terminate()
         try:
@@ -79,6 +130,7 @@ def serve_keyward(work: Path, config_text: str):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+    _assert_no_secrets(work, data, server.api_key if server else None)
 
 
 def _wait_until_serving(proc, bootstrap, stdout_path, stderr_path, work) -> Keyward:
@@ -162,6 +214,8 @@ def b64(raw: bytes) -> str:
 def create_key(sdk, keyward, name, *, extractable=False, **fields):
     """Creates a key with Prefer: return=representation; returns the key resource."""
     resource = {"type": KEY_MEDIA, "name": name, "extractable": extractable, **fields}
+    if "payload" in fields:
+        remember_secret(fields["payload"])
     r = sdk.create_key(
         bluemix_instance=keyward.instance,
         key_create_body=as_file({
@@ -186,12 +240,16 @@ def get_key(sdk, keyward, key_id):
 def wrap(sdk, keyward, key_id, plaintext=None, aad=None):
     req = {}
     if plaintext is not None:
+        remember_secret(plaintext)
         req["plaintext"] = plaintext
     if aad is not None:
         req["aad"] = aad
     r = sdk.wrap_key(id=key_id, bluemix_instance=keyward.instance, key_action_wrap_body=as_file(req))
     assert r.get_status_code() == 200
-    return body(r)
+    doc = body(r)
+    if "plaintext" in doc:
+        remember_secret(doc["plaintext"])
+    return doc
 
 
 def unwrap(sdk, keyward, key_id, ciphertext, aad=None):

@@ -32,8 +32,10 @@ pub mod media {
     pub const KMIP_OBJECT: &str = "application/vnd.ibm.kms.kmip_object+json";
 }
 
+mod audit;
 mod kmip;
 mod policies;
+pub use audit::*;
 pub use kmip::*;
 pub use policies::*;
 

@@ -248,6 +248,22 @@ impl Client {
         self.json(req).await
     }
 
+    /// The instance's audit events (`GET /api/v2/audit_events`, a Keyward extension): `filters`
+    /// are query pairs (`from`, `to`, `action`, `keyId`, `initiator`, `outcome`).
+    pub async fn audit_events(
+        &self,
+        filters: &[(&str, String)],
+        limit: u32,
+        offset: u32,
+    ) -> Result<Collection<keyward_api::AuditEventView>, ClientError> {
+        let req = self
+            .request(Method::GET, "/api/v2/audit_events")
+            .await?
+            .query(filters)
+            .query(&[("limit", limit.to_string()), ("offset", offset.to_string())]);
+        self.json(req).await
+    }
+
     /// A key, with the payload of a standard key (`GET /api/v2/keys/{id}`).
     pub async fn get_key(&self, id: &str) -> Result<Key, ClientError> {
         let req = self

@@ -97,6 +97,8 @@ pub enum Operation {
     CreateImportToken,
     ReadImportToken,
     ManageAccess,
+    /// Keyward extension: the instance's audit events (`GET /api/v2/audit_events`).
+    ReadAuditEvents,
 }
 
 use Role::{
@@ -181,6 +183,9 @@ pub const OPERATIONS: &[(Operation, &str, &[Role])] = &[
     ),
     (Operation::ReadImportToken, "kms.importtoken.read", &[W, M]),
     (Operation::ManageAccess, "iam.policy.manage", &[Adm]),
+    // Keyward's audit query: the instance's whole trail (who did what to which key), so only
+    // Managers of the instance, like instance policies.
+    (Operation::ReadAuditEvents, "kms.auditevents.read", &[M]),
 ];
 
 impl Operation {

@@ -88,3 +88,463 @@ impl AuditEvent {
         }
     }
 }
+
+/// The `prev_hash` of the first event in the chain.
+pub const GENESIS_HASH: [u8; 32] = [0; 32];
+
+/// Domain separation for event hashes, so no other SHA-256 in Keyward can collide with one.
+const EVENT_DOMAIN: &[u8] = b"keyward.audit.event.v1\0";
+/// Domain separation for the bytes a checkpoint signature covers.
+const CHECKPOINT_DOMAIN: &[u8] = b"keyward.audit.checkpoint.v1\0";
+
+/// An event as stored: its place in the hash chain and the hash that links it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainedEvent {
+    /// Position in the chain, from 1, with no gaps.
+    pub seq: u64,
+    /// The hash of the event at `seq - 1` ([`GENESIS_HASH`] for the first).
+    pub prev_hash: [u8; 32],
+    /// [`chain_hash`] of this event.
+    pub hash: [u8; 32],
+    /// The event.
+    pub event: AuditEvent,
+}
+
+/// A signed statement that the chain had `hash` at `seq` at `time`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCheckpoint {
+    /// The chain head's position.
+    pub seq: u64,
+    /// The chain head's hash.
+    pub hash: [u8; 32],
+    /// When the checkpoint was taken.
+    pub time: OffsetDateTime,
+    /// The custody backend's record signature over [`checkpoint_bytes`].
+    pub signature: Vec<u8>,
+}
+
+/// Appends a length-prefixed byte string: the encoding is unambiguous whatever the bytes hold.
+fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
+    buf.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+    buf.extend_from_slice(bytes);
+}
+
+/// Appends an optional string: a presence byte, then the length-prefixed bytes.
+fn put_opt(buf: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        None => buf.push(0),
+        Some(s) => {
+            buf.push(1);
+            put(buf, s.as_bytes());
+        }
+    }
+}
+
+/// The event time as stored: Unix nanoseconds (saturating; far outside any real clock).
+pub fn time_nanos(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+/// SHA-256 over a canonical encoding of `seq`, `prev_hash` and every field of `e`: fixed-width
+/// integers and length-prefixed strings in a fixed order, so two different events never encode
+/// alike. Changing any field, the position or the predecessor changes the hash.
+pub fn chain_hash(seq: u64, prev_hash: &[u8; 32], e: &AuditEvent) -> [u8; 32] {
+    let mut buf = Vec::with_capacity(320);
+    buf.extend_from_slice(EVENT_DOMAIN);
+    buf.extend_from_slice(&seq.to_be_bytes());
+    buf.extend_from_slice(prev_hash);
+    buf.extend_from_slice(e.id.as_bytes());
+    buf.extend_from_slice(&time_nanos(e.time).to_be_bytes());
+    put(&mut buf, e.action.as_bytes());
+    put(&mut buf, e.outcome.as_str().as_bytes());
+    buf.extend_from_slice(&e.reason_code.to_be_bytes());
+    put_opt(&mut buf, e.reason.as_deref());
+    put(&mut buf, e.initiator.id.as_bytes());
+    put_opt(&mut buf, e.initiator.address.as_deref());
+    put_opt(&mut buf, e.instance.as_deref());
+    put_opt(&mut buf, e.target.as_deref());
+    match e.key_state {
+        None => buf.push(0),
+        Some(s) => buf.extend_from_slice(&[1, s]),
+    }
+    put_opt(&mut buf, e.key_version.as_deref());
+    put(&mut buf, e.request_id.as_bytes());
+    keyward_crypto::sha256(&buf)
+}
+
+/// The bytes a checkpoint's signature covers.
+pub fn checkpoint_bytes(seq: u64, hash: &[u8; 32], time: OffsetDateTime) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(CHECKPOINT_DOMAIN.len() + 48);
+    buf.extend_from_slice(CHECKPOINT_DOMAIN);
+    buf.extend_from_slice(&seq.to_be_bytes());
+    buf.extend_from_slice(hash);
+    buf.extend_from_slice(&time_nanos(time).to_be_bytes());
+    buf
+}
+
+impl Outcome {
+    /// Parses CADF's word.
+    pub fn parse(s: &str) -> Option<Outcome> {
+        match s {
+            "success" => Some(Outcome::Success),
+            "failure" => Some(Outcome::Failure),
+            _ => None,
+        }
+    }
+}
+
+/// Which events a query returns; every filter set must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only events of this instance (always set for API callers).
+    pub instance: Option<String>,
+    /// Events at or after this time.
+    pub from: Option<OffsetDateTime>,
+    /// Events before this time.
+    pub to: Option<OffsetDateTime>,
+    /// Exact action name.
+    pub action: Option<String>,
+    /// Exact target (key id).
+    pub target: Option<String>,
+    /// Exact initiator id.
+    pub initiator: Option<String>,
+    /// Success or failure.
+    pub outcome: Option<Outcome>,
+    /// Most events returned.
+    pub limit: u32,
+    /// Events skipped first (oldest first order).
+    pub offset: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> AuditEvent {
+        let mut e = AuditEvent::new(
+            "kms.secrets.wrap",
+            Outcome::Success,
+            200,
+            Initiator {
+                id: "IBMid-1".into(),
+                address: Some("127.0.0.1".into()),
+            },
+            "req-1".into(),
+            OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap(),
+        );
+        e.target = Some("k".into());
+        e
+    }
+
+    #[test]
+    fn chain_hash_covers_every_field_position_and_predecessor() {
+        let e = event();
+        let h = chain_hash(7, &GENESIS_HASH, &e);
+        assert_eq!(h, chain_hash(7, &GENESIS_HASH, &e.clone()));
+        assert_ne!(h, chain_hash(8, &GENESIS_HASH, &e));
+        assert_ne!(h, chain_hash(7, &[1; 32], &e));
+        let mut changes: Vec<AuditEvent> = Vec::new();
+        let mut c = e.clone();
+        c.outcome = Outcome::Failure;
+        changes.push(c);
+        let mut c = e.clone();
+        c.reason_code = 201;
+        changes.push(c);
+        let mut c = e.clone();
+        c.time += time::Duration::nanoseconds(1);
+        changes.push(c);
+        let mut c = e.clone();
+        c.key_state = Some(1);
+        changes.push(c);
+        let mut c = e.clone();
+        c.request_id = "req-2".into();
+        changes.push(c);
+        for c in changes {
+            assert_ne!(h, chain_hash(7, &GENESIS_HASH, &c));
+        }
+    }
+
+    #[test]
+    fn chain_hash_is_unambiguous_across_field_boundaries() {
+        // The same concatenated text split differently between two fields must differ.
+        let mut a = event();
+        a.target = Some("ab".into());
+        a.key_version = Some("c".into());
+        let mut b = event();
+        b.target = Some("a".into());
+        b.key_version = Some("bc".into());
+        assert_ne!(
+            chain_hash(1, &GENESIS_HASH, &a),
+            chain_hash(1, &GENESIS_HASH, &b)
+        );
+        let mut none = event();
+        none.reason = None;
+        let mut empty = event();
+        empty.reason = Some(String::new());
+        assert_ne!(
+            chain_hash(1, &GENESIS_HASH, &none),
+            chain_hash(1, &GENESIS_HASH, &empty)
+        );
+    }
+}
+
+/// How the chain was broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakKind {
+    /// An event's fields no longer match its hash (or a rewritten chain no longer matches a
+    /// signed checkpoint).
+    Altered,
+    /// Events are missing (a gap, a lost predecessor, or a tail cut short of a checkpoint).
+    Removed,
+    /// An event that was not in the chain was put into it.
+    Inserted,
+    /// Events are stored out of their chain order.
+    Reordered,
+    /// A checkpoint's signature does not verify with the custody signing key.
+    BadCheckpoint,
+}
+
+impl BreakKind {
+    /// A word for reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakKind::Altered => "altered",
+            BreakKind::Removed => "removed",
+            BreakKind::Inserted => "inserted",
+            BreakKind::Reordered => "reordered",
+            BreakKind::BadCheckpoint => "bad_checkpoint",
+        }
+    }
+}
+
+/// The first place the chain is broken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBreak {
+    /// What happened.
+    pub kind: BreakKind,
+    /// The position of the event named.
+    pub seq: u64,
+    /// Its id, when it is still in the store.
+    pub id: Option<Uuid>,
+    /// One sentence for the operator.
+    pub detail: String,
+}
+
+/// The outcome of walking the whole chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Events read.
+    pub events: u64,
+    /// The last event's position and hash.
+    pub head: Option<(u64, [u8; 32])>,
+    /// Checkpoints checked.
+    pub checkpoints: u64,
+    /// The newest checkpoint whose signature and hash matched, if any.
+    pub last_good_checkpoint: Option<u64>,
+    /// The first break, if the chain is not intact.
+    pub first_break: Option<ChainBreak>,
+}
+
+/// Walks stored events in `seq` order and names the first break. Feed every row to [`push`]
+/// with the `prev_hash` of the row after it, then call [`finish`] with the checkpoints.
+///
+/// [`push`]: ChainVerifier::push
+/// [`finish`]: ChainVerifier::finish
+pub struct ChainVerifier<'a> {
+    /// Stored hash → stored seq of every row: finds where a misplaced predecessor really is.
+    index: &'a std::collections::HashMap<[u8; 32], u64>,
+    /// The last row accepted: seq, hash, id.
+    prev: Option<(u64, [u8; 32], Uuid)>,
+    events: u64,
+    first_break: Option<ChainBreak>,
+}
+
+impl<'a> ChainVerifier<'a> {
+    /// A verifier over the stored hashes of every row.
+    pub fn new(index: &'a std::collections::HashMap<[u8; 32], u64>) -> Self {
+        ChainVerifier {
+            index,
+            prev: None,
+            events: 0,
+            first_break: None,
+        }
+    }
+
+    /// Records a row that could not even be decoded.
+    pub fn push_unreadable(&mut self, seq: u64, why: &str) {
+        self.events += 1;
+        if self.first_break.is_none() {
+            self.first_break = Some(ChainBreak {
+                kind: BreakKind::Altered,
+                seq,
+                id: None,
+                detail: format!("event seq {seq} cannot be decoded ({why})"),
+            });
+        }
+    }
+
+    /// Checks one row against the row before it; `next_prev_hash` is the `prev_hash` of the row
+    /// after it, if any.
+    pub fn push(&mut self, r: &ChainedEvent, next_prev_hash: Option<&[u8; 32]>) {
+        self.events += 1;
+        if self.first_break.is_some() {
+            return;
+        }
+        let expected_seq = self.prev.map_or(1, |p| p.0 + 1);
+        let expected_prev = self.prev.map_or(GENESIS_HASH, |p| p.1);
+        let self_ok = chain_hash(r.seq, &r.prev_hash, &r.event) == r.hash;
+        let link_ok = r.prev_hash == expected_prev;
+        let seq_ok = r.seq == expected_seq;
+        if self_ok && link_ok && seq_ok {
+            self.prev = Some((r.seq, r.hash, r.event.id));
+            return;
+        }
+        let id = r.event.id;
+        let seq = r.seq;
+        let found_prev = self.index.get(&r.prev_hash).copied();
+        let (kind, at, at_id, detail) = if !link_ok && found_prev.is_some_and(|s| s > seq) {
+            (
+                BreakKind::Reordered,
+                seq,
+                Some(id),
+                format!(
+                    "event seq {seq} (id {id}) is stored before its predecessor, stored at seq {}",
+                    found_prev.unwrap_or_default()
+                ),
+            )
+        } else if next_prev_hash == Some(&expected_prev) {
+            (
+                BreakKind::Inserted,
+                seq,
+                Some(id),
+                format!(
+                    "event seq {seq} (id {id}) was inserted: the event after it links to the one before it"
+                ),
+            )
+        } else if seq > expected_seq {
+            (
+                BreakKind::Removed,
+                expected_seq,
+                None,
+                format!(
+                    "events seq {expected_seq}..={} are missing (the next present is seq {seq}, id {id})",
+                    seq - 1
+                ),
+            )
+        } else if !link_ok && found_prev.is_some_and(|s| s + 1 < expected_seq) {
+            // This row links to an earlier one: what sits between them was inserted.
+            let first = found_prev.unwrap_or_default() + 1;
+            let first_id = self.prev.filter(|p| p.0 == first).map(|p| p.2);
+            (
+                BreakKind::Inserted,
+                first,
+                first_id,
+                format!(
+                    "event seq {first} was inserted: event seq {seq} (id {id}) links to seq {}",
+                    first - 1
+                ),
+            )
+        } else if !link_ok && found_prev.is_none() && self_ok {
+            (
+                BreakKind::Removed,
+                expected_seq,
+                None,
+                format!(
+                    "the event before seq {seq} (id {id}) is missing: its predecessor's hash is nowhere in the store"
+                ),
+            )
+        } else if !self_ok {
+            (
+                BreakKind::Altered,
+                seq,
+                Some(id),
+                format!("event seq {seq} (id {id}) does not match its hash: it was altered"),
+            )
+        } else {
+            (
+                BreakKind::Altered,
+                seq,
+                Some(id),
+                format!("event seq {seq} (id {id}) does not link to the event before it"),
+            )
+        };
+        self.first_break = Some(ChainBreak {
+            kind,
+            seq: at,
+            id: at_id,
+            detail,
+        });
+    }
+
+    /// Checks every checkpoint's signature with `custody` and that the chain passes through its
+    /// hash; `hash_at` gives the stored hash at a position. Returns the report.
+    pub fn finish(
+        self,
+        checkpoints: &[AuditCheckpoint],
+        mut hash_at: impl FnMut(u64) -> Option<[u8; 32]>,
+        custody: &dyn crate::Custody,
+    ) -> ChainReport {
+        let head = self.prev.map(|p| (p.0, p.1));
+        let mut first_break = self.first_break;
+        let mut last_good = None;
+        let mut checkpoint_break: Option<ChainBreak> = None;
+        for cp in checkpoints {
+            let signed = checkpoint_bytes(cp.seq, &cp.hash, cp.time);
+            let problem = if custody.verify_record(&signed, &cp.signature).is_err() {
+                Some(ChainBreak {
+                    kind: BreakKind::BadCheckpoint,
+                    seq: cp.seq,
+                    id: None,
+                    detail: format!(
+                        "the checkpoint at seq {} is not signed by this custody backend's key",
+                        cp.seq
+                    ),
+                })
+            } else {
+                match hash_at(cp.seq) {
+                    None => Some(ChainBreak {
+                        kind: BreakKind::Removed,
+                        seq: head.map_or(1, |h| h.0 + 1),
+                        id: None,
+                        detail: format!(
+                            "events after seq {} are missing: a signed checkpoint covers seq {}",
+                            head.map_or(0, |h| h.0),
+                            cp.seq
+                        ),
+                    }),
+                    Some(h) if h != cp.hash => Some(ChainBreak {
+                        kind: BreakKind::Altered,
+                        seq: cp.seq,
+                        id: None,
+                        detail: format!(
+                            "the chain up to seq {} differs from the signed checkpoint there: events after seq {} were rewritten",
+                            cp.seq,
+                            last_good.unwrap_or(0)
+                        ),
+                    }),
+                    Some(_) => None,
+                }
+            };
+            match problem {
+                None => last_good = Some(cp.seq),
+                Some(b) => {
+                    if checkpoint_break.as_ref().is_none_or(|c| b.seq < c.seq) {
+                        checkpoint_break = Some(b);
+                    }
+                }
+            }
+        }
+        if let Some(cb) = checkpoint_break
+            && first_break.as_ref().is_none_or(|fb| cb.seq < fb.seq)
+        {
+            first_break = Some(cb);
+        }
+        ChainReport {
+            events: self.events,
+            head,
+            checkpoints: checkpoints.len() as u64,
+            last_good_checkpoint: last_good,
+            first_break,
+        }
+    }
+}

@@ -34,7 +34,10 @@ mod service;
 mod store;
 
 pub use access::{Denial, Grant, Grants, OPERATIONS, Operation, Role, Scope, Target};
-pub use audit::{AuditEvent, Initiator, Outcome};
+pub use audit::{
+    AuditCheckpoint, AuditEvent, AuditQuery, BreakKind, ChainBreak, ChainReport, ChainVerifier,
+    ChainedEvent, GENESIS_HASH, Initiator, Outcome, chain_hash, checkpoint_bytes, time_nanos,
+};
 pub use custody::{Custody, CustodyError, WrappedMaterial};
 pub use error::{KeyError, Rule};
 pub use iam::{ApiKeyMinter, CreatedApiKey, IamService, NewIdentity, Principal};
@@ -64,8 +67,8 @@ pub use service::{
     SortKey, SystemClock, UnwrapOutput, WrapOutput,
 };
 pub use store::{
-    AliasRecord, ApiKeyRecord, DueWork, IamStore, InstanceRecord, KeyRingRecord, RingDeletion,
-    SigningKeyRecord, Store, StoreError,
+    AliasRecord, ApiKeyRecord, AuditStore, DueWork, IamStore, InstanceRecord, KeyRingRecord,
+    RingDeletion, SigningKeyRecord, Store, StoreError,
 };
 
 pub use keyward_crypto::Secret;

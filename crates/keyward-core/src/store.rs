@@ -298,6 +298,8 @@ pub trait Store: IamStore + Send + Sync {
     ) -> Result<(), StoreError>;
     /// Appends an audit event for an action that changed nothing (wrap, unwrap, a refusal).
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
+    /// How many keys (not purged) are in each state, by Key Protect state number (for metrics).
+    async fn key_counts_by_state(&self) -> Result<Vec<(u8, u64)>, StoreError>;
 
     /// Every instance.
     async fn instances(&self) -> Result<Vec<InstanceRecord>, StoreError>;
@@ -398,4 +400,35 @@ pub trait Store: IamStore + Send + Sync {
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
     /// Inserts a token-signing key.
     async fn insert_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StoreError>;
+}
+
+/// The audit trail as a hash chain: queries, export reads, signed checkpoints and export
+/// cursors. Appending events is not here: every `Store` write appends its own, in its
+/// transaction, and the store links it to the chain there.
+#[async_trait::async_trait]
+pub trait AuditStore: Send + Sync {
+    /// The newest event's position and hash, or `None` for an empty trail.
+    async fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError>;
+    /// Events matching `query`, oldest first, and how many match in all.
+    async fn audit_events(
+        &self,
+        query: &crate::AuditQuery,
+    ) -> Result<(Vec<crate::ChainedEvent>, u64), StoreError>;
+    /// Up to `limit` events after position `seq`, oldest first (exports catch up with this).
+    async fn audit_events_after(
+        &self,
+        seq: u64,
+        limit: u32,
+    ) -> Result<Vec<crate::ChainedEvent>, StoreError>;
+    /// Records a signed checkpoint of the chain head.
+    async fn insert_audit_checkpoint(
+        &self,
+        checkpoint: &crate::AuditCheckpoint,
+    ) -> Result<(), StoreError>;
+    /// The newest checkpoint, if any.
+    async fn latest_audit_checkpoint(&self) -> Result<Option<crate::AuditCheckpoint>, StoreError>;
+    /// The last position an export sink delivered (0 for a new sink).
+    async fn export_cursor(&self, sink: &str) -> Result<u64, StoreError>;
+    /// Moves an export sink's cursor to `seq` (durably).
+    async fn set_export_cursor(&self, sink: &str, seq: u64) -> Result<(), StoreError>;
 }

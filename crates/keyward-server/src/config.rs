@@ -45,6 +45,103 @@ pub struct ServerConfig {
     /// `private-only`). Keyward has one listener per process; mark it private when it is reached
     /// only from your private network.
     pub private_endpoint: bool,
+    /// The audit trail: checkpoints and export sinks.
+    pub audit: AuditSection,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsSection,
+}
+
+/// `[audit]`: signed checkpoints of the audit chain's head, and where events are exported.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// Seconds between checkpoints (when events were added since the last one).
+    pub checkpoint_interval_secs: u64,
+    /// A checkpoint is also taken once this many events were added since the last one.
+    pub checkpoint_every_events: u64,
+    /// How often an idle export sink looks for new events, in milliseconds.
+    pub export_poll_ms: u64,
+    /// JSON Lines file sinks.
+    pub jsonl: Vec<JsonlSinkSection>,
+    /// Webhook sinks.
+    pub webhook: Vec<WebhookSinkSection>,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            checkpoint_interval_secs: 60,
+            checkpoint_every_events: 10_000,
+            export_poll_ms: 500,
+            jsonl: Vec::new(),
+            webhook: Vec::new(),
+        }
+    }
+}
+
+/// `[[audit.jsonl]]`: events appended to a file, one JSON object per line, rotated by size.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonlSinkSection {
+    /// The sink's name (its export cursor is kept under it).
+    pub name: String,
+    /// The file written; rotated files get `.1`, `.2`, ... appended, oldest first.
+    pub path: PathBuf,
+    /// Size at which the file is rotated, in bytes.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+}
+
+fn default_max_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+/// `[[audit.webhook]]`: events POSTed in batches (a JSON array), signed with HMAC-SHA256.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSinkSection {
+    /// The sink's name (its export cursor is kept under it).
+    pub name: String,
+    /// Where batches are POSTed.
+    pub url: String,
+    /// A file holding the HMAC secret (never the secret itself in this file).
+    pub secret_file: Option<PathBuf>,
+    /// The name of an environment variable holding the HMAC secret.
+    pub secret_env: Option<String>,
+    /// Most events per POST.
+    #[serde(default = "default_batch")]
+    pub batch: u32,
+    /// Request timeout, in milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_batch() -> u32 {
+    500
+}
+
+fn default_timeout_ms() -> u64 {
+    5000
+}
+
+/// `[metrics]`: the Prometheus `GET /metrics` endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Whether `/metrics` is served.
+    pub enabled: bool,
+    /// When set, `/metrics` requires `Authorization: Bearer <the token in this file>`;
+    /// otherwise it is open (it shows counts and latencies, never ids, names or material).
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            enabled: true,
+            bearer_token_file: None,
+        }
+    }
 }
 
 /// `[lifecycle]`: Key Protect's timing rules.
@@ -221,6 +318,8 @@ impl Default for ServerConfig {
             access_cache_ttl_ms: 500,
             rate_limit: RateLimitSection::default(),
             custody: CustodySection::default(),
+            audit: AuditSection::default(),
+            metrics: MetricsSection::default(),
         }
     }
 }
@@ -310,6 +409,49 @@ impl ServerConfig {
                 "lifecycle.rotation_month_secs must be at least 1".into(),
             ));
         }
+        if self.audit.checkpoint_interval_secs == 0
+            || self.audit.checkpoint_every_events == 0
+            || self.audit.export_poll_ms == 0
+        {
+            return Err(ConfigError::Invalid(
+                "audit.checkpoint_interval_secs, audit.checkpoint_every_events and \
+                 audit.export_poll_ms must be at least 1"
+                    .into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for name in self
+            .audit
+            .jsonl
+            .iter()
+            .map(|s| &s.name)
+            .chain(self.audit.webhook.iter().map(|s| &s.name))
+        {
+            if name.is_empty() || !names.insert(name) {
+                return Err(ConfigError::Invalid(format!(
+                    "audit sinks need distinct, non-empty names ({name:?})"
+                )));
+            }
+        }
+        if self.audit.jsonl.iter().any(|s| s.max_bytes < 1024) {
+            return Err(ConfigError::Invalid(
+                "audit.jsonl.max_bytes must be at least 1024".into(),
+            ));
+        }
+        for w in &self.audit.webhook {
+            if w.secret_file.is_some() == w.secret_env.is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "audit.webhook {:?}: exactly one of secret_file and secret_env",
+                    w.name
+                )));
+            }
+            if !(w.url.starts_with("https://") || w.url.starts_with("http://")) || w.batch == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "audit.webhook {:?}: url must be http(s) and batch at least 1",
+                    w.name
+                )));
+            }
+        }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "max_body_bytes must be at least 1024".into(),
@@ -372,5 +514,25 @@ mod tests {
             c.is_ok_and(|c| c.listen.port() == 9000 && c.lifecycle.enable_after_disable_secs == 0)
         );
         assert!(ServerConfig::from_toml("lisen = 1", Path::new("x.toml")).is_err());
+    }
+
+    #[test]
+    fn audit_sinks_need_names_secrets_and_sane_limits() {
+        let parse = |t: &str| ServerConfig::from_toml(t, Path::new("x.toml"));
+        let ok = parse(
+            "[[audit.jsonl]]\nname = \"f\"\npath = \"/tmp/a.jsonl\"\n\
+             [[audit.webhook]]\nname = \"w\"\nurl = \"https://siem\"\nsecret_env = \"S\"\n",
+        );
+        assert!(ok.is_ok_and(|c| c.validate().is_ok()));
+        for bad in [
+            "[[audit.jsonl]]\nname = \"f\"\npath = \"/a\"\nmax_bytes = 10\n",
+            "[[audit.jsonl]]\nname = \"x\"\npath = \"/a\"\n[[audit.jsonl]]\nname = \"x\"\npath = \"/b\"\n",
+            "[[audit.webhook]]\nname = \"w\"\nurl = \"https://siem\"\n",
+            "[[audit.webhook]]\nname = \"w\"\nurl = \"ftp://siem\"\nsecret_env = \"S\"\n",
+            "[audit]\ncheckpoint_interval_secs = 0\n",
+        ] {
+            assert!(parse(bad).is_ok_and(|c| c.validate().is_err()), "{bad}");
+        }
+        assert!(parse("[audit]\nsecret = 1\n").is_err());
     }
 }

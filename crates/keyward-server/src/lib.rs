@@ -15,10 +15,12 @@
 )]
 
 pub mod access;
+pub mod audit;
 pub mod bootstrap;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod rotation;
 pub mod routes;
 pub mod scheduler;
@@ -31,12 +33,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
-use keyward_core::{Custody, IamService, KeyService, KmipService, KmipStore, Store, SystemClock};
+use keyward_core::{
+    AuditStore, Custody, IamService, KeyService, KmipService, KmipStore, Secret, Store, SystemClock,
+};
 use keyward_custody::SoftwareCustody;
 use keyward_store::SqliteStore;
 use tracing::Instrument;
@@ -48,10 +52,11 @@ use state::AppState;
 
 /// Builds the router over `state`.
 pub fn router(state: Arc<AppState>) -> Router {
-    use routes::{identity, keys, policies, rings};
+    use routes::{audit, identity, keys, policies, rings};
     let limit = state.config.max_body_bytes;
-    Router::new()
+    let mut router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/api/v2/audit_events", get(audit::list))
         .route("/identity/token", post(identity::token))
         // IBM IAM answers on both paths; the Key Protect Go client uses /oidc/token.
         .route("/oidc/token", post(identity::token))
@@ -104,25 +109,66 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v2/keys/{id}/versions", get(keys::key_versions))
         .route("/api/v2/keys/{id}/actions/{action}", post(keys::key_action))
         .merge(routes::kmip::router())
-        .merge(routes::iam::router())
+        .merge(routes::iam::router());
+    if state.config.metrics.enabled {
+        router = router.route("/metrics", get(audit::metrics));
+    }
+    router
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn_with_state(state.clone(), request_id))
         .with_state(state)
 }
 
-/// Gives every request an id (in the audit event, the log and the `x-request-id` header) and
-/// echoes the client's `correlation-id`.
-async fn request_id(mut req: Request, next: Next) -> Response {
-    let id = uuid::Uuid::new_v4().to_string();
+/// A client's `x-request-id` is kept when it is short and plain (it goes into logs and audit
+/// events); anything else gets a fresh id.
+fn client_request_id(req: &Request) -> Option<String> {
+    let v = req
+        .headers()
+        .get(keyward_api::headers::REQUEST_ID)?
+        .to_str()
+        .ok()?;
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
+    (1..=128)
+        .contains(&v.len())
+        .then_some(v)
+        .filter(|v| v.chars().all(plain))
+        .map(str::to_owned)
+}
+
+/// Gives every request an id (in the audit event, the log and the `x-request-id` header; a
+/// client's own `x-request-id` is honoured), echoes the client's `correlation-id`, and counts
+/// the request in the metrics by its route template.
+async fn request_id(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let id = client_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
     let correlation = req
         .headers()
         .get(keyward_api::headers::CORRELATION_ID)
         .cloned();
-    let span = tracing::debug_span!("request", request_id = %id);
-    let mut resp = next.run(req).instrument(span).await;
+    let operation = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let took = started.elapsed();
+    let status = resp.status().as_u16();
+    state
+        .metrics
+        .request(&operation, method.as_str(), status, took);
+    span.in_scope(|| {
+        tracing::debug!(
+            method = %method,
+            operation = %operation,
+            status,
+            micros = took.as_micros() as u64,
+            "request"
+        );
+    });
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut()
             .insert(keyward_api::headers::REQUEST_ID, v);
@@ -143,15 +189,25 @@ pub async fn open(config: ServerConfig) -> anyhow::Result<Arc<AppState>> {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700));
     }
-    let custody: Arc<dyn Custody> = match config.custody.pkcs11()? {
-        None => Arc::new(SoftwareCustody::open_or_create(&config.data_dir)?.0),
-        Some(hsm) => Arc::new(
-            keyward_custody_pkcs11::Pkcs11Custody::open(&hsm)
-                .context("opening the PKCS#11 custody backend")?,
-        ),
-    };
+    let custody = open_custody(&config, true)?;
     let sqlite = Arc::new(SqliteStore::open(&config.data_dir)?);
     let store: Arc<dyn Store> = sqlite.clone();
+    let trail: Arc<dyn AuditStore> = sqlite.clone();
+    let metrics_token = match &config.metrics.bearer_token_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading metrics.bearer_token_file {}", path.display()))?;
+            let token = text.trim();
+            anyhow::ensure!(!token.is_empty(), "metrics.bearer_token_file is empty");
+            Some(Secret::new(token.as_bytes().to_vec()))
+        }
+    };
+    let extras = state::Extras {
+        trail,
+        metrics: Arc::new(metrics::Metrics::new(metrics::no_backlog())?),
+        metrics_token,
+    };
     let issuer = bootstrap::token_issuer(&store, &custody, config.token_ttl_secs).await?;
     let keys = KeyService::new(
         store.clone(),
@@ -175,7 +231,28 @@ pub async fn open(config: ServerConfig) -> anyhow::Result<Arc<AppState>> {
         config.rate_limit.per_second,
         config.rate_limit.burst,
     );
-    Ok(AppState::new(keys, kmip, access, issuer, config))
+    Ok(AppState::new(keys, kmip, access, issuer, config, extras))
+}
+
+/// The custody backend `config` names. `create` makes a software keystore when there is none
+/// (the server's first start); `keyward audit verify` opens an existing one only.
+pub fn open_custody(config: &ServerConfig, create: bool) -> anyhow::Result<Arc<dyn Custody>> {
+    Ok(match config.custody.pkcs11()? {
+        None if create => Arc::new(SoftwareCustody::open_or_create(&config.data_dir)?.0),
+        None => {
+            let path = config.data_dir.join(keyward_custody::KEYSTORE_FILE);
+            anyhow::ensure!(
+                path.exists(),
+                "no software keystore at {} (use --config for an HSM custody backend)",
+                path.display()
+            );
+            Arc::new(SoftwareCustody::open_or_create(&config.data_dir)?.0)
+        }
+        Some(hsm) => Arc::new(
+            keyward_custody_pkcs11::Pkcs11Custody::open(&hsm)
+                .context("opening the PKCS#11 custody backend")?,
+        ),
+    })
 }
 
 /// A running server.
@@ -188,24 +265,37 @@ pub struct RunningServer {
     pub bootstrap_file: Option<PathBuf>,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
-    scheduler: Option<tokio::task::JoinHandle<()>>,
+    /// The scheduler, checkpointer and export sinks: aborted at shutdown.
+    background: Vec<tokio::task::JoinHandle<()>>,
+    state: Arc<AppState>,
 }
 
 impl RunningServer {
     /// Stops accepting, lets requests in flight finish (up to 10 s), and waits.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        if let Some(s) = &self.scheduler {
-            s.abort();
-        }
         self.handle
             .graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-        self.task.await??;
-        Ok(())
+        self.wait().await
     }
 
-    /// Waits until the server stops by itself (it does not, unless it fails).
+    /// Waits until the server stops (after a graceful shutdown through [`handle`], or a
+    /// failure), then stops the background tasks and signs a last audit checkpoint.
+    ///
+    /// [`handle`]: RunningServer::handle
     pub async fn wait(self) -> anyhow::Result<()> {
-        self.task.await??;
+        let served = self.task.await;
+        for task in &self.background {
+            task.abort();
+        }
+        if let Err(e) = audit::checkpoint(
+            self.state.trail.as_ref(),
+            self.state.keys.custody().as_ref(),
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "audit checkpoint at shutdown failed");
+        }
+        served??;
         Ok(())
     }
 
@@ -248,12 +338,34 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         bootstrap::first_start(state.store(), &state.config.data_dir, &url).await?;
     bootstrap::ensure_admin_access(state.store(), state.keys.custody()).await?;
     let handle = axum_server::Handle::new();
-    let scheduler = state
-        .config
-        .scheduler
-        .enabled
-        .then(|| scheduler::spawn(&state));
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let mut background = Vec::new();
+    if state.config.scheduler.enabled {
+        background.push(scheduler::spawn(&state));
+    }
+    let audit_config = &state.config.audit;
+    background.push(audit::spawn_checkpointer(
+        state.trail.clone(),
+        state.keys.custody().clone(),
+        std::time::Duration::from_secs(audit_config.checkpoint_interval_secs),
+        audit_config.checkpoint_every_events,
+    ));
+    let poll = std::time::Duration::from_millis(audit_config.export_poll_ms);
+    let mut sinks = Vec::new();
+    for c in &audit_config.jsonl {
+        sinks.push(audit::ExportSink::jsonl(c)?);
+    }
+    for c in &audit_config.webhook {
+        sinks.push(audit::ExportSink::webhook(c)?);
+    }
+    for sink in sinks {
+        background.push(audit::spawn_exporter(
+            state.trail.clone(),
+            state.metrics.clone(),
+            sink,
+            poll,
+        ));
+    }
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let task = match tls {
         Some(tls) => {
             let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
@@ -274,6 +386,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         bootstrap_file,
         handle,
         task,
-        scheduler,
+        background,
+        state,
     })
 }

@@ -65,20 +65,28 @@ impl Scheduler {
 /// it makes is one compare-and-swap transaction, so stopping between or during them is safe.
 pub fn spawn(state: &std::sync::Arc<crate::state::AppState>) -> tokio::task::JoinHandle<()> {
     let scheduler = Scheduler::new(state.keys.clone(), state.config.scheduler());
+    let metrics = state.metrics.clone();
     tokio::spawn(async move {
         scheduler
-            .run(std::future::pending(), |pass| match pass {
-                Ok(r) if r == SchedulerReport::default() => {}
-                Ok(r) => tracing::info!(
-                    rotated = r.rotated,
-                    expired = r.expired,
-                    purged = r.purged,
-                    lost_races = r.lost_races,
-                    failed = r.failed,
-                    "scheduler pass"
-                ),
-                Err(e) => tracing::warn!(error = %e, "scheduler pass failed"),
+            .run(std::future::pending(), |pass| {
+                metrics.scheduler_pass(pass.as_ref().ok());
+                log_pass(pass)
             })
             .await;
     })
+}
+
+fn log_pass(pass: Result<SchedulerReport, KeyError>) {
+    match pass {
+        Ok(r) if r == SchedulerReport::default() => {}
+        Ok(r) => tracing::info!(
+            rotated = r.rotated,
+            expired = r.expired,
+            purged = r.purged,
+            lost_races = r.lost_races,
+            failed = r.failed,
+            "scheduler pass"
+        ),
+        Err(e) => tracing::warn!(error = %e, "scheduler pass failed"),
+    }
 }

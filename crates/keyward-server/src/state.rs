@@ -5,12 +5,14 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use keyward_core::{
-    InstanceId, InstancePolicies, KeyError, KeyService, KmipService, LifecycleConfig, Store,
+    AuditStore, InstanceId, InstancePolicies, KeyError, KeyService, KmipService, LifecycleConfig,
+    Secret, Store,
 };
 use keyward_iam::{TokenIssuer, TokenVerifier};
 
 use crate::access::AccessGate;
 use crate::config::ServerConfig;
+use crate::metrics::Metrics;
 use crate::views::ViewCtx;
 
 /// What every handler may use. Built once at start.
@@ -36,6 +38,22 @@ pub struct AppState {
     pub lifecycle: LifecycleConfig,
     /// The port actually bound (the configured one may be 0), set once at start.
     pub bound_port: std::sync::OnceLock<u16>,
+    /// The audit trail: queries, checkpoints, export cursors.
+    pub trail: Arc<dyn AuditStore>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// The bearer token `/metrics` requires, if configured.
+    pub metrics_token: Option<Secret>,
+}
+
+/// What the state holds besides the services and config.
+pub struct Extras {
+    /// The audit trail.
+    pub trail: Arc<dyn AuditStore>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// The bearer token `/metrics` requires, if configured.
+    pub metrics_token: Option<Secret>,
 }
 
 impl AppState {
@@ -46,6 +64,7 @@ impl AppState {
         access: AccessGate,
         issuer: TokenIssuer,
         config: ServerConfig,
+        extras: Extras,
     ) -> Arc<Self> {
         let verifier = issuer.verifier();
         let lifecycle = config.lifecycle();
@@ -60,6 +79,9 @@ impl AppState {
             policies: RwLock::new(HashMap::new()),
             lifecycle,
             bound_port: std::sync::OnceLock::new(),
+            trail: extras.trail,
+            metrics: extras.metrics,
+            metrics_token: extras.metrics_token,
         })
     }
 

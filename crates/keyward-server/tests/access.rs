@@ -165,6 +165,7 @@ fn request(op: Operation, f: &Fixture, n: usize) -> (Method, String, Option<Valu
         // No token exists: an allowed caller learns that (404), a refused one only 403.
         Operation::ReadImportToken => (Method::GET, "/api/v2/import_token".into(), None),
         Operation::ManageAccess => (Method::GET, "/iam/v1/identities".into(), None),
+        Operation::ReadAuditEvents => (Method::GET, "/api/v2/audit_events?limit=5".into(), None),
     }
 }
 

@@ -17,6 +17,7 @@
     )
 )]
 
+mod audit;
 mod iam;
 mod kmip;
 mod listing;
@@ -26,4 +27,5 @@ mod schema;
 mod sqlite;
 mod writer;
 
+pub use audit::{MAX_PAGE as MAX_AUDIT_PAGE, verify_audit_chain};
 pub use sqlite::{DB_FILE, SqliteStore};

@@ -219,6 +219,23 @@ const MIGRATIONS: &[&str] = &[
         private_key BLOB NOT NULL,
         created_by TEXT NOT NULL
     );",
+    // 6: the audit hash chain (existing events are linked at open), signed checkpoints of its
+    // head, export cursors, and the per-instance index behind audit queries.
+    "ALTER TABLE audit_events ADD COLUMN prev_hash BLOB;
+    ALTER TABLE audit_events ADD COLUMN hash BLOB;
+    CREATE INDEX audit_events_by_instance ON audit_events(instance_id, seq);
+    CREATE TABLE audit_checkpoints (
+        id INTEGER PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        time INTEGER NOT NULL,
+        signature BLOB NOT NULL
+    );
+    CREATE TABLE audit_export_cursors (
+        sink TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );",
 ];
 
 /// Brings the database to the latest schema, one transaction per migration.

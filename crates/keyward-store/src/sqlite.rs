@@ -11,6 +11,7 @@ use keyward_core::{
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 use time::OffsetDateTime;
 
+pub(crate) use crate::audit::insert_audit;
 use crate::listing::key_query;
 use crate::rows::*;
 use crate::schema::migrate;
@@ -58,6 +59,7 @@ impl SqliteStore {
         conn.pragma_update(None, "wal_autocheckpoint", 20_000)
             .map_err(sql_error)?;
         migrate(&mut conn).map_err(sql_error)?;
+        crate::audit::chain_legacy(&mut conn).map_err(sql_error)?;
         set_private(&path);
         let checkpointer = Connection::open(&path).map_err(sql_error)?;
         checkpointer
@@ -148,32 +150,6 @@ fn stable_plans(c: &Connection) -> Result<(), StoreError> {
 fn set_private(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-}
-
-/// Audit events are stored as plain columns (about 250 bytes each), not as a rendered document:
-/// the hot path writes one per request, and the CADF form is built when events are read.
-pub(crate) fn insert_audit(c: &Connection, e: &AuditEvent) -> rusqlite::Result<()> {
-    c.prepare_cached(
-        "INSERT INTO audit_events (id, time, action, outcome, reason_code, reason, initiator, address,
-                                   instance_id, target, key_state, key_version, request_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-    )?
-    .execute(params![
-        e.id.to_string(),
-        nanos(e.time),
-        e.action,
-        e.outcome.as_str(),
-        e.reason_code,
-        e.reason,
-        e.initiator.id,
-        e.initiator.address,
-        e.instance,
-        e.target,
-        e.key_state,
-        e.key_version,
-        e.request_id,
-    ])?;
-    Ok(())
 }
 
 fn insert_version(c: &Connection, v: &KeyVersion) -> rusqlite::Result<()> {
@@ -733,6 +709,21 @@ impl Store for SqliteStore {
             .optional()
         })
         .await
+    }
+
+    async fn key_counts_by_state(&self) -> Result<Vec<(u8, u64)>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT state, COUNT(*) FROM keys WHERE purged_at IS NULL GROUP BY state",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    u8::try_from(r.get::<_, i64>(0)?).unwrap_or(u8::MAX),
+                    u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                ))
+            })?;
+            rows.collect()
+        })
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {

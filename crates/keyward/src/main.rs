@@ -69,6 +69,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::hsm::HsmCommand,
     },
+    /// Verify the audit chain offline, or list audit events over the API.
+    Audit {
+        #[command(subcommand)]
+        command: cli::audit::AuditCommand,
+    },
     /// Manage identities, API keys, access policies, authorizations and instances of the account.
     Iam {
         #[command(flatten)]
@@ -122,10 +127,17 @@ fn main() -> std::process::ExitCode {
             Command::Kmip { conn, command } => cli::kmip::run(conn, command).await,
             Command::Iam { conn, command } => cli::iam::run(conn, command).await,
             Command::Hsm { command } => cli::hsm::run(command).await,
+            Command::Audit { command } => match cli::audit::run(command).await {
+                Ok(true) => Ok(()),
+                Ok(false) => return Ok(Some(std::process::ExitCode::from(1))),
+                Err(e) => Err(e),
+            },
         }
+        .map(|()| None)
     });
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(Some(code)) => code,
+        Ok(None) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("keyward: {e:#}");
             std::process::ExitCode::FAILURE
@@ -135,6 +147,7 @@ fn main() -> std::process::ExitCode {
 
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -18,6 +18,7 @@ use crate::{
     PolicyMeta, RotationPolicy, Rule, Store, StoreError,
 };
 
+mod audit;
 mod deletion;
 mod policies;
 mod rings;

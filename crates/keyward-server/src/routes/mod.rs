@@ -1,6 +1,7 @@
 //! HTTP routes. Handlers translate requests to `KeyService` calls and results back; they hold no
 //! key rules.
 
+pub mod audit;
 pub mod iam;
 pub mod identity;
 pub mod keys;

@@ -123,6 +123,19 @@ impl TestServer {
         self
     }
 
+    /// Stops the server and starts it again on the same data directory with `tweak` applied.
+    pub async fn restart_with(mut self, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.unwrap();
+        }
+        let mut c = config(self.dir.path());
+        tweak(&mut c);
+        let server = keyward_server::start(c).await.expect("server restarts");
+        self.url = server.url.clone();
+        self.server = Some(server);
+        self
+    }
+
     pub async fn stop(&mut self) {
         if let Some(s) = self.server.take() {
             s.shutdown().await.unwrap();

@@ -10,6 +10,7 @@ use keyward_api::Key;
 use keyward_client::Client;
 
 pub mod admin;
+pub mod audit;
 pub mod hsm;
 pub mod iam;
 pub mod keys;

@@ -36,10 +36,17 @@ pub fn spawn_with(dir: &Path, config: &str) -> Proc {
 
 /// As [`spawn_with`], with extra environment variables for the server process.
 pub fn spawn_env(dir: &Path, config: &str, envs: &[(&str, &str)]) -> Proc {
+    spawn_args(dir, config, envs, &[])
+}
+
+/// As [`spawn_env`], with extra `keyward serve` arguments.
+pub fn spawn_args(dir: &Path, config: &str, envs: &[(&str, &str)], args: &[&str]) -> Proc {
     std::fs::write(dir.join("keyward.toml"), config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
         .envs(envs.iter().copied())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .arg("--data-dir")
         .arg(dir)
         .arg("--config")
         .arg(dir.join("keyward.toml"))
@@ -70,6 +77,24 @@ pub fn spawn_env(dir: &Path, config: &str, envs: &[(&str, &str)]) -> Proc {
 pub fn kill9(mut p: Proc) {
     p.child.kill().unwrap(); // SIGKILL on Unix: no shutdown code runs.
     p.child.wait().unwrap();
+}
+
+/// SIGTERM, then wait: the server shuts down cleanly (and signs a last audit checkpoint).
+pub fn stop(mut p: Proc) {
+    let status = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            assert!(s.success(), "server exit status {s}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "server did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The bootstrap administrator's client.

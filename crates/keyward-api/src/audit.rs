@@ -1,0 +1,67 @@
+//! Audit events on the wire: `GET /api/v2/audit_events` (a Keyward extension), the JSON Lines
+//! and webhook export sinks, and `keyward audit list`. Shaped after CADF, with the event's place
+//! in the hash chain.
+
+use serde::{Deserialize, Serialize};
+
+/// Media type of an audit event collection.
+pub const AUDIT_EVENT_MEDIA: &str = "application/vnd.keyward.audit_event+json";
+
+/// Who acted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditInitiator {
+    /// IAM id.
+    pub id: String,
+    /// Client address, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// What was acted on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditTarget {
+    /// The key (or other resource) id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The key's state after the action (Key Protect's state numbers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_state: Option<u8>,
+    /// The key version involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_version: Option<String>,
+}
+
+/// One audit event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEventView {
+    /// Position in the hash chain.
+    pub seq: u64,
+    /// Event id.
+    pub id: String,
+    /// RFC 3339 time with nanoseconds.
+    pub event_time: String,
+    /// Key Protect's action name, e.g. `kms.secrets.wrap`.
+    pub action: String,
+    /// `success` or `failure`.
+    pub outcome: String,
+    /// HTTP status given to the caller.
+    pub reason_code: u16,
+    /// Short reason for a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Who.
+    pub initiator: AuditInitiator,
+    /// The instance acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// What.
+    pub target: AuditTarget,
+    /// The request id (also in the logs and the `x-request-id` header).
+    pub request_id: String,
+    /// Hex SHA-256 of the previous event in the chain.
+    pub prev_hash: String,
+    /// Hex SHA-256 of this event.
+    pub hash: String,
+}

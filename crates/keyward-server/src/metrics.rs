@@ -1,0 +1,225 @@
+//! Prometheus metrics behind `GET /metrics`: requests by operation and status, latency
+//! histograms, keys by state, custody health, scheduler activity, audit export progress, and the
+//! event-delivery backlog.
+//!
+//! Built on the `prometheus` crate with its own `Registry` per server (no process-global
+//! recorder: tests run several servers in one process, each with its own counters).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyward_core::{KeyState, SchedulerReport};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Reports how many events wait in the event-delivery outbox. Event delivery is not built yet:
+/// until it is, the server uses [`no_backlog`], which reports 0.
+pub type BacklogProbe = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The probe for a server without event delivery: always 0.
+pub fn no_backlog() -> BacklogProbe {
+    Arc::new(|| 0)
+}
+
+/// Every metric of one server.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    keys: IntGaugeVec,
+    custody_up: IntGauge,
+    scheduler_passes: IntCounterVec,
+    scheduler_keys: IntCounterVec,
+    exported: IntCounterVec,
+    export_failures: IntCounterVec,
+    export_lag: IntGaugeVec,
+    audit_head: IntGauge,
+    backlog: IntGauge,
+    backlog_probe: BacklogProbe,
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new(backlog_probe: BacklogProbe) -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("keyward_http_requests_total", "HTTP requests answered"),
+            &["operation", "method", "status"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "keyward_http_request_duration_seconds",
+                "Time from request to response",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5,
+            ]),
+            &["operation", "method"],
+        )?;
+        let keys = IntGaugeVec::new(
+            Opts::new("keyward_keys", "Keys (not purged) by state"),
+            &["state"],
+        )?;
+        let custody_up = IntGauge::new(
+            "keyward_custody_up",
+            "1 if the custody backend signed a probe at the last scrape, else 0",
+        )?;
+        let scheduler_passes = IntCounterVec::new(
+            Opts::new("keyward_scheduler_passes_total", "Scheduler passes"),
+            &["result"],
+        )?;
+        let scheduler_keys = IntCounterVec::new(
+            Opts::new(
+                "keyward_scheduler_keys_total",
+                "Keys the scheduler handled, by what happened",
+            ),
+            &["outcome"],
+        )?;
+        let exported = IntCounterVec::new(
+            Opts::new("keyward_audit_exported_total", "Audit events exported"),
+            &["sink"],
+        )?;
+        let export_failures = IntCounterVec::new(
+            Opts::new(
+                "keyward_audit_export_failures_total",
+                "Failed audit export attempts (retried)",
+            ),
+            &["sink"],
+        )?;
+        let export_lag = IntGaugeVec::new(
+            Opts::new(
+                "keyward_audit_export_lag_events",
+                "Audit events not yet exported, per sink",
+            ),
+            &["sink"],
+        )?;
+        let audit_head = IntGauge::new(
+            "keyward_audit_chain_head_seq",
+            "Position of the newest audit event",
+        )?;
+        let backlog = IntGauge::new(
+            "keyward_event_delivery_backlog",
+            "Events waiting for delivery (0 until event delivery exists)",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(keys.clone()))?;
+        registry.register(Box::new(custody_up.clone()))?;
+        registry.register(Box::new(scheduler_passes.clone()))?;
+        registry.register(Box::new(scheduler_keys.clone()))?;
+        registry.register(Box::new(exported.clone()))?;
+        registry.register(Box::new(export_failures.clone()))?;
+        registry.register(Box::new(export_lag.clone()))?;
+        registry.register(Box::new(audit_head.clone()))?;
+        registry.register(Box::new(backlog.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            latency,
+            keys,
+            custody_up,
+            scheduler_passes,
+            scheduler_keys,
+            exported,
+            export_failures,
+            export_lag,
+            audit_head,
+            backlog,
+            backlog_probe,
+        })
+    }
+
+    /// Counts one answered request; `operation` is the matched route template (never a raw
+    /// path, which would hold key ids and grow without bound).
+    pub fn request(&self, operation: &str, method: &str, status: u16, took: Duration) {
+        self.requests
+            .with_label_values(&[operation, method, &status.to_string()])
+            .inc();
+        self.latency
+            .with_label_values(&[operation, method])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts one scheduler pass.
+    pub fn scheduler_pass(&self, report: Option<&SchedulerReport>) {
+        match report {
+            None => self.scheduler_passes.with_label_values(&["failed"]).inc(),
+            Some(r) => {
+                self.scheduler_passes.with_label_values(&["ok"]).inc();
+                for (what, n) in [
+                    ("rotated", r.rotated),
+                    ("expired", r.expired),
+                    ("purged", r.purged),
+                    ("lost_race", r.lost_races),
+                    ("failed", r.failed),
+                ] {
+                    self.scheduler_keys
+                        .with_label_values(&[what])
+                        .inc_by(u64::from(n));
+                }
+            }
+        }
+    }
+
+    /// Events a sink delivered.
+    pub fn exported(&self, sink: &str, n: u64) {
+        self.exported.with_label_values(&[sink]).inc_by(n);
+    }
+
+    /// A failed delivery attempt.
+    pub fn export_failed(&self, sink: &str) {
+        self.export_failures.with_label_values(&[sink]).inc();
+    }
+
+    /// Events a sink has yet to deliver.
+    pub fn export_lag(&self, sink: &str, lag: u64) {
+        self.export_lag
+            .with_label_values(&[sink])
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the gauges read at scrape time, then renders everything in the text format.
+    pub fn render(
+        &self,
+        keys_by_state: &[(u8, u64)],
+        custody_up: bool,
+        audit_head: u64,
+    ) -> Result<String, prometheus::Error> {
+        for state in [
+            KeyState::PreActive,
+            KeyState::Active,
+            KeyState::Suspended,
+            KeyState::Deactivated,
+            KeyState::Destroyed,
+        ] {
+            let n = keys_by_state
+                .iter()
+                .find(|(c, _)| *c == state.code())
+                .map_or(0, |(_, n)| *n);
+            self.keys
+                .with_label_values(&[state_name(state)])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        self.custody_up.set(i64::from(custody_up));
+        self.audit_head
+            .set(i64::try_from(audit_head).unwrap_or(i64::MAX));
+        self.backlog
+            .set(i64::try_from((self.backlog_probe)()).unwrap_or(i64::MAX));
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+fn state_name(s: KeyState) -> &'static str {
+    match s {
+        KeyState::PreActive => "pre_active",
+        KeyState::Active => "active",
+        KeyState::Suspended => "suspended",
+        KeyState::Deactivated => "deactivated",
+        KeyState::Destroyed => "destroyed",
+    }
+}

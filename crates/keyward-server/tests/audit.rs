@@ -1,0 +1,701 @@
+//! The audit trail: the hash chain over real API traffic, signed checkpoints, the query API
+//! (filters, paging, roles, instance isolation, bad input), the export sinks (JSON Lines
+//! rotation, a webhook that is down and then recovers), `/metrics`, and request ids.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{DEK_B64, TestServer, assert_kp_error};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Some traffic: two keys, wraps, an unwrap, a refused unwrap.
+async fn traffic(ts: &TestServer) -> (String, String) {
+    let a = ts.create_root_key("key-a").await;
+    let b = ts.create_root_key("key-b").await;
+    let (s, w) = ts
+        .action(&a, "wrap", json!({"plaintext": DEK_B64, "aad": ["x"]}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{w}");
+    let ct = w["ciphertext"].as_str().unwrap().to_owned();
+    let (s, _) = ts
+        .action(&a, "unwrap", json!({"ciphertext": ct, "aad": ["x"]}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = ts
+        .action(&a, "unwrap", json!({"ciphertext": ct, "aad": ["wrong"]}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    for _ in 0..3 {
+        let (s, _) = ts.action(&b, "wrap", json!({"plaintext": DEK_B64})).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    (a, b)
+}
+
+async fn events(ts: &TestServer, query: &str) -> (StatusCode, Value) {
+    ts.call(Method::GET, &format!("/api/v2/audit_events{query}"), None)
+        .await
+}
+
+fn verify(ts: &TestServer) -> keyward_core::ChainReport {
+    let custody = keyward_server::open_custody(&common::config(ts.dir.path()), false).unwrap();
+    keyward_store::verify_audit_chain(ts.dir.path(), custody.as_ref()).unwrap()
+}
+
+#[tokio::test]
+async fn api_traffic_builds_an_intact_chain_and_shutdown_signs_its_head() {
+    let mut ts = TestServer::start().await;
+    traffic(&ts).await;
+    ts.stop().await;
+    let report = verify(&ts);
+    assert!(report.first_break.is_none(), "{report:?}");
+    assert!(report.events >= 8, "{report:?}");
+    let head = report.head.unwrap().0;
+    assert_eq!(report.last_good_checkpoint, Some(head), "{report:?}");
+    // Every stored event links to the one before it.
+    let db = rusqlite::Connection::open(ts.db_path()).unwrap();
+    let rows: Vec<(i64, Vec<u8>, Vec<u8>)> = db
+        .prepare("SELECT seq, prev_hash, hash FROM audit_events ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows[0].1, vec![0u8; 32]);
+    for pair in rows.windows(2) {
+        assert_eq!(pair[1].0, pair[0].0 + 1);
+        assert_eq!(pair[1].1, pair[0].2);
+    }
+}
+
+#[tokio::test]
+async fn checkpoints_are_taken_in_the_background_every_n_events() {
+    let ts = TestServer::start_with(|c| {
+        c.audit.checkpoint_every_events = 3;
+        c.audit.checkpoint_interval_secs = 3600;
+    })
+    .await;
+    traffic(&ts).await;
+    let db = rusqlite::Connection::open(ts.db_path()).unwrap();
+    let mut n = 0i64;
+    for _ in 0..50 {
+        n = db
+            .query_row("SELECT COUNT(*) FROM audit_checkpoints", [], |r| r.get(0))
+            .unwrap();
+        if n > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(n > 0, "no checkpoint while the server runs");
+    let report = verify(&ts);
+    assert!(report.first_break.is_none(), "{report:?}");
+    assert!(report.last_good_checkpoint.is_some());
+}
+
+#[tokio::test]
+async fn audit_events_filter_page_and_stay_inside_the_instance() {
+    let ts = TestServer::start().await;
+    let (a, b) = traffic(&ts).await;
+
+    let (s, all) = events(&ts, "?limit=5000").await;
+    assert_eq!(s, StatusCode::OK, "{all}");
+    assert_eq!(
+        all["metadata"]["collectionType"],
+        "application/vnd.keyward.audit_event+json"
+    );
+    let total = all["metadata"]["totalCount"].as_u64().unwrap();
+    assert!(total >= 8, "{all}");
+    let seqs: Vec<u64> = all["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "oldest first");
+    // No key material or DEK in what the API shows.
+    assert!(!all.to_string().contains(DEK_B64));
+
+    let (_, wraps) = events(&ts, &format!("?action=kms.secrets.wrap&keyId={b}")).await;
+    assert_eq!(wraps["metadata"]["totalCount"], 3, "{wraps}");
+    assert!(
+        wraps["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["target"]["id"] == b.as_str() && e["outcome"] == "success")
+    );
+    let (_, failed) = events(&ts, &format!("?outcome=failure&keyId={a}")).await;
+    assert_eq!(failed["metadata"]["totalCount"], 1, "{failed}");
+    assert_eq!(failed["resources"][0]["reasonCode"], 422);
+
+    // Pages of 2 cover the filtered set exactly once.
+    let mut paged = Vec::new();
+    for offset in (0..total).step_by(2) {
+        let (s, page) = events(&ts, &format!("?limit=2&offset={offset}")).await;
+        assert_eq!(s, StatusCode::OK);
+        for e in page["resources"].as_array().unwrap() {
+            paged.push(e["seq"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(&paged[..seqs.len().min(paged.len())], &seqs[..]);
+
+    // A time window in the future is empty; a window around now is not.
+    let (_, future) = events(&ts, "?from=2999-01-01T00:00:00Z").await;
+    assert_eq!(future["metadata"]["totalCount"], 0);
+    let (_, past) = events(&ts, "?to=2000-01-01T00:00:00Z").await;
+    assert_eq!(past["metadata"]["totalCount"], 0);
+    let (_, window) = events(&ts, "?from=2000-01-01T00:00:00Z&to=2999-01-01T00:00:00Z").await;
+    assert!(window["metadata"]["totalCount"].as_u64().unwrap() >= total);
+
+    // Bad input: a clear 400, never a 500.
+    for bad in [
+        "?limit=5001",
+        "?limit=-1",
+        "?offset=x",
+        "?outcome=maybe",
+        "?from=yesterday",
+        "?nosuch=1",
+        "?action=",
+    ] {
+        let (s, body) = events(&ts, bad).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(
+            body["metadata"]["collectionType"], "application/vnd.ibm.kms.error+json",
+            "{bad}"
+        );
+    }
+
+    // Only Managers read the trail; a Reader is refused and learns nothing.
+    let (_, _, reader) = ts.identity_with("user", &["Reader"]).await;
+    let (s, body) = ts
+        .call_as(
+            Method::GET,
+            "/api/v2/audit_events",
+            None,
+            Some(&reader),
+            Some(&ts.instance),
+        )
+        .await;
+    assert_kp_error(s, &body, StatusCode::FORBIDDEN, "UNAUTHORIZED_ERR");
+    // No token: 401.
+    let (s, _) = ts
+        .call_as(
+            Method::GET,
+            "/api/v2/audit_events",
+            None,
+            None,
+            Some(&ts.instance),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // Another instance of the same account sees none of this instance's events.
+    let (s, inst) = ts
+        .iam(
+            Method::POST,
+            "/iam/v1/instances",
+            Some(json!({"name": "second"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{inst}");
+    let second = inst["id"].as_str().unwrap();
+    let (s, other) = ts
+        .call_as(
+            Method::GET,
+            "/api/v2/audit_events?limit=5000",
+            None,
+            Some(&ts.token),
+            Some(second),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{other}");
+    assert!(
+        other["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["instanceId"] == second),
+        "{other}"
+    );
+    assert!(!other.to_string().contains(&a));
+}
+
+#[tokio::test]
+async fn a_client_request_id_is_echoed_and_joined_to_the_audit_event() {
+    let ts = TestServer::start().await;
+    let key = ts.create_root_key("rid").await;
+    let resp = ts
+        .http
+        .post(format!("{}/api/v2/keys/{key}/actions/wrap", ts.url))
+        .bearer_auth(&ts.token)
+        .header("bluemix-instance", &ts.instance)
+        .header("x-request-id", "client-req-42")
+        .header("content-type", "application/json")
+        .body(json!({"plaintext": DEK_B64}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["x-request-id"], "client-req-42");
+    let (_, found) = events(&ts, &format!("?action=kms.secrets.wrap&keyId={key}")).await;
+    assert_eq!(
+        found["resources"][0]["requestId"], "client-req-42",
+        "{found}"
+    );
+    // An unusable one (too long, odd characters) is replaced, not logged.
+    let resp = ts
+        .http
+        .get(format!("{}/healthz", ts.url))
+        .header("x-request-id", "a b\"c")
+        .send()
+        .await
+        .unwrap();
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_ne!(id, "a b\"c");
+    assert_eq!(id.len(), 36);
+}
+
+/// The value of the first series `name` whose labels include `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let base = series.split('{').next()?;
+        (base == name
+            && labels
+                .iter()
+                .all(|(k, v)| series.contains(&format!("{k}=\"{v}\""))))
+        .then(|| value.parse().ok())?
+    })
+}
+
+/// Every non-comment line is `name{labels} value` with a float value; every series has HELP
+/// and TYPE lines.
+fn assert_prometheus_text(text: &str) {
+    let mut typed = BTreeSet::new();
+    for l in text.lines() {
+        if let Some(rest) = l.strip_prefix("# TYPE ") {
+            let mut it = rest.split(' ');
+            typed.insert(it.next().unwrap().to_owned());
+            assert!(
+                ["counter", "gauge", "histogram"].contains(&it.next().unwrap()),
+                "{l}"
+            );
+            continue;
+        }
+        if l.starts_with('#') || l.is_empty() {
+            continue;
+        }
+        let (series, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("{l}"));
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("value of {l}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{l}"
+        );
+        let base = name
+            .strip_suffix("_bucket")
+            .or_else(|| name.strip_suffix("_sum"))
+            .or_else(|| name.strip_suffix("_count"))
+            .filter(|b| typed.contains(*b))
+            .unwrap_or(name);
+        assert!(typed.contains(base), "no TYPE for {l}");
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')));
+        }
+    }
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
+    let ts = TestServer::start().await;
+    let scrape = || async {
+        let resp = ts
+            .http
+            .get(format!("{}/metrics", ts.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4")
+        );
+        resp.text().await.unwrap()
+    };
+    let before = scrape().await;
+    assert_prometheus_text(&before);
+    let wraps = |t: &str| {
+        sample(
+            t,
+            "keyward_http_requests_total",
+            &[
+                ("operation", "/api/v2/keys/{id}/actions/{action}"),
+                ("status", "200"),
+            ],
+        )
+        .unwrap_or(0.0)
+    };
+    let (a, _) = traffic(&ts).await;
+    ts.action(&a, "disable", json!({})).await;
+    let after = scrape().await;
+    assert_prometheus_text(&after);
+    assert!(wraps(&after) >= wraps(&before) + 5.0, "{after}");
+    for needed in [
+        "keyward_http_request_duration_seconds_bucket",
+        "keyward_keys",
+        "keyward_custody_up 1",
+        "keyward_event_delivery_backlog 0",
+        "keyward_audit_chain_head_seq",
+    ] {
+        assert!(after.contains(needed), "{needed} missing:\n{after}");
+    }
+    assert_eq!(
+        sample(&after, "keyward_keys", &[("state", "active")]),
+        Some(1.0),
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, "keyward_keys", &[("state", "suspended")]),
+        Some(1.0)
+    );
+    let refused = sample(&after, "keyward_http_requests_total", &[("status", "422")]);
+    assert_eq!(refused, Some(1.0), "{after}");
+    // No key ids in label values: operations are route templates.
+    assert!(!after.contains(&a));
+}
+
+#[tokio::test]
+async fn metrics_can_require_a_bearer_token_or_be_off() {
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = token_dir.path().join("metrics.token");
+    std::fs::write(&token_file, "scrape-secret\n").unwrap();
+    let ts = TestServer::start_with(|c| {
+        c.metrics.bearer_token_file = Some(token_file);
+    })
+    .await;
+    let url = format!("{}/metrics", ts.url);
+    let s = ts.http.get(&url).send().await.unwrap().status();
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let s = ts
+        .http
+        .get(&url)
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let s = ts
+        .http
+        .get(&url)
+        .bearer_auth("scrape-secret")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(s, StatusCode::OK);
+    let off = TestServer::start_with(|c| c.metrics.enabled = false).await;
+    let s = off
+        .http
+        .get(format!("{}/metrics", off.url))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+fn exported_seqs(dir: &std::path::Path, base: &str) -> (Vec<u64>, usize, Vec<u64>) {
+    let mut files: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            let name = p.file_name()?.to_str()?.to_owned();
+            if name == base {
+                Some((u32::MAX, p))
+            } else {
+                let n = name.strip_prefix(&format!("{base}."))?.parse().ok()?;
+                Some((n, p))
+            }
+        })
+        .collect();
+    files.sort();
+    let mut seqs = Vec::new();
+    let mut sizes = Vec::new();
+    for (_, p) in &files {
+        let text = std::fs::read_to_string(p).unwrap();
+        sizes.push(text.len() as u64);
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            seqs.push(v["seq"].as_u64().unwrap());
+        }
+    }
+    (seqs, files.len(), sizes)
+}
+
+#[tokio::test]
+async fn jsonl_export_rotates_at_the_size_limit_and_writes_each_event_once() {
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("audit.jsonl");
+    let p = path.clone();
+    let mut ts = TestServer::start_with(move |c| {
+        c.audit.export_poll_ms = 50;
+        c.audit
+            .jsonl
+            .push(keyward_server::config::JsonlSinkSection {
+                name: "file".into(),
+                path: p,
+                max_bytes: 2048,
+            });
+    })
+    .await;
+    let key = ts.create_root_key("export").await;
+    for _ in 0..20 {
+        let (s, _) = ts.action(&key, "wrap", json!({"plaintext": DEK_B64})).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let head = |ts: &TestServer| {
+        let db = rusqlite::Connection::open(ts.db_path()).unwrap();
+        db.query_row("SELECT MAX(seq) FROM audit_events", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap() as u64
+    };
+    let want = head(&ts);
+    let mut seqs = Vec::new();
+    for _ in 0..100 {
+        seqs = exported_seqs(out.path(), "audit.jsonl").0;
+        if seqs.last() == Some(&want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A restart continues the same files without repeating anything.
+    ts = ts
+        .restart_with(|c| {
+            c.audit.export_poll_ms = 50;
+            c.audit
+                .jsonl
+                .push(keyward_server::config::JsonlSinkSection {
+                    name: "file".into(),
+                    path: path.clone(),
+                    max_bytes: 2048,
+                });
+        })
+        .await;
+    let (s, _) = ts.action(&key, "wrap", json!({"plaintext": DEK_B64})).await;
+    assert_eq!(s, StatusCode::OK);
+    let want = head(&ts);
+    let (mut seqs2, mut files, mut sizes) = (Vec::new(), 0, Vec::new());
+    for _ in 0..100 {
+        (seqs2, files, sizes) = exported_seqs(out.path(), "audit.jsonl");
+        if seqs2.last() == Some(&want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seqs.len() > 10);
+    assert_eq!(
+        seqs2,
+        (1..=want).collect::<Vec<_>>(),
+        "every event exactly once, in order"
+    );
+    assert!(files >= 3, "rotated into {files} files");
+    assert!(sizes.iter().all(|s| *s <= 2048), "{sizes:?}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains(DEK_B64));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+/// Accepted batches: the signature header and the body.
+type Batches = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A webhook receiver: answers 503 while `down`, records every batch it accepts with its
+/// signature header.
+#[derive(Clone, Default)]
+struct Receiver {
+    down: Arc<Mutex<bool>>,
+    batches: Batches,
+    refused: Arc<Mutex<u32>>,
+}
+
+async fn receive(
+    axum::extract::State(r): axum::extract::State<Receiver>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    if *r.down.lock().unwrap() {
+        *r.refused.lock().unwrap() += 1;
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let sig = headers
+        .get("x-keyward-signature")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    r.batches.lock().unwrap().push((sig, body.to_vec()));
+    StatusCode::NO_CONTENT
+}
+
+#[tokio::test]
+async fn a_webhook_that_is_down_for_a_while_then_receives_every_event() {
+    let receiver = Receiver::default();
+    *receiver.down.lock().unwrap() = true;
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret_file = secret_dir.path().join("hook.secret");
+    std::fs::write(&secret_file, "hook-secret\n").unwrap();
+    let sf = secret_file.clone();
+    let ts = TestServer::start_with(move |c| {
+        c.audit.export_poll_ms = 50;
+        c.audit
+            .webhook
+            .push(keyward_server::config::WebhookSinkSection {
+                name: "hook".into(),
+                url: format!("http://{hook_addr}/hook"),
+                secret_file: Some(sf),
+                secret_env: None,
+                batch: 4,
+                timeout_ms: 2000,
+            });
+    })
+    .await;
+    let key = ts.create_root_key("hooked").await;
+    for _ in 0..10 {
+        let (s, _) = ts.action(&key, "wrap", json!({"plaintext": DEK_B64})).await;
+        // The API never waits for the sink.
+        assert_eq!(s, StatusCode::OK);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(*receiver.refused.lock().unwrap() >= 2, "the sink retried");
+    assert!(receiver.batches.lock().unwrap().is_empty());
+    *receiver.down.lock().unwrap() = false;
+    for _ in 0..3 {
+        ts.action(&key, "wrap", json!({"plaintext": DEK_B64})).await;
+    }
+    let db = rusqlite::Connection::open(ts.db_path()).unwrap();
+    let head: i64 = db
+        .query_row("SELECT MAX(seq) FROM audit_events", [], |r| r.get(0))
+        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..150 {
+        got = receiver
+            .batches
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|(_, body)| {
+                serde_json::from_slice::<Vec<Value>>(body)
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e["seq"].as_u64().unwrap())
+            })
+            .collect();
+        if got.last() == Some(&(head as u64)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        got,
+        (1..=head as u64).collect::<Vec<_>>(),
+        "every event, in order, once"
+    );
+    // Every batch is signed: HMAC-SHA256 of the body with the shared secret.
+    for (sig, body) in receiver.batches.lock().unwrap().iter() {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, b"hook-secret");
+        let tag = aws_lc_rs::hmac::sign(&key, body);
+        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(sig, &format!("sha256={hex}"));
+        assert!(serde_json::from_slice::<Vec<Value>>(body).unwrap().len() <= 4);
+    }
+}
+
+#[tokio::test]
+async fn events_stored_before_the_chain_are_linked_at_open() {
+    let mut ts = TestServer::start().await;
+    traffic(&ts).await;
+    ts.stop().await;
+    {
+        // As an older Keyward left them: no hashes, no checkpoints.
+        let db = rusqlite::Connection::open(ts.db_path()).unwrap();
+        db.execute_batch(
+            "UPDATE audit_events SET prev_hash = NULL, hash = NULL; DELETE FROM audit_checkpoints;",
+        )
+        .unwrap();
+    }
+    let mut ts = ts.restart().await;
+    let key = ts.create_root_key("after-upgrade").await;
+    ts.action(&key, "wrap", json!({"plaintext": DEK_B64})).await;
+    ts.stop().await;
+    let report = verify(&ts);
+    assert!(report.first_break.is_none(), "{report:?}");
+    assert!(report.events >= 10);
+}
+
+#[tokio::test]
+async fn a_chain_rewritten_with_recomputed_hashes_fails_the_signed_checkpoint() {
+    use keyward_core::{AuditStore, Outcome, chain_hash};
+    let mut ts = TestServer::start().await;
+    traffic(&ts).await;
+    ts.stop().await;
+    let before = verify(&ts);
+    assert!(before.first_break.is_none(), "{before:?}");
+    let head = before.head.unwrap().0;
+    // The forger turns event 3 into a success and recomputes every later hash: each row then
+    // matches its hash and links to the one before it.
+    let events = {
+        let store = keyward_store::SqliteStore::open(ts.dir.path()).unwrap();
+        store.audit_events_after(0, 5000).await.unwrap()
+    };
+    let db = rusqlite::Connection::open(ts.db_path()).unwrap();
+    let mut prev = keyward_core::GENESIS_HASH;
+    for mut e in events {
+        if e.seq == 3 {
+            e.event.outcome = Outcome::Success;
+            e.event.reason_code = 200;
+            db.execute(
+                "UPDATE audit_events SET outcome = 'success', reason_code = 200 WHERE seq = 3",
+                [],
+            )
+            .unwrap();
+        }
+        let hash = chain_hash(e.seq, &prev, &e.event);
+        db.execute(
+            "UPDATE audit_events SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
+            rusqlite::params![&prev[..], &hash[..], e.seq as i64],
+        )
+        .unwrap();
+        prev = hash;
+    }
+    drop(db);
+    let after = verify(&ts);
+    let b = after.first_break.expect("the rewrite is caught");
+    assert_eq!(b.kind, keyward_core::BreakKind::Altered, "{b:?}");
+    assert!(b.seq <= head, "{b:?}");
+    assert!(b.detail.contains("checkpoint"), "{b:?}");
+}

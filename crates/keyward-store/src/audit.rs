@@ -1,0 +1,363 @@
+//! The audit trail as a hash chain: linking each event as it is inserted (inside the writer's
+//! transaction, so two processes on one database extend one chain), queries, export cursors,
+//! signed checkpoints, and the offline walk behind `keyward audit verify`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use keyward_core::{
+    AuditCheckpoint, AuditEvent, AuditQuery, AuditStore, ChainReport, ChainVerifier, ChainedEvent,
+    Custody, GENESIS_HASH, Initiator, Outcome, StoreError, chain_hash,
+};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, params_from_iter};
+
+use crate::rows::{conv, nanos, parse, sql_error, time};
+use crate::sqlite::{DB_FILE, SqliteStore};
+use crate::writer::Statements;
+
+/// The columns `event_from_row` reads, in its order.
+const EVENT_COLUMNS: &str = "seq, id, time, action, outcome, reason_code, reason, initiator, \
+     address, instance_id, target, key_state, key_version, request_id, prev_hash, hash";
+
+/// Largest page a query or export read returns.
+pub const MAX_PAGE: u32 = 5000;
+
+fn hash32(v: Option<Vec<u8>>) -> [u8; 32] {
+    // A missing or malformed hash becomes one no event can have: verification then names the row.
+    v.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .unwrap_or([0xff; 32])
+}
+
+/// The chain head as this transaction sees it: one read of the last row (the rowid B-tree's
+/// rightmost leaf). Read inside the writer's `BEGIN IMMEDIATE`, so no other process can append
+/// between this read and the insert that extends it.
+fn head(c: &Connection) -> rusqlite::Result<Option<(u64, [u8; 32])>> {
+    c.prepare_cached("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| {
+            Ok((
+                u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                hash32(r.get(1)?),
+            ))
+        })
+        .optional()
+}
+
+/// Appends `e` to the chain: the next position, the head's hash as `prev_hash`, and its own hash.
+pub(crate) fn insert_audit(c: &Connection, e: &AuditEvent) -> rusqlite::Result<()> {
+    let (seq, prev) = match head(c)? {
+        Some((s, h)) => (s + 1, h),
+        None => (1, GENESIS_HASH),
+    };
+    let hash = chain_hash(seq, &prev, e);
+    c.prepare_cached(
+        "INSERT INTO audit_events (seq, id, time, action, outcome, reason_code, reason, initiator,
+                                   address, instance_id, target, key_state, key_version, request_id,
+                                   prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )?
+    .execute(params![
+        i64::try_from(seq).unwrap_or(i64::MAX),
+        e.id.to_string(),
+        nanos(e.time),
+        e.action,
+        e.outcome.as_str(),
+        e.reason_code,
+        e.reason,
+        e.initiator.id,
+        e.initiator.address,
+        e.instance,
+        e.target,
+        e.key_state,
+        e.key_version,
+        e.request_id,
+        &prev[..],
+        &hash[..],
+    ])?;
+    Ok(())
+}
+
+/// Links events stored before the chain existed (their `hash` is NULL), in `seq` order. Runs at
+/// open in one immediate transaction; a no-op once done, and safe when two processes open at
+/// once (the second finds nothing left).
+pub(crate) fn chain_legacy(c: &mut Connection) -> rusqlite::Result<()> {
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let legacy: Vec<ChainedEvent> = {
+        let sql =
+            format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE hash IS NULL ORDER BY seq");
+        let mut stmt = tx.prepare(&sql)?;
+        let rows = stmt.query_map([], event_from_row)?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    if let Some(first) = legacy.first() {
+        let mut prev: [u8; 32] = tx
+            .query_row(
+                "SELECT hash FROM audit_events WHERE seq < ?1 ORDER BY seq DESC LIMIT 1",
+                [i64::try_from(first.seq).unwrap_or(i64::MAX)],
+                |r| Ok(hash32(r.get(0)?)),
+            )
+            .optional()?
+            .unwrap_or(GENESIS_HASH);
+        let mut update =
+            tx.prepare("UPDATE audit_events SET prev_hash = ?2, hash = ?3 WHERE seq = ?1")?;
+        for e in &legacy {
+            let hash = chain_hash(e.seq, &prev, &e.event);
+            update.execute(params![
+                i64::try_from(e.seq).unwrap_or(i64::MAX),
+                &prev[..],
+                &hash[..]
+            ])?;
+            prev = hash;
+        }
+    }
+    tx.commit()
+}
+
+fn event_from_row(r: &Row<'_>) -> rusqlite::Result<ChainedEvent> {
+    let outcome: String = r.get(4)?;
+    Ok(ChainedEvent {
+        seq: u64::try_from(r.get::<_, i64>(0)?).map_err(|e| conv(e.to_string()))?,
+        event: AuditEvent {
+            id: parse(r.get(1)?)?,
+            time: time(r.get(2)?)?,
+            action: r.get(3)?,
+            outcome: Outcome::parse(&outcome)
+                .ok_or_else(|| conv(format!("bad outcome {outcome:?}")))?,
+            reason_code: r.get(5)?,
+            reason: r.get(6)?,
+            initiator: Initiator {
+                id: r.get(7)?,
+                address: r.get(8)?,
+            },
+            instance: r.get(9)?,
+            target: r.get(10)?,
+            key_state: r.get(11)?,
+            key_version: r.get(12)?,
+            request_id: r.get(13)?,
+        },
+        prev_hash: hash32(r.get(14)?),
+        hash: hash32(r.get(15)?),
+    })
+}
+
+fn checkpoint_from_row(r: &Row<'_>) -> rusqlite::Result<AuditCheckpoint> {
+    Ok(AuditCheckpoint {
+        seq: u64::try_from(r.get::<_, i64>(0)?).map_err(|e| conv(e.to_string()))?,
+        hash: hash32(r.get(1)?),
+        time: time(r.get(2)?)?,
+        signature: r.get(3)?,
+    })
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The `WHERE` clause and its values for a query.
+fn query_where(q: &AuditQuery) -> (String, Vec<Value>) {
+    let mut clauses = Vec::new();
+    let mut values = Vec::new();
+    let mut eq = |col: &str, v: Value, clauses: &mut Vec<String>| {
+        values.push(v);
+        clauses.push(format!("{col} ?{}", values.len()));
+    };
+    if let Some(i) = &q.instance {
+        eq("instance_id =", Value::Text(i.clone()), &mut clauses);
+    }
+    if let Some(t) = q.from {
+        eq("time >=", Value::Integer(nanos(t)), &mut clauses);
+    }
+    if let Some(t) = q.to {
+        eq("time <", Value::Integer(nanos(t)), &mut clauses);
+    }
+    if let Some(a) = &q.action {
+        eq("action =", Value::Text(a.clone()), &mut clauses);
+    }
+    if let Some(t) = &q.target {
+        eq("target =", Value::Text(t.clone()), &mut clauses);
+    }
+    if let Some(i) = &q.initiator {
+        eq("initiator =", Value::Text(i.clone()), &mut clauses);
+    }
+    if let Some(o) = q.outcome {
+        eq("outcome =", Value::Text(o.as_str().into()), &mut clauses);
+    }
+    if clauses.is_empty() {
+        (String::new(), values)
+    } else {
+        (format!(" WHERE {}", clauses.join(" AND ")), values)
+    }
+}
+
+#[async_trait::async_trait]
+impl AuditStore for SqliteStore {
+    async fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError> {
+        self.read(head)
+    }
+
+    async fn audit_events(&self, q: &AuditQuery) -> Result<(Vec<ChainedEvent>, u64), StoreError> {
+        let (filter, values) = query_where(q);
+        let count_sql = format!("SELECT COUNT(*) FROM audit_events{filter}");
+        let page_sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_events{filter} ORDER BY seq LIMIT {} OFFSET {}",
+            q.limit.min(MAX_PAGE),
+            q.offset
+        );
+        self.read(|c| {
+            let total: i64 =
+                c.query_row(&count_sql, params_from_iter(values.iter()), |r| r.get(0))?;
+            let mut stmt = c.prepare(&page_sql)?;
+            let rows = stmt.query_map(params_from_iter(values.iter()), event_from_row)?;
+            Ok((
+                rows.collect::<rusqlite::Result<Vec<_>>>()?,
+                u64::try_from(total).unwrap_or(0),
+            ))
+        })
+    }
+
+    async fn audit_events_after(
+        &self,
+        seq: u64,
+        limit: u32,
+    ) -> Result<Vec<ChainedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+        );
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                params![to_i64(seq), i64::from(limit.min(MAX_PAGE))],
+                event_from_row,
+            )?;
+            rows.collect()
+        })
+    }
+
+    async fn insert_audit_checkpoint(&self, cp: &AuditCheckpoint) -> Result<(), StoreError> {
+        let cp = cp.clone();
+        self.write(Statements::One, move |c| {
+            c.execute(
+                "INSERT INTO audit_checkpoints (seq, hash, time, signature) VALUES (?1, ?2, ?3, ?4)",
+                params![to_i64(cp.seq), &cp.hash[..], nanos(cp.time), cp.signature],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn latest_audit_checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT seq, hash, time, signature FROM audit_checkpoints ORDER BY seq DESC, id DESC LIMIT 1",
+                [],
+                checkpoint_from_row,
+            )
+            .optional()
+        })
+    }
+
+    async fn export_cursor(&self, sink: &str) -> Result<u64, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT seq FROM audit_export_cursors WHERE sink = ?1",
+                [sink],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|s| s.map_or(0, |s| u64::try_from(s).unwrap_or(0)))
+        })
+    }
+
+    async fn set_export_cursor(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
+        let sink = sink.to_owned();
+        let now = nanos(time::OffsetDateTime::now_utc());
+        self.write(Statements::One, move |c| {
+            c.execute(
+                "INSERT INTO audit_export_cursors (sink, seq, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (sink) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
+                params![sink, to_i64(seq), now],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+}
+
+/// Walks the whole audit chain of `dir/keyward.db`, read-only, and checks every checkpoint's
+/// signature with `custody`. Memory: one stored hash per event (to tell a reordered event from an
+/// inserted one), plus one event at a time.
+pub fn verify_audit_chain(dir: &Path, custody: &dyn Custody) -> Result<ChainReport, StoreError> {
+    let path = dir.join(DB_FILE);
+    if !path.exists() {
+        return Err(StoreError::Unavailable(format!(
+            "no database at {}",
+            path.display()
+        )));
+    }
+    let c =
+        Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sql_error)?;
+    c.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(sql_error)?;
+    // One read transaction: the walk sees one snapshot even if a server is appending.
+    c.execute_batch("BEGIN").map_err(sql_error)?;
+    let index: HashMap<[u8; 32], u64> = {
+        let mut stmt = c
+            .prepare("SELECT seq, hash FROM audit_events")
+            .map_err(sql_error)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    hash32(r.get(1)?),
+                    u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                ))
+            })
+            .map_err(sql_error)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(sql_error)?
+    };
+    let mut verifier = ChainVerifier::new(&index);
+    {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events ORDER BY seq");
+        let mut stmt = c.prepare(&sql).map_err(sql_error)?;
+        let mut rows = stmt.query([]).map_err(sql_error)?;
+        let mut current: Option<Result<ChainedEvent, (u64, String)>> = None;
+        loop {
+            let next = rows.next().map_err(sql_error)?.map(|r| {
+                event_from_row(r).map_err(|e| {
+                    let seq = r.get::<_, i64>(0).unwrap_or(0);
+                    (u64::try_from(seq).unwrap_or(0), e.to_string())
+                })
+            });
+            if let Some(cur) = current.take() {
+                let next_prev = match &next {
+                    Some(Ok(n)) => Some(n.prev_hash),
+                    _ => None,
+                };
+                match cur {
+                    Ok(e) => verifier.push(&e, next_prev.as_ref()),
+                    Err((seq, why)) => verifier.push_unreadable(seq, &why),
+                }
+            }
+            match next {
+                Some(n) => current = Some(n),
+                None => break,
+            }
+        }
+    }
+    let checkpoints: Vec<AuditCheckpoint> = {
+        let mut stmt = c
+            .prepare("SELECT seq, hash, time, signature FROM audit_checkpoints ORDER BY seq, id")
+            .map_err(sql_error)?;
+        let rows = stmt.query_map([], checkpoint_from_row).map_err(sql_error)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(sql_error)?
+    };
+    let mut at = c
+        .prepare("SELECT hash FROM audit_events WHERE seq = ?1")
+        .map_err(sql_error)?;
+    let hash_at = |seq: u64| -> Option<[u8; 32]> {
+        at.query_row([to_i64(seq)], |r| Ok(hash32(r.get(0)?)))
+            .optional()
+            .ok()
+            .flatten()
+    };
+    Ok(verifier.finish(&checkpoints, hash_at, custody))
+}

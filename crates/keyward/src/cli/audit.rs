@@ -1,0 +1,172 @@
+//! `keyward audit verify` (offline: walks the hash chain in the data directory and checks the
+//! signed checkpoints) and `keyward audit list` (the instance's events over the API).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use keyward_server::ServerConfig;
+use serde_json::json;
+
+use super::{Conn, connect};
+
+/// `keyward audit ...`.
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Check the whole audit chain offline (read-only); exit status 1 on any break.
+    Verify(VerifyArgs),
+    /// List the instance's audit events (needs the Manager role on the instance).
+    List {
+        #[command(flatten)]
+        conn: Box<Conn>,
+        #[command(flatten)]
+        filters: Box<ListFilters>,
+    },
+}
+
+/// Where the chain and the signing key are.
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// Data directory (database; software keystore unless --config names another backend).
+    #[arg(long, env = "KEYWARD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The server's TOML configuration (its `[custody]` section, e.g. PKCS#11 HSMs).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Filters and paging of `audit list`.
+#[derive(Args)]
+pub struct ListFilters {
+    /// Events at or after this RFC 3339 time.
+    #[arg(long)]
+    from: Option<String>,
+    /// Events before this RFC 3339 time.
+    #[arg(long)]
+    to: Option<String>,
+    /// Action, e.g. kms.secrets.wrap.
+    #[arg(long)]
+    action: Option<String>,
+    /// Key id.
+    #[arg(long)]
+    key_id: Option<String>,
+    /// Initiator (IAM id).
+    #[arg(long)]
+    initiator: Option<String>,
+    /// success or failure.
+    #[arg(long)]
+    outcome: Option<String>,
+    /// Most events (up to 5000).
+    #[arg(long, default_value_t = 200)]
+    limit: u32,
+    /// Events to skip.
+    #[arg(long, default_value_t = 0)]
+    offset: u32,
+}
+
+/// Runs an audit subcommand; `Ok(false)` means the chain is broken.
+pub async fn run(command: AuditCommand) -> anyhow::Result<bool> {
+    match command {
+        AuditCommand::Verify(args) => verify(args),
+        AuditCommand::List { conn, filters } => list(*conn, *filters).await.map(|()| true),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
+    let mut config = match &args.config {
+        Some(p) => ServerConfig::from_file(p)?,
+        None => ServerConfig::default(),
+    };
+    match (args.data_dir, &args.config) {
+        (Some(d), _) => config.data_dir = d,
+        (None, Some(_)) => {}
+        (None, None) => anyhow::bail!("pass --data-dir (or --config naming a data_dir)"),
+    }
+    let custody = keyward_server::open_custody(&config, false)?;
+    let report = keyward_store::verify_audit_chain(&config.data_dir, custody.as_ref())
+        .with_context(|| format!("reading the audit trail in {}", config.data_dir.display()))?;
+    let ok = report.first_break.is_none();
+    if args.json {
+        let brk = report.first_break.as_ref().map(|b| {
+            json!({
+                "kind": b.kind.as_str(),
+                "seq": b.seq,
+                "id": b.id.map(|i| i.to_string()),
+                "detail": b.detail,
+            })
+        });
+        let out = json!({
+            "ok": ok,
+            "events": report.events,
+            "head": report.head.map(|(seq, h)| json!({"seq": seq, "hash": hex(&h)})),
+            "checkpoints": report.checkpoints,
+            "lastGoodCheckpoint": report.last_good_checkpoint,
+            "firstBreak": brk,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        match &report.first_break {
+            None => println!(
+                "audit chain intact: {} events, head seq {}, {} checkpoints verified",
+                report.events,
+                report.head.map_or(0, |h| h.0),
+                report.checkpoints
+            ),
+            Some(b) => println!(
+                "audit chain BROKEN: {} at seq {}{}: {}",
+                b.kind.as_str(),
+                b.seq,
+                b.id.map(|i| format!(" (id {i})")).unwrap_or_default(),
+                b.detail
+            ),
+        }
+    }
+    Ok(ok)
+}
+
+async fn list(conn: Conn, f: ListFilters) -> anyhow::Result<()> {
+    let client = connect(&conn)?;
+    let mut filters = Vec::new();
+    for (name, v) in [
+        ("from", f.from),
+        ("to", f.to),
+        ("action", f.action),
+        ("keyId", f.key_id),
+        ("initiator", f.initiator),
+        ("outcome", f.outcome),
+    ] {
+        if let Some(v) = v {
+            filters.push((name, v));
+        }
+    }
+    let page = client.audit_events(&filters, f.limit, f.offset).await?;
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(&page)?);
+        return Ok(());
+    }
+    for e in &page.resources {
+        println!(
+            "{:>8}  {}  {:<28} {:<7} {}  {}  {}",
+            e.seq,
+            e.event_time,
+            e.action,
+            e.outcome,
+            e.reason_code,
+            e.initiator.id,
+            e.target.id.as_deref().unwrap_or("-")
+        );
+    }
+    println!(
+        "{} of {} events",
+        page.resources.len(),
+        page.metadata.total_count.unwrap_or(0)
+    );
+    Ok(())
+}
