@@ -1046,3 +1046,85 @@ async fn webhooks_are_signed_retried_after_500s_and_delivered_once_acknowledged_
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
 }
+
+#[tokio::test]
+async fn two_servers_on_one_database_share_the_outbox_without_double_delivery() {
+    let a = TestServer::start().await;
+    // A second server process on the same data directory: its own writer, worker and streams.
+    let b = keyward_server::start(common::config(a.dir.path()))
+        .await
+        .unwrap();
+    let key = a.create_root_key("shared-outbox").await;
+    let (_, svc) = service(&a).await;
+    register(&a, &svc, &key, CRN_A, json!({})).await;
+    let received = Arc::new(Mutex::new(Received::default()));
+    let url = receiver(received.clone()).await;
+    let (s, sub) = as_svc(
+        &a,
+        &svc,
+        Method::PUT,
+        "/api/v2/event_subscription",
+        Some(json!({"url": url})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    received.lock().unwrap().secret = sub["secret"].as_str().unwrap().to_owned();
+
+    // A stream on B sees what A commits (B polls the database).
+    let mut on_b = a
+        .http
+        .get(format!("{}/api/v2/event_stream", b.url))
+        .bearer_auth(&svc)
+        .header("bluemix-instance", &a.instance)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_b.status(), StatusCode::OK);
+    let sync_on = |base: String| {
+        let (http, token, instance) = (a.http.clone(), a.token.clone(), a.instance.clone());
+        let key = key.clone();
+        async move {
+            let r = http
+                .post(format!("{base}/api/v2/keys/{key}/actions/sync"))
+                .bearer_auth(token)
+                .header("bluemix-instance", instance)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        }
+    };
+    let started = Instant::now();
+    sync_on(a.url.clone()).await;
+    let seen = read_events(&mut on_b, 1, Duration::from_secs(5)).await;
+    assert_eq!(seen.len(), 1);
+    eprintln!(
+        "cross-process stream latency: {} ms",
+        started.elapsed().as_millis()
+    );
+    drop(on_b);
+
+    // Both workers deliver from the one outbox: every event exactly once.
+    for i in 0..19 {
+        let base = if i % 2 == 0 {
+            b.url.clone()
+        } else {
+            a.url.clone()
+        };
+        sync_on(base).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while received.lock().unwrap().requests.len() < 20 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let r = received.lock().unwrap();
+    let mut ids: Vec<&str> = r.requests.iter().map(|(id, _, _)| id.as_str()).collect();
+    assert!(r.requests.iter().all(|(_, _, valid)| *valid));
+    ids.sort_unstable();
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!((ids.len(), n), (20, 20), "each event delivered once");
+    drop(r);
+    b.shutdown().await.unwrap();
+}
