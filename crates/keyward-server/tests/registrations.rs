@@ -1128,3 +1128,59 @@ async fn two_servers_on_one_database_share_the_outbox_without_double_delivery() 
     drop(r);
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_schedulers_rotations_and_purges_reach_registered_services() {
+    let ts = TestServer::start_with(|c| {
+        c.scheduler.tick_secs = 1;
+        c.lifecycle.rotation_month_secs = 2;
+        c.lifecycle.auto_purge_after_secs = 3;
+    })
+    .await;
+    let (_, svc) = service(&ts).await;
+    let (s, b) = ts
+        .call(
+            Method::POST,
+            "/api/v2/keys_with_policy_overrides",
+            Some(json!({
+                "metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
+                "resources": [{"name": "rotating", "rotation": {"enabled": true, "interval_month": 1},
+                               "dualAuthDelete": {"enabled": false}}],
+            })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let rotating = b["resources"][0]["id"].as_str().unwrap().to_owned();
+    register(&ts, &svc, &rotating, CRN_A, json!({})).await;
+    let doomed = ts.create_root_key("auto-purged").await;
+    register(&ts, &svc, &doomed, CRN_B, json!({})).await;
+    let (s, _) = ts
+        .call(
+            Method::DELETE,
+            &format!("/api/v2/keys/{doomed}?force=true"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+
+    let mut resp = stream(&ts, &svc, None).await;
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline
+        && !(seen.contains(&("rotate".to_owned(), rotating.clone()))
+            && seen.contains(&("purge".to_owned(), doomed.clone())))
+    {
+        for e in read_events(&mut resp, 1, Duration::from_secs(2)).await {
+            seen.push((
+                e["eventType"].as_str().unwrap().to_owned(),
+                e["keyId"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    assert!(
+        seen.contains(&("delete".to_owned(), doomed.clone())),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&("rotate".to_owned(), rotating)), "{seen:?}");
+    assert!(seen.contains(&("purge".to_owned(), doomed)), "{seen:?}");
+}
