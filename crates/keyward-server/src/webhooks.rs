@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyward_core::{DeliveryJob, KeyService};
+use keyward_core::DeliveryJob;
 use time::OffsetDateTime;
 
 use crate::routes::events::{POLL_INTERVAL, wire_event};
@@ -83,7 +83,7 @@ async fn run(state: Arc<AppState>) {
 
 async fn deliver(state: &AppState, http: &reqwest::Client, job: DeliveryJob) {
     let event = &job.event;
-    let outcome = post(state, http, &state.keys, &job).await;
+    let outcome = post(state, http, &job).await;
     let store = state.keys.store();
     let now = OffsetDateTime::now_utc();
     let recorded = match outcome {
@@ -106,12 +106,7 @@ async fn deliver(state: &AppState, http: &reqwest::Client, job: DeliveryJob) {
     }
 }
 
-async fn post(
-    state: &AppState,
-    http: &reqwest::Client,
-    keys: &KeyService,
-    job: &DeliveryJob,
-) -> Result<(), String> {
+async fn post(state: &AppState, http: &reqwest::Client, job: &DeliveryJob) -> Result<(), String> {
     let account = state
         .instance_account(job.event.instance)
         .await
@@ -119,7 +114,8 @@ async fn post(
         .unwrap_or_default();
     let wire = wire_event(&state.config.region, &account, &job.event);
     let body = serde_json::to_vec(&wire).map_err(|e| e.to_string())?;
-    let secret = keys
+    let secret = state
+        .keys
         .webhook_secret(&job.subscription)
         .map_err(|e| e.to_string())?;
     let t = OffsetDateTime::now_utc().unix_timestamp();
