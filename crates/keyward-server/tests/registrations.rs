@@ -848,11 +848,29 @@ async fn the_stream_replays_resumes_after_last_event_id_and_delivers_live_events
         rest_seqs,
         [seqs[1], seqs[2], live[0]["seq"].as_u64().unwrap()]
     );
+    // Locking the service's identity ends its stream (within the access cache TTL).
+    let svc_id = first_registration(&ts, &key).await["createdBy"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, b) = ts
+        .iam(
+            Method::POST,
+            &format!("/iam/v1/identities/{svc_id}/lock"),
+            None,
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = resumed.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived the identity's lock");
     // A malformed Last-Event-ID is a clear 400.
     let resp = ts
         .http
         .get(format!("{}/api/v2/event_stream", ts.url))
-        .bearer_auth(&svc)
+        .bearer_auth(&ts.token)
         .header("bluemix-instance", &ts.instance)
         .header("last-event-id", "yesterday")
         .send()

@@ -19,7 +19,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use keyward_api::events::{EVENT_ACKNOWLEDGE, EventAck, EventSubscription, KeyEvent, headers};
 use keyward_core::{Caller, EventRecord};
+use keyward_iam::Claims;
 use serde::Deserialize;
+use time::OffsetDateTime;
 
 use super::keys::{AppResult, json_response};
 use super::registrations::{adopter_state_in, event_type};
@@ -71,6 +73,9 @@ pub fn wire_event(region: &str, account: &str, e: &EventRecord) -> KeyEvent {
 
 struct StreamState {
     state: Arc<AppState>,
+    /// The token's claims: the stream ends when the token expires or its API key or identity is
+    /// locked or deleted (seen within the access cache TTL), like any request would be refused.
+    claims: Claims,
     caller: Caller,
     account: String,
     cursor: u64,
@@ -98,10 +103,22 @@ pub async fn event_stream(
                 )
             })?,
     };
+    // The Authed extractor verified this token; its claims are kept to re-check access.
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.get(7..))
+        .unwrap_or_default()
+        .trim();
+    let claims = state
+        .verifier
+        .verify(token, OffsetDateTime::now_utc())
+        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
     let mut wake = state.event_notifications.clone();
     wake.mark_unchanged();
     let st = StreamState {
         state: state.clone(),
+        claims,
         caller: authed.caller,
         account: authed.account,
         cursor,
@@ -118,6 +135,10 @@ pub async fn event_stream(
                     .event(wire.event_type.as_str())
                     .data(data);
                 return Some((Ok::<_, Infallible>(ev), st));
+            }
+            let expired = OffsetDateTime::now_utc().unix_timestamp() >= st.claims.exp;
+            if expired || st.state.access.resolve(&st.claims).await.is_err() {
+                return None;
             }
             match st
                 .state
