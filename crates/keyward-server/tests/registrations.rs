@@ -896,6 +896,8 @@ struct Received {
     /// How many requests to answer 500 before answering 204.
     fail_first: usize,
     secret: String,
+    /// When each request arrived.
+    at: Vec<Instant>,
 }
 
 /// A real HTTP server on a free port that checks each webhook's signature.
@@ -921,6 +923,7 @@ async fn receiver(received: Arc<Mutex<Received>>) -> String {
                     .to_owned();
                 let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 r.requests.push((id, json, valid));
+                r.at.push(Instant::now());
                 if r.requests.len() <= r.fail_first {
                     StatusCode::INTERNAL_SERVER_ERROR
                 } else {
@@ -995,6 +998,7 @@ async fn webhooks_are_signed_retried_after_500s_and_delivered_once_acknowledged_
             .any(|w| w == raw.expose())
     );
 
+    let disabled_at = Instant::now();
     let (s, _) = ts.action(&key, "disable", Value::Null).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     // Two 500s, then 204: three requests, 1 s and 2 s apart.
@@ -1013,6 +1017,11 @@ async fn webhooks_are_signed_retried_after_500s_and_delivered_once_acknowledged_
                 .iter()
                 .all(|(i, b, valid)| i == id && b == body && *valid)
         );
+        let gaps: Vec<u128> =
+            r.at.iter()
+                .map(|t| t.duration_since(disabled_at).as_millis())
+                .collect();
+        eprintln!("webhook attempts after the disable request was sent (ms): {gaps:?}");
     }
     // Delivered: no fourth attempt, and no backlog.
     tokio::time::sleep(Duration::from_millis(1500)).await;
