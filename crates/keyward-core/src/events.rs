@@ -364,50 +364,9 @@ pub trait RegistrationStore: Send + Sync {
     async fn event_backlog(&self) -> Result<u64, StoreError>;
 }
 
-/// Whether `crn` matches `pattern`, where `*` matches any run of characters.
-pub fn crn_matches(pattern: &str, crn: &str) -> bool {
-    // Iterative glob with backtracking to the last `*`: linear-ish, no recursion.
-    let (p, s): (Vec<char>, Vec<char>) = (pattern.chars().collect(), crn.chars().collect());
-    let (mut pi, mut si) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
-        match p.get(pi) {
-            Some('*') => {
-                star = Some((pi, si));
-                pi += 1;
-            }
-            Some(c) if Some(c) == s.get(si) => {
-                pi += 1;
-                si += 1;
-            }
-            _ => match star {
-                Some((sp, ss)) => {
-                    pi = sp + 1;
-                    si = ss + 1;
-                    star = Some((sp, ss + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    p.get(pi..)
-        .is_some_and(|rest| rest.iter().all(|c| *c == '*'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn crn_patterns_match_with_stars() {
-        let crn = "crn:v1:bluemix:public:messagehub:us-south:a/acct:inst:topic:t1";
-        assert!(crn_matches(crn, crn));
-        assert!(crn_matches("crn:v1:bluemix:public:messagehub:*", crn));
-        assert!(crn_matches("crn:*:a/acct:inst:*:*", crn));
-        assert!(!crn_matches("crn:*:a/other:*", crn));
-        assert!(!crn_matches("crn:v1", crn));
-        assert!(crn_matches("*", crn));
-    }
 
     #[test]
     fn key_actions_name_their_events() {

@@ -40,7 +40,7 @@ pub use error::{KeyError, Rule};
 pub use events::{
     AdopterState, DeliveryJob, EventAckRecord, EventKind, EventRecord, KeyNotice,
     RegistrationChange, RegistrationFilter, RegistrationRecord, RegistrationStore,
-    SubscriptionRecord, crn_matches,
+    SubscriptionRecord,
 };
 pub use iam::{ApiKeyMinter, CreatedApiKey, IamService, NewIdentity, Principal};
 pub use identity::{AccessPolicyRecord, AuthorizationRecord, IdentityKind, IdentityRecord};
