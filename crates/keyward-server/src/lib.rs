@@ -200,6 +200,7 @@ pub struct RunningServer {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     scheduler: Option<tokio::task::JoinHandle<()>>,
     webhooks: tokio::task::JoinHandle<()>,
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl RunningServer {
@@ -209,8 +210,7 @@ impl RunningServer {
             s.abort();
         }
         self.webhooks.abort();
-        self.handle
-            .graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+        self.closer().close();
         self.task.await??;
         Ok(())
     }
@@ -224,6 +224,30 @@ impl RunningServer {
     /// A handle that can stop the server from elsewhere.
     pub fn handle(&self) -> axum_server::Handle<SocketAddr> {
         self.handle.clone()
+    }
+
+    /// What stops the server gracefully from elsewhere (a signal handler): ends event streams,
+    /// stops accepting, and lets other requests finish (up to 10 s).
+    pub fn closer(&self) -> Closer {
+        Closer {
+            handle: self.handle.clone(),
+            closing: self.closing.clone(),
+        }
+    }
+}
+
+/// Stops a [`RunningServer`] gracefully; see [`RunningServer::closer`].
+pub struct Closer {
+    handle: axum_server::Handle<SocketAddr>,
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+impl Closer {
+    /// Ends event streams, stops accepting, and lets requests in flight finish (up to 10 s).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+        self.handle
+            .graceful_shutdown(Some(std::time::Duration::from_secs(10)));
     }
 }
 
@@ -266,6 +290,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .enabled
         .then(|| scheduler::spawn(&state));
     let webhooks = webhooks::spawn(&state);
+    let closing = state.closing.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let task = match tls {
         Some(tls) => {
@@ -289,5 +314,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         task,
         scheduler,
         webhooks,
+        closing,
     })
 }

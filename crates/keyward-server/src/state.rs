@@ -39,6 +39,9 @@ pub struct AppState {
     /// Changes whenever this process commits lifecycle events (wakes event streams and the
     /// webhook worker; both also poll for events other processes commit).
     pub event_notifications: tokio::sync::watch::Receiver<u64>,
+    /// Set when the server starts shutting down: long-lived responses (event streams) end so
+    /// the graceful shutdown does not wait for them.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -65,6 +68,7 @@ impl AppState {
             lifecycle,
             bound_port: std::sync::OnceLock::new(),
             event_notifications,
+            closing: tokio::sync::watch::Sender::new(false),
         })
     }
 

@@ -1212,3 +1212,19 @@ async fn the_schedulers_rotations_and_purges_reach_registered_services() {
     assert!(seen.contains(&("rotate".to_owned(), rotating)), "{seen:?}");
     assert!(seen.contains(&("purge".to_owned(), doomed)), "{seen:?}");
 }
+
+#[tokio::test]
+async fn a_graceful_shutdown_ends_open_event_streams_instead_of_waiting_for_them() {
+    let mut ts = TestServer::start().await;
+    let (_, svc) = service(&ts).await;
+    let mut open = stream(&ts, &svc, None).await;
+    // Without ending the stream, the graceful shutdown would wait its full 10 s for it.
+    tokio::time::timeout(Duration::from_secs(5), ts.stop())
+        .await
+        .expect("the shutdown waited for the open stream");
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = open.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok());
+}

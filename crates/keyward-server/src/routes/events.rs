@@ -81,6 +81,7 @@ struct StreamState {
     cursor: u64,
     buffer: VecDeque<EventRecord>,
     wake: tokio::sync::watch::Receiver<u64>,
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 /// `GET /api/v2/event_stream`: `text/event-stream` of the caller's events (`id: <seq>`,
@@ -124,6 +125,7 @@ pub async fn event_stream(
         cursor,
         buffer: VecDeque::new(),
         wake,
+        closing: state.closing.subscribe(),
     };
     let stream = futures_util::stream::unfold(st, |mut st| async move {
         loop {
@@ -158,8 +160,12 @@ pub async fn event_stream(
                     return None;
                 }
             }
+            if *st.closing.borrow() {
+                return None;
+            }
             tokio::select! {
                 _ = st.wake.changed() => {}
+                _ = st.closing.changed() => {}
                 _ = tokio::time::sleep(POLL_INTERVAL) => {}
             }
         }
