@@ -6,6 +6,7 @@
 //! one database do not deliver the same event concurrently: each claims events with a lease
 //! ([`LEASE`]) in a write transaction, and a failure releases it with a backoff of 1 s doubling
 //! to 5 minutes, retried forever (or until the service acknowledges the event some other way).
+//! Deliveries run concurrently, so events may arrive out of order: receivers order by `seq`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const LEASE: Duration = Duration::from_secs(15);
 /// Events claimed per round.
 const BATCH: u32 = 32;
+/// Deliveries in flight at once, per process.
+const MAX_IN_FLIGHT: usize = 64;
 /// First retry delay; doubles per failed attempt up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest retry delay.
@@ -53,16 +56,20 @@ async fn run(state: Arc<AppState>) {
         }
     };
     let mut wake = state.event_notifications.clone();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     loop {
         let now = OffsetDateTime::now_utc();
         let store = state.keys.store();
+        let room = u32::try_from(in_flight.available_permits())
+            .unwrap_or(BATCH)
+            .min(BATCH);
         let jobs = match store.deliveries_due(now).await {
-            Ok(false) => Ok(Vec::new()),
-            Ok(true) => {
+            Ok(true) if room > 0 => {
                 store
-                    .claim_deliveries(&worker, now, now + LEASE, BATCH)
+                    .claim_deliveries(&worker, now, now + LEASE, room)
                     .await
             }
+            Ok(_) => Ok(Vec::new()),
             Err(e) => Err(e),
         }
         .unwrap_or_else(|e| {
@@ -76,8 +83,18 @@ async fn run(state: Arc<AppState>) {
             }
             continue;
         }
-        let deliveries = jobs.into_iter().map(|job| deliver(&state, &http, job));
-        futures_util::future::join_all(deliveries).await;
+        // Each delivery runs on its own, so a slow endpoint (up to REQUEST_TIMEOUT) does not hold
+        // up other subscribers; claimed events stay leased meanwhile, so the next claim skips them.
+        for job in jobs {
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                return;
+            };
+            let (state, http) = (state.clone(), http.clone());
+            tokio::spawn(async move {
+                deliver(&state, &http, job).await;
+                drop(permit);
+            });
+        }
     }
 }
 
