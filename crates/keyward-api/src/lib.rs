@@ -33,8 +33,10 @@ pub mod media {
 }
 
 mod audit;
+pub mod events;
 mod kmip;
 mod policies;
+pub mod registrations;
 pub use audit::*;
 pub use kmip::*;
 pub use policies::*;

@@ -22,6 +22,7 @@ mod audit;
 mod cache;
 mod custody;
 mod error;
+mod events;
 mod iam;
 mod identity;
 mod ids;
@@ -40,6 +41,11 @@ pub use audit::{
 };
 pub use custody::{Custody, CustodyError, WrappedMaterial};
 pub use error::{KeyError, Rule};
+pub use events::{
+    AdopterState, DeliveryJob, EventAckRecord, EventKind, EventRecord, KeyNotice,
+    RegistrationChange, RegistrationFilter, RegistrationRecord, RegistrationStore,
+    SubscriptionRecord,
+};
 pub use iam::{ApiKeyMinter, CreatedApiKey, IamService, NewIdentity, Principal};
 pub use identity::{AccessPolicyRecord, AuthorizationRecord, IdentityKind, IdentityRecord};
 pub use ids::{InstanceId, KeyId, KeyVersionId, ParseIdError};
@@ -63,8 +69,8 @@ pub use service::{
     Access, Caller, Clock, Compare, DateFilter, IMPORT_TOKEN_RETRIEVALS, IMPORT_TOKEN_SECONDS,
     ImportTokenRecord, InstancePolicyUpdate, KeyDate, KeyFilter, KeyPolicyUpdate, KeySearch,
     KeyService, LifecycleConfig, MAX_AAD_ITEM_CHARS, MAX_AAD_ITEMS, MAX_ALIASES_PER_KEY,
-    MAX_DEK_BYTES, Material, NewKey, PolicyOverrides, RewrapOutput, SchedulerReport, SecureImport,
-    SortKey, SystemClock, UnwrapOutput, WrapOutput,
+    MAX_DEK_BYTES, Material, NewKey, PolicyOverrides, RegistrationSpec, RegistrationView,
+    RewrapOutput, SchedulerReport, SecureImport, SortKey, SystemClock, UnwrapOutput, WrapOutput,
 };
 pub use store::{
     AliasRecord, ApiKeyRecord, AuditStore, DueWork, IamStore, InstanceRecord, KeyRingRecord,

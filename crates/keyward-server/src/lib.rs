@@ -26,6 +26,7 @@ pub mod routes;
 pub mod scheduler;
 pub mod state;
 pub mod views;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -108,6 +109,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v2/keys/{id}/metadata", get(keys::get_key_metadata))
         .route("/api/v2/keys/{id}/versions", get(keys::key_versions))
         .route("/api/v2/keys/{id}/actions/{action}", post(keys::key_action))
+        .merge(routes::registrations::router())
+        .merge(routes::events::router())
         .merge(routes::kmip::router())
         .merge(routes::iam::router());
     if state.config.metrics.enabled {
@@ -191,6 +194,7 @@ pub async fn open(config: ServerConfig) -> anyhow::Result<Arc<AppState>> {
     }
     let custody = open_custody(&config, true)?;
     let sqlite = Arc::new(SqliteStore::open(&config.data_dir)?);
+    let event_notifications = sqlite.event_notifications();
     let store: Arc<dyn Store> = sqlite.clone();
     let trail: Arc<dyn AuditStore> = sqlite.clone();
     let metrics_token = match &config.metrics.bearer_token_file {
@@ -205,8 +209,9 @@ pub async fn open(config: ServerConfig) -> anyhow::Result<Arc<AppState>> {
     };
     let extras = state::Extras {
         trail,
-        metrics: Arc::new(metrics::Metrics::new(metrics::no_backlog())?),
+        metrics: Arc::new(metrics::Metrics::new()?),
         metrics_token,
+        event_notifications,
     };
     let issuer = bootstrap::token_issuer(&store, &custody, config.token_ttl_secs).await?;
     let keys = KeyService::new(
@@ -265,16 +270,16 @@ pub struct RunningServer {
     pub bootstrap_file: Option<PathBuf>,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
-    /// The scheduler, checkpointer and export sinks: aborted at shutdown.
+    /// The scheduler, checkpointer, export sinks and webhook worker: aborted at shutdown.
     background: Vec<tokio::task::JoinHandle<()>>,
     state: Arc<AppState>,
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl RunningServer {
     /// Stops accepting, lets requests in flight finish (up to 10 s), and waits.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        self.handle
-            .graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+        self.closer().close();
         self.wait().await
     }
 
@@ -302,6 +307,30 @@ impl RunningServer {
     /// A handle that can stop the server from elsewhere.
     pub fn handle(&self) -> axum_server::Handle<SocketAddr> {
         self.handle.clone()
+    }
+
+    /// What stops the server gracefully from elsewhere (a signal handler): ends event streams,
+    /// stops accepting, and lets other requests finish (up to 10 s).
+    pub fn closer(&self) -> Closer {
+        Closer {
+            handle: self.handle.clone(),
+            closing: self.closing.clone(),
+        }
+    }
+}
+
+/// Stops a [`RunningServer`] gracefully; see [`RunningServer::closer`].
+pub struct Closer {
+    handle: axum_server::Handle<SocketAddr>,
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+impl Closer {
+    /// Ends event streams, stops accepting, and lets requests in flight finish (up to 10 s).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+        self.handle
+            .graceful_shutdown(Some(std::time::Duration::from_secs(10)));
     }
 }
 
@@ -365,6 +394,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             poll,
         ));
     }
+    background.push(webhooks::spawn(&state));
+    let closing = state.closing.clone();
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let task = match tls {
         Some(tls) => {
@@ -388,5 +419,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         task,
         background,
         state,
+        closing,
     })
 }

@@ -5,7 +5,6 @@
 //! Built on the `prometheus` crate with its own `Registry` per server (no process-global
 //! recorder: tests run several servers in one process, each with its own counters).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use keyward_core::{KeyState, SchedulerReport};
@@ -13,15 +12,6 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
-
-/// Reports how many events wait in the event-delivery outbox. Event delivery is not built yet:
-/// until it is, the server uses [`no_backlog`], which reports 0.
-pub type BacklogProbe = Arc<dyn Fn() -> u64 + Send + Sync>;
-
-/// The probe for a server without event delivery: always 0.
-pub fn no_backlog() -> BacklogProbe {
-    Arc::new(|| 0)
-}
 
 /// Every metric of one server.
 pub struct Metrics {
@@ -37,12 +27,11 @@ pub struct Metrics {
     export_lag: IntGaugeVec,
     audit_head: IntGauge,
     backlog: IntGauge,
-    backlog_probe: BacklogProbe,
 }
 
 impl Metrics {
     /// A fresh registry with every metric registered.
-    pub fn new(backlog_probe: BacklogProbe) -> Result<Self, prometheus::Error> {
+    pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new("keyward_http_requests_total", "HTTP requests answered"),
@@ -128,7 +117,6 @@ impl Metrics {
             export_lag,
             audit_head,
             backlog,
-            backlog_probe,
         })
     }
 
@@ -187,6 +175,7 @@ impl Metrics {
         keys_by_state: &[(u8, u64)],
         custody_up: bool,
         audit_head: u64,
+        event_backlog: u64,
     ) -> Result<String, prometheus::Error> {
         for state in [
             KeyState::PreActive,
@@ -207,7 +196,7 @@ impl Metrics {
         self.audit_head
             .set(i64::try_from(audit_head).unwrap_or(i64::MAX));
         self.backlog
-            .set(i64::try_from((self.backlog_probe)()).unwrap_or(i64::MAX));
+            .set(i64::try_from(event_backlog).unwrap_or(i64::MAX));
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))

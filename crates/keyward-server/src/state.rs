@@ -44,6 +44,12 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The bearer token `/metrics` requires, if configured.
     pub metrics_token: Option<Secret>,
+    /// Changes whenever this process commits lifecycle events (wakes event streams and the
+    /// webhook worker; both also poll for events other processes commit).
+    pub event_notifications: tokio::sync::watch::Receiver<u64>,
+    /// Set when the server starts shutting down: long-lived responses (event streams) end so
+    /// the graceful shutdown does not wait for them.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// What the state holds besides the services and config.
@@ -54,6 +60,8 @@ pub struct Extras {
     pub metrics: Arc<Metrics>,
     /// The bearer token `/metrics` requires, if configured.
     pub metrics_token: Option<Secret>,
+    /// Changes whenever this process commits lifecycle events.
+    pub event_notifications: tokio::sync::watch::Receiver<u64>,
 }
 
 impl AppState {
@@ -82,6 +90,8 @@ impl AppState {
             trail: extras.trail,
             metrics: extras.metrics,
             metrics_token: extras.metrics_token,
+            event_notifications: extras.event_notifications,
+            closing: tokio::sync::watch::Sender::new(false),
         })
     }
 

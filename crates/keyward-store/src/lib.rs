@@ -18,6 +18,7 @@
 )]
 
 mod audit;
+mod events;
 mod iam;
 mod kmip;
 mod listing;

@@ -184,11 +184,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     println!("keyward: listening on {}", server.url);
-    let handle = server.handle();
+    let closer = server.closer();
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
-        handle.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+        closer.close();
     });
     server.wait().await
 }

@@ -122,7 +122,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
         .ok()
         .flatten()
         .map_or(0, |h| h.0);
-    match state.metrics.render(&keys, custody_up, head) {
+    // Lifecycle events not yet delivered to webhook subscribers.
+    let backlog = state.store().event_backlog().await.unwrap_or(0);
+    match state.metrics.render(&keys, custody_up, head, backlog) {
         Ok(text) => (
             StatusCode::OK,
             [(

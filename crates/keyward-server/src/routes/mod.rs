@@ -2,10 +2,12 @@
 //! key rules.
 
 pub mod audit;
+pub mod events;
 pub mod iam;
 pub mod identity;
 pub mod keys;
 pub mod kmip;
 pub mod policies;
+pub mod registrations;
 pub mod rings;
 pub mod search;
