@@ -25,6 +25,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
 mod admin;
+pub mod envelope;
 mod iam;
 mod import;
 mod kmip;
@@ -35,6 +36,7 @@ pub use iam::{
 };
 pub use import::{IMPORT_ALGORITHM, SealedMaterial, seal_for_import};
 pub use kmip::{KMIP_PROFILE_NATIVE, KmipPage};
+pub use keyward_crypto::Secret;
 
 /// A client failure.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,129 @@
+//! Real processes for end-to-end tests of integrated services: a `keyward serve` on a free
+//! loopback port with its bootstrap administrator, and any other binary that prints
+//! `<name>: listening on <url>` on its first lines of stdout.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The lifecycle settings end-to-end tests want: no waiting between rotations or after a disable.
+pub const FAST_LIFECYCLE: &str =
+    "[lifecycle]\nmin_rotation_interval_secs = 0\nenable_after_disable_secs = 0\n";
+
+/// A child process that is killed (SIGKILL) when dropped.
+pub struct Proc {
+    /// The process.
+    pub child: Child,
+    /// The URL it announced.
+    pub url: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Kills the process (SIGKILL: no shutdown code runs) and waits for it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `keyward` binary next to `sibling` (a binary of the calling crate, from
+/// `env!("CARGO_BIN_EXE_…")`): `cargo test --workspace` builds it with the `keyward` crate's
+/// tests; a test run of one crate builds it here first.
+pub fn keyward_bin(sibling: &str) -> PathBuf {
+    let dir = Path::new(sibling).parent().unwrap().to_path_buf();
+    let bin = dir.join(format!("keyward{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "keyward", "--bin", "keyward"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo build -p keyward failed");
+    }
+    assert!(bin.exists(), "no keyward binary at {}", bin.display());
+    bin
+}
+
+/// Starts `program` with `args` and `envs`, stderr appended to `log`, and waits (up to 30 s) for
+/// the line `<prefix>listening on <url>` on its stdout.
+pub fn spawn(program: &Path, args: &[&str], envs: &[(&str, &str)], log: &Path) -> Proc {
+    let mut child = Command::new(program)
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = loop {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not start",
+            program.display()
+        );
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("{} exited; see {}", program.display(), log.display()))
+            .unwrap();
+        if let Some((_, u)) = line.split_once("listening on ") {
+            break u.trim().to_owned();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Proc { child, url }
+}
+
+/// A running `keyward serve` and its bootstrap administrator.
+pub struct Keyward {
+    /// The server process.
+    pub proc: Proc,
+    /// The administrator's API key.
+    pub admin_api_key: String,
+    /// The bootstrap instance.
+    pub instance: String,
+}
+
+/// Starts `keyward serve` (`bin`) on `dir` with the fast test lifecycle.
+pub fn keyward(bin: &Path, dir: &Path) -> Keyward {
+    std::fs::write(dir.join("keyward.toml"), FAST_LIFECYCLE).unwrap();
+    let config = dir.join("keyward.toml");
+    let proc = spawn(
+        bin,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[],
+        &dir.join("server.log"),
+    );
+    let boot: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("bootstrap.json")).unwrap())
+            .unwrap();
+    Keyward {
+        proc,
+        admin_api_key: boot["api_key"].as_str().unwrap().to_owned(),
+        instance: boot["instance_id"].as_str().unwrap().to_owned(),
+    }
+}
