@@ -101,9 +101,23 @@ fn parse_crn(crn: &str) -> Option<RootKey> {
     }
 }
 
+/// An instance: its metadata and BYOK side under one lock, so a reconfiguration and a produce
+/// never interleave.
 struct Instance {
-    meta: Mutex<InstanceMeta>,
+    state: Mutex<Inner>,
+}
+
+struct Inner {
+    meta: InstanceMeta,
     byok: Option<Byok>,
+}
+
+impl Instance {
+    fn new(meta: InstanceMeta, byok: Option<Byok>) -> Arc<Instance> {
+        Arc::new(Instance {
+            state: Mutex::new(Inner { meta, byok }),
+        })
+    }
 }
 
 struct Byok {
@@ -184,9 +198,8 @@ impl App {
         Ok(ring)
     }
 
-    /// The BYOK side of an instance: its keyring, and a watcher on its root key that shreds the
-    /// instance's data when the key is deleted.
-    async fn byok(self: &Arc<Self>, id: &str, crn: &str) -> anyhow::Result<Byok> {
+    /// The BYOK side of an instance: its keyring and a watcher on its root key.
+    async fn byok(&self, crn: &str) -> anyhow::Result<Byok> {
         let root = parse_crn(crn).context("not a key CRN")?;
         let keyring = self.keyring(&root.kms_instance).await?;
         {
@@ -197,7 +210,16 @@ impl App {
                 .or_insert_with(|| keyring.watch_key(&root.key_id));
         }
         let status = keyring.status(&root.key_id);
-        let mut deleted = status.clone();
+        Ok(Byok {
+            root,
+            keyring,
+            status,
+        })
+    }
+
+    /// Shreds instance `id` once its root key is reported deleted.
+    fn arm_shredder(self: &Arc<Self>, id: &str, byok: &Byok) {
+        let mut deleted = byok.status.clone();
         let (app, id) = (Arc::clone(self), id.to_owned());
         tokio::spawn(async move {
             if deleted
@@ -209,11 +231,6 @@ impl App {
                 eprintln!("keyward-ref-streams: shredding {id} failed: {e:#}");
             }
         });
-        Ok(Byok {
-            root,
-            keyring,
-            status,
-        })
     }
 
     /// Crypto-shredding: every message file overwritten and removed, every wrapped DEK
@@ -226,16 +243,16 @@ impl App {
             .get(id)
             .cloned()
             .context("instance vanished")?;
-        let mut meta = inst.meta.lock().await;
-        if let Some(b) = &inst.byok {
+        let mut st = inst.state.lock().await;
+        if let Some(b) = &st.byok {
             b.keyring.drop_key(&b.root.key_id);
         }
-        for (topic, t) in meta.topics.iter_mut() {
+        for (topic, t) in st.meta.topics.iter_mut() {
             files::shred(&self.topic_log(id, topic))?;
             t.dek = None;
         }
-        meta.shredded = true;
-        self.persist(&meta)?;
+        st.meta.shredded = true;
+        self.persist(&st.meta)?;
         eprintln!("keyward-ref-streams: instance {id} crypto-shredded (root key deleted)");
         Ok(())
     }
@@ -252,14 +269,14 @@ impl App {
 
 /// The instance's state as its endpoint shows it, and the refusal every call gets when it is
 /// not running.
-fn state_of(inst: &Instance, meta: &InstanceMeta) -> (&'static str, Option<String>) {
-    if meta.shredded {
+fn state_of(st: &Inner) -> (&'static str, Option<String>) {
+    if st.meta.shredded {
         return (
             "shredded",
             Some("the root key was deleted; the instance's data was crypto-shredded".into()),
         );
     }
-    match &inst.byok {
+    match &st.byok {
         None => ("active", None),
         Some(b) => {
             let status = b.status.borrow().clone();
@@ -275,8 +292,8 @@ fn state_of(inst: &Instance, meta: &InstanceMeta) -> (&'static str, Option<Strin
     }
 }
 
-fn gate(inst: &Instance, meta: &InstanceMeta) -> Result<(), ApiError> {
-    match state_of(inst, meta) {
+fn gate(st: &Inner) -> Result<(), ApiError> {
+    match state_of(st) {
         ("active", _) => Ok(()),
         ("shredded", reason) => Err(ApiError(
             StatusCode::GONE,
@@ -291,18 +308,31 @@ fn gate(inst: &Instance, meta: &InstanceMeta) -> Result<(), ApiError> {
     }
 }
 
-fn view(inst: &Instance, meta: &InstanceMeta) -> serde_json::Value {
-    let (state, reason) = state_of(inst, meta);
+fn view(st: &Inner) -> serde_json::Value {
+    let (state, reason) = state_of(st);
+    let meta = &st.meta;
     json!({
         "id": meta.id,
         "name": meta.name,
         "byok": meta.root_key_crn.is_some(),
         "rootKeyCrn": meta.root_key_crn,
-        "rootKeyId": inst.byok.as_ref().map(|b| b.root.key_id.clone()),
+        "rootKeyId": st.byok.as_ref().map(|b| b.root.key_id.clone()),
         "state": state,
         "reason": reason,
         "topics": meta.topics.keys().collect::<Vec<_>>(),
     })
+}
+
+/// The root key must be usable now: a service does not provision on a key it cannot use.
+async fn check_root(b: &Byok) -> Result<(), ApiError> {
+    let status = keyward_client::envelope::key_status(b.keyring.client(), &b.root.key_id)
+        .await
+        .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, "KMS_UNAVAILABLE", e.to_string()))?;
+    if let Some(reason) = status.refusal() {
+        return Err(ApiError(StatusCode::CONFLICT, "ROOT_KEY_UNUSABLE", reason));
+    }
+    b.keyring.report(&b.root.key_id, status);
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -334,31 +364,17 @@ async fn create_instance(
     };
     let byok = match &body.root_key_crn {
         Some(crn) => {
-            let b = app.byok(&id, crn).await?;
-            // The root key must be usable now: a service does not provision on a key it
-            // cannot use.
-            let status = keyward_client::envelope::key_status(b.keyring.client(), &b.root.key_id)
-                .await
-                .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, "KMS_UNAVAILABLE", e.to_string()))?;
-            if let Some(reason) = status.refusal() {
-                return Err(ApiError(
-                    StatusCode::CONFLICT,
-                    "ROOT_KEY_UNUSABLE",
-                    reason,
-                ));
-            }
-            b.keyring.report(&b.root.key_id, status);
+            let b = app.byok(crn).await?;
+            check_root(&b).await?;
+            app.arm_shredder(&id, &b);
             Some(b)
         }
         None => None,
     };
     std::fs::create_dir_all(app.instance_dir(&id).join("topics")).context("instance dir")?;
     app.persist(&meta)?;
-    let inst = Arc::new(Instance {
-        meta: Mutex::new(meta),
-        byok,
-    });
-    let body = view(&inst, &*inst.meta.lock().await);
+    let inst = Instance::new(meta, byok);
+    let body = view(&*inst.state.lock().await);
     app.instances.lock().await.insert(id, inst);
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -368,8 +384,8 @@ async fn show_instance(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let inst = app.get(&id).await?;
-    let meta = inst.meta.lock().await;
-    Ok(Json(view(&inst, &meta)).into_response())
+    let st = inst.state.lock().await;
+    Ok(Json(view(&st)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -387,34 +403,33 @@ async fn enable_byok(
     if parse_crn(&body.root_key_crn).is_none() {
         return Err(bad("rootKeyCrn is not a key CRN (crn:v1:…:kms:…:key:<id>)"));
     }
-    let old = app.get(&id).await?;
-    let mut meta = old.meta.lock().await.clone();
-    if meta.root_key_crn.is_some() {
+    let inst = app.get(&id).await?;
+    let mut guard = inst.state.lock().await;
+    let st = &mut *guard;
+    if st.meta.shredded || st.meta.root_key_crn.is_some() {
         return Err(ApiError(
             StatusCode::CONFLICT,
             "BYOK_ALREADY_ENABLED",
             "the instance already has a root key; it cannot be changed".into(),
         ));
     }
-    let byok = app.byok(&id, &body.root_key_crn).await?;
+    let byok = app.byok(&body.root_key_crn).await?;
+    check_root(&byok).await?;
     let mut deleted = 0usize;
-    for topic in meta.topics.keys() {
+    for topic in st.meta.topics.keys() {
         let log = app.topic_log(&id, topic);
         deleted += files::read_records(&log)?.len();
         files::shred(&log)?;
     }
-    meta.root_key_crn = Some(body.root_key_crn);
-    for t in meta.topics.values_mut() {
+    st.meta.root_key_crn = Some(body.root_key_crn);
+    for t in st.meta.topics.values_mut() {
         t.dek = None;
     }
-    app.persist(&meta)?;
-    let inst = Arc::new(Instance {
-        meta: Mutex::new(meta),
-        byok: Some(byok),
-    });
-    let mut out = view(&inst, &*inst.meta.lock().await);
+    app.persist(&st.meta)?;
+    app.arm_shredder(&id, &byok);
+    st.byok = Some(byok);
+    let mut out = view(st);
     out["deletedMessages"] = json!(deleted);
-    app.instances.lock().await.insert(id, inst);
     Ok(Json(out).into_response())
 }
 
@@ -438,13 +453,13 @@ async fn create_topic(
 ) -> Result<Response, ApiError> {
     valid_topic(&topic)?;
     let inst = app.get(&id).await?;
-    let mut meta = inst.meta.lock().await;
-    gate(&inst, &meta)?;
-    if meta.topics.contains_key(&topic) {
+    let mut st = inst.state.lock().await;
+    gate(&st)?;
+    if st.meta.topics.contains_key(&topic) {
         return Ok(StatusCode::OK.into_response());
     }
-    meta.topics.insert(topic, TopicMeta::default());
-    app.persist(&meta)?;
+    st.meta.topics.insert(topic, TopicMeta::default());
+    app.persist(&st.meta)?;
     Ok(StatusCode::CREATED.into_response())
 }
 
@@ -465,15 +480,16 @@ async fn produce(
     Json(body): Json<Produce>,
 ) -> Result<Response, ApiError> {
     let inst = app.get(&id).await?;
-    let mut meta = inst.meta.lock().await;
-    gate(&inst, &meta)?;
+    let mut guard = inst.state.lock().await;
+    let st = &mut *guard;
+    gate(st)?;
     let log = app.topic_log(&id, &topic);
-    let Some(t) = meta.topics.get(&topic).cloned() else {
+    let Some(t) = st.meta.topics.get(&topic).cloned() else {
         return Err(not_found("topic"));
     };
     let offset = files::read_records(&log)?.len();
     let aad = aad(&id, &topic, offset);
-    let sealed = match &inst.byok {
+    let sealed = match &st.byok {
         None => seal_with(&app.local_key, LOCAL_DEK, body.value.as_bytes(), &aad)
             .map_err(anyhow::Error::from)?,
         Some(b) => {
@@ -485,10 +501,10 @@ async fn produce(
                         .generate(&b.root.key_id)
                         .await
                         .map_err(kms_refusal)?;
-                    if let Some(t) = meta.topics.get_mut(&topic) {
+                    if let Some(t) = st.meta.topics.get_mut(&topic) {
                         t.dek = Some(d.clone());
                     }
-                    app.persist(&meta)?;
+                    app.persist(&st.meta)?;
                     d
                 }
             };
@@ -533,16 +549,16 @@ async fn consume(
         return Err(bad("limit must be 1 to 1000"));
     }
     let inst = app.get(&id).await?;
-    let meta = inst.meta.lock().await;
-    gate(&inst, &meta)?;
-    let Some(t) = meta.topics.get(&topic) else {
+    let st = inst.state.lock().await;
+    gate(&st)?;
+    let Some(t) = st.meta.topics.get(&topic) else {
         return Err(not_found("topic"));
     };
     let records = files::read_records(&app.topic_log(&id, &topic))?;
     let mut out = Vec::new();
     for (offset, sealed) in records.iter().enumerate().skip(q.offset).take(q.limit) {
         let aad = aad(&id, &topic, offset);
-        let plain = match (&inst.byok, &t.dek) {
+        let plain = match (&st.byok, &t.dek) {
             (None, _) => open_with(&app.local_key, LOCAL_DEK, sealed, &aad)
                 .map_err(anyhow::Error::from)?,
             (Some(b), Some(dek)) => b
@@ -605,17 +621,15 @@ async fn main() -> anyhow::Result<()> {
         let path = entry?.path().join("instance.json");
         let meta: InstanceMeta = files::read_json(&path)?;
         let byok = match (&meta.root_key_crn, meta.shredded) {
-            (Some(crn), false) => Some(app.byok(&meta.id, crn).await?),
+            (Some(crn), false) => {
+                let b = app.byok(crn).await?;
+                app.arm_shredder(&meta.id, &b);
+                Some(b)
+            }
             _ => None,
         };
         let id = meta.id.clone();
-        app.instances.lock().await.insert(
-            id,
-            Arc::new(Instance {
-                meta: Mutex::new(meta),
-                byok,
-            }),
-        );
+        app.instances.lock().await.insert(id, Instance::new(meta, byok));
     }
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))

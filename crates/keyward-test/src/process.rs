@@ -127,3 +127,99 @@ pub fn keyward(bin: &Path, dir: &Path) -> Keyward {
         instance: boot["instance_id"].as_str().unwrap().to_owned(),
     }
 }
+
+/// A customer's tenant on a running Keyward, seen from an integrated service's end-to-end test:
+/// the customer's administrator client, and a service identity authorized (Reader) on the
+/// customer's KMS instance, as IBM's service-to-service authorizations do.
+pub struct Tenant {
+    /// The customer's administrator.
+    pub admin: keyward_client::Client,
+    /// The customer's KMS instance.
+    pub instance: String,
+    /// The service identity's API key (what the service runs with).
+    pub service_api_key: String,
+    /// The service's name in authorizations.
+    pub service_name: String,
+    /// The current authorization's id.
+    pub authorization: String,
+}
+
+impl Tenant {
+    /// Creates service identity `service_name` (instance `service-1`) with an API key, and
+    /// authorizes the service as Reader on the bootstrap instance of `kw`.
+    pub async fn new(kw: &Keyward, service_name: &str) -> Tenant {
+        let admin =
+            keyward_client::Client::new(&kw.proc.url, &kw.admin_api_key, &kw.instance, None)
+                .unwrap();
+        let ident = admin
+            .create_identity(&keyward_client::NewIdentity {
+                kind: "service".into(),
+                name: format!("{service_name} service-1"),
+                service_name: Some(service_name.into()),
+                service_instance: Some("service-1".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let key = admin
+            .create_api_key(&ident.iam_id, service_name)
+            .await
+            .unwrap();
+        let mut t = Tenant {
+            admin,
+            instance: kw.instance.clone(),
+            service_api_key: key.apikey.clone(),
+            service_name: service_name.into(),
+            authorization: String::new(),
+        };
+        t.authorize().await;
+        t
+    }
+
+    /// Authorizes the service (Reader on the instance); remembers the authorization.
+    pub async fn authorize(&mut self) {
+        let auth = self
+            .admin
+            .create_authorization(&keyward_client::NewAuthorization {
+                source: keyward_client::AuthorizationSource {
+                    service_name: self.service_name.clone(),
+                    service_instance: None,
+                },
+                target: keyward_client::Resource {
+                    instance_id: Some(self.instance.clone()),
+                    ..Default::default()
+                },
+                roles: vec!["Reader".into()],
+                delegation: false,
+            })
+            .await
+            .unwrap();
+        self.authorization = auth.id;
+    }
+
+    /// Removes the service's authorization.
+    pub async fn deauthorize(&self) {
+        self.admin
+            .delete_authorization(&self.authorization)
+            .await
+            .unwrap();
+    }
+
+    /// Creates a root key; returns `(id, crn)`.
+    pub async fn root_key(&self, name: &str) -> (String, String) {
+        let k = self
+            .admin
+            .create_key(keyward_api_key_create(name))
+            .await
+            .unwrap();
+        (k.id, k.crn)
+    }
+}
+
+fn keyward_api_key_create(name: &str) -> keyward_api::KeyCreate {
+    keyward_api::KeyCreate {
+        name: name.into(),
+        extractable: Some(false),
+        ..Default::default()
+    }
+}
