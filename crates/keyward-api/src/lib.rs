@@ -32,8 +32,10 @@ pub mod media {
     pub const KMIP_OBJECT: &str = "application/vnd.ibm.kms.kmip_object+json";
 }
 
+pub mod events;
 mod kmip;
 mod policies;
+pub mod registrations;
 pub use kmip::*;
 pub use policies::*;
 
