@@ -26,9 +26,11 @@ use tokio::sync::Mutex;
 
 mod admin;
 pub mod envelope;
+pub mod events;
 mod iam;
 mod import;
 mod kmip;
+mod registrations;
 
 pub use iam::{
     AccessPolicy, ApiKeyInfo, Authorization, AuthorizationSource, CreatedApiKey, Identity,
@@ -70,6 +72,8 @@ struct CachedToken {
 /// A Key Protect API client bound to one instance.
 pub struct Client {
     http: reqwest::Client,
+    /// For long-lived streams: no total timeout, a read timeout instead.
+    stream_http: reqwest::Client,
     base: String,
     instance: String,
     api_key: String,
@@ -104,13 +108,19 @@ impl Client {
         ca_pem: Option<&[u8]>,
     ) -> Result<Self, ClientError> {
         let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        // The event stream sends a keep-alive every 15 s: a minute of silence is a dead peer.
+        let mut stream_builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60));
         if let Some(pem) = ca_pem {
             let cert = reqwest::Certificate::from_pem(pem)
                 .map_err(|e| ClientError::Config(format!("CA certificate: {e}")))?;
-            builder = builder.add_root_certificate(cert);
+            builder = builder.add_root_certificate(cert.clone());
+            stream_builder = stream_builder.add_root_certificate(cert);
         }
         Ok(Client {
             http: builder.build()?,
+            stream_http: stream_builder.build()?,
             base: url.trim_end_matches('/').to_owned(),
             instance: instance.to_owned(),
             api_key: api_key.to_owned(),
@@ -179,9 +189,26 @@ impl Client {
     }
 
     async fn request(&self, method: Method, path: &str) -> Result<RequestBuilder, ClientError> {
+        self.request_on(&self.http, method, path).await
+    }
+
+    /// A request for a long-lived response (the event stream).
+    async fn stream_request(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<RequestBuilder, ClientError> {
+        self.request_on(&self.stream_http, method, path).await
+    }
+
+    async fn request_on(
+        &self,
+        http: &reqwest::Client,
+        method: Method,
+        path: &str,
+    ) -> Result<RequestBuilder, ClientError> {
         let token = self.access_token().await?;
-        let req = self
-            .http
+        let req = http
             .request(method, format!("{}{}", self.base, path))
             .bearer_auth(token)
             .header(headers::INSTANCE, &self.instance);
