@@ -518,7 +518,10 @@ impl DataKeyring {
         let id = DekId::random()?;
         let dek = random_secret(32)?;
         let mut b64 = B64.encode(dek.expose());
-        let resp = self.client.wrap(key_id, Some(b64.clone()), wrap_aad(id)).await;
+        let resp = self
+            .client
+            .wrap(key_id, Some(b64.clone()), wrap_aad(id))
+            .await;
         b64.zeroize();
         let resp = resp?;
         self.cache().insert(id, key_id, dek, Instant::now());
@@ -537,7 +540,11 @@ impl DataKeyring {
         }
         let resp = self
             .client
-            .unwrap(&wrapped.key_id, wrapped.ciphertext.clone(), wrapped.wrap_aad())
+            .unwrap(
+                &wrapped.key_id,
+                wrapped.ciphertext.clone(),
+                wrapped.wrap_aad(),
+            )
             .await?;
         let mut plain_b64 = resp.plaintext;
         let dek = decode_secret(&plain_b64);
@@ -591,7 +598,11 @@ impl DataKeyring {
     pub async fn rewrap(&self, wrapped: &WrappedDek) -> Result<WrappedDek, EnvelopeError> {
         let resp = self
             .client
-            .rewrap(&wrapped.key_id, wrapped.ciphertext.clone(), wrapped.wrap_aad())
+            .rewrap(
+                &wrapped.key_id,
+                wrapped.ciphertext.clone(),
+                wrapped.wrap_aad(),
+            )
             .await?;
         Ok(WrappedDek {
             id: wrapped.id,
@@ -892,12 +903,7 @@ mod tests {
     #[test]
     fn key_status_refusals_name_the_reason() {
         assert_eq!(KeyStatus::Active.refusal(), None);
-        assert!(
-            KeyStatus::Disabled
-                .refusal()
-                .unwrap()
-                .contains("disabled")
-        );
+        assert!(KeyStatus::Disabled.refusal().unwrap().contains("disabled"));
         assert!(
             KeyStatus::NoAccess {
                 status: 404,

@@ -19,7 +19,10 @@ use keyward_api::events::{AdopterKeyState, EVENT_STREAM, EventAck, EventType, Ke
 use reqwest::Method;
 
 use crate::ClientError;
-use crate::envelope::{DataKeyring, EnvelopeError, KeyStatus, key_status};
+use crate::envelope::{DataKeyring, KeyStatus, key_status};
+
+/// What an [`EventHandler`] may fail with (the event is then not acknowledged, and replayed).
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One server-sent event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,7 +96,7 @@ pub trait EventHandler: Send + Sync + 'static {
     fn rewrap(
         &self,
         event: &KeyEvent,
-    ) -> impl Future<Output = Result<Option<String>, EnvelopeError>> + Send;
+    ) -> impl Future<Output = Result<Option<String>, HandlerError>> + Send;
 }
 
 fn now_rfc3339() -> String {
@@ -108,7 +111,7 @@ pub async fn handle_event<H: EventHandler>(
     keyring: &DataKeyring,
     handler: &H,
     event: &KeyEvent,
-) -> Result<EventAck, EnvelopeError> {
+) -> Result<EventAck, HandlerError> {
     let key = event.key_id.as_str();
     let state = |s: AdopterKeyState, v: Option<String>| {
         EventAck::new(event.event_id.clone(), s, v, now_rfc3339())

@@ -37,8 +37,10 @@ pub use iam::{
     InstanceInfo, NewAuthorization, NewIdentity, Resource,
 };
 pub use import::{IMPORT_ALGORITHM, SealedMaterial, seal_for_import};
-pub use kmip::{KMIP_PROFILE_NATIVE, KmipPage};
+/// The wire types (`keyward-api`), for services built only on this crate.
+pub use keyward_api as api;
 pub use keyward_crypto::Secret;
+pub use kmip::{KMIP_PROFILE_NATIVE, KmipPage};
 
 /// A client failure.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,9 @@
 //! by a root key), `actions/sync`, `event_ack`, webhook subscriptions, and forced key deletion.
 //! A service makes the registration calls with its own identity (Reader on the key suffices).
 
-use keyward_api::events::{EVENT_ACKNOWLEDGE, EventAck, EventSubscription, EventSubscriptionRequest};
+use keyward_api::events::{
+    EVENT_ACKNOWLEDGE, EventAck, EventSubscription, EventSubscriptionRequest,
+};
 use keyward_api::registrations::{REGISTRATION_INPUT, Registration, RegistrationInput, query};
 use keyward_api::{Collection, Key, headers};
 use reqwest::Method;

@@ -8,6 +8,17 @@
 //! persisted with the secrets; the unwrapped one is only cached. While the customer's key is
 //! disabled, or the service's access to it is removed, secrets under it are refused.
 
+
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
@@ -188,12 +199,7 @@ fn gate(inner: &Inner) -> Result<(), ApiError> {
 }
 
 /// Opens a password sealed under the current scheme (the customer's DEK or the global key).
-async fn open(
-    app: &App,
-    inner: &Inner,
-    name: &str,
-    sealed_b64: &str,
-) -> Result<Secret, ApiError> {
+async fn open(app: &App, inner: &Inner, name: &str, sealed_b64: &str) -> Result<Secret, ApiError> {
     let sealed = b64_decode(sealed_b64).context("stored password is not base64")?;
     match (&inner.byok, &inner.stored.wrapped_dek) {
         (Some(b), Some(dek)) => b
@@ -327,7 +333,10 @@ async fn delete_data_source(
 async fn open_all(app: &App, inner: &Inner) -> Result<Vec<(String, Secret)>, ApiError> {
     let mut out = Vec::new();
     for (name, ds) in &inner.stored.data_sources {
-        out.push((name.clone(), open(app, inner, name, &ds.sealed_password).await?));
+        out.push((
+            name.clone(),
+            open(app, inner, name, &ds.sealed_password).await?,
+        ));
     }
     Ok(out)
 }
@@ -355,11 +364,7 @@ async fn put_root_key(
     }
     byok.keyring.report(&byok.key_id, status);
     let plain = open_all(&app, &inner).await?;
-    let dek = byok
-        .keyring
-        .generate(&byok.key_id)
-        .await
-        .map_err(refused)?;
+    let dek = byok.keyring.generate(&byok.key_id).await.map_err(refused)?;
     let mut stored = inner.stored.clone();
     for (name, pw) in &plain {
         let sealed = seal(&app, Some((&byok, &dek)), name, pw.expose()).await?;

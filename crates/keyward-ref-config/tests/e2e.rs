@@ -64,9 +64,10 @@ impl World {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.service.as_ref().unwrap().url));
+        let mut req = self.http.request(
+            method,
+            format!("{}{path}", self.service.as_ref().unwrap().url),
+        );
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -87,7 +88,11 @@ impl World {
 
     async fn password(&self, name: &str) -> (u16, Value) {
         let (s, v) = self
-            .call(reqwest::Method::GET, &format!("/v2/data_sources/{name}"), None)
+            .call(
+                reqwest::Method::GET,
+                &format!("/v2/data_sources/{name}"),
+                None,
+            )
             .await;
         (s, v["password"].clone())
     }
@@ -185,10 +190,7 @@ async fn case_1_and_2_reencrypt_every_secret_under_the_customer_key_and_back() {
     assert_eq!((s, v), (200, json!(crn)));
     // New secrets go under the customer's DEK too.
     assert_eq!(w.put_source("extra", "pw-extra").await, 201);
-    assert_eq!(
-        dek_of(&w.stored(), "extra"),
-        dek["id"].as_str().unwrap()
-    );
+    assert_eq!(dek_of(&w.stored(), "extra"), dek["id"].as_str().unwrap());
     assert_no_plaintext(&w.data);
 
     // The unwrapped DEK is only cached: after a restart the persisted wrapped DEK is unwrapped.
