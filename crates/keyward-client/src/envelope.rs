@@ -296,6 +296,8 @@ struct CachedDek {
 pub struct DekCache {
     policy: DekPolicy,
     entries: HashMap<DekId, CachedDek>,
+    /// Bumped by every drop: an unwrap that started before a drop must not refill the cache.
+    epoch: u64,
 }
 
 impl std::fmt::Debug for DekCache {
@@ -313,6 +315,7 @@ impl DekCache {
         DekCache {
             policy,
             entries: HashMap::new(),
+            epoch: 0,
         }
     }
 
@@ -349,8 +352,31 @@ impl DekCache {
         Some(Secret::from_slice(e.dek.expose()))
     }
 
+    /// A counter that changes whenever DEKs are dropped (see [`DekCache::insert_if_epoch`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Caches `dek` as [`DekCache::insert`] does, unless DEKs were dropped since `epoch` was
+    /// read: a disable seen while the unwrap was in flight wins. Returns whether it was cached.
+    pub fn insert_if_epoch(
+        &mut self,
+        epoch: u64,
+        id: DekId,
+        key_id: &str,
+        dek: Secret,
+        now: Instant,
+    ) -> bool {
+        if epoch != self.epoch {
+            return false;
+        }
+        self.insert(id, key_id, dek, now);
+        true
+    }
+
     /// Drops every DEK wrapped by `key_id`; returns how many.
     pub fn drop_key(&mut self, key_id: &str) -> usize {
+        self.epoch += 1;
         let before = self.entries.len();
         self.entries.retain(|_, e| e.key_id != key_id);
         before - self.entries.len()
@@ -358,6 +384,7 @@ impl DekCache {
 
     /// Drops every DEK.
     pub fn drop_all(&mut self) {
+        self.epoch += 1;
         self.entries.clear();
     }
 
@@ -497,6 +524,7 @@ impl DataKeyring {
     /// DEK and its wrapped form), cached.
     pub async fn generate(&self, key_id: &str) -> Result<WrappedDek, EnvelopeError> {
         let id = DekId::random()?;
+        let epoch = self.cache().epoch();
         let resp = self.client.wrap(key_id, None, wrap_aad(id)).await?;
         let mut plain_b64 = resp
             .plaintext
@@ -504,7 +532,8 @@ impl DataKeyring {
         let dek = decode_secret(&plain_b64);
         plain_b64.zeroize();
         let dek = dek?;
-        self.cache().insert(id, key_id, dek, Instant::now());
+        self.cache()
+            .insert_if_epoch(epoch, id, key_id, dek, Instant::now());
         Ok(WrappedDek {
             id,
             key_id: key_id.to_owned(),
@@ -516,6 +545,7 @@ impl DataKeyring {
     /// A new DEK generated locally (aws-lc-rs randomness) and wrapped by the key service, cached.
     pub async fn generate_local(&self, key_id: &str) -> Result<WrappedDek, EnvelopeError> {
         let id = DekId::random()?;
+        let epoch = self.cache().epoch();
         let dek = random_secret(32)?;
         let mut b64 = B64.encode(dek.expose());
         let resp = self
@@ -524,7 +554,8 @@ impl DataKeyring {
             .await;
         b64.zeroize();
         let resp = resp?;
-        self.cache().insert(id, key_id, dek, Instant::now());
+        self.cache()
+            .insert_if_epoch(epoch, id, key_id, dek, Instant::now());
         Ok(WrappedDek {
             id,
             key_id: key_id.to_owned(),
@@ -535,9 +566,13 @@ impl DataKeyring {
 
     /// The DEK for one use: from the cache, or unwrapped by the key service (and cached).
     async fn dek(&self, wrapped: &WrappedDek) -> Result<Secret, EnvelopeError> {
-        if let Some(dek) = self.cache().take_use(wrapped.id, Instant::now()) {
-            return Ok(dek);
-        }
+        let epoch = {
+            let mut cache = self.cache();
+            if let Some(dek) = cache.take_use(wrapped.id, Instant::now()) {
+                return Ok(dek);
+            }
+            cache.epoch()
+        };
         let resp = self
             .client
             .unwrap(
@@ -552,9 +587,11 @@ impl DataKeyring {
         let dek = dek?;
         let copy = Secret::from_slice(dek.expose());
         let mut cache = self.cache();
-        cache.insert(wrapped.id, &wrapped.key_id, dek, Instant::now());
-        // The use just made counts against the entry's limit.
-        drop(cache.take_use(wrapped.id, Instant::now()));
+        let now = Instant::now();
+        if cache.insert_if_epoch(epoch, wrapped.id, &wrapped.key_id, dek, now) {
+            // The use just made counts against the entry's limit.
+            drop(cache.take_use(wrapped.id, now));
+        }
         Ok(copy)
     }
 
@@ -853,6 +890,20 @@ mod tests {
         assert!(c.take_use(ids[1], t0).is_some());
         c.drop_all();
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn an_unwrap_that_raced_a_drop_does_not_refill_the_cache() {
+        let mut c = DekCache::new(policy());
+        let t0 = Instant::now();
+        let id = DekId::random().unwrap();
+        let before = c.epoch();
+        // A disable is seen while the unwrap is in flight.
+        c.drop_key("root");
+        assert!(!c.insert_if_epoch(before, id, "root", dek(), t0));
+        assert!(c.is_empty());
+        assert!(c.insert_if_epoch(c.epoch(), id, "root", dek(), t0));
+        assert_eq!(c.len(), 1);
     }
 
     #[test]
