@@ -96,6 +96,11 @@ pub enum Operation {
     KmipWrite,
     CreateImportToken,
     ReadImportToken,
+    ListRegistrations,
+    CreateRegistration,
+    UpdateRegistration,
+    DeleteRegistration,
+    SyncKey,
     ManageAccess,
 }
 
@@ -180,6 +185,30 @@ pub const OPERATIONS: &[(Operation, &str, &[Role])] = &[
         &[W, M],
     ),
     (Operation::ReadImportToken, "kms.importtoken.read", &[W, M]),
+    // Registrations are written by the service that protects a resource with the key: the role
+    // it needs is the one that lets it wrap and unwrap (Reader), and it must be a service
+    // identity (SERVICE_ONLY_ERR otherwise). Customers list them with Reader.
+    (
+        Operation::ListRegistrations,
+        "kms.registrations.list",
+        &[R, Rp, W, M],
+    ),
+    (
+        Operation::CreateRegistration,
+        "kms.registrations.create",
+        &[R, Rp, W, M],
+    ),
+    (
+        Operation::UpdateRegistration,
+        "kms.registrations.update",
+        &[R, Rp, W, M],
+    ),
+    (
+        Operation::DeleteRegistration,
+        "kms.registrations.delete",
+        &[R, Rp, W, M],
+    ),
+    (Operation::SyncKey, "kms.secrets.sync", &[W, M]),
     (Operation::ManageAccess, "iam.policy.manage", &[Adm]),
 ];
 

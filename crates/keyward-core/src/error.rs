@@ -111,6 +111,26 @@ pub enum Rule {
     IncorrectNonce,
     /// The IV of the encrypted nonce is malformed.
     IncorrectNonceIv,
+    /// Delete without `force` of a key that protects registered resources.
+    ProtectedResource,
+    /// Delete of a key with a `preventKeyDeletion` registration, even forced.
+    PreventKeyDeletion,
+    /// Registrations are written by service identities only.
+    ServiceOnly,
+    /// A registration of that resource on that key exists.
+    RegistrationExists,
+    /// No such registration on the key.
+    RegistrationNotFound,
+    /// The registration belongs to another service identity.
+    RegistrationOwner,
+    /// Registrations are for root keys only.
+    RegistrationRootKeyRequired,
+    /// The registration names a key version the key does not have.
+    KeyVersionInvalid,
+    /// No such event addressed to the caller.
+    EventNotFound,
+    /// The caller has no webhook subscription in the instance.
+    SubscriptionNotFound,
 }
 
 impl Rule {
@@ -126,8 +146,12 @@ impl Rule {
             | TooManyAliases
             | DefaultKeyRing
             | IncorrectNonce
-            | IncorrectNonceIv => 400,
-            AliasNotFound | KeyRingNotFound | ImportTokenNotFound => 404,
+            | IncorrectNonceIv
+            | RegistrationRootKeyRequired => 400,
+            ServiceOnly | RegistrationOwner => 403,
+            AliasNotFound | KeyRingNotFound | ImportTokenNotFound | RegistrationNotFound
+            | EventNotFound | SubscriptionNotFound => 404,
+            KeyVersionInvalid => 422,
             PurgeTooEarly
             | DualAuthRequired
             | DualAuthNotEnabled
@@ -136,7 +160,10 @@ impl Rule {
             | KeyRingNotEmpty
             | KeyRingKeysNotDeleted
             | CreateImportDenied
-            | ImportTokenExpired => 409,
+            | ImportTokenExpired
+            | ProtectedResource
+            | PreventKeyDeletion
+            | RegistrationExists => 409,
         }
     }
 }

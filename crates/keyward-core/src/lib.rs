@@ -22,6 +22,7 @@ mod audit;
 mod cache;
 mod custody;
 mod error;
+mod events;
 mod iam;
 mod identity;
 mod ids;
@@ -36,6 +37,11 @@ pub use access::{Denial, Grant, Grants, OPERATIONS, Operation, Role, Scope, Targ
 pub use audit::{AuditEvent, Initiator, Outcome};
 pub use custody::{Custody, CustodyError, WrappedMaterial};
 pub use error::{KeyError, Rule};
+pub use events::{
+    AdopterState, DeliveryJob, EventAckRecord, EventKind, EventRecord, KeyNotice,
+    RegistrationChange, RegistrationFilter, RegistrationRecord, RegistrationStore,
+    SubscriptionRecord, crn_matches,
+};
 pub use iam::{ApiKeyMinter, CreatedApiKey, IamService, NewIdentity, Principal};
 pub use identity::{AccessPolicyRecord, AuthorizationRecord, IdentityKind, IdentityRecord};
 pub use ids::{InstanceId, KeyId, KeyVersionId, ParseIdError};
@@ -58,8 +64,8 @@ pub use service::{
     Access, Caller, Clock, Compare, DateFilter, IMPORT_TOKEN_RETRIEVALS, IMPORT_TOKEN_SECONDS,
     ImportTokenRecord, InstancePolicyUpdate, KeyDate, KeyFilter, KeyPolicyUpdate, KeySearch,
     KeyService, LifecycleConfig, MAX_AAD_ITEM_CHARS, MAX_AAD_ITEMS, MAX_ALIASES_PER_KEY,
-    MAX_DEK_BYTES, Material, NewKey, PolicyOverrides, RewrapOutput, SchedulerReport, SecureImport,
-    SortKey, SystemClock, UnwrapOutput, WrapOutput,
+    MAX_DEK_BYTES, Material, NewKey, PolicyOverrides, RegistrationSpec, RegistrationView,
+    RewrapOutput, SchedulerReport, SecureImport, SortKey, SystemClock, UnwrapOutput, WrapOutput,
 };
 pub use store::{
     AliasRecord, ApiKeyRecord, DueWork, IamStore, InstanceRecord, KeyRingRecord, RingDeletion,

@@ -71,6 +71,12 @@ pub enum Action {
     AuthorizeDeletion,
     /// Change what the key is called or governed by (policies, aliases).
     Modify,
+    /// Create, replace or update a service's registration on the key.
+    Register,
+    /// Remove a registration.
+    Deregister,
+    /// Re-send the key's state to its registered services (`actions/sync`).
+    Sync,
 }
 
 impl Action {
@@ -90,6 +96,9 @@ impl Action {
             Action::Expire => "expire",
             Action::AuthorizeDeletion => "be set for deletion",
             Action::Modify => "be changed",
+            Action::Register => "be registered",
+            Action::Deregister => "have a registration removed",
+            Action::Sync => "be synced",
         }
     }
 }
@@ -110,6 +119,10 @@ pub fn transition(from: KeyState, action: Action) -> Result<KeyState, KeyError> 
         (Active, Expire) => Deactivated,
         (Active, AuthorizeDeletion) => Active,
         (s @ (PreActive | Active | Suspended | Deactivated), Modify) => s,
+        // Key Protect: registrations are created and changed on active keys only, removed from
+        // active and suspended ones (Keyward also lets a service clean up after a delete).
+        (Active, Register) => Active,
+        (s @ (Active | Suspended | Deactivated | Destroyed), Deregister | Sync) => s,
         _ => {
             return Err(KeyError::InvalidState {
                 state: from,
@@ -137,7 +150,7 @@ mod tests {
         use Action::*;
         use KeyState::*;
         // (action, states that permit it) from Key Protect's documented table.
-        let table: [(Action, &[KeyState]); 12] = [
+        let table: [(Action, &[KeyState]); 15] = [
             (Wrap, &[Active]),
             (Unwrap, &[Active, Deactivated]),
             (Rewrap, &[Active, Deactivated]),
@@ -150,6 +163,9 @@ mod tests {
             (Expire, &[Active]),
             (AuthorizeDeletion, &[Active]),
             (Modify, &[PreActive, Active, Suspended, Deactivated]),
+            (Register, &[Active]),
+            (Deregister, &[Active, Suspended, Deactivated, Destroyed]),
+            (Sync, &[Active, Suspended, Deactivated, Destroyed]),
         ];
         for (action, allowed) in table {
             for state in ALL_STATES {

@@ -3,6 +3,7 @@
 
 use time::OffsetDateTime;
 
+use crate::events::{KeyNotice, RegistrationStore};
 use crate::identity::{AccessPolicyRecord, AuthorizationRecord, IdentityRecord};
 use crate::service::ImportTokenRecord;
 use crate::service::KeyFilter;
@@ -246,7 +247,7 @@ pub trait IamStore: Send + Sync {
 /// Durable storage for Keyward. Every method that changes state takes the audit event that
 /// describes the change and commits both atomically; it returns only after the commit is durable.
 #[async_trait::async_trait]
-pub trait Store: IamStore + Send + Sync {
+pub trait Store: IamStore + RegistrationStore + Send + Sync {
     /// A key of an instance, or `None`.
     async fn key(&self, instance: InstanceId, id: KeyId) -> Result<Option<KeyRecord>, StoreError>;
     /// A key of an instance with its current version, in one read (the wrap/unwrap hot path).
@@ -295,6 +296,20 @@ pub trait Store: IamStore + Send + Sync {
         key: &KeyRecord,
         new_version: Option<&KeyVersion>,
         event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.update_key_notifying(key, new_version, event, None)
+            .await
+    }
+    /// [`Store::update_key`], and with `notice`, in the same transaction, one lifecycle event per
+    /// registration owner of the key (the transactional outbox). A `Delete` notice also checks,
+    /// in that transaction, that no registration has `preventKeyDeletion`, and unless
+    /// `force_delete`, that the key has no registration ([`StoreError::Conflict`] otherwise).
+    async fn update_key_notifying(
+        &self,
+        key: &KeyRecord,
+        new_version: Option<&KeyVersion>,
+        event: &AuditEvent,
+        notice: Option<&KeyNotice>,
     ) -> Result<(), StoreError>;
     /// Appends an audit event for an action that changed nothing (wrap, unwrap, a refusal).
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
@@ -320,7 +335,17 @@ pub trait Store: IamStore + Send + Sync {
     /// Erases a deleted key's material for good: deletes its versions and aliases and stores the
     /// tombstone `key` (compare-and-swap on revision, as [`Store::update_key`]). Space the
     /// material used is overwritten, and the write-ahead log is truncated, before this returns.
-    async fn purge_key(&self, key: &KeyRecord, event: &AuditEvent) -> Result<(), StoreError>;
+    async fn purge_key(&self, key: &KeyRecord, event: &AuditEvent) -> Result<(), StoreError> {
+        self.purge_key_notifying(key, event, None).await
+    }
+    /// [`Store::purge_key`], and with `notice`, the key's lifecycle events in the same
+    /// transaction; the key's registrations are removed with its material.
+    async fn purge_key_notifying(
+        &self,
+        key: &KeyRecord,
+        event: &AuditEvent,
+        notice: Option<&KeyNotice>,
+    ) -> Result<(), StoreError>;
     /// Keys of every instance the scheduler has work on (see [`DueWork`]), at most `limit`.
     async fn due_keys(&self, due: &DueWork, limit: u32) -> Result<Vec<KeyRecord>, StoreError>;
 

@@ -176,6 +176,17 @@ fn rule_code(rule: Rule) -> &'static str {
         Rule::ImportTokenExpired => "IMPORT_TOKEN_EXPIRED_ERR",
         Rule::IncorrectNonce => "INCORRECT_NONCE_ERR",
         Rule::IncorrectNonceIv => "INCORRECT_NONCE_IV_ERR",
+        Rule::ProtectedResource => "PROTECTED_RESOURCE_ERR",
+        Rule::PreventKeyDeletion => "PREV_KEY_DEL_ERR",
+        Rule::ServiceOnly => "SERVICE_ONLY_ERR",
+        Rule::RegistrationRootKeyRequired => "KEY_ROOT_REQ_REG_ERR",
+        Rule::KeyVersionInvalid => "KEY_VERSION_INVALID",
+        Rule::RegistrationOwner => "RESOURCE_OWNER_ERR",
+        // Key Protect documents no code for these; Keyward's choices.
+        Rule::RegistrationExists => "REGISTRATION_ALREADY_EXISTS_ERR",
+        Rule::RegistrationNotFound => "REGISTRATION_NOT_FOUND_ERR",
+        Rule::EventNotFound => "EVENT_NOT_FOUND_ERR",
+        Rule::SubscriptionNotFound => "NOT_FOUND_ERR",
     }
 }
 

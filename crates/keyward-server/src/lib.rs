@@ -23,6 +23,7 @@ pub mod routes;
 pub mod scheduler;
 pub mod state;
 pub mod views;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -102,6 +103,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v2/keys/{id}/metadata", get(keys::get_key_metadata))
         .route("/api/v2/keys/{id}/versions", get(keys::key_versions))
         .route("/api/v2/keys/{id}/actions/{action}", post(keys::key_action))
+        .merge(routes::registrations::router())
+        .merge(routes::events::router())
         .merge(routes::kmip::router())
         .merge(routes::iam::router())
         .fallback(|| async { ApiError::NotFound })
@@ -150,6 +153,7 @@ pub async fn open(config: ServerConfig) -> anyhow::Result<Arc<AppState>> {
         ),
     };
     let sqlite = Arc::new(SqliteStore::open(&config.data_dir)?);
+    let event_notifications = sqlite.event_notifications();
     let store: Arc<dyn Store> = sqlite.clone();
     let issuer = bootstrap::token_issuer(&store, &custody, config.token_ttl_secs).await?;
     let keys = KeyService::new(
@@ -174,7 +178,14 @@ pub async fn open(config: ServerConfig) -> anyhow::Result<Arc<AppState>> {
         config.rate_limit.per_second,
         config.rate_limit.burst,
     );
-    Ok(AppState::new(keys, kmip, access, issuer, config))
+    Ok(AppState::new(
+        keys,
+        kmip,
+        access,
+        issuer,
+        config,
+        event_notifications,
+    ))
 }
 
 /// A running server.
@@ -188,6 +199,7 @@ pub struct RunningServer {
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     scheduler: Option<tokio::task::JoinHandle<()>>,
+    webhooks: tokio::task::JoinHandle<()>,
 }
 
 impl RunningServer {
@@ -196,6 +208,7 @@ impl RunningServer {
         if let Some(s) = &self.scheduler {
             s.abort();
         }
+        self.webhooks.abort();
         self.handle
             .graceful_shutdown(Some(std::time::Duration::from_secs(10)));
         self.task.await??;
@@ -252,6 +265,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .scheduler
         .enabled
         .then(|| scheduler::spawn(&state));
+    let webhooks = webhooks::spawn(&state);
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let task = match tls {
         Some(tls) => {
@@ -274,5 +288,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         handle,
         task,
         scheduler,
+        webhooks,
     })
 }

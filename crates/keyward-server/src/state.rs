@@ -36,6 +36,9 @@ pub struct AppState {
     pub lifecycle: LifecycleConfig,
     /// The port actually bound (the configured one may be 0), set once at start.
     pub bound_port: std::sync::OnceLock<u16>,
+    /// Changes whenever this process commits lifecycle events (wakes event streams and the
+    /// webhook worker; both also poll for events other processes commit).
+    pub event_notifications: tokio::sync::watch::Receiver<u64>,
 }
 
 impl AppState {
@@ -46,6 +49,7 @@ impl AppState {
         access: AccessGate,
         issuer: TokenIssuer,
         config: ServerConfig,
+        event_notifications: tokio::sync::watch::Receiver<u64>,
     ) -> Arc<Self> {
         let verifier = issuer.verifier();
         let lifecycle = config.lifecycle();
@@ -60,6 +64,7 @@ impl AppState {
             policies: RwLock::new(HashMap::new()),
             lifecycle,
             bound_port: std::sync::OnceLock::new(),
+            event_notifications,
         })
     }
 

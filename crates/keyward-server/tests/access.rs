@@ -64,6 +64,12 @@ async fn fixture(ts: &TestServer) -> Fixture {
     }
 }
 
+fn registration(n: usize) -> String {
+    format!(
+        "/registrations/crn%3Av1%3Abluemix%3Apublic%3Asvc%3Aus-south%3Aa%2Facct%3Ainst-{n}%3A%3A"
+    )
+}
+
 /// The request that exercises `op`. The match has no wildcard: a new operation does not compile
 /// until the matrix covers it.
 fn request(op: Operation, f: &Fixture, n: usize) -> (Method, String, Option<Value>) {
@@ -164,6 +170,13 @@ fn request(op: Operation, f: &Fixture, n: usize) -> (Method, String, Option<Valu
         ),
         // No token exists: an allowed caller learns that (404), a refused one only 403.
         Operation::ReadImportToken => (Method::GET, "/api/v2/import_token".into(), None),
+        Operation::ListRegistrations => (Method::GET, key("/registrations"), None),
+        // The matrix's identities are users: an allowed role gets past the role table and is
+        // then refused as not a service (SERVICE_ONLY_ERR), a refused one gets UNAUTHORIZED_ERR.
+        Operation::CreateRegistration => (Method::POST, key(&registration(n)), None),
+        Operation::UpdateRegistration => (Method::PATCH, key(&registration(n)), None),
+        Operation::DeleteRegistration => (Method::DELETE, key(&registration(n)), None),
+        Operation::SyncKey => (Method::POST, key("/actions/sync"), None),
         Operation::ManageAccess => (Method::GET, "/iam/v1/identities".into(), None),
     }
 }
@@ -198,7 +211,15 @@ async fn every_role_can_do_exactly_what_the_table_says() {
                 .call_as(method.clone(), &path, body, Some(&token), instance)
                 .await;
             let allowed = roles.contains(&role);
-            if allowed {
+            let service_only = matches!(
+                op,
+                Operation::CreateRegistration
+                    | Operation::UpdateRegistration
+                    | Operation::DeleteRegistration
+            );
+            if allowed && service_only {
+                assert_kp_error(status, &resp, StatusCode::FORBIDDEN, "SERVICE_ONLY_ERR");
+            } else if allowed {
                 assert!(
                     ![
                         StatusCode::UNAUTHORIZED,

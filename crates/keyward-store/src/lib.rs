@@ -17,6 +17,7 @@
     )
 )]
 
+mod events;
 mod iam;
 mod kmip;
 mod listing;

@@ -219,6 +219,56 @@ const MIGRATIONS: &[&str] = &[
         private_key BLOB NOT NULL,
         created_by TEXT NOT NULL
     );",
+    // 6 (issue 6): registrations, lifecycle events (the outbox), webhook subscriptions.
+    "CREATE TABLE registrations (
+        key_id TEXT NOT NULL REFERENCES keys(id),
+        resource_crn TEXT NOT NULL,
+        instance_id TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        description TEXT,
+        metadata TEXT,
+        prevent_key_deletion INTEGER NOT NULL,
+        key_version_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_by TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        adopter_state TEXT,
+        PRIMARY KEY (key_id, resource_crn)
+    );
+    CREATE INDEX registrations_by_instance ON registrations(instance_id, key_id, resource_crn);
+    CREATE TABLE key_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        recipient TEXT NOT NULL,
+        instance_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key_state INTEGER NOT NULL,
+        key_version TEXT NOT NULL,
+        resource_crns TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        acked_at INTEGER,
+        ack_state TEXT,
+        ack_version TEXT,
+        delivered_at INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER,
+        lease_owner TEXT,
+        lease_until INTEGER
+    );
+    CREATE INDEX key_events_by_recipient ON key_events(recipient, instance_id, seq);
+    CREATE INDEX key_events_by_key ON key_events(key_id, recipient, seq);
+    CREATE INDEX key_events_undelivered ON key_events(seq)
+        WHERE delivered_at IS NULL AND acked_at IS NULL;
+    CREATE TABLE event_subscriptions (
+        recipient TEXT NOT NULL,
+        instance_id TEXT NOT NULL,
+        url TEXT NOT NULL,
+        wrapping_key TEXT NOT NULL,
+        secret BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (recipient, instance_id)
+    );",
 ];
 
 /// Brings the database to the latest schema, one transaction per migration.

@@ -5,12 +5,13 @@ use std::sync::Mutex;
 
 use keyward_core::{
     AliasRecord, ApiKeyRecord, AuditEvent, DEFAULT_KEY_RING, DueWork, ImportTokenRecord,
-    InstanceId, InstancePolicy, InstanceRecord, KeyFilter, KeyId, KeyRecord, KeyRingRecord,
-    KeyVersion, KeyVersionId, RingDeletion, SigningKeyRecord, Store, StoreError,
+    InstanceId, InstancePolicy, InstanceRecord, KeyFilter, KeyId, KeyNotice, KeyRecord,
+    KeyRingRecord, KeyVersion, KeyVersionId, RingDeletion, SigningKeyRecord, Store, StoreError,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 use time::OffsetDateTime;
 
+use crate::events::{check_delete_allowed, insert_events};
 use crate::listing::key_query;
 use crate::rows::*;
 use crate::schema::migrate;
@@ -25,6 +26,9 @@ pub struct SqliteStore {
     path: std::path::PathBuf,
     writer: Writer,
     readers: Mutex<Vec<Connection>>,
+    /// Ticks after this process commits lifecycle events, so event streams wake at once
+    /// (streams also poll, for events other processes commit).
+    events: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -69,7 +73,17 @@ impl SqliteStore {
             path,
             writer,
             readers: Mutex::new(Vec::new()),
+            events: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// A receiver that changes whenever this process commits lifecycle events.
+    pub fn event_notifications(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn events_written(&self) {
+        self.events.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub(crate) fn read<T>(
@@ -247,7 +261,7 @@ fn insert_alias_row(c: &Connection, a: &AliasRecord) -> rusqlite::Result<()> {
 }
 
 /// A constraint failure that aborts the write's savepoint (reported as `Conflict`).
-fn abort(why: &'static str) -> rusqlite::Error {
+pub(crate) fn abort(why: &'static str) -> rusqlite::Error {
     rusqlite::Error::SqliteFailure(
         rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
         Some(why.into()),
@@ -432,30 +446,51 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn update_key(
+    async fn update_key_notifying(
         &self,
         key: &KeyRecord,
         new_version: Option<&KeyVersion>,
         event: &AuditEvent,
+        notice: Option<&KeyNotice>,
     ) -> Result<(), StoreError> {
-        let (k, v, e) = (key.clone(), new_version.cloned(), event.clone());
+        let (k, v, e, n) = (
+            key.clone(),
+            new_version.cloned(),
+            event.clone(),
+            notice.cloned(),
+        );
         self.write(Statements::Many, move |c| {
             check_ring_exists(c, &k)?;
-            let n = update_key_row(c, &k)?;
-            if n != 1 {
+            if let Some(n) = &n {
+                check_delete_allowed(c, &k, n)?;
+            }
+            let updated = update_key_row(c, &k)?;
+            if updated != 1 {
                 // Compare-and-swap lost: abort this write's savepoint.
                 return Err(abort("stale revision"));
             }
             if let Some(v) = &v {
                 insert_version(c, v)?;
             }
+            if let Some(n) = &n {
+                insert_events(c, &k, n)?;
+            }
             insert_audit(c, &e)
         })
-        .await
+        .await?;
+        if notice.is_some() {
+            self.events_written();
+        }
+        Ok(())
     }
 
-    async fn purge_key(&self, key: &KeyRecord, event: &AuditEvent) -> Result<(), StoreError> {
-        let (k, e) = (key.clone(), event.clone());
+    async fn purge_key_notifying(
+        &self,
+        key: &KeyRecord,
+        event: &AuditEvent,
+        notice: Option<&KeyNotice>,
+    ) -> Result<(), StoreError> {
+        let (k, e, n) = (key.clone(), event.clone(), notice.cloned());
         self.write(Statements::Many, move |c| {
             if update_key_row(c, &k)? != 1 {
                 return Err(abort("stale revision"));
@@ -464,9 +499,18 @@ impl Store for SqliteStore {
                 .execute(params![k.id.to_string()])?;
             c.prepare_cached("DELETE FROM key_aliases WHERE key_id = ?1")?
                 .execute(params![k.id.to_string()])?;
+            if let Some(n) = &n {
+                insert_events(c, &k, n)?;
+            }
+            // Key Protect: purging a key removes its registrations with its material.
+            c.prepare_cached("DELETE FROM registrations WHERE key_id = ?1")?
+                .execute(params![k.id.to_string()])?;
             insert_audit(c, &e)
         })
         .await?;
+        if notice.is_some() {
+            self.events_written();
+        }
         // The versions' old page images may still be in the write-ahead log: fold it into the
         // (zeroed) database and truncate it.
         let path = self.path.clone();

@@ -85,7 +85,12 @@ macro_rules! store_suite {
                 key_rings_hold_keys_and_refuse_deletion_while_they_do,
                 instance_policies_round_trip_and_replace,
                 purge_erases_versions_and_due_keys_finds_work,
-                listing_searches_filters_and_sorts
+                listing_searches_filters_and_sorts,
+                registrations_round_trip_filter_and_belong_to_their_owner,
+                key_changes_write_events_to_registration_owners_atomically,
+                deletes_are_guarded_by_registrations_in_the_transaction,
+                acks_remove_events_from_the_pending_set,
+                deliveries_are_leased_retried_and_counted
             );
         }
     };

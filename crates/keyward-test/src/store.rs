@@ -2,11 +2,13 @@
 //! records here carry arbitrary signature bytes and must come back byte for byte.
 
 use keyward_core::{
-    AliasRecord, AllowedNetwork, ApiKeyRecord, AuditEvent, Compare, DateFilter,
-    DeletionAuthorization, DualAuthPolicy, DueWork, Initiator, InstanceId, InstancePolicy,
-    InstanceRecord, KeyDate, KeyFilter, KeyId, KeyKind, KeyRecord, KeyRingRecord, KeySearch,
-    KeyState, KeyVersion, KeyVersionId, Outcome, PolicyMeta, PolicySetting, RingDeletion,
-    RotationPolicy, SigningKeyRecord, SortKey, Store, StoreError, WrappedMaterial,
+    AdopterState, AliasRecord, AllowedNetwork, ApiKeyRecord, AuditEvent, Compare, DateFilter,
+    DeletionAuthorization, DualAuthPolicy, DueWork, EventAckRecord, EventKind, Initiator,
+    InstanceId, InstancePolicy, InstanceRecord, KeyDate, KeyFilter, KeyId, KeyKind, KeyNotice,
+    KeyRecord, KeyRingRecord, KeySearch, KeyState, KeyVersion, KeyVersionId, Outcome, PolicyMeta,
+    PolicySetting, RegistrationChange, RegistrationFilter, RegistrationRecord, RingDeletion,
+    RotationPolicy, SigningKeyRecord, SortKey, Store, StoreError, SubscriptionRecord,
+    WrappedMaterial,
 };
 use time::OffsetDateTime;
 
@@ -785,4 +787,487 @@ pub async fn listing_searches_filters_and_sorts(store: &dyn Store) {
         names(sorted).await,
         ["100%_real", "ledger", "payments_cache", "Payments-DB"]
     );
+}
+
+fn registration(key: &KeyRecord, crn: &str, owner: &str, prevent: bool) -> RegistrationRecord {
+    RegistrationRecord {
+        instance: key.instance,
+        key_id: key.id,
+        resource_crn: crn.into(),
+        owner: owner.into(),
+        description: Some("d".into()),
+        metadata: Some("secret-ish".into()),
+        prevent_key_deletion: prevent,
+        key_version_id: key.current_version_id,
+        created_at: now(),
+        updated_by: owner.into(),
+        updated_at: now(),
+        adopter_state: None,
+    }
+}
+
+const CRN_A: &str = "crn:v1:bluemix:public:svc:us-south:a/acct:inst-a::";
+const CRN_B: &str = "crn:v1:bluemix:public:svc:us-south:a/acct:inst-b:topic:t";
+
+async fn registered_key(store: &dyn Store) -> (InstanceId, KeyRecord) {
+    let i = instance(store).await;
+    let (k, v) = key(i, "registered", KeyKind::Root);
+    store.insert_key(&k, &v, &event("create")).await.unwrap();
+    (i, k)
+}
+
+fn notice(kind: EventKind, force_delete: bool) -> KeyNotice {
+    KeyNotice {
+        kind,
+        time: now(),
+        force_delete,
+    }
+}
+
+/// Registrations come back as written, filter by key, CRN pattern and preventKeyDeletion, are
+/// unique per key and CRN, and only their owner changes or deletes them.
+pub async fn registrations_round_trip_filter_and_belong_to_their_owner(store: &dyn Store) {
+    let (i, k) = registered_key(store).await;
+    let a = registration(&k, CRN_A, "crn-svc-1", false);
+    store.insert_registration(&a, &event("reg")).await.unwrap();
+    assert_eq!(
+        store.registration(k.id, CRN_A).await.unwrap(),
+        Some(a.clone())
+    );
+    assert!(matches!(
+        store.insert_registration(&a, &event("reg")).await,
+        Err(StoreError::Conflict)
+    ));
+    let b = registration(&k, CRN_B, "crn-svc-2", true);
+    store.insert_registration(&b, &event("reg")).await.unwrap();
+    let all = RegistrationFilter {
+        limit: 100,
+        ..RegistrationFilter::default()
+    };
+    let (rows, total) = store.registrations(i, &all).await.unwrap();
+    assert_eq!((rows.len(), total), (2, 2));
+    let f = |pattern: &str| RegistrationFilter {
+        crn_pattern: Some(pattern.into()),
+        ..all.clone()
+    };
+    assert_eq!(
+        store
+            .registrations(i, &f("crn:v1:*:inst-a:*"))
+            .await
+            .unwrap()
+            .1,
+        1
+    );
+    assert_eq!(
+        store
+            .registrations(i, &f("crn:v1:bluemix:*"))
+            .await
+            .unwrap()
+            .1,
+        2
+    );
+    assert_eq!(
+        store.registrations(i, &f("CRN:v1:*")).await.unwrap().1,
+        0,
+        "case-sensitive"
+    );
+    assert_eq!(
+        store.registrations(i, &f("crn:v1:?*")).await.unwrap().1,
+        0,
+        "? is literal"
+    );
+    let prevented = RegistrationFilter {
+        prevent_key_deletion: Some(true),
+        ..all.clone()
+    };
+    assert_eq!(
+        store.registrations(i, &prevented).await.unwrap().0,
+        vec![b.clone()]
+    );
+    let paged = RegistrationFilter {
+        limit: 1,
+        offset: 1,
+        ..all.clone()
+    };
+    let (page, total) = store.registrations(i, &paged).await.unwrap();
+    assert_eq!((page.len(), total), (1, 2));
+    // Another instance sees none of them.
+    let other = instance(store).await;
+    assert_eq!(store.registrations(other, &all).await.unwrap().1, 0);
+
+    let mut changed = a.clone();
+    changed.description = Some("changed".into());
+    changed.owner = "crn-svc-2".into();
+    assert_eq!(
+        store
+            .update_registration(&changed, &event("upd"))
+            .await
+            .unwrap(),
+        RegistrationChange::NotOwner
+    );
+    changed.owner = "crn-svc-1".into();
+    assert_eq!(
+        store
+            .update_registration(&changed, &event("upd"))
+            .await
+            .unwrap(),
+        RegistrationChange::Done
+    );
+    assert_eq!(
+        store.registration(k.id, CRN_A).await.unwrap(),
+        Some(changed)
+    );
+    assert_eq!(
+        store
+            .delete_registration(k.id, CRN_A, "crn-svc-2", &event("del"))
+            .await
+            .unwrap(),
+        RegistrationChange::NotOwner
+    );
+    assert_eq!(
+        store
+            .delete_registration(k.id, CRN_A, "crn-svc-1", &event("del"))
+            .await
+            .unwrap(),
+        RegistrationChange::Done
+    );
+    assert_eq!(
+        store
+            .delete_registration(k.id, CRN_A, "crn-svc-1", &event("del"))
+            .await
+            .unwrap(),
+        RegistrationChange::NotFound
+    );
+}
+
+/// A key change with a notice writes one event per registration owner (with that owner's CRNs)
+/// in the same transaction; a lost compare-and-swap writes none.
+pub async fn key_changes_write_events_to_registration_owners_atomically(store: &dyn Store) {
+    let (i, mut k) = registered_key(store).await;
+    for (crn, owner) in [
+        (CRN_A, "owner-1"),
+        (CRN_B, "owner-1"),
+        ("crn:v1:x:y:z:l:a/q:i::", "owner-2"),
+    ] {
+        store
+            .insert_registration(&registration(&k, crn, owner, false), &event("reg"))
+            .await
+            .unwrap();
+    }
+    let before = store.last_event_seq().await.unwrap();
+    let stale = k.clone();
+    k.state = KeyState::Suspended;
+    k.revision += 1;
+    store
+        .update_key_notifying(
+            &k,
+            None,
+            &event("disable"),
+            Some(&notice(EventKind::Disable, false)),
+        )
+        .await
+        .unwrap();
+    let e1 = store.events_for("owner-1", i, 0, false, 10).await.unwrap();
+    let e2 = store.events_for("owner-2", i, 0, false, 10).await.unwrap();
+    assert_eq!((e1.len(), e2.len()), (1, 1));
+    let e = &e1[0];
+    assert_eq!(e.kind, EventKind::Disable);
+    assert_eq!(e.key_state, 2);
+    assert_eq!(e.key_version, k.current_version_id);
+    assert_eq!(e.resource_crns, vec![CRN_A.to_owned(), CRN_B.to_owned()]);
+    assert!(e.seq > before && e2[0].seq > before && e.seq != e2[0].seq);
+    assert_eq!(store.event(&e.id).await.unwrap().as_ref(), Some(e));
+    assert_eq!(store.last_event_seq().await.unwrap(), e.seq.max(e2[0].seq));
+    // A lost compare-and-swap leaves no event behind.
+    assert!(matches!(
+        store
+            .update_key_notifying(
+                &stale,
+                None,
+                &event("x"),
+                Some(&notice(EventKind::Enable, false))
+            )
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(
+        store
+            .events_for("owner-1", i, 0, false, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Sync notifies without a key change; later events come after the cursor.
+    assert_eq!(
+        store
+            .notify(&k, &notice(EventKind::Sync, false), &event("sync"))
+            .await
+            .unwrap(),
+        2
+    );
+    let after = store
+        .events_for("owner-1", i, e.seq, false, 10)
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].kind, EventKind::Sync);
+    // Events are the recipient's, in its instance only.
+    let other = instance(store).await;
+    assert!(
+        store
+            .events_for("owner-1", other, 0, false, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A purge notifies, then removes the registrations.
+    k.state = KeyState::Destroyed;
+    k.revision += 1;
+    store
+        .update_key_notifying(
+            &k,
+            None,
+            &event("delete"),
+            Some(&notice(EventKind::Delete, true)),
+        )
+        .await
+        .unwrap();
+    k.purged_at = Some(now());
+    k.revision += 1;
+    store
+        .purge_key_notifying(&k, &event("purge"), Some(&notice(EventKind::Purge, false)))
+        .await
+        .unwrap();
+    let kinds: Vec<EventKind> = store
+        .events_for("owner-2", i, 0, false, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::Disable,
+            EventKind::Sync,
+            EventKind::Delete,
+            EventKind::Purge
+        ]
+    );
+    assert!(store.registration(k.id, CRN_A).await.unwrap().is_none());
+}
+
+/// The store refuses, inside the deleting transaction, a delete that registrations forbid.
+pub async fn deletes_are_guarded_by_registrations_in_the_transaction(store: &dyn Store) {
+    let (_, mut k) = registered_key(store).await;
+    store
+        .insert_registration(&registration(&k, CRN_A, "o", false), &event("reg"))
+        .await
+        .unwrap();
+    k.state = KeyState::Destroyed;
+    k.revision += 1;
+    assert!(matches!(
+        store
+            .update_key_notifying(
+                &k,
+                None,
+                &event("del"),
+                Some(&notice(EventKind::Delete, false))
+            )
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    store
+        .insert_registration(&registration(&k, CRN_B, "o", true), &event("reg"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .update_key_notifying(
+                &k,
+                None,
+                &event("del"),
+                Some(&notice(EventKind::Delete, true))
+            )
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    store
+        .delete_registration(k.id, CRN_B, "o", &event("d"))
+        .await
+        .unwrap();
+    store
+        .update_key_notifying(
+            &k,
+            None,
+            &event("del"),
+            Some(&notice(EventKind::Delete, true)),
+        )
+        .await
+        .unwrap();
+}
+
+/// An acknowledgement by the recipient removes the event from the pending set and records the
+/// state on the recipient's registrations; anyone else's acknowledgement changes nothing.
+pub async fn acks_remove_events_from_the_pending_set(store: &dyn Store) {
+    let (i, k) = registered_key(store).await;
+    store
+        .insert_registration(&registration(&k, CRN_A, "svc", false), &event("reg"))
+        .await
+        .unwrap();
+    store
+        .notify(&k, &notice(EventKind::Sync, false), &event("s"))
+        .await
+        .unwrap();
+    let pending = store.pending_events("svc", k.id).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    let ack = |who: &str, inst| EventAckRecord {
+        event_id: pending[0].id.clone(),
+        recipient: who.into(),
+        instance: inst,
+        state: AdopterState::Disabled,
+        rewrapped_version: None,
+        at: now(),
+    };
+    assert!(
+        !store
+            .ack_event(&ack("intruder", i), &event("ack"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .ack_event(&ack("svc", instance(store).await), &event("ack"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.pending_events("svc", k.id).await.unwrap().len(), 1);
+    assert!(
+        store
+            .ack_event(&ack("svc", i), &event("ack"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .ack_event(&ack("svc", i), &event("ack"))
+            .await
+            .unwrap(),
+        "idempotent"
+    );
+    assert!(store.pending_events("svc", k.id).await.unwrap().is_empty());
+    assert!(
+        store
+            .events_for("svc", i, 0, true, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .events_for("svc", i, 0, false, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let r = store.registration(k.id, CRN_A).await.unwrap().unwrap();
+    assert_eq!(r.adopter_state, Some(AdopterState::Disabled));
+}
+
+/// Webhook deliveries: only events with a subscription are claimed, a lease keeps a second
+/// worker off, a failure schedules a retry, a success ends it; the backlog counts the rest.
+pub async fn deliveries_are_leased_retried_and_counted(store: &dyn Store) {
+    let (i, k) = registered_key(store).await;
+    store
+        .insert_registration(&registration(&k, CRN_A, "hooked", false), &event("reg"))
+        .await
+        .unwrap();
+    store
+        .insert_registration(&registration(&k, CRN_B, "pulling", false), &event("reg"))
+        .await
+        .unwrap();
+    store
+        .notify(&k, &notice(EventKind::Sync, false), &event("s"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.event_backlog().await.unwrap(),
+        0,
+        "no subscription yet"
+    );
+    let sub = SubscriptionRecord {
+        recipient: "hooked".into(),
+        instance: i,
+        url: "http://127.0.0.1:9/hook".into(),
+        secret: WrappedMaterial {
+            wrapping_key: "suite:mkek:1".into(),
+            bytes: vec![7; 40],
+        },
+        created_at: now(),
+    };
+    store.put_subscription(&sub, &event("sub")).await.unwrap();
+    assert_eq!(
+        store.subscription("hooked", i).await.unwrap(),
+        Some(sub.clone())
+    );
+    assert_eq!(store.event_backlog().await.unwrap(), 1);
+    let t = now();
+    let lease = t + time::Duration::seconds(15);
+    let jobs = store.claim_deliveries("w1", t, lease, 10).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].subscription, sub);
+    assert_eq!(jobs[0].event.recipient, "hooked");
+    assert!(
+        store
+            .claim_deliveries("w2", t, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+    let id = jobs[0].event.id.clone();
+    store
+        .delivery_failed(&id, t + time::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_deliveries("w2", t, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "backoff"
+    );
+    let later = t + time::Duration::seconds(2);
+    let again = store
+        .claim_deliveries("w2", later, lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].event.attempts, 1);
+    store.delivery_succeeded(&id, later).await.unwrap();
+    assert_eq!(store.event_backlog().await.unwrap(), 0);
+    let far = t + time::Duration::hours(1);
+    assert!(
+        store
+            .claim_deliveries("w3", far, far, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .delete_subscription("hooked", i, &event("unsub"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_subscription("hooked", i, &event("unsub"))
+            .await
+            .unwrap()
+    );
+    assert!(store.subscription("hooked", i).await.unwrap().is_none());
 }

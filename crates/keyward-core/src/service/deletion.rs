@@ -6,7 +6,10 @@ use time::OffsetDateTime;
 
 use super::{Caller, KeyService, check_material_size, integrity, transition};
 use crate::access::Operation;
-use crate::{Action, DeletionAuthorization, KeyError, KeyId, KeyRecord, Rule, StoreError};
+use crate::{
+    Action, DeletionAuthorization, EventKind, KeyError, KeyId, KeyNotice, KeyRecord, Rule,
+    StoreError,
+};
 
 impl KeyService {
     /// First authorization of a dual-authorization delete: another identity may then delete the
@@ -214,7 +217,15 @@ impl KeyService {
         key.aliases.clear();
         self.sign_key(&mut key)?;
         let event = self.success_event(caller, action, &key, None, 200);
-        let purged = self.store.purge_key(&key, &event).await;
+        let notice = KeyNotice {
+            kind: EventKind::Purge,
+            time: now,
+            force_delete: false,
+        };
+        let purged = self
+            .store
+            .purge_key_notifying(&key, &event, Some(&notice))
+            .await;
         self.cache.invalidate(key.id);
         purged.map_err(|e| match e {
             StoreError::Conflict => KeyError::Conflict,

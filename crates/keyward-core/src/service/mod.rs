@@ -13,18 +13,20 @@ use crate::key::{ALLOWED_ROOT_KEY_BYTES, MAX_STANDARD_KEY_BYTES};
 use crate::lifecycle::transition;
 use crate::policy::InstancePolicies;
 use crate::{
-    Action, AuditEvent, Custody, CustodyError, DEFAULT_KEY_RING, DualAuthPolicy, Initiator,
-    InstanceId, KeyError, KeyId, KeyKind, KeyRecord, KeyState, KeyVersion, KeyVersionId, Outcome,
-    PolicyMeta, RotationPolicy, Rule, Store, StoreError,
+    Action, AuditEvent, Custody, CustodyError, DEFAULT_KEY_RING, DualAuthPolicy, EventKind,
+    Initiator, InstanceId, KeyError, KeyId, KeyKind, KeyNotice, KeyRecord, KeyState, KeyVersion,
+    KeyVersionId, Outcome, PolicyMeta, RotationPolicy, Rule, Store, StoreError,
 };
 
 mod deletion;
 mod policies;
+mod registrations;
 mod rings;
 mod scheduled;
 mod transit;
 
 pub use policies::{InstancePolicyUpdate, KeyPolicyUpdate};
+pub use registrations::{RegistrationSpec, RegistrationView};
 pub use rings::MAX_ALIASES_PER_KEY;
 pub use scheduled::SchedulerReport;
 pub use transit::{
@@ -767,7 +769,18 @@ impl KeyService {
     /// window. A key under a dual-authorization policy needs a live `setKeyForDeletion` by
     /// another identity.
     pub async fn delete(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
-        self.change_state(caller, id, Action::Delete, "kms.secrets.delete")
+        self.delete_forced(caller, id, false).await
+    }
+
+    /// [`KeyService::delete`] with Key Protect's `force`: a key with registrations is deleted
+    /// only with `force`, and never while one of them has `preventKeyDeletion`.
+    pub async fn delete_forced(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        force: bool,
+    ) -> Result<KeyRecord, KeyError> {
+        self.change_state_with(caller, id, Action::Delete, "kms.secrets.delete", force)
             .await
     }
 
@@ -777,6 +790,18 @@ impl KeyService {
         id: KeyId,
         action: Action,
         event_action: &str,
+    ) -> Result<KeyRecord, KeyError> {
+        self.change_state_with(caller, id, action, event_action, false)
+            .await
+    }
+
+    async fn change_state_with(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        action: Action,
+        event_action: &str,
+        force: bool,
     ) -> Result<KeyRecord, KeyError> {
         let result = async {
             let op = match action {
@@ -795,6 +820,7 @@ impl KeyService {
                 ));
             }
             if action == Action::Delete {
+                self.check_registrations_allow_delete(&key, force).await?;
                 self.check_dual_auth(caller, &key, now)?;
                 key.deleted_at = Some(now);
                 key.deleted_by = Some(caller.subject.clone());
@@ -802,7 +828,8 @@ impl KeyService {
             }
             key.state = next;
             key.state_changed_at = now;
-            self.save(caller, event_action, &mut key, None, now).await?;
+            self.save_with(caller, event_action, &mut key, None, now, force)
+                .await?;
             Ok(key)
         }
         .await;
@@ -984,6 +1011,21 @@ impl KeyService {
         version: Option<&KeyVersion>,
         now: OffsetDateTime,
     ) -> Result<(), KeyError> {
+        self.save_with(caller, action, key, version, now, false)
+            .await
+    }
+
+    /// Saves a changed key; a lifecycle action (rotate, disable, enable, delete, restore) also
+    /// writes its events to the services registered on the key, in the same transaction.
+    async fn save_with(
+        &self,
+        caller: &Caller,
+        action: &str,
+        key: &mut KeyRecord,
+        version: Option<&KeyVersion>,
+        now: OffsetDateTime,
+        force_delete: bool,
+    ) -> Result<(), KeyError> {
         key.revision = key.revision.checked_add(1).ok_or(KeyError::Conflict)?;
         key.updated_at = now;
         self.sign_key(key)?;
@@ -993,7 +1035,15 @@ impl KeyService {
             204
         };
         let event = self.success_event(caller, action, key, version.map(|v| v.id), code);
-        let saved = self.store.update_key(key, version, &event).await;
+        let notice = EventKind::for_action(action).map(|kind| KeyNotice {
+            kind,
+            time: now,
+            force_delete,
+        });
+        let saved = self
+            .store
+            .update_key_notifying(key, version, &event, notice.as_ref())
+            .await;
         // Committed or not, this process stops using what it had cached for the key. (A request
         // that read the old row just before the commit may cache it again: at most one TTL.)
         self.cache.invalidate(key.id);

@@ -493,7 +493,8 @@ pub async fn key_versions(
 }
 
 /// `DELETE /api/v2/keys/{id}`: 204, or 200 with the key for `Prefer: return=representation`.
-/// `force` is accepted; it matters once keys have registrations.
+/// With registrations on the key, `force=true` is required (`PROTECTED_RESOURCE_ERR`), and a
+/// `preventKeyDeletion` registration refuses even that (`PREV_KEY_DEL_ERR`).
 pub async fn delete_key(
     State(state): State<Arc<AppState>>,
     authed: Authed,
@@ -501,9 +502,9 @@ pub async fn delete_key(
     Path(id): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> AppResult {
-    parse_bool("force", q.force.as_deref())?;
+    let force = parse_bool("force", q.force.as_deref())?.unwrap_or(false);
     let id = resolve(&state, &authed, &id).await?;
-    let key = state.keys.delete(&authed.caller, id).await?;
+    let key = state.keys.delete_forced(&authed.caller, id, force).await?;
     Ok(representation(
         &state,
         &authed,
@@ -803,10 +804,15 @@ async fn dispatch_action(
             state.keys.unset_key_for_deletion(caller, id).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
+        "sync" => {
+            let id = resolve(state, authed, id).await?;
+            state.keys.sync(caller, id).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
         _ => Err(ApiError::bad_request(
             "INVALID_QUERY_PARAM_ERR",
             "action: one of wrap, unwrap, rewrap, rotate, disable, enable, setKeyForDeletion, \
-             unsetKeyForDeletion",
+             unsetKeyForDeletion, sync",
         )),
     }
 }

@@ -1,0 +1,153 @@
+//! The webhook delivery worker: posts lifecycle events from the outbox to the subscribed
+//! services, signed, until each answers 2xx.
+//!
+//! At-least-once: an event is marked delivered only after a 2xx, so a crash between the POST and
+//! the mark sends it again (receivers deduplicate by `X-Keyward-Event-Id`). Several processes on
+//! one database do not deliver the same event concurrently: each claims events with a lease
+//! ([`LEASE`]) in a write transaction, and a failure releases it with a backoff of 1 s doubling
+//! to 5 minutes, retried forever (or until the service acknowledges the event some other way).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyward_core::{DeliveryJob, KeyService};
+use time::OffsetDateTime;
+
+use crate::routes::events::{POLL_INTERVAL, wire_event};
+use crate::state::AppState;
+
+/// How long one POST may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a claimed event is reserved for the claiming process (longer than a POST can take).
+pub const LEASE: Duration = Duration::from_secs(15);
+/// Events claimed per round.
+const BATCH: u32 = 32;
+/// First retry delay; doubles per failed attempt up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest retry delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The retry delay after `attempts` failed deliveries (1 s, 2 s, 4 s, ... at most 5 min).
+pub fn backoff(attempts: u32) -> Duration {
+    let factor = 1u32.checked_shl(attempts.min(20)).unwrap_or(u32::MAX);
+    FIRST_BACKOFF.saturating_mul(factor).min(MAX_BACKOFF)
+}
+
+/// Starts the worker on the runtime.
+pub fn spawn(state: &Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    let state = state.clone();
+    tokio::spawn(async move { run(state).await })
+}
+
+async fn run(state: Arc<AppState>) {
+    let worker = uuid::Uuid::new_v4().to_string();
+    let http = match reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "webhooks: cannot build the HTTP client; delivery off");
+            return;
+        }
+    };
+    let mut wake = state.event_notifications.clone();
+    loop {
+        let now = OffsetDateTime::now_utc();
+        let jobs = match state
+            .keys
+            .store()
+            .claim_deliveries(&worker, now, now + LEASE, BATCH)
+            .await
+        {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(error = %e, "webhooks: claiming deliveries failed");
+                Vec::new()
+            }
+        };
+        if jobs.is_empty() {
+            tokio::select! {
+                _ = wake.changed() => {}
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            }
+            continue;
+        }
+        let deliveries = jobs.into_iter().map(|job| deliver(&state, &http, job));
+        futures_util::future::join_all(deliveries).await;
+    }
+}
+
+async fn deliver(state: &AppState, http: &reqwest::Client, job: DeliveryJob) {
+    let event = &job.event;
+    let outcome = post(state, http, &state.keys, &job).await;
+    let store = state.keys.store();
+    let now = OffsetDateTime::now_utc();
+    let recorded = match outcome {
+        Ok(()) => store.delivery_succeeded(&event.id, now).await,
+        Err(why) => {
+            let delay = backoff(event.attempts);
+            tracing::info!(
+                event_id = %event.id,
+                attempts = event.attempts + 1,
+                retry_in_ms = delay.as_millis() as u64,
+                reason = %why,
+                "webhook delivery failed; will retry"
+            );
+            store.delivery_failed(&event.id, now + delay).await
+        }
+    };
+    if let Err(e) = recorded {
+        // The lease runs out and the event is claimed again: at-least-once holds.
+        tracing::warn!(event_id = %event.id, error = %e, "webhooks: recording the outcome failed");
+    }
+}
+
+async fn post(
+    state: &AppState,
+    http: &reqwest::Client,
+    keys: &KeyService,
+    job: &DeliveryJob,
+) -> Result<(), String> {
+    let account = state
+        .instance_account(job.event.instance)
+        .await
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    let wire = wire_event(&state.config.region, &account, &job.event);
+    let body = serde_json::to_vec(&wire).map_err(|e| e.to_string())?;
+    let secret = keys
+        .webhook_secret(&job.subscription)
+        .map_err(|e| e.to_string())?;
+    let t = OffsetDateTime::now_utc().unix_timestamp();
+    let signature = keyward_api::events::sign(&secret, t, &body);
+    let resp = http
+        .post(&job.subscription.url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(keyward_api::events::headers::EVENT_ID, &job.event.id)
+        .header(keyward_api::events::headers::SIGNATURE, signature)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("answered {}", resp.status()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_one_second_to_five_minutes() {
+        assert_eq!(backoff(0), Duration::from_secs(1));
+        assert_eq!(backoff(1), Duration::from_secs(2));
+        assert_eq!(backoff(8), Duration::from_secs(256));
+        assert_eq!(backoff(9), Duration::from_secs(300));
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(300));
+    }
+}
