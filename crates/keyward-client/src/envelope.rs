@@ -645,7 +645,8 @@ impl DataKeyring {
             id: wrapped.id,
             key_id: wrapped.key_id.clone(),
             ciphertext: resp.ciphertext,
-            key_version: resp.key_version.id,
+            // `keyVersion` names the version that had wrapped it; the new one is this.
+            key_version: resp.rewrapped_key_version.id,
         })
     }
 

@@ -5,7 +5,7 @@
 //! | event | action | ack |
 //! |---|---|---|
 //! | disable | drop the key's cached DEKs, report `Disabled` | `DEK_DISABLED` |
-//! | delete, purge | drop the key's cached DEKs, report `Deleted` | `DEK_DELETED` |
+//! | delete, purge | drop the key's cached DEKs, report `Deleted`, [`EventHandler::deleted`] | `DEK_DELETED` |
 //! | enable | re-read the key; report what it says | `DEK_ENABLED` |
 //! | restore | re-read the key; report what it says | `DEK_RESTORED` |
 //! | rotate | rewrap stored DEKs ([`EventHandler::rewrap`]) | `DEK_ENABLED` + `rewrappedKeyVersion` |
@@ -97,6 +97,13 @@ pub trait EventHandler: Send + Sync + 'static {
         &self,
         event: &KeyEvent,
     ) -> impl Future<Output = Result<Option<String>, HandlerError>> + Send;
+
+    /// After a delete or purge, once the key's DEKs are dropped from the cache: destroy what the
+    /// key protected (crypto-shredding) before the `DEK_DELETED` acknowledgement goes out.
+    fn deleted(&self, event: &KeyEvent) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        let _ = event;
+        async { Ok(()) }
+    }
 }
 
 fn now_rfc3339() -> String {
@@ -138,6 +145,7 @@ pub async fn handle_event<H: EventHandler>(
         }
         EventType::Delete | EventType::Purge => {
             keyring.report(key, KeyStatus::Deleted);
+            handler.deleted(event).await?;
             state(AdopterKeyState::DekDeleted, None)
         }
         EventType::Enable | EventType::Sync => {

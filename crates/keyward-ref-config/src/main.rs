@@ -8,7 +8,6 @@
 //! persisted with the secrets; the unwrapped one is only cached. While the customer's key is
 //! disabled, or the service's access to it is removed, secrets under it are refused.
 
-
 #![cfg_attr(
     not(test),
     deny(

@@ -9,6 +9,16 @@
 //! resumes with nothing lost; deleted → its data is crypto-shredded (files overwritten and
 //! removed, wrapped DEKs discarded) for good.
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,10 +35,13 @@ use axum::routing::{get, post, put};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::Parser;
+use keyward_client::api::events::KeyEvent;
+use keyward_client::api::registrations::RegistrationInput;
 use keyward_client::envelope::{
     DataKeyring, DekId, DekPolicy, KeyStatus, WrappedDek, open_with, seal_with,
 };
-use keyward_client::{Client, Secret};
+use keyward_client::events::{EventHandler, HandlerError};
+use keyward_client::{Client, ClientError, Secret};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -36,7 +49,10 @@ use tokio::sync::Mutex;
 mod files;
 
 #[derive(Parser)]
-#[command(name = "keyward-ref-streams", about = "An event-stream store with BYOK")]
+#[command(
+    name = "keyward-ref-streams",
+    about = "An event-stream store with BYOK"
+)]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8300")]
@@ -79,27 +95,49 @@ struct TopicMeta {
     dek: Option<WrappedDek>,
 }
 
-/// A root key named by CRN: `crn:v1:…:kms:<region>:a/<account>:<kms instance>:key:<key id>`.
+/// A root key named by CRN: `crn:v1:<cloud>:<type>:kms:<region>:a/<account>:<kms instance>:key:<key
+/// id>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct RootKey {
     kms_instance: String,
     key_id: String,
+    /// `crn:v1:<cloud>:<type>:` … `:<region>:a/<account>:`, to name this service's instances in
+    /// the customer's account.
+    cloud: String,
+    scope: String,
 }
 
 fn parse_crn(crn: &str) -> Option<RootKey> {
     let parts: Vec<&str> = crn.split(':').collect();
     match parts.as_slice() {
-        ["crn", "v1", _, _, "kms", _, _, instance, "key", id]
-            if !instance.is_empty() && !id.is_empty() =>
-        {
-            Some(RootKey {
-                kms_instance: (*instance).to_owned(),
-                key_id: (*id).to_owned(),
-            })
-        }
+        [
+            "crn",
+            "v1",
+            cloud,
+            ctype,
+            "kms",
+            region,
+            account,
+            instance,
+            "key",
+            id,
+        ] if !instance.is_empty() && !id.is_empty() && account.starts_with("a/") => Some(RootKey {
+            kms_instance: (*instance).to_owned(),
+            key_id: (*id).to_owned(),
+            cloud: format!("{cloud}:{ctype}"),
+            scope: format!("{region}:{account}"),
+        }),
         _ => None,
     }
 }
+
+/// The CRN of this service's instance `id`, registered on its root key.
+fn instance_crn(root: &RootKey, id: &str) -> String {
+    format!("crn:v1:{}:{SERVICE_NAME}:{}:{id}::", root.cloud, root.scope)
+}
+
+/// The service name in CRNs (Event Streams' own).
+const SERVICE_NAME: &str = "messagehub";
 
 /// An instance: its metadata and BYOK side under one lock, so a reconfiguration and a produce
 /// never interleave.
@@ -165,7 +203,11 @@ impl From<anyhow::Error> for ApiError {
 }
 
 fn not_found(what: &str) -> ApiError {
-    ApiError(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no such {what}"))
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        format!("no such {what}"),
+    )
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -187,7 +229,8 @@ impl App {
         files::write_json(&self.instance_dir(&meta.id).join("instance.json"), meta)
     }
 
-    async fn keyring(&self, kms_instance: &str) -> anyhow::Result<Arc<DataKeyring>> {
+    /// The keyring of a KMS instance, and with it the listener of that instance's events.
+    async fn keyring(self: &Arc<Self>, kms_instance: &str) -> anyhow::Result<Arc<DataKeyring>> {
         let mut map = self.keyrings.lock().await;
         if let Some(k) = map.get(kms_instance) {
             return Ok(Arc::clone(k));
@@ -195,11 +238,39 @@ impl App {
         let client = Client::new(&self.kms_url, &self.kms_api_key, kms_instance, None)?;
         let ring = Arc::new(DataKeyring::new(Arc::new(client), self.policy)?);
         map.insert(kms_instance.to_owned(), Arc::clone(&ring));
+        keyward_client::events::listen(
+            Arc::clone(&ring),
+            Arc::new(Rewrapper(Arc::downgrade(self))),
+        );
         Ok(ring)
     }
 
+    /// After a rotation: every stored DEK under the rotated key, rewrapped under its latest
+    /// version and persisted.
+    async fn rewrap_all(&self, event: &KeyEvent) -> Result<Option<String>, HandlerError> {
+        let instances: Vec<Arc<Instance>> = self.instances.lock().await.values().cloned().collect();
+        let mut version = None;
+        for inst in instances {
+            let mut guard = inst.state.lock().await;
+            let st = &mut *guard;
+            let Some(b) = &st.byok else { continue };
+            if b.root.key_id != event.key_id || b.root.kms_instance != event.instance_id {
+                continue;
+            }
+            for t in st.meta.topics.values_mut() {
+                if let Some(dek) = &t.dek {
+                    let new = b.keyring.rewrap(dek).await?;
+                    version = Some(new.key_version.clone());
+                    t.dek = Some(new);
+                }
+            }
+            self.persist(&st.meta)?;
+        }
+        Ok(version)
+    }
+
     /// The BYOK side of an instance: its keyring and a watcher on its root key.
-    async fn byok(&self, crn: &str) -> anyhow::Result<Byok> {
+    async fn byok(self: &Arc<Self>, crn: &str) -> anyhow::Result<Byok> {
         let root = parse_crn(crn).context("not a key CRN")?;
         let keyring = self.keyring(&root.kms_instance).await?;
         {
@@ -222,10 +293,7 @@ impl App {
         let mut deleted = byok.status.clone();
         let (app, id) = (Arc::clone(self), id.to_owned());
         tokio::spawn(async move {
-            if deleted
-                .wait_for(|s| *s == KeyStatus::Deleted)
-                .await
-                .is_ok()
+            if deleted.wait_for(|s| *s == KeyStatus::Deleted).await.is_ok()
                 && let Err(e) = app.shred(&id).await
             {
                 eprintln!("keyward-ref-streams: shredding {id} failed: {e:#}");
@@ -317,10 +385,68 @@ fn view(st: &Inner) -> serde_json::Value {
         "byok": meta.root_key_crn.is_some(),
         "rootKeyCrn": meta.root_key_crn,
         "rootKeyId": st.byok.as_ref().map(|b| b.root.key_id.clone()),
+        "crn": st.byok.as_ref().map(|b| instance_crn(&b.root, &meta.id)),
         "state": state,
         "reason": reason,
         "topics": meta.topics.keys().collect::<Vec<_>>(),
     })
+}
+
+/// Rotations reach the service through this: it rewraps the stored DEKs.
+struct Rewrapper(std::sync::Weak<App>);
+
+impl EventHandler for Rewrapper {
+    async fn rewrap(&self, event: &KeyEvent) -> Result<Option<String>, HandlerError> {
+        match self.0.upgrade() {
+            Some(app) => app.rewrap_all(event).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn deleted(&self, event: &KeyEvent) -> Result<(), HandlerError> {
+        let Some(app) = self.0.upgrade() else {
+            return Ok(());
+        };
+        let instances: Vec<(String, Arc<Instance>)> = app
+            .instances
+            .lock()
+            .await
+            .iter()
+            .map(|(id, i)| (id.clone(), Arc::clone(i)))
+            .collect();
+        for (id, inst) in instances {
+            let on_key = inst.state.lock().await.byok.as_ref().is_some_and(|b| {
+                b.root.key_id == event.key_id && b.root.kms_instance == event.instance_id
+            });
+            if on_key {
+                app.shred(&id).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Registers instance `id` on its root key, so the customer sees which key protects it and the
+/// service gets the key's lifecycle events.
+async fn register(b: &Byok, id: &str, name: &str) -> Result<(), ApiError> {
+    let input = RegistrationInput {
+        description: Some(format!("Event Streams instance {name}")),
+        registration_metadata: Some(json!({"instance": id}).to_string()),
+        prevent_key_deletion: Some(false),
+        key_version_id: None,
+    };
+    b.keyring
+        .client()
+        .create_registration(&b.root.key_id, &instance_crn(&b.root, id), input)
+        .await
+        .map_err(|e| {
+            ApiError(
+                StatusCode::BAD_GATEWAY,
+                "REGISTRATION_FAILED",
+                e.to_string(),
+            )
+        })?;
+    Ok(())
 }
 
 /// The root key must be usable now: a service does not provision on a key it cannot use.
@@ -366,6 +492,7 @@ async fn create_instance(
         Some(crn) => {
             let b = app.byok(crn).await?;
             check_root(&b).await?;
+            register(&b, &id, &meta.name).await?;
             app.arm_shredder(&id, &b);
             Some(b)
         }
@@ -415,6 +542,7 @@ async fn enable_byok(
     }
     let byok = app.byok(&body.root_key_crn).await?;
     check_root(&byok).await?;
+    register(&byok, &id, &st.meta.name).await?;
     let mut deleted = 0usize;
     for topic in st.meta.topics.keys() {
         let log = app.topic_log(&id, topic);
@@ -429,8 +557,42 @@ async fn enable_byok(
     app.arm_shredder(&id, &byok);
     st.byok = Some(byok);
     let mut out = view(st);
-    out["deletedMessages"] = json!(deleted);
+    if let Some(o) = out.as_object_mut() {
+        o.insert("deletedMessages".into(), json!(deleted));
+    }
     Ok(Json(out).into_response())
+}
+
+/// Deletes an instance: its data shredded, its registration removed.
+async fn delete_instance(
+    State(app): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let inst = app.get(&id).await?;
+    let st = inst.state.lock().await;
+    if let Some(b) = &st.byok {
+        match b
+            .keyring
+            .client()
+            .delete_registration(&b.root.key_id, &instance_crn(&b.root, &id))
+            .await
+        {
+            Ok(()) | Err(ClientError::Api { status: 404, .. }) => {}
+            Err(e) => {
+                return Err(ApiError(
+                    StatusCode::BAD_GATEWAY,
+                    "REGISTRATION_FAILED",
+                    e.to_string(),
+                ));
+            }
+        }
+    }
+    for topic in st.meta.topics.keys() {
+        files::shred(&app.topic_log(&id, topic))?;
+    }
+    std::fs::remove_dir_all(app.instance_dir(&id)).context("instance dir")?;
+    app.instances.lock().await.remove(&id);
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 fn valid_topic(topic: &str) -> Result<(), ApiError> {
@@ -443,7 +605,9 @@ fn valid_topic(topic: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(bad("topic names are 1 to 100 of [A-Za-z0-9._-], not starting with '.'"))
+        Err(bad(
+            "topic names are 1 to 100 of [A-Za-z0-9._-], not starting with '.'",
+        ))
     }
 }
 
@@ -559,8 +723,9 @@ async fn consume(
     for (offset, sealed) in records.iter().enumerate().skip(q.offset).take(q.limit) {
         let aad = aad(&id, &topic, offset);
         let plain = match (&st.byok, &t.dek) {
-            (None, _) => open_with(&app.local_key, LOCAL_DEK, sealed, &aad)
-                .map_err(anyhow::Error::from)?,
+            (None, _) => {
+                open_with(&app.local_key, LOCAL_DEK, sealed, &aad).map_err(anyhow::Error::from)?
+            }
             (Some(b), Some(dek)) => b
                 .keyring
                 .open(dek, sealed, &aad)
@@ -629,12 +794,18 @@ async fn main() -> anyhow::Result<()> {
             _ => None,
         };
         let id = meta.id.clone();
-        app.instances.lock().await.insert(id, Instance::new(meta, byok));
+        app.instances
+            .lock()
+            .await
+            .insert(id, Instance::new(meta, byok));
     }
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/instances", post(create_instance))
-        .route("/v1/instances/{id}", get(show_instance))
+        .route(
+            "/v1/instances/{id}",
+            get(show_instance).delete(delete_instance),
+        )
         .route("/v1/instances/{id}/root_key", put(enable_byok))
         .route("/v1/instances/{id}/topics/{topic}", put(create_topic))
         .route(
@@ -661,8 +832,15 @@ mod tests {
             parse_crn("crn:v1:keyward:private:kms:local:a/acc:inst-1:key:k-9"),
             Some(RootKey {
                 kms_instance: "inst-1".into(),
-                key_id: "k-9".into()
+                key_id: "k-9".into(),
+                cloud: "keyward:private".into(),
+                scope: "local:a/acc".into(),
             })
+        );
+        let root = parse_crn("crn:v1:keyward:private:kms:local:a/acc:inst-1:key:k-9").unwrap();
+        assert_eq!(
+            instance_crn(&root, "es-1"),
+            "crn:v1:keyward:private:messagehub:local:a/acc:es-1::"
         );
         for bad in [
             "",
@@ -670,6 +848,7 @@ mod tests {
             "crn:v1:keyward:private:kms:local:a/acc::key:k",
             "crn:v1:keyward:private:messagehub:local:a/acc:i:key:k",
             "crn:v1:keyward:private:kms:local:a/acc:i:key:k:extra",
+            "crn:v1:keyward:private:kms:local:acc:i:key:k",
         ] {
             assert_eq!(parse_crn(bad), None, "{bad}");
         }

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 const SERVICE: &str = env!("CARGO_BIN_EXE_keyward-ref-streams");
 
 struct World {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     kw: Keyward,
     tenant: Tenant,
     data: PathBuf,
@@ -35,7 +35,7 @@ impl World {
         let tenant = Tenant::new(&kw, "messagehub").await;
         let data = dir.path().join("streams");
         let mut w = World {
-            _dir: dir,
+            dir,
             kw,
             tenant,
             data,
@@ -61,6 +61,23 @@ impl World {
             &[("KEYWARD_SERVICE_API_KEY", &self.tenant.service_api_key)],
             &self.data.with_extension("log"),
         ));
+    }
+
+    /// Stops the service (SIGKILL).
+    fn stop(&mut self) {
+        if let Some(p) = self.service.take() {
+            p.kill();
+        }
+    }
+
+    /// Restarts `keyward serve` on the same data (SIGKILL, then a new process on a new port).
+    fn restart_kms(&mut self) {
+        let bin = keyward_bin(SERVICE);
+        let kms = self.dir.path().join("kms");
+        self.kw.proc.child.kill().unwrap();
+        self.kw.proc.child.wait().unwrap();
+        self.kw = keyward(&bin, &kms);
+        self.tenant.reconnect(&self.kw);
     }
 
     fn url(&self, path: &str) -> String {
@@ -182,7 +199,9 @@ async fn produces_and_consumes_with_data_encrypted_at_rest_and_shows_its_key() {
     for inst in [&byok, &plain] {
         w.topic(inst, "orders").await;
         for i in 0..3 {
-            let (s, b) = w.produce(inst, "orders", &format!("order-{i}-{inst}")).await;
+            let (s, b) = w
+                .produce(inst, "orders", &format!("order-{i}-{inst}"))
+                .await;
             assert_eq!(s, 201, "{b}");
             assert_eq!(b["offset"], i);
         }
@@ -251,6 +270,16 @@ async fn produces_and_consumes_with_data_encrypted_at_rest_and_shows_its_key() {
     assert_eq!(s, 400);
     let (s, _) = w.consume("no-such-instance", "orders").await;
     assert_eq!(s, 404);
+
+    // Neither the service's log nor the KMS's holds a message or the service's API key.
+    let logs = [
+        std::fs::read(w.data.with_extension("log")).unwrap(),
+        std::fs::read(w.data.parent().unwrap().join("kms/server.log")).unwrap_or_default(),
+    ];
+    for log in &logs {
+        assert!(!contains(log, b"order-"));
+        assert!(!contains(log, w.tenant.service_api_key.as_bytes()));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,10 +332,7 @@ async fn removing_the_authorization_shuts_the_instance_down_and_restoring_it_res
     w.until_consume(&inst, "t", 503).await;
     let v = w.show(&inst).await;
     assert_eq!(v["state"], "shut_down");
-    assert!(
-        v["reason"].as_str().unwrap().contains("access"),
-        "{v}"
-    );
+    assert!(v["reason"].as_str().unwrap().contains("access"), "{v}");
     assert_eq!(w.produce(&inst, "t", "x").await.0, 503);
 
     w.tenant.authorize().await;
@@ -336,8 +362,19 @@ async fn deleting_the_key_crypto_shreds_the_data_for_good() {
         .collect();
     assert_eq!(sealed_logs.len(), 2);
 
-    w.tenant.admin.delete(&key_id).await.unwrap();
+    // The key protects a registered resource: deleting it needs force, as in Key Protect.
+    let refused = w.tenant.admin.delete_key(&key_id, false).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            keyward_client::ClientError::Api { status: 409, .. }
+        ),
+        "{refused:?}"
+    );
+    w.tenant.admin.delete_key(&key_id, true).await.unwrap();
     w.until_consume(&inst, "t1", 410).await;
+    // The customer can see the service has acted on the deletion.
+    settled(&w, &key_id, "DEK_DELETED").await;
     let v = w.show(&inst).await;
     assert_eq!(v["state"], "shredded");
 
@@ -410,4 +447,210 @@ async fn enabling_byok_on_an_instance_with_data_deletes_that_data() {
         )
         .await;
     assert_eq!(s, 409);
+}
+
+/// A pause of 0 to 299 ms, so changes land at every phase of the service's revalidation timer
+/// (right after a resume, they would all land just after a tick: the worst case every time).
+async fn jitter() {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    tokio::time::sleep(Duration::from_millis(u64::from(nanos % 300))).await;
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn summary(name: &str, mut samples: Vec<Duration>) -> String {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    format!(
+        "SHUTDOWN-LATENCY {name} trials={} p50_ms={:.1} p99_ms={:.1} max_ms={:.1}",
+        samples.len(),
+        ms(percentile(&samples, 50.0)),
+        ms(percentile(&samples, 99.0)),
+        ms(*samples.last().unwrap()),
+    )
+}
+
+/// Shutdown latency: from the 2xx of a disable (or of an authorization's removal) to the first
+/// refused read, with the DEK cached before every trial. `TRIALS` (default 50) each; prints
+/// `SHUTDOWN-LATENCY` lines that `scripts/bench-shutdown.sh` writes into BENCHMARKS.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with scripts/bench-shutdown.sh"]
+async fn shutdown_latency() {
+    let trials: usize = std::env::var("TRIALS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(50);
+    let mut w = World::new().await;
+    let (key_id, crn) = w.tenant.root_key("es-root").await;
+    let inst = w.instance(Some(&crn)).await;
+    w.topic(&inst, "t").await;
+    assert_eq!(w.produce(&inst, "t", "m").await.0, 201);
+
+    let mut disable = Vec::new();
+    for _ in 0..trials {
+        // A read caches the DEK: the trial measures dropping it, not a cold unwrap failing.
+        w.until_consume(&inst, "t", 200).await;
+        jitter().await;
+        w.tenant.admin.disable(&key_id).await.unwrap();
+        disable.push(w.until_consume(&inst, "t", 503).await);
+        w.tenant.admin.enable(&key_id).await.unwrap();
+    }
+    let mut deauth = Vec::new();
+    for _ in 0..trials {
+        w.until_consume(&inst, "t", 200).await;
+        jitter().await;
+        w.tenant.deauthorize().await;
+        deauth.push(w.until_consume(&inst, "t", 503).await);
+        w.tenant.authorize().await;
+    }
+    println!("{}", summary("disable", disable));
+    println!("{}", summary("authorization-removed", deauth));
+}
+
+/// Polls the key's registration until the service has acknowledged every event, and returns it.
+async fn settled(w: &World, key_id: &str, want: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let regs = w
+            .tenant
+            .admin
+            .registrations(Some(key_id), None)
+            .await
+            .unwrap();
+        let r = serde_json::to_value(&regs.resources[0]).unwrap();
+        if r["pendingEvents"].as_array().is_some_and(Vec::is_empty) && r["adopterKeyState"] == want
+        {
+            return r;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{r}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_instance_is_registered_and_acts_on_every_lifecycle_event() {
+    let w = World::new().await;
+    let (key_id, crn) = w.tenant.root_key("es-root").await;
+    let inst = w.instance(Some(&crn)).await;
+    let view = w.show(&inst).await;
+    let inst_crn = view["crn"].as_str().unwrap().to_owned();
+    assert!(
+        inst_crn.contains(":messagehub:") && inst_crn.contains(&inst),
+        "{inst_crn}"
+    );
+
+    // The customer sees which resource the key protects, not the service's private metadata.
+    let regs = w
+        .tenant
+        .admin
+        .registrations(None, Some("crn:v1:*:messagehub:*"))
+        .await
+        .unwrap();
+    assert_eq!(regs.resources.len(), 1);
+    let r = &regs.resources[0];
+    assert_eq!(
+        (r.key_id.as_str(), r.resource_crn.as_str()),
+        (key_id.as_str(), inst_crn.as_str())
+    );
+    assert!(!r.prevent_key_deletion);
+    assert_eq!(r.registration_metadata, None);
+
+    w.topic(&inst, "t").await;
+    assert_eq!(w.produce(&inst, "t", "before-rotation").await.0, 201);
+    let stored = |w: &World| -> Value {
+        serde_json::from_slice(
+            &std::fs::read(w.data.join("instances").join(&inst).join("instance.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    let v1 = stored(&w)["topics"]["t"]["dek"]["keyVersion"].clone();
+
+    // Rotate: the service rewraps its DEK under the new version and says so in its ack.
+    w.tenant.admin.rotate(&key_id, None).await.unwrap();
+    let current = w
+        .tenant
+        .admin
+        .key_metadata(&key_id)
+        .await
+        .unwrap()
+        .key_version
+        .id;
+    assert_ne!(v1, current.as_str());
+    settled(&w, &key_id, "DEK_ENABLED").await;
+    assert_eq!(
+        stored(&w)["topics"]["t"]["dek"]["keyVersion"],
+        current.as_str()
+    );
+    assert_eq!(values(&w.consume(&inst, "t").await.1), ["before-rotation"]);
+
+    // Disable: refused, and the customer can see that the disable has taken effect.
+    w.tenant.admin.disable(&key_id).await.unwrap();
+    w.until_consume(&inst, "t", 503).await;
+    settled(&w, &key_id, "DEK_DISABLED").await;
+    w.tenant.admin.enable(&key_id).await.unwrap();
+    w.until_consume(&inst, "t", 200).await;
+    settled(&w, &key_id, "DEK_ENABLED").await;
+
+    // Sync re-sends the current state; the service answers it too.
+    w.tenant.admin.sync_key(&key_id).await.unwrap();
+    settled(&w, &key_id, "DEK_ENABLED").await;
+
+    // Deleting the instance removes its registration: the key is free to go without force.
+    let (s, _) = w
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/instances/{inst}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    assert!(
+        w.tenant
+            .admin
+            .registrations(Some(&key_id), None)
+            .await
+            .unwrap()
+            .resources
+            .is_empty()
+    );
+    assert_eq!(w.consume(&inst, "t").await.0, 404);
+    w.tenant.admin.delete_key(&key_id, false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_sent_while_the_service_was_down_is_delivered_after_a_kms_restart() {
+    let mut w = World::new().await;
+    let (key_id, crn) = w.tenant.root_key("es-root").await;
+    let inst = w.instance(Some(&crn)).await;
+    w.topic(&inst, "t").await;
+    assert_eq!(w.produce(&inst, "t", "kept").await.0, 201);
+
+    // The service is down when the key is disabled, and the KMS restarts before it comes back.
+    w.stop();
+    w.tenant.admin.disable(&key_id).await.unwrap();
+    let regs = w
+        .tenant
+        .admin
+        .registrations(Some(&key_id), None)
+        .await
+        .unwrap();
+    let pending = &regs.resources[0].pending_events;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    w.restart_kms();
+    w.start();
+    // The stream replays the unacknowledged disable; the service acts on it and acknowledges.
+    let r = settled(&w, &key_id, "DEK_DISABLED").await;
+    assert!(r["pendingEvents"].as_array().unwrap().is_empty());
+    w.until_consume(&inst, "t", 503).await;
+    w.tenant.admin.enable(&key_id).await.unwrap();
+    settled(&w, &key_id, "DEK_ENABLED").await;
+    w.until_consume(&inst, "t", 200).await;
+    assert_eq!(values(&w.consume(&inst, "t").await.1), ["kept"]);
 }

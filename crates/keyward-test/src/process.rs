@@ -176,6 +176,13 @@ impl Tenant {
         t
     }
 
+    /// Points the administrator's client at `kw` (after a restart on another port).
+    pub fn reconnect(&mut self, kw: &Keyward) {
+        self.admin =
+            keyward_client::Client::new(&kw.proc.url, &kw.admin_api_key, &kw.instance, None)
+                .unwrap();
+    }
+
     /// Authorizes the service (Reader on the instance); remembers the authorization.
     pub async fn authorize(&mut self) {
         let auth = self
