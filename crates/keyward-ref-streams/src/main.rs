@@ -683,13 +683,17 @@ async fn produce(
 }
 
 /// A refusal by the key service while the instance looked usable (the watcher has not seen the
-/// change yet): the call is refused as a shutdown would refuse it.
+/// change yet) is refused as a shutdown would refuse it; stored data that fails authentication
+/// (altered on disk) is an internal error, its detail only in the log.
 fn kms_refusal(e: keyward_client::envelope::EnvelopeError) -> ApiError {
-    ApiError(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "INSTANCE_SHUT_DOWN",
-        format!("instance shut down: the root key refused: {e}"),
-    )
+    match e {
+        keyward_client::envelope::EnvelopeError::Client(e) => ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "INSTANCE_SHUT_DOWN",
+            format!("instance shut down: the root key refused: {e}"),
+        ),
+        other => anyhow::anyhow!("stored data: {other}").into(),
+    }
 }
 
 #[derive(Deserialize)]

@@ -271,6 +271,26 @@ async fn produces_and_consumes_with_data_encrypted_at_rest_and_shows_its_key() {
     let (s, _) = w.consume("no-such-instance", "orders").await;
     assert_eq!(s, 404);
 
+    // A message altered on disk is refused (500), never served altered, and never taken for a
+    // shutdown.
+    let log = w
+        .data
+        .join("instances")
+        .join(&byok)
+        .join("topics/orders.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&log, &bytes).unwrap();
+    let (s, b) = w.consume(&byok, "orders").await;
+    assert_eq!(
+        (s, b["error"]["message"].as_str()),
+        (500, Some("internal error"))
+    );
+    bytes[last] ^= 1;
+    std::fs::write(&log, &bytes).unwrap();
+    assert_eq!(w.consume(&byok, "orders").await.0, 200);
+
     // Neither the service's log nor the KMS's holds a message or the service's API key.
     let logs = [
         std::fs::read(w.data.with_extension("log")).unwrap(),
