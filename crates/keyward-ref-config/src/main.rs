@@ -32,11 +32,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Parser;
+use keyward_client::api::events::KeyEvent;
+use keyward_client::api::registrations::RegistrationInput;
 use keyward_client::envelope::{
     DataKeyring, DekId, DekPolicy, KeyStatus, WrappedDek, key_status, open_with, random_key,
     seal_with,
 };
-use keyward_client::{Client, Secret};
+use keyward_client::events::{EventHandler, HandlerError};
+use keyward_client::{Client, ClientError, Secret};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -69,6 +72,9 @@ const USER_ROOT_KEY_CRN: &str = "user_root_key_crn";
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Stored {
+    /// This service instance's id (generated on first start), named in its CRN.
+    #[serde(default)]
+    instance_id: String,
     /// The customer's root key, when BYOK is on.
     user_root_key_crn: Option<String>,
     /// The DEK the secrets are sealed under, wrapped by that key.
@@ -86,31 +92,123 @@ struct DataSource {
     sealed_password: String,
 }
 
-/// A root key named by CRN: `crn:v1:…:kms:<region>:a/<account>:<kms instance>:key:<key id>`.
-fn parse_crn(crn: &str) -> Option<(String, String)> {
+/// A root key named by CRN: `crn:v1:<cloud>:<type>:kms:<region>:a/<account>:<kms instance>:key:<key
+/// id>`; returns the KMS instance, the key id, and the CRN prefix and scope this service's own
+/// CRN takes in the customer's account.
+fn parse_crn(crn: &str) -> Option<(String, String, String)> {
     let parts: Vec<&str> = crn.split(':').collect();
     match parts.as_slice() {
-        ["crn", "v1", _, _, "kms", _, _, instance, "key", id]
-            if !instance.is_empty() && !id.is_empty() =>
-        {
-            Some(((*instance).to_owned(), (*id).to_owned()))
-        }
+        [
+            "crn",
+            "v1",
+            cloud,
+            ctype,
+            "kms",
+            region,
+            account,
+            instance,
+            "key",
+            id,
+        ] if !instance.is_empty() && !id.is_empty() && account.starts_with("a/") => Some((
+            (*instance).to_owned(),
+            (*id).to_owned(),
+            format!("crn:v1:{cloud}:{ctype}:{SERVICE_NAME}:{region}:{account}"),
+        )),
         _ => None,
     }
 }
 
-/// The customer's key in use: its keyring, status and watcher.
+/// The service name in CRNs (OpenScale's own).
+const SERVICE_NAME: &str = "aiopenscale";
+
+/// The customer's key in use: its keyring, status, watcher and event listener.
 struct Byok {
     keyring: Arc<DataKeyring>,
     key_id: String,
+    /// This service instance's CRN, registered on the key.
+    resource_crn: String,
     status: tokio::sync::watch::Receiver<KeyStatus>,
     watcher: tokio::task::JoinHandle<()>,
+    listener: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Byok {
     fn drop(&mut self) {
         self.watcher.abort();
+        self.listener.abort();
         self.keyring.drop_all();
+    }
+}
+
+impl Byok {
+    async fn register(&self) -> Result<(), ApiError> {
+        let input = RegistrationInput {
+            description: Some("Watson OpenScale data-source credentials".into()),
+            registration_metadata: None,
+            prevent_key_deletion: Some(false),
+            key_version_id: None,
+        };
+        let client = self.keyring.client();
+        let result = match client
+            .create_registration(&self.key_id, &self.resource_crn, input.clone())
+            .await
+        {
+            // Already registered (the same key set again, or a retry): replace it.
+            Err(ClientError::Api { status: 409, .. }) => {
+                client
+                    .replace_registration(&self.key_id, &self.resource_crn, input)
+                    .await
+            }
+            other => other,
+        };
+        result.map(drop).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_GATEWAY,
+                "REGISTRATION_FAILED",
+                e.to_string(),
+            )
+        })
+    }
+
+    async fn deregister(&self) -> Result<(), ApiError> {
+        match self
+            .keyring
+            .client()
+            .delete_registration(&self.key_id, &self.resource_crn)
+            .await
+        {
+            Ok(()) | Err(ClientError::Api { status: 404, .. }) => Ok(()),
+            Err(e) => Err(ApiError(
+                StatusCode::BAD_GATEWAY,
+                "REGISTRATION_FAILED",
+                e.to_string(),
+            )),
+        }
+    }
+}
+
+/// Rotations reach the service through this: it rewraps its DEK under the new version.
+struct Rewrapper(std::sync::Weak<App>);
+
+impl EventHandler for Rewrapper {
+    async fn rewrap(&self, event: &KeyEvent) -> Result<Option<String>, HandlerError> {
+        let Some(app) = self.0.upgrade() else {
+            return Ok(None);
+        };
+        let mut inner = app.inner.lock().await;
+        let (Some(b), Some(dek)) = (&inner.byok, &inner.stored.wrapped_dek) else {
+            return Ok(None);
+        };
+        if b.key_id != event.key_id {
+            return Ok(None);
+        }
+        let new = b.keyring.rewrap(dek).await?;
+        let version = new.key_version.clone();
+        let mut stored = inner.stored.clone();
+        stored.wrapped_dek = Some(new);
+        app.persist(&stored)?;
+        inner.stored = stored;
+        Ok(Some(version))
     }
 }
 
@@ -166,13 +264,19 @@ fn refused(e: keyward_client::envelope::EnvelopeError) -> ApiError {
 }
 
 impl App {
-    fn byok(&self, crn: &str) -> anyhow::Result<Byok> {
-        let (instance, key_id) = parse_crn(crn).context("not a key CRN")?;
+    fn byok(self: &Arc<Self>, crn: &str, instance_id: &str) -> anyhow::Result<Byok> {
+        let (instance, key_id, prefix) = parse_crn(crn).context("not a key CRN")?;
         let client = Client::new(&self.kms_url, &self.kms_api_key, &instance, None)?;
         let keyring = Arc::new(DataKeyring::new(Arc::new(client), self.policy)?);
         let watcher = keyring.watch_key(&key_id);
+        let listener = keyward_client::events::listen(
+            Arc::clone(&keyring),
+            Arc::new(Rewrapper(Arc::downgrade(self))),
+        );
         Ok(Byok {
             status: keyring.status(&key_id),
+            resource_crn: format!("{prefix}:{instance_id}::"),
+            listener,
             keyring,
             key_id,
             watcher,
@@ -354,7 +458,7 @@ async fn put_root_key(
     }
     let mut inner = app.inner.lock().await;
     gate(&inner)?;
-    let byok = app.byok(&crn)?;
+    let byok = app.byok(&crn, &inner.stored.instance_id)?;
     let status = key_status(byok.keyring.client(), &byok.key_id)
         .await
         .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, "KMS_UNAVAILABLE", e.to_string()))?;
@@ -363,6 +467,7 @@ async fn put_root_key(
     }
     byok.keyring.report(&byok.key_id, status);
     let plain = open_all(&app, &inner).await?;
+    byok.register().await?;
     let dek = byok.keyring.generate(&byok.key_id).await.map_err(refused)?;
     let mut stored = inner.stored.clone();
     for (name, pw) in &plain {
@@ -375,7 +480,14 @@ async fn put_root_key(
     stored.wrapped_dek = Some(dek);
     app.persist(&stored)?;
     inner.stored = stored;
-    inner.byok = Some(byok);
+    // Moved to another key: the old one no longer protects anything here.
+    let new_key = byok.key_id.clone();
+    if let Some(old) = inner.byok.replace(byok)
+        && old.key_id != new_key
+        && let Err(e) = old.deregister().await
+    {
+        eprintln!("keyward-ref-config: old registration left behind: {}", e.2);
+    }
     Ok(Json(json!({"user_root_key_crn": crn, "reencrypted": plain.len()})).into_response())
 }
 
@@ -408,7 +520,9 @@ async fn delete_root_key(
     stored.wrapped_dek = None;
     app.persist(&stored)?;
     inner.stored = stored;
-    inner.byok = None;
+    if let Some(old) = inner.byok.take() {
+        old.deregister().await?;
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -485,11 +599,15 @@ async fn main() -> anyhow::Result<()> {
     };
     policy.validate()?;
     let path = args.data_dir.join("store.json");
-    let stored: Stored = match std::fs::read(&path) {
+    let mut stored: Stored = match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).context("store.json")?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
         Err(e) => return Err(e.into()),
     };
+    if stored.instance_id.is_empty() {
+        stored.instance_id = DekId::random()?.to_string();
+        write_json(&path, &stored)?;
+    }
     let app = Arc::new(App {
         global: load_global_key(&args.data_dir.join("global.key"))?,
         path,
@@ -504,7 +622,7 @@ async fn main() -> anyhow::Result<()> {
     {
         let mut inner = app.inner.lock().await;
         inner.byok = match &stored.user_root_key_crn {
-            Some(crn) => Some(app.byok(crn)?),
+            Some(crn) => Some(app.byok(crn, &stored.instance_id)?),
             None => None,
         };
         inner.stored = stored;

@@ -188,6 +188,42 @@ async fn case_1_and_2_reencrypt_every_secret_under_the_customer_key_and_back() {
         )
         .await;
     assert_eq!((s, v), (200, json!(crn)));
+    // The customer sees this service instance registered on the key.
+    let regs = w
+        .tenant
+        .admin
+        .registrations(Some(&key_id), None)
+        .await
+        .unwrap()
+        .resources;
+    assert_eq!(regs.len(), 1);
+    assert!(regs[0].resource_crn.contains(":aiopenscale:"), "{regs:?}");
+
+    // A rotation: the service rewraps its DEK under the new version and acknowledges.
+    let v1 = dek["keyVersion"].clone();
+    w.tenant.admin.rotate(&key_id, None).await.unwrap();
+    let current = w
+        .tenant
+        .admin
+        .key_metadata(&key_id)
+        .await
+        .unwrap()
+        .key_version
+        .id;
+    assert_ne!(v1, current.as_str());
+    let start = Instant::now();
+    while w.stored()["wrappedDek"]["keyVersion"] != current.as_str() {
+        assert!(start.elapsed() < Duration::from_secs(10), "not rewrapped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(w.stored()["wrappedDek"]["id"], dek["id"]);
+    w.start();
+    w.until("warehouse", 200).await;
+    assert_eq!(
+        w.password("warehouse").await,
+        (200, json!("pw-warehouse-93a1"))
+    );
+
     // New secrets go under the customer's DEK too.
     assert_eq!(w.put_source("extra", "pw-extra").await, 201);
     assert_eq!(dek_of(&w.stored(), "extra"), dek["id"].as_str().unwrap());
@@ -236,6 +272,15 @@ async fn case_1_and_2_reencrypt_every_secret_under_the_customer_key_and_back() {
     assert_eq!(s, 204, "{v}");
     let stored = w.stored();
     assert!(stored["userRootKeyCrn"].is_null());
+    assert!(
+        w.tenant
+            .admin
+            .registrations(Some(&key_id), None)
+            .await
+            .unwrap()
+            .resources
+            .is_empty()
+    );
     assert!(stored["wrappedDek"].is_null());
     for (name, pw) in SOURCES {
         assert_eq!(dek_of(&stored, name), global);
