@@ -163,6 +163,36 @@ pub fn random_key() -> Result<Secret, EnvelopeError> {
     Ok(random_secret(32)?)
 }
 
+/// A service's own 256-bit key kept in a file (for data not under a customer's key): read from
+/// `path`, or created there (mode 0600, fsynced) when absent. A file of another length is
+/// refused.
+pub fn load_or_create_key_file(path: &std::path::Path) -> std::io::Result<Secret> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.len() == 32 => Ok(Secret::new(bytes)),
+        Ok(bytes) => {
+            drop(Secret::new(bytes));
+            Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is not a 32-byte key", path.display()),
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = random_secret(32).map_err(std::io::Error::other)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+            f.write_all(key.expose())?;
+            f.sync_all()?;
+            Ok(key)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The DEK id a sealed blob names (to find its [`WrappedDek`]).
 pub fn sealed_dek_id(sealed: &[u8]) -> Result<DekId, EnvelopeError> {
     Ok(parse(sealed)?.0)
@@ -905,6 +935,24 @@ mod tests {
         assert!(c.is_empty());
         assert!(c.insert_if_epoch(c.epoch(), id, "root", dek(), t0));
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn a_key_file_is_created_once_private_and_read_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("kw-keyfile-{}", DekId::random().unwrap()));
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("service.key");
+        let a = load_or_create_key_file(&path).unwrap();
+        let b = load_or_create_key_file(&path).unwrap();
+        assert!(a.ct_eq(&b));
+        assert_eq!(a.len(), 32);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(&path, b"short").unwrap();
+        let err = load_or_create_key_file(&path).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

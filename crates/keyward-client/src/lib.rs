@@ -25,6 +25,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
 mod admin;
+mod crn;
 pub mod envelope;
 pub mod events;
 mod iam;
@@ -32,6 +33,7 @@ mod import;
 mod kmip;
 mod registrations;
 
+pub use crn::KeyCrn;
 pub use iam::{
     AccessPolicy, ApiKeyInfo, Authorization, AuthorizationSource, CreatedApiKey, Identity,
     InstanceInfo, NewAuthorization, NewIdentity, Resource,

@@ -35,11 +35,10 @@ use clap::Parser;
 use keyward_client::api::events::KeyEvent;
 use keyward_client::api::registrations::RegistrationInput;
 use keyward_client::envelope::{
-    DataKeyring, DekId, DekPolicy, KeyStatus, WrappedDek, key_status, open_with, random_key,
-    seal_with,
+    DataKeyring, DekId, DekPolicy, KeyStatus, WrappedDek, key_status, open_with, seal_with,
 };
 use keyward_client::events::{EventHandler, HandlerError};
-use keyward_client::{Client, ClientError, Secret};
+use keyward_client::{Client, ClientError, KeyCrn, Secret};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -90,32 +89,6 @@ struct DataSource {
     user: String,
     /// `version ‖ DEK id ‖ nonce ‖ ciphertext ‖ tag`, base64.
     sealed_password: String,
-}
-
-/// A root key named by CRN: `crn:v1:<cloud>:<type>:kms:<region>:a/<account>:<kms instance>:key:<key
-/// id>`; returns the KMS instance, the key id, and the CRN prefix and scope this service's own
-/// CRN takes in the customer's account.
-fn parse_crn(crn: &str) -> Option<(String, String, String)> {
-    let parts: Vec<&str> = crn.split(':').collect();
-    match parts.as_slice() {
-        [
-            "crn",
-            "v1",
-            cloud,
-            ctype,
-            "kms",
-            region,
-            account,
-            instance,
-            "key",
-            id,
-        ] if !instance.is_empty() && !id.is_empty() && account.starts_with("a/") => Some((
-            (*instance).to_owned(),
-            (*id).to_owned(),
-            format!("crn:v1:{cloud}:{ctype}:{SERVICE_NAME}:{region}:{account}"),
-        )),
-        _ => None,
-    }
 }
 
 /// The service name in CRNs (OpenScale's own).
@@ -265,8 +238,9 @@ fn refused(e: keyward_client::envelope::EnvelopeError) -> ApiError {
 
 impl App {
     fn byok(self: &Arc<Self>, crn: &str, instance_id: &str) -> anyhow::Result<Byok> {
-        let (instance, key_id, prefix) = parse_crn(crn).context("not a key CRN")?;
-        let client = Client::new(&self.kms_url, &self.kms_api_key, &instance, None)?;
+        let root = KeyCrn::parse(crn).context("not a key CRN")?;
+        let client = Client::new(&self.kms_url, &self.kms_api_key, &root.instance, None)?;
+        let key_id = root.key_id.clone();
         let keyring = Arc::new(DataKeyring::new(Arc::new(client), self.policy)?);
         let watcher = keyring.watch_key(&key_id);
         let listener = keyward_client::events::listen(
@@ -275,7 +249,7 @@ impl App {
         );
         Ok(Byok {
             status: keyring.status(&key_id),
-            resource_crn: format!("{prefix}:{instance_id}::"),
+            resource_crn: root.service_crn(SERVICE_NAME, instance_id),
             listener,
             keyring,
             key_id,
@@ -453,7 +427,7 @@ async fn put_root_key(
     if pref != USER_ROOT_KEY_CRN {
         return Err(bad(format!("unknown preference {pref}")));
     }
-    if parse_crn(&crn).is_none() {
+    if KeyCrn::parse(&crn).is_none() {
         return Err(bad("not a key CRN (crn:v1:…:kms:…:key:<id>)"));
     }
     let mut inner = app.inner.lock().await;
@@ -568,27 +542,6 @@ fn write_json<T: Serialize>(path: &FsPath, value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_global_key(path: &FsPath) -> anyhow::Result<Secret> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::read(path) {
-        Ok(bytes) if bytes.len() == 32 => Ok(Secret::new(bytes)),
-        Ok(_) => anyhow::bail!("{} is not 32 bytes", path.display()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = random_key()?;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)?;
-            f.write_all(key.expose())?;
-            f.sync_all()?;
-            Ok(key)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -609,7 +562,9 @@ async fn main() -> anyhow::Result<()> {
         write_json(&path, &stored)?;
     }
     let app = Arc::new(App {
-        global: load_global_key(&args.data_dir.join("global.key"))?,
+        global: keyward_client::envelope::load_or_create_key_file(
+            &args.data_dir.join("global.key"),
+        )?,
         path,
         kms_url: args.kms_url,
         kms_api_key: args.kms_api_key,

@@ -41,7 +41,7 @@ use keyward_client::envelope::{
     DataKeyring, DekId, DekPolicy, KeyStatus, WrappedDek, open_with, seal_with,
 };
 use keyward_client::events::{EventHandler, HandlerError};
-use keyward_client::{Client, ClientError, Secret};
+use keyward_client::{Client, ClientError, KeyCrn, Secret};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -95,45 +95,9 @@ struct TopicMeta {
     dek: Option<WrappedDek>,
 }
 
-/// A root key named by CRN: `crn:v1:<cloud>:<type>:kms:<region>:a/<account>:<kms instance>:key:<key
-/// id>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct RootKey {
-    kms_instance: String,
-    key_id: String,
-    /// `crn:v1:<cloud>:<type>:` … `:<region>:a/<account>:`, to name this service's instances in
-    /// the customer's account.
-    cloud: String,
-    scope: String,
-}
-
-fn parse_crn(crn: &str) -> Option<RootKey> {
-    let parts: Vec<&str> = crn.split(':').collect();
-    match parts.as_slice() {
-        [
-            "crn",
-            "v1",
-            cloud,
-            ctype,
-            "kms",
-            region,
-            account,
-            instance,
-            "key",
-            id,
-        ] if !instance.is_empty() && !id.is_empty() && account.starts_with("a/") => Some(RootKey {
-            kms_instance: (*instance).to_owned(),
-            key_id: (*id).to_owned(),
-            cloud: format!("{cloud}:{ctype}"),
-            scope: format!("{region}:{account}"),
-        }),
-        _ => None,
-    }
-}
-
 /// The CRN of this service's instance `id`, registered on its root key.
-fn instance_crn(root: &RootKey, id: &str) -> String {
-    format!("crn:v1:{}:{SERVICE_NAME}:{}:{id}::", root.cloud, root.scope)
+fn instance_crn(root: &KeyCrn, id: &str) -> String {
+    root.service_crn(SERVICE_NAME, id)
 }
 
 /// The service name in CRNs (Event Streams' own).
@@ -159,7 +123,7 @@ impl Instance {
 }
 
 struct Byok {
-    root: RootKey,
+    root: KeyCrn,
     keyring: Arc<DataKeyring>,
     status: tokio::sync::watch::Receiver<KeyStatus>,
 }
@@ -254,7 +218,7 @@ impl App {
             let mut guard = inst.state.lock().await;
             let st = &mut *guard;
             let Some(b) = &st.byok else { continue };
-            if b.root.key_id != event.key_id || b.root.kms_instance != event.instance_id {
+            if b.root.key_id != event.key_id || b.root.instance != event.instance_id {
                 continue;
             }
             for t in st.meta.topics.values_mut() {
@@ -271,11 +235,11 @@ impl App {
 
     /// The BYOK side of an instance: its keyring and a watcher on its root key.
     async fn byok(self: &Arc<Self>, crn: &str) -> anyhow::Result<Byok> {
-        let root = parse_crn(crn).context("not a key CRN")?;
-        let keyring = self.keyring(&root.kms_instance).await?;
+        let root = KeyCrn::parse(crn).context("not a key CRN")?;
+        let keyring = self.keyring(&root.instance).await?;
         {
             let mut watched = self.watched.lock().await;
-            let k = format!("{}/{}", root.kms_instance, root.key_id);
+            let k = format!("{}/{}", root.instance, root.key_id);
             watched
                 .entry(k)
                 .or_insert_with(|| keyring.watch_key(&root.key_id));
@@ -416,7 +380,7 @@ impl EventHandler for Rewrapper {
             .collect();
         for (id, inst) in instances {
             let on_key = inst.state.lock().await.byok.as_ref().is_some_and(|b| {
-                b.root.key_id == event.key_id && b.root.kms_instance == event.instance_id
+                b.root.key_id == event.key_id && b.root.instance == event.instance_id
             });
             if on_key {
                 app.shred(&id).await?;
@@ -477,7 +441,7 @@ async fn create_instance(
         return Err(bad("name must be 1 to 100 characters"));
     }
     if let Some(crn) = &body.root_key_crn
-        && parse_crn(crn).is_none()
+        && KeyCrn::parse(crn).is_none()
     {
         return Err(bad("rootKeyCrn is not a key CRN (crn:v1:…:kms:…:key:<id>)"));
     }
@@ -527,7 +491,7 @@ async fn enable_byok(
     Path(id): Path<String>,
     Json(body): Json<EnableByok>,
 ) -> Result<Response, ApiError> {
-    if parse_crn(&body.root_key_crn).is_none() {
+    if KeyCrn::parse(&body.root_key_crn).is_none() {
         return Err(bad("rootKeyCrn is not a key CRN (crn:v1:…:kms:…:key:<id>)"));
     }
     let inst = app.get(&id).await?;
@@ -744,28 +708,6 @@ async fn consume(
     Ok(Json(json!({"messages": out})).into_response())
 }
 
-fn load_local_key(data: &std::path::Path) -> anyhow::Result<Secret> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = data.join("service.key");
-    match std::fs::read(&path) {
-        Ok(bytes) if bytes.len() == 32 => Ok(Secret::new(bytes)),
-        Ok(_) => anyhow::bail!("{} is not 32 bytes", path.display()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = keyward_client::envelope::random_key()?;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)?;
-            f.write_all(key.expose())?;
-            f.sync_all()?;
-            Ok(key)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -777,7 +719,9 @@ async fn main() -> anyhow::Result<()> {
     };
     policy.validate()?;
     let app = Arc::new(App {
-        local_key: load_local_key(&args.data_dir)?,
+        local_key: keyward_client::envelope::load_or_create_key_file(
+            &args.data_dir.join("service.key"),
+        )?,
         data: args.data_dir,
         kms_url: args.kms_url,
         kms_api_key: args.kms_api_key,
@@ -824,37 +768,4 @@ async fn main() -> anyhow::Result<()> {
     );
     axum::serve(listener, router).await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_crns_parse_and_others_do_not() {
-        assert_eq!(
-            parse_crn("crn:v1:keyward:private:kms:local:a/acc:inst-1:key:k-9"),
-            Some(RootKey {
-                kms_instance: "inst-1".into(),
-                key_id: "k-9".into(),
-                cloud: "keyward:private".into(),
-                scope: "local:a/acc".into(),
-            })
-        );
-        let root = parse_crn("crn:v1:keyward:private:kms:local:a/acc:inst-1:key:k-9").unwrap();
-        assert_eq!(
-            instance_crn(&root, "es-1"),
-            "crn:v1:keyward:private:messagehub:local:a/acc:es-1::"
-        );
-        for bad in [
-            "",
-            "crn:v1:keyward:private:kms:local:a/acc:inst-1:key:",
-            "crn:v1:keyward:private:kms:local:a/acc::key:k",
-            "crn:v1:keyward:private:messagehub:local:a/acc:i:key:k",
-            "crn:v1:keyward:private:kms:local:a/acc:i:key:k:extra",
-            "crn:v1:keyward:private:kms:local:acc:i:key:k",
-        ] {
-            assert_eq!(parse_crn(bad), None, "{bad}");
-        }
-    }
 }
