@@ -345,6 +345,9 @@ pub trait RegistrationStore: Send + Sync {
         lease_until: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<DeliveryJob>, StoreError>;
+    /// Whether [`RegistrationStore::claim_deliveries`] would find work at `now` (a read, so an
+    /// idle worker does not take the write lock).
+    async fn deliveries_due(&self, now: OffsetDateTime) -> Result<bool, StoreError>;
     /// Marks a claimed event delivered.
     async fn delivery_succeeded(
         &self,

@@ -55,18 +55,20 @@ async fn run(state: Arc<AppState>) {
     let mut wake = state.event_notifications.clone();
     loop {
         let now = OffsetDateTime::now_utc();
-        let jobs = match state
-            .keys
-            .store()
-            .claim_deliveries(&worker, now, now + LEASE, BATCH)
-            .await
-        {
-            Ok(j) => j,
-            Err(e) => {
-                tracing::warn!(error = %e, "webhooks: claiming deliveries failed");
-                Vec::new()
+        let store = state.keys.store();
+        let jobs = match store.deliveries_due(now).await {
+            Ok(false) => Ok(Vec::new()),
+            Ok(true) => {
+                store
+                    .claim_deliveries(&worker, now, now + LEASE, BATCH)
+                    .await
             }
-        };
+            Err(e) => Err(e),
+        }
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "webhooks: claiming deliveries failed");
+            Vec::new()
+        });
         if jobs.is_empty() {
             tokio::select! {
                 _ = wake.changed() => {}

@@ -546,6 +546,20 @@ impl RegistrationStore for SqliteStore {
         .await
     }
 
+    async fn deliveries_due(&self, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let now = nanos(now);
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM key_events e JOIN event_subscriptions s
+                       ON s.recipient = e.recipient AND s.instance_id = e.instance_id
+                     WHERE e.delivered_at IS NULL AND e.acked_at IS NULL
+                       AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= ?1)
+                       AND (e.lease_until IS NULL OR e.lease_until <= ?1))",
+            )?
+            .query_row(params![now], |r| r.get(0))
+        })
+    }
+
     async fn delivery_succeeded(
         &self,
         event_id: &str,

@@ -1215,7 +1215,9 @@ pub async fn deliveries_are_leased_retried_and_counted(store: &dyn Store) {
     assert_eq!(store.event_backlog().await.unwrap(), 1);
     let t = now();
     let lease = t + time::Duration::seconds(15);
+    assert!(store.deliveries_due(t).await.unwrap());
     let jobs = store.claim_deliveries("w1", t, lease, 10).await.unwrap();
+    assert!(!store.deliveries_due(t).await.unwrap(), "leased");
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].subscription, sub);
     assert_eq!(jobs[0].event.recipient, "hooked");

@@ -29,7 +29,7 @@ use crate::state::AppState;
 use crate::views::{b64, date};
 
 /// How often an open stream looks for events committed by other processes.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// The comment keep-alive interval of the stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Events read per query.
