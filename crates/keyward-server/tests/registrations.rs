@@ -1118,14 +1118,15 @@ async fn two_servers_on_one_database_share_the_outbox_without_double_delivery() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let r = received.lock().unwrap();
-    let mut ids: Vec<&str> = r.requests.iter().map(|(id, _, _)| id.as_str()).collect();
-    assert!(r.requests.iter().all(|(_, _, valid)| *valid));
-    ids.sort_unstable();
-    let n = ids.len();
-    ids.dedup();
-    assert_eq!((ids.len(), n), (20, 20), "each event delivered once");
-    drop(r);
+    {
+        let r = received.lock().unwrap();
+        let mut ids: Vec<&str> = r.requests.iter().map(|(id, _, _)| id.as_str()).collect();
+        assert!(r.requests.iter().all(|(_, _, valid)| *valid));
+        ids.sort_unstable();
+        let n = ids.len();
+        ids.dedup();
+        assert_eq!((ids.len(), n), (20, 20), "each event delivered once");
+    }
     b.shutdown().await.unwrap();
 }
 
