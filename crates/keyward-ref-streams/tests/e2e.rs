@@ -12,7 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use keyward_test::process::{Keyward, Proc, Tenant, keyward, keyward_bin, spawn};
+use keyward_test::process::{
+    Keyward, Proc, Tenant, free_addr, keyward, keyward_bin, keyward_on, spawn,
+};
 use serde_json::{Value, json};
 
 const SERVICE: &str = env!("CARGO_BIN_EXE_keyward-ref-streams");
@@ -672,5 +674,50 @@ async fn an_event_sent_while_the_service_was_down_is_delivered_after_a_kms_resta
     w.tenant.admin.enable(&key_id).await.unwrap();
     settled(&w, &key_id, "DEK_ENABLED").await;
     w.until_consume(&inst, "t", 200).await;
+    assert_eq!(values(&w.consume(&inst, "t").await.1), ["kept"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_reconnects_after_a_kms_restart_and_acts_on_later_events() {
+    let mut w = World::new().await;
+    // A KMS that comes back on the same address.
+    let addr = free_addr();
+    let kms = w.dir.path().join("kms");
+    w.kw.proc.child.kill().unwrap();
+    w.kw.proc.child.wait().unwrap();
+    w.kw = keyward_on(&keyward_bin(SERVICE), &kms, &addr);
+    w.tenant.reconnect(&w.kw);
+    w.start();
+    let (key_id, crn) = w.tenant.root_key("es-root").await;
+    let inst = w.instance(Some(&crn)).await;
+    w.topic(&inst, "t").await;
+    assert_eq!(w.produce(&inst, "t", "kept").await.0, 201);
+    w.tenant.admin.disable(&key_id).await.unwrap();
+    settled(&w, &key_id, "DEK_DISABLED").await;
+
+    // The KMS restarts under the running service; its event stream breaks and reconnects.
+    w.kw.proc.child.kill().unwrap();
+    w.kw.proc.child.wait().unwrap();
+    w.kw = keyward_on(&keyward_bin(SERVICE), &kms, &addr);
+    w.tenant.reconnect(&w.kw);
+    w.tenant.admin.enable(&key_id).await.unwrap();
+    settled(&w, &key_id, "DEK_ENABLED").await;
+    w.until_consume(&inst, "t", 200).await;
+    w.tenant.admin.rotate(&key_id, None).await.unwrap();
+    let current = w
+        .tenant
+        .admin
+        .key_metadata(&key_id)
+        .await
+        .unwrap()
+        .key_version
+        .id;
+    let r = settled(&w, &key_id, "DEK_ENABLED").await;
+    assert!(r["pendingEvents"].as_array().unwrap().is_empty());
+    let stored: Value = serde_json::from_slice(
+        &std::fs::read(w.data.join("instances").join(&inst).join("instance.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stored["topics"]["t"]["dek"]["keyVersion"], current.as_str());
     assert_eq!(values(&w.consume(&inst, "t").await.1), ["kept"]);
 }

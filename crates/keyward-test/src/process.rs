@@ -100,8 +100,20 @@ pub struct Keyward {
     pub instance: String,
 }
 
-/// Starts `keyward serve` (`bin`) on `dir` with the fast test lifecycle.
+/// Starts `keyward serve` (`bin`) on `dir` with the fast test lifecycle, on a free port.
 pub fn keyward(bin: &Path, dir: &Path) -> Keyward {
+    keyward_on(bin, dir, "127.0.0.1:0")
+}
+
+/// A loopback address with a port free right now (for a server that must come back on the same
+/// address after a restart).
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// Starts `keyward serve` (`bin`) on `dir` with the fast test lifecycle, listening on `listen`.
+pub fn keyward_on(bin: &Path, dir: &Path, listen: &str) -> Keyward {
     std::fs::write(dir.join("keyward.toml"), FAST_LIFECYCLE).unwrap();
     let config = dir.join("keyward.toml");
     let proc = spawn(
@@ -109,7 +121,7 @@ pub fn keyward(bin: &Path, dir: &Path) -> Keyward {
         &[
             "serve",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--data-dir",
             dir.to_str().unwrap(),
             "--config",
