@@ -25,15 +25,23 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
 mod admin;
+mod crn;
+pub mod envelope;
+pub mod events;
 mod iam;
 mod import;
 mod kmip;
+mod registrations;
 
+pub use crn::KeyCrn;
 pub use iam::{
     AccessPolicy, ApiKeyInfo, Authorization, AuthorizationSource, CreatedApiKey, Identity,
     InstanceInfo, NewAuthorization, NewIdentity, Resource,
 };
 pub use import::{IMPORT_ALGORITHM, SealedMaterial, seal_for_import};
+/// The wire types (`keyward-api`), for services built only on this crate.
+pub use keyward_api as api;
+pub use keyward_crypto::Secret;
 pub use kmip::{KMIP_PROFILE_NATIVE, KmipPage};
 
 /// A client failure.
@@ -68,6 +76,8 @@ struct CachedToken {
 /// A Key Protect API client bound to one instance.
 pub struct Client {
     http: reqwest::Client,
+    /// For long-lived streams: no total timeout, a read timeout instead.
+    stream_http: reqwest::Client,
     base: String,
     instance: String,
     api_key: String,
@@ -102,13 +112,19 @@ impl Client {
         ca_pem: Option<&[u8]>,
     ) -> Result<Self, ClientError> {
         let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        // The event stream sends a keep-alive every 15 s: a minute of silence is a dead peer.
+        let mut stream_builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60));
         if let Some(pem) = ca_pem {
             let cert = reqwest::Certificate::from_pem(pem)
                 .map_err(|e| ClientError::Config(format!("CA certificate: {e}")))?;
-            builder = builder.add_root_certificate(cert);
+            builder = builder.add_root_certificate(cert.clone());
+            stream_builder = stream_builder.add_root_certificate(cert);
         }
         Ok(Client {
             http: builder.build()?,
+            stream_http: stream_builder.build()?,
             base: url.trim_end_matches('/').to_owned(),
             instance: instance.to_owned(),
             api_key: api_key.to_owned(),
@@ -177,9 +193,26 @@ impl Client {
     }
 
     async fn request(&self, method: Method, path: &str) -> Result<RequestBuilder, ClientError> {
+        self.request_on(&self.http, method, path).await
+    }
+
+    /// A request for a long-lived response (the event stream).
+    async fn stream_request(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<RequestBuilder, ClientError> {
+        self.request_on(&self.stream_http, method, path).await
+    }
+
+    async fn request_on(
+        &self,
+        http: &reqwest::Client,
+        method: Method,
+        path: &str,
+    ) -> Result<RequestBuilder, ClientError> {
         let token = self.access_token().await?;
-        let req = self
-            .http
+        let req = http
             .request(method, format!("{}{}", self.base, path))
             .bearer_auth(token)
             .header(headers::INSTANCE, &self.instance);

@@ -3,6 +3,8 @@
 //! [`custody_suite!`] or [`store_suite!`], so a new backend (PKCS#11, PostgreSQL) is held to
 //! exactly the behaviour the rest of Keyward relies on.
 //!
+//! `process`: real `keyward serve` and service processes for end-to-end tests.
+//!
 //! Test-only: nothing here ships in the server.
 
 #![allow(
@@ -14,6 +16,7 @@
 
 pub mod custody;
 pub mod kmip;
+pub mod process;
 pub mod store;
 
 /// Runs a future to completion on a fresh current-thread runtime (the suites' tests are plain
