@@ -1,5 +1,5 @@
 //! Master key rotation: moving every stored piece of wrapped material (key versions, the
-//! token-signing key, import tokens' transit keys) from older MKEK versions to the custody
+//! token-signing key, import tokens' transit keys, webhook secrets) from older MKEK versions to the custody
 //! backend's current one, online and resumably.
 //!
 //! Each item is replaced by a compare-and-swap on its old wrapped bytes, in its own durable write
@@ -39,6 +39,15 @@ pub enum WrappedItem {
         /// Its wrapped PKCS#8.
         material: WrappedMaterial,
     },
+    /// A webhook subscription's signing secret.
+    WebhookSecret {
+        /// The subscribed identity.
+        recipient: String,
+        /// The instance subscribed to.
+        instance: InstanceId,
+        /// The wrapped secret.
+        material: WrappedMaterial,
+    },
 }
 
 impl WrappedItem {
@@ -47,7 +56,8 @@ impl WrappedItem {
         match self {
             WrappedItem::KeyVersion { version, .. } => &version.material,
             WrappedItem::SigningKey { material, .. }
-            | WrappedItem::ImportToken { material, .. } => material,
+            | WrappedItem::ImportToken { material, .. }
+            | WrappedItem::WebhookSecret { material, .. } => material,
         }
     }
 
@@ -59,6 +69,11 @@ impl WrappedItem {
             }
             WrappedItem::SigningKey { kid, .. } => format!("token-signing key {kid}"),
             WrappedItem::ImportToken { instance, .. } => format!("import token of {instance}"),
+            WrappedItem::WebhookSecret {
+                recipient,
+                instance,
+                ..
+            } => format!("webhook secret of {recipient} on {instance}"),
         }
     }
 
@@ -67,7 +82,8 @@ impl WrappedItem {
         match &mut new {
             WrappedItem::KeyVersion { version, .. } => version.material = material,
             WrappedItem::SigningKey { material: m, .. }
-            | WrappedItem::ImportToken { material: m, .. } => *m = material,
+            | WrappedItem::ImportToken { material: m, .. }
+            | WrappedItem::WebhookSecret { material: m, .. } => *m = material,
         }
         new
     }
@@ -177,6 +193,14 @@ fn event_for(item: &WrappedItem) -> AuditEvent {
         WrappedItem::ImportToken { instance, .. } => {
             e.instance = Some(instance.to_string());
             e.target = Some("import_token".into());
+        }
+        WrappedItem::WebhookSecret {
+            recipient,
+            instance,
+            ..
+        } => {
+            e.instance = Some(instance.to_string());
+            e.target = Some(format!("event_subscription/{recipient}"));
         }
     }
     e

@@ -1,5 +1,6 @@
-//! `RewrapStore` for `SqliteStore`: the three tables that hold wrapped material (key versions,
-//! token-signing keys, import tokens), read by wrapping key and swapped one item at a time.
+//! `RewrapStore` for `SqliteStore`: the four tables that hold wrapped material (key versions,
+//! token-signing keys, import tokens, webhook secrets), read by wrapping key and swapped one item
+//! at a time.
 
 use keyward_core::{AuditEvent, RewrapStore, StoreError, WrappedItem, WrappedMaterial};
 use rusqlite::params;
@@ -64,6 +65,24 @@ impl RewrapStore for SqliteStore {
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?,
             );
+            let left = limit.saturating_sub(u32::try_from(items.len()).unwrap_or(u32::MAX));
+            items.extend(
+                c.prepare_cached(
+                    "SELECT recipient, instance_id, wrapping_key, secret FROM event_subscriptions
+                     WHERE wrapping_key <> ?1 LIMIT ?2",
+                )?
+                .query_map(params![current, left], |r| {
+                    Ok(WrappedItem::WebhookSecret {
+                        recipient: r.get(0)?,
+                        instance: parse(r.get(1)?)?,
+                        material: WrappedMaterial {
+                            wrapping_key: r.get(2)?,
+                            bytes: r.get(3)?,
+                        },
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?,
+            );
             Ok(items)
         })
     }
@@ -119,6 +138,27 @@ impl RewrapStore for SqliteStore {
                         was.wrapping_key,
                         was.bytes
                     ])?,
+                (
+                    WrappedItem::WebhookSecret {
+                        recipient,
+                        instance,
+                        ..
+                    },
+                    WrappedItem::WebhookSecret { .. },
+                ) => c
+                    .prepare_cached(
+                        "UPDATE event_subscriptions SET wrapping_key = ?1, secret = ?2
+                         WHERE recipient = ?3 AND instance_id = ?4 AND wrapping_key = ?5
+                           AND secret = ?6",
+                    )?
+                    .execute(params![
+                        now.wrapping_key,
+                        now.bytes,
+                        recipient,
+                        instance.to_string(),
+                        was.wrapping_key,
+                        was.bytes
+                    ])?,
                 _ => 0,
             };
             if changed == 1 {
@@ -135,7 +175,8 @@ impl RewrapStore for SqliteStore {
                 "SELECT wrapping_key, COUNT(*) FROM (
                      SELECT wrapping_key FROM key_versions
                      UNION ALL SELECT wrapping_key FROM signing_keys
-                     UNION ALL SELECT wrapping_key FROM import_tokens)
+                     UNION ALL SELECT wrapping_key FROM import_tokens
+                     UNION ALL SELECT wrapping_key FROM event_subscriptions)
                  GROUP BY wrapping_key ORDER BY wrapping_key",
             )?;
             let rows = stmt

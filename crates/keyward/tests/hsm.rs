@@ -165,7 +165,8 @@ fn count_by_wrapper(db: &Path, wrapper: &str) -> i64 {
     db.query_row(
         "SELECT (SELECT COUNT(*) FROM key_versions WHERE wrapping_key = ?1)
               + (SELECT COUNT(*) FROM signing_keys WHERE wrapping_key = ?1)
-              + (SELECT COUNT(*) FROM import_tokens WHERE wrapping_key = ?1)",
+              + (SELECT COUNT(*) FROM import_tokens WHERE wrapping_key = ?1)
+              + (SELECT COUNT(*) FROM event_subscriptions WHERE wrapping_key = ?1)",
         [wrapper],
         |r| r.get(0),
     )
@@ -211,13 +212,20 @@ fn a_master_key_rotation_killed_half_way_completes_when_run_again() {
         .send()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text());
+    // A webhook subscription: its signing secret is stored wrapped too.
+    let resp = admin
+        .req(Method::PUT, "/api/v2/event_subscription")
+        .json(&json!({"url": "http://127.0.0.1:9/events"}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text());
     let db = data.path().join("keyward.db");
     let (v1, v2) = ("pkcs11:keyward-mkek:1", "pkcs11:keyward-mkek:2");
     let items = count_by_wrapper(&db, v1);
     assert_eq!(
         items,
-        40 + 1 + 1,
-        "40 key versions, the token-signing key, a transit key"
+        40 + 1 + 1 + 1,
+        "40 key versions, the token-signing key, a transit key, a webhook secret"
     );
 
     let unwraps_all = |admin: &common::Api| {
