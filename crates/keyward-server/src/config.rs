@@ -232,6 +232,17 @@ impl Default for CustodySection {
 }
 
 impl CustodySection {
+    /// The PKCS#11 backend's configuration, for commands that only make sense with HSMs
+    /// (`keyward hsm ...`): an error when another backend is chosen.
+    pub fn require_pkcs11(&self) -> Result<keyward_custody_pkcs11::Pkcs11Config, ConfigError> {
+        self.pkcs11()?.ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "custody.backend is {:?}; this needs \"pkcs11\" (your HSMs)",
+                self.backend
+            ))
+        })
+    }
+
     /// The PKCS#11 backend's configuration, when that backend is chosen.
     pub fn pkcs11(&self) -> Result<Option<keyward_custody_pkcs11::Pkcs11Config>, ConfigError> {
         use keyward_custody_pkcs11::{PinSource, Pkcs11Config};

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use keyward_core::{Custody, RewrapStore, rewrap_pass};
 use keyward_custody_pkcs11::{
-    Pkcs11Config, Pkcs11Custody, add_mkek_version, mkek_versions, retire_mkek_versions,
+    Pkcs11Custody, add_mkek_version, mkek_versions, retire_mkek_versions,
 };
 use keyward_store::SqliteStore;
 
@@ -67,13 +67,6 @@ pub struct RotateReport {
     pub unreachable: Vec<String>,
 }
 
-fn pkcs11(config: &ServerConfig) -> anyhow::Result<Pkcs11Config> {
-    config
-        .custody
-        .pkcs11()?
-        .ok_or_else(|| anyhow::anyhow!("master key rotation needs custody.backend = \"pkcs11\""))
-}
-
 async fn stale(store: &SqliteStore, current: &str) -> anyhow::Result<u64> {
     Ok(store
         .wrapped_counts()
@@ -91,7 +84,7 @@ pub async fn rotate_master(
     mut progress: impl FnMut(Progress),
 ) -> anyhow::Result<RotateReport> {
     config.validate()?;
-    let hsm = pkcs11(config)?;
+    let hsm = config.custody.require_pkcs11()?;
     let store = SqliteStore::open(&config.data_dir)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
 

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Subcommand;
 use keyward_server::ServerConfig;
 
@@ -49,8 +50,8 @@ fn pkcs11_config(path: &std::path::Path) -> anyhow::Result<keyward_custody_pkcs1
     let config = ServerConfig::from_file(path)?;
     config
         .custody
-        .pkcs11()?
-        .ok_or_else(|| anyhow::anyhow!("{}: custody.backend is not pkcs11", path.display()))
+        .require_pkcs11()
+        .with_context(|| path.display().to_string())
 }
 
 async fn rotate_master(
