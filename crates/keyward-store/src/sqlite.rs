@@ -45,7 +45,8 @@ impl SqliteStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(DB_FILE);
         let mut conn = Connection::open(&path).map_err(sql_error)?;
-        // WAL with synchronous=FULL: every commit is fsynced before the writer reports success.
+        // WAL with synchronous=FULL while migrating; the writer then syncs the log itself
+        // (writer.rs) and reports success only after that.
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sql_error)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -59,8 +60,8 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(sql_error)?;
         stable_plans(&conn)?;
-        // Checkpoints run on their own thread; this is only the backstop if that one falls behind.
-        conn.pragma_update(None, "wal_autocheckpoint", 20_000)
+        // A log restarted after it grew long is cut back to this size.
+        conn.pragma_update(None, "journal_size_limit", 32 << 20)
             .map_err(sql_error)?;
         migrate(&mut conn).map_err(sql_error)?;
         crate::audit::chain_legacy(&mut conn).map_err(sql_error)?;
@@ -69,7 +70,9 @@ impl SqliteStore {
         checkpointer
             .busy_timeout(std::time::Duration::from_secs(5))
             .map_err(sql_error)?;
-        let writer = Writer::start(conn, checkpointer)
+        let mut wal_path = path.clone().into_os_string();
+        wal_path.push("-wal");
+        let writer = Writer::start(conn, checkpointer, wal_path.into())
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(SqliteStore {
             path,

@@ -2,9 +2,25 @@
 //! await the outcome, which they get only after the transaction holding their write is durable.
 //!
 //! Jobs of several statements run in a savepoint so a failing job leaves no partial write; a
-//! single-statement job needs none (SQLite makes each statement atomic). WAL checkpoints run on
-//! their own thread so the writer never stalls behind one.
+//! single-statement job needs none (SQLite makes each statement atomic).
+//!
+//! Commits are pipelined: the writer connection runs with `synchronous=NORMAL`, so `COMMIT`
+//! appends the transaction's frames to the write-ahead log without waiting for the disk, and a
+//! second thread, the syncer, `fdatasync`s the log and only then answers the callers. While one
+//! batch's frames go to disk the writer already runs the next; one sync answers every commit
+//! written before it. A reader may see a committed write a fraction of a millisecond before it
+//! is durable, but every API answer waits for its own audit event, which is later in the log than
+//! anything the request saw, so no answer depends on a write that a crash could take back. A
+//! failed sync stops the store: after one the kernel may have dropped the pages, so nothing
+//! written is trusted until a restart reads the log back.
+//!
+//! WAL checkpoints run on their own thread so the writer never stalls behind one; see
+//! [`checkpoint`] for how the log is kept short.
 
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -28,8 +44,13 @@ const LINGER_BELOW: usize = 64;
 const CONCURRENT: usize = 4;
 /// How long a small batch waits.
 const LINGER: Duration = Duration::from_micros(800);
-/// How often the checkpointer folds the WAL back into the database.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// How often the checkpointer folds the WAL back into the database. Often, so that each pass
+/// flushes little: a checkpoint's database sync shares the disk with the log syncs requests wait
+/// for, and on this class of disk a 4 MB flush every 200 ms made several of those syncs a second
+/// take 5-180 ms where they take 0.3 ms alone; 1 MB every 50 ms, a few of 5-10 ms (BENCHMARKS.md).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(25);
+/// A log longer than this (pages) is restarted from its beginning by the writer.
+const RESTART_AFTER_FRAMES: i64 = 1024;
 
 /// Whether a job has several statements that must stand or fall together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,19 +67,55 @@ pub struct Writer {
     jobs: mpsc::Sender<Job>,
 }
 
+/// What the writer, the syncer and the checkpointer share.
+struct Shared {
+    /// The write-ahead log the syncer makes durable.
+    wal_path: PathBuf,
+    /// Set by the checkpointer when the log should be restarted; done by the writer.
+    restart_wanted: AtomicBool,
+    /// Set once a sync failed: the store accepts no more writes.
+    failed: AtomicBool,
+}
+
+/// Commits whose callers wait for the next sync.
+struct Committed(Vec<Completion>);
+
 impl Writer {
-    /// Starts the writer thread on `conn`, and a checkpointer on `checkpoint_conn`.
-    pub fn start(conn: Connection, checkpoint_conn: Connection) -> std::io::Result<Self> {
+    /// Starts the writer thread on `conn` (whose database's log is `wal_path`), the syncer, and a
+    /// checkpointer on `checkpoint_conn`.
+    pub fn start(
+        mut conn: Connection,
+        checkpoint_conn: Connection,
+        wal_path: PathBuf,
+    ) -> std::io::Result<Self> {
+        // Durability comes from the syncer's fdatasync; checkpoints and log restarts still sync
+        // as SQLite does under NORMAL. The checkpointer, not the writer, folds the log back.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .and_then(|()| conn.pragma_update(None, "wal_autocheckpoint", 0))
+            .and_then(|()| conn.busy_handler(Some(busy_wait)))
+            .map_err(std::io::Error::other)?;
+        let shared = Arc::new(Shared {
+            wal_path,
+            restart_wanted: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+        });
         let (tx, rx) = mpsc::channel::<Job>();
-        // The checkpointer stops when the writer thread ends and drops `stop`.
+        let (synced_tx, synced_rx) = mpsc::channel::<Committed>();
+        // The checkpointer stops when the writer thread ends and drops `stop`; the syncer when
+        // the writer drops its sender.
         let (stop, stopped) = mpsc::channel::<()>();
+        let ckpt = shared.clone();
         std::thread::Builder::new()
             .name("keyward-store-checkpoint".into())
-            .spawn(move || checkpoint(checkpoint_conn, stopped))?;
+            .spawn(move || checkpoint(checkpoint_conn, &ckpt, stopped))?;
+        let sync = shared.clone();
+        std::thread::Builder::new()
+            .name("keyward-store-sync".into())
+            .spawn(move || syncer(&sync, synced_rx))?;
         std::thread::Builder::new()
             .name("keyward-store-writer".into())
             .spawn(move || {
-                run(conn, rx);
+                run(conn, &shared, rx, synced_tx);
                 drop(stop);
             })?;
         Ok(Writer { jobs: tx })
@@ -104,11 +161,43 @@ fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
+/// The writer connection's busy handler: another connection (the checkpointer, or another
+/// process's writer) holds a lock this one needs. They usually let go within microseconds, so
+/// retry quickly at first, then back off; give up after about five seconds.
+fn busy_wait(tries: i32) -> bool {
+    match tries {
+        0..200 => std::thread::sleep(Duration::from_micros(50)),
+        200..1200 => std::thread::sleep(Duration::from_millis(5)),
+        _ => return false,
+    }
+    true
+}
+
+/// A busy handler that gives up at once after a few quick retries: for a log restart, which
+/// may wait for readers only briefly (it is tried again on the next round).
+fn busy_brief(tries: i32) -> bool {
+    if tries < 40 {
+        std::thread::sleep(Duration::from_micros(50));
+        true
+    } else {
+        false
+    }
+}
+
+fn run(
+    mut conn: Connection,
+    shared: &Shared,
+    rx: mpsc::Receiver<Job>,
+    synced: mpsc::Sender<Committed>,
+) {
     let mut last_batch = 0;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         drain(&rx, &mut batch);
+        if shared.failed.load(Ordering::Acquire) {
+            // Dropping the jobs unrun drops their reply channels: each caller gets Unavailable.
+            continue;
+        }
         if batch.len() < LINGER_BELOW && last_batch >= CONCURRENT {
             // Under concurrent load, waiting a moment for more writes makes each commit (WAL
             // frames and an fsync) serve more requests. A lone client never waits: its previous
@@ -117,10 +206,11 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
             drain(&rx, &mut batch);
         }
         last_batch = batch.len();
+        if shared.restart_wanted.swap(false, Ordering::AcqRel) {
+            restart_log(&mut conn);
+        }
         if let Err(e) = exec(&conn, "BEGIN IMMEDIATE") {
-            // Dropping the jobs unrun drops their reply channels: each caller gets Unavailable.
             tracing::error!(error = %e, "store: cannot begin transaction");
-            drop(batch);
             continue;
         }
         let mut done = Vec::with_capacity(batch.len());
@@ -144,24 +234,112 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
             }
             done.push(completion);
         }
-        let commit = exec(&conn, "COMMIT");
-        if commit.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        for completion in done {
-            completion(match &commit {
-                Ok(()) => Ok(()),
-                Err(e) => Err(StoreError::Unavailable(e.to_string())),
-            });
+        match exec(&conn, "COMMIT") {
+            // The frames are in the log (not yet on disk): the syncer answers once they are.
+            Ok(()) => {
+                if let Err(mpsc::SendError(Committed(done))) = synced.send(Committed(done)) {
+                    fail_all(done, "store syncer stopped");
+                }
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                fail_all(done, &e.to_string());
+            }
         }
     }
 }
 
-fn checkpoint(conn: Connection, stop: mpsc::Receiver<()>) {
-    // PASSIVE never blocks the writer or readers; it copies what it can and tries again later.
+fn fail_all(done: Vec<Completion>, why: &str) {
+    for completion in done {
+        completion(Err(StoreError::Unavailable(why.to_owned())));
+    }
+}
+
+/// Makes every commit the writer sent durable with one `fdatasync` of the log per round, then
+/// answers their callers.
+fn syncer(shared: &Shared, rx: mpsc::Receiver<Committed>) {
+    let mut wal: Option<File> = None;
+    while let Ok(first) = rx.recv() {
+        let mut waiting = first.0;
+        while let Ok(more) = rx.try_recv() {
+            waiting.extend(more.0);
+        }
+        let synced = if shared.failed.load(Ordering::Acquire) {
+            Err("an earlier sync of the write-ahead log failed".to_owned())
+        } else {
+            sync_log(&shared.wal_path, &mut wal)
+        };
+        if let Err(e) = &synced {
+            // Like PostgreSQL after a failed fsync: the kernel may have dropped the pages, so
+            // nothing more is written until a restart reads the log back from disk.
+            tracing::error!(error = %e, "store: syncing the write-ahead log failed; the store accepts no more writes");
+            shared.failed.store(true, Ordering::Release);
+        }
+        for completion in waiting {
+            completion(
+                synced
+                    .clone()
+                    .map_err(|e| StoreError::Unavailable(format!("store: {e}"))),
+            );
+        }
+    }
+}
+
+/// `fdatasync` of the write-ahead log, through a handle opened once (and again should the file
+/// ever be replaced: a sync through a handle on an unlinked file would prove nothing).
+fn sync_log(path: &std::path::Path, wal: &mut Option<File>) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let current = std::fs::metadata(path).map_err(|e| format!("write-ahead log: {e}"))?;
+    let same = match wal {
+        Some(f) => f
+            .metadata()
+            .is_ok_and(|m| m.ino() == current.ino() && m.dev() == current.dev()),
+        None => false,
+    };
+    if !same {
+        *wal = Some(File::open(path).map_err(|e| format!("opening the write-ahead log: {e}"))?);
+    }
+    match wal {
+        Some(f) => f
+            .sync_data()
+            .map_err(|e| format!("syncing the write-ahead log: {e}")),
+        None => Err("no write-ahead log handle".to_owned()),
+    }
+}
+
+/// Folds the whole log into the database and restarts it from its beginning, in the writer
+/// between two batches. The checkpointer has already copied all but the last moments' frames,
+/// so this copies little; readers still on old frames are waited for only briefly.
+fn restart_log(conn: &mut Connection) {
+    let _ = conn.busy_handler(Some(busy_brief));
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+        tracing::warn!(error = %e, "store: restarting the write-ahead log failed");
+    }
+    let _ = conn.busy_handler(Some(busy_wait));
+}
+
+/// Keeps the log short without stalling the writer. A PASSIVE checkpoint copies log frames into
+/// the database and syncs it while the writer goes on; but SQLite starts the log again from its
+/// beginning only when a writer finds it entirely copied, which never happens while writes keep
+/// coming, and a log that only grows ends in a long checkpoint inside some commit (measured: an
+/// 85 ms stall at 80 MB). So once the log is longer than 4 MB, the writer is asked to restart it
+/// between two batches (`restart_log`), when only the frames since this pass are left to copy
+/// (measured: 1-8 ms).
+fn checkpoint(conn: Connection, shared: &Shared, stop: mpsc::Receiver<()>) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "store: checkpoint failed");
+        // (busy, frames in the log, frames copied)
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        }) {
+            Ok((_, log, _)) if log >= RESTART_AFTER_FRAMES => {
+                shared.restart_wanted.store(true, Ordering::Release);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "store: checkpoint failed"),
         }
     }
 }

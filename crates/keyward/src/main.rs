@@ -105,6 +105,12 @@ struct ServeArgs {
     log_format: String,
 }
 
+/// mimalloc instead of glibc's malloc: the request path allocates many small, short-lived
+/// objects across threads (hyper buffers, JSON, audit events); glibc spent about 14 % of the
+/// server's CPU in malloc and free under load (measured with perf, BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
