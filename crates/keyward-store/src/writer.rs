@@ -38,12 +38,6 @@ struct Job {
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 1024;
-/// A batch smaller than this waits `LINGER` once for company.
-const LINGER_BELOW: usize = 64;
-/// A previous batch at least this large means concurrent writers: worth lingering for.
-const CONCURRENT: usize = 4;
-/// How long a small batch waits.
-const LINGER: Duration = Duration::from_micros(800);
 /// How often the checkpointer folds the WAL back into the database. Often, so that each pass
 /// flushes little: a checkpoint's database sync shares the disk with the log syncs requests wait
 /// for, and on this class of disk a 4 MB flush every 200 ms made several of those syncs a second
@@ -190,7 +184,10 @@ fn run(
     rx: mpsc::Receiver<Job>,
     synced: mpsc::Sender<Committed>,
 ) {
-    let mut last_batch = 0;
+    // No lingering for company: while the syncer waits for the disk, the writes arriving meanwhile
+    // gather by themselves. (Before commits were pipelined, the writer slept 0.8 ms to batch
+    // more; with the pipeline that sleep only added latency: wrap at 64 connections went from
+    // 17.9 k to 20.7-23.1 k req/s without it.)
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         drain(&rx, &mut batch);
@@ -198,14 +195,6 @@ fn run(
             // Dropping the jobs unrun drops their reply channels: each caller gets Unavailable.
             continue;
         }
-        if batch.len() < LINGER_BELOW && last_batch >= CONCURRENT {
-            // Under concurrent load, waiting a moment for more writes makes each commit (WAL
-            // frames and an fsync) serve more requests. A lone client never waits: its previous
-            // batch was small.
-            std::thread::sleep(LINGER);
-            drain(&rx, &mut batch);
-        }
-        last_batch = batch.len();
         if shared.restart_wanted.swap(false, Ordering::AcqRel) {
             restart_log(&mut conn);
         }
