@@ -75,10 +75,6 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<bool> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
     let mut config = match &args.config {
         Some(p) => ServerConfig::from_file(p)?,
@@ -105,7 +101,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
         let out = json!({
             "ok": ok,
             "events": report.events,
-            "head": report.head.map(|(seq, h)| json!({"seq": seq, "hash": hex(&h)})),
+            "head": report.head.map(|(seq, h)| json!({"seq": seq, "hash": keyward_server::audit::hex(&h)})),
             "checkpoints": report.checkpoints,
             "lastGoodCheckpoint": report.last_good_checkpoint,
             "firstBreak": brk,
