@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub audit: AuditSection,
     /// The Prometheus endpoint.
     pub metrics: MetricsSection,
+    /// Where event subscriptions (webhooks) may send.
+    pub webhooks: WebhooksSection,
 }
 
 /// `[audit]`: signed checkpoints of the audit chain's head, and where events are exported.
@@ -122,6 +124,18 @@ fn default_batch() -> u32 {
 
 fn default_timeout_ms() -> u64 {
     5000
+}
+
+/// `[webhooks]`: where event subscriptions may send. Any identity that may register on a key can
+/// subscribe a webhook, so by default a URL must reach a public address: otherwise a tenant could
+/// make this server send requests into its own network (loopback, private ranges, link-local
+/// such as a cloud metadata service).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksSection {
+    /// Also allow loopback, private, link-local, shared (CGNAT), unique-local and other
+    /// non-public addresses (for receivers on the same host or network as the server).
+    pub allow_private_addresses: bool,
 }
 
 /// `[metrics]`: the Prometheus `GET /metrics` endpoint.
@@ -331,6 +345,7 @@ impl Default for ServerConfig {
             custody: CustodySection::default(),
             audit: AuditSection::default(),
             metrics: MetricsSection::default(),
+            webhooks: WebhooksSection::default(),
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod access;
 pub mod audit;
 pub mod bootstrap;
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod extract;
 pub mod metrics;

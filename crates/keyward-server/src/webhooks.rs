@@ -44,11 +44,13 @@ pub fn spawn(state: &Arc<AppState>) -> tokio::task::JoinHandle<()> {
 
 async fn run(state: Arc<AppState>) {
     let worker = uuid::Uuid::new_v4().to_string();
-    let http = match reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
+        .redirect(reqwest::redirect::Policy::none());
+    if !state.config.webhooks.allow_private_addresses {
+        builder = builder.dns_resolver(Arc::new(crate::egress::PublicOnly));
+    }
+    let http = match builder.build() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "webhooks: cannot build the HTTP client; delivery off");
@@ -124,6 +126,11 @@ async fn deliver(state: &AppState, http: &reqwest::Client, job: DeliveryJob) {
 }
 
 async fn post(state: &AppState, http: &reqwest::Client, job: &DeliveryJob) -> Result<(), String> {
+    if !state.config.webhooks.allow_private_addresses
+        && !crate::egress::literal_allowed(&job.subscription.url)
+    {
+        return Err("the URL's address is not public ([webhooks] allow_private_addresses)".into());
+    }
     let account = state
         .instance_account(job.event.instance)
         .await

@@ -1228,3 +1228,55 @@ async fn a_graceful_shutdown_ends_open_event_streams_instead_of_waiting_for_them
     .await;
     assert!(ended.is_ok());
 }
+
+/// By default a webhook may only reach public addresses: a tenant's subscription must not make
+/// the server send requests into its own network (loopback, private ranges, a cloud metadata
+/// service). The refusal is a clear 400, audited, and nothing is stored.
+#[tokio::test]
+async fn webhooks_to_private_addresses_are_refused_by_default() {
+    let ts = TestServer::start_with(|c| c.webhooks.allow_private_addresses = false).await;
+    let (_, svc) = service(&ts).await;
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://localhost:9/hook",
+        "http://[::1]:9/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.7/hook",
+        "http://192.168.1.1/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+    ] {
+        let (s, e) = as_svc(
+            &ts,
+            &svc,
+            Method::PUT,
+            "/api/v2/event_subscription",
+            Some(json!({ "url": url })),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{url}: {e}");
+        let message = e["resources"][0]["errorMsg"].as_str().unwrap_or_default();
+        assert!(message.contains("not a public address"), "{url}: {e}");
+    }
+    let (s, e) = as_svc(&ts, &svc, Method::GET, "/api/v2/event_subscription", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "nothing stored: {e}");
+    let db = rusqlite::Connection::open(ts.db_path()).unwrap();
+    let refused: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM audit_events
+             WHERE action = 'kms.eventsubscription.put' AND outcome = 'failure'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(refused, 7, "every refusal is audited");
+    // A public address literal passes the check (nothing is sent until an event is due).
+    let (s, e) = as_svc(
+        &ts,
+        &svc,
+        Method::PUT,
+        "/api/v2/event_subscription",
+        Some(json!({ "url": "https://8.8.8.8/hook" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+}

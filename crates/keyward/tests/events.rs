@@ -16,7 +16,7 @@ use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{api, kill9, spawn};
+use common::{FAST_LIFECYCLE, LOCAL_WEBHOOKS, api, kill9, spawn_with};
 use serde_json::{Value, json};
 
 const CRN: &str = "crn:v1:bluemix:public:messagehub:us-south:a/acct:inst-1::";
@@ -77,7 +77,7 @@ fn serve_hooks(listener: TcpListener, tx: mpsc::Sender<Hook>) {
 #[test]
 fn an_acknowledged_disable_reaches_the_webhook_after_kill_9_and_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let p = spawn(dir.path());
+    let p = spawn_with(dir.path(), &format!("{FAST_LIFECYCLE}{LOCAL_WEBHOOKS}"));
     let a = api(dir.path(), &p.url);
     let r = a
         .req(reqwest::Method::POST, "/api/v2/keys")
@@ -138,7 +138,7 @@ fn an_acknowledged_disable_reaches_the_webhook_after_kill_9_and_restart() {
 
     let (tx, rx) = mpsc::channel();
     serve_hooks(TcpListener::bind(("127.0.0.1", port)).unwrap(), tx);
-    let p = spawn(dir.path());
+    let p = spawn_with(dir.path(), &format!("{FAST_LIFECYCLE}{LOCAL_WEBHOOKS}"));
     // A delivery the killed process had leased is retried once the lease (15 s) runs out.
     let hook = rx
         .recv_timeout(Duration::from_secs(40))

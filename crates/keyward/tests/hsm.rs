@@ -14,7 +14,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{FAST_LIFECYCLE, api, kill9, spawn_env};
+use common::{FAST_LIFECYCLE, LOCAL_WEBHOOKS, api, kill9, spawn_env};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -187,7 +187,7 @@ fn a_master_key_rotation_killed_half_way_completes_when_run_again() {
     else {
         return;
     };
-    let config = format!("{FAST_LIFECYCLE}{custody}");
+    let config = format!("{FAST_LIFECYCLE}{LOCAL_WEBHOOKS}{custody}");
     // The CLI reads the data directory from its config; the server gets it as a flag.
     let cli_config = data.path().join("cli.toml");
     std::fs::write(

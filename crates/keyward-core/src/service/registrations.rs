@@ -521,14 +521,19 @@ impl KeyService {
     // ---- webhook subscriptions ----
 
     /// Sets the caller's webhook in its instance; returns the new signing secret (shown once).
+    /// `destination` is the server's verdict on where the URL leads (it may only reach public
+    /// addresses unless configured otherwise: the check needs DNS, which the domain does not
+    /// do); a refusal fails here, so it is audited like any other.
     pub async fn put_subscription(
         &self,
         caller: &Caller,
         url: &str,
+        destination: Result<(), String>,
     ) -> Result<(SubscriptionRecord, Secret), KeyError> {
         let action = "kms.eventsubscription.put";
         let result = async {
             check_url(url)?;
+            destination.map_err(invalid)?;
             let secret = keyward_crypto::random_secret(WEBHOOK_SECRET_BYTES)
                 .map_err(|e| KeyError::Custody(crate::CustodyError::Internal(e.to_string())))?;
             let record = SubscriptionRecord {

@@ -190,7 +190,12 @@ pub async fn put_subscription(
     let url = req
         .url
         .ok_or_else(|| ApiError::bad_request("BAD_BODY_ERR", "url: required"))?;
-    let (record, secret) = state.keys.put_subscription(&authed.caller, &url).await?;
+    let destination =
+        crate::egress::check_url(&url, state.config.webhooks.allow_private_addresses).await;
+    let (record, secret) = state
+        .keys
+        .put_subscription(&authed.caller, &url, destination)
+        .await?;
     let body = EventSubscription {
         url: record.url,
         secret: Some(b64(secret.expose())),

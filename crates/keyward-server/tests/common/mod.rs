@@ -33,6 +33,8 @@ pub fn config(dir: &Path) -> ServerConfig {
     };
     c.lifecycle.min_rotation_interval_secs = 0;
     c.lifecycle.enable_after_disable_secs = 0;
+    // Webhook receivers in these tests listen on loopback (off by default: public addresses only).
+    c.webhooks.allow_private_addresses = true;
     if on_hsm() {
         c.custody = hsm_custody();
     }

@@ -19,6 +19,10 @@ use serde_json::Value;
 pub const FAST_LIFECYCLE: &str =
     "[lifecycle]\nmin_rotation_interval_secs = 0\nenable_after_disable_secs = 0\n";
 
+/// Lets event subscriptions reach receivers on this host (off by default: webhooks may only
+/// reach public addresses).
+pub const LOCAL_WEBHOOKS: &str = "[webhooks]\nallow_private_addresses = true\n";
+
 pub struct Proc {
     pub child: Child,
     pub url: String,
