@@ -48,7 +48,11 @@ async fn run(state: Arc<AppState>) {
         .timeout(REQUEST_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none());
     if !state.config.webhooks.allow_private_addresses {
-        builder = builder.dns_resolver(Arc::new(crate::egress::PublicOnly));
+        // No proxy from the environment either: a proxy would resolve and reach the target
+        // itself, past this check.
+        builder = builder
+            .no_proxy()
+            .dns_resolver(Arc::new(crate::egress::PublicOnly));
     }
     let http = match builder.build() {
         Ok(c) => c,
