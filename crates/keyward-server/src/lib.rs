@@ -398,13 +398,20 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     background.push(webhooks::spawn(&state));
     let closing = state.closing.clone();
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    // TCP_NODELAY on every connection: a response must not wait for the client's (possibly
+    // delayed) ACK of the previous one on a keep-alive connection.
+    let nodelay = axum_server::accept::NoDelayAcceptor::new;
     let task = match tls {
         Some(tls) => {
-            let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
+            let server = axum_server::from_tcp_rustls(listener, tls)?
+                .map(|a| a.acceptor(nodelay()))
+                .handle(handle.clone());
             tokio::spawn(async move { server.serve(app).await })
         }
         None => {
-            let server = axum_server::from_tcp(listener)?.handle(handle.clone());
+            let server = axum_server::from_tcp(listener)?
+                .acceptor(nodelay())
+                .handle(handle.clone());
             tokio::spawn(async move { server.serve(app).await })
         }
     };
