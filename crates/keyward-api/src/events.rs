@@ -291,9 +291,7 @@ pub fn decode_secret(secret_b64: &str) -> Option<keyward_crypto::Secret> {
 /// The `X-Keyward-Signature` value for `body` sent at Unix time `t`.
 pub fn sign(secret: &keyward_crypto::Secret, t: i64, body: &[u8]) -> String {
     let mac = keyward_crypto::hmac_sha256(secret, &signed_payload(t, body));
-    // Lowercase hex by hand: 32 bytes, not worth a dependency.
-    let hex: String = mac.0.iter().map(|b| format!("{b:02x}")).collect();
-    format!("t={t},v1={hex}")
+    format!("t={t},v1={}", crate::hex(&mac.0))
 }
 
 /// Verifies an `X-Keyward-Signature` header over `body` with the base64 `secret_b64`, accepting

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keyward_api::{AuditEventView, AuditInitiator, AuditTarget};
+use keyward_api::{AuditEventView, AuditInitiator, AuditTarget, hex};
 use keyward_core::{AuditCheckpoint, AuditStore, ChainedEvent, Custody, checkpoint_bytes};
 use keyward_crypto::Secret;
 use time::OffsetDateTime;
@@ -16,18 +16,6 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::config::{JsonlSinkSection, WebhookSinkSection};
 use crate::metrics::Metrics;
-
-/// Lower-case hex, a digit at a time rather than through `format!("{b:02x}")`: the export sink
-/// writes two hashes per event, and `fmt` was about 2 % of the server's CPU under load.
-pub fn hex(bytes: &[u8]) -> String {
-    let digit = |n: u8| char::from_digit(u32::from(n), 16).unwrap_or('0');
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(digit(b >> 4));
-        s.push(digit(b & 0x0f));
-    }
-    s
-}
 
 /// The wire (and export) form of a stored event.
 pub fn event_view(e: &ChainedEvent) -> AuditEventView {
@@ -399,13 +387,4 @@ fn open_append(path: &Path) -> anyhow::Result<(std::fs::File, u64, u64)> {
         file.set_len(good)?;
     }
     Ok((file, good, last_seq))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn hex_is_lower_case_two_digits_per_byte() {
-        assert_eq!(super::hex(&[]), "");
-        assert_eq!(super::hex(&[0x00, 0x0f, 0xa5, 0xff, 0x10]), "000fa5ff10");
-    }
 }

@@ -62,10 +62,9 @@ pub async fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
     }
     let parsed = reqwest::Url::parse(url).map_err(|_| "url: not a valid URL".to_owned())?;
     let port = parsed.port_or_known_default().unwrap_or(80);
-    let addrs: Vec<IpAddr> = match parsed.host() {
-        Some(url::Host::Ipv4(ip)) => vec![IpAddr::V4(ip)],
-        Some(url::Host::Ipv6(ip)) => vec![IpAddr::V6(ip)],
-        Some(url::Host::Domain(name)) => match tokio::net::lookup_host((name, port)).await {
+    let addrs: Vec<IpAddr> = match host(&parsed) {
+        Some(Ok(ip)) => vec![ip],
+        Some(Err(name)) => match tokio::net::lookup_host((name, port)).await {
             Ok(found) => found.map(|a| a.ip()).collect(),
             Err(_) => Vec::new(),
         },
@@ -83,15 +82,19 @@ pub async fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
 /// Whether a delivery to `url` may go ahead: an address literal is checked here (the HTTP client
 /// does not resolve those); names are checked by [`PublicOnly`].
 pub fn literal_allowed(url: &str) -> bool {
-    match reqwest::Url::parse(url)
-        .ok()
-        .as_ref()
-        .and_then(|u| u.host())
-    {
-        Some(url::Host::Ipv4(ip)) => is_public_v4(ip),
-        Some(url::Host::Ipv6(ip)) => is_public_v6(ip),
-        Some(url::Host::Domain(_)) => true,
+    match reqwest::Url::parse(url).as_ref().ok().and_then(host) {
+        Some(Ok(ip)) => is_public(ip),
+        Some(Err(_)) => true,
         None => false,
+    }
+}
+
+/// A URL's host: an address literal, or the name to resolve.
+fn host(url: &reqwest::Url) -> Option<Result<IpAddr, &str>> {
+    match url.host()? {
+        url::Host::Ipv4(ip) => Some(Ok(IpAddr::V4(ip))),
+        url::Host::Ipv6(ip) => Some(Ok(IpAddr::V6(ip))),
+        url::Host::Domain(name) => Some(Err(name)),
     }
 }
 

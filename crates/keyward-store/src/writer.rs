@@ -10,11 +10,13 @@
 //! batch's frames go to disk the writer gathers the next, and commits it when that sync ends (or
 //! once it is large): one commit per sync, where committing each small batch at once made ~3.4
 //! commits per sync, each rewriting the log's last pages (measured: 3 200 commits/s for 900
-//! syncs/s at 64 connections; with the wait, 10 % more wraps/s at 12 % less CPU each). A reader may see a committed write a fraction of a millisecond before it
-//! is durable, but every API answer waits for its own audit event, which is later in the log than
-//! anything the request saw, so no answer depends on a write that a crash could take back. A
-//! failed sync stops the store: after one the kernel may have dropped the pages, so nothing
-//! written is trusted until a restart reads the log back.
+//! syncs/s at 64 connections; with the wait, 10 % more wraps/s at 12 % less CPU each).
+//!
+//! A reader may see a committed write a fraction of a millisecond before it is durable, but
+//! every API answer waits for its own audit event, which is later in the log than anything the
+//! request saw, so no answer depends on a write that a crash could take back. A failed sync stops
+//! the store: after one the kernel may have dropped the pages, so nothing written is trusted
+//! until a restart reads the log back.
 //!
 //! WAL checkpoints run on their own thread so the writer never stalls behind one; see
 //! [`checkpoint`] for how the log is kept short.

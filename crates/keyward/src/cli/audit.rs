@@ -101,7 +101,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
         let out = json!({
             "ok": ok,
             "events": report.events,
-            "head": report.head.map(|(seq, h)| json!({"seq": seq, "hash": keyward_server::audit::hex(&h)})),
+            "head": report.head.map(|(seq, h)| json!({"seq": seq, "hash": keyward_api::hex(&h)})),
             "checkpoints": report.checkpoints,
             "lastGoodCheckpoint": report.last_good_checkpoint,
             "firstBreak": brk,
