@@ -39,7 +39,8 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "${PACKAGES[*]}" ]; then
 fi
 
 if [ -z "${KEYWARD_BIN:-}" ]; then
-  cargo build --locked -p keyward
+  # --workspace: the same feature set as `cargo test --workspace`, so nothing is built twice.
+  cargo build --locked --workspace --bins
   target_dir=$(cargo metadata --format-version 1 --no-deps \
     | "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
   export KEYWARD_BIN=$target_dir/debug/keyward

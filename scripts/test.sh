@@ -21,11 +21,23 @@ step "cargo test"
 scripts/softhsm.sh --install-only  # SoftHSM2 for keyward-custody-pkcs11 (its tests make their own tokens)
 cargo test --workspace --locked
 
-step "cargo test -p keyward-server on the PKCS#11 custody backend (two SoftHSM2 tokens)"
+step "keyward-server's tests again, on the PKCS#11 custody backend (two SoftHSM2 tokens)"
 hsm_dir=$(mktemp -d -t keyward-test-hsm.XXXXXX)
 if KEYWARD_TEST_HSM_PIN=1234 scripts/softhsm.sh "$hsm_dir" keyward-a keyward-b >/dev/null; then
-    SOFTHSM2_CONF=$hsm_dir/softhsm2.conf KEYWARD_TEST_HSM_PIN=1234 KEYWARD_TEST_CUSTODY=pkcs11 \
-        cargo test -p keyward-server --locked
+    # The test binaries `cargo test --workspace` built, run again: `cargo test -p keyward-server`
+    # would resolve features for that crate alone and build a second copy of its dependencies.
+    mapfile -t server_tests < <(cargo test --workspace --locked --no-run --message-format=json \
+        | python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"] \
+            and m["package_id"].startswith("path+") and "/crates/keyward-server#" in m["package_id"]:
+        print(m["executable"])')
+    [ "${#server_tests[@]}" -gt 0 ] || { echo "no keyward-server test binaries found" >&2; exit 1; }
+    for exe in "${server_tests[@]}"; do
+        (cd crates/keyward-server && SOFTHSM2_CONF=$hsm_dir/softhsm2.conf KEYWARD_TEST_HSM_PIN=1234 \
+            KEYWARD_TEST_CUSTODY=pkcs11 "$exe")
+    done
 else
     echo "SKIPPED: SoftHSM2 cannot be installed here"
 fi
