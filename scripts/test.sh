@@ -21,18 +21,31 @@ step "cargo test"
 scripts/softhsm.sh --install-only  # SoftHSM2 for keyward-custody-pkcs11 (its tests make their own tokens)
 cargo test --workspace --locked
 
+# What that build made (no rebuild): later steps reuse it rather than build with other features.
+artifacts=$(mktemp -t keyward-artifacts.XXXXXX)
+cargo test --workspace --locked --no-run --message-format=json > "$artifacts"
+# built test|bin PACKAGE: the executables of PACKAGE's tests, or its binaries, from that build.
+built() {
+    python3 - "$artifacts" "$1" "$2" <<'PY'
+import json, sys
+path, kind, package = sys.argv[1:]
+for line in open(path):
+    m = json.loads(line)
+    if m.get("reason") != "compiler-artifact" or not m.get("executable"):
+        continue
+    if f"/crates/{package}#" not in m["package_id"] or not m["package_id"].startswith("path+"):
+        continue
+    if m["profile"]["test"] if kind == "test" else "bin" in m["target"]["kind"] and not m["profile"]["test"]:
+        print(m["executable"])
+PY
+}
+
 step "keyward-server's tests again, on the PKCS#11 custody backend (two SoftHSM2 tokens)"
 hsm_dir=$(mktemp -d -t keyward-test-hsm.XXXXXX)
 if KEYWARD_TEST_HSM_PIN=1234 scripts/softhsm.sh "$hsm_dir" keyward-a keyward-b >/dev/null; then
     # The test binaries `cargo test --workspace` built, run again: `cargo test -p keyward-server`
     # would resolve features for that crate alone and build a second copy of its dependencies.
-    mapfile -t server_tests < <(cargo test --workspace --locked --no-run --message-format=json \
-        | python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"] \
-            and m["package_id"].startswith("path+") and "/crates/keyward-server#" in m["package_id"]:
-        print(m["executable"])')
+    mapfile -t server_tests < <(built test keyward-server)
     [ "${#server_tests[@]}" -gt 0 ] || { echo "no keyward-server test binaries found" >&2; exit 1; }
     for exe in "${server_tests[@]}"; do
         (cd crates/keyward-server && SOFTHSM2_CONF=$hsm_dir/softhsm2.conf KEYWARD_TEST_HSM_PIN=1234 \
@@ -47,4 +60,5 @@ step "fuzz targets compile (running them needs nightly: see fuzz/)"
 cargo check --quiet --manifest-path fuzz/Cargo.toml --locked
 
 step "interop: the keyprotect SDK against keyward serve"
-scripts/interop.sh
+KEYWARD_BIN=$(built bin keyward) scripts/interop.sh
+rm -f "$artifacts"
