@@ -348,26 +348,24 @@ pub struct ChainReport {
 /// Walks stored events in `seq` order and names the first break. Feed every row to [`push`]
 /// with the `prev_hash` of the row after it, then call [`finish`] with the checkpoints.
 ///
+/// Memory is constant: the walk keeps only the last row it accepted. Where a broken row's
+/// predecessor really is (to tell a reordered event from an inserted one) is asked of the
+/// caller's lookup, once, at the first break.
+///
 /// [`push`]: ChainVerifier::push
 /// [`finish`]: ChainVerifier::finish
-pub struct ChainVerifier<'a> {
-    /// Stored hash → stored seq of every row: finds where a misplaced predecessor really is.
-    index: &'a std::collections::HashMap<[u8; 32], u64>,
+#[derive(Default)]
+pub struct ChainVerifier {
     /// The last row accepted: seq, hash, id.
     prev: Option<(u64, [u8; 32], Uuid)>,
     events: u64,
     first_break: Option<ChainBreak>,
 }
 
-impl<'a> ChainVerifier<'a> {
-    /// A verifier over the stored hashes of every row.
-    pub fn new(index: &'a std::collections::HashMap<[u8; 32], u64>) -> Self {
-        ChainVerifier {
-            index,
-            prev: None,
-            events: 0,
-            first_break: None,
-        }
+impl ChainVerifier {
+    /// A verifier that has seen nothing yet.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Records a row that could not even be decoded.
@@ -384,8 +382,14 @@ impl<'a> ChainVerifier<'a> {
     }
 
     /// Checks one row against the row before it; `next_prev_hash` is the `prev_hash` of the row
-    /// after it, if any.
-    pub fn push(&mut self, r: &ChainedEvent, next_prev_hash: Option<&[u8; 32]>) {
+    /// after it, if any. `seq_of` finds the stored seq of the row with a given hash; it is called
+    /// at most once, when this row is the first break.
+    pub fn push(
+        &mut self,
+        r: &ChainedEvent,
+        next_prev_hash: Option<&[u8; 32]>,
+        seq_of: impl FnOnce(&[u8; 32]) -> Option<u64>,
+    ) {
         self.events += 1;
         if self.first_break.is_some() {
             return;
@@ -401,7 +405,7 @@ impl<'a> ChainVerifier<'a> {
         }
         let id = r.event.id;
         let seq = r.seq;
-        let found_prev = self.index.get(&r.prev_hash).copied();
+        let found_prev = seq_of(&r.prev_hash);
         let (kind, at, at_id, detail) = if !link_ok && found_prev.is_some_and(|s| s > seq) {
             (
                 BreakKind::Reordered,

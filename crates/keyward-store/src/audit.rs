@@ -2,7 +2,6 @@
 //! transaction, so two processes on one database extend one chain), queries, export cursors,
 //! signed checkpoints, and the offline walk behind `keyward audit verify`.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use keyward_core::{
@@ -284,8 +283,8 @@ impl AuditStore for SqliteStore {
 }
 
 /// Walks the whole audit chain of `dir/keyward.db`, read-only, and checks every checkpoint's
-/// signature with `custody`. Memory: one stored hash per event (to tell a reordered event from an
-/// inserted one), plus one event at a time.
+/// signature with `custody`. Memory is constant: one event at a time (a trail grows by billions of
+/// events a day at full load); at a break, one scan finds where the broken row's predecessor is.
 pub fn verify_audit_chain(dir: &Path, custody: &dyn Custody) -> Result<ChainReport, StoreError> {
     let path = dir.join(DB_FILE);
     if !path.exists() {
@@ -300,21 +299,19 @@ pub fn verify_audit_chain(dir: &Path, custody: &dyn Custody) -> Result<ChainRepo
         .map_err(sql_error)?;
     // One read transaction: the walk sees one snapshot even if a server is appending.
     c.execute_batch("BEGIN").map_err(sql_error)?;
-    let index: HashMap<[u8; 32], u64> = {
-        let mut stmt = c
-            .prepare("SELECT seq, hash FROM audit_events")
-            .map_err(sql_error)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    hash32(r.get(1)?),
-                    u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-                ))
-            })
-            .map_err(sql_error)?;
-        rows.collect::<rusqlite::Result<_>>().map_err(sql_error)?
+    // No index on `hash`: a scan, run at most once (at the first break).
+    let mut by_hash = c
+        .prepare("SELECT seq FROM audit_events WHERE hash = ?1 ORDER BY seq DESC LIMIT 1")
+        .map_err(sql_error)?;
+    let mut seq_of = |hash: &[u8; 32]| -> Option<u64> {
+        by_hash
+            .query_row([&hash[..]], |r| r.get::<_, i64>(0))
+            .optional()
+            .ok()
+            .flatten()
+            .and_then(|s| u64::try_from(s).ok())
     };
-    let mut verifier = ChainVerifier::new(&index);
+    let mut verifier = ChainVerifier::new();
     {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events ORDER BY seq");
         let mut stmt = c.prepare(&sql).map_err(sql_error)?;
@@ -333,7 +330,7 @@ pub fn verify_audit_chain(dir: &Path, custody: &dyn Custody) -> Result<ChainRepo
                     _ => None,
                 };
                 match cur {
-                    Ok(e) => verifier.push(&e, next_prev.as_ref()),
+                    Ok(e) => verifier.push(&e, next_prev.as_ref(), &mut seq_of),
                     Err((seq, why)) => verifier.push_unreadable(seq, &why),
                 }
             }
