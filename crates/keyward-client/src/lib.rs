@@ -32,6 +32,7 @@ mod iam;
 mod import;
 mod kmip;
 mod registrations;
+mod signal;
 
 pub use crn::KeyCrn;
 pub use iam::{
@@ -43,6 +44,7 @@ pub use import::{IMPORT_ALGORITHM, SealedMaterial, seal_for_import};
 pub use keyward_api as api;
 pub use keyward_crypto::Secret;
 pub use kmip::{KMIP_PROFILE_NATIVE, KmipPage};
+pub use signal::shutdown_signal;
 
 /// A client failure.
 #[derive(Debug, thiserror::Error)]

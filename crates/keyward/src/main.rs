@@ -192,26 +192,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("keyward: listening on {}", server.url);
     let closer = server.closer();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        keyward_client::shutdown_signal().await;
         tracing::info!("shutting down");
         closer.close();
     });
     server.wait().await
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = ctrl_c.await;
 }
