@@ -42,19 +42,29 @@ CT=$(curl -sf "${H[@]}" -d "$WRAP_BODY" "$URL/api/v2/keys/$KEY/actions/wrap" | p
 UNWRAP_BODY="{\"ciphertext\":\"$CT\",\"aad\":[\"tenant-a\"]}"
 export BENCH_TOKEN=$TOKEN BENCH_INSTANCE=$INSTANCE
 
-# run NAME URL [BODY]: prints "rps p50_ms p99_ms non2xx"
+# The server's CPU time so far (user + system, clock ticks), and the machine's idle ticks: with
+# them each run also reports the server's CPU per request and how idle the cores were, which say
+# where a ratio comes from (the host's speed drifts between runs; these drift less).
+server_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+idle_ticks() { awk '/^cpu /{print $5 + $6; exit}' /proc/stat; }
+all_ticks() { awk '/^cpu /{s = 0; for (i = 2; i <= NF; i++) s += $i; print s; exit}' /proc/stat; }
+
+# run NAME URL [BODY]: prints "rps p50_ms p99_ms non2xx server_us_per_request idle_percent"
 run() {
   local name=$1 url=$2 body=${3:-}
-  local out
+  local out s0 s1 i0 i1 a0 a1
+  s0=$(server_ticks); i0=$(idle_ticks); a0=$(all_ticks)
   if [ -n "$body" ]; then
     out=$(BENCH_BODY=$body wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$ROOT/scripts/bench/post.lua" "$url")
   else
     out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
   fi
+  s1=$(server_ticks); i1=$(idle_ticks); a1=$(all_ticks)
   echo "$out" > "$WORK/$name.$RANDOM.txt"
-  python3 - "$out" <<'PY'
+  python3 - "$out" "$((s1 - s0))" "$((i1 - i0))" "$((a1 - a0))" "$(getconf CLK_TCK)" <<'PY'
 import re, sys
 out = sys.argv[1]
+server, idle, total, tck = map(int, sys.argv[2:6])
 def ms(v):
     n, unit = re.match(r"([\d.]+)(us|ms|s)", v).groups()
     return float(n) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
@@ -66,7 +76,9 @@ bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
 non2xx = int(bad.group(1)) if bad else 0
 sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
 non2xx += sum(map(int, sock.groups())) if sock else 0
-print(f"{rps:.0f} {p50:.3f} {p99:.3f} {non2xx}")
+done = int(re.search(r"(\d+) requests in", out).group(1))
+cpu_us = server / tck * 1e6 / max(done, 1)
+print(f"{rps:.0f} {p50:.3f} {p99:.3f} {non2xx} {cpu_us:.1f} {100 * idle / max(total, 1):.1f}")
 PY
 }
 
@@ -82,7 +94,7 @@ for round in $(seq "$ROUNDS"); do
       wrap) r=$(run wrap "$URL/api/v2/keys/$KEY/actions/wrap" "$WRAP_BODY") ;;
       unwrap) r=$(run unwrap "$URL/api/v2/keys/$KEY/actions/unwrap" "$UNWRAP_BODY") ;;
     esac
-    echo "round $round $op: $r (req/s p50_ms p99_ms non2xx)"
+    echo "round $round $op: $r (req/s p50_ms p99_ms non2xx server_us/req idle%)"
     [ "$AUDIT_EXPORT" = 1 ] && curl -sf "$URL/metrics" > "$WORK/metrics.txt"
     RESULTS[$op]="${RESULTS[$op]:-}$r;"
   done
@@ -101,7 +113,8 @@ out, duration, conns, threads, audit = sys.argv[1:6]
 def parse(s):
     rows = [list(map(float, r.split())) for r in s.strip(";").split(";")]
     return {"rps": statistics.median(r[0] for r in rows), "p50": statistics.median(r[1] for r in rows),
-            "p99": statistics.median(r[2] for r in rows), "non2xx": sum(r[3] for r in rows), "n": len(rows)}
+            "p99": statistics.median(r[2] for r in rows), "non2xx": sum(r[3] for r in rows), "n": len(rows),
+            "cpu": statistics.median(r[4] for r in rows), "idle": statistics.median(r[5] for r in rows)}
 h, w, u = (parse(x) for x in sys.argv[6:9])
 cpus = os.cpu_count()
 lines = [
@@ -116,11 +129,11 @@ lines = [
     f"audit events on and durable before each 2xx (group commit, the log fdatasync'd). wrk -t{threads} -c{conns} -d{duration}, keep-alive, {h['n']} rounds each;",
     "32-byte DEK, one AAD string.",
     "",
-    "| operation | requests/s (median) | ratio to /healthz | p50 ms | p99 ms | non-2xx |",
-    "|---|---:|---:|---:|---:|---:|",
+    "| operation | requests/s (median) | ratio to /healthz | p50 ms | p99 ms | non-2xx | server CPU µs/request | cores idle |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|",
 ]
 for name, r in [("GET /healthz", h), ("POST .../actions/wrap", w), ("POST .../actions/unwrap", u)]:
-    lines.append(f"| {name} | {r['rps']:.0f} | {r['rps']/h['rps']:.2f} | {r['p50']:.2f} | {r['p99']:.2f} | {int(r['non2xx'])} |")
+    lines.append(f"| {name} | {r['rps']:.0f} | {r['rps']/h['rps']:.2f} | {r['p50']:.2f} | {r['p99']:.2f} | {int(r['non2xx'])} | {r['cpu']:.1f} | {r['idle']:.0f} % |")
 ok = all(r["rps"] >= 0.5 * h["rps"] and r["p99"] <= 5.0 and r["non2xx"] == 0 for r in (w, u))
 lines += ["", f"Target (issue #2): wrap and unwrap at >= 0.5x the requests/s of /healthz, p99 <= 5 ms: **{'met' if ok else 'NOT met'}**.",
           f"Audit events written during the run: {audit}.", ""]
