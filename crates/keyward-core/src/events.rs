@@ -139,6 +139,8 @@ pub struct RegistrationRecord {
 pub struct RegistrationFilter {
     /// Only this key's.
     pub key_id: Option<KeyId>,
+    /// Only those of keys in this key ring.
+    pub key_ring: Option<String>,
     /// A CRN pattern: `*` matches any run of characters, everything else literally.
     pub crn_pattern: Option<String>,
     /// Only those with this `preventKeyDeletion`.

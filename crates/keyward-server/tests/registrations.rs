@@ -16,7 +16,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{TestServer, assert_kp_error};
+use common::{TestServer, assert_kp_error, login};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -1279,4 +1279,98 @@ async fn webhooks_to_private_addresses_are_refused_by_default() {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{e}");
+}
+
+/// `GET /api/v2/keys/registrations` with `X-Kms-Key-Ring`: that ring's keys' registrations only,
+/// and a role on the ring is enough to list them (as for the key listing).
+#[tokio::test]
+async fn the_instance_listing_is_narrowed_by_x_kms_key_ring() {
+    let ts = TestServer::start().await;
+    let plain = ts.create_root_key("in-default").await;
+    let (s, b) = ts
+        .call(Method::POST, "/api/v2/key_rings/team-a", None)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let ringed = ts
+        .create_key(json!({"name": "ringed", "keyRingID": "team-a"}))
+        .await;
+    let (_, svc) = service(&ts).await;
+    register(&ts, &svc, &plain, CRN_A, json!({})).await;
+    register(&ts, &svc, &ringed, CRN_B, json!({})).await;
+    register(&ts, &svc, &ringed, CRN_C, json!({})).await;
+
+    let list = |token: String, ring: Option<&'static str>| {
+        let ts = &ts;
+        async move {
+            let mut req = ts
+                .http
+                .get(format!(
+                    "{}/api/v2/keys/registrations?totalCount=true",
+                    ts.url
+                ))
+                .bearer_auth(token)
+                .header("bluemix-instance", &ts.instance);
+            if let Some(ring) = ring {
+                req = req.header("x-kms-key-ring", ring);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap();
+            let crns: Vec<String> = body["resources"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        // (an error body's resources are errors: no resourceCrn)
+                        .filter_map(|r| r["resourceCrn"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (status, crns, body)
+        }
+    };
+    let admin = ts.token.clone();
+    let (s, crns, b) = list(admin.clone(), None).await;
+    assert_eq!((s, crns.len()), (StatusCode::OK, 3), "{b}");
+    let (s, mut crns, b) = list(admin.clone(), Some("team-a")).await;
+    crns.sort();
+    let mut want = vec![CRN_B.to_owned(), CRN_C.to_owned()];
+    want.sort();
+    assert_eq!((s, crns), (StatusCode::OK, want), "{b}");
+    assert_eq!(b["metadata"]["totalCount"], 2, "{b}");
+    let (s, crns, b) = list(admin.clone(), Some("default")).await;
+    assert_eq!((s, crns), (StatusCode::OK, vec![CRN_A.to_owned()]), "{b}");
+    let (s, crns, b) = list(admin, Some("no-such-ring")).await;
+    assert_eq!((s, crns.len()), (StatusCode::OK, 0), "{b}");
+
+    // A Reader of ring team-a only: its ring's registrations with the header, 403 without it
+    // (the instance listing needs a role on the instance).
+    let (iam_id, key, _) = ts.identity_with("user", &[]).await;
+    let (s, p) = ts
+        .iam(
+            Method::POST,
+            "/iam/v1/policies",
+            Some(json!({"subject": iam_id, "roles": ["Reader"],
+                        "resource": {"instance_id": ts.instance, "key_ring": "team-a"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let reader = login(&ts.http, &ts.url, &key).await;
+    let (s, crns, b) = list(reader.clone(), Some("team-a")).await;
+    assert_eq!((s, crns.len()), (StatusCode::OK, 2), "{b}");
+    let (s, _, b) = list(reader.clone(), None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    // Another ring: refused exactly as the key listing refuses it.
+    let (s, _, b) = list(reader.clone(), Some("default")).await;
+    let keys = ts
+        .http
+        .get(format!("{}/api/v2/keys", ts.url))
+        .bearer_auth(&reader)
+        .header("bluemix-instance", &ts.instance)
+        .header("x-kms-key-ring", "default")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(keys.is_client_error(), "{keys}");
+    assert_eq!(s, keys, "{b}");
 }

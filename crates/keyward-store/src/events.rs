@@ -178,24 +178,35 @@ impl RegistrationStore for SqliteStore {
         filter: &RegistrationFilter,
     ) -> Result<(Vec<RegistrationRecord>, u64), StoreError> {
         let key = filter.key_id.map(|k| k.to_string());
+        let ring = filter.key_ring.clone();
         let like = filter.crn_pattern.as_deref().map(glob_pattern);
         let prevent = filter.prevent_key_deletion;
         let (limit, offset) = (i64::from(filter.limit), i64::from(filter.offset));
         self.read(move |c| {
             let cond = "instance_id = ?1 AND (?2 IS NULL OR key_id = ?2)
                  AND (?3 IS NULL OR resource_crn GLOB ?3)
-                 AND (?4 IS NULL OR prevent_key_deletion = ?4)";
-            let args = params![instance.to_string(), key, like, prevent];
+                 AND (?4 IS NULL OR prevent_key_deletion = ?4)
+                 AND (?5 IS NULL OR key_id IN
+                      (SELECT id FROM keys WHERE instance_id = ?1 AND key_ring = ?5))";
+            let args = params![instance.to_string(), key, like, prevent, ring];
             let total: i64 = c
                 .prepare_cached(&format!("SELECT COUNT(*) FROM registrations WHERE {cond}"))?
                 .query_row(args, |r| r.get(0))?;
             let rows = c
                 .prepare_cached(&format!(
                     "SELECT {REGISTRATION_COLUMNS} FROM registrations WHERE {cond}
-                     ORDER BY key_id, resource_crn LIMIT ?5 OFFSET ?6"
+                     ORDER BY key_id, resource_crn LIMIT ?6 OFFSET ?7"
                 ))?
                 .query_map(
-                    params![instance.to_string(), key, like, prevent, limit, offset],
+                    params![
+                        instance.to_string(),
+                        key,
+                        like,
+                        prevent,
+                        ring,
+                        limit,
+                        offset
+                    ],
                     registration_from_row,
                 )?
                 .collect::<rusqlite::Result<Vec<_>>>()?;

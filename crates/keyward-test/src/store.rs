@@ -824,8 +824,8 @@ fn notice(kind: EventKind, force_delete: bool) -> KeyNotice {
     }
 }
 
-/// Registrations come back as written, filter by key, CRN pattern and preventKeyDeletion, are
-/// unique per key and CRN, and only their owner changes or deletes them.
+/// Registrations come back as written, filter by key, key ring, CRN pattern and
+/// preventKeyDeletion, are unique per key and CRN, and only their owner changes or deletes them.
 pub async fn registrations_round_trip_filter_and_belong_to_their_owner(store: &dyn Store) {
     let (i, k) = registered_key(store).await;
     let a = registration(&k, CRN_A, "crn-svc-1", false);
@@ -883,6 +883,23 @@ pub async fn registrations_round_trip_filter_and_belong_to_their_owner(store: &d
     assert_eq!(
         store.registrations(i, &prevented).await.unwrap().0,
         vec![b.clone()]
+    );
+    // By key ring: the key's own ring has both, another ring none.
+    let ring = |name: &str| RegistrationFilter {
+        key_ring: Some(name.into()),
+        ..all.clone()
+    };
+    assert_eq!(
+        store.registrations(i, &ring(&k.key_ring)).await.unwrap().1,
+        2
+    );
+    assert_eq!(
+        store
+            .registrations(i, &ring("no-such-ring"))
+            .await
+            .unwrap()
+            .1,
+        0
     );
     let paged = RegistrationFilter {
         limit: 1,

@@ -137,8 +137,15 @@ impl KeyService {
         let result = async {
             let key_record = match key {
                 Some(id) => Some(self.load(caller, id, Operation::ListRegistrations).await?),
+                // With `X-Kms-Key-Ring`, the registrations of that ring's keys (a role on the ring
+                // is enough), as for the key listing; without it, the whole instance's.
                 None => {
-                    authorize(caller, Operation::ListRegistrations, Target::Instance)?;
+                    let target = match &caller.key_ring {
+                        Some(ring) => Target::KeyRing(ring),
+                        None => Target::Instance,
+                    };
+                    authorize(caller, Operation::ListRegistrations, target)?;
+                    filter.key_ring = caller.key_ring.clone();
                     None
                 }
             };

@@ -67,6 +67,7 @@ fn filter(q: &RegistrationQuery) -> Result<(RegistrationFilter, bool), ApiError>
     Ok((
         RegistrationFilter {
             key_id: None,
+            key_ring: None,
             crn_pattern: q.crn_query.clone(),
             prevent_key_deletion: parse_bool(
                 "preventKeyDeletion",
