@@ -347,17 +347,10 @@ async fn scopes_narrow_what_a_grant_covers_and_invisible_keys_are_404() {
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let listed = ts
-        .http
-        .get(format!("{}/api/v2/keys", ts.url))
-        .bearer_auth(&ring_token)
-        .header("bluemix-instance", &ts.instance)
-        .header("x-kms-key-ring", "team-a")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(listed.status(), StatusCode::OK);
-    let listed: Value = listed.json().await.unwrap();
+    let (s, listed) = ts
+        .get_in_ring("/api/v2/keys", &ring_token, Some("team-a"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
     assert_eq!(listed["resources"].as_array().unwrap().len(), 1);
     // Creating into the ring is allowed; into default it is not.
     let (s, b) = ts

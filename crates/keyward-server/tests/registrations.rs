@@ -1302,20 +1302,8 @@ async fn the_instance_listing_is_narrowed_by_x_kms_key_ring() {
     let list = |token: String, ring: Option<&'static str>| {
         let ts = &ts;
         async move {
-            let mut req = ts
-                .http
-                .get(format!(
-                    "{}/api/v2/keys/registrations?totalCount=true",
-                    ts.url
-                ))
-                .bearer_auth(token)
-                .header("bluemix-instance", &ts.instance);
-            if let Some(ring) = ring {
-                req = req.header("x-kms-key-ring", ring);
-            }
-            let resp = req.send().await.unwrap();
-            let status = resp.status();
-            let body: Value = resp.json().await.unwrap();
+            let path = "/api/v2/keys/registrations?totalCount=true";
+            let (status, body) = ts.get_in_ring(path, &token, ring).await;
             let crns: Vec<String> = body["resources"]
                 .as_array()
                 .map(|a| {
@@ -1361,16 +1349,9 @@ async fn the_instance_listing_is_narrowed_by_x_kms_key_ring() {
     assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
     // Another ring: refused exactly as the key listing refuses it.
     let (s, _, b) = list(reader.clone(), Some("default")).await;
-    let keys = ts
-        .http
-        .get(format!("{}/api/v2/keys", ts.url))
-        .bearer_auth(&reader)
-        .header("bluemix-instance", &ts.instance)
-        .header("x-kms-key-ring", "default")
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let (keys, _) = ts
+        .get_in_ring("/api/v2/keys", &reader, Some("default"))
+        .await;
     assert!(keys.is_client_error(), "{keys}");
     assert_eq!(s, keys, "{b}");
 }

@@ -185,6 +185,27 @@ impl TestServer {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// A GET in this server's instance as `token`, scoped to key ring `ring` (`X-Kms-Key-Ring`).
+    pub async fn get_in_ring(
+        &self,
+        path: &str,
+        token: &str,
+        ring: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .get(format!("{}{}", self.url, path))
+            .bearer_auth(token)
+            .header("bluemix-instance", &self.instance);
+        if let Some(ring) = ring {
+            req = req.header("x-kms-key-ring", ring);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     pub async fn raw(&self, method: Method, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
         let resp = self
             .http
