@@ -456,4 +456,14 @@ pub trait AuditStore: Send + Sync {
     async fn export_cursor(&self, sink: &str) -> Result<u64, StoreError>;
     /// Moves an export sink's cursor to `seq` (durably).
     async fn set_export_cursor(&self, sink: &str, seq: u64) -> Result<(), StoreError>;
+    /// Takes or renews `holder`'s lease on an export sink until `until`: true when `holder` holds
+    /// it now (it held it already, or nobody else held a lease live at `now`). Of several
+    /// processes on one database, only the holder exports the sink.
+    async fn lease_export(
+        &self,
+        sink: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
 }

@@ -119,7 +119,16 @@ enum Sink {
     Webhook(Webhook),
 }
 
-/// Runs one sink forever: read events after the cursor, deliver, move the cursor.
+/// How long an export lease lasts without renewal: the holder renews it every round (at most a
+/// poll apart, or a delivery's time); another process takes the sink over once it lapses.
+fn export_lease(poll: Duration) -> Duration {
+    (poll * 10).max(Duration::from_secs(2))
+}
+
+/// Runs one sink forever: take (or renew) the sink's lease, read events after the cursor,
+/// deliver, move the cursor. Of several processes on one database only the lease holder
+/// exports a sink, so each event reaches it once (at least once across a takeover: a holder
+/// stalled past its lease may deliver a batch the next holder delivers again).
 pub fn spawn_exporter(
     trail: Arc<dyn AuditStore>,
     metrics: Arc<Metrics>,
@@ -133,8 +142,47 @@ pub fn spawn_exporter(
             mut sink,
         } = sink;
         let cursor_name = name.clone();
+        let holder = uuid::Uuid::new_v4().to_string();
+        let lease = time::Duration::try_from(export_lease(poll)).unwrap_or(time::Duration::MINUTE);
+        // Whether this process's view of the sink (the JSONL file's size and last line) is
+        // current: not after another process held the sink, which may have appended to it.
+        let mut current = true;
         let mut backoff = Duration::from_millis(200);
         loop {
+            let now = OffsetDateTime::now_utc();
+            match trail
+                .lease_export(&cursor_name, &holder, now, now + lease)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    current = false;
+                    tokio::time::sleep(poll).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(sink = %name, error = %e, "audit export: cannot take the sink's lease");
+                    tokio::time::sleep(poll).await;
+                    continue;
+                }
+            }
+            if !current {
+                if let Sink::Jsonl(f) = &sink {
+                    let f = f.clone();
+                    let reopened = tokio::task::spawn_blocking(move || match f.lock() {
+                        Ok(mut f) => f.reopen().map_err(|e| e.to_string()),
+                        Err(_) => Err("export file lock poisoned".to_owned()),
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()));
+                    if let Err(e) = reopened {
+                        tracing::warn!(sink = %name, error = %e, "audit export: cannot reopen the file");
+                        tokio::time::sleep(poll).await;
+                        continue;
+                    }
+                }
+                current = true;
+            }
             let cursor = match trail.export_cursor(&cursor_name).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -310,6 +358,13 @@ impl JsonlFile {
             size,
             last_seq,
         })
+    }
+
+    /// Reads the file's size and last event again (another process may have appended to it).
+    fn reopen(&mut self) -> anyhow::Result<()> {
+        let (file, size, last_seq) = open_append(&self.path)?;
+        (self.file, self.size, self.last_seq) = (file, size, last_seq);
+        Ok(())
     }
 
     /// Appends the events and syncs; rotates first whenever the next line would not fit.

@@ -527,6 +527,126 @@ async fn jsonl_export_rotates_at_the_size_limit_and_writes_each_event_once() {
     );
 }
 
+/// Two servers on one database, each configured with the same sink (to its own file): the sink's
+/// lease lets one export at a time, so every event is in exactly one of the files; when the
+/// holder stops, the other takes the sink over and goes on from the shared cursor.
+#[tokio::test]
+async fn two_servers_on_one_database_export_a_sink_once_and_take_it_over() {
+    let out = tempfile::tempdir().unwrap();
+    let sink = |path: std::path::PathBuf| {
+        move |c: &mut keyward_server::ServerConfig| {
+            c.audit.export_poll_ms = 50;
+            c.audit
+                .jsonl
+                .push(keyward_server::config::JsonlSinkSection {
+                    name: "shared".into(),
+                    path,
+                    max_bytes: 64 << 20,
+                });
+        }
+    };
+    let (path_a, path_b) = (out.path().join("a.jsonl"), out.path().join("b.jsonl"));
+    let mut a = TestServer::start_with(sink(path_a.clone())).await;
+    let mut config_b = common::config(a.dir.path());
+    sink(path_b.clone())(&mut config_b);
+    let b = keyward_server::start(config_b).await.unwrap();
+    let key = a.create_root_key("export-lease").await;
+    let (http, token, instance, db) = (
+        a.http.clone(),
+        a.token.clone(),
+        a.instance.clone(),
+        a.db_path(),
+    );
+    let wrap_on = |url: String| {
+        let (http, token, instance, key) =
+            (http.clone(), token.clone(), instance.clone(), key.clone());
+        async move {
+            let resp = http
+                .post(format!("{url}/api/v2/keys/{key}/actions/wrap"))
+                .bearer_auth(token)
+                .header("bluemix-instance", instance)
+                .json(&json!({"plaintext": DEK_B64}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+        }
+    };
+    let head = |db: &std::path::Path| {
+        let db = rusqlite::Connection::open(db).unwrap();
+        db.query_row("SELECT MAX(seq) FROM audit_events", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap() as u64
+    };
+    let lines = |path: &std::path::Path| -> Vec<u64> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    // Every event up to the head in exactly one of the two files.
+    let exported_once = |want: u64| {
+        let (in_a, in_b) = (lines(&path_a), lines(&path_b));
+        let mut all: Vec<u64> = in_a.iter().chain(&in_b).copied().collect();
+        all.sort_unstable();
+        (all == (1..=want).collect::<Vec<_>>(), in_a, in_b, all)
+    };
+    let wait_for = |want: u64| async move {
+        for _ in 0..150 {
+            if exported_once(want).0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (_, in_a, in_b, all) = exported_once(want);
+        panic!("not exported once up to {want}: a {in_a:?}, b {in_b:?}, all {all:?}");
+    };
+
+    for _ in 0..15 {
+        wrap_on(a.url.clone()).await;
+        wrap_on(b.url.clone()).await;
+    }
+    let want = head(&db);
+    wait_for(want).await;
+    let (_, in_a, in_b, _) = exported_once(want);
+    assert!(
+        in_a.is_empty() != in_b.is_empty(),
+        "one holder exports: a has {}, b has {}",
+        in_a.len(),
+        in_b.len()
+    );
+
+    // The holder stops; the other server takes the sink over once the lease lapses and goes on
+    // after the last event the holder exported.
+    let survivor = if in_a.is_empty() {
+        b.shutdown().await.unwrap();
+        a.url.clone()
+    } else {
+        a.stop().await;
+        b.url.clone()
+    };
+    for _ in 0..10 {
+        wrap_on(survivor.clone()).await;
+    }
+    let want2 = head(&db);
+    assert!(want2 >= want + 10);
+    wait_for(want2).await;
+    let (_, in_a2, in_b2, _) = exported_once(want2);
+    assert!(
+        !in_a2.is_empty() && !in_b2.is_empty(),
+        "both files hold part of the trail after the takeover"
+    );
+    if !in_a.is_empty() {
+        a.stop().await;
+    }
+}
+
 /// Accepted batches: the signature header and the body.
 type Batches = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 

@@ -280,6 +280,33 @@ impl AuditStore for SqliteStore {
         })
         .await
     }
+
+    async fn lease_export(
+        &self,
+        sink: &str,
+        holder: &str,
+        now: time::OffsetDateTime,
+        until: time::OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let (sink, holder) = (sink.to_owned(), holder.to_owned());
+        let (now, until) = (nanos(now), nanos(until));
+        // In the writer's immediate transaction: two processes never both take a free lease.
+        self.write(Statements::One, move |c| {
+            c.execute(
+                "INSERT INTO audit_export_cursors (sink, seq, updated_at, holder, lease_until)
+                 VALUES (?1, 0, ?3, ?2, ?4)
+                 ON CONFLICT (sink) DO UPDATE SET holder = excluded.holder,
+                                                  lease_until = excluded.lease_until
+                 WHERE audit_export_cursors.holder IS NULL
+                    OR audit_export_cursors.holder = excluded.holder
+                    OR audit_export_cursors.lease_until IS NULL
+                    OR audit_export_cursors.lease_until <= ?3",
+                params![sink, holder, now, until],
+            )
+            .map(|changed| changed > 0)
+        })
+        .await
+    }
 }
 
 /// Walks the whole audit chain of `dir/keyward.db`, read-only, and checks every checkpoint's

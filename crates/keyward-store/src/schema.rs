@@ -286,6 +286,10 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         PRIMARY KEY (recipient, instance_id)
     );",
+    // 8: export sinks are leased, so that of several processes on one database one exports each
+    // sink at a time.
+    "ALTER TABLE audit_export_cursors ADD COLUMN holder TEXT;
+    ALTER TABLE audit_export_cursors ADD COLUMN lease_until INTEGER;",
 ];
 
 /// Brings the database to the latest schema, one transaction per migration.

@@ -1,0 +1,74 @@
+//! Export-sink leases: of several processes on one database, one exports a sink at a time; a
+//! lease is renewed by its holder, refused to others while live, and taken over once it lapses.
+//! Two stores opened on one directory stand for two processes (each has its own writer).
+
+use keyward_core::AuditStore;
+use keyward_store::SqliteStore;
+use time::OffsetDateTime;
+
+#[tokio::test]
+async fn one_holder_at_a_time_renewed_by_it_taken_over_when_it_lapses() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = SqliteStore::open(dir.path()).unwrap();
+    let b = SqliteStore::open(dir.path()).unwrap();
+    let t0 = OffsetDateTime::now_utc();
+    let lease = time::Duration::seconds(5);
+
+    assert!(
+        a.lease_export("file", "proc-a", t0, t0 + lease)
+            .await
+            .unwrap()
+    );
+    // Another process, while the lease is live: refused.
+    let t1 = t0 + time::Duration::seconds(1);
+    assert!(
+        !b.lease_export("file", "proc-b", t1, t1 + lease)
+            .await
+            .unwrap()
+    );
+    // The holder renews it.
+    assert!(
+        a.lease_export("file", "proc-a", t1, t1 + lease)
+            .await
+            .unwrap()
+    );
+    // Another sink is another lease.
+    assert!(
+        b.lease_export("hook", "proc-b", t1, t1 + lease)
+            .await
+            .unwrap()
+    );
+    // Still A's until its renewed lease lapses, then B's; A is refused from then on.
+    let before = t1 + lease - time::Duration::milliseconds(1);
+    assert!(
+        !b.lease_export("file", "proc-b", before, before + lease)
+            .await
+            .unwrap()
+    );
+    let after = t1 + lease;
+    assert!(
+        b.lease_export("file", "proc-b", after, after + lease)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !a.lease_export("file", "proc-a", after, after + lease)
+            .await
+            .unwrap()
+    );
+
+    // Taking a lease leaves the cursor alone, and moving the cursor leaves the lease alone.
+    b.set_export_cursor("file", 42).await.unwrap();
+    assert_eq!(a.export_cursor("file").await.unwrap(), 42);
+    assert!(
+        !a.lease_export("file", "proc-a", after, after + lease)
+            .await
+            .unwrap()
+    );
+    assert!(
+        b.lease_export("file", "proc-b", after, after + lease)
+            .await
+            .unwrap()
+    );
+    assert_eq!(b.export_cursor("file").await.unwrap(), 42);
+}
