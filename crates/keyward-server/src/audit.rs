@@ -150,10 +150,11 @@ pub fn spawn_exporter(
         let mut backoff = Duration::from_millis(200);
         loop {
             let now = OffsetDateTime::now_utc();
-            match trail
+            let held = trail
                 .lease_export(&cursor_name, &holder, now, now + lease)
-                .await
-            {
+                .await;
+            metrics.export_held(&name, matches!(held, Ok(true)));
+            match held {
                 Ok(true) => {}
                 Ok(false) => {
                     current = false;

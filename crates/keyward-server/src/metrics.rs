@@ -25,6 +25,7 @@ pub struct Metrics {
     exported: IntCounterVec,
     export_failures: IntCounterVec,
     export_lag: IntGaugeVec,
+    export_held: IntGaugeVec,
     audit_head: IntGauge,
     backlog: IntGauge,
 }
@@ -85,6 +86,14 @@ impl Metrics {
             ),
             &["sink"],
         )?;
+        let export_held = IntGaugeVec::new(
+            Opts::new(
+                "keyward_audit_export_lease_held",
+                "1 while this server holds the sink's export lease (of servers on one database, \
+                 one exports each sink)",
+            ),
+            &["sink"],
+        )?;
         let audit_head = IntGauge::new(
             "keyward_audit_chain_head_seq",
             "Position of the newest audit event",
@@ -102,6 +111,7 @@ impl Metrics {
         registry.register(Box::new(exported.clone()))?;
         registry.register(Box::new(export_failures.clone()))?;
         registry.register(Box::new(export_lag.clone()))?;
+        registry.register(Box::new(export_held.clone()))?;
         registry.register(Box::new(audit_head.clone()))?;
         registry.register(Box::new(backlog.clone()))?;
         Ok(Metrics {
@@ -115,6 +125,7 @@ impl Metrics {
             exported,
             export_failures,
             export_lag,
+            export_held,
             audit_head,
             backlog,
         })
@@ -167,6 +178,13 @@ impl Metrics {
         self.export_lag
             .with_label_values(&[sink])
             .set(i64::try_from(lag).unwrap_or(i64::MAX));
+    }
+
+    /// Whether this server holds a sink's export lease.
+    pub fn export_held(&self, sink: &str, held: bool) {
+        self.export_held
+            .with_label_values(&[sink])
+            .set(i64::from(held));
     }
 
     /// Sets the gauges read at scrape time, then renders everything in the text format.

@@ -622,6 +622,24 @@ async fn two_servers_on_one_database_export_a_sink_once_and_take_it_over() {
         in_b.len()
     );
 
+    // Each server's /metrics says which one holds the sink.
+    for (url, holds) in [(&a.url, !in_a.is_empty()), (&b.url, !in_b.is_empty())] {
+        let text = http
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let held = sample(
+            &text,
+            "keyward_audit_export_lease_held",
+            &[("sink", "jsonl:shared")],
+        );
+        assert_eq!(held, Some(if holds { 1.0 } else { 0.0 }), "{url}");
+    }
+
     // The holder stops; the other server takes the sink over once the lease lapses and goes on
     // after the last event the holder exported.
     let survivor = if in_a.is_empty() {
