@@ -466,4 +466,7 @@ pub trait AuditStore: Send + Sync {
         now: OffsetDateTime,
         until: OffsetDateTime,
     ) -> Result<bool, StoreError>;
+    /// Gives up every export lease `holder` holds (at a graceful shutdown), so another process
+    /// takes the sinks over at once rather than when the leases lapse.
+    async fn release_export_leases(&self, holder: &str) -> Result<(), StoreError>;
 }

@@ -133,6 +133,7 @@ pub fn spawn_exporter(
     trail: Arc<dyn AuditStore>,
     metrics: Arc<Metrics>,
     sink: ExportSink,
+    holder: String,
     poll: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -142,7 +143,6 @@ pub fn spawn_exporter(
             mut sink,
         } = sink;
         let cursor_name = name.clone();
-        let holder = uuid::Uuid::new_v4().to_string();
         let lease = time::Duration::try_from(export_lease(poll)).unwrap_or(time::Duration::MINUTE);
         // Whether this process's view of the sink (the JSONL file's size and last line) is
         // current: not after another process held the sink, which may have appended to it.

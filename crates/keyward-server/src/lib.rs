@@ -273,6 +273,8 @@ pub struct RunningServer {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     /// The scheduler, checkpointer, export sinks and webhook worker: aborted at shutdown.
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// Who this server is when it holds export leases (released at shutdown).
+    export_holder: String,
     state: Arc<AppState>,
     closing: tokio::sync::watch::Sender<bool>,
 }
@@ -292,6 +294,14 @@ impl RunningServer {
         let served = self.task.await;
         for task in &self.background {
             task.abort();
+        }
+        if let Err(e) = self
+            .state
+            .trail
+            .release_export_leases(&self.export_holder)
+            .await
+        {
+            tracing::warn!(error = %e, "releasing export leases at shutdown failed");
         }
         if let Err(e) = audit::checkpoint(
             self.state.trail.as_ref(),
@@ -387,11 +397,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     for c in &audit_config.webhook {
         sinks.push(audit::ExportSink::webhook(c)?);
     }
+    let export_holder = uuid::Uuid::new_v4().to_string();
     for sink in sinks {
         background.push(audit::spawn_exporter(
             state.trail.clone(),
             state.metrics.clone(),
             sink,
+            export_holder.clone(),
             poll,
         ));
     }
@@ -426,6 +438,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         handle,
         task,
         background,
+        export_holder,
         state,
         closing,
     })

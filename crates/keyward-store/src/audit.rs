@@ -307,6 +307,19 @@ impl AuditStore for SqliteStore {
         })
         .await
     }
+
+    async fn release_export_leases(&self, holder: &str) -> Result<(), StoreError> {
+        let holder = holder.to_owned();
+        self.write(Statements::One, move |c| {
+            c.execute(
+                "UPDATE audit_export_cursors SET holder = NULL, lease_until = NULL
+                 WHERE holder = ?1",
+                [holder],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
 }
 
 /// Walks the whole audit chain of `dir/keyward.db`, read-only, and checks every checkpoint's

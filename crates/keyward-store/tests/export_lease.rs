@@ -71,4 +71,26 @@ async fn one_holder_at_a_time_renewed_by_it_taken_over_when_it_lapses() {
             .unwrap()
     );
     assert_eq!(b.export_cursor("file").await.unwrap(), 42);
+
+    // A holder that gives its leases up (a graceful shutdown): taken over at once, long before
+    // they would lapse; the cursor stays.
+    b.release_export_leases("proc-b").await.unwrap();
+    assert!(
+        a.lease_export("file", "proc-a", after, after + lease)
+            .await
+            .unwrap()
+    );
+    assert!(
+        a.lease_export("hook", "proc-a", after, after + lease)
+            .await
+            .unwrap()
+    );
+    assert_eq!(a.export_cursor("file").await.unwrap(), 42);
+    // Releasing what one does not hold changes nothing.
+    b.release_export_leases("proc-b").await.unwrap();
+    assert!(
+        !b.lease_export("file", "proc-b", after, after + lease)
+            .await
+            .unwrap()
+    );
 }
