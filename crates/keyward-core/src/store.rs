@@ -454,7 +454,8 @@ pub trait AuditStore: Send + Sync {
     async fn latest_audit_checkpoint(&self) -> Result<Option<crate::AuditCheckpoint>, StoreError>;
     /// The last position an export sink delivered (0 for a new sink).
     async fn export_cursor(&self, sink: &str) -> Result<u64, StoreError>;
-    /// Moves an export sink's cursor to `seq` (durably).
+    /// Moves an export sink's cursor forward to `seq` (durably); never back (a holder that lost
+    /// its lease while delivering must not undo its successor's progress).
     async fn set_export_cursor(&self, sink: &str, seq: u64) -> Result<(), StoreError>;
     /// Takes or renews `holder`'s lease on an export sink until `until`: true when `holder` holds
     /// it now (it held it already, or nobody else held a lease live at `now`). Of several

@@ -273,7 +273,9 @@ impl AuditStore for SqliteStore {
         self.write(Statements::One, move |c| {
             c.execute(
                 "INSERT INTO audit_export_cursors (sink, seq, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (sink) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
+                 ON CONFLICT (sink) DO UPDATE
+                     SET seq = max(audit_export_cursors.seq, excluded.seq),
+                         updated_at = excluded.updated_at",
                 params![sink, to_i64(seq), now],
             )
             .map(|_| ())

@@ -60,6 +60,9 @@ async fn one_holder_at_a_time_renewed_by_it_taken_over_when_it_lapses() {
     // Taking a lease leaves the cursor alone, and moving the cursor leaves the lease alone.
     b.set_export_cursor("file", 42).await.unwrap();
     assert_eq!(a.export_cursor("file").await.unwrap(), 42);
+    // A late cursor write from a former holder does not move it back.
+    a.set_export_cursor("file", 10).await.unwrap();
+    assert_eq!(b.export_cursor("file").await.unwrap(), 42);
     assert!(
         !a.lease_export("file", "proc-a", after, after + lease)
             .await
