@@ -70,7 +70,8 @@ pub use service::{
     ImportTokenRecord, InstancePolicyUpdate, KeyDate, KeyFilter, KeyPolicyUpdate, KeySearch,
     KeyService, LifecycleConfig, MAX_AAD_ITEM_CHARS, MAX_AAD_ITEMS, MAX_ALIASES_PER_KEY,
     MAX_DEK_BYTES, Material, NewKey, PolicyOverrides, RegistrationSpec, RegistrationView,
-    RewrapOutput, SchedulerReport, SecureImport, SortKey, SystemClock, UnwrapOutput, WrapOutput,
+    RegistrationWrite, RewrapOutput, SchedulerReport, SecureImport, SortKey, SystemClock,
+    UnwrapOutput, WrapOutput,
 };
 pub use store::{
     AliasRecord, ApiKeyRecord, AuditStore, DueWork, IamStore, InstanceRecord, KeyRingRecord,

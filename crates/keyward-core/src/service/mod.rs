@@ -27,7 +27,7 @@ mod scheduled;
 mod transit;
 
 pub use policies::{InstancePolicyUpdate, KeyPolicyUpdate};
-pub use registrations::{RegistrationSpec, RegistrationView};
+pub use registrations::{RegistrationSpec, RegistrationView, RegistrationWrite};
 pub use rings::MAX_ALIASES_PER_KEY;
 pub use scheduled::SchedulerReport;
 pub use transit::{

@@ -117,10 +117,14 @@ fn check_url(url: &str) -> Result<(), KeyError> {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Write {
+/// How a registration is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrationWrite {
+    /// A new registration (refused if the caller already has one of that resource on the key).
     Create,
+    /// The caller's registration replaced: absent fields take their defaults.
     Replace,
+    /// The caller's registration updated: absent fields stay as they are.
     Update,
 }
 
@@ -197,54 +201,25 @@ impl KeyService {
         })
     }
 
-    /// Creates the caller's registration of `resource_crn` on a root key.
-    pub async fn create_registration(
+    /// Writes the caller's registration of `resource_crn` on a root key, as `how` says.
+    pub async fn write_registration(
         &self,
         caller: &Caller,
         id: KeyId,
         resource_crn: &str,
         spec: RegistrationSpec,
-    ) -> Result<RegistrationView, KeyError> {
-        self.write_registration(caller, id, resource_crn, spec, Write::Create)
-            .await
-    }
-
-    /// Replaces the caller's registration: absent fields take their defaults.
-    pub async fn replace_registration(
-        &self,
-        caller: &Caller,
-        id: KeyId,
-        resource_crn: &str,
-        spec: RegistrationSpec,
-    ) -> Result<RegistrationView, KeyError> {
-        self.write_registration(caller, id, resource_crn, spec, Write::Replace)
-            .await
-    }
-
-    /// Updates the caller's registration: absent fields stay as they are.
-    pub async fn update_registration(
-        &self,
-        caller: &Caller,
-        id: KeyId,
-        resource_crn: &str,
-        spec: RegistrationSpec,
-    ) -> Result<RegistrationView, KeyError> {
-        self.write_registration(caller, id, resource_crn, spec, Write::Update)
-            .await
-    }
-
-    async fn write_registration(
-        &self,
-        caller: &Caller,
-        id: KeyId,
-        resource_crn: &str,
-        spec: RegistrationSpec,
-        how: Write,
+        how: RegistrationWrite,
     ) -> Result<RegistrationView, KeyError> {
         let (op, action) = match how {
-            Write::Create => (Operation::CreateRegistration, "kms.registrations.create"),
-            Write::Replace => (Operation::UpdateRegistration, "kms.registrations.replace"),
-            Write::Update => (Operation::UpdateRegistration, "kms.registrations.update"),
+            RegistrationWrite::Create => {
+                (Operation::CreateRegistration, "kms.registrations.create")
+            }
+            RegistrationWrite::Replace => {
+                (Operation::UpdateRegistration, "kms.registrations.replace")
+            }
+            RegistrationWrite::Update => {
+                (Operation::UpdateRegistration, "kms.registrations.update")
+            }
         };
         let result = async {
             let key = self
@@ -258,8 +233,8 @@ impl KeyService {
                 Some(v) => Some(self.key_version_of(&key, v).await?),
             };
             let existing = match how {
-                Write::Create => None,
-                Write::Replace | Write::Update => {
+                RegistrationWrite::Create => None,
+                RegistrationWrite::Replace | RegistrationWrite::Update => {
                     let r = self
                         .store
                         .registration(id, resource_crn)
@@ -272,7 +247,7 @@ impl KeyService {
                 }
             };
             let record = match (how, existing) {
-                (Write::Update, Some(old)) => RegistrationRecord {
+                (RegistrationWrite::Update, Some(old)) => RegistrationRecord {
                     description: spec.description.or(old.description),
                     metadata: spec.metadata.or(old.metadata),
                     prevent_key_deletion: spec
@@ -300,19 +275,21 @@ impl KeyService {
             };
             let event = self.registration_event(caller, action, &key, &record, 200);
             match how {
-                Write::Create => match self.store.insert_registration(&record, &event).await {
-                    Err(StoreError::Conflict) => {
-                        return Err(KeyError::Refused(
-                            Rule::RegistrationExists,
-                            format!(
-                                "a registration of {resource_crn} on this key exists: replace \
+                RegistrationWrite::Create => {
+                    match self.store.insert_registration(&record, &event).await {
+                        Err(StoreError::Conflict) => {
+                            return Err(KeyError::Refused(
+                                Rule::RegistrationExists,
+                                format!(
+                                    "a registration of {resource_crn} on this key exists: replace \
                                  (PUT) or update (PATCH) it"
-                            ),
-                        ));
+                                ),
+                            ));
+                        }
+                        r => r?,
                     }
-                    r => r?,
-                },
-                Write::Replace | Write::Update => {
+                }
+                RegistrationWrite::Replace | RegistrationWrite::Update => {
                     match self.store.update_registration(&record, &event).await? {
                         RegistrationChange::Done => {}
                         RegistrationChange::NotFound => return Err(not_registered(resource_crn)),

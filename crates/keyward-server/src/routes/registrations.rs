@@ -16,6 +16,7 @@ use keyward_api::registrations::{
 use keyward_api::{Collection, KeyVersionRef};
 use keyward_core::{
     AdopterState, EventKind, RegistrationFilter, RegistrationSpec, RegistrationView,
+    RegistrationWrite,
 };
 use serde::Deserialize;
 
@@ -35,9 +36,9 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/api/v2/keys/{id}/registrations", get(list_for_key))
         .route(
             "/api/v2/keys/{id}/registrations/{crn}",
-            post(create)
-                .put(replace)
-                .patch(update)
+            post(|s, a, p, b| write(s, a, p, b, RegistrationWrite::Create))
+                .put(|s, a, p, b| write(s, a, p, b, RegistrationWrite::Replace))
+                .patch(|s, a, p, b| write(s, a, p, b, RegistrationWrite::Update))
                 .delete(delete_registration),
         )
 }
@@ -223,52 +224,26 @@ fn one(status: StatusCode, v: RegistrationView) -> AppResult {
     Ok(json_response(status, REGISTRATION, &body))
 }
 
-/// `POST /api/v2/keys/{id}/registrations/{crn}`: 201 with the registration.
-pub async fn create(
+/// `POST` (201, create), `PUT` (200, replace) and `PATCH` (200, update) of
+/// `/api/v2/keys/{id}/registrations/{crn}`: the registration as written.
+async fn write(
     State(state): State<Arc<AppState>>,
     authed: Authed,
     Path((id, crn)): Path<(String, String)>,
     Body(body): Body,
+    how: RegistrationWrite,
 ) -> AppResult {
     let spec = spec(&body)?;
     let id = resolve(&state, &authed, &id).await?;
     let v = state
         .keys
-        .create_registration(&authed.caller, id, &crn, spec)
+        .write_registration(&authed.caller, id, &crn, spec, how)
         .await?;
-    one(StatusCode::CREATED, v)
-}
-
-/// `PUT /api/v2/keys/{id}/registrations/{crn}`: 200 with the replaced registration.
-pub async fn replace(
-    State(state): State<Arc<AppState>>,
-    authed: Authed,
-    Path((id, crn)): Path<(String, String)>,
-    Body(body): Body,
-) -> AppResult {
-    let spec = spec(&body)?;
-    let id = resolve(&state, &authed, &id).await?;
-    let v = state
-        .keys
-        .replace_registration(&authed.caller, id, &crn, spec)
-        .await?;
-    one(StatusCode::OK, v)
-}
-
-/// `PATCH /api/v2/keys/{id}/registrations/{crn}`: 200 with the updated registration.
-pub async fn update(
-    State(state): State<Arc<AppState>>,
-    authed: Authed,
-    Path((id, crn)): Path<(String, String)>,
-    Body(body): Body,
-) -> AppResult {
-    let spec = spec(&body)?;
-    let id = resolve(&state, &authed, &id).await?;
-    let v = state
-        .keys
-        .update_registration(&authed.caller, id, &crn, spec)
-        .await?;
-    one(StatusCode::OK, v)
+    let status = match how {
+        RegistrationWrite::Create => StatusCode::CREATED,
+        RegistrationWrite::Replace | RegistrationWrite::Update => StatusCode::OK,
+    };
+    one(status, v)
 }
 
 /// `DELETE /api/v2/keys/{id}/registrations/{crn}`: 204.
