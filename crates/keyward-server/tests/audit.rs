@@ -421,7 +421,20 @@ async fn metrics_can_require_a_bearer_token_or_be_off() {
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
+/// The seqs exported into `base` and its rotated files (oldest first), the number of files and
+/// their sizes. The sink may rotate between listing the directory and reading a file, or be
+/// mid-line: such a snapshot is taken again, so only a consistent one is returned.
 fn exported_seqs(dir: &std::path::Path, base: &str) -> (Vec<u64>, usize, Vec<u64>) {
+    for _ in 0..500 {
+        if let Some(snapshot) = try_exported_seqs(dir, base) {
+            return snapshot;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("no consistent snapshot of {base} in 5 s");
+}
+
+fn try_exported_seqs(dir: &std::path::Path, base: &str) -> Option<(Vec<u64>, usize, Vec<u64>)> {
     let mut files: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| {
@@ -439,14 +452,21 @@ fn exported_seqs(dir: &std::path::Path, base: &str) -> (Vec<u64>, usize, Vec<u64
     let mut seqs = Vec::new();
     let mut sizes = Vec::new();
     for (_, p) in &files {
-        let text = std::fs::read_to_string(p).unwrap();
+        let text = match std::fs::read_to_string(p) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => panic!("{}: {e}", p.display()),
+        };
+        if !text.is_empty() && !text.ends_with('\n') {
+            return None;
+        }
         sizes.push(text.len() as u64);
         for line in text.lines() {
             let v: Value = serde_json::from_str(line).unwrap();
             seqs.push(v["seq"].as_u64().unwrap());
         }
     }
-    (seqs, files.len(), sizes)
+    Some((seqs, files.len(), sizes))
 }
 
 #[tokio::test]
@@ -579,10 +599,12 @@ async fn two_servers_on_one_database_export_a_sink_once_and_take_it_over() {
         })
         .unwrap() as u64
     };
+    // Complete lines only: the holder may be mid-write.
     let lines = |path: &std::path::Path| -> Vec<u64> {
         std::fs::read_to_string(path)
             .unwrap_or_default()
-            .lines()
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
             .map(|l| {
                 serde_json::from_str::<Value>(l).unwrap()["seq"]
                     .as_u64()
