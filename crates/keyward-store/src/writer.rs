@@ -180,8 +180,8 @@ fn busy_wait(tries: i32) -> bool {
     true
 }
 
-/// A busy handler that gives up at once after a few quick retries: for a log restart, which
-/// may wait for readers only briefly (it is tried again on the next round).
+/// A busy handler that gives up after a few quick retries (about 2 ms): for a log restart that
+/// was already put off several times.
 fn busy_brief(tries: i32) -> bool {
     if tries < 40 {
         std::thread::sleep(Duration::from_micros(50));
@@ -190,6 +190,10 @@ fn busy_brief(tries: i32) -> bool {
         false
     }
 }
+
+/// Log restarts tried without waiting before one waits for readers (`busy_brief`): at one try per
+/// checkpointer pass, ~100 ms of not waiting, and the log grows by what that time writes.
+const IMPATIENT_RESTARTS: u32 = 4;
 
 fn run(
     mut conn: Connection,
@@ -200,6 +204,7 @@ fn run(
     // Writes are never held back on a timer (before commits were pipelined the writer slept
     // 0.8 ms for company; with the pipeline that only added latency: wrap at 64 connections went
     // from 17.9 k to 20.7-23.1 k req/s without it), only while a sync is in flight (below).
+    let mut restarts_put_off = 0;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         drain(&rx, &mut batch);
@@ -216,7 +221,11 @@ fn run(
             continue;
         }
         if shared.restart_wanted.swap(false, Ordering::AcqRel) {
-            restart_log(&mut conn);
+            if restart_log(&mut conn, restarts_put_off >= IMPATIENT_RESTARTS) {
+                restarts_put_off = 0;
+            } else {
+                restarts_put_off += 1;
+            }
         }
         if let Err(e) = exec(&conn, "BEGIN IMMEDIATE") {
             tracing::error!(error = %e, "store: cannot begin transaction");
@@ -323,14 +332,31 @@ fn sync_log(path: &std::path::Path, wal: &mut Option<File>) -> Result<(), String
 }
 
 /// Folds the whole log into the database and restarts it from its beginning, in the writer
-/// between two batches. The checkpointer has already copied all but the last moments' frames,
-/// so this copies little; readers still on old frames are waited for only briefly.
-fn restart_log(conn: &mut Connection) {
-    let _ = conn.busy_handler(Some(busy_brief));
-    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
-        tracing::warn!(error = %e, "store: restarting the write-ahead log failed");
-    }
+/// between two batches; returns whether it did. The checkpointer has already copied all but the
+/// last moments' frames, so this copies little. Every commit waits while the writer does, so
+/// readers still on old frames (the audit export sink reading a page of events, say) are not
+/// waited for at first: the restart is tried again after the checkpointer's next pass, and only
+/// once it was put off `IMPATIENT_RESTARTS` times does it wait for them, briefly (`busy_brief`).
+/// Waiting every time put wrap's p99 at 6-7 ms with an export sink on, where it is 4.5-5.5 ms
+/// without the wait (BENCHMARKS.md).
+fn restart_log(conn: &mut Connection, patient: bool) -> bool {
+    let _ = if patient {
+        conn.busy_handler(Some(busy_brief))
+    } else {
+        conn.busy_timeout(Duration::ZERO)
+    };
+    // (busy, frames in the log, frames copied): busy is 1 when readers or another checkpoint
+    // kept the log from being restarted.
+    let restarted =
+        match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
+            Ok(busy) => busy == 0,
+            Err(e) => {
+                tracing::warn!(error = %e, "store: restarting the write-ahead log failed");
+                false
+            }
+        };
     let _ = conn.busy_handler(Some(busy_wait));
+    restarted
 }
 
 /// Keeps the log short without stalling the writer. A PASSIVE checkpoint copies log frames into
