@@ -547,6 +547,66 @@ async fn jsonl_export_rotates_at_the_size_limit_and_writes_each_event_once() {
     );
 }
 
+/// The threads of this process named `name` (as `/proc` shows it: at most 15 bytes), with their
+/// nice values.
+fn threads_named(name: &str) -> Vec<i64> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // After "pid (comm) ", nice is the 17th field.
+        if let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) {
+            found.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
+        }
+    }
+    found
+}
+
+/// A sink's reading, rendering and writing run on a thread of its own at the lowest priority, so
+/// it uses the API's idle time; the request path's threads keep the normal priority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_export_sink_runs_at_the_lowest_cpu_priority() {
+    let out = tempfile::tempdir().unwrap();
+    let p = out.path().join("audit.jsonl");
+    let ts = TestServer::start_with(move |c| {
+        c.audit.export_poll_ms = 50;
+        c.audit
+            .jsonl
+            .push(keyward_server::config::JsonlSinkSection {
+                name: "nice".into(),
+                path: p,
+                max_bytes: 1 << 20,
+            });
+    })
+    .await;
+    let key = ts.create_root_key("nice").await;
+    let (s, _) = ts.action(&key, "wrap", json!({"plaintext": DEK_B64})).await;
+    assert_eq!(s, StatusCode::OK);
+    let mut exporters = Vec::new();
+    for _ in 0..50 {
+        exporters = threads_named("keyward-audit-e");
+        if !exporters.is_empty() && exported_seqs(out.path(), "audit.jsonl").0.len() > 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!exporters.is_empty(), "an export thread runs");
+    assert!(exporters.iter().all(|n| *n == 19), "{exporters:?}");
+    let writers = threads_named("keyward-store-w");
+    assert!(
+        !writers.is_empty() && writers.iter().all(|n| *n == 0),
+        "{writers:?}"
+    );
+    let workers = threads_named("tokio-rt-worker");
+    assert!(
+        !workers.is_empty() && workers.iter().all(|n| *n == 0),
+        "{workers:?}"
+    );
+}
+
 /// Two servers on one database, each configured with the same sink (to its own file): the sink's
 /// lease lets one export at a time, so every event is in exactly one of the files; when the
 /// holder stops, the other takes the sink over and goes on from the shared cursor.
