@@ -469,22 +469,30 @@ fn try_exported_seqs(dir: &std::path::Path, base: &str) -> Option<(Vec<u64>, usi
     Some((seqs, files.len(), sizes))
 }
 
-#[tokio::test]
-async fn jsonl_export_rotates_at_the_size_limit_and_writes_each_event_once() {
-    let out = tempfile::tempdir().unwrap();
-    let path = out.path().join("audit.jsonl");
-    let p = path.clone();
-    let mut ts = TestServer::start_with(move |c| {
+/// A JSON Lines sink `name` writing to `path`, polled every 50 ms.
+fn jsonl_sink(
+    name: &str,
+    path: std::path::PathBuf,
+    max_bytes: u64,
+) -> impl FnOnce(&mut keyward_server::ServerConfig) {
+    let name = name.to_owned();
+    move |c| {
         c.audit.export_poll_ms = 50;
         c.audit
             .jsonl
             .push(keyward_server::config::JsonlSinkSection {
-                name: "file".into(),
-                path: p,
-                max_bytes: 2048,
+                name,
+                path,
+                max_bytes,
             });
-    })
-    .await;
+    }
+}
+
+#[tokio::test]
+async fn jsonl_export_rotates_at_the_size_limit_and_writes_each_event_once() {
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("audit.jsonl");
+    let mut ts = TestServer::start_with(jsonl_sink("file", path.clone(), 2048)).await;
     let key = ts.create_root_key("export").await;
     for _ in 0..20 {
         let (s, _) = ts.action(&key, "wrap", json!({"plaintext": DEK_B64})).await;
@@ -508,16 +516,7 @@ async fn jsonl_export_rotates_at_the_size_limit_and_writes_each_event_once() {
     }
     // A restart continues the same files without repeating anything.
     ts = ts
-        .restart_with(|c| {
-            c.audit.export_poll_ms = 50;
-            c.audit
-                .jsonl
-                .push(keyward_server::config::JsonlSinkSection {
-                    name: "file".into(),
-                    path: path.clone(),
-                    max_bytes: 2048,
-                });
-        })
+        .restart_with(jsonl_sink("file", path.clone(), 2048))
         .await;
     let (s, _) = ts.action(&key, "wrap", json!({"plaintext": DEK_B64})).await;
     assert_eq!(s, StatusCode::OK);
@@ -570,18 +569,8 @@ fn threads_named(name: &str) -> Vec<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_export_sink_runs_at_the_lowest_cpu_priority() {
     let out = tempfile::tempdir().unwrap();
-    let p = out.path().join("audit.jsonl");
-    let ts = TestServer::start_with(move |c| {
-        c.audit.export_poll_ms = 50;
-        c.audit
-            .jsonl
-            .push(keyward_server::config::JsonlSinkSection {
-                name: "nice".into(),
-                path: p,
-                max_bytes: 1 << 20,
-            });
-    })
-    .await;
+    let ts =
+        TestServer::start_with(jsonl_sink("nice", out.path().join("audit.jsonl"), 1 << 20)).await;
     let key = ts.create_root_key("nice").await;
     let (s, _) = ts.action(&key, "wrap", json!({"plaintext": DEK_B64})).await;
     assert_eq!(s, StatusCode::OK);
@@ -613,18 +602,7 @@ async fn the_export_sink_runs_at_the_lowest_cpu_priority() {
 #[tokio::test]
 async fn two_servers_on_one_database_export_a_sink_once_and_take_it_over() {
     let out = tempfile::tempdir().unwrap();
-    let sink = |path: std::path::PathBuf| {
-        move |c: &mut keyward_server::ServerConfig| {
-            c.audit.export_poll_ms = 50;
-            c.audit
-                .jsonl
-                .push(keyward_server::config::JsonlSinkSection {
-                    name: "shared".into(),
-                    path,
-                    max_bytes: 64 << 20,
-                });
-        }
-    };
+    let sink = |path| jsonl_sink("shared", path, 64 << 20);
     let (path_a, path_b) = (out.path().join("a.jsonl"), out.path().join("b.jsonl"));
     let mut a = TestServer::start_with(sink(path_a.clone())).await;
     let mut config_b = common::config(a.dir.path());
