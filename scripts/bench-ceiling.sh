@@ -35,17 +35,14 @@ run() {
   fi
   s1=$(awk '{print $14 + $15}' "/proc/$PID/stat")
   python3 - "$out" "$((s1 - s0))" "$(getconf CLK_TCK)" <<'PY'
-import re, sys
-out, ticks, tck = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-if re.search(r"Non-2xx|Socket errors", out):
-    sys.exit("the ceiling server answered errors:\n" + out)
-def ms(v):
-    n, unit = re.match(r"([\d.]+)(us|ms|s)", v).groups()
-    return float(n) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-p99 = ms(re.search(r"\s99%\s+(\S+)", out).group(1))
-done = int(re.search(r"(\d+) requests in", out).group(1))
-print(f"{rps:.0f} {p99:.2f} {ticks / tck * 1e6 / done:.1f}")
+import sys
+sys.path.insert(0, "scripts/bench")
+from wrkstats import parse
+w = parse(sys.argv[1])
+if w["failures"]:
+    sys.exit("the ceiling server answered errors:\n" + sys.argv[1])
+ticks, tck = int(sys.argv[2]), int(sys.argv[3])
+print(f"{w['rps']:.0f} {w['p99']:.2f} {ticks / tck * 1e6 / w['requests']:.1f}")
 PY
 }
 

@@ -70,15 +70,11 @@ run() {
   out=$(BENCH_TOKEN=${!token} BENCH_INSTANCE=${!instance} BENCH_BODY=${!body} \
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$ROOT/scripts/bench/post.lua" "${!url}/$op")
   python3 - "$out" <<'PY'
-import re, sys
-out = sys.argv[1]
-def ms(v):
-    n, unit = re.match(r"([\d.]+)(us|ms|s)", v).groups()
-    return float(n) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-p99 = ms(re.search(r"\s99%\s+(\S+)", out).group(1))
-bad = re.search(r"non2xx=(\d+)", out)
-print(f"{rps:.0f} {p99:.3f} {int(bad.group(1)) if bad else 0}")
+import sys
+sys.path.insert(0, "scripts/bench")
+from wrkstats import parse
+w = parse(sys.argv[1])
+print(f"{w['rps']:.0f} {w['p99']:.3f} {w['failures']}")
 PY
 }
 

@@ -62,23 +62,13 @@ run() {
   s1=$(server_ticks); i1=$(idle_ticks); a1=$(all_ticks)
   echo "$out" > "$WORK/$name.$RANDOM.txt"
   python3 - "$out" "$((s1 - s0))" "$((i1 - i0))" "$((a1 - a0))" "$(getconf CLK_TCK)" <<'PY'
-import re, sys
-out = sys.argv[1]
+import sys
+sys.path.insert(0, "scripts/bench")
+from wrkstats import parse
+w = parse(sys.argv[1])
 server, idle, total, tck = map(int, sys.argv[2:6])
-def ms(v):
-    n, unit = re.match(r"([\d.]+)(us|ms|s)", v).groups()
-    return float(n) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-p50 = ms(re.search(r"\s50%\s+(\S+)", out).group(1))
-p99 = ms(re.search(r"\s99%\s+(\S+)", out).group(1))
-# wrk prints these lines only when the count is not zero; socket errors count as failures too.
-bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-non2xx = int(bad.group(1)) if bad else 0
-sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-non2xx += sum(map(int, sock.groups())) if sock else 0
-done = int(re.search(r"(\d+) requests in", out).group(1))
-cpu_us = server / tck * 1e6 / max(done, 1)
-print(f"{rps:.0f} {p50:.3f} {p99:.3f} {non2xx} {cpu_us:.1f} {100 * idle / max(total, 1):.1f}")
+cpu_us = server / tck * 1e6 / max(w["requests"], 1)
+print(f"{w['rps']:.0f} {w['p50']:.3f} {w['p99']:.3f} {w['failures']} {cpu_us:.1f} {100 * idle / max(total, 1):.1f}")
 PY
 }
 
