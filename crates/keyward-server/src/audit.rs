@@ -130,7 +130,7 @@ fn export_lease(poll: Duration) -> Duration {
 /// leaves idle rather than competing with requests for it: reading 5 000 events at a time on a
 /// runtime worker and rendering them on the blocking pool, it held up requests in bursts
 /// (measured with the change to log restarts in the store's writer, interleaved A/B: +7 % wraps/s,
-/// +4 % unwraps/s, BENCHMARKS.md). A sink starved by a saturated machine falls behind and
+/// +5 % unwraps/s, BENCHMARKS.md). A sink starved by a saturated machine falls behind and
 /// catches up from its cursor later; `keyward_audit_export_lag_events` shows by how much. The
 /// thread ends when this is dropped, after the job it is running.
 struct LowPriority {
