@@ -169,6 +169,21 @@ impl LowPriority {
             .map_err(|_| "the export thread stopped".to_owned())?;
         rx.await.map_err(|_| "the export thread stopped".to_owned())
     }
+
+    /// Runs `op` on the thread with the sink's file locked.
+    async fn on_file<T: Send + 'static, E: std::fmt::Display>(
+        &self,
+        file: &Arc<std::sync::Mutex<JsonlFile>>,
+        op: impl FnOnce(&mut JsonlFile) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, String> {
+        let file = file.clone();
+        self.run(move || match file.lock() {
+            Ok(mut f) => op(&mut f).map_err(|e| e.to_string()),
+            Err(_) => Err("export file lock poisoned".to_owned()),
+        })
+        .await
+        .and_then(|r| r)
+    }
 }
 
 /// Runs one sink forever: take (or renew) the sink's lease, read events after the cursor,
@@ -223,14 +238,7 @@ pub fn spawn_exporter(
             }
             if !current {
                 if let Sink::Jsonl(f) = &sink {
-                    let f = f.clone();
-                    let reopened = worker
-                        .run(move || match f.lock() {
-                            Ok(mut f) => f.reopen().map_err(|e| e.to_string()),
-                            Err(_) => Err("export file lock poisoned".to_owned()),
-                        })
-                        .await
-                        .and_then(|r| r);
+                    let reopened = worker.on_file(f, JsonlFile::reopen).await;
                     if let Err(e) = reopened {
                         tracing::warn!(sink = %name, error = %e, "audit export: cannot reopen the file");
                         tokio::time::sleep(poll).await;
@@ -274,16 +282,7 @@ pub fn spawn_exporter(
             };
             let count = events.len() as u64;
             let delivered = match &mut sink {
-                Sink::Jsonl(f) => {
-                    let f = f.clone();
-                    worker
-                        .run(move || match f.lock() {
-                            Ok(mut f) => f.append(&events).map_err(|e| e.to_string()),
-                            Err(_) => Err("export file lock poisoned".to_owned()),
-                        })
-                        .await
-                        .and_then(|r| r)
-                }
+                Sink::Jsonl(f) => worker.on_file(f, move |f| f.append(&events)).await,
                 Sink::Webhook(w) => w.post(&events).await,
             };
             match delivered {
