@@ -5,6 +5,7 @@
 //! for a service identity, service-to-service authorizations naming its service (and optionally
 //! its instance). Both become [`Grant`]s; evaluation does not care where a grant came from.
 
+use crate::op::{self, Op};
 use crate::{InstanceId, KeyId};
 
 /// Key Protect's service roles, plus the platform role that manages identities and access.
@@ -111,119 +112,107 @@ use Role::{
     ReaderPlus as Rp, Writer as W,
 };
 
-/// Key Protect's role table (its "manage access" documentation): each operation, its IAM action
-/// and the roles that allow it. Enforcement and the access-matrix test both read this table.
-pub const OPERATIONS: &[(Operation, &str, &[Role])] = &[
-    (Operation::ListKeys, "kms.secrets.list", &[R, Rp, W, M, Kam]),
-    (Operation::KeyTotal, "kms.secrets.head", &[R, Rp, W, M, Kam]),
-    (
-        Operation::ReadMetadata,
-        "kms.secrets.readmetadata",
-        &[R, Rp, W, M],
-    ),
-    (Operation::ReadPayload, "kms.secrets.read", &[Rp, W, M]),
-    (
-        Operation::ListVersions,
-        "kms.secrets.listkeyversions",
-        &[R, Rp, W, M],
-    ),
-    (Operation::CreateKey, "kms.secrets.create", &[W, M]),
-    (Operation::ImportKey, "kms.secrets.create", &[W, M]),
-    (Operation::Wrap, "kms.secrets.wrap", &[R, Rp, W, M]),
-    (Operation::Unwrap, "kms.secrets.unwrap", &[R, Rp, W, M]),
-    (Operation::Rewrap, "kms.secrets.rewrap", &[R, Rp, W, M]),
-    (Operation::Rotate, "kms.secrets.rotate", &[W, M]),
-    (Operation::Disable, "kms.secrets.disable", &[M]),
-    (Operation::Enable, "kms.secrets.enable", &[M]),
-    (Operation::Delete, "kms.secrets.delete", &[M]),
-    (Operation::Restore, "kms.secrets.restore", &[M]),
-    (Operation::Purge, "kms.secrets.purge", &[Kp]),
+/// Key Protect's role table (its "manage access" documentation): each operation, the verb that names
+/// its IAM action and the roles that allow it. Enforcement and the access-matrix test both read this table.
+pub const OPERATIONS: &[(Operation, &Op, &[Role])] = &[
+    (Operation::ListKeys, &op::LIST_KEYS, &[R, Rp, W, M, Kam]),
+    (Operation::KeyTotal, &op::KEY_TOTAL, &[R, Rp, W, M, Kam]),
+    (Operation::ReadMetadata, &op::READ_METADATA, &[R, Rp, W, M]),
+    (Operation::ReadPayload, &op::READ_KEY, &[Rp, W, M]),
+    (Operation::ListVersions, &op::LIST_VERSIONS, &[R, Rp, W, M]),
+    (Operation::CreateKey, &op::CREATE_KEY, &[W, M]),
+    (Operation::ImportKey, &op::IMPORT_KEY, &[W, M]),
+    (Operation::Wrap, &op::WRAP, &[R, Rp, W, M]),
+    (Operation::Unwrap, &op::UNWRAP, &[R, Rp, W, M]),
+    (Operation::Rewrap, &op::REWRAP, &[R, Rp, W, M]),
+    (Operation::Rotate, &op::ROTATE, &[W, M]),
+    (Operation::Disable, &op::DISABLE, &[M]),
+    (Operation::Enable, &op::ENABLE, &[M]),
+    (Operation::Delete, &op::DELETE, &[M]),
+    (Operation::Restore, &op::RESTORE, &[M]),
+    (Operation::Purge, &op::PURGE, &[Kp]),
     (
         Operation::SetKeyForDeletion,
-        "kms.secrets.setkeyfordeletion",
+        &op::SET_KEY_FOR_DELETION,
         &[W, M],
     ),
     (
         Operation::UnsetKeyForDeletion,
-        "kms.secrets.unsetkeyfordeletion",
+        &op::UNSET_KEY_FOR_DELETION,
         &[W, M],
     ),
-    (Operation::ReadKeyPolicies, "kms.policies.read", &[M]),
-    (Operation::WriteKeyPolicies, "kms.policies.write", &[M]),
+    (Operation::ReadKeyPolicies, &op::READ_KEY_POLICIES, &[M]),
+    (Operation::WriteKeyPolicies, &op::WRITE_KEY_POLICIES, &[M]),
     (
         Operation::ReadInstancePolicies,
-        "kms.instancepolicies.read",
+        &op::READ_INSTANCE_POLICIES,
         &[M],
     ),
     (
         Operation::WriteInstancePolicies,
-        "kms.instancepolicies.write",
+        &op::WRITE_INSTANCE_POLICIES,
         &[M],
     ),
     (
         Operation::ReadAllowedIpPort,
-        "kms.instance.readallowedipport",
+        &op::READ_ALLOWED_IP_PORT,
         &[M],
     ),
     (
         Operation::ListKeyRings,
-        "kms.keyrings.list",
+        &op::LIST_KEY_RINGS,
         &[R, Rp, W, M, Kam],
     ),
-    (Operation::CreateKeyRing, "kms.keyrings.create", &[W, M]),
-    (Operation::DeleteKeyRing, "kms.keyrings.delete", &[M]),
-    (Operation::PatchKey, "kms.secrets.patch", &[M]),
-    (Operation::CreateAlias, "kms.secrets.createalias", &[W, M]),
-    (Operation::DeleteAlias, "kms.secrets.deletealias", &[W, M]),
-    (Operation::KmipRead, "kms.kmip-management.read", &[M, Kam]),
-    (
-        Operation::KmipWrite,
-        "kms.kmip-management.create",
-        &[M, Kam],
-    ),
+    (Operation::CreateKeyRing, &op::CREATE_KEY_RING, &[W, M]),
+    (Operation::DeleteKeyRing, &op::DELETE_KEY_RING, &[M]),
+    (Operation::PatchKey, &op::PATCH_KEY, &[M]),
+    (Operation::CreateAlias, &op::CREATE_ALIAS, &[W, M]),
+    (Operation::DeleteAlias, &op::DELETE_ALIAS, &[W, M]),
+    (Operation::KmipRead, &op::KMIP_READ, &[M, Kam]),
+    (Operation::KmipWrite, &op::KMIP_CREATE, &[M, Kam]),
     (
         Operation::CreateImportToken,
-        "kms.importtoken.create",
+        &op::CREATE_IMPORT_TOKEN,
         &[W, M],
     ),
-    (Operation::ReadImportToken, "kms.importtoken.read", &[W, M]),
+    (Operation::ReadImportToken, &op::READ_IMPORT_TOKEN, &[W, M]),
     // Registrations are written by the service that protects a resource with the key: the role
     // it needs is the one that lets it wrap and unwrap (Reader), and it must be a service
     // identity (SERVICE_ONLY_ERR otherwise). Customers list them with Reader.
     (
         Operation::ListRegistrations,
-        "kms.registrations.list",
+        &op::LIST_REGISTRATIONS,
         &[R, Rp, W, M],
     ),
     (
         Operation::CreateRegistration,
-        "kms.registrations.create",
+        &op::CREATE_REGISTRATION,
         &[R, Rp, W, M],
     ),
     (
         Operation::UpdateRegistration,
-        "kms.registrations.update",
+        &op::UPDATE_REGISTRATION,
         &[R, Rp, W, M],
     ),
     (
         Operation::DeleteRegistration,
-        "kms.registrations.delete",
+        &op::DELETE_REGISTRATION,
         &[R, Rp, W, M],
     ),
-    (Operation::SyncKey, "kms.secrets.sync", &[W, M]),
-    (Operation::ManageAccess, "iam.policy.manage", &[Adm]),
+    (Operation::SyncKey, &op::SYNC, &[W, M]),
+    (Operation::ManageAccess, &op::MANAGE_ACCESS, &[Adm]),
     // Keyward's audit query: the instance's whole trail (who did what to which key), so only
     // Managers of the instance, like instance policies.
-    (Operation::ReadAuditEvents, "kms.auditevents.read", &[M]),
+    (Operation::ReadAuditEvents, &op::LIST_AUDIT_EVENTS, &[M]),
 ];
 
 impl Operation {
-    /// The IAM action name (also the audit event's action for authorization failures).
+    /// The IAM action name (the action of the verb that names it in [`OPERATIONS`]).
     pub fn action(self) -> &'static str {
         OPERATIONS
             .iter()
             .find(|(op, _, _)| *op == self)
-            .map_or("kms.unknown", |(_, a, _)| a)
+            .map_or("kms.unknown", |(_, verb, _)| verb.action)
     }
 
     /// Whether `role` allows this operation.
@@ -362,8 +351,9 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for (op, action, roles) in OPERATIONS {
             assert!(seen.insert(*op), "{op:?} twice");
-            assert!(!roles.is_empty() && action.contains('.'));
-            assert_eq!(op.action(), *action);
+            assert!(!roles.is_empty() && action.action.contains('.'));
+            assert_eq!(op.action(), action.action);
+            assert_eq!(action.operation, Some(*op), "{action} is checked as {op:?}");
         }
     }
 

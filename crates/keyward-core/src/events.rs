@@ -59,12 +59,19 @@ impl EventKind {
         EventKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
-    /// The event a successful key action emits (`kms.secrets.rotate` → `Rotate`), if any.
-    pub fn for_action(action: &str) -> Option<EventKind> {
-        action
-            .strip_prefix("kms.secrets.")
-            .and_then(EventKind::parse)
-            .filter(|k| *k != EventKind::Sync)
+    /// The event a successful lifecycle action emits (`Rotate` → `Rotate`), if any. Sync
+    /// writes its events itself; expiry sends none.
+    pub fn for_lifecycle(action: crate::Action) -> Option<EventKind> {
+        use crate::Action as A;
+        match action {
+            A::Rotate => Some(EventKind::Rotate),
+            A::Disable => Some(EventKind::Disable),
+            A::Enable => Some(EventKind::Enable),
+            A::Delete => Some(EventKind::Delete),
+            A::Restore => Some(EventKind::Restore),
+            A::Purge => Some(EventKind::Purge),
+            _ => None,
+        }
     }
 }
 
@@ -372,11 +379,11 @@ mod tests {
 
     #[test]
     fn key_actions_name_their_events() {
-        assert_eq!(
-            EventKind::for_action("kms.secrets.rotate"),
-            Some(EventKind::Rotate)
-        );
-        assert_eq!(EventKind::for_action("kms.secrets.patch"), None);
-        assert_eq!(EventKind::for_action("kms.secrets.sync"), None);
+        let event = |verb: &crate::op::Op| verb.lifecycle.and_then(EventKind::for_lifecycle);
+        assert_eq!(event(&crate::op::ROTATE), Some(EventKind::Rotate));
+        assert_eq!(event(&crate::op::PURGE), Some(EventKind::Purge));
+        assert_eq!(event(&crate::op::PATCH_KEY), None);
+        assert_eq!(event(&crate::op::SYNC), None);
+        assert_eq!(event(&crate::op::EXPIRE), None);
     }
 }

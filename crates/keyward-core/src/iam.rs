@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use keyward_crypto::Secret;
 
-use crate::access::{Grant, Grants, Operation, Role, Scope};
+use crate::access::{Grant, Grants, Operation, Role, Scope, Target};
 use crate::identity::{AccessPolicyRecord, AuthorizationRecord, IdentityKind, IdentityRecord};
+use crate::op::{self, Op};
+use crate::pipeline::{Actor, Pipeline};
 use crate::service::Clock;
 use crate::{
-    ApiKeyRecord, AuditEvent, Custody, Initiator, InstanceId, InstanceRecord, KeyError, Outcome,
-    Store, StoreError,
+    ApiKeyRecord, Custody, Initiator, InstanceId, InstanceRecord, KeyError, Store, StoreError,
 };
 
 const NAME_CHARS: std::ops::RangeInclusive<usize> = 1..=100;
@@ -31,6 +32,43 @@ pub struct Principal {
     pub request_id: String,
     /// Client address, if known.
     pub address: Option<String>,
+}
+
+impl Principal {
+    /// Whether the principal holds Administrator on its account.
+    fn is_admin(&self) -> bool {
+        self.grants.grants.iter().any(|g| {
+            g.role == Role::Administrator
+                && g.scope == Scope::Account(self.identity.account.clone())
+        })
+    }
+}
+
+impl Actor for Principal {
+    fn initiator(&self) -> Initiator {
+        Initiator {
+            id: self.identity.iam_id.clone(),
+            address: self.address.clone(),
+        }
+    }
+
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    fn instance(&self) -> Option<InstanceId> {
+        None
+    }
+
+    /// Account administration is the one operation a principal is checked for: Administrator
+    /// on its own account.
+    fn check(&self, operation: Operation, _: Target<'_>) -> Result<(), KeyError> {
+        if operation == Operation::ManageAccess && self.is_admin() {
+            Ok(())
+        } else {
+            Err(KeyError::Forbidden(Operation::ManageAccess))
+        }
+    }
 }
 
 /// An identity to create.
@@ -71,6 +109,7 @@ pub struct IamService {
     clock: Arc<dyn Clock>,
     minter: Arc<dyn ApiKeyMinter>,
     region: String,
+    pipe: Pipeline,
 }
 
 /// A change to one record: done, or there was no such record.
@@ -112,6 +151,7 @@ impl IamService {
         region: &str,
     ) -> Self {
         IamService {
+            pipe: Pipeline::new(store.clone(), clock.clone()),
             store,
             custody,
             clock,
@@ -168,67 +208,28 @@ impl IamService {
 
     /// Refuses, and records, a caller without the Administrator role before any input is read,
     /// so that a caller without access cannot probe the validation rules.
-    pub async fn check_admin(&self, who: &Principal, action: &str) -> Result<(), KeyError> {
-        let allowed = self.require_admin(who);
-        self.audited(who, action, allowed).await
-    }
-
-    fn require_admin(&self, who: &Principal) -> Result<(), KeyError> {
-        let admin = who.grants.grants.iter().any(|g| {
-            g.role == Role::Administrator && g.scope == Scope::Account(who.identity.account.clone())
-        });
-        if admin {
-            Ok(())
-        } else {
-            Err(KeyError::Forbidden(Operation::ManageAccess))
+    pub async fn check_admin(&self, who: &Principal, verb: &'static Op) -> Result<(), KeyError> {
+        if who.is_admin() {
+            return Ok(());
         }
+        self.admin(verb, who, async |_| Ok(())).await
     }
 
-    fn event(
+    /// Runs an account administration verb: Administrator on the account first.
+    async fn admin<T>(
         &self,
+        verb: &'static Op,
         who: &Principal,
-        action: &str,
-        target: Option<String>,
-        code: u16,
-    ) -> AuditEvent {
-        AuditEvent {
-            target,
-            ..AuditEvent::new(
-                action,
-                Outcome::Success,
-                code,
-                Initiator {
-                    id: who.identity.iam_id.clone(),
-                    address: who.address.clone(),
-                },
-                who.request_id.clone(),
-                self.clock.now(),
-            )
-        }
-    }
-
-    /// Records a refused management action.
-    async fn audited<T>(
-        &self,
-        who: &Principal,
-        action: &str,
-        result: Result<T, KeyError>,
+        body: impl AsyncFnOnce(&mut crate::pipeline::Ctx<'_>) -> Result<T, KeyError>,
     ) -> Result<T, KeyError> {
-        if let Err(e) = &result {
-            let mut event = self.event(who, action, None, e.reason_code());
-            event.outcome = Outcome::Failure;
-            event.reason = Some(e.to_string());
-            self.store.append_audit(&event).await?;
-        }
-        result
+        self.pipe.run_in(verb, who, Target::Instance, body).await
     }
 
     // ---- instances ----
 
     /// The account's KMS instances.
     pub async fn instances(&self, who: &Principal) -> Result<Vec<InstanceRecord>, KeyError> {
-        let result = async {
-            self.require_admin(who)?;
+        self.admin(&op::LIST_INSTANCES, who, async |_| {
             Ok(self
                 .store
                 .instances()
@@ -236,9 +237,8 @@ impl IamService {
                 .into_iter()
                 .filter(|i| i.account == who.identity.account)
                 .collect())
-        }
-        .await;
-        self.audited(who, "kms.instance.list", result).await
+        })
+        .await
     }
 
     /// Creates a KMS instance in the caller's account.
@@ -247,9 +247,8 @@ impl IamService {
         who: &Principal,
         name: &str,
     ) -> Result<InstanceRecord, KeyError> {
-        let action = "kms.instance.create";
-        let result = async {
-            self.require_admin(who)?;
+        let verb = &op::CREATE_INSTANCE;
+        self.admin(verb, who, async |ctx| {
             check_name("name", name, NAME_CHARS)?;
             let rec = InstanceRecord {
                 id: InstanceId::random(),
@@ -257,12 +256,11 @@ impl IamService {
                 name: name.to_owned(),
                 created_at: self.clock.now(),
             };
-            let event = self.event(who, action, Some(rec.id.to_string()), 201);
+            let event = ctx.record_on(rec.id.to_string())?;
             self.store.insert_instance(&rec, &event).await?;
             Ok(rec)
-        }
-        .await;
-        self.audited(who, action, result).await
+        })
+        .await
     }
 
     // ---- identities ----
@@ -294,9 +292,8 @@ impl IamService {
         who: &Principal,
         spec: NewIdentity,
     ) -> Result<IdentityRecord, KeyError> {
-        let action = "iam-identity.identity.create";
-        let result = async {
-            self.require_admin(who)?;
+        let verb = &op::CREATE_IDENTITY;
+        self.admin(verb, who, async |ctx| {
             check_name("name", &spec.name, NAME_CHARS)?;
             let service_ok = |s: &Option<String>| {
                 s.as_deref().is_none_or(|s| {
@@ -329,7 +326,7 @@ impl IamService {
                 created_at: self.clock.now(),
                 created_by: who.identity.iam_id.clone(),
             };
-            let event = self.event(who, action, Some(rec.iam_id.clone()), 201);
+            let event = ctx.record_on(rec.iam_id.clone())?;
             match self.store.insert_identity(&rec, &event).await {
                 Err(StoreError::Conflict) => Err(invalid(
                     "an identity for this service instance exists already",
@@ -337,20 +334,16 @@ impl IamService {
                 r => r.map_err(KeyError::from),
             }?;
             Ok(rec)
-        }
-        .await;
-        self.audited(who, action, result).await
+        })
+        .await
     }
 
     /// The identities of the caller's account.
     pub async fn identities(&self, who: &Principal) -> Result<Vec<IdentityRecord>, KeyError> {
-        let result = async {
-            self.require_admin(who)?;
+        self.admin(&op::LIST_IDENTITIES, who, async |_| {
             Ok(self.store.identities(&who.identity.account).await?)
-        }
-        .await;
-        self.audited(who, "iam-identity.identity.list", result)
-            .await
+        })
+        .await
     }
 
     /// Locks or unlocks an identity: a locked identity's tokens stop working at once.
@@ -360,44 +353,40 @@ impl IamService {
         iam_id: &str,
         locked: bool,
     ) -> Result<(), KeyError> {
-        let action = if locked {
-            "iam-identity.identity.lock"
+        let verb = if locked {
+            &op::LOCK_IDENTITY
         } else {
-            "iam-identity.identity.unlock"
+            &op::UNLOCK_IDENTITY
         };
-        let result = async {
-            self.require_admin(who)?;
+        self.admin(verb, who, async |ctx| {
             if locked && iam_id == who.identity.iam_id {
                 return Err(invalid("an administrator cannot lock their own identity"));
             }
-            let event = self.event(who, action, Some(iam_id.to_owned()), 204);
+            let event = ctx.record_on(iam_id.to_owned())?;
             found(
                 self.store
                     .set_identity_locked(&who.identity.account, iam_id, locked, &event)
                     .await?,
             )
-        }
-        .await;
-        self.audited(who, action, result).await
+        })
+        .await
     }
 
     /// Deletes an identity with its API keys and access policies.
     pub async fn delete_identity(&self, who: &Principal, iam_id: &str) -> Result<(), KeyError> {
-        let action = "iam-identity.identity.delete";
-        let result = async {
-            self.require_admin(who)?;
+        let verb = &op::DELETE_IDENTITY;
+        self.admin(verb, who, async |ctx| {
             if iam_id == who.identity.iam_id {
                 return Err(invalid("an administrator cannot delete their own identity"));
             }
-            let event = self.event(who, action, Some(iam_id.to_owned()), 204);
+            let event = ctx.record_on(iam_id.to_owned())?;
             found(
                 self.store
                     .delete_identity(&who.identity.account, iam_id, &event)
                     .await?,
             )
-        }
-        .await;
-        self.audited(who, action, result).await
+        })
+        .await
     }
 
     // ---- API keys ----
@@ -409,9 +398,8 @@ impl IamService {
         iam_id: &str,
         name: &str,
     ) -> Result<CreatedApiKey, KeyError> {
-        let action = "iam-identity.apikey.create";
-        let result = async {
-            self.require_admin(who)?;
+        let verb = &op::CREATE_API_KEY;
+        self.admin(verb, who, async |ctx| {
             check_name("name", name, NAME_CHARS)?;
             let identity = self
                 .store
@@ -429,22 +417,19 @@ impl IamService {
                 created_at: self.clock.now(),
                 locked: false,
             };
-            let event = self.event(who, action, Some(record.id.clone()), 201);
+            let event = ctx.record_on(record.id.clone())?;
             self.store.insert_api_key(&record, &event).await?;
             Ok(CreatedApiKey { record, secret })
-        }
-        .await;
-        self.audited(who, action, result).await
+        })
+        .await
     }
 
     /// The account's API keys (never their secrets).
     pub async fn api_keys(&self, who: &Principal) -> Result<Vec<ApiKeyRecord>, KeyError> {
-        let result = async {
-            self.require_admin(who)?;
+        self.admin(&op::LIST_API_KEYS, who, async |_| {
             Ok(self.store.api_keys_of(&who.identity.account).await?)
-        }
-        .await;
-        self.audited(who, "iam-identity.apikey.list", result).await
+        })
+        .await
     }
 
     /// Locks or unlocks an API key: a locked key's tokens stop working at once.
@@ -454,38 +439,34 @@ impl IamService {
         id: &str,
         locked: bool,
     ) -> Result<(), KeyError> {
-        let action = if locked {
-            "iam-identity.apikey.lock"
+        let verb = if locked {
+            &op::LOCK_API_KEY
         } else {
-            "iam-identity.apikey.unlock"
+            &op::UNLOCK_API_KEY
         };
-        let result = async {
-            self.require_admin(who)?;
-            let event = self.event(who, action, Some(id.to_owned()), 204);
+        self.admin(verb, who, async |ctx| {
+            let event = ctx.record_on(id.to_owned())?;
             found(
                 self.store
                     .set_api_key_locked(&who.identity.account, id, locked, &event)
                     .await?,
             )
-        }
-        .await;
-        self.audited(who, action, result).await
+        })
+        .await
     }
 
     /// Deletes an API key: its tokens and refresh tokens stop working at once.
     pub async fn delete_api_key(&self, who: &Principal, id: &str) -> Result<(), KeyError> {
-        let action = "iam-identity.apikey.delete";
-        let result = async {
-            self.require_admin(who)?;
-            let event = self.event(who, action, Some(id.to_owned()), 204);
+        let verb = &op::DELETE_API_KEY;
+        self.admin(verb, who, async |ctx| {
+            let event = ctx.record_on(id.to_owned())?;
             found(
                 self.store
                     .delete_api_key(&who.identity.account, id, &event)
                     .await?,
             )
-        }
-        .await;
-        self.audited(who, action, result).await
+        })
+        .await
     }
 
     // ---- access policies ----
@@ -517,9 +498,8 @@ impl IamService {
         roles: Vec<Role>,
         scope: Scope,
     ) -> Result<AccessPolicyRecord, KeyError> {
-        let action = "iam.policy.create";
-        let result = async {
-            self.require_admin(who)?;
+        let verb = &op::CREATE_POLICY;
+        self.admin(verb, who, async |ctx| {
             Self::check_roles(&roles)?;
             let account = who.identity.account.clone();
             let subject_ok = self
@@ -547,32 +527,28 @@ impl IamService {
                 signature: Vec::new(),
             };
             p.signature = self.custody.sign_record(&p.signed_bytes())?;
-            let event = self.event(who, action, Some(p.id.clone()), 201);
+            let event = ctx.record_on(p.id.clone())?;
             self.store.insert_access_policy(&p, &event).await?;
             Ok(p)
-        }
-        .await;
-        self.audited(who, action, result).await
+        })
+        .await
     }
 
     /// The account's access policies.
     pub async fn policies(&self, who: &Principal) -> Result<Vec<AccessPolicyRecord>, KeyError> {
-        let result = async {
-            self.require_admin(who)?;
+        self.admin(&op::LIST_POLICIES, who, async |_| {
             Ok(self
                 .store
                 .access_policies(&who.identity.account, None)
                 .await?)
-        }
-        .await;
-        self.audited(who, "iam.policy.list", result).await
+        })
+        .await
     }
 
     /// Removes an access policy; the subject loses its roles within the grant cache's lifetime.
     pub async fn delete_policy(&self, who: &Principal, id: &str) -> Result<(), KeyError> {
-        let action = "iam.policy.delete";
-        let result = async {
-            self.require_admin(who)?;
+        let verb = &op::DELETE_POLICY;
+        self.admin(verb, who, async |ctx| {
             let all = self
                 .store
                 .access_policies(&who.identity.account, None)
@@ -585,15 +561,14 @@ impl IamService {
                     "this is the account's last Administrator policy: grant another first",
                 ));
             }
-            let event = self.event(who, action, Some(id.to_owned()), 204);
+            let event = ctx.record_on(id.to_owned())?;
             found(
                 self.store
                     .delete_access_policy(&who.identity.account, id, &event)
                     .await?,
             )
-        }
-        .await;
-        self.audited(who, action, result).await
+        })
+        .await
     }
 
     // ---- service-to-service authorizations ----
@@ -606,36 +581,36 @@ impl IamService {
         who: &Principal,
         mut spec: AuthorizationRecord,
     ) -> Result<AuthorizationRecord, KeyError> {
-        let action = "iam.authorization.create";
-        let result = async {
-            let account = who.identity.account.clone();
-            Self::check_roles(&spec.roles)?;
-            if matches!(spec.target, Scope::Account(_)) {
-                return Err(invalid("target: an instance, key ring or key"));
-            }
-            if spec.roles.contains(&Role::Administrator) {
-                return Err(invalid("roles: Administrator is not a service role"));
-            }
-            check_name(
-                "source.service_name",
-                &spec.source_service,
-                SERVICE_NAME_CHARS,
-            )?;
-            if self.require_admin(who).is_err() {
-                self.check_delegation(who, &spec).await?;
-            }
-            self.check_scope(&account, &spec.target).await?;
-            spec.id = uuid::Uuid::new_v4().to_string();
-            spec.account = account;
-            spec.created_at = self.clock.now();
-            spec.created_by = who.identity.iam_id.clone();
-            spec.signature = self.custody.sign_record(&spec.signed_bytes())?;
-            let event = self.event(who, action, Some(spec.id.clone()), 201);
-            self.store.insert_authorization(&spec, &event).await?;
-            Ok(spec)
-        }
-        .await;
-        self.audited(who, action, result).await
+        self.pipe
+            .run(&op::CREATE_AUTHORIZATION, who, None, async |ctx| {
+                if ctx.authorize(Target::Instance).is_err() {
+                    self.check_delegation(who, &spec).await?;
+                    ctx.delegated();
+                }
+                let account = who.identity.account.clone();
+                Self::check_roles(&spec.roles)?;
+                if matches!(spec.target, Scope::Account(_)) {
+                    return Err(invalid("target: an instance, key ring or key"));
+                }
+                if spec.roles.contains(&Role::Administrator) {
+                    return Err(invalid("roles: Administrator is not a service role"));
+                }
+                check_name(
+                    "source.service_name",
+                    &spec.source_service,
+                    SERVICE_NAME_CHARS,
+                )?;
+                self.check_scope(&account, &spec.target).await?;
+                spec.id = uuid::Uuid::new_v4().to_string();
+                spec.account = account;
+                spec.created_at = self.clock.now();
+                spec.created_by = who.identity.iam_id.clone();
+                spec.signature = self.custody.sign_record(&spec.signed_bytes())?;
+                let event = ctx.record_on(&spec.id)?;
+                self.store.insert_authorization(&spec, &event).await?;
+                Ok(spec)
+            })
+            .await
     }
 
     /// A service creating an authorization for a dependent service must hold a delegating
@@ -676,31 +651,27 @@ impl IamService {
         &self,
         who: &Principal,
     ) -> Result<Vec<AuthorizationRecord>, KeyError> {
-        let result = async {
-            self.require_admin(who)?;
+        self.admin(&op::LIST_AUTHORIZATIONS, who, async |_| {
             Ok(self
                 .store
                 .authorizations(&who.identity.account, None)
                 .await?)
-        }
-        .await;
-        self.audited(who, "iam.authorization.list", result).await
+        })
+        .await
     }
 
     /// Removes an authorization: the source service is cut off within the grant cache's lifetime
     /// (at most one second), on every server process.
     pub async fn delete_authorization(&self, who: &Principal, id: &str) -> Result<(), KeyError> {
-        let action = "iam.authorization.delete";
-        let result = async {
-            self.require_admin(who)?;
-            let event = self.event(who, action, Some(id.to_owned()), 204);
+        let verb = &op::DELETE_AUTHORIZATION;
+        self.admin(verb, who, async |ctx| {
+            let event = ctx.record_on(id.to_owned())?;
             found(
                 self.store
                     .delete_authorization(&who.identity.account, id, &event)
                     .await?,
             )
-        }
-        .await;
-        self.audited(who, action, result).await
+        })
+        .await
     }
 }

@@ -11,11 +11,13 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::access::{Operation, Target};
-use crate::service::{Access, Clock};
+use crate::access::Target;
+use crate::op;
+use crate::pipeline::Ctx;
+use crate::service::Clock;
 use crate::{
     AuditEvent, Caller, CustodyError, InstanceId, KeyError, KeyId, KeyKind, KeyService, KeyState,
-    Outcome, StoreError,
+    StoreError,
 };
 
 /// The only adapter profile Key Protect has.
@@ -420,17 +422,7 @@ pub struct KmipService {
     clock: Arc<dyn Clock>,
 }
 
-const CREATE: &str = "kms.kmip-management.create";
-const LIST: &str = "kms.kmip-management.list";
-const READ: &str = "kms.kmip-management.read";
-const DELETE: &str = "kms.kmip-management.delete";
-
 impl KmipService {
-    /// Checks the caller's KMIP management role on the instance.
-    fn gate(&self, caller: &Caller, op: Operation) -> Result<(), KmipError> {
-        crate::service::authorize(caller, op, Target::Instance).map_err(KmipError::Key)
-    }
-
     /// A service over `store`, checking root keys and appending read audit events through `keys`.
     pub fn new(store: Arc<dyn KmipStore>, keys: KeyService, clock: Arc<dyn Clock>) -> Self {
         KmipService { store, keys, clock }
@@ -442,16 +434,17 @@ impl KmipService {
         caller: &Caller,
         spec: NewKmipAdapter,
     ) -> Result<KmipAdapterRecord, KmipError> {
-        let result = match self.gate(caller, Operation::KmipWrite) {
-            Ok(()) => self.create_adapter_inner(caller, spec).await,
-            Err(e) => Err(e),
-        };
-        self.audit_failure(caller, CREATE, None, &result).await?;
-        result
+        self.keys
+            .pipe()
+            .run_in(&op::KMIP_CREATE, caller, Target::Instance, async |ctx| {
+                self.create_adapter_in(ctx, caller, spec).await
+            })
+            .await
     }
 
-    async fn create_adapter_inner(
+    async fn create_adapter_in(
         &self,
+        ctx: &mut Ctx<'_>,
         caller: &Caller,
         spec: NewKmipAdapter,
     ) -> Result<KmipAdapterRecord, KmipError> {
@@ -491,27 +484,20 @@ impl KmipService {
             .await?;
         let now = self.clock.now();
         let mut adapter = KmipAdapterRecord {
-            instance: caller.instance,
+            instance: caller.instance(),
             id: Uuid::new_v4(),
             name,
             description: spec.description.filter(|d| !d.is_empty()),
             profile: KMIP_PROFILE_NATIVE.to_owned(),
             crk_id,
             created_at: now,
-            created_by: caller.subject.clone(),
+            created_by: caller.subject().to_owned(),
             updated_at: now,
-            updated_by: caller.subject.clone(),
+            updated_by: caller.subject().to_owned(),
             signature: Vec::new(),
         };
         adapter.signature = self.keys.custody().sign_record(&adapter.signed_bytes())?;
-        let event = self.event(
-            caller,
-            CREATE,
-            Some(adapter.id),
-            Outcome::Success,
-            201,
-            None,
-        );
+        let event = ctx.record_on(adapter.id)?;
         match self
             .store
             .insert_kmip_adapter(&adapter, MAX_KMIP_ADAPTERS, &event)
@@ -535,10 +521,7 @@ impl KmipService {
     ) -> Result<KeyId, KmipError> {
         // The caller passed the KMIP gate; reading the key it names is part of that operation
         // (KmipAdapterManager holds no key role of its own).
-        let system = Caller {
-            access: Access::System,
-            ..caller.clone()
-        };
+        let system = caller.as_system();
         let id = self.keys.resolve(&system, reference).await?;
         let key = self.keys.key_metadata(&system, id).await?;
         if key.kind != KeyKind::Root {
@@ -568,29 +551,28 @@ impl KmipService {
         crk: Option<&str>,
         page: Page,
     ) -> Result<(Vec<KmipAdapterRecord>, u64), KmipError> {
-        let result = async {
-            self.gate(caller, Operation::KmipRead)?;
-            let crk = match crk {
-                None => None,
-                Some(r) => match self.keys.resolve(caller, r).await {
-                    Ok(id) => Some(id),
-                    // No such key: no adapter uses it.
-                    Err(KeyError::NotFound) => return Ok((Vec::new(), 0)),
-                    Err(e) => return Err(e.into()),
-                },
-            };
-            let (list, total) = self
-                .store
-                .kmip_adapters(caller.instance, crk, page.limit, page.offset)
-                .await?;
-            for a in &list {
-                self.verify_adapter(caller, a)?;
-            }
-            Ok((list, total))
-        }
-        .await;
-        self.audit(caller, LIST, None, &result).await?;
-        result
+        self.keys
+            .pipe()
+            .run_in(&op::KMIP_LIST, caller, Target::Instance, async |_| {
+                let crk = match crk {
+                    None => None,
+                    Some(r) => match self.keys.resolve(caller, r).await {
+                        Ok(id) => Some(id),
+                        // No such key: no adapter uses it.
+                        Err(KeyError::NotFound) => return Ok((Vec::new(), 0)),
+                        Err(e) => return Err(e.into()),
+                    },
+                };
+                let (list, total) = self
+                    .store
+                    .kmip_adapters(caller.instance(), crk, page.limit, page.offset)
+                    .await?;
+                for a in &list {
+                    self.verify_adapter(caller, a)?;
+                }
+                Ok((list, total))
+            })
+            .await
     }
 
     /// An adapter by id or name.
@@ -599,41 +581,34 @@ impl KmipService {
         caller: &Caller,
         reference: &str,
     ) -> Result<KmipAdapterRecord, KmipError> {
-        let result = match self.gate(caller, Operation::KmipRead) {
-            Ok(()) => self.load_adapter(caller, reference).await,
-            Err(e) => Err(e),
-        };
-        let target = result.as_ref().ok().map(|a| a.id);
-        self.audit(caller, READ, target, &result).await?;
-        result
+        self.keys
+            .pipe()
+            .run_in(&op::KMIP_READ, caller, Target::Instance, async |ctx| {
+                let adapter = self.load_adapter(caller, reference).await?;
+                ctx.target(adapter.id);
+                Ok(adapter)
+            })
+            .await
     }
 
     /// Deletes an adapter and its certificates; refused while it has objects not destroyed.
     pub async fn delete_adapter(&self, caller: &Caller, reference: &str) -> Result<(), KmipError> {
-        let result = async {
-            self.gate(caller, Operation::KmipWrite)?;
-            let adapter = self.load_adapter(caller, reference).await?;
-            let event = self.event(
-                caller,
-                DELETE,
-                Some(adapter.id),
-                Outcome::Success,
-                204,
-                None,
-            );
-            match self
-                .store
-                .delete_kmip_adapter(caller.instance, adapter.id, &event)
-                .await?
-            {
-                AdapterDeletion::Deleted => Ok(()),
-                AdapterDeletion::NotFound => Err(KmipError::AdapterNotFound),
-                AdapterDeletion::HasObjects => Err(KmipError::AdapterHasObjects),
-            }
-        }
-        .await;
-        self.audit_failure(caller, DELETE, None, &result).await?;
-        result
+        self.keys
+            .pipe()
+            .run_in(&op::KMIP_DELETE, caller, Target::Instance, async |ctx| {
+                let adapter = self.load_adapter(caller, reference).await?;
+                let event = ctx.record_on(adapter.id)?;
+                match self
+                    .store
+                    .delete_kmip_adapter(caller.instance(), adapter.id, &event)
+                    .await?
+                {
+                    AdapterDeletion::Deleted => Ok(()),
+                    AdapterDeletion::NotFound => Err(KmipError::AdapterNotFound),
+                    AdapterDeletion::HasObjects => Err(KmipError::AdapterHasObjects),
+                }
+            })
+            .await
     }
 
     /// Registers a client certificate on an adapter.
@@ -643,50 +618,49 @@ impl KmipService {
         adapter: &str,
         spec: NewKmipCertificate,
     ) -> Result<KmipCertificateRecord, KmipError> {
-        let result = async {
-            self.gate(caller, Operation::KmipWrite)?;
-            let adapter = self.load_adapter(caller, adapter).await?;
-            let name = match spec.name {
-                Some(n) => {
-                    validate_name(&n)?;
-                    n
+        self.keys
+            .pipe()
+            .run_in(&op::KMIP_CREATE, caller, Target::Instance, async |ctx| {
+                let adapter = self.load_adapter(caller, adapter).await?;
+                let name = match spec.name {
+                    Some(n) => {
+                        validate_name(&n)?;
+                        n
+                    }
+                    None => generated_name("kmip_cert_"),
+                };
+                let pem = spec
+                    .certificate
+                    .ok_or_else(|| KmipError::InvalidField("certificate: required".into()))?;
+                let der = validate_certificate(&pem, self.clock.now())?;
+                let mut cert = KmipCertificateRecord {
+                    instance: caller.instance(),
+                    adapter_id: adapter.id,
+                    id: Uuid::new_v4(),
+                    name,
+                    certificate: pem,
+                    fingerprint: keyward_crypto::sha256(&der),
+                    created_at: self.clock.now(),
+                    created_by: caller.subject().to_owned(),
+                    signature: Vec::new(),
+                };
+                cert.signature = self.keys.custody().sign_record(&cert.signed_bytes())?;
+                let event = ctx.record_on(cert.id)?;
+                match self
+                    .store
+                    .insert_kmip_certificate(&cert, MAX_KMIP_CERTIFICATES, &event)
+                    .await?
+                {
+                    CertificateInsert::Inserted => Ok(cert),
+                    CertificateInsert::AdapterNotFound => Err(KmipError::AdapterNotFound),
+                    CertificateInsert::NameExists => Err(KmipError::CertificateNameExists),
+                    CertificateInsert::CertificateExists => Err(KmipError::CertificateExists),
+                    CertificateInsert::QuotaReached => Err(KmipError::Quota(format!(
+                        "a KMIP adapter has at most {MAX_KMIP_CERTIFICATES} client certificates"
+                    ))),
                 }
-                None => generated_name("kmip_cert_"),
-            };
-            let pem = spec
-                .certificate
-                .ok_or_else(|| KmipError::InvalidField("certificate: required".into()))?;
-            let der = validate_certificate(&pem, self.clock.now())?;
-            let mut cert = KmipCertificateRecord {
-                instance: caller.instance,
-                adapter_id: adapter.id,
-                id: Uuid::new_v4(),
-                name,
-                certificate: pem,
-                fingerprint: keyward_crypto::sha256(&der),
-                created_at: self.clock.now(),
-                created_by: caller.subject.clone(),
-                signature: Vec::new(),
-            };
-            cert.signature = self.keys.custody().sign_record(&cert.signed_bytes())?;
-            let event = self.event(caller, CREATE, Some(cert.id), Outcome::Success, 201, None);
-            match self
-                .store
-                .insert_kmip_certificate(&cert, MAX_KMIP_CERTIFICATES, &event)
-                .await?
-            {
-                CertificateInsert::Inserted => Ok(cert),
-                CertificateInsert::AdapterNotFound => Err(KmipError::AdapterNotFound),
-                CertificateInsert::NameExists => Err(KmipError::CertificateNameExists),
-                CertificateInsert::CertificateExists => Err(KmipError::CertificateExists),
-                CertificateInsert::QuotaReached => Err(KmipError::Quota(format!(
-                    "a KMIP adapter has at most {MAX_KMIP_CERTIFICATES} client certificates"
-                ))),
-            }
-        }
-        .await;
-        self.audit_failure(caller, CREATE, None, &result).await?;
-        result
+            })
+            .await
     }
 
     /// A page of an adapter's certificates and the total.
@@ -696,21 +670,20 @@ impl KmipService {
         adapter: &str,
         page: Page,
     ) -> Result<(Vec<KmipCertificateRecord>, u64), KmipError> {
-        let result = async {
-            self.gate(caller, Operation::KmipRead)?;
-            let adapter = self.load_adapter(caller, adapter).await?;
-            let (list, total) = self
-                .store
-                .kmip_certificates(caller.instance, adapter.id, page.limit, page.offset)
-                .await?;
-            for c in &list {
-                self.verify_certificate(caller, &adapter, c)?;
-            }
-            Ok((list, total))
-        }
-        .await;
-        self.audit(caller, LIST, None, &result).await?;
-        result
+        self.keys
+            .pipe()
+            .run_in(&op::KMIP_LIST, caller, Target::Instance, async |_| {
+                let adapter = self.load_adapter(caller, adapter).await?;
+                let (list, total) = self
+                    .store
+                    .kmip_certificates(caller.instance(), adapter.id, page.limit, page.offset)
+                    .await?;
+                for c in &list {
+                    self.verify_certificate(caller, &adapter, c)?;
+                }
+                Ok((list, total))
+            })
+            .await
     }
 
     /// A certificate of an adapter, by id or name.
@@ -720,15 +693,15 @@ impl KmipService {
         adapter: &str,
         reference: &str,
     ) -> Result<KmipCertificateRecord, KmipError> {
-        let result = async {
-            self.gate(caller, Operation::KmipRead)?;
-            let adapter = self.load_adapter(caller, adapter).await?;
-            self.load_certificate(caller, &adapter, reference).await
-        }
-        .await;
-        let target = result.as_ref().ok().map(|c| c.id);
-        self.audit(caller, READ, target, &result).await?;
-        result
+        self.keys
+            .pipe()
+            .run_in(&op::KMIP_READ, caller, Target::Instance, async |ctx| {
+                let adapter = self.load_adapter(caller, adapter).await?;
+                let found = self.load_certificate(caller, &adapter, reference).await?;
+                ctx.target(found.id);
+                Ok(found)
+            })
+            .await
     }
 
     /// Deletes a certificate of an adapter.
@@ -738,24 +711,23 @@ impl KmipService {
         adapter: &str,
         reference: &str,
     ) -> Result<(), KmipError> {
-        let result = async {
-            self.gate(caller, Operation::KmipWrite)?;
-            let adapter = self.load_adapter(caller, adapter).await?;
-            let cert = self.load_certificate(caller, &adapter, reference).await?;
-            let event = self.event(caller, DELETE, Some(cert.id), Outcome::Success, 204, None);
-            if self
-                .store
-                .delete_kmip_certificate(caller.instance, adapter.id, cert.id, &event)
-                .await?
-            {
-                Ok(())
-            } else {
-                Err(KmipError::CertificateNotFound)
-            }
-        }
-        .await;
-        self.audit_failure(caller, DELETE, None, &result).await?;
-        result
+        self.keys
+            .pipe()
+            .run_in(&op::KMIP_DELETE, caller, Target::Instance, async |ctx| {
+                let adapter = self.load_adapter(caller, adapter).await?;
+                let cert = self.load_certificate(caller, &adapter, reference).await?;
+                let event = ctx.record_on(cert.id)?;
+                if self
+                    .store
+                    .delete_kmip_certificate(caller.instance(), adapter.id, cert.id, &event)
+                    .await?
+                {
+                    Ok(())
+                } else {
+                    Err(KmipError::CertificateNotFound)
+                }
+            })
+            .await
     }
 
     /// A page of an adapter's KMIP objects in `states` (1–4 when empty) and the total.
@@ -766,22 +738,27 @@ impl KmipService {
         states: &[u8],
         page: Page,
     ) -> Result<(Vec<KmipObjectRecord>, u64), KmipError> {
-        let result = async {
-            self.gate(caller, Operation::KmipRead)?;
-            let adapter = self.load_adapter(caller, adapter).await?;
-            let states: &[u8] = if states.is_empty() {
-                &[1, 2, 3, 4]
-            } else {
-                states
-            };
-            Ok(self
-                .store
-                .kmip_objects(caller.instance, adapter.id, states, page.limit, page.offset)
-                .await?)
-        }
-        .await;
-        self.audit(caller, LIST, None, &result).await?;
-        result
+        self.keys
+            .pipe()
+            .run_in(&op::KMIP_LIST, caller, Target::Instance, async |_| {
+                let adapter = self.load_adapter(caller, adapter).await?;
+                let states: &[u8] = if states.is_empty() {
+                    &[1, 2, 3, 4]
+                } else {
+                    states
+                };
+                Ok(self
+                    .store
+                    .kmip_objects(
+                        caller.instance(),
+                        adapter.id,
+                        states,
+                        page.limit,
+                        page.offset,
+                    )
+                    .await?)
+            })
+            .await
     }
 
     /// A KMIP object of an adapter, by id.
@@ -791,15 +768,15 @@ impl KmipService {
         adapter: &str,
         id: &str,
     ) -> Result<KmipObjectRecord, KmipError> {
-        let result = async {
-            self.gate(caller, Operation::KmipRead)?;
-            let adapter = self.load_adapter(caller, adapter).await?;
-            self.load_object(caller, &adapter, id).await
-        }
-        .await;
-        let target = result.as_ref().ok().map(|o| o.id);
-        self.audit(caller, READ, target, &result).await?;
-        result
+        self.keys
+            .pipe()
+            .run_in(&op::KMIP_READ, caller, Target::Instance, async |ctx| {
+                let adapter = self.load_adapter(caller, adapter).await?;
+                let found = self.load_object(caller, &adapter, id).await?;
+                ctx.target(found.id);
+                Ok(found)
+            })
+            .await
     }
 
     /// Destroys a KMIP object (state 5); an Active one only with `force`.
@@ -810,32 +787,31 @@ impl KmipService {
         id: &str,
         force: bool,
     ) -> Result<(), KmipError> {
-        let result = async {
-            self.gate(caller, Operation::KmipWrite)?;
-            let adapter = self.load_adapter(caller, adapter).await?;
-            let mut object = self.load_object(caller, &adapter, id).await?;
-            if KMIP_DESTROYED_STATES.contains(&object.state) {
-                return Err(KmipError::ObjectNotFound);
-            }
-            if object.state == KMIP_STATE_ACTIVE && !force {
-                return Err(KmipError::ObjectActive);
-            }
-            let now = self.clock.now();
-            object.state = 5;
-            object.updated_at = Some(now);
-            object.updated_by = Some(caller.subject.clone());
-            object.destroyed_at = Some(now);
-            object.destroyed_by = Some(caller.subject.clone());
-            let event = self.event(caller, DELETE, Some(object.id), Outcome::Success, 204, None);
-            if self.store.update_kmip_object(&object, &event).await? {
-                Ok(())
-            } else {
-                Err(KmipError::ObjectNotFound)
-            }
-        }
-        .await;
-        self.audit_failure(caller, DELETE, None, &result).await?;
-        result
+        self.keys
+            .pipe()
+            .run_in(&op::KMIP_DELETE, caller, Target::Instance, async |ctx| {
+                let adapter = self.load_adapter(caller, adapter).await?;
+                let mut object = self.load_object(caller, &adapter, id).await?;
+                if KMIP_DESTROYED_STATES.contains(&object.state) {
+                    return Err(KmipError::ObjectNotFound);
+                }
+                if object.state == KMIP_STATE_ACTIVE && !force {
+                    return Err(KmipError::ObjectActive);
+                }
+                let now = self.clock.now();
+                object.state = 5;
+                object.updated_at = Some(now);
+                object.updated_by = Some(caller.subject().to_owned());
+                object.destroyed_at = Some(now);
+                object.destroyed_by = Some(caller.subject().to_owned());
+                let event = ctx.record_on(object.id)?;
+                if self.store.update_kmip_object(&object, &event).await? {
+                    Ok(())
+                } else {
+                    Err(KmipError::ObjectNotFound)
+                }
+            })
+            .await
     }
 
     async fn load_adapter(
@@ -844,10 +820,10 @@ impl KmipService {
         reference: &str,
     ) -> Result<KmipAdapterRecord, KmipError> {
         let found = match reference.parse::<Uuid>() {
-            Ok(id) => self.store.kmip_adapter(caller.instance, id).await?,
+            Ok(id) => self.store.kmip_adapter(caller.instance(), id).await?,
             Err(_) => {
                 self.store
-                    .kmip_adapter_by_name(caller.instance, reference)
+                    .kmip_adapter_by_name(caller.instance(), reference)
                     .await?
             }
         };
@@ -865,12 +841,12 @@ impl KmipService {
         let found = match reference.parse::<Uuid>() {
             Ok(id) => {
                 self.store
-                    .kmip_certificate(caller.instance, adapter.id, id)
+                    .kmip_certificate(caller.instance(), adapter.id, id)
                     .await?
             }
             Err(_) => {
                 self.store
-                    .kmip_certificate_by_name(caller.instance, adapter.id, reference)
+                    .kmip_certificate_by_name(caller.instance(), adapter.id, reference)
                     .await?
             }
         };
@@ -887,7 +863,7 @@ impl KmipService {
     ) -> Result<KmipObjectRecord, KmipError> {
         let id = id.parse::<Uuid>().map_err(|_| KmipError::ObjectNotFound)?;
         self.store
-            .kmip_object(caller.instance, adapter.id, id)
+            .kmip_object(caller.instance(), adapter.id, id)
             .await?
             .ok_or(KmipError::ObjectNotFound)
     }
@@ -896,7 +872,7 @@ impl KmipService {
         self.keys
             .custody()
             .verify_record(&a.signed_bytes(), &a.signature)?;
-        if a.instance != caller.instance {
+        if a.instance != caller.instance() {
             return Err(KmipError::IntegrityFailure);
         }
         Ok(())
@@ -911,78 +887,10 @@ impl KmipService {
         self.keys
             .custody()
             .verify_record(&c.signed_bytes(), &c.signature)?;
-        if c.instance != caller.instance || c.adapter_id != adapter.id {
+        if c.instance != caller.instance() || c.adapter_id != adapter.id {
             return Err(KmipError::IntegrityFailure);
         }
         Ok(())
-    }
-
-    fn event(
-        &self,
-        caller: &Caller,
-        action: &str,
-        target: Option<Uuid>,
-        outcome: Outcome,
-        reason_code: u16,
-        reason: Option<String>,
-    ) -> AuditEvent {
-        crate::service::caller_event(
-            caller,
-            action,
-            target.map(|t| t.to_string()),
-            (outcome, reason_code, reason),
-            self.clock.now(),
-        )
-    }
-
-    /// Records the outcome of a read (success or failure).
-    async fn audit<T>(
-        &self,
-        caller: &Caller,
-        action: &str,
-        target: Option<Uuid>,
-        result: &Result<T, KmipError>,
-    ) -> Result<(), KmipError> {
-        let event = match result {
-            Ok(_) => self.event(caller, action, target, Outcome::Success, 200, None),
-            Err(e) => self.failure_event(caller, action, target, e),
-        };
-        Ok(self.keys.store().append_audit(&event).await?)
-    }
-
-    /// Records a failure; a change's success was recorded with the change itself.
-    async fn audit_failure<T>(
-        &self,
-        caller: &Caller,
-        action: &str,
-        target: Option<Uuid>,
-        result: &Result<T, KmipError>,
-    ) -> Result<(), KmipError> {
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => Ok(self
-                .keys
-                .store()
-                .append_audit(&self.failure_event(caller, action, target, e))
-                .await?),
-        }
-    }
-
-    fn failure_event(
-        &self,
-        caller: &Caller,
-        action: &str,
-        target: Option<Uuid>,
-        err: &KmipError,
-    ) -> AuditEvent {
-        self.event(
-            caller,
-            action,
-            target,
-            Outcome::Failure,
-            err.reason_code(),
-            Some(err.to_string()),
-        )
     }
 }
 

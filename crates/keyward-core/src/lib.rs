@@ -20,6 +20,7 @@
 mod access;
 mod audit;
 mod cache;
+mod caller;
 mod custody;
 mod error;
 mod events;
@@ -29,6 +30,8 @@ mod ids;
 mod key;
 mod kmip;
 mod lifecycle;
+pub mod op;
+mod pipeline;
 mod policy;
 mod rewrap;
 mod service;
@@ -58,20 +61,22 @@ pub use policy::{
     PolicySetting, ROTATION_MONTHS,
 };
 
+pub use caller::{Authenticated, Caller};
 pub use kmip::{
     AdapterDeletion, AdapterInsert, CertificateInsert, KMIP_PROFILE_NATIVE, KmipAdapterRecord,
     KmipCertificateRecord, KmipError, KmipObjectRecord, KmipService, KmipStore, MAX_KMIP_ADAPTERS,
     MAX_KMIP_CERTIFICATES, NewKmipAdapter, NewKmipCertificate, Page, validate_certificate,
 };
 pub use lifecycle::{Action, KeyState};
+pub use op::Op;
+pub use pipeline::Failure;
 pub use rewrap::{RewrapError, RewrapPass, RewrapStore, WrappedItem, rewrap_item, rewrap_pass};
 pub use service::{
-    Access, Caller, Clock, Compare, DateFilter, IMPORT_TOKEN_RETRIEVALS, IMPORT_TOKEN_SECONDS,
-    ImportTokenRecord, InstancePolicyUpdate, KeyDate, KeyFilter, KeyPolicyUpdate, KeySearch,
-    KeyService, LifecycleConfig, MAX_AAD_ITEM_CHARS, MAX_AAD_ITEMS, MAX_ALIASES_PER_KEY,
-    MAX_DEK_BYTES, Material, NewKey, PolicyOverrides, RegistrationSpec, RegistrationView,
-    RegistrationWrite, RewrapOutput, SchedulerReport, SecureImport, SortKey, SystemClock,
-    UnwrapOutput, WrapOutput,
+    Clock, Compare, DateFilter, IMPORT_TOKEN_RETRIEVALS, IMPORT_TOKEN_SECONDS, ImportTokenRecord,
+    InstancePolicyUpdate, KeyDate, KeyFilter, KeyPolicyUpdate, KeySearch, KeyService,
+    LifecycleConfig, MAX_AAD_ITEM_CHARS, MAX_AAD_ITEMS, MAX_ALIASES_PER_KEY, MAX_DEK_BYTES,
+    Material, NewKey, PolicyOverrides, RegistrationSpec, RegistrationView, RegistrationWrite,
+    RewrapOutput, SchedulerReport, SecureImport, SortKey, SystemClock, UnwrapOutput, WrapOutput,
 };
 pub use store::{
     AliasRecord, ApiKeyRecord, AuditStore, DueWork, IamStore, InstanceRecord, KeyRingRecord,

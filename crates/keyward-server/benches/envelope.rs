@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use keyward_core::{Caller, KeyKind, NewKey, Secret};
+use keyward_core::{Authenticated, Caller, Grant, Grants, KeyKind, NewKey, Role, Scope, Secret};
 use keyward_server::ServerConfig;
 
 fn bench(c: &mut Criterion) {
@@ -31,16 +31,22 @@ fn bench(c: &mut Criterion) {
         })
         .ok()
         .and_then(|i| i.into_iter().next())
-        .map(|i| i.id)
         .unwrap_or_else(|| panic!("no instance"));
-    let caller = Caller {
-        key_ring: None,
-        access: keyward_core::Access::System,
+    // A Manager of the instance, as authentication would make it from a token.
+    let caller = Caller::authenticated(Authenticated {
         subject: "bench".into(),
-        instance,
+        account: instance.account.clone(),
+        grants: Arc::new(Grants {
+            grants: vec![Grant {
+                scope: Scope::Instance(instance.id),
+                role: Role::Manager,
+            }],
+        }),
+        instance: instance.id,
         request_id: "bench".into(),
         address: None,
-    };
+        key_ring: None,
+    });
     let key = rt
         .block_on(state.keys.create_key(
             &caller,

@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use keyward_api::headers;
-use keyward_core::{Access, AuditEvent, Caller, Initiator, InstanceId, Outcome};
+use keyward_core::{AuditEvent, Authenticated, Caller, Initiator, InstanceId, Outcome};
 use keyward_iam::Claims;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
@@ -152,19 +152,17 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Authed, ApiErro
         return Err(ApiError::NetworkNotAllowed);
     }
     Ok(Authed {
-        caller: Caller {
+        caller: Caller::authenticated(Authenticated {
             subject: claims.sub,
+            account: claims.account.bss.clone(),
+            grants: resolved.grants.clone(),
             instance,
             request_id: request_id(parts),
             address: client_address(parts),
             key_ring: header(parts, headers::KEY_RING)
                 .filter(|r| !r.is_empty())
                 .map(str::to_owned),
-            access: Access::Grants {
-                account: claims.account.bss.clone(),
-                grants: resolved.grants.clone(),
-            },
-        },
+        }),
         account: claims.account.bss,
     })
 }

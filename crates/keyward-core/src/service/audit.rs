@@ -1,7 +1,8 @@
 //! Reading the audit trail through the API: the caller's instance only, Managers only.
 
-use super::{Caller, KeyService, authorize};
-use crate::access::{Operation, Target};
+use super::{Caller, KeyService};
+use crate::access::Target;
+use crate::op;
 use crate::{AuditQuery, AuditStore, ChainedEvent, KeyError};
 
 impl KeyService {
@@ -13,17 +14,17 @@ impl KeyService {
         trail: &dyn AuditStore,
         mut query: AuditQuery,
     ) -> Result<(Vec<ChainedEvent>, u64), KeyError> {
-        let result = async {
-            authorize(caller, Operation::ReadAuditEvents, Target::Instance)?;
-            // Events of other instances are never visible, whatever the query says.
-            query.instance = Some(caller.instance.to_string());
-            Ok(trail.audit_events(&query).await?)
-        }
-        .await;
-        self.audit(caller, "kms.auditevents.list", None, &result, |_| {
-            (None, None)
-        })
-        .await?;
-        result
+        self.pipe
+            .run_in(
+                &op::LIST_AUDIT_EVENTS,
+                caller,
+                Target::Instance,
+                async |_| {
+                    // Events of other instances are never visible, whatever the query says.
+                    query.instance = Some(caller.instance().to_string());
+                    Ok(trail.audit_events(&query).await?)
+                },
+            )
+            .await
     }
 }

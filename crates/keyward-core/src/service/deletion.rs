@@ -5,7 +5,8 @@ use keyward_crypto::Secret;
 use time::OffsetDateTime;
 
 use super::{Caller, KeyService, check_material_size, integrity, transition};
-use crate::access::Operation;
+use crate::op;
+use crate::pipeline::{Ctx, key_target};
 use crate::{
     Action, DeletionAuthorization, EventKind, KeyError, KeyId, KeyNotice, KeyRecord, Rule,
     StoreError,
@@ -37,37 +38,30 @@ impl KeyService {
         id: KeyId,
         set: bool,
     ) -> Result<KeyRecord, KeyError> {
-        let action = if set {
-            "kms.secrets.setkeyfordeletion"
+        let verb = if set {
+            &op::SET_KEY_FOR_DELETION
         } else {
-            "kms.secrets.unsetkeyfordeletion"
+            &op::UNSET_KEY_FOR_DELETION
         };
-        let op = if set {
-            Operation::SetKeyForDeletion
-        } else {
-            Operation::UnsetKeyForDeletion
-        };
-        let result = async {
-            let mut key = self.load(caller, id, op).await?;
-            transition(self.effective_state(&key), Action::AuthorizeDeletion)?;
-            if !key.dual_auth_delete.as_ref().is_some_and(|p| p.enabled) {
-                return Err(KeyError::Refused(
-                    Rule::DualAuthNotEnabled,
-                    "the key has no dual authorization delete policy".into(),
-                ));
-            }
-            let now = self.clock.now();
-            key.deletion_authorized = set.then(|| DeletionAuthorization {
-                by: caller.subject.clone(),
-                at: now,
-            });
-            self.save(caller, action, &mut key, None, now).await?;
-            Ok(key)
-        }
-        .await;
-        self.audit_failure(caller, action, Some(id), &result)
-            .await?;
-        result
+        self.pipe
+            .run(verb, caller, key_target(id), async |ctx| {
+                let mut key = self.load(ctx, caller, id).await?;
+                transition(self.effective_state(&key), Action::AuthorizeDeletion)?;
+                if !key.dual_auth_delete.as_ref().is_some_and(|p| p.enabled) {
+                    return Err(KeyError::Refused(
+                        Rule::DualAuthNotEnabled,
+                        "the key has no dual authorization delete policy".into(),
+                    ));
+                }
+                let now = self.clock.now();
+                key.deletion_authorized = set.then(|| DeletionAuthorization {
+                    by: caller.subject().to_owned(),
+                    at: now,
+                });
+                self.save(ctx, &mut key, None, now, false).await?;
+                Ok(key)
+            })
+            .await
     }
 
     /// Refuses the delete of a dual-authorization key unless another identity authorized it
@@ -83,7 +77,7 @@ impl KeyService {
         }
         match &key.deletion_authorized {
             Some(a) if now < a.at + self.config.dual_auth_window => {
-                if a.by == caller.subject {
+                if a.by == caller.subject() {
                     Err(KeyError::Refused(
                         Rule::DualAuthRequired,
                         "the identity that set the key for deletion cannot also delete it: a \
@@ -111,102 +105,96 @@ impl KeyService {
         id: KeyId,
         payload: Option<Secret>,
     ) -> Result<KeyRecord, KeyError> {
-        let action = "kms.secrets.restore";
-        let result = async {
-            let mut key = self.load(caller, id, Operation::Restore).await?;
-            let now = self.clock.now();
-            let next = transition(key.state, Action::Restore)?;
-            let deleted_at = key.deleted_at.ok_or(KeyError::IntegrityFailure)?;
-            if now < key.state_changed_at + self.config.enable_after_disable {
-                return Err(KeyError::ChangeTooSoon(
-                    self.config.enable_after_disable.as_secs(),
-                ));
-            }
-            if key.expiration.is_some_and(|t| t <= now) {
-                return Err(KeyError::Refused(
-                    Rule::KeyExpired,
-                    "the key is past its expiration date and cannot be restored".into(),
-                ));
-            }
-            if now >= deleted_at + self.config.restore_window {
-                return Err(KeyError::Refused(
-                    Rule::RestoreWindowPassed,
-                    format!(
-                        "the key can be restored only within {} days of its deletion",
-                        self.config.restore_window.as_secs() / 86_400
-                    ),
-                ));
-            }
-            match (key.imported, payload) {
-                (true, Some(p)) => {
-                    check_material_size(key.kind, p.len())?;
-                    let (_, material) = self.version_material(&key, key.current_version).await?;
-                    if !material.ct_eq(&p) {
+        self.pipe
+            .run(&op::RESTORE, caller, key_target(id), async |ctx| {
+                let mut key = self.load(ctx, caller, id).await?;
+                let now = self.clock.now();
+                let next = transition(key.state, Action::Restore)?;
+                let deleted_at = key.deleted_at.ok_or(KeyError::IntegrityFailure)?;
+                if now < key.state_changed_at + self.config.enable_after_disable {
+                    return Err(KeyError::ChangeTooSoon(
+                        self.config.enable_after_disable.as_secs(),
+                    ));
+                }
+                if key.expiration.is_some_and(|t| t <= now) {
+                    return Err(KeyError::Refused(
+                        Rule::KeyExpired,
+                        "the key is past its expiration date and cannot be restored".into(),
+                    ));
+                }
+                if now >= deleted_at + self.config.restore_window {
+                    return Err(KeyError::Refused(
+                        Rule::RestoreWindowPassed,
+                        format!(
+                            "the key can be restored only within {} days of its deletion",
+                            self.config.restore_window.as_secs() / 86_400
+                        ),
+                    ));
+                }
+                match (key.imported, payload) {
+                    (true, Some(p)) => {
+                        check_material_size(key.kind, p.len())?;
+                        let (_, material) =
+                            self.version_material(&key, key.current_version).await?;
+                        if !material.ct_eq(&p) {
+                            return Err(KeyError::Refused(
+                                Rule::RestoreMaterialMismatch,
+                                "payload: does not match the key material the key was deleted with"
+                                    .into(),
+                            ));
+                        }
+                    }
+                    (true, None) => {
                         return Err(KeyError::Refused(
-                            Rule::RestoreMaterialMismatch,
-                            "payload: does not match the key material the key was deleted with"
-                                .into(),
+                            Rule::RestorePayloadRequired,
+                            "payload: an imported key is restored with its key material".into(),
                         ));
                     }
+                    (false, Some(_)) => {
+                        return Err(KeyError::InvalidInput(
+                            "payload: only imported keys are restored with a payload".into(),
+                        ));
+                    }
+                    (false, None) => {}
                 }
-                (true, None) => {
-                    return Err(KeyError::Refused(
-                        Rule::RestorePayloadRequired,
-                        "payload: an imported key is restored with its key material".into(),
-                    ));
-                }
-                (false, Some(_)) => {
-                    return Err(KeyError::InvalidInput(
-                        "payload: only imported keys are restored with a payload".into(),
-                    ));
-                }
-                (false, None) => {}
-            }
-            key.state = next;
-            key.state_changed_at = now;
-            key.deleted_at = None;
-            key.deleted_by = None;
-            key.next_rotation_at = self.next_rotation(&key);
-            self.save(caller, action, &mut key, None, now).await?;
-            Ok(key)
-        }
-        .await;
-        self.audit_failure(caller, action, Some(id), &result)
-            .await?;
-        result
+                key.state = next;
+                key.state_changed_at = now;
+                key.deleted_at = None;
+                key.deleted_by = None;
+                key.next_rotation_at = self.next_rotation(&key);
+                self.save(ctx, &mut key, None, now, false).await?;
+                Ok(key)
+            })
+            .await
     }
 
     /// Erases a deleted key's material for good, once the purge wait has passed. Returns the
     /// tombstone. Nothing can unwrap under the key afterwards, not even after a restart.
     pub async fn purge(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
-        let action = "kms.secrets.purge";
-        let result = async {
-            let key = self.load(caller, id, Operation::Purge).await?;
-            let now = self.clock.now();
-            transition(key.state, Action::Purge)?;
-            let deleted_at = key.deleted_at.ok_or(KeyError::IntegrityFailure)?;
-            if now < deleted_at + self.config.purge_wait {
-                return Err(KeyError::Refused(
-                    Rule::PurgeTooEarly,
-                    format!(
-                        "a deleted key can be purged {} hours after its deletion",
-                        self.config.purge_wait.as_secs() / 3600
-                    ),
-                ));
-            }
-            self.erase(caller, action, key, now).await
-        }
-        .await;
-        self.audit_failure(caller, action, Some(id), &result)
-            .await?;
-        result
+        self.pipe
+            .run(&op::PURGE, caller, key_target(id), async |ctx| {
+                let key = self.load(ctx, caller, id).await?;
+                let now = self.clock.now();
+                transition(key.state, Action::Purge)?;
+                let deleted_at = key.deleted_at.ok_or(KeyError::IntegrityFailure)?;
+                if now < deleted_at + self.config.purge_wait {
+                    return Err(KeyError::Refused(
+                        Rule::PurgeTooEarly,
+                        format!(
+                            "a deleted key can be purged {} hours after its deletion",
+                            self.config.purge_wait.as_secs() / 3600
+                        ),
+                    ));
+                }
+                self.erase(ctx, key, now).await
+            })
+            .await
     }
 
     /// Writes the tombstone and drops the versions, in one transaction.
     pub(super) async fn erase(
         &self,
-        caller: &Caller,
-        action: &str,
+        ctx: &mut Ctx<'_>,
         mut key: KeyRecord,
         now: OffsetDateTime,
     ) -> Result<KeyRecord, KeyError> {
@@ -216,7 +204,7 @@ impl KeyService {
         key.next_rotation_at = None;
         key.aliases.clear();
         self.sign_key(&mut key)?;
-        let event = self.success_event(caller, action, &key, None, 200);
+        let event = ctx.record_key(&key, None)?;
         let notice = KeyNotice {
             kind: EventKind::Purge,
             time: now,

@@ -7,19 +7,23 @@ use std::time::Duration;
 use keyward_crypto::{DekCiphertext, Secret};
 use time::OffsetDateTime;
 
-use crate::access::{Denial, Grants, Operation, Target};
+use crate::access::Target;
 use crate::cache::{CachedKey, KeyCache};
+pub use crate::caller::Caller;
 use crate::key::{ALLOWED_ROOT_KEY_BYTES, MAX_STANDARD_KEY_BYTES};
 use crate::lifecycle::transition;
+use crate::pipeline::{Ctx, Pipeline};
 use crate::policy::InstancePolicies;
 use crate::{
-    Action, AuditEvent, Custody, CustodyError, DEFAULT_KEY_RING, DualAuthPolicy, EventKind,
-    Initiator, InstanceId, KeyError, KeyId, KeyKind, KeyNotice, KeyRecord, KeyState, KeyVersion,
-    KeyVersionId, Outcome, PolicyMeta, RotationPolicy, Rule, Store, StoreError,
+    Action, Custody, CustodyError, EventKind, InstanceId, KeyError, KeyId, KeyKind, KeyNotice,
+    KeyRecord, KeyState, KeyVersion, KeyVersionId, Store, StoreError,
 };
 
 mod audit;
 mod deletion;
+mod envelope;
+mod keys;
+mod lifecycle;
 mod policies;
 mod registrations;
 mod rings;
@@ -41,8 +45,8 @@ pub const MAX_AAD_ITEMS: usize = 32;
 /// Longest AAD string, in characters (Key Protect: 255).
 pub const MAX_AAD_ITEM_CHARS: usize = 255;
 const NAME_CHARS: std::ops::RangeInclusive<usize> = 2..=90;
-const MAX_DESCRIPTION_CHARS: usize = 240;
-const GENERATED_KEY_BYTES: usize = 32;
+pub(super) const MAX_DESCRIPTION_CHARS: usize = 240;
+pub(super) const GENERATED_KEY_BYTES: usize = 32;
 const DAY: u64 = 24 * 3600;
 
 /// Source of the current time (a trait so tests can move time).
@@ -97,37 +101,6 @@ impl Default for LifecycleConfig {
             key_cache_ttl: Duration::from_secs(1),
         }
     }
-}
-
-/// Who is calling, on which instance: established by the transport from a verified token.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// IAM id of the subject.
-    pub subject: String,
-    /// The instance the request is for.
-    pub instance: InstanceId,
-    /// Request id for audit and logs.
-    pub request_id: String,
-    /// Client address, if known.
-    pub address: Option<String>,
-    /// The key ring the caller names (`X-Kms-Key-Ring`): a key outside it is not found.
-    pub key_ring: Option<String>,
-    /// What the caller may do.
-    pub access: Access,
-}
-
-/// What a caller may do: everything (Keyward's own scheduler), or what its grants allow.
-#[derive(Debug, Clone)]
-pub enum Access {
-    /// Keyward itself (the scheduler): no access check.
-    System,
-    /// A caller with grants on the instance's account.
-    Grants {
-        /// The account that owns the instance.
-        account: String,
-        /// The caller's grants that could apply.
-        grants: Arc<Grants>,
-    },
 }
 
 /// A key to create.
@@ -294,6 +267,7 @@ pub struct KeyService {
     clock: Arc<dyn Clock>,
     config: LifecycleConfig,
     cache: Arc<KeyCache>,
+    pipe: Pipeline,
 }
 
 impl KeyService {
@@ -305,7 +279,9 @@ impl KeyService {
         config: LifecycleConfig,
     ) -> Self {
         let cache = Arc::new(KeyCache::new(config.key_cache_ttl));
+        let pipe = Pipeline::new(store.clone(), clock.clone());
         KeyService {
+            pipe,
             store,
             custody,
             clock,
@@ -319,524 +295,14 @@ impl KeyService {
         &self.store
     }
 
+    /// The pipeline this service's operations run in (shared with the KMIP records service).
+    pub(crate) fn pipe(&self) -> &Pipeline {
+        &self.pipe
+    }
+
     /// The custody backend.
     pub fn custody(&self) -> &Arc<dyn Custody> {
         &self.custody
-    }
-
-    /// Creates a root or standard key, generated or imported.
-    pub async fn create_key(&self, caller: &Caller, spec: NewKey) -> Result<KeyRecord, KeyError> {
-        let action = "kms.secrets.create";
-        let result = self.create_key_inner(caller, spec, action).await;
-        self.audit_failure(caller, action, None, &result).await?;
-        result
-    }
-
-    async fn create_key_inner(
-        &self,
-        caller: &Caller,
-        spec: NewKey,
-        action: &str,
-    ) -> Result<KeyRecord, KeyError> {
-        validate_name(&spec.name)?;
-        if let Some(d) = &spec.description
-            && d.chars().count() > MAX_DESCRIPTION_CHARS
-        {
-            return Err(invalid(format!(
-                "description: at most {MAX_DESCRIPTION_CHARS} characters"
-            )));
-        }
-        let key_ring = spec.key_ring.unwrap_or_else(|| DEFAULT_KEY_RING.to_owned());
-        let imported = spec.payload.is_some();
-        let with_token = matches!(spec.payload, Some(Material::Secure(_)));
-        let op = if imported {
-            Operation::ImportKey
-        } else {
-            Operation::CreateKey
-        };
-        authorize(caller, op, Target::KeyRing(&key_ring))?;
-        self.require_ring(caller, &key_ring).await?;
-        let policies = self.policies_of(caller.instance).await?;
-        if !policies.allows_creation(spec.kind, imported, with_token) {
-            let what = match (imported, spec.kind) {
-                (false, KeyKind::Root) => "creating root keys",
-                (false, KeyKind::Standard) => "creating standard keys",
-                (true, KeyKind::Root) => "importing root keys (without an import token)",
-                (true, KeyKind::Standard) => "importing standard keys (without an import token)",
-            };
-            return Err(KeyError::Refused(
-                Rule::CreateImportDenied,
-                format!("the instance's keyCreateImportAccess policy forbids {what}"),
-            ));
-        }
-        let now = self.clock.now();
-        if let Some(exp) = spec.expiration
-            && exp <= now
-        {
-            return Err(invalid("expirationDate: must be in the future".to_owned()));
-        }
-        let material = match spec.payload {
-            Some(m) => self.material_in(caller, spec.kind, m, now).await?,
-            None => self.custody.generate_material(GENERATED_KEY_BYTES)?,
-        };
-        let bits = u16::try_from(material.len().saturating_mul(8)).unwrap_or(u16::MAX);
-        let id = KeyId::random();
-        let version = self.new_version(caller.instance, id, 1, &material, now)?;
-        let mut key = KeyRecord {
-            id,
-            instance: caller.instance,
-            kind: spec.kind,
-            name: spec.name,
-            description: spec.description,
-            state: KeyState::Active,
-            imported,
-            key_ring,
-            expiration: spec.expiration,
-            bits,
-            current_version: 1,
-            current_version_id: version.id,
-            revision: 1,
-            created_at: now,
-            created_by: caller.subject.clone(),
-            updated_at: now,
-            state_changed_at: now,
-            last_rotated_at: None,
-            deleted_at: None,
-            deleted_by: None,
-            rotation: None,
-            dual_auth_delete: None,
-            deletion_authorized: None,
-            purged_at: None,
-            next_rotation_at: None,
-            aliases: Vec::new(),
-            signature: Vec::new(),
-        };
-        let meta = || PolicyMeta {
-            created_at: now,
-            created_by: caller.subject.clone(),
-            updated_at: now,
-            updated_by: caller.subject.clone(),
-        };
-        // Rotation policies are for root keys; the instance's applies unless overridden.
-        let rotation = spec
-            .overrides
-            .rotation
-            .or(policies.rotation_months().map(|m| (true, m)));
-        if let (KeyKind::Root, Some((enabled, interval_month))) = (key.kind, rotation) {
-            check_months(interval_month)?;
-            key.rotation = Some(RotationPolicy {
-                enabled,
-                interval_month,
-                meta: meta(),
-            });
-        }
-        if spec
-            .overrides
-            .dual_auth_delete
-            .unwrap_or(policies.dual_auth_delete())
-        {
-            key.dual_auth_delete = Some(DualAuthPolicy {
-                enabled: true,
-                meta: meta(),
-            });
-        }
-        key.next_rotation_at = self.next_rotation(&key);
-        self.sign_key(&mut key)?;
-        let aliases = self.new_aliases(caller, key.id, &spec.aliases, now)?;
-        let event = self.success_event(caller, action, &key, Some(version.id), 201);
-        match self
-            .store
-            .insert_key_with_aliases(&key, &version, &aliases, &event)
-            .await
-        {
-            Err(StoreError::Conflict) if !aliases.is_empty() => {
-                return Err(KeyError::Refused(
-                    Rule::AliasExists,
-                    "aliases: one of them already names a key of this instance".into(),
-                ));
-            }
-            r => r?,
-        }
-        key.aliases = spec.aliases;
-        Ok(key)
-    }
-
-    /// A key's metadata and, for an active standard key, its payload.
-    pub async fn get_key(
-        &self,
-        caller: &Caller,
-        id: KeyId,
-    ) -> Result<(KeyRecord, Option<Secret>), KeyError> {
-        let action = "kms.secrets.read";
-        let result = async {
-            let key = self.load(caller, id, Operation::ReadPayload).await?;
-            let payload = if key.kind == KeyKind::Standard
-                && transition(self.effective_state(&key), Action::ReadPayload).is_ok()
-            {
-                let (_, material) = self.version_material(&key, key.current_version).await?;
-                Some(material)
-            } else {
-                None
-            };
-            Ok((key, payload))
-        }
-        .await;
-        self.audit(caller, action, Some(id), &result, |(k, _)| {
-            (Some(k.state), None)
-        })
-        .await?;
-        result
-    }
-
-    /// A key's metadata.
-    pub async fn key_metadata(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
-        let result = self.load(caller, id, Operation::ReadMetadata).await;
-        self.audit(caller, "kms.secrets.readmetadata", Some(id), &result, |k| {
-            (Some(k.state), None)
-        })
-        .await?;
-        result
-    }
-
-    /// A page of the instance's keys and the total that match.
-    pub async fn list_keys(
-        &self,
-        caller: &Caller,
-        filter: &KeyFilter,
-    ) -> Result<(Vec<KeyRecord>, u64), KeyError> {
-        let result = async {
-            let target = match &filter.key_ring {
-                Some(ring) => Target::KeyRing(ring),
-                None => Target::Instance,
-            };
-            authorize(caller, Operation::ListKeys, target)?;
-            let (keys, total) = self.store.keys(caller.instance, filter).await?;
-            for k in &keys {
-                self.verify_key(k)?;
-            }
-            Ok((keys, total))
-        }
-        .await;
-        self.audit(caller, "kms.secrets.list", None, &result, |_| (None, None))
-            .await?;
-        result
-    }
-
-    /// Every version of a key, oldest first, with the key.
-    pub async fn key_versions(
-        &self,
-        caller: &Caller,
-        id: KeyId,
-    ) -> Result<(KeyRecord, Vec<KeyVersion>), KeyError> {
-        let result = async {
-            let key = self.load(caller, id, Operation::ListVersions).await?;
-            let versions = self.store.key_versions(id).await?;
-            for v in &versions {
-                self.verify_version(&key, v)?;
-            }
-            Ok((key, versions))
-        }
-        .await;
-        self.audit(
-            caller,
-            "kms.secrets.listkeyversions",
-            Some(id),
-            &result,
-            |(k, _)| (Some(k.state), None),
-        )
-        .await?;
-        result
-    }
-
-    /// Encrypts `plaintext` (or a new 256-bit DEK when `None`) under the key's latest version.
-    pub async fn wrap(
-        &self,
-        caller: &Caller,
-        id: KeyId,
-        plaintext: Option<Secret>,
-        aad: &[String],
-    ) -> Result<WrapOutput, KeyError> {
-        let result = async {
-            check_aad(aad)?;
-            if let Some(p) = &plaintext
-                && (p.is_empty() || p.len() > MAX_DEK_BYTES)
-            {
-                return Err(invalid(format!("plaintext: 1 to {MAX_DEK_BYTES} bytes")));
-            }
-            let entry = self
-                .root_key(caller, id, Action::Wrap, Operation::Wrap)
-                .await?;
-            let (dek, generated) = match plaintext {
-                Some(p) => (p, false),
-                None => (self.custody.generate_material(GENERATED_KEY_BYTES)?, true),
-            };
-            let ct = seal(&entry.material, &entry.current, &aad_refs(aad), &dek)?;
-            Ok((
-                entry.key.state,
-                WrapOutput {
-                    ciphertext: ct,
-                    generated: generated.then_some(dek),
-                    version: entry.current.id,
-                },
-            ))
-        }
-        .await;
-        self.audit(caller, "kms.secrets.wrap", Some(id), &result, |(s, o)| {
-            (Some(*s), Some(o.version))
-        })
-        .await?;
-        result.map(|(_, o)| o)
-    }
-
-    /// Decrypts a DEK ciphertext of any version of the key; when that version is not the latest,
-    /// also returns the DEK sealed under the latest.
-    pub async fn unwrap(
-        &self,
-        caller: &Caller,
-        id: KeyId,
-        ciphertext: &[u8],
-        aad: &[String],
-    ) -> Result<UnwrapOutput, KeyError> {
-        let result = self.open(caller, id, ciphertext, aad, Action::Unwrap).await;
-        self.audit(caller, "kms.secrets.unwrap", Some(id), &result, |(s, o)| {
-            (Some(*s), Some(o.version))
-        })
-        .await?;
-        result.map(|(_, o)| o)
-    }
-
-    /// Decrypts a DEK ciphertext and seals it under the key's latest version.
-    pub async fn rewrap(
-        &self,
-        caller: &Caller,
-        id: KeyId,
-        ciphertext: &[u8],
-        aad: &[String],
-    ) -> Result<RewrapOutput, KeyError> {
-        let result = async {
-            let (state, out) = self
-                .open(caller, id, ciphertext, aad, Action::Rewrap)
-                .await?;
-            let from = out.version;
-            // `open` always reseals for Rewrap.
-            let (ciphertext, to) = out.rewrapped.ok_or(KeyError::IntegrityFailure)?;
-            Ok((
-                state,
-                RewrapOutput {
-                    ciphertext,
-                    from,
-                    to,
-                },
-            ))
-        }
-        .await;
-        self.audit(caller, "kms.secrets.rewrap", Some(id), &result, |(s, o)| {
-            (Some(*s), Some(o.to))
-        })
-        .await?;
-        result.map(|(_, r)| r)
-    }
-
-    async fn open(
-        &self,
-        caller: &Caller,
-        id: KeyId,
-        ciphertext: &[u8],
-        aad: &[String],
-        action: Action,
-    ) -> Result<(KeyState, UnwrapOutput), KeyError> {
-        check_aad(aad)?;
-        let ct = DekCiphertext::decode(ciphertext).map_err(|_| KeyError::InvalidCiphertext)?;
-        let op = if action == Action::Rewrap {
-            Operation::Rewrap
-        } else {
-            Operation::Unwrap
-        };
-        let entry = self.root_key(caller, id, action, op).await?;
-        let (key, current) = (&entry.key, &entry.current);
-        let version_id = KeyVersionId::from_bytes(ct.version_id);
-        let aad = aad_refs(aad);
-        let plaintext = if version_id == current.id {
-            ct.open(&entry.material, key.id.as_bytes(), &aad)
-        } else {
-            let old = self
-                .store
-                .key_version_by_id(id, version_id)
-                .await?
-                .ok_or(KeyError::InvalidCiphertext)?;
-            self.verify_version(key, &old)?;
-            ct.open(&self.material(&old)?, key.id.as_bytes(), &aad)
-        }
-        .map_err(|_| KeyError::InvalidCiphertext)?;
-        // Unwrap returns the DEK sealed under the latest version only when it was sealed under an
-        // older one; rewrap always wants it, and the latest material is already in hand here.
-        let rewrapped = if version_id != current.id || action == Action::Rewrap {
-            Some((
-                seal(&entry.material, current, &aad, &plaintext)?,
-                current.id,
-            ))
-        } else {
-            None
-        };
-        Ok((
-            key.state,
-            UnwrapOutput {
-                plaintext,
-                version: version_id,
-                rewrapped,
-            },
-        ))
-    }
-
-    /// Creates a new version of a root key: generated, or from `payload` for an imported key.
-    pub async fn rotate(
-        &self,
-        caller: &Caller,
-        id: KeyId,
-        payload: Option<Material>,
-    ) -> Result<KeyRecord, KeyError> {
-        self.rotate_inner(caller, id, payload, None).await
-    }
-
-    /// Rotation by hand (`scheduled_at: None`, at most once per interval) or by the scheduler
-    /// under the key's rotation policy, which names the revision it found due: if the key has
-    /// changed since (another scheduler rotated it), this is a lost race, not a second rotation.
-    async fn rotate_inner(
-        &self,
-        caller: &Caller,
-        id: KeyId,
-        payload: Option<Material>,
-        scheduled_at: Option<u64>,
-    ) -> Result<KeyRecord, KeyError> {
-        let action = "kms.secrets.rotate";
-        let result = async {
-            let (mut key, _) = self.load_root_fresh(caller, id, Operation::Rotate).await?;
-            if scheduled_at.is_some_and(|r| r != key.revision) {
-                return Err(KeyError::Conflict);
-            }
-            transition(self.effective_state(&key), Action::Rotate)?;
-            let now = self.clock.now();
-            if scheduled_at.is_none()
-                && let Some(last) = key.last_rotated_at
-                && now < last + self.config.min_rotation_interval
-            {
-                return Err(KeyError::RotationTooSoon(
-                    self.config.min_rotation_interval.as_secs(),
-                ));
-            }
-            let material = match (key.imported, payload) {
-                (true, Some(m)) => self.material_in(caller, key.kind, m, now).await?,
-                (true, None) => return Err(KeyError::PayloadRequired),
-                (false, Some(_)) => {
-                    return Err(invalid(
-                        "payload: only imported keys are rotated with a payload".to_owned(),
-                    ));
-                }
-                (false, None) => self.custody.generate_material(GENERATED_KEY_BYTES)?,
-            };
-            let number = key
-                .current_version
-                .checked_add(1)
-                .ok_or(KeyError::Conflict)?;
-            let version = self.new_version(key.instance, key.id, number, &material, now)?;
-            key.current_version = number;
-            key.current_version_id = version.id;
-            key.bits = u16::try_from(material.len().saturating_mul(8)).unwrap_or(u16::MAX);
-            key.last_rotated_at = Some(now);
-            key.next_rotation_at = self.next_rotation(&key);
-            self.save(caller, action, &mut key, Some(&version), now)
-                .await?;
-            Ok(key)
-        }
-        .await;
-        self.audit_failure(caller, action, Some(id), &result)
-            .await?;
-        result
-    }
-
-    /// Suspends a key: wrap and unwrap are refused until it is enabled.
-    pub async fn disable(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
-        self.change_state(caller, id, Action::Disable, "kms.secrets.disable")
-            .await
-    }
-
-    /// Reactivates a suspended key.
-    pub async fn enable(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
-        self.change_state(caller, id, Action::Enable, "kms.secrets.enable")
-            .await
-    }
-
-    /// Destroys a key: its material can no longer be used, until a restore within the restore
-    /// window. A key under a dual-authorization policy needs a live `setKeyForDeletion` by
-    /// another identity.
-    pub async fn delete(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
-        self.delete_forced(caller, id, false).await
-    }
-
-    /// [`KeyService::delete`] with Key Protect's `force`: a key with registrations is deleted
-    /// only with `force`, and never while one of them has `preventKeyDeletion`.
-    pub async fn delete_forced(
-        &self,
-        caller: &Caller,
-        id: KeyId,
-        force: bool,
-    ) -> Result<KeyRecord, KeyError> {
-        self.change_state_with(caller, id, Action::Delete, "kms.secrets.delete", force)
-            .await
-    }
-
-    async fn change_state(
-        &self,
-        caller: &Caller,
-        id: KeyId,
-        action: Action,
-        event_action: &str,
-    ) -> Result<KeyRecord, KeyError> {
-        self.change_state_with(caller, id, action, event_action, false)
-            .await
-    }
-
-    async fn change_state_with(
-        &self,
-        caller: &Caller,
-        id: KeyId,
-        action: Action,
-        event_action: &str,
-        force: bool,
-    ) -> Result<KeyRecord, KeyError> {
-        let result = async {
-            let op = match action {
-                Action::Disable => Operation::Disable,
-                Action::Enable => Operation::Enable,
-                _ => Operation::Delete,
-            };
-            let mut key = self.load(caller, id, op).await?;
-            let now = self.clock.now();
-            let next = transition(self.effective_state(&key), action)?;
-            if action == Action::Enable
-                && now < key.state_changed_at + self.config.enable_after_disable
-            {
-                return Err(KeyError::ChangeTooSoon(
-                    self.config.enable_after_disable.as_secs(),
-                ));
-            }
-            if action == Action::Delete {
-                self.check_registrations_allow_delete(&key, force).await?;
-                self.check_dual_auth(caller, &key, now)?;
-                key.deleted_at = Some(now);
-                key.deleted_by = Some(caller.subject.clone());
-                key.deletion_authorized = None;
-            }
-            key.state = next;
-            key.state_changed_at = now;
-            self.save_with(caller, event_action, &mut key, None, now, force)
-                .await?;
-            Ok(key)
-        }
-        .await;
-        self.audit_failure(caller, event_action, Some(id), &result)
-            .await?;
-        result
     }
 
     // ---- helpers ----
@@ -864,63 +330,73 @@ impl KeyService {
         Some(since + self.config.rotation_month * u32::from(policy.interval_month))
     }
 
-    /// Loads and verifies a key of the caller's instance.
-    async fn load(&self, caller: &Caller, id: KeyId, op: Operation) -> Result<KeyRecord, KeyError> {
+    /// Loads and verifies a key of the caller's instance and authorizes the operation on it.
+    async fn load(
+        &self,
+        ctx: &mut Ctx<'_>,
+        caller: &Caller,
+        id: KeyId,
+    ) -> Result<KeyRecord, KeyError> {
         let key = self
             .store
-            .key(caller.instance, id)
+            .key(caller.instance(), id)
             .await?
             .ok_or(KeyError::NotFound)?;
         self.verify_key(&key)?;
         check_ring(caller, &key)?;
-        authorize(caller, op, Target::Key(key.id, &key.key_ring))?;
+        ctx.authorize(Target::Key(key.id, &key.key_ring))?;
         // A purged key is gone, as in Key Protect; only its tombstone and audit trail remain.
         if key.purged_at.is_some() {
             return Err(KeyError::NotFound);
         }
+        ctx.key(key.state, None);
         Ok(key)
     }
 
-    /// A root key, its current version and material for `action`: from the cache when fresh,
-    /// else read, verified and unwrapped, then cached.
+    /// A root key, its current version and material for `action`, with the operation
+    /// authorized: from the cache when fresh, else read, verified and unwrapped, then cached.
     async fn root_key(
         &self,
+        ctx: &mut Ctx<'_>,
         caller: &Caller,
         id: KeyId,
         action: Action,
-        op: Operation,
     ) -> Result<Arc<CachedKey>, KeyError> {
         let entry = match self.cache.get(id) {
             // The cache is shared by all instances: an entry of another instance is not found.
-            Some(e) if e.key.instance == caller.instance => e,
+            Some(e) if e.key.instance == caller.instance() => {
+                check_ring(caller, &e.key)?;
+                ctx.authorize(Target::Key(e.key.id, &e.key.key_ring))?;
+                e
+            }
             Some(_) => return Err(KeyError::NotFound),
             None => {
-                let (key, current) = self.load_root_fresh(caller, id, op).await?;
+                let (key, current) = self.load_root_fresh(ctx, caller, id).await?;
                 let material = self.material(&current)?;
                 self.cache.put(CachedKey::new(key, current, material))
             }
         };
-        check_ring(caller, &entry.key)?;
-        authorize(caller, op, Target::Key(entry.key.id, &entry.key.key_ring))?;
+        ctx.key(entry.key.state, None);
         transition(self.effective_state(&entry.key), action)?;
         Ok(entry)
     }
 
-    /// Reads a root key and its current version from the store and verifies both signatures.
+    /// Reads a root key and its current version from the store, verifies both signatures and
+    /// authorizes the operation on the key.
     async fn load_root_fresh(
         &self,
+        ctx: &mut Ctx<'_>,
         caller: &Caller,
         id: KeyId,
-        op: Operation,
     ) -> Result<(KeyRecord, KeyVersion), KeyError> {
         let (key, version) = self
             .store
-            .key_with_current_version(caller.instance, id)
+            .key_with_current_version(caller.instance(), id)
             .await?
             .ok_or(KeyError::NotFound)?;
         self.verify_key(&key)?;
         check_ring(caller, &key)?;
-        authorize(caller, op, Target::Key(key.id, &key.key_ring))?;
+        ctx.authorize(Target::Key(key.id, &key.key_ring))?;
         self.verify_version(&key, &version)?;
         if version.id != key.current_version_id {
             return Err(KeyError::IntegrityFailure);
@@ -930,6 +406,7 @@ impl KeyService {
                 "this operation requires a root key (extractable: false)",
             ));
         }
+        ctx.key(key.state, None);
         Ok((key, version))
     }
 
@@ -1004,24 +481,12 @@ impl KeyService {
         Ok(v)
     }
 
+    /// Saves a changed key with the operation's audit event; a lifecycle action (rotate,
+    /// disable, enable, delete, restore) also writes its events to the services registered on
+    /// the key, in the same transaction.
     async fn save(
         &self,
-        caller: &Caller,
-        action: &str,
-        key: &mut KeyRecord,
-        version: Option<&KeyVersion>,
-        now: OffsetDateTime,
-    ) -> Result<(), KeyError> {
-        self.save_with(caller, action, key, version, now, false)
-            .await
-    }
-
-    /// Saves a changed key; a lifecycle action (rotate, disable, enable, delete, restore) also
-    /// writes its events to the services registered on the key, in the same transaction.
-    async fn save_with(
-        &self,
-        caller: &Caller,
-        action: &str,
+        ctx: &mut Ctx<'_>,
         key: &mut KeyRecord,
         version: Option<&KeyVersion>,
         now: OffsetDateTime,
@@ -1030,17 +495,16 @@ impl KeyService {
         key.revision = key.revision.checked_add(1).ok_or(KeyError::Conflict)?;
         key.updated_at = now;
         self.sign_key(key)?;
-        let code = if action == "kms.secrets.delete" {
-            200
-        } else {
-            204
-        };
-        let event = self.success_event(caller, action, key, version.map(|v| v.id), code);
-        let notice = EventKind::for_action(action).map(|kind| KeyNotice {
-            kind,
-            time: now,
-            force_delete,
-        });
+        let event = ctx.record_key(key, version.map(|v| v.id))?;
+        let notice = ctx
+            .op()
+            .lifecycle
+            .and_then(EventKind::for_lifecycle)
+            .map(|kind| KeyNotice {
+                kind,
+                time: now,
+                force_delete,
+            });
         let saved = self
             .store
             .update_key_notifying(key, version, &event, notice.as_ref())
@@ -1052,101 +516,6 @@ impl KeyService {
             StoreError::Conflict => KeyError::Conflict,
             e => KeyError::Store(e),
         })
-    }
-
-    fn success_event(
-        &self,
-        caller: &Caller,
-        action: &str,
-        key: &KeyRecord,
-        version: Option<KeyVersionId>,
-        code: u16,
-    ) -> AuditEvent {
-        let mut e = self.event(caller, action, Some(key.id), Outcome::Success, code, None);
-        e.key_state = Some(key.state.code());
-        e.key_version = version.map(|v| v.to_string());
-        e
-    }
-
-    fn event(
-        &self,
-        caller: &Caller,
-        action: &str,
-        target: Option<KeyId>,
-        outcome: Outcome,
-        reason_code: u16,
-        reason: Option<String>,
-    ) -> AuditEvent {
-        caller_event(
-            caller,
-            action,
-            target.map(|t| t.to_string()),
-            (outcome, reason_code, reason),
-            self.clock.now(),
-        )
-    }
-
-    /// Records the outcome of an action that changes nothing (success or failure).
-    async fn audit<T>(
-        &self,
-        caller: &Caller,
-        action: &str,
-        target: Option<KeyId>,
-        result: &Result<T, KeyError>,
-        describe: impl FnOnce(&T) -> (Option<KeyState>, Option<KeyVersionId>),
-    ) -> Result<(), KeyError> {
-        let event = match result {
-            Ok(v) => {
-                let (state, version) = describe(v);
-                let mut e = self.event(caller, action, target, Outcome::Success, 200, None);
-                e.key_state = state.map(KeyState::code);
-                e.key_version = version.map(|v| v.to_string());
-                e
-            }
-            Err(err) => self.failure_event(caller, action, target, err),
-        };
-        self.append(&event).await
-    }
-
-    /// Records a failure; successes of changing actions were recorded with the change itself.
-    async fn audit_failure<T>(
-        &self,
-        caller: &Caller,
-        action: &str,
-        target: Option<KeyId>,
-        result: &Result<T, KeyError>,
-    ) -> Result<(), KeyError> {
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) => {
-                self.append(&self.failure_event(caller, action, target, err))
-                    .await
-            }
-        }
-    }
-
-    async fn append(&self, event: &AuditEvent) -> Result<(), KeyError> {
-        self.store
-            .append_audit(event)
-            .await
-            .map_err(KeyError::Store)
-    }
-
-    fn failure_event(
-        &self,
-        caller: &Caller,
-        action: &str,
-        target: Option<KeyId>,
-        err: &KeyError,
-    ) -> AuditEvent {
-        self.event(
-            caller,
-            action,
-            target,
-            Outcome::Failure,
-            err.reason_code(),
-            Some(err.to_string()),
-        )
     }
 }
 
@@ -1243,55 +612,10 @@ fn check_material_size(kind: KeyKind, len: usize) -> Result<(), KeyError> {
     }
 }
 
-/// The audit event of `caller`'s `action` on `target`, with its outcome, reason code and reason.
-pub(crate) fn caller_event(
-    caller: &Caller,
-    action: &str,
-    target: Option<String>,
-    (outcome, reason_code, reason): (Outcome, u16, Option<String>),
-    now: OffsetDateTime,
-) -> AuditEvent {
-    let initiator = Initiator {
-        id: caller.subject.clone(),
-        address: caller.address.clone(),
-    };
-    AuditEvent {
-        reason,
-        instance: Some(caller.instance.to_string()),
-        target,
-        ..AuditEvent::new(
-            action,
-            outcome,
-            reason_code,
-            initiator,
-            caller.request_id.clone(),
-            now,
-        )
-    }
-}
-
-/// Checks the caller's grants: a target the caller cannot see is not found; one it sees but may
-/// not act on is forbidden.
-pub(crate) fn authorize(
-    caller: &Caller,
-    op: Operation,
-    target: Target<'_>,
-) -> Result<(), KeyError> {
-    match &caller.access {
-        Access::System => Ok(()),
-        Access::Grants { account, grants } => grants
-            .check(op, account, caller.instance, target)
-            .map_err(|d| match d {
-                Denial::Invisible => KeyError::NotFound,
-                Denial::Forbidden => KeyError::Forbidden(op),
-            }),
-    }
-}
-
 /// A key outside the key ring the caller named does not exist for that request.
 fn check_ring(caller: &Caller, key: &KeyRecord) -> Result<(), KeyError> {
-    match &caller.key_ring {
-        Some(ring) if *ring != key.key_ring => Err(KeyError::NotFound),
+    match caller.key_ring() {
+        Some(ring) if ring != key.key_ring => Err(KeyError::NotFound),
         _ => Ok(()),
     }
 }

@@ -11,13 +11,15 @@
 use keyward_crypto::Secret;
 use time::OffsetDateTime;
 
-use super::{Caller, KeyService, authorize, caller_event, integrity, invalid};
-use crate::access::{Operation, Target};
+use super::{Caller, KeyService, integrity, invalid};
+use crate::access::Target;
 use crate::lifecycle::transition;
+use crate::op::{self, Op};
+use crate::pipeline::{Ctx, key_target};
 use crate::{
-    Action, AdopterState, AuditEvent, EventAckRecord, EventKind, EventRecord, KeyError, KeyId,
-    KeyKind, KeyNotice, KeyRecord, KeyVersionId, Outcome, RegistrationChange, RegistrationFilter,
-    RegistrationRecord, Rule, StoreError, SubscriptionRecord,
+    AdopterState, EventAckRecord, EventKind, EventRecord, KeyError, KeyId, KeyKind, KeyNotice,
+    KeyRecord, KeyVersionId, RegistrationChange, RegistrationFilter, RegistrationRecord, Rule,
+    StoreError, SubscriptionRecord,
 };
 
 /// Longest resource CRN accepted.
@@ -137,41 +139,44 @@ impl KeyService {
         key: Option<KeyId>,
         mut filter: RegistrationFilter,
     ) -> Result<(Vec<RegistrationView>, u64), KeyError> {
-        let action = "kms.registrations.list";
-        let result = async {
-            let key_record = match key {
-                Some(id) => Some(self.load(caller, id, Operation::ListRegistrations).await?),
-                // With `X-Kms-Key-Ring`, the registrations of that ring's keys (a role on the ring
-                // is enough), as for the key listing; without it, the whole instance's.
-                None => {
-                    let target = match &caller.key_ring {
-                        Some(ring) => Target::KeyRing(ring),
-                        None => Target::Instance,
-                    };
-                    authorize(caller, Operation::ListRegistrations, target)?;
-                    filter.key_ring = caller.key_ring.clone();
-                    None
-                }
-            };
-            filter.key_id = key;
-            let (records, total) = self.store.registrations(caller.instance, &filter).await?;
-            let mut views = Vec::with_capacity(records.len());
-            for record in records {
-                let k = match &key_record {
-                    Some(k) => k.clone(),
-                    None => match self.store.key(caller.instance, record.key_id).await? {
-                        Some(k) => k,
-                        None => continue,
-                    },
+        let target = key.map(|k| k.to_string());
+        self.pipe
+            .run(&op::LIST_REGISTRATIONS, caller, target, async |ctx| {
+                let key_record = match key {
+                    Some(id) => {
+                        let k = self.load(ctx, caller, id).await?;
+                        // The listing's event names the key, not its state.
+                        ctx.clear_key();
+                        Some(k)
+                    }
+                    // With `X-Kms-Key-Ring`, the registrations of that ring's keys (a role on the ring
+                    // is enough), as for the key listing; without it, the whole instance's.
+                    None => {
+                        let target = match caller.key_ring() {
+                            Some(ring) => Target::KeyRing(ring),
+                            None => Target::Instance,
+                        };
+                        ctx.authorize(target)?;
+                        filter.key_ring = caller.key_ring().map(str::to_owned);
+                        None
+                    }
                 };
-                views.push(self.view(caller, &k, record).await?);
-            }
-            Ok((views, total))
-        }
-        .await;
-        self.audit(caller, action, key, &result, |_| (None, None))
-            .await?;
-        result
+                filter.key_id = key;
+                let (records, total) = self.store.registrations(caller.instance(), &filter).await?;
+                let mut views = Vec::with_capacity(records.len());
+                for record in records {
+                    let k = match &key_record {
+                        Some(k) => k.clone(),
+                        None => match self.store.key(caller.instance(), record.key_id).await? {
+                            Some(k) => k,
+                            None => continue,
+                        },
+                    };
+                    views.push(self.view(caller, &k, record).await?);
+                }
+                Ok((views, total))
+            })
+            .await
     }
 
     async fn view(
@@ -180,7 +185,7 @@ impl KeyService {
         key: &KeyRecord,
         mut record: RegistrationRecord,
     ) -> Result<RegistrationView, KeyError> {
-        if record.owner != caller.subject {
+        if record.owner != caller.subject() {
             // registrationMetadata is the registering service's own; customers never see it.
             record.metadata = None;
         }
@@ -210,21 +215,13 @@ impl KeyService {
         spec: RegistrationSpec,
         how: RegistrationWrite,
     ) -> Result<RegistrationView, KeyError> {
-        let (op, action) = match how {
-            RegistrationWrite::Create => {
-                (Operation::CreateRegistration, "kms.registrations.create")
-            }
-            RegistrationWrite::Replace => {
-                (Operation::UpdateRegistration, "kms.registrations.replace")
-            }
-            RegistrationWrite::Update => {
-                (Operation::UpdateRegistration, "kms.registrations.update")
-            }
+        let verb = match how {
+            RegistrationWrite::Create => &op::CREATE_REGISTRATION,
+            RegistrationWrite::Replace => &op::REPLACE_REGISTRATION,
+            RegistrationWrite::Update => &op::UPDATE_REGISTRATION,
         };
-        let result = async {
-            let key = self
-                .registrable_key(caller, id, op, Action::Register)
-                .await?;
+        self.pipe.run(verb, caller, key_target(id), async |ctx| {
+            let key = self.registrable_key(ctx, verb, caller, id).await?;
             check_crn(resource_crn)?;
             check_spec(&spec)?;
             let now = self.clock.now();
@@ -240,7 +237,7 @@ impl KeyService {
                         .registration(id, resource_crn)
                         .await?
                         .ok_or_else(|| not_registered(resource_crn))?;
-                    if r.owner != caller.subject {
+                    if r.owner != caller.subject() {
                         return Err(not_owner());
                     }
                     Some(r)
@@ -254,26 +251,30 @@ impl KeyService {
                         .prevent_key_deletion
                         .unwrap_or(old.prevent_key_deletion),
                     key_version_id: version.unwrap_or(old.key_version_id),
-                    updated_by: caller.subject.clone(),
+                    updated_by: caller.subject().to_owned(),
                     updated_at: now,
                     ..old
                 },
                 (_, old) => RegistrationRecord {
-                    instance: caller.instance,
+                    instance: caller.instance(),
                     key_id: id,
                     resource_crn: resource_crn.to_owned(),
-                    owner: caller.subject.clone(),
+                    owner: caller.subject().to_owned(),
                     description: spec.description,
                     metadata: spec.metadata,
                     prevent_key_deletion: spec.prevent_key_deletion.unwrap_or(false),
                     key_version_id: version.unwrap_or(key.current_version_id),
                     created_at: old.as_ref().map_or(now, |o| o.created_at),
-                    updated_by: caller.subject.clone(),
+                    updated_by: caller.subject().to_owned(),
                     updated_at: now,
                     adopter_state: old.and_then(|o| o.adopter_state),
                 },
             };
-            let event = self.registration_event(caller, action, &key, &record, 200);
+            ctx.note(format!(
+                "resourceCrn={} preventKeyDeletion={}",
+                record.resource_crn, record.prevent_key_deletion
+            ));
+            let event = ctx.record_key(&key, Some(record.key_version_id))?;
             match how {
                 RegistrationWrite::Create => {
                     match self.store.insert_registration(&record, &event).await {
@@ -298,11 +299,8 @@ impl KeyService {
                 }
             }
             self.view(caller, &key, record).await
-        }
-        .await;
-        self.audit_failure(caller, action, Some(id), &result)
-            .await?;
-        result
+        })
+        .await
     }
 
     /// Deletes the caller's registration of `resource_crn` on the key.
@@ -312,58 +310,43 @@ impl KeyService {
         id: KeyId,
         resource_crn: &str,
     ) -> Result<(), KeyError> {
-        let action = "kms.registrations.delete";
-        let result = async {
-            let key = self
-                .registrable_key(
-                    caller,
-                    id,
-                    Operation::DeleteRegistration,
-                    Action::Deregister,
-                )
-                .await?;
-            check_crn(resource_crn)?;
-            let mut event = self.event(caller, action, Some(id), Outcome::Success, 204, None);
-            event.key_state = Some(key.state.code());
-            event.reason = Some(format!("resourceCrn={resource_crn}"));
-            match self
-                .store
-                .delete_registration(id, resource_crn, &caller.subject, &event)
-                .await?
-            {
-                RegistrationChange::Done => Ok(()),
-                RegistrationChange::NotFound => Err(not_registered(resource_crn)),
-                RegistrationChange::NotOwner => Err(not_owner()),
-            }
-        }
-        .await;
-        self.audit_failure(caller, action, Some(id), &result)
-            .await?;
-        result
+        let verb = &op::DELETE_REGISTRATION;
+        self.pipe
+            .run(verb, caller, key_target(id), async |ctx| {
+                let key = self.registrable_key(ctx, verb, caller, id).await?;
+                check_crn(resource_crn)?;
+                ctx.note(format!("resourceCrn={resource_crn}"));
+                let event = ctx.record_key(&key, None)?;
+                match self
+                    .store
+                    .delete_registration(id, resource_crn, caller.subject(), &event)
+                    .await?
+                {
+                    RegistrationChange::Done => Ok(()),
+                    RegistrationChange::NotFound => Err(not_registered(resource_crn)),
+                    RegistrationChange::NotOwner => Err(not_owner()),
+                }
+            })
+            .await
     }
 
     /// `actions/sync`: sends the key's current state to every service registered on it. The
     /// number of events created (one per registration owner).
     pub async fn sync(&self, caller: &Caller, id: KeyId) -> Result<u32, KeyError> {
-        let action = "kms.secrets.sync";
-        let result = async {
-            let key = self.load(caller, id, Operation::SyncKey).await?;
-            transition(key.state, Action::Sync)?;
-            let now = self.clock.now();
-            let mut event = self.event(caller, action, Some(id), Outcome::Success, 204, None);
-            event.key_state = Some(key.state.code());
-            event.key_version = Some(key.current_version_id.to_string());
-            let notice = KeyNotice {
-                kind: EventKind::Sync,
-                time: now,
-                force_delete: false,
-            };
-            Ok(self.store.notify(&key, &notice, &event).await?)
-        }
-        .await;
-        self.audit_failure(caller, action, Some(id), &result)
-            .await?;
-        result
+        self.pipe
+            .run(&op::SYNC, caller, key_target(id), async |ctx| {
+                let key = self.load(ctx, caller, id).await?;
+                transition(key.state, crate::Action::Sync)?;
+                let now = self.clock.now();
+                let event = ctx.record_key(&key, Some(key.current_version_id))?;
+                let notice = KeyNotice {
+                    kind: EventKind::Sync,
+                    time: now,
+                    force_delete: false,
+                };
+                Ok(self.store.notify(&key, &notice, &event).await?)
+            })
+            .await
     }
 
     /// Refuses a delete the key's registrations forbid: any with `preventKeyDeletion`, or any
@@ -425,8 +408,8 @@ impl KeyService {
         Ok(self
             .store
             .events_for(
-                &caller.subject,
-                caller.instance,
+                caller.subject(),
+                caller.instance(),
                 after_seq,
                 unacked_only,
                 limit,
@@ -452,54 +435,52 @@ impl KeyService {
             .store
             .event(event_id)
             .await?
-            .filter(|e| e.recipient == caller.subject && e.instance == caller.instance);
-        let action = found.as_ref().map_or("kms.secrets.ack".to_owned(), |e| {
-            format!("kms.secrets.ack-{}", e.kind.as_str())
-        });
-        let target = found.as_ref().map(|e| e.key_id);
-        let result = async {
-            let ev = found.clone().ok_or_else(|| {
-                KeyError::Refused(
-                    Rule::EventNotFound,
-                    "no such event addressed to the caller in this instance".into(),
-                )
-            })?;
-            if rewrapped_version
-                .as_ref()
-                .is_some_and(|v| v.len() > 64 || !v.chars().all(|c| c.is_ascii_graphic()))
-            {
-                return Err(invalid(
-                    "keyStateData.rewrappedKeyVersion: a key version id".into(),
+            .filter(|e| e.recipient == caller.subject() && e.instance == caller.instance());
+        let verb = found.as_ref().map_or(&op::ACK, |e| op::ack(e.kind));
+        let target = found.as_ref().map(|e| e.key_id.to_string());
+        self.pipe
+            .run(verb, caller, target, async |ctx| {
+                ctx.authorize_own()?;
+                let ev = found.clone().ok_or_else(|| {
+                    KeyError::Refused(
+                        Rule::EventNotFound,
+                        "no such event addressed to the caller in this instance".into(),
+                    )
+                })?;
+                if rewrapped_version
+                    .as_ref()
+                    .is_some_and(|v| v.len() > 64 || !v.chars().all(|c| c.is_ascii_graphic()))
+                {
+                    return Err(invalid(
+                        "keyStateData.rewrappedKeyVersion: a key version id".into(),
+                    ));
+                }
+                let now = self.clock.now();
+                let ack = EventAckRecord {
+                    event_id: ev.id.clone(),
+                    recipient: caller.subject().to_owned(),
+                    instance: caller.instance(),
+                    state,
+                    rewrapped_version: rewrapped_version.clone(),
+                    at: now,
+                };
+                ctx.note(format!(
+                    "eventId={} adopterKeyState={}",
+                    ev.id,
+                    state.as_str()
                 ));
-            }
-            let now = self.clock.now();
-            let ack = EventAckRecord {
-                event_id: ev.id.clone(),
-                recipient: caller.subject.clone(),
-                instance: caller.instance,
-                state,
-                rewrapped_version: rewrapped_version.clone(),
-                at: now,
-            };
-            let mut audit = self.event(caller, &action, target, Outcome::Success, 204, None);
-            audit.key_state = Some(ev.key_state);
-            audit.key_version = rewrapped_version.clone();
-            audit.reason = Some(format!(
-                "eventId={} adopterKeyState={}",
-                ev.id,
-                state.as_str()
-            ));
-            if !self.store.ack_event(&ack, &audit).await? {
-                return Err(KeyError::Refused(
-                    Rule::EventNotFound,
-                    "no such event addressed to the caller in this instance".into(),
-                ));
-            }
-            Ok(ev)
-        }
-        .await;
-        self.audit_failure(caller, &action, target, &result).await?;
-        result
+                let mut audit = ctx.record()?;
+                audit.key_state = Some(ev.key_state);
+                audit.key_version = rewrapped_version.clone();
+                if !self.store.ack_event(&ack, &audit).await? {
+                    return Err(KeyError::Refused(
+                        Rule::EventNotFound,
+                        "no such event addressed to the caller in this instance".into(),
+                    ));
+                }
+                Ok(ev)
+            })
+            .await
     }
 
     // ---- webhook subscriptions ----
@@ -514,55 +495,53 @@ impl KeyService {
         url: &str,
         destination: Result<(), String>,
     ) -> Result<(SubscriptionRecord, Secret), KeyError> {
-        let action = "kms.eventsubscription.put";
-        let result = async {
-            check_url(url)?;
-            destination.map_err(invalid)?;
-            let secret = keyward_crypto::random_secret(WEBHOOK_SECRET_BYTES)
-                .map_err(|e| KeyError::Custody(crate::CustodyError::Internal(e.to_string())))?;
-            let record = SubscriptionRecord {
-                recipient: caller.subject.clone(),
-                instance: caller.instance,
-                url: url.to_owned(),
-                secret: self.custody.wrap_material(&secret)?,
-                created_at: self.clock.now(),
-            };
-            let mut event = self.event(caller, action, None, Outcome::Success, 200, None);
-            event.reason = Some(format!("url={url}"));
-            self.store.put_subscription(&record, &event).await?;
-            Ok((record, secret))
-        }
-        .await;
-        self.audit_failure(caller, action, None, &result).await?;
-        result
+        self.pipe
+            .run(&op::PUT_SUBSCRIPTION, caller, None, async |ctx| {
+                ctx.authorize_own()?;
+                check_url(url)?;
+                destination.map_err(invalid)?;
+                let secret = keyward_crypto::random_secret(WEBHOOK_SECRET_BYTES)
+                    .map_err(|e| KeyError::Custody(crate::CustodyError::Internal(e.to_string())))?;
+                let record = SubscriptionRecord {
+                    recipient: caller.subject().to_owned(),
+                    instance: caller.instance(),
+                    url: url.to_owned(),
+                    secret: self.custody.wrap_material(&secret)?,
+                    created_at: self.clock.now(),
+                };
+                ctx.note(format!("url={url}"));
+                let event = ctx.record()?;
+                self.store.put_subscription(&record, &event).await?;
+                Ok((record, secret))
+            })
+            .await
     }
 
     /// The caller's webhook in its instance.
     pub async fn subscription(&self, caller: &Caller) -> Result<SubscriptionRecord, KeyError> {
         self.store
-            .subscription(&caller.subject, caller.instance)
+            .subscription(caller.subject(), caller.instance())
             .await?
             .ok_or_else(no_subscription)
     }
 
     /// Removes the caller's webhook in its instance.
     pub async fn delete_subscription(&self, caller: &Caller) -> Result<(), KeyError> {
-        let action = "kms.eventsubscription.delete";
-        let result = async {
-            let event = self.event(caller, action, None, Outcome::Success, 204, None);
-            if self
-                .store
-                .delete_subscription(&caller.subject, caller.instance, &event)
-                .await?
-            {
-                Ok(())
-            } else {
-                Err(no_subscription())
-            }
-        }
-        .await;
-        self.audit_failure(caller, action, None, &result).await?;
-        result
+        self.pipe
+            .run(&op::DELETE_SUBSCRIPTION, caller, None, async |ctx| {
+                ctx.authorize_own()?;
+                let event = ctx.record()?;
+                if self
+                    .store
+                    .delete_subscription(caller.subject(), caller.instance(), &event)
+                    .await?
+                {
+                    Ok(())
+                } else {
+                    Err(no_subscription())
+                }
+            })
+            .await
     }
 
     /// The signing secret of a subscription (for the delivery worker).
@@ -577,13 +556,14 @@ impl KeyService {
     /// A root key a service may register on (or deregister from) in its current state.
     async fn registrable_key(
         &self,
+        ctx: &mut Ctx<'_>,
+        verb: &'static Op,
         caller: &Caller,
         id: KeyId,
-        op: Operation,
-        action: Action,
     ) -> Result<KeyRecord, KeyError> {
-        let key = self.load(caller, id, op).await?;
-        if !is_service(&caller.subject) {
+        let action = verb.lifecycle.ok_or(KeyError::IntegrityFailure)?;
+        let key = self.load(ctx, caller, id).await?;
+        if !is_service(caller.subject()) {
             return Err(KeyError::Refused(
                 Rule::ServiceOnly,
                 "registrations are created and changed by services (a service ID or a service \
@@ -616,30 +596,6 @@ impl KeyService {
             .ok_or_else(invalid_version)?;
         self.verify_version(key, &version)?;
         Ok(version.id)
-    }
-
-    fn registration_event(
-        &self,
-        caller: &Caller,
-        action: &str,
-        key: &KeyRecord,
-        record: &RegistrationRecord,
-        code: u16,
-    ) -> AuditEvent {
-        let mut e = caller_event(
-            caller,
-            action,
-            Some(key.id.to_string()),
-            (Outcome::Success, code, None),
-            self.clock.now(),
-        );
-        e.key_state = Some(key.state.code());
-        e.key_version = Some(record.key_version_id.to_string());
-        e.reason = Some(format!(
-            "resourceCrn={} preventKeyDeletion={}",
-            record.resource_crn, record.prevent_key_deletion
-        ));
-        e
     }
 }
 

@@ -1,9 +1,11 @@
 //! Key rings, aliases, and resolving the key references callers send (id, alias or CRN).
 
-use super::{Caller, KeyFilter, KeyService, authorize, integrity};
-use crate::access::{Operation, Target};
+use super::{Caller, KeyFilter, KeyService, integrity};
+use crate::access::Target;
+use crate::op;
+use crate::pipeline::key_target;
 use crate::{
-    AliasRecord, DEFAULT_KEY_RING, KeyError, KeyId, KeyRecord, KeyRingRecord, KeyState, Outcome,
+    AliasRecord, DEFAULT_KEY_RING, KeyError, KeyId, KeyRecord, KeyRingRecord, KeyState,
     RingDeletion, Rule, StoreError,
 };
 
@@ -49,13 +51,13 @@ impl KeyService {
         }
         let alias = self
             .store
-            .alias(caller.instance, reference)
+            .alias(caller.instance(), reference)
             .await?
             .ok_or(KeyError::NotFound)?;
         self.custody
             .verify_record(&alias.signed_bytes(), &alias.signature)
             .map_err(integrity)?;
-        if alias.instance != caller.instance {
+        if alias.instance != caller.instance() {
             return Err(KeyError::IntegrityFailure);
         }
         Ok(alias.key_id)
@@ -86,11 +88,11 @@ impl KeyService {
                 )));
             }
             let mut record = AliasRecord {
-                instance: caller.instance,
+                instance: caller.instance(),
                 alias: alias.clone(),
                 key_id: key,
                 created_at: now,
-                created_by: caller.subject.clone(),
+                created_by: caller.subject().to_owned(),
                 signature: Vec::new(),
             };
             record.signature = self.custody.sign_record(&record.signed_bytes())?;
@@ -106,47 +108,44 @@ impl KeyService {
         id: KeyId,
         alias: &str,
     ) -> Result<AliasRecord, KeyError> {
-        let action = "kms.secrets.createalias";
-        let result = async {
-            if !valid_alias(alias) {
-                return Err(KeyError::InvalidInput(
-                    "alias: 2 to 90 characters (letters, digits, '-' and '_'), not a key id".into(),
-                ));
-            }
-            let key = self.load(caller, id, Operation::CreateAlias).await?;
-            super::transition(key.state, crate::Action::Modify)?;
-            let mut record = AliasRecord {
-                instance: caller.instance,
-                alias: alias.to_owned(),
-                key_id: id,
-                created_at: self.clock.now(),
-                created_by: caller.subject.clone(),
-                signature: Vec::new(),
-            };
-            record.signature = self.custody.sign_record(&record.signed_bytes())?;
-            let mut event = self.event(caller, action, Some(id), Outcome::Success, 201, None);
-            event.key_state = Some(key.state.code());
-            match self
-                .store
-                .insert_alias(&record, MAX_ALIASES_PER_KEY, &event)
-                .await
-            {
-                Ok(true) => Ok(record),
-                Ok(false) => Err(KeyError::Refused(
-                    Rule::TooManyAliases,
-                    format!("a key has at most {MAX_ALIASES_PER_KEY} aliases"),
-                )),
-                Err(StoreError::Conflict) => Err(KeyError::Refused(
-                    Rule::AliasExists,
-                    "alias: already names a key of this instance".into(),
-                )),
-                Err(e) => Err(e.into()),
-            }
-        }
-        .await;
-        self.audit_failure(caller, action, Some(id), &result)
-            .await?;
-        result
+        self.pipe
+            .run(&op::CREATE_ALIAS, caller, key_target(id), async |ctx| {
+                let key = self.load(ctx, caller, id).await?;
+                if !valid_alias(alias) {
+                    return Err(KeyError::InvalidInput(
+                        "alias: 2 to 90 characters (letters, digits, '-' and '_'), not a key id"
+                            .into(),
+                    ));
+                }
+                super::transition(key.state, crate::Action::Modify)?;
+                let mut record = AliasRecord {
+                    instance: caller.instance(),
+                    alias: alias.to_owned(),
+                    key_id: id,
+                    created_at: self.clock.now(),
+                    created_by: caller.subject().to_owned(),
+                    signature: Vec::new(),
+                };
+                record.signature = self.custody.sign_record(&record.signed_bytes())?;
+                let event = ctx.record_key(&key, None)?;
+                match self
+                    .store
+                    .insert_alias(&record, MAX_ALIASES_PER_KEY, &event)
+                    .await
+                {
+                    Ok(true) => Ok(record),
+                    Ok(false) => Err(KeyError::Refused(
+                        Rule::TooManyAliases,
+                        format!("a key has at most {MAX_ALIASES_PER_KEY} aliases"),
+                    )),
+                    Err(StoreError::Conflict) => Err(KeyError::Refused(
+                        Rule::AliasExists,
+                        "alias: already names a key of this instance".into(),
+                    )),
+                    Err(e) => Err(e.into()),
+                }
+            })
+            .await
     }
 
     /// Removes an alias from a key.
@@ -156,90 +155,87 @@ impl KeyService {
         id: KeyId,
         alias: &str,
     ) -> Result<(), KeyError> {
-        let action = "kms.secrets.deletealias";
-        let result = async {
-            let key = self.load(caller, id, Operation::DeleteAlias).await?;
-            let mut event = self.event(caller, action, Some(id), Outcome::Success, 204, None);
-            event.key_state = Some(key.state.code());
-            if self
-                .store
-                .delete_alias(caller.instance, id, alias, &event)
-                .await?
-            {
-                Ok(())
-            } else {
-                Err(KeyError::Refused(
-                    Rule::AliasNotFound,
-                    "alias: the key has no such alias".into(),
-                ))
-            }
-        }
-        .await;
-        self.audit_failure(caller, action, Some(id), &result)
-            .await?;
-        result
+        self.pipe
+            .run(&op::DELETE_ALIAS, caller, key_target(id), async |ctx| {
+                let key = self.load(ctx, caller, id).await?;
+                let event = ctx.record_key(&key, None)?;
+                if self
+                    .store
+                    .delete_alias(caller.instance(), id, alias, &event)
+                    .await?
+                {
+                    Ok(())
+                } else {
+                    Err(KeyError::Refused(
+                        Rule::AliasNotFound,
+                        "alias: the key has no such alias".into(),
+                    ))
+                }
+            })
+            .await
     }
 
     /// The instance's key rings, `default` first.
     pub async fn key_rings(&self, caller: &Caller) -> Result<Vec<KeyRingRecord>, KeyError> {
-        let result = async {
-            authorize(caller, Operation::ListKeyRings, Target::Instance)?;
-            let instance = self
-                .store
-                .instance(caller.instance)
-                .await?
-                .ok_or(KeyError::NotFound)?;
-            let mut rings = vec![KeyRingRecord {
-                instance: caller.instance,
-                id: DEFAULT_KEY_RING.to_owned(),
-                created_at: instance.created_at,
-                created_by: "keyward".to_owned(),
-            }];
-            rings.extend(self.store.key_rings(caller.instance).await?);
-            Ok(rings)
-        }
-        .await;
-        self.audit(caller, "kms.keyrings.list", None, &result, |_| (None, None))
-            .await?;
-        result
+        self.pipe
+            .run_in(&op::LIST_KEY_RINGS, caller, Target::Instance, async |_| {
+                let instance = self
+                    .store
+                    .instance(caller.instance())
+                    .await?
+                    .ok_or(KeyError::NotFound)?;
+                let mut rings = vec![KeyRingRecord {
+                    instance: caller.instance(),
+                    id: DEFAULT_KEY_RING.to_owned(),
+                    created_at: instance.created_at,
+                    created_by: "keyward".to_owned(),
+                }];
+                rings.extend(self.store.key_rings(caller.instance()).await?);
+                Ok(rings)
+            })
+            .await
     }
 
     /// Creates a key ring.
     pub async fn create_key_ring(&self, caller: &Caller, id: &str) -> Result<(), KeyError> {
-        let action = "kms.keyrings.create";
-        let result = async {
-            authorize(caller, Operation::CreateKeyRing, Target::Instance)?;
-            check_ring_id(id)?;
-            if id == DEFAULT_KEY_RING {
-                return Err(KeyError::Refused(
-                    Rule::KeyRingExists,
-                    "every instance has the default key ring".into(),
-                ));
-            }
-            if self.store.key_rings(caller.instance).await?.len() >= MAX_KEY_RINGS {
-                return Err(KeyError::Refused(
-                    Rule::KeyRingExists,
-                    format!("an instance has at most {MAX_KEY_RINGS} key rings besides default"),
-                ));
-            }
-            let ring = KeyRingRecord {
-                instance: caller.instance,
-                id: id.to_owned(),
-                created_at: self.clock.now(),
-                created_by: caller.subject.clone(),
-            };
-            let event = self.event(caller, action, None, Outcome::Success, 201, None);
-            match self.store.insert_key_ring(&ring, &event).await {
-                Err(StoreError::Conflict) => Err(KeyError::Refused(
-                    Rule::KeyRingExists,
-                    format!("key ring {id:?} already exists"),
-                )),
-                r => r.map_err(KeyError::from),
-            }
-        }
-        .await;
-        self.audit_failure(caller, action, None, &result).await?;
-        result
+        self.pipe
+            .run_in(
+                &op::CREATE_KEY_RING,
+                caller,
+                Target::Instance,
+                async |ctx| {
+                    check_ring_id(id)?;
+                    if id == DEFAULT_KEY_RING {
+                        return Err(KeyError::Refused(
+                            Rule::KeyRingExists,
+                            "every instance has the default key ring".into(),
+                        ));
+                    }
+                    if self.store.key_rings(caller.instance()).await?.len() >= MAX_KEY_RINGS {
+                        return Err(KeyError::Refused(
+                            Rule::KeyRingExists,
+                            format!(
+                                "an instance has at most {MAX_KEY_RINGS} key rings besides default"
+                            ),
+                        ));
+                    }
+                    let ring = KeyRingRecord {
+                        instance: caller.instance(),
+                        id: id.to_owned(),
+                        created_at: self.clock.now(),
+                        created_by: caller.subject().to_owned(),
+                    };
+                    let event = ctx.record()?;
+                    match self.store.insert_key_ring(&ring, &event).await {
+                        Err(StoreError::Conflict) => Err(KeyError::Refused(
+                            Rule::KeyRingExists,
+                            format!("key ring {id:?} already exists"),
+                        )),
+                        r => r.map_err(KeyError::from),
+                    }
+                },
+            )
+            .await
     }
 
     /// Deletes a key ring that holds no keys; with `force`, one that holds only deleted keys.
@@ -249,21 +245,23 @@ impl KeyService {
         id: &str,
         force: bool,
     ) -> Result<(), KeyError> {
-        let action = "kms.keyrings.delete";
-        let result =
-            async {
-                authorize(caller, Operation::DeleteKeyRing, Target::Instance)?;
-                if id == DEFAULT_KEY_RING {
-                    return Err(KeyError::Refused(
-                        Rule::DefaultKeyRing,
-                        "the default key ring cannot be deleted".into(),
-                    ));
-                }
-                if force {
-                    self.move_deleted_keys_to_default(caller, id).await?;
-                }
-                let event = self.event(caller, action, None, Outcome::Success, 204, None);
-                match self.store.delete_key_ring(caller.instance, id, &event).await? {
+        self.pipe
+            .run_in(
+                &op::DELETE_KEY_RING,
+                caller,
+                Target::Instance,
+                async |ctx| {
+                    if id == DEFAULT_KEY_RING {
+                        return Err(KeyError::Refused(
+                            Rule::DefaultKeyRing,
+                            "the default key ring cannot be deleted".into(),
+                        ));
+                    }
+                    if force {
+                        self.move_deleted_keys_to_default(caller, id).await?;
+                    }
+                    let event = ctx.record()?;
+                    match self.store.delete_key_ring(caller.instance(), id, &event).await? {
                 RingDeletion::Deleted => Ok(()),
                 RingDeletion::NotFound => Err(KeyError::Refused(
                     Rule::KeyRingNotFound,
@@ -281,10 +279,9 @@ impl KeyService {
                         .to_owned(),
                 )),
             }
-            }
-            .await;
-        self.audit_failure(caller, action, None, &result).await?;
-        result
+                },
+            )
+            .await
     }
 
     /// Moves a key to another key ring of its instance.
@@ -294,19 +291,16 @@ impl KeyService {
         id: KeyId,
         ring: &str,
     ) -> Result<KeyRecord, KeyError> {
-        let action = "kms.secrets.patch";
-        let result = async {
-            let mut key = self.load(caller, id, Operation::PatchKey).await?;
-            self.require_ring(caller, ring).await?;
-            let now = self.clock.now();
-            key.key_ring = ring.to_owned();
-            self.save(caller, action, &mut key, None, now).await?;
-            Ok(key)
-        }
-        .await;
-        self.audit_failure(caller, action, Some(id), &result)
-            .await?;
-        result
+        self.pipe
+            .run(&op::PATCH_KEY, caller, key_target(id), async |ctx| {
+                let mut key = self.load(ctx, caller, id).await?;
+                self.require_ring(caller, ring).await?;
+                let now = self.clock.now();
+                key.key_ring = ring.to_owned();
+                self.save(ctx, &mut key, None, now, false).await?;
+                Ok(key)
+            })
+            .await
     }
 
     /// A forced ring delete first moves the ring's deleted keys (and tombstones) to `default`,
@@ -324,12 +318,17 @@ impl KeyService {
             key_ring: Some(ring.to_owned()),
             ..KeyFilter::default()
         };
-        let (keys, _) = self.store.keys(caller.instance, &filter).await?;
+        let (keys, _) = self.store.keys(caller.instance(), &filter).await?;
         for key in keys {
             let mut key = self.verified(key)?;
-            let now = self.clock.now();
-            key.key_ring = DEFAULT_KEY_RING.to_owned();
-            self.save(caller, "kms.secrets.patch", &mut key, None, now)
+            // Each move is a patch of that key, recorded as one.
+            self.pipe
+                .run(&op::PATCH_KEY, caller, key_target(key.id), async |ctx| {
+                    ctx.authorize(Target::Key(key.id, &key.key_ring))?;
+                    let now = self.clock.now();
+                    key.key_ring = DEFAULT_KEY_RING.to_owned();
+                    self.save(ctx, &mut key, None, now, false).await
+                })
                 .await?;
         }
         Ok(())
@@ -341,7 +340,7 @@ impl KeyService {
             return Ok(());
         }
         check_ring_id(ring)?;
-        let rings = self.store.key_rings(caller.instance).await?;
+        let rings = self.store.key_rings(caller.instance()).await?;
         if rings.iter().any(|r| r.id == ring) {
             Ok(())
         } else {

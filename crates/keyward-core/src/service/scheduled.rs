@@ -7,7 +7,9 @@
 //! is rotated twice for one due date, expired twice or purged twice.
 
 use super::{Caller, KeyService, transition};
-use crate::{Action, DueWork, KeyError, KeyRecord, KeyState};
+use crate::op;
+use crate::pipeline::key_target;
+use crate::{Action, DueWork, KeyError, KeyRecord, KeyState, Target};
 
 /// What one pass of the scheduler did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,14 +40,11 @@ impl KeyService {
         };
         let mut report = SchedulerReport::default();
         for key in self.store.due_keys(&due, limit).await? {
-            let caller = Caller {
-                subject: SCHEDULER_SUBJECT.to_owned(),
-                instance: key.instance,
-                request_id: format!("scheduler-{}", uuid::Uuid::new_v4()),
-                address: None,
-                key_ring: None,
-                access: super::Access::System,
-            };
+            let caller = Caller::system(
+                key.instance,
+                SCHEDULER_SUBJECT,
+                format!("scheduler-{}", uuid::Uuid::new_v4()),
+            );
             let outcome = match self.verified(key) {
                 Ok(key) => self.due_item(&caller, key, &due, &mut report).await,
                 Err(e) => Err(e),
@@ -74,18 +73,26 @@ impl KeyService {
                 .deleted_at
                 .is_some_and(|t| t <= due.purge_deleted_before)
             {
-                self.erase(caller, "kms.secrets.purge", key, self.clock.now())
+                self.pipe
+                    .run(&op::PURGE, caller, key_target(key.id), async |ctx| {
+                        ctx.authorize(Target::Key(key.id, &key.key_ring))?;
+                        self.erase(ctx, key, self.clock.now()).await
+                    })
                     .await?;
                 report.purged += 1;
             }
             return Ok(());
         }
         if key.state == KeyState::Active && key.expiration.is_some_and(|t| t <= due.expire_before) {
-            let now = self.clock.now();
-            key.state = transition(key.state, Action::Expire)?;
-            key.state_changed_at = now;
-            key.next_rotation_at = None;
-            self.save(caller, "kms.secrets.expire", &mut key, None, now)
+            self.pipe
+                .run(&op::EXPIRE, caller, key_target(key.id), async |ctx| {
+                    ctx.authorize(Target::Key(key.id, &key.key_ring))?;
+                    let now = self.clock.now();
+                    key.state = transition(key.state, Action::Expire)?;
+                    key.state_changed_at = now;
+                    key.next_rotation_at = None;
+                    self.save(ctx, &mut key, None, now, false).await
+                })
                 .await?;
             report.expired += 1;
             return Ok(());
@@ -96,7 +103,11 @@ impl KeyService {
                 .next_rotation(&key)
                 .is_some_and(|t| t <= due.rotate_before)
         {
-            self.rotate_inner(caller, key.id, None, Some(key.revision))
+            let (id, revision) = (key.id, key.revision);
+            self.pipe
+                .run(&op::ROTATE, caller, key_target(id), async |ctx| {
+                    self.rotate_in(ctx, caller, id, None, Some(revision)).await
+                })
                 .await?;
             report.rotated += 1;
         }

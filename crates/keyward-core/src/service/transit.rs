@@ -8,9 +8,10 @@ use std::ops::RangeInclusive;
 use keyward_crypto::{Oaep, Secret};
 use time::{Duration, OffsetDateTime};
 
-use super::{Caller, KeyService, authorize, check_material_size};
-use crate::access::{Operation, Target};
-use crate::{KeyError, KeyKind, Outcome, Rule, WrappedMaterial};
+use super::{Caller, KeyService, check_material_size};
+use crate::access::Target;
+use crate::op;
+use crate::{KeyError, KeyKind, Rule, WrappedMaterial};
 
 /// Lifetimes an import token may be given, in seconds (Key Protect: 300 to 86,400; default 600).
 pub const IMPORT_TOKEN_SECONDS: RangeInclusive<u32> = 300..=86_400;
@@ -72,67 +73,69 @@ impl KeyService {
         expiration_secs: Option<u32>,
         max_retrievals: Option<u32>,
     ) -> Result<ImportTokenRecord, KeyError> {
-        let action = "kms.importtoken.create";
-        let result = async {
-            authorize(caller, Operation::CreateImportToken, Target::Instance)?;
-            let secs = expiration_secs.unwrap_or(DEFAULT_SECONDS);
-            if !IMPORT_TOKEN_SECONDS.contains(&secs) {
-                return Err(KeyError::InvalidInput(
-                    "expiration: 300 to 86400 seconds".into(),
-                ));
-            }
-            let max = max_retrievals.unwrap_or(1);
-            if !IMPORT_TOKEN_RETRIEVALS.contains(&max) {
-                return Err(KeyError::InvalidInput(
-                    "maxAllowedRetrievals: 1 to 500".into(),
-                ));
-            }
-            let (public_key, private_key) = self.custody.generate_transit_key()?;
-            let now = self.clock.now();
-            let token = ImportTokenRecord {
-                instance: caller.instance,
-                created_at: now,
-                expires_at: now + Duration::seconds(i64::from(secs)),
-                max_retrievals: max,
-                remaining: max,
-                nonce: self
-                    .custody
-                    .generate_material(NONCE_BYTES)?
-                    .expose()
-                    .to_vec(),
-                public_key,
-                private_key,
-                created_by: caller.subject.clone(),
-            };
-            let event = self.event(caller, action, None, Outcome::Success, 200, None);
-            self.store.put_import_token(&token, &event).await?;
-            Ok(token)
-        }
-        .await;
-        self.audit_failure(caller, action, None, &result).await?;
-        result
+        self.pipe
+            .run_in(
+                &op::CREATE_IMPORT_TOKEN,
+                caller,
+                Target::Instance,
+                async |ctx| {
+                    let secs = expiration_secs.unwrap_or(DEFAULT_SECONDS);
+                    if !IMPORT_TOKEN_SECONDS.contains(&secs) {
+                        return Err(KeyError::InvalidInput(
+                            "expiration: 300 to 86400 seconds".into(),
+                        ));
+                    }
+                    let max = max_retrievals.unwrap_or(1);
+                    if !IMPORT_TOKEN_RETRIEVALS.contains(&max) {
+                        return Err(KeyError::InvalidInput(
+                            "maxAllowedRetrievals: 1 to 500".into(),
+                        ));
+                    }
+                    let (public_key, private_key) = self.custody.generate_transit_key()?;
+                    let now = self.clock.now();
+                    let token = ImportTokenRecord {
+                        instance: caller.instance(),
+                        created_at: now,
+                        expires_at: now + Duration::seconds(i64::from(secs)),
+                        max_retrievals: max,
+                        remaining: max,
+                        nonce: self
+                            .custody
+                            .generate_material(NONCE_BYTES)?
+                            .expose()
+                            .to_vec(),
+                        public_key,
+                        private_key,
+                        created_by: caller.subject().to_owned(),
+                    };
+                    let event = ctx.record()?;
+                    self.store.put_import_token(&token, &event).await?;
+                    Ok(token)
+                },
+            )
+            .await
     }
 
     /// Retrieves the instance's import token (its public key and nonce), counting a retrieval.
     pub async fn get_import_token(&self, caller: &Caller) -> Result<ImportTokenRecord, KeyError> {
-        let result = async {
-            authorize(caller, Operation::ReadImportToken, Target::Instance)?;
-            let now = self.clock.now();
-            match self
-                .store
-                .retrieve_import_token(caller.instance, now)
-                .await?
-            {
-                Some(token) => Ok(token),
-                None => Err(self.token_refusal(caller, now).await?),
-            }
-        }
-        .await;
-        self.audit(caller, "kms.importtoken.read", None, &result, |_| {
-            (None, None)
-        })
-        .await?;
-        result
+        self.pipe
+            .run_in(
+                &op::READ_IMPORT_TOKEN,
+                caller,
+                Target::Instance,
+                async |_| {
+                    let now = self.clock.now();
+                    match self
+                        .store
+                        .retrieve_import_token(caller.instance(), now)
+                        .await?
+                    {
+                        Some(token) => Ok(token),
+                        None => Err(self.token_refusal(caller, now).await?),
+                    }
+                },
+            )
+            .await
     }
 
     /// Why there is no usable token: none at all, or expired or used up.
@@ -141,7 +144,7 @@ impl KeyService {
         caller: &Caller,
         now: OffsetDateTime,
     ) -> Result<KeyError, KeyError> {
-        Ok(match self.store.import_token(caller.instance).await? {
+        Ok(match self.store.import_token(caller.instance()).await? {
             None => KeyError::Refused(
                 Rule::ImportTokenNotFound,
                 "the instance has no import token: create one with POST /api/v2/import_token"
@@ -176,7 +179,7 @@ impl KeyService {
                             .into(),
                     ));
                 }
-                let token = match self.store.import_token(caller.instance).await? {
+                let token = match self.store.import_token(caller.instance()).await? {
                     Some(t) if t.expires_at > now => t,
                     _ => return Err(self.token_refusal(caller, now).await?),
                 };

@@ -9,6 +9,7 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use keyward_core::op;
 use keyward_core::{
     AccessPolicyRecord, ApiKeyRecord, AuthorizationRecord, IdentityKind, IdentityRecord,
     InstanceId, InstanceRecord, KeyId, NewIdentity, Principal, Role, Scope,
@@ -224,7 +225,7 @@ pub async fn create_identity(
     state
         .access
         .iam
-        .check_admin(&who, "iam-identity.identity.create")
+        .check_admin(&who, &op::CREATE_IDENTITY)
         .await?;
     let kind = IdentityKind::from_name(&body.kind)
         .ok_or_else(|| bad("kind: user, service_id or service"))?;
@@ -300,7 +301,7 @@ pub async fn create_api_key(
     state
         .access
         .iam
-        .check_admin(&who, "iam-identity.apikey.create")
+        .check_admin(&who, &op::CREATE_API_KEY)
         .await?;
     let created_key = state
         .access
@@ -373,7 +374,7 @@ pub async fn create_policy(
     state
         .access
         .iam
-        .check_admin(&who, "iam.policy.create")
+        .check_admin(&who, &op::CREATE_POLICY)
         .await?;
     let scope = scope_from(&who.identity.account, &body.resource)?;
     let roles = roles_from(&body.roles)?;
@@ -433,7 +434,7 @@ pub async fn create_authorization(
         state
             .access
             .iam
-            .check_admin(&who, "iam.authorization.create")
+            .check_admin(&who, &op::CREATE_AUTHORIZATION)
             .await?;
     }
     if body.target.instance_id.is_none() {
@@ -494,7 +495,7 @@ pub async fn create_instance(
     state
         .access
         .iam
-        .check_admin(&who, "kms.instance.create")
+        .check_admin(&who, &op::CREATE_INSTANCE)
         .await?;
     let i = state.access.iam.create_instance(&who, &body.name).await?;
     Ok(created(&state, instance_view(&i)))

@@ -375,7 +375,7 @@ fn filter_from(q: &ListQuery, authed: &Authed) -> Result<KeyFilter, ApiError> {
         offset,
         states,
         extractable,
-        key_ring: authed.caller.key_ring.clone(),
+        key_ring: authed.caller.key_ring().map(str::to_owned),
         search: q.search.as_deref().map(search::parse_search).transpose()?,
         dates: parsed.dates,
         sort: q

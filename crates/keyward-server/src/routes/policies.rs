@@ -10,9 +10,10 @@ use keyward_api::{
     AllowedIpPort, Collection, DualAuthPolicyIn, InstancePolicyData, InstancePolicyIn,
     InstancePolicyView, KeyPolicyIn, KeyPolicyView, RotationPolicyView, media,
 };
+use keyward_core::op;
 use keyward_core::{
     AllowedNetwork, CreateImportAccess, InstancePolicy, InstancePolicyUpdate, KeyPolicyUpdate,
-    KeyRecord, Operation, PolicyKind, PolicyMeta, PolicySetting,
+    KeyRecord, PolicyKind, PolicyMeta, PolicySetting,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -343,7 +344,7 @@ pub async fn get_instance_policies(
     let only = instance_kind_query(&q)?;
     let policies = state
         .keys
-        .instance_policies(&authed.caller, Operation::ReadInstancePolicies)
+        .instance_policies(&authed.caller, &op::READ_INSTANCE_POLICIES)
         .await?;
     let mut all: Vec<&InstancePolicy> = policies
         .all
@@ -368,7 +369,7 @@ pub async fn put_instance_policies(
 ) -> AppResult {
     let only = instance_kind_query(&q)?;
     check_collection(&body)?;
-    let current = state.keys.policies_of(authed.caller.instance).await?;
+    let current = state.keys.policies_of(authed.caller.instance()).await?;
     let mut updates = Vec::with_capacity(body.resources.len());
     for p in &body.resources {
         if only.is_some_and(|k| k.name() != p.policy_type) {
@@ -390,7 +391,7 @@ pub async fn put_instance_policies(
         .keys
         .put_instance_policies(&authed.caller, updates)
         .await;
-    state.forget_policies(authed.caller.instance);
+    state.forget_policies(authed.caller.instance());
     result?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -400,7 +401,7 @@ pub async fn put_instance_policies(
 pub async fn allowed_ip_port(State(state): State<Arc<AppState>>, authed: Authed) -> AppResult {
     let policies = state
         .keys
-        .instance_policies(&authed.caller, Operation::ReadAllowedIpPort)
+        .instance_policies(&authed.caller, &op::READ_ALLOWED_IP_PORT)
         .await?;
     let active = policies
         .get(PolicyKind::AllowedIp)

@@ -1,0 +1,143 @@
+//! `Caller`: who is calling, on which instance, with which grants. Its fields are private: a
+//! caller is made by authentication ([`Caller::authenticated`], from a verified token's claims
+//! and the grants resolved for them) or, inside this crate only, as Keyward itself
+//! ([`Caller::system`], for the scheduler), so no transport can make an unchecked caller.
+
+use std::sync::Arc;
+
+use crate::access::{Grants, Operation, Target};
+use crate::pipeline::{Actor, check_grants};
+use crate::{Initiator, InstanceId, KeyError};
+
+/// Who is calling, on which instance: established by authentication from a verified token.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    subject: String,
+    instance: InstanceId,
+    request_id: String,
+    address: Option<String>,
+    key_ring: Option<String>,
+    access: Access,
+}
+
+/// What a caller may do: everything (Keyward's own scheduler), or what its grants allow.
+#[derive(Debug, Clone)]
+enum Access {
+    /// Keyward itself (the scheduler): no access check.
+    System,
+    /// A caller with grants on the instance's account.
+    Grants {
+        /// The account that owns the instance.
+        account: String,
+        /// The caller's grants that could apply.
+        grants: Arc<Grants>,
+    },
+}
+
+/// What authentication established about a request: its verified subject and account, the
+/// grants resolved for them, and where the request came from.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// IAM id of the token's subject.
+    pub subject: String,
+    /// The account of the token, which owns the instance.
+    pub account: String,
+    /// The subject's grants in that account.
+    pub grants: Arc<Grants>,
+    /// The instance the request is for (its ownership by `account` checked).
+    pub instance: InstanceId,
+    /// Request id for audit and logs.
+    pub request_id: String,
+    /// Client address, if known.
+    pub address: Option<String>,
+    /// The key ring the caller names (`X-Kms-Key-Ring`): a key outside it is not found.
+    pub key_ring: Option<String>,
+}
+
+impl Caller {
+    /// The caller authentication established.
+    pub fn authenticated(a: Authenticated) -> Caller {
+        Caller {
+            subject: a.subject,
+            instance: a.instance,
+            request_id: a.request_id,
+            address: a.address,
+            key_ring: a.key_ring,
+            access: Access::Grants {
+                account: a.account,
+                grants: a.grants,
+            },
+        }
+    }
+
+    /// Keyward itself acting on `instance` (the scheduler): no access check.
+    pub(crate) fn system(instance: InstanceId, subject: &str, request_id: String) -> Caller {
+        Caller {
+            subject: subject.to_owned(),
+            instance,
+            request_id,
+            address: None,
+            key_ring: None,
+            access: Access::System,
+        }
+    }
+
+    /// This caller as Keyward itself, for a read that is part of an operation the caller was
+    /// authorized for (an adapter's root key, read for a KMIP manager who holds no key role).
+    pub(crate) fn as_system(&self) -> Caller {
+        Caller {
+            access: Access::System,
+            ..self.clone()
+        }
+    }
+
+    /// IAM id of the subject.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The instance the request is for.
+    pub fn instance(&self) -> InstanceId {
+        self.instance
+    }
+
+    /// The request id.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// The key ring the caller names, if any.
+    pub fn key_ring(&self) -> Option<&str> {
+        self.key_ring.as_deref()
+    }
+}
+
+impl Actor for Caller {
+    fn initiator(&self) -> Initiator {
+        Initiator {
+            id: self.subject.clone(),
+            address: self.address.clone(),
+        }
+    }
+
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    fn instance(&self) -> Option<InstanceId> {
+        Some(self.instance)
+    }
+
+    fn is_system(&self) -> bool {
+        matches!(self.access, Access::System)
+    }
+
+    fn check(&self, operation: Operation, target: Target<'_>) -> Result<(), KeyError> {
+        match &self.access {
+            Access::System => Ok(()),
+            Access::Grants { account, grants } => {
+                check_grants(grants, account, self.instance, operation, target)
+            }
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! The operation pipeline: authorize, act and audit, written once. Every service operation (keys,
+//! rings, policies, registrations, import tokens, KMIP records, identity and access) runs as
+//! [`Pipeline::run`] over an [`Op`]; transports only parse requests and map errors.
+//!
+//! What it guarantees:
+//! - **Authorized first.** [`Pipeline::run_in`] checks the caller against its target before the
+//!   body runs. An operation on one key calls [`Ctx::authorize`] once it has read the key (its
+//!   ring is part of the check); a body that succeeds without having been authorized is refused,
+//!   and the audit event a write needs ([`Ctx::record`]) exists only after authorization, so
+//!   nothing is written for a caller that was not checked.
+//! - **Audited, success and failure alike.** A success is recorded with the write that made it
+//!   (the body takes the event from [`Ctx::record`] into the store's transaction) or, for a
+//!   read, appended after it; a failure is appended with its reason code and reason.
+
+use crate::access::{Denial, Grants, Operation, Target};
+use crate::op::Op;
+use crate::service::Clock;
+use crate::{
+    AuditEvent, Initiator, InstanceId, KeyError, KeyId, KeyRecord, KeyState, KeyVersionId, Outcome,
+    Store, StoreError,
+};
+use std::sync::Arc;
+
+/// A failure that is recorded in the audit trail: its reason code (the status the API answers
+/// with) and its reason (its `Display`, never secret).
+pub trait Failure: std::fmt::Display {
+    /// The HTTP-style reason code.
+    fn reason_code(&self) -> u16;
+}
+
+impl Failure for KeyError {
+    fn reason_code(&self) -> u16 {
+        KeyError::reason_code(self)
+    }
+}
+
+impl Failure for crate::KmipError {
+    fn reason_code(&self) -> u16 {
+        crate::KmipError::reason_code(self)
+    }
+}
+
+/// Who acts: an authenticated caller of an instance, an account's principal, or Keyward itself.
+pub(crate) trait Actor: Sync {
+    /// The initiator of the audit event.
+    fn initiator(&self) -> Initiator;
+    /// The request id, to join the audit trail with logs.
+    fn request_id(&self) -> &str;
+    /// The instance acted on, if any.
+    fn instance(&self) -> Option<InstanceId>;
+    /// Whether the actor may do `operation` on `target`: a target it cannot see is not found,
+    /// one it sees but may not act on is forbidden.
+    fn check(&self, operation: Operation, target: Target<'_>) -> Result<(), KeyError>;
+    /// Whether this is Keyward itself (the scheduler), which alone runs Keyward's own verbs.
+    fn is_system(&self) -> bool {
+        false
+    }
+}
+
+/// Checks `grants` of `account` on `target` of `instance`.
+pub(crate) fn check_grants(
+    grants: &Grants,
+    account: &str,
+    instance: InstanceId,
+    operation: Operation,
+    target: Target<'_>,
+) -> Result<(), KeyError> {
+    grants
+        .check(operation, account, instance, target)
+        .map_err(|d| match d {
+            Denial::Invisible => KeyError::NotFound,
+            Denial::Forbidden => KeyError::Forbidden(operation),
+        })
+}
+
+/// The state of one running operation: whether it was authorized, what its audit event says,
+/// and whether the event was handed to a write already.
+pub(crate) struct Ctx<'a> {
+    op: &'static Op,
+    actor: &'a dyn Actor,
+    clock: &'a dyn Clock,
+    authorized: bool,
+    recorded: bool,
+    target: Option<String>,
+    key_state: Option<KeyState>,
+    key_version: Option<KeyVersionId>,
+    note: Option<String>,
+}
+
+impl Ctx<'_> {
+    /// Checks the actor against `target` for this operation's access operation.
+    pub(crate) fn authorize(&mut self, target: Target<'_>) -> Result<(), KeyError> {
+        match self.op.operation {
+            Some(operation) => self.actor.check(operation, target)?,
+            // Verbs without an access operation are Keyward's own: only Keyward runs them.
+            None if self.actor.is_system() => {}
+            None => return Err(KeyError::IntegrityFailure),
+        }
+        self.authorized = true;
+        Ok(())
+    }
+
+    /// Authorizes a verb that acts only on the caller's own records (its webhook subscription,
+    /// its events), which every authenticated caller may do: the body reads and writes only
+    /// what is addressed to the caller's subject in the caller's instance.
+    pub(crate) fn authorize_own(&mut self) -> Result<(), KeyError> {
+        if self.op.operation.is_some() {
+            return Err(KeyError::IntegrityFailure);
+        }
+        self.authorized = true;
+        Ok(())
+    }
+
+    /// Adds a note to the success event (what was registered, which event was acknowledged);
+    /// never secret.
+    pub(crate) fn note(&mut self, note: String) {
+        self.note = Some(note);
+    }
+
+    /// Marks the operation authorized by a check the body made itself: a service creating an
+    /// authorization under a delegating one it holds (see `IamService::create_authorization`).
+    pub(crate) fn delegated(&mut self) {
+        self.authorized = true;
+    }
+
+    /// The verb running.
+    pub(crate) fn op(&self) -> &'static Op {
+        self.op
+    }
+
+    /// Names what the operation acts on, for its audit event.
+    pub(crate) fn target(&mut self, target: impl ToString) {
+        self.target = Some(target.to_string());
+    }
+
+    /// Describes the key acted on: its state and the version involved.
+    pub(crate) fn key(&mut self, state: KeyState, version: Option<KeyVersionId>) {
+        self.key_state = Some(state);
+        self.key_version = version;
+    }
+
+    /// Forgets the key's state and version: the event names the key only.
+    pub(crate) fn clear_key(&mut self) {
+        self.key_state = None;
+        self.key_version = None;
+    }
+
+    /// The key version involved (wrap, unwrap, rewrap).
+    pub(crate) fn key_version(&mut self, version: KeyVersionId) {
+        self.key_version = Some(version);
+    }
+
+    /// The success event of this operation, for the write that makes the change: the store
+    /// commits it in the write's transaction, so the pipeline does not append it again.
+    /// Refused for an operation that was not authorized.
+    pub(crate) fn record(&mut self) -> Result<AuditEvent, KeyError> {
+        let event = self.event_of(self.op)?;
+        self.recorded = true;
+        Ok(event)
+    }
+
+    /// The success event of this operation, naming `target` (the record it created or
+    /// deleted), for the write that makes the change.
+    pub(crate) fn record_on(&mut self, target: impl ToString) -> Result<AuditEvent, KeyError> {
+        let mut event = self.event_of(self.op)?;
+        event.target = Some(target.to_string());
+        self.recorded = true;
+        Ok(event)
+    }
+
+    /// The success event of a key change made by this operation: the key's state after it and
+    /// the version involved.
+    pub(crate) fn record_key(
+        &mut self,
+        key: &KeyRecord,
+        version: Option<KeyVersionId>,
+    ) -> Result<AuditEvent, KeyError> {
+        self.target(key.id);
+        self.key(key.state, version);
+        self.record()
+    }
+
+    fn event_of(&self, op: &'static Op) -> Result<AuditEvent, KeyError> {
+        if !self.authorized {
+            return Err(KeyError::IntegrityFailure);
+        }
+        let mut e = self.event(op, Outcome::Success, op.status, self.note.clone());
+        e.key_state = self.key_state.map(KeyState::code);
+        e.key_version = self.key_version.map(|v| v.to_string());
+        Ok(e)
+    }
+
+    fn event(
+        &self,
+        op: &'static Op,
+        outcome: Outcome,
+        reason_code: u16,
+        reason: Option<String>,
+    ) -> AuditEvent {
+        AuditEvent {
+            reason,
+            instance: self.actor.instance().map(|i| i.to_string()),
+            target: self.target.clone(),
+            ..AuditEvent::new(
+                op.action,
+                outcome,
+                reason_code,
+                self.actor.initiator(),
+                self.actor.request_id().to_owned(),
+                self.clock.now(),
+            )
+        }
+    }
+
+    fn success(&self) -> AuditEvent {
+        let mut e = self.event(self.op, Outcome::Success, self.op.status, self.note.clone());
+        e.key_state = self.key_state.map(KeyState::code);
+        e.key_version = self.key_version.map(|v| v.to_string());
+        e
+    }
+}
+
+/// Runs operations: authorization, the body, and the audit event of its outcome.
+#[derive(Clone)]
+pub(crate) struct Pipeline {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Pipeline {
+    /// A pipeline recording into `store`.
+    pub(crate) fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Pipeline { store, clock }
+    }
+
+    /// Runs `body` as `op` for `actor`, then records its outcome. `target` names what the
+    /// operation acts on (a key id, a record id) for the audit event, when known up front. The
+    /// body authorizes with [`Ctx::authorize`] once it knows the target's place (a key's ring).
+    pub(crate) async fn run<T, E>(
+        &self,
+        op: &'static Op,
+        actor: &dyn Actor,
+        target: Option<String>,
+        body: impl AsyncFnOnce(&mut Ctx<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: Failure + From<KeyError> + From<StoreError>,
+    {
+        let mut ctx = Ctx {
+            op,
+            actor,
+            clock: self.clock.as_ref(),
+            authorized: false,
+            recorded: false,
+            target,
+            key_state: None,
+            key_version: None,
+            note: None,
+        };
+        let result = match body(&mut ctx).await {
+            // A body that returns without authorizing is a bug: fail closed, loudly in tests.
+            Ok(_) if !ctx.authorized => {
+                debug_assert!(false, "{op} succeeded without an authorization");
+                Err(E::from(KeyError::IntegrityFailure))
+            }
+            r => r,
+        };
+        let event = match &result {
+            Ok(_) if ctx.recorded => None,
+            Ok(_) => Some(ctx.success()),
+            Err(e) => Some(ctx.event(op, Outcome::Failure, e.reason_code(), Some(e.to_string()))),
+        };
+        if let Some(event) = event {
+            self.store.append_audit(&event).await?;
+        }
+        result
+    }
+
+    /// [`Pipeline::run`] for an operation whose target is known before anything is read (the
+    /// instance, a key ring, the account): the actor is checked first, then the body runs.
+    pub(crate) async fn run_in<T, E>(
+        &self,
+        op: &'static Op,
+        actor: &dyn Actor,
+        target: Target<'_>,
+        body: impl AsyncFnOnce(&mut Ctx<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: Failure + From<KeyError> + From<StoreError>,
+    {
+        self.run(op, actor, None, async |ctx| {
+            ctx.authorize(target)?;
+            body(ctx).await
+        })
+        .await
+    }
+}
+
+/// A key id as an audit target.
+pub(crate) fn key_target(id: KeyId) -> Option<String> {
+    Some(id.to_string())
+}
