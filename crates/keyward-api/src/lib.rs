@@ -35,6 +35,7 @@ pub mod media {
 mod actions;
 mod audit;
 pub mod events;
+pub mod iam;
 mod kmip;
 mod policies;
 pub mod registrations;
