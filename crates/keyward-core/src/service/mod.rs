@@ -527,14 +527,15 @@ impl KeyService {
         &self,
         caller: &Caller,
         id: KeyId,
-    ) -> Result<(KeyRecord, Vec<KeyVersion>), KeyError> {
+        page: crate::Page,
+    ) -> Result<(KeyRecord, Vec<KeyVersion>, u64), KeyError> {
         let result = async {
             let key = self.load(caller, id, Operation::ListVersions).await?;
-            let versions = self.store.key_versions(id).await?;
+            let (versions, total) = self.store.key_versions(id, page).await?;
             for v in &versions {
                 self.verify_version(&key, v)?;
             }
-            Ok((key, versions))
+            Ok((key, versions, total))
         }
         .await;
         self.audit(
@@ -542,7 +543,7 @@ impl KeyService {
             "kms.secrets.listkeyversions",
             Some(id),
             &result,
-            |(k, _)| (Some(k.state), None),
+            |(k, _, _)| (Some(k.state), None),
         )
         .await?;
         result

@@ -12,7 +12,7 @@ use keyward_api::{
 };
 use keyward_core::{
     ImportTokenRecord, KeyError, KeyFilter, KeyId, KeyKind, KeyRecord, KeyVersionId, Material,
-    NewKey, PolicyOverrides, ROTATION_MONTHS, SecureImport,
+    NewKey, Page, PolicyOverrides, ROTATION_MONTHS, SecureImport,
 };
 use serde::Deserialize;
 
@@ -471,21 +471,16 @@ pub async fn key_versions(
     Path(id): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> AppResult {
-    let limit = parse_u32("limit", q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)? as usize;
-    let offset = parse_u32("offset", q.offset.as_deref(), 0, u32::MAX)? as usize;
-    let (_, versions) = state
+    let page = Page {
+        limit: parse_u32("limit", q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?,
+        offset: parse_u32("offset", q.offset.as_deref(), 0, u32::MAX)?,
+    };
+    let (_, versions, total) = state
         .keys
-        .key_versions(&authed.caller, resolve(&state, &authed, &id).await?)
+        .key_versions(&authed.caller, resolve(&state, &authed, &id).await?, page)
         .await?;
-    let total = versions.len() as u64;
-    let page: Vec<KeyVersionRef> = versions
-        .iter()
-        .rev()
-        .skip(offset)
-        .take(limit)
-        .map(version_view)
-        .collect();
-    let mut body = Collection::new(media::KEY_VERSION, page);
+    let views: Vec<KeyVersionRef> = versions.iter().map(version_view).collect();
+    let mut body = Collection::new(media::KEY_VERSION, views);
     if parse_bool("totalCount", q.total_count.as_deref())?.unwrap_or(false) {
         body.metadata.total_count = Some(total);
     }
