@@ -11,7 +11,6 @@ use keyward_core::{
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 use time::OffsetDateTime;
 
-pub(crate) use crate::audit::insert_audit;
 use crate::events::{check_delete_allowed, insert_events};
 use crate::listing::key_query;
 use crate::rows::*;
@@ -377,9 +376,9 @@ impl Store for SqliteStore {
         aliases: &[AliasRecord],
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (k, v, e) = (key.clone(), version.clone(), event.clone());
+        let (k, v) = (key.clone(), version.clone());
         let aliases = aliases.to_vec();
-        self.write(Statements::Many, move |c| {
+        self.write_audited(event, move |c| {
             check_ring_exists(c, &k)?;
             c.prepare_cached(concat!(
                 "INSERT INTO keys (",
@@ -420,7 +419,7 @@ impl Store for SqliteStore {
             for a in &aliases {
                 insert_alias_row(c, a)?;
             }
-            insert_audit(c, &e)
+            Ok(())
         })
         .await
     }
@@ -432,13 +431,8 @@ impl Store for SqliteStore {
         event: &AuditEvent,
         notice: Option<&KeyNotice>,
     ) -> Result<(), StoreError> {
-        let (k, v, e, n) = (
-            key.clone(),
-            new_version.cloned(),
-            event.clone(),
-            notice.cloned(),
-        );
-        self.write(Statements::Many, move |c| {
+        let (k, v, n) = (key.clone(), new_version.cloned(), notice.cloned());
+        self.write_audited(event, move |c| {
             check_ring_exists(c, &k)?;
             if let Some(n) = &n {
                 check_delete_allowed(c, &k, n)?;
@@ -454,7 +448,7 @@ impl Store for SqliteStore {
             if let Some(n) = &n {
                 insert_events(c, &k, n)?;
             }
-            insert_audit(c, &e)
+            Ok(())
         })
         .await?;
         if notice.is_some() {
@@ -469,8 +463,8 @@ impl Store for SqliteStore {
         event: &AuditEvent,
         notice: Option<&KeyNotice>,
     ) -> Result<(), StoreError> {
-        let (k, e, n) = (key.clone(), event.clone(), notice.cloned());
-        self.write(Statements::Many, move |c| {
+        let (k, n) = (key.clone(), notice.cloned());
+        self.write_audited(event, move |c| {
             if update_key_row(c, &k)? != 1 {
                 return Err(abort("stale revision"));
             }
@@ -484,7 +478,7 @@ impl Store for SqliteStore {
             // Key Protect: purging a key removes its registrations with its material.
             c.prepare_cached("DELETE FROM registrations WHERE key_id = ?1")?
                 .execute(params![k.id.to_string()])?;
-            insert_audit(c, &e)
+            Ok(())
         })
         .await?;
         if notice.is_some() {
@@ -540,8 +534,8 @@ impl Store for SqliteStore {
         max_per_key: u32,
         event: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let (a, e) = (alias.clone(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let a = alias.clone();
+        self.write_audited(event, move |c| {
             let n = c
                 .prepare_cached(
                     "INSERT INTO key_aliases (instance_id, alias, key_id, created_at, created_by, signature)
@@ -557,9 +551,6 @@ impl Store for SqliteStore {
                     a.signature,
                     max_per_key,
                 ])?;
-            if n == 1 {
-                insert_audit(c, &e)?;
-            }
             Ok(n == 1)
         })
         .await
@@ -572,16 +563,13 @@ impl Store for SqliteStore {
         alias: &str,
         event: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let (alias, e) = (alias.to_owned(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let alias = alias.to_owned();
+        self.write_audited(event, move |c| {
             let n = c
                 .prepare_cached(
                     "DELETE FROM key_aliases WHERE instance_id = ?1 AND key_id = ?2 AND alias = ?3",
                 )?
                 .execute(params![instance.to_string(), key.to_string(), alias])?;
-            if n == 1 {
-                insert_audit(c, &e)?;
-            }
             Ok(n == 1)
         })
         .await
@@ -603,13 +591,13 @@ impl Store for SqliteStore {
         ring: &KeyRingRecord,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (r, e) = (ring.clone(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let r = ring.clone();
+        self.write_audited(event, move |c| {
             c.prepare_cached(
                 "INSERT INTO key_rings (instance_id, id, created_at, created_by) VALUES (?1, ?2, ?3, ?4)",
             )?
             .execute(params![r.instance.to_string(), r.id, nanos(r.created_at), r.created_by])?;
-            insert_audit(c, &e)
+            Ok(())
         })
         .await
     }
@@ -620,8 +608,8 @@ impl Store for SqliteStore {
         id: &str,
         event: &AuditEvent,
     ) -> Result<RingDeletion, StoreError> {
-        let (id, e) = (id.to_owned(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let id = id.to_owned();
+        self.write_audited(event, move |c| {
             let inst = instance.to_string();
             let (live, deleted): (i64, i64) = c
                 .prepare_cached(
@@ -641,7 +629,6 @@ impl Store for SqliteStore {
             if n == 0 {
                 return Ok(RingDeletion::NotFound);
             }
-            insert_audit(c, &e)?;
             Ok(RingDeletion::Deleted)
         })
         .await
@@ -667,8 +654,8 @@ impl Store for SqliteStore {
         policies: &[InstancePolicy],
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (ps, e) = (policies.to_vec(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let ps = policies.to_vec();
+        self.write_audited(event, move |c| {
             for p in &ps {
                 c.prepare_cached(
                     "INSERT OR REPLACE INTO instance_policies (instance_id, policy_type, enabled,
@@ -687,7 +674,7 @@ impl Store for SqliteStore {
                     p.signature,
                 ])?;
             }
-            insert_audit(c, &e)
+            Ok(())
         })
         .await
     }
@@ -712,8 +699,8 @@ impl Store for SqliteStore {
         token: &ImportTokenRecord,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (t, e) = (token.clone(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let t = token.clone();
+        self.write_audited(event, move |c| {
             // The old token's private key is overwritten (secure_delete), not left behind.
             c.prepare_cached(concat!(
                 "INSERT OR REPLACE INTO import_tokens (",
@@ -732,7 +719,7 @@ impl Store for SqliteStore {
                 t.private_key.bytes,
                 t.created_by,
             ])?;
-            insert_audit(c, &e)
+            Ok(())
         })
         .await
     }
@@ -774,9 +761,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        let e = event.clone();
-        self.write(Statements::One, move |c| insert_audit(c, &e))
-            .await
+        self.append_event(event).await
     }
 
     async fn instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
@@ -802,13 +787,13 @@ impl Store for SqliteStore {
         instance: &InstanceRecord,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (i, e) = (instance.clone(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let i = instance.clone();
+        self.write_audited(event, move |c| {
             c.execute(
                 "INSERT INTO instances (id, account, name, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![i.id.to_string(), i.account, i.name, nanos(i.created_at)],
             )?;
-            insert_audit(c, &e)
+            Ok(())
         })
         .await
     }
@@ -826,8 +811,8 @@ impl Store for SqliteStore {
         key: &ApiKeyRecord,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (k, e) = (key.clone(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let k = key.clone();
+        self.write_audited(event, move |c| {
             c.execute(
                 "INSERT INTO api_keys (id, secret_hash, subject, account, name, created_at, locked)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -841,7 +826,7 @@ impl Store for SqliteStore {
                     k.locked
                 ],
             )?;
-            insert_audit(c, &e)
+            Ok(())
         })
         .await
     }
