@@ -7,6 +7,7 @@ use keyward_core::{
     AliasRecord, ApiKeyRecord, AuditEvent, DEFAULT_KEY_RING, DueWork, ImportTokenRecord,
     InstanceId, InstancePolicy, InstanceRecord, KeyFilter, KeyId, KeyNotice, KeyRecord,
     KeyRingRecord, KeyVersion, KeyVersionId, RingDeletion, SigningKeyRecord, Store, StoreError,
+    Unverified,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 use time::OffsetDateTime;
@@ -16,6 +17,16 @@ use crate::listing::key_query;
 use crate::rows::*;
 use crate::schema::migrate;
 use crate::writer::{Statements, Writer};
+
+/// A key row, handed out unverified: only custody makes it usable.
+fn unverified_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<Unverified<KeyRecord>> {
+    key_from_row(r).map(Unverified::new)
+}
+
+/// A version row, handed out unverified.
+fn unverified_version(r: &rusqlite::Row<'_>) -> rusqlite::Result<Unverified<KeyVersion>> {
+    version_from_row(r).map(Unverified::new)
+}
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "keyward.db";
@@ -270,14 +281,20 @@ fn revision(k: &KeyRecord) -> i64 {
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
-    async fn key(&self, instance: InstanceId, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+    async fn key(
+        &self,
+        instance: InstanceId,
+        id: KeyId,
+    ) -> Result<Option<Unverified<KeyRecord>>, StoreError> {
         self.read(|c| {
             c.prepare_cached(concat!(
                 "SELECT ",
                 key_select!(),
                 " FROM keys WHERE id = ?1 AND instance_id = ?2"
             ))?
-            .query_row(params![id.to_string(), instance.to_string()], key_from_row)
+            .query_row(params![id.to_string(), instance.to_string()], |r| {
+                key_from_row(r).map(Unverified::new)
+            })
             .optional()
         })
     }
@@ -286,7 +303,7 @@ impl Store for SqliteStore {
         &self,
         instance: InstanceId,
         id: KeyId,
-    ) -> Result<Option<(KeyRecord, KeyVersion)>, StoreError> {
+    ) -> Result<Option<(Unverified<KeyRecord>, Unverified<KeyVersion>)>, StoreError> {
         self.read(|c| {
             c.prepare_cached(concat!(
                 "SELECT ",
@@ -298,20 +315,27 @@ impl Store for SqliteStore {
                  WHERE k.id = ?1 AND k.instance_id = ?2"
             ))?
             .query_row(params![id.to_string(), instance.to_string()], |r| {
-                Ok((key_from_row(r)?, version_from_row_at(r, KEY_SELECT_COUNT)?))
+                Ok((
+                    Unverified::new(key_from_row(r)?),
+                    Unverified::new(version_from_row_at(r, KEY_SELECT_COUNT)?),
+                ))
             })
             .optional()
         })
     }
 
-    async fn key_version(&self, key: KeyId, number: u32) -> Result<Option<KeyVersion>, StoreError> {
+    async fn key_version(
+        &self,
+        key: KeyId,
+        number: u32,
+    ) -> Result<Option<Unverified<KeyVersion>>, StoreError> {
         self.read(|c| {
             c.prepare_cached(concat!(
                 "SELECT ",
                 version_columns!(),
                 " FROM key_versions WHERE key_id = ?1 AND number = ?2"
             ))?
-            .query_row(params![key.to_string(), number], version_from_row)
+            .query_row(params![key.to_string(), number], unverified_version)
             .optional()
         })
     }
@@ -320,26 +344,26 @@ impl Store for SqliteStore {
         &self,
         key: KeyId,
         id: KeyVersionId,
-    ) -> Result<Option<KeyVersion>, StoreError> {
+    ) -> Result<Option<Unverified<KeyVersion>>, StoreError> {
         self.read(|c| {
             c.prepare_cached(concat!(
                 "SELECT ",
                 version_columns!(),
                 " FROM key_versions WHERE key_id = ?1 AND id = ?2"
             ))?
-            .query_row(params![key.to_string(), id.to_string()], version_from_row)
+            .query_row(params![key.to_string(), id.to_string()], unverified_version)
             .optional()
         })
     }
 
-    async fn key_versions(&self, key: KeyId) -> Result<Vec<KeyVersion>, StoreError> {
+    async fn key_versions(&self, key: KeyId) -> Result<Vec<Unverified<KeyVersion>>, StoreError> {
         self.read(|c| {
             c.prepare_cached(concat!(
                 "SELECT ",
                 version_columns!(),
                 " FROM key_versions WHERE key_id = ?1 ORDER BY number"
             ))?
-            .query_map(params![key.to_string()], version_from_row)?
+            .query_map(params![key.to_string()], unverified_version)?
             .collect()
         })
     }
@@ -348,7 +372,7 @@ impl Store for SqliteStore {
         &self,
         instance: InstanceId,
         filter: &KeyFilter,
-    ) -> Result<(Vec<KeyRecord>, u64), StoreError> {
+    ) -> Result<(Vec<Unverified<KeyRecord>>, u64), StoreError> {
         let (cond, args, order) = key_query(instance, filter);
         let (limit, offset) = (i64::from(filter.limit), i64::from(filter.offset));
         self.read(move |c| {
@@ -363,7 +387,7 @@ impl Store for SqliteStore {
                     "SELECT {} FROM keys WHERE {cond} ORDER BY {order} LIMIT ? OFFSET ?",
                     key_select!()
                 ))?
-                .query_map(params_from_iter(page_args.iter()), key_from_row)?
+                .query_map(params_from_iter(page_args.iter()), unverified_key)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((keys, u64::try_from(total).unwrap_or(0)))
         })
@@ -492,7 +516,11 @@ impl Store for SqliteStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?
     }
 
-    async fn due_keys(&self, due: &DueWork, limit: u32) -> Result<Vec<KeyRecord>, StoreError> {
+    async fn due_keys(
+        &self,
+        due: &DueWork,
+        limit: u32,
+    ) -> Result<Vec<Unverified<KeyRecord>>, StoreError> {
         let (rotate, expire, purge) = (
             nanos(due.rotate_before),
             nanos(due.expire_before),
@@ -508,7 +536,7 @@ impl Store for SqliteStore {
                     OR (state = 5 AND deleted_at <= ?3))
                  ORDER BY id LIMIT ?4"
             ))?
-            .query_map(params![rotate, expire, purge, limit], key_from_row)?
+            .query_map(params![rotate, expire, purge, limit], unverified_key)?
             .collect()
         })
     }
@@ -517,13 +545,15 @@ impl Store for SqliteStore {
         &self,
         instance: InstanceId,
         alias: &str,
-    ) -> Result<Option<AliasRecord>, StoreError> {
+    ) -> Result<Option<Unverified<AliasRecord>>, StoreError> {
         self.read(|c| {
             c.prepare_cached(
                 "SELECT instance_id, alias, key_id, created_at, created_by, signature
                  FROM key_aliases WHERE instance_id = ?1 AND alias = ?2",
             )?
-            .query_row(params![instance.to_string(), alias], alias_from_row)
+            .query_row(params![instance.to_string(), alias], |r| {
+                alias_from_row(r).map(Unverified::new)
+            })
             .optional()
         })
     }
@@ -637,14 +667,16 @@ impl Store for SqliteStore {
     async fn instance_policies(
         &self,
         instance: InstanceId,
-    ) -> Result<Vec<InstancePolicy>, StoreError> {
+    ) -> Result<Vec<Unverified<InstancePolicy>>, StoreError> {
         self.read(|c| {
             c.prepare_cached(
                 "SELECT instance_id, policy_type, enabled, attributes, created_at, created_by,
                         updated_at, updated_by, signature
                  FROM instance_policies WHERE instance_id = ?1 ORDER BY policy_type",
             )?
-            .query_map(params![instance.to_string()], instance_policy_from_row)?
+            .query_map(params![instance.to_string()], |r| {
+                instance_policy_from_row(r).map(Unverified::new)
+            })?
             .collect()
         })
     }
