@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use keyward_core::{Authenticated, Caller, Grant, Grants, KeyKind, NewKey, Role, Scope, Secret};
-use keyward_server::ServerConfig;
+use keyward_runtime::ServerConfig;
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -25,7 +25,7 @@ fn bench(c: &mut Criterion) {
         .unwrap_or_else(|e| panic!("{e}"));
     let instance = rt
         .block_on(async {
-            keyward_server::bootstrap::first_start(state.store(), dir.path(), "http://bench")
+            keyward_runtime::bootstrap::first_start(state.store(), dir.path(), "http://bench")
                 .await?;
             anyhow::Ok(state.store().instances().await?)
         })

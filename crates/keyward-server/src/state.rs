@@ -11,9 +11,9 @@ use keyward_core::{
 use keyward_iam::{TokenIssuer, TokenVerifier};
 
 use crate::access::AccessGate;
-use crate::config::ServerConfig;
-use crate::metrics::Metrics;
 use crate::views::ViewCtx;
+use keyward_runtime::ServerConfig;
+use keyward_runtime::metrics::Metrics;
 
 /// What every handler may use. Built once at start.
 pub struct AppState {
