@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use keyward_core::op::{self, Op};
 use keyward_core::{
     AccessPolicyRecord, ApiKeyRecord, AuditEvent, Custody, IdentityKind, IdentityRecord, Initiator,
     InstanceId, InstanceRecord, Outcome, Role, Scope, SigningKeyRecord, Store,
@@ -34,7 +35,8 @@ pub struct BootstrapFile {
     pub url: String,
 }
 
-fn system_event(action: &str, target: String) -> AuditEvent {
+/// The success event of a bootstrap write, by Keyward itself.
+fn system_event(verb: &Op, target: String) -> AuditEvent {
     let initiator = Initiator {
         id: "keyward-bootstrap".into(),
         address: None,
@@ -42,9 +44,9 @@ fn system_event(action: &str, target: String) -> AuditEvent {
     AuditEvent {
         target: Some(target),
         ..AuditEvent::new(
-            action,
+            verb.action,
             Outcome::Success,
-            201,
+            verb.status,
             initiator,
             "bootstrap".into(),
             OffsetDateTime::now_utc(),
@@ -116,15 +118,12 @@ pub async fn first_start(
         locked: false,
     };
     store
-        .insert_api_key(
-            &record,
-            &system_event("iam-identity.apikey.create", key.id.clone()),
-        )
+        .insert_api_key(&record, &system_event(&op::CREATE_API_KEY, key.id.clone()))
         .await?;
     store
         .insert_instance(
             &instance,
-            &system_event("kms.instance.create", instance.id.to_string()),
+            &system_event(&op::CREATE_INSTANCE, instance.id.to_string()),
         )
         .await?;
     Ok(Some(path))
@@ -167,7 +166,7 @@ pub async fn ensure_admin_access(
             store
                 .insert_identity(
                     &identity,
-                    &system_event("iam-identity.identity.create", ADMIN_SUBJECT.into()),
+                    &system_event(&op::CREATE_IDENTITY, ADMIN_SUBJECT.into()),
                 )
                 .await?;
         }
@@ -191,7 +190,7 @@ pub async fn ensure_admin_access(
             store
                 .insert_access_policy(
                     &policy,
-                    &system_event("iam.policy.create", policy.id.clone()),
+                    &system_event(&op::CREATE_POLICY, policy.id.clone()),
                 )
                 .await?;
         }

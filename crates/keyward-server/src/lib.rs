@@ -14,7 +14,6 @@
     )
 )]
 
-pub mod access;
 pub mod audit;
 pub mod bootstrap;
 pub mod config;
@@ -41,7 +40,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use keyward_core::{
-    AuditStore, Custody, IamService, KeyService, KmipService, KmipStore, Secret, Store, SystemClock,
+    AuditStore, Custody, KeyService, KmipService, KmipStore, Secret, Store, SystemClock,
 };
 use keyward_custody::SoftwareCustody;
 use keyward_store::SqliteStore;
@@ -223,21 +222,18 @@ pub async fn open(config: ServerConfig) -> anyhow::Result<Arc<AppState>> {
     );
     let kmip_store: Arc<dyn KmipStore> = sqlite;
     let kmip = KmipService::new(kmip_store, keys.clone(), Arc::new(SystemClock));
-    let iam = IamService::new(
+    let iam = keyward_iam::IamService::new(
         store.clone(),
         custody.clone(),
         Arc::new(SystemClock),
-        Arc::new(keyward_iam::Minter),
         &config.region,
+        keyward_iam::AccessLimits {
+            cache_ttl: std::time::Duration::from_millis(config.access_cache_ttl_ms),
+            per_second: config.rate_limit.per_second,
+            burst: config.rate_limit.burst,
+        },
     );
-    let access = access::AccessGate::new(
-        iam,
-        store.clone(),
-        std::time::Duration::from_millis(config.access_cache_ttl_ms),
-        config.rate_limit.per_second,
-        config.rate_limit.burst,
-    );
-    Ok(AppState::new(keys, kmip, access, issuer, config, extras))
+    Ok(AppState::new(keys, kmip, iam, issuer, config, extras))
 }
 
 /// The custody backend `config` names. `create` makes a software keystore when there is none

@@ -136,6 +136,7 @@ async fn post(state: &AppState, http: &reqwest::Client, job: &DeliveryJob) -> Re
         return Err("the URL's address is not public ([webhooks] allow_private_addresses)".into());
     }
     let account = state
+        .iam
         .instance_account(job.event.instance)
         .await
         .map_err(|e| e.to_string())?

@@ -12,8 +12,9 @@ use axum::response::{IntoResponse, Response};
 use keyward_core::op;
 use keyward_core::{
     AccessPolicyRecord, ApiKeyRecord, AuthorizationRecord, IdentityKind, IdentityRecord,
-    InstanceId, InstanceRecord, KeyId, NewIdentity, Principal, Role, Scope,
+    InstanceId, InstanceRecord, KeyId, Role, Scope,
 };
+use keyward_iam::{NewIdentity, Principal};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -39,9 +40,9 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
         let claims = crate::extract::verified_claims(parts, state)?;
-        let resolved = state.access.resolve(&claims).await?;
-        state.access.throttle(&resolved.identity.iam_id)?;
-        Ok(Admin(state.access.principal(
+        let resolved = state.iam.resolve(&claims).await?;
+        state.iam.throttle(&resolved.identity.iam_id)?;
+        Ok(Admin(state.iam.principal(
             &resolved,
             request_id(parts),
             client_address(parts),
@@ -62,14 +63,11 @@ fn list(name: &str, items: Vec<Value>) -> Response {
     json(StatusCode::OK, json!({ "count": items.len(), name: items }))
 }
 
-fn no_content(state: &AppState) -> Response {
-    // A change to identities or access applies at once in this process.
-    state.access.forget_all();
+fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-fn created(state: &AppState, body: Value) -> Response {
-    state.access.forget_all();
+fn created(body: Value) -> Response {
     json(StatusCode::CREATED, body)
 }
 
@@ -222,15 +220,10 @@ pub async fn create_identity(
     Admin(who): Admin,
     KpJson(body): KpJson<IdentityIn>,
 ) -> IamResult {
-    state
-        .access
-        .iam
-        .check_admin(&who, &op::CREATE_IDENTITY)
-        .await?;
+    state.iam.check_admin(&who, &op::CREATE_IDENTITY).await?;
     let kind = IdentityKind::from_name(&body.kind)
         .ok_or_else(|| bad("kind: user, service_id or service"))?;
     let rec = state
-        .access
         .iam
         .create_identity(
             &who,
@@ -243,12 +236,12 @@ pub async fn create_identity(
             },
         )
         .await?;
-    Ok(created(&state, identity_view(&rec)))
+    Ok(created(identity_view(&rec)))
 }
 
 /// `GET /iam/v1/identities`.
 pub async fn identities(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
-    let all = state.access.iam.identities(&who).await?;
+    let all = state.iam.identities(&who).await?;
     Ok(list("identities", all.iter().map(identity_view).collect()))
 }
 
@@ -258,8 +251,8 @@ pub async fn delete_identity(
     Admin(who): Admin,
     Path(iam_id): Path<String>,
 ) -> IamResult {
-    state.access.iam.delete_identity(&who, &iam_id).await?;
-    Ok(no_content(&state))
+    state.iam.delete_identity(&who, &iam_id).await?;
+    Ok(no_content())
 }
 
 /// `POST /iam/v1/identities/{iam_id}/lock`.
@@ -268,8 +261,8 @@ pub async fn lock_identity(
     Admin(who): Admin,
     Path(iam_id): Path<String>,
 ) -> IamResult {
-    state.access.iam.lock_identity(&who, &iam_id, true).await?;
-    Ok(no_content(&state))
+    state.iam.lock_identity(&who, &iam_id, true).await?;
+    Ok(no_content())
 }
 
 /// `DELETE /iam/v1/identities/{iam_id}/lock`.
@@ -278,8 +271,8 @@ pub async fn unlock_identity(
     Admin(who): Admin,
     Path(iam_id): Path<String>,
 ) -> IamResult {
-    state.access.iam.lock_identity(&who, &iam_id, false).await?;
-    Ok(no_content(&state))
+    state.iam.lock_identity(&who, &iam_id, false).await?;
+    Ok(no_content())
 }
 
 // ---- API keys ----
@@ -298,13 +291,8 @@ pub async fn create_api_key(
     Admin(who): Admin,
     KpJson(body): KpJson<ApiKeyIn>,
 ) -> IamResult {
-    state
-        .access
-        .iam
-        .check_admin(&who, &op::CREATE_API_KEY)
-        .await?;
+    state.iam.check_admin(&who, &op::CREATE_API_KEY).await?;
     let created_key = state
-        .access
         .iam
         .create_api_key(&who, &body.iam_id, &body.name)
         .await?;
@@ -314,12 +302,12 @@ pub async fn create_api_key(
     if let Some(obj) = view.as_object_mut() {
         obj.insert("apikey".into(), Value::String(secret));
     }
-    Ok(created(&state, view))
+    Ok(created(view))
 }
 
 /// `GET /iam/v1/apikeys`: never the secrets.
 pub async fn api_keys(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
-    let all = state.access.iam.api_keys(&who).await?;
+    let all = state.iam.api_keys(&who).await?;
     Ok(list("apikeys", all.iter().map(api_key_view).collect()))
 }
 
@@ -329,8 +317,8 @@ pub async fn delete_api_key(
     Admin(who): Admin,
     Path(id): Path<String>,
 ) -> IamResult {
-    state.access.iam.delete_api_key(&who, &id).await?;
-    Ok(no_content(&state))
+    state.iam.delete_api_key(&who, &id).await?;
+    Ok(no_content())
 }
 
 /// `POST /iam/v1/apikeys/{id}/lock`.
@@ -339,8 +327,8 @@ pub async fn lock_api_key(
     Admin(who): Admin,
     Path(id): Path<String>,
 ) -> IamResult {
-    state.access.iam.lock_api_key(&who, &id, true).await?;
-    Ok(no_content(&state))
+    state.iam.lock_api_key(&who, &id, true).await?;
+    Ok(no_content())
 }
 
 /// `DELETE /iam/v1/apikeys/{id}/lock`.
@@ -349,8 +337,8 @@ pub async fn unlock_api_key(
     Admin(who): Admin,
     Path(id): Path<String>,
 ) -> IamResult {
-    state.access.iam.lock_api_key(&who, &id, false).await?;
-    Ok(no_content(&state))
+    state.iam.lock_api_key(&who, &id, false).await?;
+    Ok(no_content())
 }
 
 // ---- access policies ----
@@ -371,24 +359,19 @@ pub async fn create_policy(
     Admin(who): Admin,
     KpJson(body): KpJson<PolicyIn>,
 ) -> IamResult {
-    state
-        .access
-        .iam
-        .check_admin(&who, &op::CREATE_POLICY)
-        .await?;
+    state.iam.check_admin(&who, &op::CREATE_POLICY).await?;
     let scope = scope_from(&who.identity.account, &body.resource)?;
     let roles = roles_from(&body.roles)?;
     let p = state
-        .access
         .iam
         .create_policy(&who, &body.subject, roles, scope)
         .await?;
-    Ok(created(&state, policy_view(&p)))
+    Ok(created(policy_view(&p)))
 }
 
 /// `GET /iam/v1/policies`.
 pub async fn policies(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
-    let all = state.access.iam.policies(&who).await?;
+    let all = state.iam.policies(&who).await?;
     Ok(list("policies", all.iter().map(policy_view).collect()))
 }
 
@@ -398,8 +381,8 @@ pub async fn delete_policy(
     Admin(who): Admin,
     Path(id): Path<String>,
 ) -> IamResult {
-    state.access.iam.delete_policy(&who, &id).await?;
-    Ok(no_content(&state))
+    state.iam.delete_policy(&who, &id).await?;
+    Ok(no_content())
 }
 
 // ---- authorizations ----
@@ -432,7 +415,6 @@ pub async fn create_authorization(
     // Services may delegate; anyone else must be an administrator, checked before the body.
     if who.identity.kind != IdentityKind::Service {
         state
-            .access
             .iam
             .check_admin(&who, &op::CREATE_AUTHORIZATION)
             .await?;
@@ -453,13 +435,13 @@ pub async fn create_authorization(
         created_by: String::new(),
         signature: Vec::new(),
     };
-    let a = state.access.iam.create_authorization(&who, spec).await?;
-    Ok(created(&state, authorization_view(&a)))
+    let a = state.iam.create_authorization(&who, spec).await?;
+    Ok(created(authorization_view(&a)))
 }
 
 /// `GET /iam/v1/authorizations`.
 pub async fn authorizations(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
-    let all = state.access.iam.authorizations(&who).await?;
+    let all = state.iam.authorizations(&who).await?;
     Ok(list(
         "authorizations",
         all.iter().map(authorization_view).collect(),
@@ -473,8 +455,8 @@ pub async fn delete_authorization(
     Admin(who): Admin,
     Path(id): Path<String>,
 ) -> IamResult {
-    state.access.iam.delete_authorization(&who, &id).await?;
-    Ok(no_content(&state))
+    state.iam.delete_authorization(&who, &id).await?;
+    Ok(no_content())
 }
 
 // ---- instances ----
@@ -492,18 +474,14 @@ pub async fn create_instance(
     Admin(who): Admin,
     KpJson(body): KpJson<InstanceIn>,
 ) -> IamResult {
-    state
-        .access
-        .iam
-        .check_admin(&who, &op::CREATE_INSTANCE)
-        .await?;
-    let i = state.access.iam.create_instance(&who, &body.name).await?;
-    Ok(created(&state, instance_view(&i)))
+    state.iam.check_admin(&who, &op::CREATE_INSTANCE).await?;
+    let i = state.iam.create_instance(&who, &body.name).await?;
+    Ok(created(instance_view(&i)))
 }
 
 /// `GET /iam/v1/instances`.
 pub async fn instances(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
-    let all = state.access.iam.instances(&who).await?;
+    let all = state.iam.instances(&who).await?;
     Ok(list("instances", all.iter().map(instance_view).collect()))
 }
 
