@@ -65,7 +65,7 @@ pub enum KeyError {
 }
 
 /// A Key Protect rule that refused a request. Each has its own reason code and status, mapped by
-/// [`Rule::status`] here and the server's error table.
+/// [`Rule::reason`], the one table the API and the audit trail both read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
     /// Restore after the restore window (30 days after delete).
@@ -134,36 +134,44 @@ pub enum Rule {
 }
 
 impl Rule {
-    /// The status Key Protect answers with.
-    pub fn status(self) -> u16 {
+    /// The status Key Protect answers with and its reason code (its error reference; where it
+    /// documents none, a code in its style, listed in ARCHITECTURE.md). The one table from rule
+    /// to (status, reason code).
+    pub fn reason(self) -> (u16, &'static str) {
         use Rule::*;
         match self {
-            RestoreWindowPassed
-            | RestoreMaterialMismatch
-            | RestorePayloadRequired
-            | KeyExpired
-            | DualAuthPermanent
-            | TooManyAliases
-            | DefaultKeyRing
-            | IncorrectNonce
-            | IncorrectNonceIv
-            | RegistrationRootKeyRequired => 400,
-            ServiceOnly | RegistrationOwner => 403,
-            AliasNotFound | KeyRingNotFound | ImportTokenNotFound | RegistrationNotFound
-            | EventNotFound | SubscriptionNotFound => 404,
-            KeyVersionInvalid => 422,
-            PurgeTooEarly
-            | DualAuthRequired
-            | DualAuthNotEnabled
-            | AliasExists
-            | KeyRingExists
-            | KeyRingNotEmpty
-            | KeyRingKeysNotDeleted
-            | CreateImportDenied
-            | ImportTokenExpired
-            | ProtectedResource
-            | PreventKeyDeletion
-            | RegistrationExists => 409,
+            RestoreWindowPassed => (400, "KEY_RESTORE_EXPIRED"),
+            RestoreMaterialMismatch => (400, "INVALID_FIELD_ERR"),
+            RestorePayloadRequired => (400, "KEY_PAYLOAD_REQ_ERR"),
+            KeyExpired => (400, "KEY_EXPIRED_ERR"),
+            DualAuthPermanent => (400, "INVALID_FIELD_ERR"),
+            TooManyAliases => (400, "KEY_ALIAS_QUOTA_ERR"),
+            DefaultKeyRing => (400, "INVALID_FIELD_ERR"),
+            IncorrectNonce => (400, "INCORRECT_NONCE_ERR"),
+            IncorrectNonceIv => (400, "INCORRECT_NONCE_IV_ERR"),
+            RegistrationRootKeyRequired => (400, "KEY_ROOT_REQ_REG_ERR"),
+            ServiceOnly => (403, "SERVICE_ONLY_ERR"),
+            RegistrationOwner => (403, "RESOURCE_OWNER_ERR"),
+            AliasNotFound => (404, "NOT_FOUND_ERR"),
+            KeyRingNotFound => (404, "KEY_RING_NOT_FOUND_ERR"),
+            ImportTokenNotFound => (404, "IMPORT_TOKEN_NOT_FOUND_ERR"),
+            // Key Protect documents no code for these three; Keyward's choices.
+            RegistrationNotFound => (404, "REGISTRATION_NOT_FOUND_ERR"),
+            EventNotFound => (404, "EVENT_NOT_FOUND_ERR"),
+            SubscriptionNotFound => (404, "NOT_FOUND_ERR"),
+            KeyVersionInvalid => (422, "KEY_VERSION_INVALID"),
+            PurgeTooEarly => (409, "REQ_TOO_EARLY_ERR"),
+            DualAuthRequired => (409, "AUTHORIZATIONS_NOT_MET"),
+            DualAuthNotEnabled => (409, "NOT_DUAL_AUTH_ERR"),
+            AliasExists => (409, "KEY_ALIAS_NOT_UNIQUE_ERR"),
+            KeyRingExists => (409, "KEY_RING_ALREADY_EXISTS_ERR"),
+            KeyRingNotEmpty => (409, "KEY_RING_NOT_EMPTY_ERR"),
+            KeyRingKeysNotDeleted => (409, "KEY_RING_KEYS_NOT_DELETED_ERR"),
+            CreateImportDenied => (409, "KEY_CREATE_IMPORT_ACCESS_ERR"),
+            ImportTokenExpired => (409, "IMPORT_TOKEN_EXPIRED_ERR"),
+            ProtectedResource => (409, "PROTECTED_RESOURCE_ERR"),
+            PreventKeyDeletion => (409, "PREV_KEY_DEL_ERR"),
+            RegistrationExists => (409, "REGISTRATION_ALREADY_EXISTS_ERR"),
         }
     }
 }

@@ -357,26 +357,36 @@ impl From<CustodyError> for KmipError {
 }
 
 impl KmipError {
-    /// The HTTP-style status of this error, for the API and the audit event's `reasonCode`.
-    pub fn reason_code(&self) -> u16 {
+    /// The status the API answers with (also the audit event's `reasonCode`) and Key Protect's
+    /// reason code for KMIP management refusals: one table for both.
+    pub fn reason(&self) -> (u16, &'static str) {
         use KmipError::*;
         match self {
-            AdapterNotFound | CertificateNotFound | ObjectNotFound => 404,
-            AdapterNameExists
-            | CertificateNameExists
-            | CertificateExists
-            | AdapterHasObjects
-            | ObjectActive
-            | CrkNotActive(_) => 409,
-            InvalidField(_) | Quota(_) | CrkNotRoot => 400,
-            Key(e) => e.reason_code(),
-            IntegrityFailure => 500,
-            Custody(CustodyError::Unavailable(_)) => 503,
-            Custody(_) => 500,
-            Store(StoreError::Conflict) => 409,
-            Store(StoreError::Unavailable(_)) => 503,
-            Store(_) => 500,
+            AdapterNotFound => (404, "KMIP_ADAPTER_NOT_FOUND_ERR"),
+            CertificateNotFound => (404, "KMIP_CERT_NOT_FOUND_ERR"),
+            ObjectNotFound => (404, "KMIP_OBJECT_NOT_FOUND_ERR"),
+            AdapterNameExists => (409, "KMIP_ADAPTER_NAME_NOT_UNIQUE_ERR"),
+            CertificateNameExists => (409, "KMIP_CERT_NAME_NOT_UNIQUE_ERR"),
+            CertificateExists => (409, "KMIP_CERT_NOT_UNIQUE_ERR"),
+            AdapterHasObjects => (409, "KMIP_ADAPTER_HAS_OBJECTS_ERR"),
+            ObjectActive => (409, "KMIP_OBJECT_ACTIVE_ERR"),
+            CrkNotActive(_) => (409, "KEY_ACTION_INVALID_STATE_ERR"),
+            InvalidField(_) => (400, "INVALID_FIELD_ERR"),
+            Quota(_) => (400, "KMIP_ADAPTER_QUOTA_ERR"),
+            CrkNotRoot => (400, "KEY_ROOT_REQ_ERR"),
+            Key(e) => (e.reason_code(), "INTERNAL_SERVER_ERR"),
+            IntegrityFailure => (500, "INTERNAL_SERVER_ERR"),
+            Custody(CustodyError::Unavailable(_)) => (503, "INTERNAL_SERVER_ERR"),
+            Custody(_) => (500, "INTERNAL_SERVER_ERR"),
+            Store(StoreError::Conflict) => (409, "INTERNAL_SERVER_ERR"),
+            Store(StoreError::Unavailable(_)) => (503, "INTERNAL_SERVER_ERR"),
+            Store(_) => (500, "INTERNAL_SERVER_ERR"),
         }
+    }
+
+    /// The HTTP-style status of this error (the status of [`KmipError::reason`]).
+    pub fn reason_code(&self) -> u16 {
+        self.reason().0
     }
 }
 

@@ -103,6 +103,13 @@ pub const EXPIRE: Op = Op {
     lifecycle: Some(Action::Expire),
     status: 204,
 };
+/// Master key rotation: one stored piece of wrapped material moved under the new MKEK.
+pub const CUSTODY_REWRAP: Op = Op {
+    action: "keyward.custody.rewrap",
+    operation: None,
+    lifecycle: None,
+    status: 200,
+};
 /// Move a key to another ring (`PATCH keyRingID`).
 pub const PATCH_KEY: Op = key_op("kms.secrets.patch", O::PatchKey, Action::Modify, 204);
 /// Add an alias.

@@ -173,7 +173,7 @@ pub fn rewrap_item(custody: &dyn Custody, item: &WrappedItem) -> Result<WrappedI
 
 fn event_for(item: &WrappedItem) -> AuditEvent {
     let mut e = AuditEvent::new(
-        "keyward.custody.rewrap",
+        crate::op::CUSTODY_REWRAP.action,
         Outcome::Success,
         200,
         Initiator {

@@ -4,7 +4,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyward_api::{Collection, ErrorReason, ErrorResource, media};
-use keyward_core::{Action, CustodyError, KeyError, KeyState, KmipError, Rule, StoreError};
+use keyward_core::{CustodyError, KeyError, KmipError};
 
 const MORE_INFO: &str = "https://cloud.ibm.com/apidocs/key-protect";
 
@@ -69,42 +69,13 @@ impl ApiError {
 
     /// The status and Key Protect reason code, and the message the caller sees.
     fn parts(&self) -> (StatusCode, &'static str, String) {
-        use KeyError as K;
         let status =
             |code: u16| StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         match self {
             ApiError::Key(e) => {
-                // Key Protect's reason codes (its "error messages" reference).
-                let code = match e {
-                    K::NotFound => "KEY_NOT_FOUND_ERR",
-                    K::Forbidden(_) => "UNAUTHORIZED_ERR",
-                    K::InvalidState {
-                        state: KeyState::Destroyed,
-                        ..
-                    } => "KEY_DELETED_ERR",
-                    K::InvalidState {
-                        state: KeyState::Deactivated,
-                        action: Action::Wrap,
-                    } => "KEY_EXPIRED_ERR",
-                    K::InvalidState { .. } => "KEY_ACTION_INVALID_STATE_ERR",
-                    K::InvalidInput(_) => "BAD_BODY_ERR",
-                    K::WrongKeyKind(_) => "KEY_ROOT_REQ_ERR",
-                    K::PayloadRequired => "KEY_PAYLOAD_REQ_ERR",
-                    K::InvalidCiphertext => "UNPROCESSABLE_CIPHERTEXT_ERR",
-                    K::RotationTooSoon(_) => "KEY_ROTATION_NOT_PERMITTED",
-                    K::ChangeTooSoon(_) => "REQ_TOO_EARLY_ERR",
-                    K::Conflict | K::Store(StoreError::Conflict) => "CONFLICT_ERR",
-                    K::Custody(CustodyError::Unavailable(_))
-                    | K::Store(StoreError::Unavailable(_)) => "SERVICE_UNAVAILABLE_ERR",
-                    // Key Protect: "Key metadata became corrupted".
-                    K::IntegrityFailure | K::Custody(CustodyError::IntegrityFailure) => {
-                        "INCOMPLETE_METADATA_ERR"
-                    }
-                    K::Custody(_) | K::Store(_) => "INTERNAL_SERVER_ERR",
-                    K::Refused(rule, _) => rule_code(*rule),
-                };
-                let s = status(e.reason_code());
-                let msg = if let K::Custody(CustodyError::Unavailable(_)) = e {
+                let (code, reason) = e.reason();
+                let s = status(code);
+                let msg = if let KeyError::Custody(CustodyError::Unavailable(_)) = e {
                     // Which tokens failed and why goes to the log only.
                     "no key custody backend (HSM) can serve this request now; retry later".into()
                 } else if s.is_server_error() {
@@ -112,7 +83,7 @@ impl ApiError {
                 } else {
                     e.to_string()
                 };
-                (s, code, msg)
+                (s, reason, msg)
             }
             ApiError::BadRequest { code, message } => {
                 (StatusCode::BAD_REQUEST, code, message.clone())
@@ -155,72 +126,16 @@ impl ApiError {
                 "INTERNAL_SERVER_ERR",
                 generic(StatusCode::INTERNAL_SERVER_ERROR),
             ),
-            ApiError::Kmip(e) => (status(e.reason_code()), kmip_code(e), e.to_string()),
+            ApiError::Kmip(e) => {
+                let (code, reason) = e.reason();
+                (status(code), reason, e.to_string())
+            }
         }
     }
 
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         self.parts().0
-    }
-}
-
-/// Key Protect's reason code for each rule (its error reference; where it documents none, a code
-/// in its style, listed in ARCHITECTURE.md).
-fn rule_code(rule: Rule) -> &'static str {
-    match rule {
-        Rule::RestoreWindowPassed => "KEY_RESTORE_EXPIRED",
-        Rule::RestoreMaterialMismatch => "INVALID_FIELD_ERR",
-        Rule::RestorePayloadRequired => "KEY_PAYLOAD_REQ_ERR",
-        Rule::KeyExpired => "KEY_EXPIRED_ERR",
-        Rule::PurgeTooEarly => "REQ_TOO_EARLY_ERR",
-        Rule::DualAuthRequired => "AUTHORIZATIONS_NOT_MET",
-        Rule::DualAuthNotEnabled => "NOT_DUAL_AUTH_ERR",
-        Rule::DualAuthPermanent => "INVALID_FIELD_ERR",
-        Rule::AliasExists => "KEY_ALIAS_NOT_UNIQUE_ERR",
-        Rule::TooManyAliases => "KEY_ALIAS_QUOTA_ERR",
-        Rule::AliasNotFound => "NOT_FOUND_ERR",
-        Rule::KeyRingExists => "KEY_RING_ALREADY_EXISTS_ERR",
-        Rule::KeyRingNotFound => "KEY_RING_NOT_FOUND_ERR",
-        Rule::KeyRingNotEmpty => "KEY_RING_NOT_EMPTY_ERR",
-        Rule::KeyRingKeysNotDeleted => "KEY_RING_KEYS_NOT_DELETED_ERR",
-        Rule::DefaultKeyRing => "INVALID_FIELD_ERR",
-        Rule::CreateImportDenied => "KEY_CREATE_IMPORT_ACCESS_ERR",
-        Rule::ImportTokenNotFound => "IMPORT_TOKEN_NOT_FOUND_ERR",
-        Rule::ImportTokenExpired => "IMPORT_TOKEN_EXPIRED_ERR",
-        Rule::IncorrectNonce => "INCORRECT_NONCE_ERR",
-        Rule::IncorrectNonceIv => "INCORRECT_NONCE_IV_ERR",
-        Rule::ProtectedResource => "PROTECTED_RESOURCE_ERR",
-        Rule::PreventKeyDeletion => "PREV_KEY_DEL_ERR",
-        Rule::ServiceOnly => "SERVICE_ONLY_ERR",
-        Rule::RegistrationRootKeyRequired => "KEY_ROOT_REQ_REG_ERR",
-        Rule::KeyVersionInvalid => "KEY_VERSION_INVALID",
-        Rule::RegistrationOwner => "RESOURCE_OWNER_ERR",
-        // Key Protect documents no code for these; Keyward's choices.
-        Rule::RegistrationExists => "REGISTRATION_ALREADY_EXISTS_ERR",
-        Rule::RegistrationNotFound => "REGISTRATION_NOT_FOUND_ERR",
-        Rule::EventNotFound => "EVENT_NOT_FOUND_ERR",
-        Rule::SubscriptionNotFound => "NOT_FOUND_ERR",
-    }
-}
-
-/// Key Protect's reason codes for KMIP management refusals.
-fn kmip_code(e: &KmipError) -> &'static str {
-    use KmipError as E;
-    match e {
-        E::AdapterNotFound => "KMIP_ADAPTER_NOT_FOUND_ERR",
-        E::CertificateNotFound => "KMIP_CERT_NOT_FOUND_ERR",
-        E::ObjectNotFound => "KMIP_OBJECT_NOT_FOUND_ERR",
-        E::AdapterNameExists => "KMIP_ADAPTER_NAME_NOT_UNIQUE_ERR",
-        E::CertificateNameExists => "KMIP_CERT_NAME_NOT_UNIQUE_ERR",
-        E::CertificateExists => "KMIP_CERT_NOT_UNIQUE_ERR",
-        E::AdapterHasObjects => "KMIP_ADAPTER_HAS_OBJECTS_ERR",
-        E::ObjectActive => "KMIP_OBJECT_ACTIVE_ERR",
-        E::InvalidField(_) => "INVALID_FIELD_ERR",
-        E::Quota(_) => "KMIP_ADAPTER_QUOTA_ERR",
-        E::CrkNotRoot => "KEY_ROOT_REQ_ERR",
-        E::CrkNotActive(_) => "KEY_ACTION_INVALID_STATE_ERR",
-        E::Key(_) | E::IntegrityFailure | E::Custody(_) | E::Store(_) => "INTERNAL_SERVER_ERR",
     }
 }
 

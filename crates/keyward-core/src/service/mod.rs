@@ -520,36 +520,46 @@ impl KeyService {
 }
 
 impl KeyError {
-    /// The HTTP-style reason code for this error: the status the API answers with and the CADF
-    /// `reasonCode` of the audit event, from one table so they cannot disagree.
-    pub fn reason_code(&self) -> u16 {
+    /// The status the API answers with (also the CADF `reasonCode` of the audit event) and Key
+    /// Protect's reason code (its "error messages" reference): the one table from domain error
+    /// to both, so the answer and the audit trail cannot disagree.
+    pub fn reason(&self) -> (u16, &'static str) {
+        use KeyError as K;
         match self {
-            KeyError::NotFound => 404,
-            KeyError::Forbidden(_) => 403,
-            KeyError::InvalidInput(_) | KeyError::WrongKeyKind(_) | KeyError::PayloadRequired => {
-                400
-            }
+            K::NotFound => (404, "KEY_NOT_FOUND_ERR"),
+            K::Forbidden(_) => (403, "UNAUTHORIZED_ERR"),
+            K::InvalidInput(_) => (400, "BAD_BODY_ERR"),
+            K::WrongKeyKind(_) => (400, "KEY_ROOT_REQ_ERR"),
+            K::PayloadRequired => (400, "KEY_PAYLOAD_REQ_ERR"),
             // Key Protect: a deleted key is gone (410); an expired one refuses new wraps (400).
-            KeyError::InvalidState {
+            K::InvalidState {
                 state: KeyState::Destroyed,
                 ..
-            } => 410,
-            KeyError::InvalidState {
+            } => (410, "KEY_DELETED_ERR"),
+            K::InvalidState {
                 state: KeyState::Deactivated,
                 action: Action::Wrap,
-            } => 400,
-            KeyError::InvalidState { .. } => 409,
-            KeyError::InvalidCiphertext => 422,
-            KeyError::RotationTooSoon(_) | KeyError::ChangeTooSoon(_) | KeyError::Conflict => 409,
-            KeyError::Refused(rule, _) => rule.status(),
-            KeyError::IntegrityFailure => 500,
-            KeyError::Custody(CustodyError::Unavailable(_)) => 503,
-            KeyError::Custody(CustodyError::IntegrityFailure) => 500,
-            KeyError::Custody(_) => 500,
-            KeyError::Store(StoreError::Conflict) => 409,
-            KeyError::Store(StoreError::Unavailable(_)) => 503,
-            KeyError::Store(_) => 500,
+            } => (400, "KEY_EXPIRED_ERR"),
+            K::InvalidState { .. } => (409, "KEY_ACTION_INVALID_STATE_ERR"),
+            K::InvalidCiphertext => (422, "UNPROCESSABLE_CIPHERTEXT_ERR"),
+            K::RotationTooSoon(_) => (409, "KEY_ROTATION_NOT_PERMITTED"),
+            K::ChangeTooSoon(_) => (409, "REQ_TOO_EARLY_ERR"),
+            K::Conflict | K::Store(StoreError::Conflict) => (409, "CONFLICT_ERR"),
+            K::Refused(rule, _) => rule.reason(),
+            K::Custody(CustodyError::Unavailable(_)) | K::Store(StoreError::Unavailable(_)) => {
+                (503, "SERVICE_UNAVAILABLE_ERR")
+            }
+            // Key Protect: "Key metadata became corrupted".
+            K::IntegrityFailure | K::Custody(CustodyError::IntegrityFailure) => {
+                (500, "INCOMPLETE_METADATA_ERR")
+            }
+            K::Custody(_) | K::Store(_) => (500, "INTERNAL_SERVER_ERR"),
         }
+    }
+
+    /// The HTTP-style reason code for this error (the status of [`KeyError::reason`]).
+    pub fn reason_code(&self) -> u16 {
+        self.reason().0
     }
 }
 
