@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use keyward_crypto::{CryptoError, Secret, aead_open, aead_seal, random_array, random_secret};
+use keyward_crypto::{
+    Canonical, CryptoError, Framing, Secret, aead_open, aead_seal, random_array, random_secret,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -222,13 +224,13 @@ fn parse(sealed: &[u8]) -> Result<(DekId, [u8; NONCE_LEN], &[u8]), EnvelopeError
 /// The GCM AAD: label, version, DEK id, then the caller's AAD (length-prefixed, so no two
 /// (id, aad) pairs share an encoding).
 fn gcm_aad(id: DekId, aad: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(AAD_LABEL.len() + 1 + DEK_ID_LEN + 8 + aad.len());
-    out.extend_from_slice(AAD_LABEL);
-    out.push(SEALED_V1);
-    out.extend_from_slice(&id.0);
-    out.extend_from_slice(&(aad.len() as u64).to_be_bytes());
-    out.extend_from_slice(aad);
-    out
+    // u64 framing: the one sealed format v1 was first written with.
+    let mut c = Canonical::with_capacity(
+        Framing::U64,
+        AAD_LABEL.len() + 1 + DEK_ID_LEN + 8 + aad.len(),
+    );
+    c.fixed(AAD_LABEL).u8(SEALED_V1).fixed(&id.0).field(aad);
+    c.finish()
 }
 
 /// Seals `plaintext` under `dek` (32 bytes) as DEK `id`, binding `aad`.
@@ -756,6 +758,20 @@ fn decode_secret(b64: &str) -> Result<Secret, EnvelopeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The GCM AAD every sealed v1 message written so far authenticates.
+    #[test]
+    fn gcm_aad_known_answer() {
+        let want = [
+            b"keyward-envelope-v1".as_slice(),
+            &[1],
+            &[7; 16],
+            &[0, 0, 0, 0, 0, 0, 0, 3],
+            b"abc",
+        ]
+        .concat();
+        assert_eq!(gcm_aad(DekId([7; 16]), b"abc"), want);
+    }
 
     fn policy() -> DekPolicy {
         DekPolicy {

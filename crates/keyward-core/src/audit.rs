@@ -1,6 +1,7 @@
 //! Audit events: one per API action, success or failure, shaped after CADF. They never hold key
 //! material, tokens or API keys: only ids, names, states and outcomes.
 
+use keyward_crypto::{Canonical, Framing};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -123,23 +124,6 @@ pub struct AuditCheckpoint {
     pub signature: Vec<u8>,
 }
 
-/// Appends a length-prefixed byte string: the encoding is unambiguous whatever the bytes hold.
-fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
-    buf.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
-    buf.extend_from_slice(bytes);
-}
-
-/// Appends an optional string: a presence byte, then the length-prefixed bytes.
-fn put_opt(buf: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        None => buf.push(0),
-        Some(s) => {
-            buf.push(1);
-            put(buf, s.as_bytes());
-        }
-    }
-}
-
 /// The event time as stored: Unix nanoseconds (saturating; far outside any real clock).
 pub fn time_nanos(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX)
@@ -149,37 +133,39 @@ pub fn time_nanos(t: OffsetDateTime) -> i64 {
 /// integers and length-prefixed strings in a fixed order, so two different events never encode
 /// alike. Changing any field, the position or the predecessor changes the hash.
 pub fn chain_hash(seq: u64, prev_hash: &[u8; 32], e: &AuditEvent) -> [u8; 32] {
-    let mut buf = Vec::with_capacity(320);
-    buf.extend_from_slice(EVENT_DOMAIN);
-    buf.extend_from_slice(&seq.to_be_bytes());
-    buf.extend_from_slice(prev_hash);
-    buf.extend_from_slice(e.id.as_bytes());
-    buf.extend_from_slice(&time_nanos(e.time).to_be_bytes());
-    put(&mut buf, e.action.as_bytes());
-    put(&mut buf, e.outcome.as_str().as_bytes());
-    buf.extend_from_slice(&e.reason_code.to_be_bytes());
-    put_opt(&mut buf, e.reason.as_deref());
-    put(&mut buf, e.initiator.id.as_bytes());
-    put_opt(&mut buf, e.initiator.address.as_deref());
-    put_opt(&mut buf, e.instance.as_deref());
-    put_opt(&mut buf, e.target.as_deref());
+    // The chain's framing (u64 lengths) is the one it was first written with: re-hashing would
+    // break every checkpoint on disk.
+    let mut c = Canonical::with_capacity(Framing::U64, 320);
+    c.fixed(EVENT_DOMAIN)
+        .u64(seq)
+        .fixed(prev_hash)
+        .fixed(e.id.as_bytes())
+        .i64(time_nanos(e.time))
+        .field(e.action.as_bytes())
+        .field(e.outcome.as_str().as_bytes())
+        .u16(e.reason_code)
+        .opt(e.reason.as_deref().map(str::as_bytes))
+        .field(e.initiator.id.as_bytes())
+        .opt(e.initiator.address.as_deref().map(str::as_bytes))
+        .opt(e.instance.as_deref().map(str::as_bytes))
+        .opt(e.target.as_deref().map(str::as_bytes));
     match e.key_state {
-        None => buf.push(0),
-        Some(s) => buf.extend_from_slice(&[1, s]),
-    }
-    put_opt(&mut buf, e.key_version.as_deref());
-    put(&mut buf, e.request_id.as_bytes());
-    keyward_crypto::sha256(&buf)
+        None => c.u8(0),
+        Some(s) => c.u8(1).u8(s),
+    };
+    c.opt(e.key_version.as_deref().map(str::as_bytes))
+        .field(e.request_id.as_bytes());
+    keyward_crypto::sha256(&c.finish())
 }
 
 /// The bytes a checkpoint's signature covers.
 pub fn checkpoint_bytes(seq: u64, hash: &[u8; 32], time: OffsetDateTime) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(CHECKPOINT_DOMAIN.len() + 48);
-    buf.extend_from_slice(CHECKPOINT_DOMAIN);
-    buf.extend_from_slice(&seq.to_be_bytes());
-    buf.extend_from_slice(hash);
-    buf.extend_from_slice(&time_nanos(time).to_be_bytes());
-    buf
+    let mut c = Canonical::with_capacity(Framing::U64, CHECKPOINT_DOMAIN.len() + 48);
+    c.fixed(CHECKPOINT_DOMAIN)
+        .u64(seq)
+        .fixed(hash)
+        .i64(time_nanos(time));
+    c.finish()
 }
 
 impl Outcome {

@@ -3,6 +3,7 @@
 //! key). Policies and authorizations are signed by custody like key records: a row edited in the
 //! database grants nothing.
 
+use keyward_crypto::Canonical;
 use time::OffsetDateTime;
 
 use crate::access::{Role, Scope};
@@ -75,38 +76,19 @@ pub struct IdentityRecord {
     pub created_by: String,
 }
 
-fn push(out: &mut Vec<u8>, field: &[u8]) {
-    out.extend_from_slice(&(field.len() as u32).to_be_bytes());
-    out.extend_from_slice(field);
-}
-
-fn push_scope(out: &mut Vec<u8>, scope: &Scope) {
+fn push_scope(c: &mut Canonical, scope: &Scope) {
     match scope {
-        Scope::Account(a) => {
-            push(out, b"account");
-            push(out, a.as_bytes());
-        }
-        Scope::Instance(i) => {
-            push(out, b"instance");
-            push(out, i.as_bytes());
-        }
-        Scope::KeyRing(i, r) => {
-            push(out, b"key_ring");
-            push(out, i.as_bytes());
-            push(out, r.as_bytes());
-        }
-        Scope::Key(i, k) => {
-            push(out, b"key");
-            push(out, i.as_bytes());
-            push(out, k.as_bytes());
-        }
-    }
+        Scope::Account(a) => c.field(b"account").field(a.as_bytes()),
+        Scope::Instance(i) => c.field(b"instance").field(i.as_bytes()),
+        Scope::KeyRing(i, r) => c.field(b"key_ring").field(i.as_bytes()).field(r.as_bytes()),
+        Scope::Key(i, k) => c.field(b"key").field(i.as_bytes()).field(k.as_bytes()),
+    };
 }
 
-fn push_roles(out: &mut Vec<u8>, roles: &[Role]) {
+fn push_roles(c: &mut Canonical, roles: &[Role]) {
     let mut names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
     names.sort_unstable();
-    push(out, names.join(",").as_bytes());
+    c.field(names.join(",").as_bytes());
 }
 
 /// Roles for a subject on a scope.
@@ -133,14 +115,14 @@ pub struct AccessPolicyRecord {
 impl AccessPolicyRecord {
     /// The bytes the signature covers: id, account, subject, roles and scope.
     pub fn signed_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128);
-        push(&mut out, b"keyward/access-policy/v1");
-        push(&mut out, self.id.as_bytes());
-        push(&mut out, self.account.as_bytes());
-        push(&mut out, self.subject.as_bytes());
-        push_roles(&mut out, &self.roles);
-        push_scope(&mut out, &self.scope);
-        out
+        let mut c = Canonical::new();
+        c.field(b"keyward/access-policy/v1")
+            .field(self.id.as_bytes())
+            .field(self.account.as_bytes())
+            .field(self.subject.as_bytes());
+        push_roles(&mut c, &self.roles);
+        push_scope(&mut c, &self.scope);
+        c.finish()
     }
 }
 
@@ -173,19 +155,16 @@ pub struct AuthorizationRecord {
 impl AuthorizationRecord {
     /// The bytes the signature covers: everything but the creation metadata.
     pub fn signed_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128);
-        push(&mut out, b"keyward/authorization/v1");
-        push(&mut out, self.id.as_bytes());
-        push(&mut out, self.account.as_bytes());
-        push(&mut out, self.source_service.as_bytes());
-        push(
-            &mut out,
-            self.source_instance.as_deref().unwrap_or("*").as_bytes(),
-        );
-        push_scope(&mut out, &self.target);
-        push_roles(&mut out, &self.roles);
-        push(&mut out, &[self.delegation as u8]);
-        out
+        let mut c = Canonical::new();
+        c.field(b"keyward/authorization/v1")
+            .field(self.id.as_bytes())
+            .field(self.account.as_bytes())
+            .field(self.source_service.as_bytes())
+            .field(self.source_instance.as_deref().unwrap_or("*").as_bytes());
+        push_scope(&mut c, &self.target);
+        push_roles(&mut c, &self.roles);
+        c.field(&[self.delegation as u8]);
+        c.finish()
     }
 
     /// Whether this authorization applies to a service instance.

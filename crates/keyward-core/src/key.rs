@@ -1,5 +1,6 @@
 //! Key records and versions as stored, and the canonical bytes their signatures cover.
 
+use keyward_crypto::{Canonical, Framing};
 use time::OffsetDateTime;
 
 use crate::{InstanceId, KeyId, KeyState, KeyVersionId, WrappedMaterial};
@@ -139,14 +140,12 @@ pub struct KeyVersion {
     pub signature: Vec<u8>,
 }
 
-fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    out.extend_from_slice(bytes);
-}
-
-fn time_bytes(t: Option<OffsetDateTime>) -> Vec<u8> {
-    t.map(|t| t.unix_timestamp_nanos().to_be_bytes().to_vec())
-        .unwrap_or_default()
+/// A time as its signed field: Unix nanoseconds, 16 bytes big-endian; empty when absent.
+fn time_field(c: &mut Canonical, t: Option<OffsetDateTime>) {
+    match t {
+        Some(t) => c.field(&t.unix_timestamp_nanos().to_be_bytes()),
+        None => c.field(&[]),
+    };
 }
 
 impl KeyRecord {
@@ -154,34 +153,31 @@ impl KeyRecord {
     /// version pointer, revision and the dates that gate use. A row edited or swapped in the
     /// database no longer matches its signature.
     pub fn signed_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128);
-        push_field(&mut out, b"keyward/key-record/v1");
-        push_field(&mut out, self.id.as_bytes());
-        push_field(&mut out, self.instance.as_bytes());
-        push_field(
-            &mut out,
-            &[
+        let mut c = Canonical::new();
+        c.field(b"keyward/key-record/v1")
+            .field(self.id.as_bytes())
+            .field(self.instance.as_bytes())
+            .field(&[
                 matches!(self.kind, KeyKind::Root) as u8,
                 self.state.code(),
                 self.imported as u8,
-            ],
-        );
-        push_field(&mut out, &self.bits.to_be_bytes());
-        push_field(&mut out, &self.current_version.to_be_bytes());
-        push_field(&mut out, self.current_version_id.as_bytes());
-        push_field(&mut out, &self.revision.to_be_bytes());
-        push_field(&mut out, &time_bytes(self.expiration));
-        push_field(&mut out, &time_bytes(Some(self.state_changed_at)));
-        push_field(&mut out, &time_bytes(self.last_rotated_at));
-        push_field(&mut out, &time_bytes(self.deleted_at));
-        self.push_extension(&mut out);
-        out
+            ])
+            .field(&self.bits.to_be_bytes())
+            .field(&self.current_version.to_be_bytes())
+            .field(self.current_version_id.as_bytes())
+            .field(&self.revision.to_be_bytes());
+        time_field(&mut c, self.expiration);
+        time_field(&mut c, Some(self.state_changed_at));
+        time_field(&mut c, self.last_rotated_at);
+        time_field(&mut c, self.deleted_at);
+        self.push_extension(&mut c);
+        c.finish()
     }
 
     /// Fields added after the first record format. They are appended only when one differs from
     /// its default, so records signed before they existed still verify; a field that has been
     /// set can then never be removed without breaking the signature.
-    fn push_extension(&self, out: &mut Vec<u8>) {
+    fn push_extension(&self, c: &mut Canonical) {
         let untouched = self.rotation.is_none()
             && self.dual_auth_delete.is_none()
             && self.deletion_authorized.is_none()
@@ -190,24 +186,26 @@ impl KeyRecord {
         if untouched {
             return;
         }
-        push_field(out, b"ext/v1");
+        c.field(b"ext/v1");
         match &self.rotation {
-            Some(r) => push_field(out, &[1, r.enabled as u8, r.interval_month]),
-            None => push_field(out, &[0]),
-        }
+            Some(r) => c.field(&[1, r.enabled as u8, r.interval_month]),
+            None => c.field(&[0]),
+        };
         match &self.dual_auth_delete {
-            Some(d) => push_field(out, &[1, d.enabled as u8]),
-            None => push_field(out, &[0]),
-        }
+            Some(d) => c.field(&[1, d.enabled as u8]),
+            None => c.field(&[0]),
+        };
         match &self.deletion_authorized {
             Some(a) => {
-                push_field(out, a.by.as_bytes());
-                push_field(out, &time_bytes(Some(a.at)));
+                c.field(a.by.as_bytes());
+                time_field(c, Some(a.at));
             }
-            None => push_field(out, &[]),
+            None => {
+                c.field(&[]);
+            }
         }
-        push_field(out, &time_bytes(self.purged_at));
-        push_field(out, self.key_ring.as_bytes());
+        time_field(c, self.purged_at);
+        c.field(self.key_ring.as_bytes());
     }
 }
 
@@ -218,14 +216,14 @@ impl KeyVersion {
     /// The canonical bytes the version signature covers, including the owning key and instance so
     /// wrapped material cannot be moved to another key.
     pub fn signed_bytes(&self, instance: InstanceId) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128 + self.material.bytes.len());
-        push_field(&mut out, b"keyward/key-version/v1");
-        push_field(&mut out, self.key_id.as_bytes());
-        push_field(&mut out, instance.as_bytes());
-        push_field(&mut out, &self.number.to_be_bytes());
-        push_field(&mut out, self.id.as_bytes());
-        push_field(&mut out, self.material.wrapping_key.as_bytes());
-        push_field(&mut out, &self.material.bytes);
-        out
+        let mut c = Canonical::with_capacity(Framing::U32, 128 + self.material.bytes.len());
+        c.field(b"keyward/key-version/v1")
+            .field(self.key_id.as_bytes())
+            .field(instance.as_bytes())
+            .field(&self.number.to_be_bytes())
+            .field(self.id.as_bytes())
+            .field(self.material.wrapping_key.as_bytes())
+            .field(&self.material.bytes);
+        c.finish()
     }
 }

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use keyward_crypto::Canonical;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -63,14 +64,14 @@ pub struct KmipAdapterRecord {
 impl KmipAdapterRecord {
     /// The bytes the signature covers: instance, id, name, profile and root key.
     pub fn signed_bytes(&self) -> Vec<u8> {
-        canonical(&[
-            b"keyward/kmip_adapter/v1",
-            self.instance.as_bytes(),
-            self.id.as_bytes(),
-            self.name.as_bytes(),
-            self.profile.as_bytes(),
-            self.crk_id.as_bytes(),
-        ])
+        let mut c = Canonical::new();
+        c.field(b"keyward/kmip_adapter/v1")
+            .field(self.instance.as_bytes())
+            .field(self.id.as_bytes())
+            .field(self.name.as_bytes())
+            .field(self.profile.as_bytes())
+            .field(self.crk_id.as_bytes());
+        c.finish()
     }
 }
 
@@ -100,14 +101,14 @@ pub struct KmipCertificateRecord {
 impl KmipCertificateRecord {
     /// The bytes the signature covers: instance, adapter, id, fingerprint and certificate.
     pub fn signed_bytes(&self) -> Vec<u8> {
-        canonical(&[
-            b"keyward/kmip_certificate/v1",
-            self.instance.as_bytes(),
-            self.adapter_id.as_bytes(),
-            self.id.as_bytes(),
-            &self.fingerprint,
-            self.certificate.as_bytes(),
-        ])
+        let mut c = Canonical::new();
+        c.field(b"keyward/kmip_certificate/v1")
+            .field(self.instance.as_bytes())
+            .field(self.adapter_id.as_bytes())
+            .field(self.id.as_bytes())
+            .field(&self.fingerprint)
+            .field(self.certificate.as_bytes());
+        c.finish()
     }
 }
 
@@ -902,16 +903,6 @@ impl KmipService {
         }
         Ok(())
     }
-}
-
-/// Length-prefixed fields, so no two field lists share an encoding.
-fn canonical(fields: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128);
-    for field in fields {
-        out.extend_from_slice(&(field.len() as u32).to_be_bytes());
-        out.extend_from_slice(field);
-    }
-    out
 }
 
 fn generated_name(prefix: &str) -> String {

@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use keyward_crypto::Canonical;
 use serde::{Deserialize, Serialize};
 
 use crate::key::{KeyKind, PolicyMeta};
@@ -225,18 +226,13 @@ impl InstancePolicy {
 
     /// The bytes the signature covers: instance, kind, enabled and attributes.
     pub fn signed_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(96);
-        for field in [
-            b"keyward/instance-policy/v1".as_slice(),
-            self.instance.as_bytes(),
-            self.setting.kind().name().as_bytes(),
-            &[self.enabled as u8],
-            self.attributes_json().unwrap_or_default().as_bytes(),
-        ] {
-            out.extend_from_slice(&(field.len() as u32).to_be_bytes());
-            out.extend_from_slice(field);
-        }
-        out
+        let mut c = Canonical::new();
+        c.field(b"keyward/instance-policy/v1")
+            .field(self.instance.as_bytes())
+            .field(self.setting.kind().name().as_bytes())
+            .field(&[self.enabled as u8])
+            .field(self.attributes_json().unwrap_or_default().as_bytes());
+        c.finish()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `Store` seam: durable records and audit events. A write returns only once it is on disk,
 //! together with the audit event that describes it (same transaction).
 
+use keyward_crypto::Canonical;
 use time::OffsetDateTime;
 
 use crate::events::{KeyNotice, RegistrationStore};
@@ -102,17 +103,12 @@ pub struct AliasRecord {
 impl AliasRecord {
     /// The bytes the signature covers: instance, alias and key.
     pub fn signed_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(80);
-        for field in [
-            b"keyward/alias/v1".as_slice(),
-            self.instance.as_bytes(),
-            self.alias.as_bytes(),
-            self.key_id.as_bytes(),
-        ] {
-            out.extend_from_slice(&(field.len() as u32).to_be_bytes());
-            out.extend_from_slice(field);
-        }
-        out
+        let mut c = Canonical::new();
+        c.field(b"keyward/alias/v1")
+            .field(self.instance.as_bytes())
+            .field(self.alias.as_bytes())
+            .field(self.key_id.as_bytes());
+        c.finish()
     }
 }
 

@@ -10,6 +10,7 @@
 //! and every AAD string of the request, each length-prefixed, so a ciphertext moved to another
 //! key, another version or other AAD fails authentication.
 
+use crate::canonical::Canonical;
 use crate::{CryptoError, Secret, aead_open, aead_seal, random_array};
 
 /// The only format version this build writes and reads.
@@ -95,22 +96,17 @@ impl DekCiphertext {
 }
 
 fn additional_data(version_id: [u8; VERSION_ID_LEN], key_id: &[u8], aad: &[&str]) -> Vec<u8> {
-    let mut ad = Vec::with_capacity(DOMAIN.len() + HEADER_LEN + key_id.len() + 64);
-    ad.extend_from_slice(DOMAIN);
-    ad.push(FORMAT_V1);
-    ad.extend_from_slice(&version_id);
-    push_prefixed(&mut ad, key_id);
+    let mut ad = Canonical::new();
+    ad.fixed(DOMAIN)
+        .u8(FORMAT_V1)
+        .fixed(&version_id)
+        .field(key_id);
     // The count is bound too, so ["a", ""] and ["a"] are different AAD.
-    ad.extend_from_slice(&(aad.len() as u32).to_be_bytes());
+    ad.u32(u32::try_from(aad.len()).unwrap_or(u32::MAX));
     for item in aad {
-        push_prefixed(&mut ad, item.as_bytes());
+        ad.field(item.as_bytes());
     }
-    ad
-}
-
-fn push_prefixed(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    out.extend_from_slice(bytes);
+    ad.finish()
 }
 
 #[cfg(test)]
@@ -147,6 +143,24 @@ mod tests {
                 .map(|_| ()),
             fail
         );
+    }
+
+    /// The bytes every DEK ciphertext written so far authenticates (release 0.1.0's layout).
+    #[test]
+    fn additional_data_known_answer() {
+        let want = [
+            b"keyward/dek/v1".as_slice(),
+            &[FORMAT_V1],
+            &[9; 16],
+            &[0, 0, 0, 5],
+            b"key-1",
+            &[0, 0, 0, 2],
+            &[0, 0, 0, 2],
+            b"ab",
+            &[0, 0, 0, 0],
+        ]
+        .concat();
+        assert_eq!(additional_data([9; 16], b"key-1", &["ab", ""]), want);
     }
 
     #[test]

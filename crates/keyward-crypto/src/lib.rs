@@ -1,6 +1,7 @@
 //! Keyward's cryptographic primitives, all on aws-lc-rs: secret byte strings that zeroize on drop,
 //! AES-GCM for data encryption keys, AES key wrap with padding (RFC 5649) for key material at rest,
-//! HMAC for record integrity, and the one encoder and decoder of the DEK ciphertext format.
+//! HMAC for record integrity, the one encoder and decoder of the DEK ciphertext format, and the one
+//! canonical encoder of the bytes signatures and hashes cover.
 //!
 //! This crate does no I/O and knows nothing of keys' lifecycle, HTTP or storage. Nothing here is
 //! hand-rolled cryptography: every primitive is a call into aws-lc-rs.
@@ -15,12 +16,14 @@
     )
 )]
 
+pub mod canonical;
 mod ciphertext;
 mod error;
 mod primitives;
 mod secret;
 mod transit;
 
+pub use canonical::{Canonical, Framing};
 pub use ciphertext::{DekCiphertext, FORMAT_V1, VERSION_ID_LEN};
 pub use error::CryptoError;
 pub use primitives::{

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use keyward_core::{KeyKind, NewKey, Secret};
 use keyward_iam::{Login, Request};
-use keyward_server::ServerConfig;
+use keyward_runtime::ServerConfig;
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -29,12 +29,12 @@ fn bench(c: &mut Criterion) {
     let caller = rt
         .block_on(async {
             let file =
-                keyward_server::bootstrap::first_start(state.store(), dir.path(), "http://bench")
+                keyward_runtime::bootstrap::first_start(state.store(), dir.path(), "http://bench")
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("no bootstrap file"))?;
-            keyward_server::bootstrap::ensure_admin_access(state.store(), state.keys.custody())
+            keyward_runtime::bootstrap::ensure_admin_access(state.store(), state.keys.custody())
                 .await?;
-            let boot: keyward_server::bootstrap::BootstrapFile =
+            let boot: keyward_runtime::bootstrap::BootstrapFile =
                 serde_json::from_slice(&std::fs::read(file)?)?;
             let login = Login::default();
             let tokens = state

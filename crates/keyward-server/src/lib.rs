@@ -1,8 +1,10 @@
 //! Keyward's HTTP server: the Key Protect v2 routes, the IAM token endpoint, the one mapping of
-//! errors to Key Protect's error body, and the wiring of custody, store and key service.
+//! errors to Key Protect's error body, `/metrics`, and listening (plain HTTP on loopback, else
+//! rustls).
 //!
 //! Handlers here translate HTTP to [`keyward_core::KeyService`] calls and back; no key rule lives
-//! in this crate.
+//! in this crate, and no background work: configuration, custody, store, bootstrap and the
+//! background tasks are [`keyward_runtime`]'s, which [`serve`] puts behind the listener.
 
 #![cfg_attr(
     not(test),
@@ -14,19 +16,11 @@
     )
 )]
 
-pub mod audit;
-pub mod bootstrap;
-pub mod config;
-pub mod egress;
 pub mod error;
 pub mod extract;
-pub mod metrics;
-pub mod rotation;
 pub mod routes;
-pub mod scheduler;
 pub mod state;
 pub mod views;
-pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,14 +33,11 @@ use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
-use keyward_core::{
-    AuditStore, Custody, KeyService, KmipService, KmipStore, Secret, Store, SystemClock,
-};
-use keyward_custody::SoftwareCustody;
-use keyward_store::SqliteStore;
+use keyward_core::{KmipService, SystemClock};
+use keyward_iam::{AccessLimits, IamService};
+use keyward_runtime::{Background, Runtime, ServerConfig};
 use tracing::Instrument;
 
-pub use config::ServerConfig;
 use error::ApiError;
 use extract::RequestId;
 use state::AppState;
@@ -183,78 +174,42 @@ async fn request_id(State(state): State<Arc<AppState>>, mut req: Request, next: 
     resp
 }
 
-/// Opens everything in the data directory and builds the state (no listening yet).
+/// Opens the data directory through the runtime and builds the state (no listening, no
+/// background work).
 pub async fn open(config: ServerConfig) -> anyhow::Result<Arc<AppState>> {
-    config.validate()?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700));
-    }
-    let custody = open_custody(&config, true)?;
-    let sqlite = Arc::new(SqliteStore::open(&config.data_dir)?);
-    let event_notifications = sqlite.event_notifications();
-    let store: Arc<dyn Store> = sqlite.clone();
-    let trail: Arc<dyn AuditStore> = sqlite.clone();
-    let metrics_token = match &config.metrics.bearer_token_file {
-        None => None,
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading metrics.bearer_token_file {}", path.display()))?;
-            let token = text.trim();
-            anyhow::ensure!(!token.is_empty(), "metrics.bearer_token_file is empty");
-            Some(Secret::new(token.as_bytes().to_vec()))
-        }
-    };
-    let extras = state::Extras {
-        trail,
-        metrics: Arc::new(metrics::Metrics::new()?),
+    Ok(state_of(Runtime::open(config).await?))
+}
+
+/// The handlers' state over an opened runtime.
+fn state_of(runtime: Runtime) -> Arc<AppState> {
+    let Runtime {
+        config,
+        keys,
+        stores,
+        issuer,
+        metrics,
         metrics_token,
-        event_notifications,
-    };
-    let issuer = bootstrap::token_issuer(&store, &custody, config.token_ttl_secs).await?;
-    let keys = KeyService::new(
-        store.clone(),
-        custody.clone(),
-        Arc::new(SystemClock),
-        config.lifecycle(),
-    );
-    let kmip_store: Arc<dyn KmipStore> = sqlite;
-    let kmip = KmipService::new(kmip_store, keys.clone(), Arc::new(SystemClock));
-    let iam = keyward_iam::IamService::new(
-        store.clone(),
-        custody.clone(),
+        sender: _,
+    } = runtime;
+    let kmip = KmipService::new(stores.kmip, keys.clone(), Arc::new(SystemClock));
+    let iam = IamService::new(
+        stores.store.clone(),
+        keys.custody().clone(),
         Arc::new(SystemClock),
         &config.region,
-        keyward_iam::AccessLimits {
+        AccessLimits {
             cache_ttl: std::time::Duration::from_millis(config.access_cache_ttl_ms),
             per_second: config.rate_limit.per_second,
             burst: config.rate_limit.burst,
         },
     );
-    Ok(AppState::new(keys, kmip, iam, issuer, config, extras))
-}
-
-/// The custody backend `config` names. `create` makes a software keystore when there is none
-/// (the server's first start); `keyward audit verify` opens an existing one only.
-pub fn open_custody(config: &ServerConfig, create: bool) -> anyhow::Result<Arc<dyn Custody>> {
-    Ok(match config.custody.pkcs11()? {
-        None if create => Arc::new(SoftwareCustody::open_or_create(&config.data_dir)?.0),
-        None => {
-            let path = config.data_dir.join(keyward_custody::KEYSTORE_FILE);
-            anyhow::ensure!(
-                path.exists(),
-                "no software keystore at {} (use --config for an HSM custody backend)",
-                path.display()
-            );
-            Arc::new(SoftwareCustody::open_or_create(&config.data_dir)?.0)
-        }
-        Some(hsm) => Arc::new(
-            keyward_custody_pkcs11::Pkcs11Custody::open(&hsm)
-                .context("opening the PKCS#11 custody backend")?,
-        ),
-    })
+    let extras = state::Extras {
+        trail: stores.trail,
+        metrics,
+        metrics_token,
+        event_notifications: stores.event_notifications,
+    };
+    AppState::new(keys, kmip, iam, issuer, config, extras)
 }
 
 /// A running server.
@@ -267,11 +222,9 @@ pub struct RunningServer {
     pub bootstrap_file: Option<PathBuf>,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
-    /// The scheduler, checkpointer, export sinks and webhook worker: aborted at shutdown.
-    background: Vec<tokio::task::JoinHandle<()>>,
-    /// Who this server is when it holds export leases (released at shutdown).
-    export_holder: String,
-    state: Arc<AppState>,
+    /// The runtime's scheduler, checkpointer, export sinks and webhook worker: stopped at
+    /// shutdown.
+    background: Background,
     closing: tokio::sync::watch::Sender<bool>,
 }
 
@@ -288,25 +241,7 @@ impl RunningServer {
     /// [`handle`]: RunningServer::handle
     pub async fn wait(self) -> anyhow::Result<()> {
         let served = self.task.await;
-        for task in &self.background {
-            task.abort();
-        }
-        if let Err(e) = self
-            .state
-            .trail
-            .release_export_leases(&self.export_holder)
-            .await
-        {
-            tracing::warn!(error = %e, "releasing export leases at shutdown failed");
-        }
-        if let Err(e) = audit::checkpoint(
-            self.state.trail.as_ref(),
-            self.state.keys.custody().as_ref(),
-        )
-        .await
-        {
-            tracing::warn!(error = %e, "audit checkpoint at shutdown failed");
-        }
+        self.background.stop().await;
         served??;
         Ok(())
     }
@@ -341,11 +276,17 @@ impl Closer {
     }
 }
 
-/// Opens the data directory, binds, writes the bootstrap file on first start, and serves.
-/// Returns once requests are being served.
+/// Opens the data directory ([`Runtime::open`]) and [`serve`]s it.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
-    let listen = config.listen;
-    let tls = match (&config.tls_cert, &config.tls_key) {
+    serve(Runtime::open(config).await?).await
+}
+
+/// Binds the listener of `runtime`'s config, runs the runtime's first start with the URL it
+/// got, starts the runtime's background work, and serves. Returns once requests are being
+/// served.
+pub async fn serve(runtime: Runtime) -> anyhow::Result<RunningServer> {
+    let listen = runtime.config.listen;
+    let tls = match (&runtime.config.tls_cert, &runtime.config.tls_key) {
         (Some(cert), Some(key)) => {
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
             Some(
@@ -362,48 +303,17 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         }
         _ => None,
     };
-    let state = open(config).await?;
     let listener =
         std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let _ = state.bound_port.set(addr.port());
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{addr}");
-    let bootstrap_file =
-        bootstrap::first_start(state.store(), &state.config.data_dir, &url).await?;
-    bootstrap::ensure_admin_access(state.store(), state.keys.custody()).await?;
+    let bootstrap_file = runtime.bootstrap(&url).await?;
+    let background = runtime.start_background()?;
+    let state = state_of(runtime);
+    let _ = state.bound_port.set(addr.port());
     let handle = axum_server::Handle::new();
-    let mut background = Vec::new();
-    if state.config.scheduler.enabled {
-        background.push(scheduler::spawn(&state));
-    }
-    let audit_config = &state.config.audit;
-    background.push(audit::spawn_checkpointer(
-        state.trail.clone(),
-        state.keys.custody().clone(),
-        std::time::Duration::from_secs(audit_config.checkpoint_interval_secs),
-        audit_config.checkpoint_every_events,
-    ));
-    let poll = std::time::Duration::from_millis(audit_config.export_poll_ms);
-    let mut sinks = Vec::new();
-    for c in &audit_config.jsonl {
-        sinks.push(audit::ExportSink::jsonl(c)?);
-    }
-    for c in &audit_config.webhook {
-        sinks.push(audit::ExportSink::webhook(c)?);
-    }
-    let export_holder = uuid::Uuid::new_v4().to_string();
-    for sink in sinks {
-        background.push(audit::spawn_exporter(
-            state.trail.clone(),
-            state.metrics.clone(),
-            sink,
-            export_holder.clone(),
-            poll,
-        ));
-    }
-    background.push(webhooks::spawn(&state));
     let closing = state.closing.clone();
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     // TCP_NODELAY on every connection: a response must not wait for the client's (possibly
@@ -434,8 +344,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         handle,
         task,
         background,
-        export_holder,
-        state,
         closing,
     })
 }

@@ -10,9 +10,9 @@ use keyward_core::{
 };
 use keyward_iam::{IamService, TokenIssuer, TokenVerifier};
 
-use crate::config::ServerConfig;
-use crate::metrics::Metrics;
 use crate::views::ViewCtx;
+use keyward_runtime::ServerConfig;
+use keyward_runtime::metrics::Metrics;
 
 /// What every handler may use. Built once at start.
 pub struct AppState {

@@ -38,20 +38,7 @@ pub fn bytes_from_b64(field: &str, value: &str) -> Result<Vec<u8>, ApiError> {
         .map_err(|_| ApiError::bad_request("BAD_BODY_ERR", format!("{field}: not valid base64")))
 }
 
-/// Key Protect's date format: RFC 3339, UTC, milliseconds.
-pub fn date(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
-}
+pub use keyward_runtime::wire::date;
 
 /// Parses an RFC 3339 date field.
 pub fn parse_date(field: &str, value: &str) -> Result<OffsetDateTime, ApiError> {

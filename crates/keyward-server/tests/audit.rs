@@ -1,6 +1,7 @@
 //! The audit trail: the hash chain over real API traffic, signed checkpoints, the query API
 //! (filters, paging, roles, instance isolation, bad input), the export sinks (JSON Lines
-//! rotation, a webhook that is down and then recovers), `/metrics`, and request ids.
+//! rotation, a webhook that is down and then recovers, signed with a timestamp, that follows no
+//! redirect and reaches no private address unless allowed), `/metrics`, and request ids.
 
 #![allow(
     clippy::unwrap_used,
@@ -15,6 +16,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::Engine;
 use common::{DEK_B64, TestServer, assert_kp_error};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -49,7 +51,7 @@ async fn events(ts: &TestServer, query: &str) -> (StatusCode, Value) {
 }
 
 fn verify(ts: &TestServer) -> keyward_core::ChainReport {
-    let custody = keyward_server::open_custody(&common::config(ts.dir.path()), false).unwrap();
+    let custody = keyward_runtime::open_custody(&common::config(ts.dir.path()), false).unwrap();
     keyward_store::verify_audit_chain(ts.dir.path(), custody.as_ref()).unwrap()
 }
 
@@ -474,13 +476,13 @@ fn jsonl_sink(
     name: &str,
     path: std::path::PathBuf,
     max_bytes: u64,
-) -> impl FnOnce(&mut keyward_server::ServerConfig) {
+) -> impl FnOnce(&mut keyward_runtime::ServerConfig) {
     let name = name.to_owned();
     move |c| {
         c.audit.export_poll_ms = 50;
         c.audit
             .jsonl
-            .push(keyward_server::config::JsonlSinkSection {
+            .push(keyward_runtime::config::JsonlSinkSection {
                 name,
                 path,
                 max_bytes,
@@ -772,7 +774,7 @@ async fn a_webhook_that_is_down_for_a_while_then_receives_every_event() {
         c.audit.export_poll_ms = 50;
         c.audit
             .webhook
-            .push(keyward_server::config::WebhookSinkSection {
+            .push(keyward_runtime::config::WebhookSinkSection {
                 name: "hook".into(),
                 url: format!("http://{hook_addr}/hook"),
                 secret_file: Some(sf),
@@ -823,14 +825,140 @@ async fn a_webhook_that_is_down_for_a_while_then_receives_every_event() {
         (1..=head as u64).collect::<Vec<_>>(),
         "every event, in order, once"
     );
-    // Every batch is signed: HMAC-SHA256 of the body with the shared secret.
+    // Every batch is signed like every outbound webhook: `t=<unix seconds>,v1=<HMAC-SHA256 of
+    // "t.body">` with the shared secret, within a few minutes of now; a changed body fails.
+    let secret = base64::engine::general_purpose::STANDARD.encode("hook-secret");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
     for (sig, body) in receiver.batches.lock().unwrap().iter() {
-        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, b"hook-secret");
-        let tag = aws_lc_rs::hmac::sign(&key, body);
-        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(sig, &format!("sha256={hex}"));
+        assert!(sig.starts_with("t="), "{sig}");
+        keyward_api::events::verify_signature(&secret, sig, body, now, 300).unwrap();
+        let mut changed = body.clone();
+        changed.push(b' ');
+        assert!(keyward_api::events::verify_signature(&secret, sig, &changed, now, 300).is_err());
+        assert!(
+            keyward_api::events::verify_signature(&secret, sig, body, now + 3600, 300).is_err()
+        );
         assert!(serde_json::from_slice::<Vec<Value>>(body).unwrap().len() <= 4);
     }
+}
+
+/// Requests a receiver saw, by path.
+type Hits = Arc<Mutex<Vec<String>>>;
+
+/// Starts a receiver on loopback: `/hook` answers 307 to `/target`, which answers 204; every
+/// request is recorded by path.
+async fn redirecting_receiver() -> (std::net::SocketAddr, Hits) {
+    let hits = Hits::default();
+    let (h1, h2) = (hits.clone(), hits.clone());
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(move || async move {
+                h1.lock().unwrap().push("/hook".into());
+                (StatusCode::TEMPORARY_REDIRECT, [("location", "/target")])
+            }),
+        )
+        .route(
+            "/target",
+            axum::routing::post(move || async move {
+                h2.lock().unwrap().push("/target".into());
+                StatusCode::NO_CONTENT
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, hits)
+}
+
+/// A server exporting its audit trail to `url`, with private addresses allowed or not.
+async fn exporting_to(url: String, allow_private: bool) -> (TestServer, tempfile::TempDir) {
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret_file = secret_dir.path().join("hook.secret");
+    std::fs::write(&secret_file, "hook-secret\n").unwrap();
+    let ts = TestServer::start_with(move |c| {
+        c.audit.export_poll_ms = 50;
+        c.webhooks.allow_private_addresses = allow_private;
+        c.audit
+            .webhook
+            .push(keyward_runtime::config::WebhookSinkSection {
+                name: "guarded".into(),
+                url,
+                secret_file: Some(secret_file),
+                secret_env: None,
+                batch: 10,
+                timeout_ms: 2000,
+            });
+    })
+    .await;
+    (ts, secret_dir)
+}
+
+/// The sink's failed attempts, from `/metrics`.
+async fn export_failures(ts: &TestServer) -> f64 {
+    let text = ts
+        .http
+        .get(format!("{}/metrics", ts.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    sample(
+        &text,
+        "keyward_audit_export_failures_total",
+        &[("sink", "webhook:guarded")],
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn the_audit_webhook_does_not_follow_a_redirect() {
+    let (addr, hits) = redirecting_receiver().await;
+    let (ts, _secret) = exporting_to(format!("http://{addr}/hook"), true).await;
+    ts.create_root_key("redirected").await;
+    for _ in 0..100 {
+        if export_failures(&ts).await >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        export_failures(&ts).await >= 2.0,
+        "a redirect is a failure, retried"
+    );
+    let hits = hits.lock().unwrap().clone();
+    assert!(hits.iter().any(|p| p == "/hook"), "{hits:?}");
+    assert!(!hits.iter().any(|p| p == "/target"), "followed: {hits:?}");
+}
+
+#[tokio::test]
+async fn the_audit_webhook_reaches_no_private_address_unless_allowed() {
+    let (addr, hits) = redirecting_receiver().await;
+    let (ts, _secret) = exporting_to(format!("http://{addr}/target"), false).await;
+    ts.create_root_key("guarded").await;
+    for _ in 0..100 {
+        if export_failures(&ts).await >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(export_failures(&ts).await >= 2.0, "refused, retried");
+    assert!(
+        hits.lock().unwrap().is_empty(),
+        "a loopback receiver was reached"
+    );
+    // The same sink with private addresses allowed delivers.
+    let (ts, _secret) = exporting_to(format!("http://{addr}/target"), true).await;
+    ts.create_root_key("allowed").await;
+    for _ in 0..100 {
+        if !hits.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!hits.lock().unwrap().is_empty(), "delivered once allowed");
 }
 
 #[tokio::test]

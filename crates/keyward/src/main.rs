@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use keyward_server::ServerConfig;
+use keyward_runtime::ServerConfig;
 
 mod cli;
 
@@ -181,7 +181,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.tls_cert = args.tls_cert;
         config.tls_key = args.tls_key;
     }
-    let server = keyward_server::start(config).await?;
+    // The runtime opens the data directory (custody, store, token key); the server binds, runs
+    // the runtime's first start with its URL, starts the background work and serves HTTP.
+    let runtime = keyward_runtime::Runtime::open(config).await?;
+    let server = keyward_server::serve(runtime).await?;
     tracing::info!(url = %server.url, "keyward is serving");
     if let Some(path) = &server.bootstrap_file {
         println!(

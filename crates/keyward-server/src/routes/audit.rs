@@ -8,10 +8,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyward_api::{AUDIT_EVENT_MEDIA, Collection};
 use keyward_core::{AuditQuery, Outcome};
+use keyward_runtime::wire::event_view;
 use serde::Deserialize;
 
 use super::keys::{AppResult, json_response, parse_u32};
-use crate::audit::event_view;
 use crate::error::ApiError;
 use crate::extract::Authed;
 use crate::state::AppState;

@@ -17,21 +17,21 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use keyward_api::events::{EVENT_ACKNOWLEDGE, EventAck, EventSubscription, KeyEvent, headers};
+use keyward_api::events::{EVENT_ACKNOWLEDGE, EventAck, EventSubscription, headers};
 use keyward_core::{Caller, EventRecord};
 use keyward_iam::Claims;
+use keyward_runtime::wire::wire_event;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::keys::{AppResult, json_response};
-use super::registrations::{adopter_state_in, event_type};
+use super::registrations::adopter_state_in;
 use crate::error::ApiError;
 use crate::extract::{Authed, Body, parse_json};
 use crate::state::AppState;
-use crate::views::{b64, date};
+use crate::views::b64;
 
-/// How often an open stream looks for events committed by other processes.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+pub use keyward_runtime::webhooks::POLL_INTERVAL;
 /// The comment keep-alive interval of the stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Events read per query.
@@ -48,27 +48,6 @@ pub fn router() -> Router<Arc<AppState>> {
                 .delete(delete_subscription),
         )
         .route("/api/v2/event_ack", post(event_ack))
-}
-
-/// An event record on the wire; `account` owns its instance (for the key CRN).
-pub fn wire_event(region: &str, account: &str, e: &EventRecord) -> KeyEvent {
-    let kind = event_type(e.kind);
-    KeyEvent {
-        event_id: e.id.clone(),
-        seq: e.seq,
-        event_type: kind,
-        action: kind.action(),
-        instance_id: e.instance.to_string(),
-        key_id: e.key_id.to_string(),
-        key_crn: format!(
-            "crn:v1:keyward:private:kms:{region}:a/{account}:{}:key:{}",
-            e.instance, e.key_id
-        ),
-        key_state: e.key_state,
-        key_version: e.key_version.to_string(),
-        resource_crns: e.resource_crns.clone(),
-        time: date(e.time),
-    }
 }
 
 struct StreamState {
@@ -191,7 +170,8 @@ pub async fn put_subscription(
         .url
         .ok_or_else(|| ApiError::bad_request("BAD_BODY_ERR", "url: required"))?;
     let destination =
-        crate::egress::check_url(&url, state.config.webhooks.allow_private_addresses).await;
+        keyward_runtime::egress::check_url(&url, state.config.webhooks.allow_private_addresses)
+            .await;
     let (record, secret) = state
         .keys
         .put_subscription(&authed.caller, &url, destination)

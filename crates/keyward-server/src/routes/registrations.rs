@@ -9,14 +9,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use keyward_api::events::{AdopterKeyState, EventType};
+use keyward_api::events::AdopterKeyState;
 use keyward_api::registrations::{
     PendingEvent, REGISTRATION, REGISTRATION_INPUT, Registration, RegistrationInput,
 };
 use keyward_api::{Collection, KeyVersionRef};
 use keyward_core::{
-    AdopterState, EventKind, RegistrationFilter, RegistrationSpec, RegistrationView,
-    RegistrationWrite,
+    AdopterState, RegistrationFilter, RegistrationSpec, RegistrationView, RegistrationWrite,
 };
 use serde::Deserialize;
 
@@ -81,18 +80,7 @@ fn filter(q: &RegistrationQuery) -> Result<(RegistrationFilter, bool), ApiError>
     ))
 }
 
-/// The wire event type for a domain one.
-pub fn event_type(k: EventKind) -> EventType {
-    match k {
-        EventKind::Rotate => EventType::Rotate,
-        EventKind::Disable => EventType::Disable,
-        EventKind::Enable => EventType::Enable,
-        EventKind::Delete => EventType::Delete,
-        EventKind::Restore => EventType::Restore,
-        EventKind::Purge => EventType::Purge,
-        EventKind::Sync => EventType::Sync,
-    }
-}
+pub use keyward_runtime::wire::event_type;
 
 /// The wire state for a domain one.
 pub fn adopter_state(a: AdopterState) -> AdopterKeyState {

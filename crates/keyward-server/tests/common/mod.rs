@@ -11,7 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
-use keyward_server::{RunningServer, ServerConfig};
+use keyward_runtime::ServerConfig;
+use keyward_server::RunningServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -50,8 +51,8 @@ pub fn on_hsm() -> bool {
 
 /// The `[custody]` section for the SoftHSM2 tokens, whose objects are created once per test
 /// binary (idempotent across binaries).
-fn hsm_custody() -> keyward_server::config::CustodySection {
-    use keyward_server::config::{CustodySection, HsmSection};
+fn hsm_custody() -> keyward_runtime::config::CustodySection {
+    use keyward_runtime::config::{CustodySection, HsmSection};
     static READY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     let section = CustodySection {
         backend: "pkcs11".into(),

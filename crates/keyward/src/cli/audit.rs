@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use keyward_server::ServerConfig;
+use keyward_runtime::ServerConfig;
 use serde_json::json;
 
 use super::{Conn, connect};
@@ -85,7 +85,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
         (None, Some(_)) => {}
         (None, None) => anyhow::bail!("pass --data-dir (or --config naming a data_dir)"),
     }
-    let custody = keyward_server::open_custody(&config, false)?;
+    let custody = keyward_runtime::open_custody(&config, false)?;
     let report = keyward_store::verify_audit_chain(&config.data_dir, custody.as_ref())
         .with_context(|| format!("reading the audit trail in {}", config.data_dir.display()))?;
     let ok = report.first_break.is_none();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
-use keyward_server::ServerConfig;
+use keyward_runtime::ServerConfig;
 
 /// What to do with the configured HSMs.
 #[derive(Subcommand)]
@@ -60,7 +60,7 @@ async fn rotate_master(
     max_per_second: Option<u32>,
     json: bool,
 ) -> anyhow::Result<()> {
-    use keyward_server::rotation::{RotateOptions, rotate_master};
+    use keyward_runtime::rotation::{RotateOptions, rotate_master};
     let config = ServerConfig::from_file(&config)?;
     let options = RotateOptions {
         batch,

@@ -49,7 +49,7 @@ pub struct ServerConfig {
     pub audit: AuditSection,
     /// The Prometheus endpoint.
     pub metrics: MetricsSection,
-    /// Where event subscriptions (webhooks) may send.
+    /// Where outbound webhooks (event subscriptions, audit webhook sinks) may send.
     pub webhooks: WebhooksSection,
 }
 
@@ -98,7 +98,9 @@ fn default_max_bytes() -> u64 {
     64 * 1024 * 1024
 }
 
-/// `[[audit.webhook]]`: events POSTed in batches (a JSON array), signed with HMAC-SHA256.
+/// `[[audit.webhook]]`: events POSTed in batches (a JSON array), signed like every outbound
+/// webhook (`X-Keyward-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`), never
+/// redirected, and to a public address unless `[webhooks] allow_private_addresses` is set.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSinkSection {
@@ -126,10 +128,10 @@ fn default_timeout_ms() -> u64 {
     5000
 }
 
-/// `[webhooks]`: where event subscriptions may send. Any identity that may register on a key can
-/// subscribe a webhook, so by default a URL must reach a public address: otherwise a tenant could
-/// make this server send requests into its own network (loopback, private ranges, link-local
-/// such as a cloud metadata service).
+/// `[webhooks]`: where outbound webhooks (event subscriptions and audit webhook sinks) may send.
+/// Any identity that may register on a key can subscribe a webhook, so by default a URL must
+/// reach a public address: otherwise a tenant could make this server send requests into its own
+/// network (loopback, private ranges, link-local such as a cloud metadata service).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhooksSection {

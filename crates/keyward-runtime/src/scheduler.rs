@@ -61,11 +61,15 @@ impl Scheduler {
     }
 }
 
-/// Starts the scheduler on the runtime. The caller aborts the task at shutdown: every change
-/// it makes is one compare-and-swap transaction, so stopping between or during them is safe.
-pub fn spawn(state: &std::sync::Arc<crate::state::AppState>) -> tokio::task::JoinHandle<()> {
-    let scheduler = Scheduler::new(state.keys.clone(), state.config.scheduler());
-    let metrics = state.metrics.clone();
+/// Starts the scheduler on the runtime, counting its passes in `metrics`. The caller aborts
+/// the task at shutdown: every change it makes is one compare-and-swap transaction, so stopping
+/// between or during them is safe.
+pub fn spawn(
+    service: KeyService,
+    config: SchedulerConfig,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) -> tokio::task::JoinHandle<()> {
+    let scheduler = Scheduler::new(service, config);
     tokio::spawn(async move {
         scheduler
             .run(std::future::pending(), |pass| {

@@ -1,10 +1,11 @@
-//! Where the server may send requests on a tenant's behalf (event subscriptions' webhooks):
-//! public addresses only, unless `[webhooks] allow_private_addresses` says otherwise.
+//! Where Keyward may send requests (event subscriptions' webhooks, audit webhook sinks): public
+//! addresses only, unless `[webhooks] allow_private_addresses` says otherwise.
 //!
-//! Checked twice: when a subscription is created (an address literal, or a name resolving to a
-//! non-public address, is refused with a clear error), and on every delivery, where the HTTP
-//! client resolves names through [`PublicOnly`] and connects only to the public addresses it
-//! returns, so a name that later resolves elsewhere (DNS rebinding) reaches nothing.
+//! Checked twice for a subscription: when it is created (an address literal, or a name
+//! resolving to a non-public address, is refused with a clear error), and on every POST, where
+//! the one HTTP client ([`crate::sender::WebhookSender`]) resolves names through [`PublicOnly`]
+//! and connects only to the public addresses it returns, so a name that later resolves elsewhere
+//! (DNS rebinding) reaches nothing.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 

@@ -35,7 +35,6 @@ pub struct BootstrapFile {
     pub url: String,
 }
 
-/// The success event of a bootstrap write, by Keyward itself.
 fn system_event(verb: &Op, target: String) -> AuditEvent {
     let initiator = Initiator {
         id: "keyward-bootstrap".into(),
@@ -46,7 +45,7 @@ fn system_event(verb: &Op, target: String) -> AuditEvent {
         ..AuditEvent::new(
             verb.action,
             Outcome::Success,
-            verb.status,
+            201,
             initiator,
             "bootstrap".into(),
             OffsetDateTime::now_utc(),

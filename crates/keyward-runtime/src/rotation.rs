@@ -13,9 +13,8 @@ use keyward_core::{Custody, RewrapStore, rewrap_pass};
 use keyward_custody_pkcs11::{
     Pkcs11Custody, add_mkek_version, mkek_versions, retire_mkek_versions,
 };
-use keyward_store::SqliteStore;
 
-use crate::ServerConfig;
+use crate::config::ServerConfig;
 
 /// How a rotation runs.
 #[derive(Debug, Clone)]
@@ -67,7 +66,7 @@ pub struct RotateReport {
     pub unreachable: Vec<String>,
 }
 
-async fn stale(store: &SqliteStore, current: &str) -> anyhow::Result<u64> {
+async fn stale(store: &dyn RewrapStore, current: &str) -> anyhow::Result<u64> {
     Ok(store
         .wrapped_counts()
         .await?
@@ -85,8 +84,8 @@ pub async fn rotate_master(
 ) -> anyhow::Result<RotateReport> {
     config.validate()?;
     let hsm = config.custody.require_pkcs11()?;
-    let store = SqliteStore::open(&config.data_dir)
-        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    let stores = crate::open_store(&config.data_dir)?;
+    let store = stores.rewrap.as_ref();
 
     let versions = mkek_versions(&hsm)?;
     let newest = |v: &[(String, Vec<u32>)]| {
@@ -101,7 +100,7 @@ pub async fn rotate_master(
         .any(|(_, vs)| vs.last().copied() != Some(top));
     let older_in_tokens = versions.iter().any(|(_, vs)| vs.iter().any(|v| *v < top));
     let current = format!("pkcs11:{}:{top}", hsm.mkek_label);
-    let resumed = uneven || older_in_tokens || stale(&store, &current).await? > 0;
+    let resumed = uneven || older_in_tokens || stale(store, &current).await? > 0;
     let version = if resumed && !uneven {
         top
     } else {
@@ -119,11 +118,11 @@ pub async fn rotate_master(
     let started = Instant::now();
     let mut p = Progress {
         done: 0,
-        total: stale(&store, &current).await?,
+        total: stale(store, &current).await?,
     };
     progress(p);
     loop {
-        let pass = rewrap_pass(&custody, &store, options.batch.max(1), |_| {
+        let pass = rewrap_pass(&custody, store, options.batch.max(1), |_| {
             p.done += 1;
             progress(p);
         })
@@ -131,7 +130,7 @@ pub async fn rotate_master(
         if pass.moved + pass.raced == 0 {
             // Nothing left: wait out servers that have not seen the new version yet, recount.
             tokio::time::sleep(options.grace).await;
-            let left = stale(&store, &current).await?;
+            let left = stale(store, &current).await?;
             if left == 0 {
                 break;
             }

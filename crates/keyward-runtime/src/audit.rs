@@ -1,52 +1,23 @@
 //! The audit trail's background work: signed checkpoints of the chain head, and the export
-//! sinks (JSON Lines files with size rotation, webhooks). Both run off the request path: a sink
-//! reads committed events from the store after its persisted cursor, so a slow or absent sink
-//! delays only itself and loses nothing.
+//! sinks (JSON Lines files with size rotation, webhooks through the one signed-POST sender,
+//! [`WebhookSender`]). Both run off the request path: a sink reads committed events from the
+//! store after its persisted cursor, so a slow or absent sink delays only itself and loses
+//! nothing.
 
 use std::io::{BufRead, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keyward_api::{AuditEventView, AuditInitiator, AuditTarget, hex};
+use keyward_api::AuditEventView;
 use keyward_core::{AuditCheckpoint, AuditStore, ChainedEvent, Custody, checkpoint_bytes};
 use keyward_crypto::Secret;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::config::{JsonlSinkSection, WebhookSinkSection};
 use crate::metrics::Metrics;
-
-/// The wire (and export) form of a stored event.
-pub fn event_view(e: &ChainedEvent) -> AuditEventView {
-    let ev = &e.event;
-    AuditEventView {
-        seq: e.seq,
-        id: ev.id.to_string(),
-        event_time: ev
-            .time
-            .to_offset(time::UtcOffset::UTC)
-            .format(&Rfc3339)
-            .unwrap_or_default(),
-        action: ev.action.clone(),
-        outcome: ev.outcome.as_str().to_owned(),
-        reason_code: ev.reason_code,
-        reason: ev.reason.clone(),
-        initiator: AuditInitiator {
-            id: ev.initiator.id.clone(),
-            address: ev.initiator.address.clone(),
-        },
-        instance_id: ev.instance.clone(),
-        target: AuditTarget {
-            id: ev.target.clone(),
-            key_state: ev.key_state,
-            key_version: ev.key_version.clone(),
-        },
-        request_id: ev.request_id.clone(),
-        prev_hash: hex(&e.prev_hash),
-        hash: hex(&e.hash),
-    }
-}
+use crate::sender::WebhookSender;
+use crate::wire::event_view;
 
 /// Signs and stores a checkpoint of the current head, unless the newest checkpoint already
 /// covers it. Returns the checkpointed position.
@@ -331,8 +302,9 @@ impl ExportSink {
         })
     }
 
-    /// A webhook sink; reads its secret from the file or variable named.
-    pub fn webhook(c: &WebhookSinkSection) -> anyhow::Result<Self> {
+    /// A webhook sink posting through `sender`; reads its secret from the file or variable
+    /// named.
+    pub fn webhook(c: &WebhookSinkSection, sender: WebhookSender) -> anyhow::Result<Self> {
         use anyhow::Context;
         let secret = match (&c.secret_file, &c.secret_env) {
             (Some(f), _) => std::fs::read(f)
@@ -342,17 +314,14 @@ impl ExportSink {
                 .into_bytes(),
             (None, None) => anyhow::bail!("webhook {:?} has no secret", c.name),
         };
-        let secret = Secret::new(trim_newline(secret));
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(c.timeout_ms))
-            .build()?;
         Ok(ExportSink {
             name: format!("webhook:{}", c.name),
             batch: c.batch,
             sink: Sink::Webhook(Webhook {
                 url: c.url.clone(),
-                secret,
-                client,
+                secret: Secret::new(trim_newline(secret)),
+                timeout: Duration::from_millis(c.timeout_ms),
+                sender,
             }),
         })
     }
@@ -365,34 +334,21 @@ fn trim_newline(mut v: Vec<u8>) -> Vec<u8> {
     v
 }
 
-/// The header carrying `sha256=<hex HMAC-SHA256 of the body>` on webhook POSTs.
-pub const SIGNATURE_HEADER: &str = "x-keyward-signature";
-
+/// A webhook sink: batches POSTed as a JSON array, signed like every outbound webhook.
 struct Webhook {
     url: String,
     secret: Secret,
-    client: reqwest::Client,
+    timeout: Duration,
+    sender: WebhookSender,
 }
 
 impl Webhook {
     async fn post(&self, events: &[ChainedEvent]) -> Result<(), String> {
         let views: Vec<AuditEventView> = events.iter().map(event_view).collect();
         let body = serde_json::to_vec(&views).map_err(|e| e.to_string())?;
-        let mac = keyward_crypto::hmac_sha256(&self.secret, &body);
-        let resp = self
-            .client
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .header(SIGNATURE_HEADER, format!("sha256={}", hex(&mac.0)))
-            .body(body)
-            .send()
+        self.sender
+            .post(&self.url, &self.secret, body, &[], self.timeout)
             .await
-            .map_err(|e| format!("POST failed: {}", e.without_url()))?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(format!("POST answered {}", resp.status()))
-        }
     }
 }
 

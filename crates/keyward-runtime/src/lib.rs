@@ -1,0 +1,248 @@
+//! Keyward's runtime: everything a Keyward process does besides HTTP. It reads the configuration
+//! (parsed with no I/O, then validated), opens custody and the store in the data directory, runs
+//! the first start (instance, administrator API key, `bootstrap.json`) and loads the
+//! token-signing key, and runs the background work: the scheduler, audit checkpoints and export
+//! sinks, webhook delivery, and offline master-key rotation. Every outbound request goes through
+//! one signed-POST sender ([`sender::WebhookSender`]) behind the egress guard ([`egress`]).
+//!
+//! It must not know HTTP routes, request extraction or error bodies (that is keyward-server), and
+//! holds no key rule (that is keyward-core): it wires the core's services to their backends and
+//! drives them off the request path. Only [`open_store`] names the concrete store.
+
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod audit;
+pub mod bootstrap;
+pub mod config;
+pub mod egress;
+pub mod metrics;
+pub mod rotation;
+pub mod scheduler;
+pub mod sender;
+pub mod webhooks;
+pub mod wire;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use keyward_core::{
+    AuditStore, Custody, KeyService, KmipStore, RewrapStore, Secret, Store, SystemClock,
+};
+use keyward_custody::SoftwareCustody;
+use keyward_iam::TokenIssuer;
+use keyward_store::SqliteStore;
+
+pub use config::ServerConfig;
+use metrics::Metrics;
+use sender::WebhookSender;
+
+/// The store's faces, each behind its trait.
+pub struct Stores {
+    /// Keys, instances, identities, registrations and events.
+    pub store: Arc<dyn Store>,
+    /// The audit trail: queries, checkpoints, export cursors.
+    pub trail: Arc<dyn AuditStore>,
+    /// KMIP adapters, certificates and objects.
+    pub kmip: Arc<dyn KmipStore>,
+    /// Wrapped material by wrapping key (master key rotation).
+    pub rewrap: Arc<dyn RewrapStore>,
+    /// Changes whenever this process commits lifecycle events.
+    pub event_notifications: tokio::sync::watch::Receiver<u64>,
+}
+
+/// Opens (or creates) the store in `data_dir`.
+pub fn open_store(data_dir: &Path) -> anyhow::Result<Stores> {
+    let sqlite = Arc::new(
+        SqliteStore::open(data_dir)
+            .with_context(|| format!("opening the store in {}", data_dir.display()))?,
+    );
+    Ok(Stores {
+        event_notifications: sqlite.event_notifications(),
+        store: sqlite.clone(),
+        trail: sqlite.clone(),
+        kmip: sqlite.clone(),
+        rewrap: sqlite,
+    })
+}
+
+/// The custody backend `config` names. `create` makes a software keystore when there is none
+/// (the server's first start); `keyward audit verify` opens an existing one only.
+pub fn open_custody(config: &ServerConfig, create: bool) -> anyhow::Result<Arc<dyn Custody>> {
+    Ok(match config.custody.pkcs11()? {
+        None if create => Arc::new(SoftwareCustody::open_or_create(&config.data_dir)?.0),
+        None => {
+            let path = config.data_dir.join(keyward_custody::KEYSTORE_FILE);
+            anyhow::ensure!(
+                path.exists(),
+                "no software keystore at {} (use --config for an HSM custody backend)",
+                path.display()
+            );
+            Arc::new(SoftwareCustody::open_or_create(&config.data_dir)?.0)
+        }
+        Some(hsm) => Arc::new(
+            keyward_custody_pkcs11::Pkcs11Custody::open(&hsm)
+                .context("opening the PKCS#11 custody backend")?,
+        ),
+    })
+}
+
+/// A data directory opened: config, custody, store, the key service over them, the
+/// token-signing key and the metrics registry. Serving it is keyward-server's job.
+pub struct Runtime {
+    /// The validated configuration.
+    pub config: ServerConfig,
+    /// The key service (with the store and custody it runs on).
+    pub keys: KeyService,
+    /// The store's faces.
+    pub stores: Stores,
+    /// Issues access tokens (its key is stored wrapped by custody).
+    pub issuer: TokenIssuer,
+    /// Prometheus metrics: the background work reports here, the server renders them.
+    pub metrics: Arc<Metrics>,
+    /// The bearer token `/metrics` requires, if configured.
+    pub metrics_token: Option<Secret>,
+    /// Every outbound webhook POST goes through this.
+    pub sender: WebhookSender,
+}
+
+impl Runtime {
+    /// Validates `config`, creates the data directory (0700), opens custody and the store, and
+    /// loads (or creates) the token-signing key. Nothing runs yet.
+    pub async fn open(config: ServerConfig) -> anyhow::Result<Self> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ =
+                std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700));
+        }
+        let custody = open_custody(&config, true)?;
+        let stores = open_store(&config.data_dir)?;
+        let metrics_token = match &config.metrics.bearer_token_file {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("reading metrics.bearer_token_file {}", path.display())
+                })?;
+                let token = text.trim();
+                anyhow::ensure!(!token.is_empty(), "metrics.bearer_token_file is empty");
+                Some(Secret::new(token.as_bytes().to_vec()))
+            }
+        };
+        let issuer =
+            bootstrap::token_issuer(&stores.store, &custody, config.token_ttl_secs).await?;
+        let keys = KeyService::new(
+            stores.store.clone(),
+            custody,
+            Arc::new(SystemClock),
+            config.lifecycle(),
+        );
+        let sender = WebhookSender::new(config.webhooks.allow_private_addresses)
+            .context("building the webhook HTTP client")?;
+        Ok(Runtime {
+            config,
+            keys,
+            stores,
+            issuer,
+            metrics: Arc::new(Metrics::new()?),
+            metrics_token,
+            sender,
+        })
+    }
+
+    /// The first start, once the server knows its `url`: creates the first instance and its
+    /// administrator (writing `bootstrap.json`) on an empty store, and gives the administrator
+    /// its access. Returns the bootstrap file's path when it was (re)written.
+    pub async fn bootstrap(&self, url: &str) -> anyhow::Result<Option<PathBuf>> {
+        let file = bootstrap::first_start(self.keys.store(), &self.config.data_dir, url).await?;
+        bootstrap::ensure_admin_access(self.keys.store(), self.keys.custody()).await?;
+        Ok(file)
+    }
+
+    /// Starts the background work: the scheduler (when enabled), the audit checkpointer, one
+    /// exporter per audit sink, and webhook delivery.
+    pub fn start_background(&self) -> anyhow::Result<Background> {
+        let config = &self.config;
+        let trail = &self.stores.trail;
+        let mut tasks = Vec::new();
+        if config.scheduler.enabled {
+            tasks.push(scheduler::spawn(
+                self.keys.clone(),
+                config.scheduler(),
+                self.metrics.clone(),
+            ));
+        }
+        tasks.push(audit::spawn_checkpointer(
+            trail.clone(),
+            self.keys.custody().clone(),
+            Duration::from_secs(config.audit.checkpoint_interval_secs),
+            config.audit.checkpoint_every_events,
+        ));
+        let poll = Duration::from_millis(config.audit.export_poll_ms);
+        let mut sinks = Vec::new();
+        for c in &config.audit.jsonl {
+            sinks.push(audit::ExportSink::jsonl(c)?);
+        }
+        for c in &config.audit.webhook {
+            sinks.push(audit::ExportSink::webhook(c, self.sender.clone())?);
+        }
+        let export_holder = uuid::Uuid::new_v4().to_string();
+        for sink in sinks {
+            tasks.push(audit::spawn_exporter(
+                trail.clone(),
+                self.metrics.clone(),
+                sink,
+                export_holder.clone(),
+                poll,
+            ));
+        }
+        tasks.push(webhooks::spawn(
+            self.keys.clone(),
+            config.region.clone(),
+            self.sender.clone(),
+            self.stores.event_notifications.clone(),
+        ));
+        Ok(Background {
+            tasks,
+            export_holder,
+            trail: trail.clone(),
+            custody: self.keys.custody().clone(),
+        })
+    }
+}
+
+/// The background work of a [`Runtime`], running until [`Background::stop`].
+pub struct Background {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Who this process is when it holds export leases (released at stop).
+    export_holder: String,
+    trail: Arc<dyn AuditStore>,
+    custody: Arc<dyn Custody>,
+}
+
+impl Background {
+    /// Stops every task, gives up this process's export leases (so another process takes the
+    /// sinks over at once) and signs a last audit checkpoint.
+    pub async fn stop(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Err(e) = self.trail.release_export_leases(&self.export_holder).await {
+            tracing::warn!(error = %e, "releasing export leases at shutdown failed");
+        }
+        if let Err(e) = audit::checkpoint(self.trail.as_ref(), self.custody.as_ref()).await {
+            tracing::warn!(error = %e, "audit checkpoint at shutdown failed");
+        }
+    }
+}
