@@ -32,11 +32,14 @@ pub mod media {
     pub const KMIP_OBJECT: &str = "application/vnd.ibm.kms.kmip_object+json";
 }
 
+mod actions;
 mod audit;
 pub mod events;
+pub mod iam;
 mod kmip;
 mod policies;
 pub mod registrations;
+pub use actions::{ActionError, KeyAction};
 pub use audit::*;
 pub use kmip::*;
 pub use policies::*;

@@ -161,14 +161,22 @@ impl Client {
 
     /// Authorizes the deletion of a dual-authorization key (the first of two identities).
     pub async fn set_key_for_deletion(&self, id: &str) -> Result<(), ClientError> {
-        self.action_no_content(id, "setKeyForDeletion", &serde_json::json!({}))
-            .await
+        self.action_no_content(
+            id,
+            keyward_api::KeyAction::SetKeyForDeletion,
+            &serde_json::json!({}),
+        )
+        .await
     }
 
     /// Withdraws a deletion authorization.
     pub async fn unset_key_for_deletion(&self, id: &str) -> Result<(), ClientError> {
-        self.action_no_content(id, "unsetKeyForDeletion", &serde_json::json!({}))
-            .await
+        self.action_no_content(
+            id,
+            keyward_api::KeyAction::UnsetKeyForDeletion,
+            &serde_json::json!({}),
+        )
+        .await
     }
 
     /// Moves a key to key ring `ring` (`PATCH /api/v2/keys/{id}`). With a client key ring

@@ -153,7 +153,7 @@ impl Client {
 
     /// Rotates an imported key to new material sealed for the import token.
     pub async fn rotate_sealed(&self, id: &str, sealed: SealedMaterial) -> Result<(), ClientError> {
-        self.action_no_content(id, "rotate", &sealed.into_rotate())
+        self.action_no_content(id, keyward_api::KeyAction::Rotate, &sealed.into_rotate())
             .await
     }
 }

@@ -17,8 +17,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keyward_api::{
-    Collection, ErrorResource, Key, KeyCreate, RewrapResponse, RotateRequest, TokenResponse,
-    UnwrapRequest, UnwrapResponse, WrapRequest, WrapResponse, headers, media,
+    Collection, ErrorResource, Key, KeyAction, KeyCreate, RewrapResponse, RotateRequest,
+    TokenResponse, UnwrapRequest, UnwrapResponse, WrapRequest, WrapResponse, headers, media,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
@@ -310,7 +310,7 @@ impl Client {
     async fn action_request<B: serde::Serialize>(
         &self,
         id: &str,
-        action: &str,
+        action: KeyAction,
         body: &B,
     ) -> Result<RequestBuilder, ClientError> {
         Ok(self
@@ -329,7 +329,7 @@ impl Client {
     async fn action<B: serde::Serialize, T: DeserializeOwned>(
         &self,
         id: &str,
-        action: &str,
+        action: KeyAction,
         body: &B,
     ) -> Result<T, ClientError> {
         let req = self.action_request(id, action, body).await?;
@@ -339,7 +339,7 @@ impl Client {
     async fn action_no_content<B: serde::Serialize>(
         &self,
         id: &str,
-        action: &str,
+        action: KeyAction,
         body: &B,
     ) -> Result<(), ClientError> {
         let req = self.action_request(id, action, body).await?;
@@ -356,7 +356,7 @@ impl Client {
         let aad = (!aad.is_empty()).then_some(aad);
         self.action(
             id,
-            "wrap",
+            KeyAction::Wrap,
             &WrapRequest {
                 plaintext: plaintext_b64,
                 aad,
@@ -373,7 +373,7 @@ impl Client {
         aad: Vec<String>,
     ) -> Result<UnwrapResponse, ClientError> {
         let aad = (!aad.is_empty()).then_some(aad);
-        self.action(id, "unwrap", &UnwrapRequest { ciphertext, aad })
+        self.action(id, KeyAction::Unwrap, &UnwrapRequest { ciphertext, aad })
             .await
     }
 
@@ -385,7 +385,7 @@ impl Client {
         aad: Vec<String>,
     ) -> Result<RewrapResponse, ClientError> {
         let aad = (!aad.is_empty()).then_some(aad);
-        self.action(id, "rewrap", &UnwrapRequest { ciphertext, aad })
+        self.action(id, KeyAction::Rewrap, &UnwrapRequest { ciphertext, aad })
             .await
     }
 
@@ -393,7 +393,7 @@ impl Client {
     pub async fn rotate(&self, id: &str, payload_b64: Option<String>) -> Result<(), ClientError> {
         self.action_no_content(
             id,
-            "rotate",
+            KeyAction::Rotate,
             &RotateRequest {
                 payload: payload_b64,
                 ..RotateRequest::default()
@@ -404,13 +404,13 @@ impl Client {
 
     /// Disables a key.
     pub async fn disable(&self, id: &str) -> Result<(), ClientError> {
-        self.action_no_content(id, "disable", &serde_json::json!({}))
+        self.action_no_content(id, KeyAction::Disable, &serde_json::json!({}))
             .await
     }
 
     /// Enables a key.
     pub async fn enable(&self, id: &str) -> Result<(), ClientError> {
-        self.action_no_content(id, "enable", &serde_json::json!({}))
+        self.action_no_content(id, KeyAction::Enable, &serde_json::json!({}))
             .await
     }
 

@@ -9,7 +9,7 @@ use crate::identity::{AccessPolicyRecord, AuthorizationRecord, IdentityRecord};
 use crate::service::ImportTokenRecord;
 use crate::service::KeyFilter;
 use crate::{
-    AuditEvent, InstanceId, InstancePolicy, KeyId, KeyRecord, KeyVersion, KeyVersionId,
+    AuditEvent, InstanceId, InstancePolicy, KeyId, KeyRecord, KeyVersion, KeyVersionId, Page,
     WrappedMaterial,
 };
 
@@ -260,8 +260,12 @@ pub trait Store: IamStore + RegistrationStore + Send + Sync {
         key: KeyId,
         id: KeyVersionId,
     ) -> Result<Option<KeyVersion>, StoreError>;
-    /// All versions of a key, oldest first.
-    async fn key_versions(&self, key: KeyId) -> Result<Vec<KeyVersion>, StoreError>;
+    /// A page of a key's versions, newest first, and how many versions it has.
+    async fn key_versions(
+        &self,
+        key: KeyId,
+        page: Page,
+    ) -> Result<(Vec<KeyVersion>, u64), StoreError>;
     /// A page of an instance's keys matching `filter`, and the total matching.
     async fn keys(
         &self,
@@ -370,8 +374,13 @@ pub trait Store: IamStore + RegistrationStore + Send + Sync {
         event: &AuditEvent,
     ) -> Result<bool, StoreError>;
 
-    /// The key rings of an instance (without the implicit `default`), oldest first.
-    async fn key_rings(&self, instance: InstanceId) -> Result<Vec<KeyRingRecord>, StoreError>;
+    /// A page of an instance's key rings (without the implicit `default`), oldest first, and
+    /// how many it has.
+    async fn key_rings(
+        &self,
+        instance: InstanceId,
+        page: Page,
+    ) -> Result<(Vec<KeyRingRecord>, u64), StoreError>;
     /// Creates a key ring; [`StoreError::Conflict`] when it exists.
     async fn insert_key_ring(
         &self,

@@ -837,3 +837,84 @@ async fn an_expired_key_refuses_wrap_but_still_unwraps() {
     assert_eq!(st, StatusCode::OK, "{u}");
     assert_eq!(u["plaintext"], DEK_B64);
 }
+
+/// Key versions and key rings are paged by the store: `limit`, `offset`, `totalCount` and
+/// `collectionTotal` answer as they did when the handlers sliced full lists.
+#[tokio::test]
+async fn versions_and_key_rings_page_with_limit_offset_and_total() {
+    let s = TestServer::start().await;
+    let id = s.create_root_key("paged").await;
+    for _ in 0..3 {
+        assert_eq!(
+            s.action(&id, "rotate", json!({})).await.0,
+            StatusCode::NO_CONTENT
+        );
+    }
+    let get = |path: String| {
+        let s = &s;
+        async move { s.call(Method::GET, &path, None).await }
+    };
+    let ids = |b: &Value| -> Vec<String> {
+        b["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (st, all) = get(format!("/api/v2/keys/{id}/versions")).await;
+    assert_eq!(st, StatusCode::OK, "{all}");
+    let all = ids(&all);
+    assert_eq!(all.len(), 4);
+    let (_, current) = get(format!("/api/v2/keys/{id}/metadata")).await;
+    assert_eq!(
+        all[0], current["resources"][0]["keyVersion"]["id"],
+        "newest first"
+    );
+    let (_, b) = get(format!(
+        "/api/v2/keys/{id}/versions?limit=2&offset=1&totalCount=true"
+    ))
+    .await;
+    assert_eq!(ids(&b), all[1..3]);
+    assert_eq!(b["metadata"]["collectionTotal"], 2);
+    assert_eq!(b["metadata"]["totalCount"], 4);
+    let (_, b) = get(format!(
+        "/api/v2/keys/{id}/versions?offset=4&totalCount=true"
+    ))
+    .await;
+    assert!(ids(&b).is_empty());
+    assert_eq!(b["metadata"]["collectionTotal"], 0);
+    assert_eq!(b["metadata"]["totalCount"], 4);
+    let (_, b) = get(format!("/api/v2/keys/{id}/versions?limit=1")).await;
+    assert_eq!(ids(&b), all[..1]);
+    assert!(b["metadata"].get("totalCount").is_none());
+    let (st, b) = get(format!("/api/v2/keys/{id}/versions?limit=5001")).await;
+    assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "INVALID_QUERY_PARAM_ERR");
+
+    for ring in ["ring-a", "ring-b"] {
+        let (st, _) = s
+            .call(Method::POST, &format!("/api/v2/key_rings/{ring}"), None)
+            .await;
+        assert_eq!(st, StatusCode::CREATED);
+    }
+    let rings = |query: &str| get(format!("/api/v2/key_rings?totalCount=true&{query}"));
+    let (_, b) = rings("").await;
+    assert_eq!(ids(&b), ["default", "ring-a", "ring-b"]);
+    assert_eq!(b["metadata"]["totalCount"], 3);
+    let (_, b) = rings("limit=1").await;
+    assert_eq!(ids(&b), ["default"]);
+    assert_eq!(b["metadata"]["collectionTotal"], 1);
+    assert_eq!(b["metadata"]["totalCount"], 3);
+    let (_, b) = rings("limit=2&offset=1").await;
+    assert_eq!(ids(&b), ["ring-a", "ring-b"]);
+    let (_, b) = rings("offset=2").await;
+    assert_eq!(ids(&b), ["ring-b"]);
+    let (_, b) = rings("offset=3").await;
+    assert!(ids(&b).is_empty());
+    assert_eq!(b["metadata"]["totalCount"], 3);
+    let (_, b) = rings("limit=0").await;
+    assert!(ids(&b).is_empty());
+    assert_eq!(b["metadata"]["totalCount"], 3);
+    let (st, b) = rings("limit=5001").await;
+    assert_kp_error(st, &b, StatusCode::BAD_REQUEST, "INVALID_QUERY_PARAM_ERR");
+}

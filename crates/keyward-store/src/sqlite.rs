@@ -6,7 +6,8 @@ use std::sync::Mutex;
 use keyward_core::{
     AliasRecord, ApiKeyRecord, AuditEvent, DEFAULT_KEY_RING, DueWork, ImportTokenRecord,
     InstanceId, InstancePolicy, InstanceRecord, KeyFilter, KeyId, KeyNotice, KeyRecord,
-    KeyRingRecord, KeyVersion, KeyVersionId, RingDeletion, SigningKeyRecord, Store, StoreError,
+    KeyRingRecord, KeyVersion, KeyVersionId, Page, RingDeletion, SigningKeyRecord, Store,
+    StoreError,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 use time::OffsetDateTime;
@@ -333,15 +334,28 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn key_versions(&self, key: KeyId) -> Result<Vec<KeyVersion>, StoreError> {
-        self.read(|c| {
-            c.prepare_cached(concat!(
-                "SELECT ",
-                version_columns!(),
-                " FROM key_versions WHERE key_id = ?1 ORDER BY number"
-            ))?
-            .query_map(params![key.to_string()], version_from_row)?
-            .collect()
+    async fn key_versions(
+        &self,
+        key: KeyId,
+        page: Page,
+    ) -> Result<(Vec<KeyVersion>, u64), StoreError> {
+        let key = key.to_string();
+        self.read(move |c| {
+            let total: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM key_versions WHERE key_id = ?1")?
+                .query_row(params![key], |r| r.get(0))?;
+            let versions = c
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    version_columns!(),
+                    " FROM key_versions WHERE key_id = ?1 ORDER BY number DESC LIMIT ?2 OFFSET ?3"
+                ))?
+                .query_map(
+                    params![key, i64::from(page.limit), i64::from(page.offset)],
+                    version_from_row,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((versions, u64::try_from(total).unwrap_or(0)))
         })
     }
 
@@ -587,14 +601,27 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn key_rings(&self, instance: InstanceId) -> Result<Vec<KeyRingRecord>, StoreError> {
-        self.read(|c| {
-            c.prepare_cached(
-                "SELECT instance_id, id, created_at, created_by FROM key_rings
-                 WHERE instance_id = ?1 ORDER BY created_at, id",
-            )?
-            .query_map(params![instance.to_string()], key_ring_from_row)?
-            .collect()
+    async fn key_rings(
+        &self,
+        instance: InstanceId,
+        page: Page,
+    ) -> Result<(Vec<KeyRingRecord>, u64), StoreError> {
+        let instance = instance.to_string();
+        self.read(move |c| {
+            let total: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM key_rings WHERE instance_id = ?1")?
+                .query_row(params![instance], |r| r.get(0))?;
+            let rings = c
+                .prepare_cached(
+                    "SELECT instance_id, id, created_at, created_by FROM key_rings
+                     WHERE instance_id = ?1 ORDER BY created_at, id LIMIT ?2 OFFSET ?3",
+                )?
+                .query_map(
+                    params![instance, i64::from(page.limit), i64::from(page.offset)],
+                    key_ring_from_row,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((rings, u64::try_from(total).unwrap_or(0)))
         })
     }
 

@@ -83,6 +83,8 @@ macro_rules! store_suite {
                 identities_and_signing_keys_round_trip,
                 aliases_are_unique_limited_and_listed,
                 key_rings_hold_keys_and_refuse_deletion_while_they_do,
+                key_versions_page_newest_first_and_count_all,
+                key_rings_page_oldest_first_and_count_all,
                 instance_policies_round_trip_and_replace,
                 purge_erases_versions_and_due_keys_finds_work,
                 listing_searches_filters_and_sorts,

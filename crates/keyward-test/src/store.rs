@@ -5,12 +5,22 @@ use keyward_core::{
     AdopterState, AliasRecord, AllowedNetwork, ApiKeyRecord, AuditEvent, Compare, DateFilter,
     DeletionAuthorization, DualAuthPolicy, DueWork, EventAckRecord, EventKind, Initiator,
     InstanceId, InstancePolicy, InstanceRecord, KeyDate, KeyFilter, KeyId, KeyKind, KeyNotice,
-    KeyRecord, KeyRingRecord, KeySearch, KeyState, KeyVersion, KeyVersionId, Outcome, PolicyMeta,
-    PolicySetting, RegistrationChange, RegistrationFilter, RegistrationRecord, RingDeletion,
-    RotationPolicy, SigningKeyRecord, SortKey, Store, StoreError, SubscriptionRecord,
+    KeyRecord, KeyRingRecord, KeySearch, KeyState, KeyVersion, KeyVersionId, Outcome, Page,
+    PolicyMeta, PolicySetting, RegistrationChange, RegistrationFilter, RegistrationRecord,
+    RingDeletion, RotationPolicy, SigningKeyRecord, SortKey, Store, StoreError, SubscriptionRecord,
     WrappedMaterial,
 };
 use time::OffsetDateTime;
+
+/// Every row of a listing.
+const ALL: Page = Page {
+    limit: u32::MAX,
+    offset: 0,
+};
+
+fn page(limit: u32, offset: u32) -> Page {
+    Page { limit, offset }
+}
 
 /// A time with nanoseconds, to check they survive a round trip.
 fn now() -> OffsetDateTime {
@@ -167,7 +177,7 @@ pub async fn keys_round_trip_with_their_first_version(store: &dyn Store) {
         store.key_version_by_id(k.id, v.id).await.unwrap(),
         Some(v.clone())
     );
-    assert_eq!(store.key_versions(k.id).await.unwrap(), vec![v]);
+    assert_eq!(store.key_versions(k.id, ALL).await.unwrap(), (vec![v], 1));
 }
 
 /// A key is found only through its own instance.
@@ -227,7 +237,7 @@ pub async fn updates_are_compare_and_swap_on_the_revision(store: &dyn Store) {
     );
 }
 
-/// Rotation adds a version and moves the pointer atomically; versions list oldest first.
+/// Rotation adds a version and moves the pointer atomically; versions list newest first.
 pub async fn rotation_adds_versions_in_order(store: &dyn Store) {
     let i = instance(store).await;
     let (mut k, v1) = key(i, "rotating", KeyKind::Root);
@@ -248,7 +258,10 @@ pub async fn rotation_adds_versions_in_order(store: &dyn Store) {
         store.key_with_current_version(i, k.id).await.unwrap(),
         Some((k.clone(), v2.clone()))
     );
-    assert_eq!(store.key_versions(k.id).await.unwrap(), vec![v1, v2]);
+    assert_eq!(
+        store.key_versions(k.id, ALL).await.unwrap(),
+        (vec![v2, v1], 2)
+    );
 }
 
 /// Listing filters by state and kind, pages with limit and offset, and counts all matches.
@@ -456,7 +469,10 @@ pub async fn key_rings_hold_keys_and_refuse_deletion_while_they_do(store: &dyn S
         store.insert_key_ring(&ring, &event("ring")).await,
         Err(StoreError::Conflict)
     ));
-    assert_eq!(store.key_rings(i).await.unwrap(), vec![ring.clone()]);
+    assert_eq!(
+        store.key_rings(i, ALL).await.unwrap(),
+        (vec![ring.clone()], 1)
+    );
     // A key cannot be put in a ring that does not exist.
     let (mut ghost, gv) = key(i, "ghost", KeyKind::Root);
     ghost.key_ring = "no-such-ring".into();
@@ -513,7 +529,90 @@ pub async fn key_rings_hold_keys_and_refuse_deletion_while_they_do(store: &dyn S
             .unwrap(),
         RingDeletion::NotFound
     );
-    assert!(store.key_rings(i).await.unwrap().is_empty());
+    assert_eq!(store.key_rings(i, ALL).await.unwrap(), (vec![], 0));
+}
+
+/// Key versions page in the store, newest first: the first page, a middle one, the last, past
+/// the end and an empty one, each with the key's own total (another key's versions do not count).
+pub async fn key_versions_page_newest_first_and_count_all(store: &dyn Store) {
+    let i = instance(store).await;
+    let (other, ov) = key(i, "other", KeyKind::Root);
+    store
+        .insert_key(&other, &ov, &event("kms.secrets.create"))
+        .await
+        .unwrap();
+    let (mut k, v1) = key(i, "paged", KeyKind::Root);
+    store
+        .insert_key(&k, &v1, &event("kms.secrets.create"))
+        .await
+        .unwrap();
+    let mut newest_first = vec![v1];
+    for n in 2..=5 {
+        let v = version(k.id, n);
+        k.current_version = n;
+        k.current_version_id = v.id;
+        k.revision += 1;
+        store
+            .update_key(&k, Some(&v), &event("kms.secrets.rotate"))
+            .await
+            .unwrap();
+        newest_first.insert(0, v);
+    }
+    let at = |limit, offset| store.key_versions(k.id, page(limit, offset));
+    assert_eq!(at(2, 0).await.unwrap(), (newest_first[0..2].to_vec(), 5));
+    assert_eq!(at(2, 2).await.unwrap(), (newest_first[2..4].to_vec(), 5));
+    assert_eq!(at(2, 4).await.unwrap(), (newest_first[4..].to_vec(), 5));
+    assert_eq!(at(2, 5).await.unwrap(), (vec![], 5));
+    assert_eq!(at(10, u32::MAX).await.unwrap(), (vec![], 5));
+    assert_eq!(at(0, 0).await.unwrap(), (vec![], 5));
+    assert_eq!(at(u32::MAX, 0).await.unwrap(), (newest_first, 5));
+    assert_eq!(
+        store.key_versions(other.id, ALL).await.unwrap(),
+        (vec![ov], 1)
+    );
+    assert_eq!(
+        store.key_versions(KeyId::random(), ALL).await.unwrap(),
+        (vec![], 0)
+    );
+}
+
+/// Key rings page in the store, oldest first (by creation, then id): the first page, a middle
+/// one, past the end, and the instance's own total (another instance's rings do not count).
+pub async fn key_rings_page_oldest_first_and_count_all(store: &dyn Store) {
+    let (i, j) = (instance(store).await, instance(store).await);
+    let ring = |instance, id: &str, secs| KeyRingRecord {
+        instance,
+        id: id.into(),
+        created_at: now() + time::Duration::seconds(secs),
+        created_by: "suite".into(),
+    };
+    // Inserted out of order; ids run against creation order.
+    let oldest_first = vec![
+        ring(i, "ring-e", 0),
+        ring(i, "ring-d", 1),
+        ring(i, "ring-c", 2),
+        ring(i, "ring-b", 3),
+        ring(i, "ring-a", 4),
+    ];
+    for n in [3, 0, 4, 1, 2] {
+        store
+            .insert_key_ring(&oldest_first[n], &event("ring"))
+            .await
+            .unwrap();
+    }
+    store
+        .insert_key_ring(&ring(j, "elsewhere", 0), &event("ring"))
+        .await
+        .unwrap();
+    let at = |limit, offset| store.key_rings(i, page(limit, offset));
+    assert_eq!(at(2, 0).await.unwrap(), (oldest_first[0..2].to_vec(), 5));
+    assert_eq!(at(2, 2).await.unwrap(), (oldest_first[2..4].to_vec(), 5));
+    assert_eq!(at(2, 4).await.unwrap(), (oldest_first[4..].to_vec(), 5));
+    assert_eq!(at(2, 5).await.unwrap(), (vec![], 5));
+    assert_eq!(at(10, u32::MAX).await.unwrap(), (vec![], 5));
+    assert_eq!(at(0, 0).await.unwrap(), (vec![], 5));
+    assert_eq!(at(u32::MAX, 0).await.unwrap(), (oldest_first, 5));
+    assert_eq!(store.key_rings(j, ALL).await.unwrap().1, 1);
 }
 
 /// Instance policies round trip and replace by type.
@@ -649,7 +748,7 @@ pub async fn purge_erases_versions_and_due_keys_finds_work(store: &dyn Store) {
     k.purged_at = Some(now());
     k.revision += 1;
     store.purge_key(&k, &event("purge")).await.unwrap();
-    assert!(store.key_versions(k.id).await.unwrap().is_empty());
+    assert_eq!(store.key_versions(k.id, ALL).await.unwrap(), (vec![], 0));
     assert!(
         store
             .key_with_current_version(i, k.id)

@@ -200,20 +200,21 @@ impl KeyService {
             .await
     }
 
-    /// Every version of a key, oldest first, with the key.
+    /// A page of a key's versions, newest first, with the key and how many versions it has.
     pub async fn key_versions(
         &self,
         caller: &Caller,
         id: KeyId,
-    ) -> Result<(KeyRecord, Vec<KeyVersion>), KeyError> {
+        page: crate::Page,
+    ) -> Result<(KeyRecord, Vec<KeyVersion>, u64), KeyError> {
         self.pipe
             .run(&op::LIST_VERSIONS, caller, key_target(id), async |ctx| {
                 let key = self.load(ctx, caller, id).await?;
-                let versions = self.store.key_versions(id).await?;
+                let (versions, total) = self.store.key_versions(id, page).await?;
                 for v in &versions {
                     self.verify_version(&key, v)?;
                 }
-                Ok((key, versions))
+                Ok((key, versions, total))
             })
             .await
     }

@@ -5,7 +5,7 @@ use crate::access::Target;
 use crate::op;
 use crate::pipeline::key_target;
 use crate::{
-    AliasRecord, DEFAULT_KEY_RING, KeyError, KeyId, KeyRecord, KeyRingRecord, KeyState,
+    AliasRecord, DEFAULT_KEY_RING, KeyError, KeyId, KeyRecord, KeyRingRecord, KeyState, Page,
     RingDeletion, Rule, StoreError,
 };
 
@@ -175,8 +175,12 @@ impl KeyService {
             .await
     }
 
-    /// The instance's key rings, `default` first.
-    pub async fn key_rings(&self, caller: &Caller) -> Result<Vec<KeyRingRecord>, KeyError> {
+    /// A page of the instance's key rings, `default` first, and how many there are.
+    pub async fn key_rings(
+        &self,
+        caller: &Caller,
+        page: Page,
+    ) -> Result<(Vec<KeyRingRecord>, u64), KeyError> {
         self.pipe
             .run_in(&op::LIST_KEY_RINGS, caller, Target::Instance, async |_| {
                 let instance = self
@@ -184,14 +188,25 @@ impl KeyService {
                     .instance(caller.instance())
                     .await?
                     .ok_or(KeyError::NotFound)?;
-                let mut rings = vec![KeyRingRecord {
+                // `default` is row 0 of the listing; the store's rows follow it.
+                let (with_default, stored) = match page.offset.checked_sub(1) {
+                    None => (
+                        page.limit > 0,
+                        Page {
+                            limit: page.limit.saturating_sub(1),
+                            offset: 0,
+                        },
+                    ),
+                    Some(offset) => (false, Page { offset, ..page }),
+                };
+                let (stored, total) = self.store.key_rings(caller.instance(), stored).await?;
+                let default = with_default.then(|| KeyRingRecord {
                     instance: caller.instance(),
                     id: DEFAULT_KEY_RING.to_owned(),
                     created_at: instance.created_at,
                     created_by: "keyward".to_owned(),
-                }];
-                rings.extend(self.store.key_rings(caller.instance()).await?);
-                Ok(rings)
+                });
+                Ok((default.into_iter().chain(stored).collect(), total + 1))
             })
             .await
     }
@@ -211,7 +226,12 @@ impl KeyService {
                             "every instance has the default key ring".into(),
                         ));
                     }
-                    if self.store.key_rings(caller.instance()).await?.len() >= MAX_KEY_RINGS {
+                    let count = Page {
+                        limit: 0,
+                        offset: 0,
+                    };
+                    let (_, rings) = self.store.key_rings(caller.instance(), count).await?;
+                    if rings >= MAX_KEY_RINGS as u64 {
                         return Err(KeyError::Refused(
                             Rule::KeyRingExists,
                             format!(
@@ -340,7 +360,11 @@ impl KeyService {
             return Ok(());
         }
         check_ring_id(ring)?;
-        let rings = self.store.key_rings(caller.instance()).await?;
+        let all = Page {
+            limit: u32::MAX,
+            offset: 0,
+        };
+        let (rings, _) = self.store.key_rings(caller.instance(), all).await?;
         if rings.iter().any(|r| r.id == ring) {
             Ok(())
         } else {

@@ -9,16 +9,21 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use keyward_api::iam::{
+    AccessPolicy, AccessPolicyList, ApiKeyInfo, ApiKeyList, Authorization, AuthorizationList,
+    AuthorizationSource, CreatedApiKey, Identity, IdentityList, InstanceInfo, InstanceList,
+    NewAccessPolicy, NewApiKey, NewAuthorization, NewInstance, Resource,
+};
 use keyward_core::op;
 use keyward_core::{
     AccessPolicyRecord, ApiKeyRecord, AuthorizationRecord, IdentityKind, IdentityRecord,
     InstanceId, InstanceRecord, KeyId, Role, Scope,
 };
 use keyward_iam::{NewIdentity, Principal};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::Serialize;
 use time::OffsetDateTime;
 
+use super::keys::json_response;
 use crate::error::ApiError;
 use crate::extract::{KpJson, client_address, request_id};
 use crate::state::AppState;
@@ -50,119 +55,106 @@ impl FromRequestParts<Arc<AppState>> for Admin {
     }
 }
 
-fn json(status: StatusCode, body: Value) -> Response {
-    let mut resp = (status, body.to_string()).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    json_response(status, "application/json", body)
 }
 
-fn list(name: &str, items: Vec<Value>) -> Response {
-    json(StatusCode::OK, json!({ "count": items.len(), name: items }))
+fn list<T: Serialize>(body: T) -> Response {
+    json(StatusCode::OK, &body)
 }
 
 fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-fn created(body: Value) -> Response {
+fn created<T: Serialize>(body: &T) -> Response {
     json(StatusCode::CREATED, body)
 }
 
-fn identity_view(i: &IdentityRecord) -> Value {
-    json!({
-        "iam_id": i.iam_id,
-        "account_id": i.account,
-        "kind": i.kind.name(),
-        "name": i.name,
-        "description": i.description,
-        "service_name": i.service_name,
-        "service_instance": i.service_instance,
-        "locked": i.locked,
-        "created_at": date(i.created_at),
-        "created_by": i.created_by,
-    })
-}
-
-fn api_key_view(k: &ApiKeyRecord) -> Value {
-    json!({
-        "id": k.id,
-        "name": k.name,
-        "iam_id": k.subject,
-        "account_id": k.account,
-        "locked": k.locked,
-        "created_at": date(k.created_at),
-    })
-}
-
-fn scope_view(s: &Scope) -> Value {
-    match s {
-        Scope::Account(a) => json!({ "account_id": a }),
-        Scope::Instance(i) => json!({ "instance_id": i.to_string() }),
-        Scope::KeyRing(i, r) => json!({ "instance_id": i.to_string(), "key_ring": r }),
-        Scope::Key(i, k) => json!({ "instance_id": i.to_string(), "key_id": k.to_string() }),
+fn identity_view(i: &IdentityRecord) -> Identity {
+    Identity {
+        iam_id: i.iam_id.clone(),
+        account_id: i.account.clone(),
+        kind: i.kind.name().to_owned(),
+        name: i.name.clone(),
+        description: i.description.clone(),
+        service_name: i.service_name.clone(),
+        service_instance: i.service_instance.clone(),
+        locked: i.locked,
+        created_at: date(i.created_at),
+        created_by: i.created_by.clone(),
     }
 }
 
-fn roles_view(roles: &[Role]) -> Vec<&'static str> {
-    roles.iter().map(|r| r.name()).collect()
+fn api_key_view(k: &ApiKeyRecord) -> ApiKeyInfo {
+    ApiKeyInfo {
+        id: k.id.clone(),
+        name: k.name.clone(),
+        iam_id: k.subject.clone(),
+        account_id: k.account.clone(),
+        locked: k.locked,
+        created_at: date(k.created_at),
+    }
 }
 
-fn policy_view(p: &AccessPolicyRecord) -> Value {
-    json!({
-        "id": p.id,
-        "account_id": p.account,
-        "subject": p.subject,
-        "roles": roles_view(&p.roles),
-        "resource": scope_view(&p.scope),
-        "created_at": date(p.created_at),
-        "created_by": p.created_by,
-    })
+fn scope_view(s: &Scope) -> Resource {
+    match s {
+        Scope::Account(a) => Resource {
+            account_id: Some(a.clone()),
+            ..Resource::default()
+        },
+        Scope::Instance(i) => Resource::instance(&i.to_string()),
+        Scope::KeyRing(i, r) => Resource::key_ring(&i.to_string(), r),
+        Scope::Key(i, k) => Resource::key(&i.to_string(), &k.to_string()),
+    }
 }
 
-fn authorization_view(a: &AuthorizationRecord) -> Value {
-    json!({
-        "id": a.id,
-        "account_id": a.account,
-        "source": { "service_name": a.source_service, "service_instance": a.source_instance },
-        "target": scope_view(&a.target),
-        "roles": roles_view(&a.roles),
-        "delegation": a.delegation,
-        "created_at": date(a.created_at),
-        "created_by": a.created_by,
-    })
+fn roles_view(roles: &[Role]) -> Vec<String> {
+    roles.iter().map(|r| r.name().to_owned()).collect()
 }
 
-fn instance_view(i: &InstanceRecord) -> Value {
-    json!({
-        "id": i.id.to_string(),
-        "account_id": i.account,
-        "name": i.name,
-        "created_at": date(i.created_at),
-    })
+fn policy_view(p: &AccessPolicyRecord) -> AccessPolicy {
+    AccessPolicy {
+        id: p.id.clone(),
+        account_id: p.account.clone(),
+        subject: p.subject.clone(),
+        roles: roles_view(&p.roles),
+        resource: scope_view(&p.scope),
+        created_at: date(p.created_at),
+        created_by: p.created_by.clone(),
+    }
+}
+
+fn authorization_view(a: &AuthorizationRecord) -> Authorization {
+    Authorization {
+        id: a.id.clone(),
+        account_id: a.account.clone(),
+        source: AuthorizationSource {
+            service_name: a.source_service.clone(),
+            service_instance: a.source_instance.clone(),
+        },
+        target: scope_view(&a.target),
+        roles: roles_view(&a.roles),
+        delegation: a.delegation,
+        created_at: date(a.created_at),
+        created_by: a.created_by.clone(),
+    }
+}
+
+fn instance_view(i: &InstanceRecord) -> InstanceInfo {
+    InstanceInfo {
+        id: i.id.to_string(),
+        account_id: i.account.clone(),
+        name: i.name.clone(),
+        created_at: date(i.created_at),
+    }
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::bad_request("INVALID_FIELD_ERR", msg)
 }
 
-/// Where a policy or authorization applies, as sent.
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResourceIn {
-    /// The account (as listed); when given it must be the caller's.
-    account_id: Option<String>,
-    /// An instance of the account; absent: the whole account (policies only).
-    instance_id: Option<String>,
-    /// A key ring of that instance.
-    key_ring: Option<String>,
-    /// A key of that instance.
-    key_id: Option<String>,
-}
-
-fn scope_from(account: &str, r: &ResourceIn) -> Result<Scope, ApiError> {
+fn scope_from(account: &str, r: &Resource) -> Result<Scope, ApiError> {
     if r.account_id.as_deref().is_some_and(|a| a != account) {
         return Err(bad("resource.account_id: the caller's account only"));
     }
@@ -203,22 +195,11 @@ fn roles_from(names: &[String]) -> Result<Vec<Role>, ApiError> {
 
 // ---- identities ----
 
-/// `POST /iam/v1/identities` body.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdentityIn {
-    kind: String,
-    name: String,
-    description: Option<String>,
-    service_name: Option<String>,
-    service_instance: Option<String>,
-}
-
 /// `POST /iam/v1/identities`: a user, service ID or service instance.
 pub async fn create_identity(
     State(state): State<Arc<AppState>>,
     Admin(who): Admin,
-    KpJson(body): KpJson<IdentityIn>,
+    KpJson(body): KpJson<keyward_api::iam::NewIdentity>,
 ) -> IamResult {
     state.iam.check_admin(&who, &op::CREATE_IDENTITY).await?;
     let kind = IdentityKind::from_name(&body.kind)
@@ -236,13 +217,15 @@ pub async fn create_identity(
             },
         )
         .await?;
-    Ok(created(identity_view(&rec)))
+    Ok(created(&identity_view(&rec)))
 }
 
 /// `GET /iam/v1/identities`.
 pub async fn identities(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
     let all = state.iam.identities(&who).await?;
-    Ok(list("identities", all.iter().map(identity_view).collect()))
+    Ok(list(IdentityList::from(
+        all.iter().map(identity_view).collect::<Vec<_>>(),
+    )))
 }
 
 /// `DELETE /iam/v1/identities/{iam_id}`.
@@ -277,38 +260,32 @@ pub async fn unlock_identity(
 
 // ---- API keys ----
 
-/// `POST /iam/v1/apikeys` body.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKeyIn {
-    iam_id: String,
-    name: String,
-}
-
 /// `POST /iam/v1/apikeys`: the response holds `apikey`, shown this once.
 pub async fn create_api_key(
     State(state): State<Arc<AppState>>,
     Admin(who): Admin,
-    KpJson(body): KpJson<ApiKeyIn>,
+    KpJson(body): KpJson<NewApiKey>,
 ) -> IamResult {
     state.iam.check_admin(&who, &op::CREATE_API_KEY).await?;
     let created_key = state
         .iam
         .create_api_key(&who, &body.iam_id, &body.name)
         .await?;
-    let mut view = api_key_view(&created_key.record);
-    let secret = String::from_utf8(created_key.secret.expose().to_vec())
+    let apikey = String::from_utf8(created_key.secret.expose().to_vec())
         .map_err(|_| ApiError::Internal("API key is not UTF-8".into()))?;
-    if let Some(obj) = view.as_object_mut() {
-        obj.insert("apikey".into(), Value::String(secret));
-    }
-    Ok(created(view))
+    let view = CreatedApiKey {
+        info: api_key_view(&created_key.record),
+        apikey,
+    };
+    Ok(created(&view))
 }
 
 /// `GET /iam/v1/apikeys`: never the secrets.
 pub async fn api_keys(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
     let all = state.iam.api_keys(&who).await?;
-    Ok(list("apikeys", all.iter().map(api_key_view).collect()))
+    Ok(list(ApiKeyList::from(
+        all.iter().map(api_key_view).collect::<Vec<_>>(),
+    )))
 }
 
 /// `DELETE /iam/v1/apikeys/{id}`: its tokens stop working within the access cache TTL.
@@ -343,21 +320,11 @@ pub async fn unlock_api_key(
 
 // ---- access policies ----
 
-/// `POST /iam/v1/policies` body.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyIn {
-    subject: String,
-    roles: Vec<String>,
-    #[serde(default)]
-    resource: ResourceIn,
-}
-
 /// `POST /iam/v1/policies`.
 pub async fn create_policy(
     State(state): State<Arc<AppState>>,
     Admin(who): Admin,
-    KpJson(body): KpJson<PolicyIn>,
+    KpJson(body): KpJson<NewAccessPolicy>,
 ) -> IamResult {
     state.iam.check_admin(&who, &op::CREATE_POLICY).await?;
     let scope = scope_from(&who.identity.account, &body.resource)?;
@@ -366,13 +333,15 @@ pub async fn create_policy(
         .iam
         .create_policy(&who, &body.subject, roles, scope)
         .await?;
-    Ok(created(policy_view(&p)))
+    Ok(created(&policy_view(&p)))
 }
 
 /// `GET /iam/v1/policies`.
 pub async fn policies(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
     let all = state.iam.policies(&who).await?;
-    Ok(list("policies", all.iter().map(policy_view).collect()))
+    Ok(list(AccessPolicyList::from(
+        all.iter().map(policy_view).collect::<Vec<_>>(),
+    )))
 }
 
 /// `DELETE /iam/v1/policies/{id}`.
@@ -387,30 +356,11 @@ pub async fn delete_policy(
 
 // ---- authorizations ----
 
-/// The source of an authorization.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceIn {
-    service_name: String,
-    service_instance: Option<String>,
-}
-
-/// `POST /iam/v1/authorizations` body.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthorizationIn {
-    source: SourceIn,
-    target: ResourceIn,
-    roles: Vec<String>,
-    #[serde(default)]
-    delegation: bool,
-}
-
 /// `POST /iam/v1/authorizations`.
 pub async fn create_authorization(
     State(state): State<Arc<AppState>>,
     Admin(who): Admin,
-    KpJson(body): KpJson<AuthorizationIn>,
+    KpJson(body): KpJson<NewAuthorization>,
 ) -> IamResult {
     // Services may delegate; anyone else must be an administrator, checked before the body.
     if who.identity.kind != IdentityKind::Service {
@@ -436,16 +386,15 @@ pub async fn create_authorization(
         signature: Vec::new(),
     };
     let a = state.iam.create_authorization(&who, spec).await?;
-    Ok(created(authorization_view(&a)))
+    Ok(created(&authorization_view(&a)))
 }
 
 /// `GET /iam/v1/authorizations`.
 pub async fn authorizations(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
     let all = state.iam.authorizations(&who).await?;
-    Ok(list(
-        "authorizations",
-        all.iter().map(authorization_view).collect(),
-    ))
+    Ok(list(AuthorizationList::from(
+        all.iter().map(authorization_view).collect::<Vec<_>>(),
+    )))
 }
 
 /// `DELETE /iam/v1/authorizations/{id}`: the source service is cut off within the access cache
@@ -461,28 +410,23 @@ pub async fn delete_authorization(
 
 // ---- instances ----
 
-/// `POST /iam/v1/instances` body.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InstanceIn {
-    name: String,
-}
-
 /// `POST /iam/v1/instances`: another KMS instance in the caller's account.
 pub async fn create_instance(
     State(state): State<Arc<AppState>>,
     Admin(who): Admin,
-    KpJson(body): KpJson<InstanceIn>,
+    KpJson(body): KpJson<NewInstance>,
 ) -> IamResult {
     state.iam.check_admin(&who, &op::CREATE_INSTANCE).await?;
     let i = state.iam.create_instance(&who, &body.name).await?;
-    Ok(created(instance_view(&i)))
+    Ok(created(&instance_view(&i)))
 }
 
 /// `GET /iam/v1/instances`.
 pub async fn instances(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
     let all = state.iam.instances(&who).await?;
-    Ok(list("instances", all.iter().map(instance_view).collect()))
+    Ok(list(InstanceList::from(
+        all.iter().map(instance_view).collect::<Vec<_>>(),
+    )))
 }
 
 /// `GET /iam/v1/openapi.json`.

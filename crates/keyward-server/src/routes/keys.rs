@@ -6,13 +6,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyward_api::{
-    Collection, ImportTokenRequest, ImportTokenView, KeyAlias, KeyCreate, KeyVersionRef,
-    RewrapResponse, RotateRequest, RotationPolicyIn, SearchQuery, UnwrapRequest, UnwrapResponse,
-    WrapRequest, WrapResponse, headers, media,
+    ActionError, Collection, ImportTokenRequest, ImportTokenView, KeyAction, KeyAlias, KeyCreate,
+    KeyVersionRef, RewrapResponse, RotateRequest, RotationPolicyIn, SearchQuery, UnwrapRequest,
+    UnwrapResponse, WrapRequest, WrapResponse, headers, media,
 };
 use keyward_core::{
-    ImportTokenRecord, KeyFilter, KeyId, KeyKind, KeyRecord, Material, NewKey, PolicyOverrides,
-    ROTATION_MONTHS, SecureImport,
+    ImportTokenRecord, KeyError, KeyFilter, KeyId, KeyKind, KeyRecord, KeyVersionId, Material,
+    NewKey, Page, PolicyOverrides, ROTATION_MONTHS, SecureImport,
 };
 use serde::Deserialize;
 
@@ -471,21 +471,16 @@ pub async fn key_versions(
     Path(id): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> AppResult {
-    let limit = parse_u32("limit", q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)? as usize;
-    let offset = parse_u32("offset", q.offset.as_deref(), 0, u32::MAX)? as usize;
-    let (_, versions) = state
+    let page = Page {
+        limit: parse_u32("limit", q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?,
+        offset: parse_u32("offset", q.offset.as_deref(), 0, u32::MAX)?,
+    };
+    let (_, versions, total) = state
         .keys
-        .key_versions(&authed.caller, resolve(&state, &authed, &id).await?)
+        .key_versions(&authed.caller, resolve(&state, &authed, &id).await?, page)
         .await?;
-    let total = versions.len() as u64;
-    let page: Vec<KeyVersionRef> = versions
-        .iter()
-        .rev()
-        .skip(offset)
-        .take(limit)
-        .map(version_view)
-        .collect();
-    let mut body = Collection::new(media::KEY_VERSION, page);
+    let views: Vec<KeyVersionRef> = versions.iter().map(version_view).collect();
+    let mut body = Collection::new(media::KEY_VERSION, views);
     if parse_bool("totalCount", q.total_count.as_deref())?.unwrap_or(false) {
         body.metadata.total_count = Some(total);
     }
@@ -654,7 +649,8 @@ pub async fn key_action(
     Path((id, action)): Path<(String, String)>,
     Body(body): Body,
 ) -> AppResult {
-    dispatch_action(&state, &authed, &id, &action, &body).await
+    let action = KeyAction::parse(Some(&action)).map_err(action_error)?;
+    dispatch_action(&state, &authed, &id, action, &body).await
 }
 
 /// Query of the older `POST /api/v2/keys/{id}?action=wrap` form.
@@ -671,150 +667,150 @@ pub async fn key_action_query(
     Query(q): Query<ActionQuery>,
     Body(body): Body,
 ) -> AppResult {
-    let action = q
-        .action
-        .ok_or_else(|| ApiError::bad_request("INVALID_QUERY_PARAM_ERR", "action: required"))?;
-    dispatch_action(&state, &authed, &id, &action, &body).await
+    let action = KeyAction::parse(q.action.as_deref()).map_err(action_error)?;
+    dispatch_action(&state, &authed, &id, action, &body).await
 }
 
+/// Key Protect's refusal of a missing or unknown action (400, before the key is looked up).
+fn action_error(e: ActionError) -> ApiError {
+    ApiError::bad_request(ActionError::CODE, e.message())
+}
+
+/// One handler per action. Actions with a body decode it before the key is resolved.
 async fn dispatch_action(
     state: &AppState,
     authed: &Authed,
     id: &str,
-    action: &str,
+    action: KeyAction,
     body: &[u8],
 ) -> AppResult {
-    let caller = &authed.caller;
+    let (keys, caller) = (&state.keys, &authed.caller);
     match action {
-        "wrap" => {
-            let req: WrapRequest = parse_json(body)?;
-            let plaintext = req
-                .plaintext
-                .as_deref()
-                .map(|p| secret_from_b64("plaintext", p))
-                .transpose()?;
-            let aad = req.aad.unwrap_or_default();
-            let out = state
-                .keys
-                .wrap(caller, resolve(state, authed, id).await?, plaintext, &aad)
-                .await?;
-            let body = WrapResponse {
-                plaintext: out.generated.as_ref().map(|d| b64(d.expose())),
-                ciphertext: b64(&out.ciphertext),
-                key_version: KeyVersionRef {
-                    id: out.version.to_string(),
-                    creation_date: None,
-                },
-            };
-            Ok(json_response(StatusCode::OK, media::KEY_ACTION, &body))
-        }
-        "unwrap" => {
-            let req: UnwrapRequest = parse_json(body)?;
-            let ct = required_ciphertext(&req)?;
-            let out = state
-                .keys
-                .unwrap(
-                    caller,
-                    resolve(state, authed, id).await?,
-                    &ct,
-                    &req.aad.unwrap_or_default(),
-                )
-                .await?;
-            let (ciphertext, rewrapped_key_version) = match out.rewrapped {
-                Some((ct, v)) => (
-                    Some(b64(&ct)),
-                    Some(KeyVersionRef {
-                        id: v.to_string(),
-                        creation_date: None,
-                    }),
-                ),
-                None => (None, None),
-            };
-            let body = UnwrapResponse {
-                plaintext: b64(out.plaintext.expose()),
-                key_version: KeyVersionRef {
-                    id: out.version.to_string(),
-                    creation_date: None,
-                },
-                ciphertext,
-                rewrapped_key_version,
-            };
-            Ok(json_response(StatusCode::OK, media::KEY_ACTION, &body))
-        }
-        "rewrap" => {
-            let req: UnwrapRequest = parse_json(body)?;
-            let ct = required_ciphertext(&req)?;
-            let out = state
-                .keys
-                .rewrap(
-                    caller,
-                    resolve(state, authed, id).await?,
-                    &ct,
-                    &req.aad.unwrap_or_default(),
-                )
-                .await?;
-            // Key Protect: keyVersion is the version of the ciphertext sent in;
-            // rewrappedKeyVersion the version that sealed the new one.
-            let version = |v: keyward_core::KeyVersionId| KeyVersionRef {
-                id: v.to_string(),
-                creation_date: None,
-            };
-            let body = RewrapResponse {
-                ciphertext: b64(&out.ciphertext),
-                key_version: version(out.from),
-                rewrapped_key_version: version(out.to),
-            };
-            Ok(json_response(StatusCode::OK, media::KEY_ACTION, &body))
-        }
-        "rotate" => {
-            let req: RotateRequest = parse_json(body)?;
-            let payload = material(
-                req.payload.as_deref(),
-                req.encrypted_nonce.as_deref(),
-                req.iv.as_deref(),
-                req.encryption_algorithm.as_deref(),
-            )?;
-            state
-                .keys
-                .rotate(caller, resolve(state, authed, id).await?, payload)
-                .await?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        "disable" => {
-            state
-                .keys
-                .disable(caller, resolve(state, authed, id).await?)
-                .await?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        "enable" => {
-            state
-                .keys
-                .enable(caller, resolve(state, authed, id).await?)
-                .await?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        "setKeyForDeletion" => {
+        KeyAction::Wrap => wrap(state, authed, id, body).await,
+        KeyAction::Unwrap => unwrap(state, authed, id, body).await,
+        KeyAction::Rewrap => rewrap(state, authed, id, body).await,
+        KeyAction::Rotate => rotate(state, authed, id, body).await,
+        KeyAction::Disable => {
             let id = resolve(state, authed, id).await?;
-            state.keys.set_key_for_deletion(caller, id).await?;
-            Ok(StatusCode::NO_CONTENT.into_response())
+            no_content(keys.disable(caller, id)).await
         }
-        "unsetKeyForDeletion" => {
+        KeyAction::Enable => {
             let id = resolve(state, authed, id).await?;
-            state.keys.unset_key_for_deletion(caller, id).await?;
-            Ok(StatusCode::NO_CONTENT.into_response())
+            no_content(keys.enable(caller, id)).await
         }
-        "sync" => {
+        KeyAction::SetKeyForDeletion => {
             let id = resolve(state, authed, id).await?;
-            state.keys.sync(caller, id).await?;
-            Ok(StatusCode::NO_CONTENT.into_response())
+            no_content(keys.set_key_for_deletion(caller, id)).await
         }
-        _ => Err(ApiError::bad_request(
-            "INVALID_QUERY_PARAM_ERR",
-            "action: one of wrap, unwrap, rewrap, rotate, disable, enable, setKeyForDeletion, \
-             unsetKeyForDeletion, sync",
-        )),
+        KeyAction::UnsetKeyForDeletion => {
+            let id = resolve(state, authed, id).await?;
+            no_content(keys.unset_key_for_deletion(caller, id)).await
+        }
+        KeyAction::Sync => {
+            let id = resolve(state, authed, id).await?;
+            no_content(keys.sync(caller, id)).await
+        }
     }
+}
+
+/// 204 once `action` succeeded; its result is not part of the answer.
+async fn no_content<T>(action: impl Future<Output = Result<T, KeyError>>) -> AppResult {
+    action.await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn version_ref(v: KeyVersionId) -> KeyVersionRef {
+    KeyVersionRef {
+        id: v.to_string(),
+        creation_date: None,
+    }
+}
+
+async fn wrap(state: &AppState, authed: &Authed, id: &str, body: &[u8]) -> AppResult {
+    let req: WrapRequest = parse_json(body)?;
+    let plaintext = req
+        .plaintext
+        .as_deref()
+        .map(|p| secret_from_b64("plaintext", p))
+        .transpose()?;
+    let aad = req.aad.unwrap_or_default();
+    let out = state
+        .keys
+        .wrap(
+            &authed.caller,
+            resolve(state, authed, id).await?,
+            plaintext,
+            &aad,
+        )
+        .await?;
+    let body = WrapResponse {
+        plaintext: out.generated.as_ref().map(|d| b64(d.expose())),
+        ciphertext: b64(&out.ciphertext),
+        key_version: version_ref(out.version),
+    };
+    Ok(json_response(StatusCode::OK, media::KEY_ACTION, &body))
+}
+
+async fn unwrap(state: &AppState, authed: &Authed, id: &str, body: &[u8]) -> AppResult {
+    let req: UnwrapRequest = parse_json(body)?;
+    let ct = required_ciphertext(&req)?;
+    let out = state
+        .keys
+        .unwrap(
+            &authed.caller,
+            resolve(state, authed, id).await?,
+            &ct,
+            &req.aad.unwrap_or_default(),
+        )
+        .await?;
+    let (ciphertext, rewrapped_key_version) = match out.rewrapped {
+        Some((ct, v)) => (Some(b64(&ct)), Some(version_ref(v))),
+        None => (None, None),
+    };
+    let body = UnwrapResponse {
+        plaintext: b64(out.plaintext.expose()),
+        key_version: version_ref(out.version),
+        ciphertext,
+        rewrapped_key_version,
+    };
+    Ok(json_response(StatusCode::OK, media::KEY_ACTION, &body))
+}
+
+async fn rewrap(state: &AppState, authed: &Authed, id: &str, body: &[u8]) -> AppResult {
+    let req: UnwrapRequest = parse_json(body)?;
+    let ct = required_ciphertext(&req)?;
+    let out = state
+        .keys
+        .rewrap(
+            &authed.caller,
+            resolve(state, authed, id).await?,
+            &ct,
+            &req.aad.unwrap_or_default(),
+        )
+        .await?;
+    // Key Protect: keyVersion is the version of the ciphertext sent in;
+    // rewrappedKeyVersion the version that sealed the new one.
+    let body = RewrapResponse {
+        ciphertext: b64(&out.ciphertext),
+        key_version: version_ref(out.from),
+        rewrapped_key_version: version_ref(out.to),
+    };
+    Ok(json_response(StatusCode::OK, media::KEY_ACTION, &body))
+}
+
+async fn rotate(state: &AppState, authed: &Authed, id: &str, body: &[u8]) -> AppResult {
+    let req: RotateRequest = parse_json(body)?;
+    let payload = material(
+        req.payload.as_deref(),
+        req.encrypted_nonce.as_deref(),
+        req.iv.as_deref(),
+        req.encryption_algorithm.as_deref(),
+    )?;
+    state
+        .keys
+        .rotate(&authed.caller, resolve(state, authed, id).await?, payload)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 fn required_ciphertext(req: &UnwrapRequest) -> Result<Vec<u8>, ApiError> {

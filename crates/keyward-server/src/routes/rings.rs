@@ -6,6 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use keyward_api::{Collection, KeyRing, media};
+use keyward_core::Page;
 use serde::Deserialize;
 
 use super::keys::{AppResult, json_response, parse_bool, parse_u32};
@@ -29,21 +30,20 @@ pub async fn list(
     authed: Authed,
     Query(q): Query<RingQuery>,
 ) -> AppResult {
-    let limit = parse_u32("limit", q.limit.as_deref(), 100, 5000)? as usize;
-    let offset = parse_u32("offset", q.offset.as_deref(), 0, u32::MAX)? as usize;
-    let rings = state.keys.key_rings(&authed.caller).await?;
-    let total = rings.len() as u64;
-    let page: Vec<KeyRing> = rings
+    let page = Page {
+        limit: parse_u32("limit", q.limit.as_deref(), 100, 5000)?,
+        offset: parse_u32("offset", q.offset.as_deref(), 0, u32::MAX)?,
+    };
+    let (rings, total) = state.keys.key_rings(&authed.caller, page).await?;
+    let views: Vec<KeyRing> = rings
         .into_iter()
-        .skip(offset)
-        .take(limit)
         .map(|r| KeyRing {
             id: r.id,
             creation_date: Some(date(r.created_at)),
             created_by: Some(r.created_by),
         })
         .collect();
-    let mut body = Collection::new(media::KEY_RING, page);
+    let mut body = Collection::new(media::KEY_RING, views);
     if parse_bool("totalCount", q.total_count.as_deref())?.unwrap_or(false) {
         body.metadata.total_count = Some(total);
     }
