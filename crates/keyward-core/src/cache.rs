@@ -13,18 +13,18 @@ use std::time::{Duration, Instant};
 
 use keyward_crypto::Secret;
 
-use crate::{KeyId, KeyRecord, KeyVersion};
+use crate::{KeyId, KeyRecord, KeyVersion, Verified};
 
 /// A verified root key with its current version and material.
 pub(crate) struct CachedKey {
-    pub key: KeyRecord,
-    pub current: KeyVersion,
+    pub key: Verified<KeyRecord>,
+    pub current: Verified<KeyVersion>,
     pub material: Secret,
     loaded: Instant,
 }
 
 impl CachedKey {
-    pub fn new(key: KeyRecord, current: KeyVersion, material: Secret) -> Self {
+    pub fn new(key: Verified<KeyRecord>, current: Verified<KeyVersion>, material: Secret) -> Self {
         CachedKey {
             key,
             current,

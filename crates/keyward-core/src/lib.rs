@@ -35,6 +35,7 @@ mod policy;
 mod rewrap;
 mod service;
 mod store;
+mod verified;
 
 pub use access::{Denial, Grant, Grants, OPERATIONS, Operation, Role, Scope, Target};
 pub use audit::{
@@ -80,5 +81,7 @@ pub use store::{
     AliasRecord, ApiKeyRecord, AuditStore, DueWork, IamStore, InstanceRecord, KeyRingRecord,
     RingDeletion, SigningKeyRecord, Store, StoreError,
 };
+
+pub use verified::{Signed, Unverified, Verified};
 
 pub use keyward_crypto::Secret;

@@ -1,5 +1,6 @@
 //! The `Store` seam: durable records and audit events. A write returns only once it is on disk,
-//! together with the audit event that describes it (same transaction).
+//! together with the audit event that describes it (same transaction). Every custody-signed record
+//! a read returns is [`Unverified`]: only custody makes it usable.
 
 use keyward_crypto::Canonical;
 use time::OffsetDateTime;
@@ -10,7 +11,7 @@ use crate::service::ImportTokenRecord;
 use crate::service::KeyFilter;
 use crate::{
     AuditEvent, InstanceId, InstancePolicy, KeyId, KeyRecord, KeyVersion, KeyVersionId, Page,
-    WrappedMaterial,
+    Unverified, WrappedMaterial,
 };
 
 /// A store failure.
@@ -245,33 +246,41 @@ pub trait IamStore: Send + Sync {
 #[async_trait::async_trait]
 pub trait Store: IamStore + RegistrationStore + Send + Sync {
     /// A key of an instance, or `None`.
-    async fn key(&self, instance: InstanceId, id: KeyId) -> Result<Option<KeyRecord>, StoreError>;
+    async fn key(
+        &self,
+        instance: InstanceId,
+        id: KeyId,
+    ) -> Result<Option<Unverified<KeyRecord>>, StoreError>;
     /// A key of an instance with its current version, in one read (the wrap/unwrap hot path).
     async fn key_with_current_version(
         &self,
         instance: InstanceId,
         id: KeyId,
-    ) -> Result<Option<(KeyRecord, KeyVersion)>, StoreError>;
+    ) -> Result<Option<(Unverified<KeyRecord>, Unverified<KeyVersion>)>, StoreError>;
     /// One version of a key by number.
-    async fn key_version(&self, key: KeyId, number: u32) -> Result<Option<KeyVersion>, StoreError>;
+    async fn key_version(
+        &self,
+        key: KeyId,
+        number: u32,
+    ) -> Result<Option<Unverified<KeyVersion>>, StoreError>;
     /// A version by its id.
     async fn key_version_by_id(
         &self,
         key: KeyId,
         id: KeyVersionId,
-    ) -> Result<Option<KeyVersion>, StoreError>;
+    ) -> Result<Option<Unverified<KeyVersion>>, StoreError>;
     /// A page of a key's versions, newest first, and how many versions it has.
     async fn key_versions(
         &self,
         key: KeyId,
         page: Page,
-    ) -> Result<(Vec<KeyVersion>, u64), StoreError>;
+    ) -> Result<(Vec<Unverified<KeyVersion>>, u64), StoreError>;
     /// A page of an instance's keys matching `filter`, and the total matching.
     async fn keys(
         &self,
         instance: InstanceId,
         filter: &KeyFilter,
-    ) -> Result<(Vec<KeyRecord>, u64), StoreError>;
+    ) -> Result<(Vec<Unverified<KeyRecord>>, u64), StoreError>;
     /// Inserts a new key with its first version.
     async fn insert_key(
         &self,
@@ -349,14 +358,18 @@ pub trait Store: IamStore + RegistrationStore + Send + Sync {
         notice: Option<&KeyNotice>,
     ) -> Result<(), StoreError>;
     /// Keys of every instance the scheduler has work on (see [`DueWork`]), at most `limit`.
-    async fn due_keys(&self, due: &DueWork, limit: u32) -> Result<Vec<KeyRecord>, StoreError>;
+    async fn due_keys(
+        &self,
+        due: &DueWork,
+        limit: u32,
+    ) -> Result<Vec<Unverified<KeyRecord>>, StoreError>;
 
     /// An alias of an instance.
     async fn alias(
         &self,
         instance: InstanceId,
         alias: &str,
-    ) -> Result<Option<AliasRecord>, StoreError>;
+    ) -> Result<Option<Unverified<AliasRecord>>, StoreError>;
     /// Adds an alias unless its key already has `max_per_key`; `false` when it has.
     /// [`StoreError::Conflict`] when the alias exists in the instance.
     async fn insert_alias(
@@ -399,7 +412,7 @@ pub trait Store: IamStore + RegistrationStore + Send + Sync {
     async fn instance_policies(
         &self,
         instance: InstanceId,
-    ) -> Result<Vec<InstancePolicy>, StoreError>;
+    ) -> Result<Vec<Unverified<InstancePolicy>>, StoreError>;
     /// Creates or replaces the given policies of an instance, atomically.
     async fn put_instance_policies(
         &self,

@@ -15,6 +15,97 @@ use crate::rows::{conv, nanos, parse, sql_error, time};
 use crate::sqlite::{DB_FILE, SqliteStore};
 use crate::writer::Statements;
 
+/// What an audited write did: whether it changed anything, and so whether its event is recorded
+/// (a delete of nothing, a lost compare-and-swap or a refused insert records none).
+pub(crate) trait Changed {
+    /// True when the write took effect.
+    fn changed(&self) -> bool;
+}
+
+impl Changed for () {
+    fn changed(&self) -> bool {
+        true
+    }
+}
+
+impl Changed for bool {
+    fn changed(&self) -> bool {
+        *self
+    }
+}
+
+/// Lifecycle events written for a notice: the notice's own audit event is recorded even when no
+/// registration owner got one.
+impl Changed for u32 {
+    fn changed(&self) -> bool {
+        true
+    }
+}
+
+impl Changed for keyward_core::RingDeletion {
+    fn changed(&self) -> bool {
+        *self == keyward_core::RingDeletion::Deleted
+    }
+}
+
+impl Changed for keyward_core::RegistrationChange {
+    fn changed(&self) -> bool {
+        *self == keyward_core::RegistrationChange::Done
+    }
+}
+
+impl Changed for keyward_core::AdapterInsert {
+    fn changed(&self) -> bool {
+        *self == keyward_core::AdapterInsert::Inserted
+    }
+}
+
+impl Changed for keyward_core::AdapterDeletion {
+    fn changed(&self) -> bool {
+        *self == keyward_core::AdapterDeletion::Deleted
+    }
+}
+
+impl Changed for keyward_core::CertificateInsert {
+    fn changed(&self) -> bool {
+        *self == keyward_core::CertificateInsert::Inserted
+    }
+}
+
+impl SqliteStore {
+    /// The one way an audited write reaches the database: runs `f` in the writer's next
+    /// transaction, in its own savepoint, and when it changed something links `event` to the
+    /// chain in that same savepoint, so the change and its event commit (and become durable)
+    /// together or not at all. [`insert_audit`] is private to this module: no write path can
+    /// insert an event by hand, or forget to.
+    pub(crate) async fn write_audited<T, F>(
+        &self,
+        event: &AuditEvent,
+        f: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Changed + Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let event = event.clone();
+        self.write(Statements::Many, move |c| {
+            let out = f(c)?;
+            if out.changed() {
+                insert_audit(c, &event)?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Appends an event for an action that changed nothing (one statement: atomic by itself).
+    pub(crate) async fn append_event(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let e = event.clone();
+        self.write(Statements::One, move |c| insert_audit(c, &e))
+            .await
+    }
+}
+
 /// The columns `event_from_row` reads, in its order.
 const EVENT_COLUMNS: &str = "seq, id, time, action, outcome, reason_code, reason, initiator, \
      address, instance_id, target, key_state, key_version, request_id, prev_hash, hash";
@@ -43,7 +134,7 @@ fn head(c: &Connection) -> rusqlite::Result<Option<(u64, [u8; 32])>> {
 }
 
 /// Appends `e` to the chain: the next position, the head's hash as `prev_hash`, and its own hash.
-pub(crate) fn insert_audit(c: &Connection, e: &AuditEvent) -> rusqlite::Result<()> {
+fn insert_audit(c: &Connection, e: &AuditEvent) -> rusqlite::Result<()> {
     let (seq, prev) = match head(c)? {
         Some((s, h)) => (s + 1, h),
         None => (1, GENESIS_HASH),

@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
 use crate::rows::{conv, nanos, parse, time};
-use crate::sqlite::{SqliteStore, abort, insert_audit};
+use crate::sqlite::{SqliteStore, abort};
 use crate::writer::Statements;
 
 const REGISTRATION_COLUMNS: &str = "key_id, resource_crn, instance_id, owner, description, \
@@ -219,8 +219,8 @@ impl RegistrationStore for SqliteStore {
         registration: &RegistrationRecord,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (r, e) = (registration.clone(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let r = registration.clone();
+        self.write_audited(event, move |c| {
             c.prepare_cached(&format!(
                 "INSERT INTO registrations ({REGISTRATION_COLUMNS})
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
@@ -239,7 +239,7 @@ impl RegistrationStore for SqliteStore {
                 nanos(r.updated_at),
                 r.adopter_state.map(AdopterState::as_str),
             ])?;
-            insert_audit(c, &e)
+            Ok(())
         })
         .await
     }
@@ -249,8 +249,8 @@ impl RegistrationStore for SqliteStore {
         registration: &RegistrationRecord,
         event: &AuditEvent,
     ) -> Result<RegistrationChange, StoreError> {
-        let (r, e) = (registration.clone(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let r = registration.clone();
+        self.write_audited(event, move |c| {
             let owner: Option<String> = c
                 .prepare_cached(
                     "SELECT owner FROM registrations WHERE key_id = ?1 AND resource_crn = ?2",
@@ -280,7 +280,6 @@ impl RegistrationStore for SqliteStore {
                 r.updated_by,
                 nanos(r.updated_at),
             ])?;
-            insert_audit(c, &e)?;
             Ok(RegistrationChange::Done)
         })
         .await
@@ -293,8 +292,8 @@ impl RegistrationStore for SqliteStore {
         owner: &str,
         event: &AuditEvent,
     ) -> Result<RegistrationChange, StoreError> {
-        let (crn, who, e) = (resource_crn.to_owned(), owner.to_owned(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let (crn, who) = (resource_crn.to_owned(), owner.to_owned());
+        self.write_audited(event, move |c| {
             let found: Option<String> = c
                 .prepare_cached(
                     "SELECT owner FROM registrations WHERE key_id = ?1 AND resource_crn = ?2",
@@ -308,7 +307,6 @@ impl RegistrationStore for SqliteStore {
             }
             c.prepare_cached("DELETE FROM registrations WHERE key_id = ?1 AND resource_crn = ?2")?
                 .execute(params![key_id.to_string(), crn])?;
-            insert_audit(c, &e)?;
             Ok(RegistrationChange::Done)
         })
         .await
@@ -320,11 +318,10 @@ impl RegistrationStore for SqliteStore {
         notice: &KeyNotice,
         event: &AuditEvent,
     ) -> Result<u32, StoreError> {
-        let (k, n, e) = (key.clone(), notice.clone(), event.clone());
+        let (k, n) = (key.clone(), notice.clone());
         let created = self
-            .write(Statements::Many, move |c| {
+            .write_audited(event, move |c| {
                 let created = insert_events(c, &k, &n)?;
-                insert_audit(c, &e)?;
                 Ok(created)
             })
             .await?;
@@ -386,8 +383,8 @@ impl RegistrationStore for SqliteStore {
         ack: &EventAckRecord,
         event: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let (a, e) = (ack.clone(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let a = ack.clone();
+        self.write_audited(event, move |c| {
             let key: Option<String> = c
                 .prepare_cached(
                     "SELECT key_id FROM key_events
@@ -416,7 +413,6 @@ impl RegistrationStore for SqliteStore {
                 "UPDATE registrations SET adopter_state = ?3 WHERE key_id = ?1 AND owner = ?2",
             )?
             .execute(params![key, a.recipient, a.state.as_str()])?;
-            insert_audit(c, &e)?;
             Ok(true)
         })
         .await
@@ -454,8 +450,8 @@ impl RegistrationStore for SqliteStore {
         subscription: &SubscriptionRecord,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (s, e) = (subscription.clone(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let s = subscription.clone();
+        self.write_audited(event, move |c| {
             c.prepare_cached(
                 "INSERT OR REPLACE INTO event_subscriptions
                      (recipient, instance_id, url, wrapping_key, secret, created_at)
@@ -475,7 +471,7 @@ impl RegistrationStore for SqliteStore {
                  WHERE recipient = ?1 AND instance_id = ?2 AND delivered_at IS NULL",
             )?
             .execute(params![s.recipient, s.instance.to_string()])?;
-            insert_audit(c, &e)
+            Ok(())
         })
         .await
     }
@@ -486,18 +482,14 @@ impl RegistrationStore for SqliteStore {
         instance: InstanceId,
         event: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let (r, e) = (recipient.to_owned(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let r = recipient.to_owned();
+        self.write_audited(event, move |c| {
             let n = c
                 .prepare_cached(
                     "DELETE FROM event_subscriptions WHERE recipient = ?1 AND instance_id = ?2",
                 )?
                 .execute(params![r, instance.to_string()])?;
-            if n == 0 {
-                return Ok(false);
-            }
-            insert_audit(c, &e)?;
-            Ok(true)
+            Ok(n > 0)
         })
         .await
     }

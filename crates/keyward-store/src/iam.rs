@@ -5,11 +5,11 @@ use keyward_core::{
     AccessPolicyRecord, ApiKeyRecord, AuditEvent, AuthorizationRecord, IamStore, IdentityKind,
     IdentityRecord, InstanceId, KeyId, Role, Scope, StoreError,
 };
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
 use crate::rows::{api_key_from_row, conv, nanos, time};
-use crate::sqlite::{SqliteStore, insert_audit};
+use crate::sqlite::SqliteStore;
 use crate::writer::Statements;
 
 /// A scope as stored: `account:<id>`, `instance:<id>`, `key_ring:<instance>:<ring>`,
@@ -95,14 +95,6 @@ fn authorization_from_row(r: &Row<'_>) -> rusqlite::Result<AuthorizationRecord> 
     })
 }
 
-/// Runs a change that affects at most one row and records its event only when it did.
-fn changed(c: &Connection, n: usize, event: &AuditEvent) -> rusqlite::Result<bool> {
-    if n > 0 {
-        insert_audit(c, event)?;
-    }
-    Ok(n > 0)
-}
-
 #[async_trait::async_trait]
 impl IamStore for SqliteStore {
     async fn identity(&self, iam_id: &str) -> Result<Option<IdentityRecord>, StoreError> {
@@ -130,8 +122,8 @@ impl IamStore for SqliteStore {
         identity: &IdentityRecord,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (i, e) = (identity.clone(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let i = identity.clone();
+        self.write_audited(event, move |c| {
             c.prepare_cached(&format!(
                 "INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
             ))?
@@ -147,7 +139,7 @@ impl IamStore for SqliteStore {
                 nanos(i.created_at),
                 i.created_by,
             ])?;
-            insert_audit(c, &e)
+            Ok(())
         })
         .await
     }
@@ -159,14 +151,14 @@ impl IamStore for SqliteStore {
         locked: bool,
         event: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let (a, i, e) = (account.to_owned(), iam_id.to_owned(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let (a, i) = (account.to_owned(), iam_id.to_owned());
+        self.write_audited(event, move |c| {
             let n = c
                 .prepare_cached(
                     "UPDATE identities SET locked = ?3 WHERE account = ?1 AND iam_id = ?2",
                 )?
                 .execute(params![a, i, locked])?;
-            changed(c, n, &e)
+            Ok(n > 0)
         })
         .await
     }
@@ -177,8 +169,8 @@ impl IamStore for SqliteStore {
         iam_id: &str,
         event: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let (a, i, e) = (account.to_owned(), iam_id.to_owned(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let (a, i) = (account.to_owned(), iam_id.to_owned());
+        self.write_audited(event, move |c| {
             c.prepare_cached(
                 "DELETE FROM refresh_tokens WHERE api_key_id IN
                    (SELECT id FROM api_keys WHERE account = ?1 AND subject = ?2)",
@@ -191,7 +183,7 @@ impl IamStore for SqliteStore {
             let n = c
                 .prepare_cached("DELETE FROM identities WHERE account = ?1 AND iam_id = ?2")?
                 .execute(params![a, i])?;
-            changed(c, n, &e)
+            Ok(n > 0)
         })
         .await
     }
@@ -214,12 +206,12 @@ impl IamStore for SqliteStore {
         locked: bool,
         event: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let (a, i, e) = (account.to_owned(), id.to_owned(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let (a, i) = (account.to_owned(), id.to_owned());
+        self.write_audited(event, move |c| {
             let n = c
                 .prepare_cached("UPDATE api_keys SET locked = ?3 WHERE account = ?1 AND id = ?2")?
                 .execute(params![a, i, locked])?;
-            changed(c, n, &e)
+            Ok(n > 0)
         })
         .await
     }
@@ -230,14 +222,14 @@ impl IamStore for SqliteStore {
         id: &str,
         event: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let (a, i, e) = (account.to_owned(), id.to_owned(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let (a, i) = (account.to_owned(), id.to_owned());
+        self.write_audited(event, move |c| {
             c.prepare_cached("DELETE FROM refresh_tokens WHERE api_key_id = ?1")?
                 .execute(params![i])?;
             let n = c
                 .prepare_cached("DELETE FROM api_keys WHERE account = ?1 AND id = ?2")?
                 .execute(params![a, i])?;
-            changed(c, n, &e)
+            Ok(n > 0)
         })
         .await
     }
@@ -263,8 +255,8 @@ impl IamStore for SqliteStore {
         policy: &AccessPolicyRecord,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (p, e) = (policy.clone(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let p = policy.clone();
+        self.write_audited(event, move |c| {
             c.prepare_cached(
                 "INSERT INTO access_policies (id, account, subject, roles, scope, created_at,
                     created_by, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -279,7 +271,7 @@ impl IamStore for SqliteStore {
                 p.created_by,
                 p.signature,
             ])?;
-            insert_audit(c, &e)
+            Ok(())
         })
         .await
     }
@@ -290,12 +282,12 @@ impl IamStore for SqliteStore {
         id: &str,
         event: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let (a, i, e) = (account.to_owned(), id.to_owned(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let (a, i) = (account.to_owned(), id.to_owned());
+        self.write_audited(event, move |c| {
             let n = c
                 .prepare_cached("DELETE FROM access_policies WHERE account = ?1 AND id = ?2")?
                 .execute(params![a, i])?;
-            changed(c, n, &e)
+            Ok(n > 0)
         })
         .await
     }
@@ -322,8 +314,8 @@ impl IamStore for SqliteStore {
         authorization: &AuthorizationRecord,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (a, e) = (authorization.clone(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let a = authorization.clone();
+        self.write_audited(event, move |c| {
             c.prepare_cached(
                 "INSERT INTO authorizations (id, account, source_service, source_instance, target,
                     roles, delegation, created_at, created_by, signature)
@@ -341,7 +333,7 @@ impl IamStore for SqliteStore {
                 a.created_by,
                 a.signature,
             ])?;
-            insert_audit(c, &e)
+            Ok(())
         })
         .await
     }
@@ -352,12 +344,12 @@ impl IamStore for SqliteStore {
         id: &str,
         event: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let (a, i, e) = (account.to_owned(), id.to_owned(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let (a, i) = (account.to_owned(), id.to_owned());
+        self.write_audited(event, move |c| {
             let n = c
                 .prepare_cached("DELETE FROM authorizations WHERE account = ?1 AND id = ?2")?
                 .execute(params![a, i])?;
-            changed(c, n, &e)
+            Ok(n > 0)
         })
         .await
     }

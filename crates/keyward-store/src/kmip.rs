@@ -11,8 +11,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::rows::{nanos, opt_nanos};
-use crate::sqlite::{SqliteStore, insert_audit};
-use crate::writer::Statements;
+use crate::sqlite::SqliteStore;
 
 const ADAPTER_COLUMNS: &str = "instance_id, id, name, description, profile, crk_id, created_at, \
      created_by, updated_at, updated_by, signature";
@@ -168,8 +167,8 @@ impl KmipStore for SqliteStore {
         max_per_instance: u32,
         event: &AuditEvent,
     ) -> Result<AdapterInsert, StoreError> {
-        let (a, e) = (adapter.clone(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let a = adapter.clone();
+        self.write_audited(event, move |c| {
             let inst = a.instance.to_string();
             if exists(
                 c,
@@ -201,7 +200,6 @@ impl KmipStore for SqliteStore {
                 a.updated_by,
                 a.signature,
             ])?;
-            insert_audit(c, &e)?;
             Ok(AdapterInsert::Inserted)
         })
         .await
@@ -213,8 +211,7 @@ impl KmipStore for SqliteStore {
         id: Uuid,
         event: &AuditEvent,
     ) -> Result<AdapterDeletion, StoreError> {
-        let e = event.clone();
-        self.write(Statements::Many, move |c| {
+        self.write_audited(event, move |c| {
             let (inst, id) = (instance.to_string(), id.to_string());
             if !exists(
                 c,
@@ -236,7 +233,6 @@ impl KmipStore for SqliteStore {
                 .execute(params![id])?;
             c.prepare_cached("DELETE FROM kmip_adapters WHERE instance_id = ?1 AND id = ?2")?
                 .execute(params![inst, id])?;
-            insert_audit(c, &e)?;
             Ok(AdapterDeletion::Deleted)
         })
         .await
@@ -312,8 +308,8 @@ impl KmipStore for SqliteStore {
         max_per_adapter: u32,
         event: &AuditEvent,
     ) -> Result<CertificateInsert, StoreError> {
-        let (k, e) = (cert.clone(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let k = cert.clone();
+        self.write_audited(event, move |c| {
             let (inst, adapter) = (k.instance.to_string(), k.adapter_id.to_string());
             if !exists(
                 c,
@@ -357,7 +353,6 @@ impl KmipStore for SqliteStore {
                 k.created_by,
                 k.signature,
             ])?;
-            insert_audit(c, &e)?;
             Ok(CertificateInsert::Inserted)
         })
         .await
@@ -370,8 +365,7 @@ impl KmipStore for SqliteStore {
         id: Uuid,
         event: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let e = event.clone();
-        self.write(Statements::Many, move |c| {
+        self.write_audited(event, move |c| {
             let n = c
                 .prepare_cached(
                     "DELETE FROM kmip_certificates
@@ -382,9 +376,6 @@ impl KmipStore for SqliteStore {
                     adapter.to_string(),
                     id.to_string()
                 ])?;
-            if n == 1 {
-                insert_audit(c, &e)?;
-            }
             Ok(n == 1)
         })
         .await
@@ -463,8 +454,8 @@ impl KmipStore for SqliteStore {
         object: &KmipObjectRecord,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (o, e) = (object.clone(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let o = object.clone();
+        self.write_audited(event, move |c| {
             c.prepare_cached(&format!(
                 "INSERT INTO kmip_objects ({OBJECT_COLUMNS})
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
@@ -485,7 +476,7 @@ impl KmipStore for SqliteStore {
                 o.destroyed_by_cert_id.map(|u| u.to_string()),
                 o.destroyed_by,
             ])?;
-            insert_audit(c, &e)
+            Ok(())
         })
         .await
     }
@@ -495,8 +486,8 @@ impl KmipStore for SqliteStore {
         object: &KmipObjectRecord,
         event: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let (o, e) = (object.clone(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let o = object.clone();
+        self.write_audited(event, move |c| {
             let n = c
                 .prepare_cached(
                     "UPDATE kmip_objects SET state = ?4, updated_at = ?5, updated_by_cert_id = ?6,
@@ -516,9 +507,6 @@ impl KmipStore for SqliteStore {
                     o.destroyed_by_cert_id.map(|u| u.to_string()),
                     o.destroyed_by,
                 ])?;
-            if n == 1 {
-                insert_audit(c, &e)?;
-            }
             Ok(n == 1)
         })
         .await

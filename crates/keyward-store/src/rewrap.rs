@@ -6,8 +6,7 @@ use keyward_core::{AuditEvent, RewrapStore, StoreError, WrappedItem, WrappedMate
 use rusqlite::params;
 
 use crate::rows::{parse, version_from_row_at};
-use crate::sqlite::{SqliteStore, insert_audit};
-use crate::writer::Statements;
+use crate::sqlite::SqliteStore;
 
 #[async_trait::async_trait]
 impl RewrapStore for SqliteStore {
@@ -93,8 +92,8 @@ impl RewrapStore for SqliteStore {
         new: &WrappedItem,
         event: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let (old, new, event) = (old.clone(), new.clone(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let (old, new) = (old.clone(), new.clone());
+        self.write_audited(event, move |c| {
             let (was, now) = (old.material(), new.material());
             let changed = match (&old, &new) {
                 (
@@ -161,9 +160,6 @@ impl RewrapStore for SqliteStore {
                     ])?,
                 _ => 0,
             };
-            if changed == 1 {
-                insert_audit(c, &event)?;
-            }
             Ok(changed == 1)
         })
         .await

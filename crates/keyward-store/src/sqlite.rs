@@ -7,17 +7,26 @@ use keyward_core::{
     AliasRecord, ApiKeyRecord, AuditEvent, DEFAULT_KEY_RING, DueWork, ImportTokenRecord,
     InstanceId, InstancePolicy, InstanceRecord, KeyFilter, KeyId, KeyNotice, KeyRecord,
     KeyRingRecord, KeyVersion, KeyVersionId, Page, RingDeletion, SigningKeyRecord, Store,
-    StoreError,
+    StoreError, Unverified,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 use time::OffsetDateTime;
 
-pub(crate) use crate::audit::insert_audit;
 use crate::events::{check_delete_allowed, insert_events};
 use crate::listing::key_query;
 use crate::rows::*;
 use crate::schema::migrate;
 use crate::writer::{Statements, Writer};
+
+/// A key row, handed out unverified: only custody makes it usable.
+fn unverified_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<Unverified<KeyRecord>> {
+    key_from_row(r).map(Unverified::new)
+}
+
+/// A version row, handed out unverified.
+fn unverified_version(r: &rusqlite::Row<'_>) -> rusqlite::Result<Unverified<KeyVersion>> {
+    version_from_row(r).map(Unverified::new)
+}
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "keyward.db";
@@ -272,14 +281,20 @@ fn revision(k: &KeyRecord) -> i64 {
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
-    async fn key(&self, instance: InstanceId, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+    async fn key(
+        &self,
+        instance: InstanceId,
+        id: KeyId,
+    ) -> Result<Option<Unverified<KeyRecord>>, StoreError> {
         self.read(|c| {
             c.prepare_cached(concat!(
                 "SELECT ",
                 key_select!(),
                 " FROM keys WHERE id = ?1 AND instance_id = ?2"
             ))?
-            .query_row(params![id.to_string(), instance.to_string()], key_from_row)
+            .query_row(params![id.to_string(), instance.to_string()], |r| {
+                key_from_row(r).map(Unverified::new)
+            })
             .optional()
         })
     }
@@ -288,7 +303,7 @@ impl Store for SqliteStore {
         &self,
         instance: InstanceId,
         id: KeyId,
-    ) -> Result<Option<(KeyRecord, KeyVersion)>, StoreError> {
+    ) -> Result<Option<(Unverified<KeyRecord>, Unverified<KeyVersion>)>, StoreError> {
         self.read(|c| {
             c.prepare_cached(concat!(
                 "SELECT ",
@@ -300,20 +315,27 @@ impl Store for SqliteStore {
                  WHERE k.id = ?1 AND k.instance_id = ?2"
             ))?
             .query_row(params![id.to_string(), instance.to_string()], |r| {
-                Ok((key_from_row(r)?, version_from_row_at(r, KEY_SELECT_COUNT)?))
+                Ok((
+                    Unverified::new(key_from_row(r)?),
+                    Unverified::new(version_from_row_at(r, KEY_SELECT_COUNT)?),
+                ))
             })
             .optional()
         })
     }
 
-    async fn key_version(&self, key: KeyId, number: u32) -> Result<Option<KeyVersion>, StoreError> {
+    async fn key_version(
+        &self,
+        key: KeyId,
+        number: u32,
+    ) -> Result<Option<Unverified<KeyVersion>>, StoreError> {
         self.read(|c| {
             c.prepare_cached(concat!(
                 "SELECT ",
                 version_columns!(),
                 " FROM key_versions WHERE key_id = ?1 AND number = ?2"
             ))?
-            .query_row(params![key.to_string(), number], version_from_row)
+            .query_row(params![key.to_string(), number], unverified_version)
             .optional()
         })
     }
@@ -322,14 +344,14 @@ impl Store for SqliteStore {
         &self,
         key: KeyId,
         id: KeyVersionId,
-    ) -> Result<Option<KeyVersion>, StoreError> {
+    ) -> Result<Option<Unverified<KeyVersion>>, StoreError> {
         self.read(|c| {
             c.prepare_cached(concat!(
                 "SELECT ",
                 version_columns!(),
                 " FROM key_versions WHERE key_id = ?1 AND id = ?2"
             ))?
-            .query_row(params![key.to_string(), id.to_string()], version_from_row)
+            .query_row(params![key.to_string(), id.to_string()], unverified_version)
             .optional()
         })
     }
@@ -338,7 +360,7 @@ impl Store for SqliteStore {
         &self,
         key: KeyId,
         page: Page,
-    ) -> Result<(Vec<KeyVersion>, u64), StoreError> {
+    ) -> Result<(Vec<Unverified<KeyVersion>>, u64), StoreError> {
         let key = key.to_string();
         self.read(move |c| {
             let total: i64 = c
@@ -352,7 +374,7 @@ impl Store for SqliteStore {
                 ))?
                 .query_map(
                     params![key, i64::from(page.limit), i64::from(page.offset)],
-                    version_from_row,
+                    unverified_version,
                 )?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((versions, u64::try_from(total).unwrap_or(0)))
@@ -363,7 +385,7 @@ impl Store for SqliteStore {
         &self,
         instance: InstanceId,
         filter: &KeyFilter,
-    ) -> Result<(Vec<KeyRecord>, u64), StoreError> {
+    ) -> Result<(Vec<Unverified<KeyRecord>>, u64), StoreError> {
         let (cond, args, order) = key_query(instance, filter);
         let (limit, offset) = (i64::from(filter.limit), i64::from(filter.offset));
         self.read(move |c| {
@@ -378,7 +400,7 @@ impl Store for SqliteStore {
                     "SELECT {} FROM keys WHERE {cond} ORDER BY {order} LIMIT ? OFFSET ?",
                     key_select!()
                 ))?
-                .query_map(params_from_iter(page_args.iter()), key_from_row)?
+                .query_map(params_from_iter(page_args.iter()), unverified_key)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((keys, u64::try_from(total).unwrap_or(0)))
         })
@@ -391,9 +413,9 @@ impl Store for SqliteStore {
         aliases: &[AliasRecord],
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (k, v, e) = (key.clone(), version.clone(), event.clone());
+        let (k, v) = (key.clone(), version.clone());
         let aliases = aliases.to_vec();
-        self.write(Statements::Many, move |c| {
+        self.write_audited(event, move |c| {
             check_ring_exists(c, &k)?;
             c.prepare_cached(concat!(
                 "INSERT INTO keys (",
@@ -434,7 +456,7 @@ impl Store for SqliteStore {
             for a in &aliases {
                 insert_alias_row(c, a)?;
             }
-            insert_audit(c, &e)
+            Ok(())
         })
         .await
     }
@@ -446,13 +468,8 @@ impl Store for SqliteStore {
         event: &AuditEvent,
         notice: Option<&KeyNotice>,
     ) -> Result<(), StoreError> {
-        let (k, v, e, n) = (
-            key.clone(),
-            new_version.cloned(),
-            event.clone(),
-            notice.cloned(),
-        );
-        self.write(Statements::Many, move |c| {
+        let (k, v, n) = (key.clone(), new_version.cloned(), notice.cloned());
+        self.write_audited(event, move |c| {
             check_ring_exists(c, &k)?;
             if let Some(n) = &n {
                 check_delete_allowed(c, &k, n)?;
@@ -468,7 +485,7 @@ impl Store for SqliteStore {
             if let Some(n) = &n {
                 insert_events(c, &k, n)?;
             }
-            insert_audit(c, &e)
+            Ok(())
         })
         .await?;
         if notice.is_some() {
@@ -483,8 +500,8 @@ impl Store for SqliteStore {
         event: &AuditEvent,
         notice: Option<&KeyNotice>,
     ) -> Result<(), StoreError> {
-        let (k, e, n) = (key.clone(), event.clone(), notice.cloned());
-        self.write(Statements::Many, move |c| {
+        let (k, n) = (key.clone(), notice.cloned());
+        self.write_audited(event, move |c| {
             if update_key_row(c, &k)? != 1 {
                 return Err(abort("stale revision"));
             }
@@ -498,7 +515,7 @@ impl Store for SqliteStore {
             // Key Protect: purging a key removes its registrations with its material.
             c.prepare_cached("DELETE FROM registrations WHERE key_id = ?1")?
                 .execute(params![k.id.to_string()])?;
-            insert_audit(c, &e)
+            Ok(())
         })
         .await?;
         if notice.is_some() {
@@ -512,7 +529,11 @@ impl Store for SqliteStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?
     }
 
-    async fn due_keys(&self, due: &DueWork, limit: u32) -> Result<Vec<KeyRecord>, StoreError> {
+    async fn due_keys(
+        &self,
+        due: &DueWork,
+        limit: u32,
+    ) -> Result<Vec<Unverified<KeyRecord>>, StoreError> {
         let (rotate, expire, purge) = (
             nanos(due.rotate_before),
             nanos(due.expire_before),
@@ -528,7 +549,7 @@ impl Store for SqliteStore {
                     OR (state = 5 AND deleted_at <= ?3))
                  ORDER BY id LIMIT ?4"
             ))?
-            .query_map(params![rotate, expire, purge, limit], key_from_row)?
+            .query_map(params![rotate, expire, purge, limit], unverified_key)?
             .collect()
         })
     }
@@ -537,13 +558,15 @@ impl Store for SqliteStore {
         &self,
         instance: InstanceId,
         alias: &str,
-    ) -> Result<Option<AliasRecord>, StoreError> {
+    ) -> Result<Option<Unverified<AliasRecord>>, StoreError> {
         self.read(|c| {
             c.prepare_cached(
                 "SELECT instance_id, alias, key_id, created_at, created_by, signature
                  FROM key_aliases WHERE instance_id = ?1 AND alias = ?2",
             )?
-            .query_row(params![instance.to_string(), alias], alias_from_row)
+            .query_row(params![instance.to_string(), alias], |r| {
+                alias_from_row(r).map(Unverified::new)
+            })
             .optional()
         })
     }
@@ -554,8 +577,8 @@ impl Store for SqliteStore {
         max_per_key: u32,
         event: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let (a, e) = (alias.clone(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let a = alias.clone();
+        self.write_audited(event, move |c| {
             let n = c
                 .prepare_cached(
                     "INSERT INTO key_aliases (instance_id, alias, key_id, created_at, created_by, signature)
@@ -571,9 +594,6 @@ impl Store for SqliteStore {
                     a.signature,
                     max_per_key,
                 ])?;
-            if n == 1 {
-                insert_audit(c, &e)?;
-            }
             Ok(n == 1)
         })
         .await
@@ -586,16 +606,13 @@ impl Store for SqliteStore {
         alias: &str,
         event: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let (alias, e) = (alias.to_owned(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let alias = alias.to_owned();
+        self.write_audited(event, move |c| {
             let n = c
                 .prepare_cached(
                     "DELETE FROM key_aliases WHERE instance_id = ?1 AND key_id = ?2 AND alias = ?3",
                 )?
                 .execute(params![instance.to_string(), key.to_string(), alias])?;
-            if n == 1 {
-                insert_audit(c, &e)?;
-            }
             Ok(n == 1)
         })
         .await
@@ -630,13 +647,13 @@ impl Store for SqliteStore {
         ring: &KeyRingRecord,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (r, e) = (ring.clone(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let r = ring.clone();
+        self.write_audited(event, move |c| {
             c.prepare_cached(
                 "INSERT INTO key_rings (instance_id, id, created_at, created_by) VALUES (?1, ?2, ?3, ?4)",
             )?
             .execute(params![r.instance.to_string(), r.id, nanos(r.created_at), r.created_by])?;
-            insert_audit(c, &e)
+            Ok(())
         })
         .await
     }
@@ -647,8 +664,8 @@ impl Store for SqliteStore {
         id: &str,
         event: &AuditEvent,
     ) -> Result<RingDeletion, StoreError> {
-        let (id, e) = (id.to_owned(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let id = id.to_owned();
+        self.write_audited(event, move |c| {
             let inst = instance.to_string();
             let (live, deleted): (i64, i64) = c
                 .prepare_cached(
@@ -668,7 +685,6 @@ impl Store for SqliteStore {
             if n == 0 {
                 return Ok(RingDeletion::NotFound);
             }
-            insert_audit(c, &e)?;
             Ok(RingDeletion::Deleted)
         })
         .await
@@ -677,14 +693,16 @@ impl Store for SqliteStore {
     async fn instance_policies(
         &self,
         instance: InstanceId,
-    ) -> Result<Vec<InstancePolicy>, StoreError> {
+    ) -> Result<Vec<Unverified<InstancePolicy>>, StoreError> {
         self.read(|c| {
             c.prepare_cached(
                 "SELECT instance_id, policy_type, enabled, attributes, created_at, created_by,
                         updated_at, updated_by, signature
                  FROM instance_policies WHERE instance_id = ?1 ORDER BY policy_type",
             )?
-            .query_map(params![instance.to_string()], instance_policy_from_row)?
+            .query_map(params![instance.to_string()], |r| {
+                instance_policy_from_row(r).map(Unverified::new)
+            })?
             .collect()
         })
     }
@@ -694,8 +712,8 @@ impl Store for SqliteStore {
         policies: &[InstancePolicy],
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (ps, e) = (policies.to_vec(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let ps = policies.to_vec();
+        self.write_audited(event, move |c| {
             for p in &ps {
                 c.prepare_cached(
                     "INSERT OR REPLACE INTO instance_policies (instance_id, policy_type, enabled,
@@ -714,7 +732,7 @@ impl Store for SqliteStore {
                     p.signature,
                 ])?;
             }
-            insert_audit(c, &e)
+            Ok(())
         })
         .await
     }
@@ -739,8 +757,8 @@ impl Store for SqliteStore {
         token: &ImportTokenRecord,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (t, e) = (token.clone(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let t = token.clone();
+        self.write_audited(event, move |c| {
             // The old token's private key is overwritten (secure_delete), not left behind.
             c.prepare_cached(concat!(
                 "INSERT OR REPLACE INTO import_tokens (",
@@ -759,7 +777,7 @@ impl Store for SqliteStore {
                 t.private_key.bytes,
                 t.created_by,
             ])?;
-            insert_audit(c, &e)
+            Ok(())
         })
         .await
     }
@@ -801,9 +819,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        let e = event.clone();
-        self.write(Statements::One, move |c| insert_audit(c, &e))
-            .await
+        self.append_event(event).await
     }
 
     async fn instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
@@ -829,13 +845,13 @@ impl Store for SqliteStore {
         instance: &InstanceRecord,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (i, e) = (instance.clone(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let i = instance.clone();
+        self.write_audited(event, move |c| {
             c.execute(
                 "INSERT INTO instances (id, account, name, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![i.id.to_string(), i.account, i.name, nanos(i.created_at)],
             )?;
-            insert_audit(c, &e)
+            Ok(())
         })
         .await
     }
@@ -853,8 +869,8 @@ impl Store for SqliteStore {
         key: &ApiKeyRecord,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (k, e) = (key.clone(), event.clone());
-        self.write(Statements::Many, move |c| {
+        let k = key.clone();
+        self.write_audited(event, move |c| {
             c.execute(
                 "INSERT INTO api_keys (id, secret_hash, subject, account, name, created_at, locked)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -868,7 +884,7 @@ impl Store for SqliteStore {
                     k.locked
                 ],
             )?;
-            insert_audit(c, &e)
+            Ok(())
         })
         .await
     }

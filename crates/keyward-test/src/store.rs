@@ -22,6 +22,43 @@ fn page(limit: u32, offset: u32) -> Page {
     Page { limit, offset }
 }
 
+/// What a store read hands out, with its records taken out of `Unverified` (the suite checks
+/// what the store stored, not signatures).
+trait Plain {
+    type Out;
+    fn plain(self) -> Self::Out;
+}
+
+impl<T> Plain for Option<keyward_core::Unverified<T>> {
+    type Out = Option<T>;
+    fn plain(self) -> Option<T> {
+        self.map(keyward_core::Unverified::unverified_inner)
+    }
+}
+
+impl<T> Plain for Vec<keyward_core::Unverified<T>> {
+    type Out = Vec<T>;
+    fn plain(self) -> Vec<T> {
+        self.into_iter()
+            .map(keyward_core::Unverified::unverified_inner)
+            .collect()
+    }
+}
+
+impl<T> Plain for (Vec<keyward_core::Unverified<T>>, u64) {
+    type Out = (Vec<T>, u64);
+    fn plain(self) -> (Vec<T>, u64) {
+        (self.0.plain(), self.1)
+    }
+}
+
+impl<A, B> Plain for Option<(keyward_core::Unverified<A>, keyward_core::Unverified<B>)> {
+    type Out = Option<(A, B)>;
+    fn plain(self) -> Option<(A, B)> {
+        self.map(|(a, b)| (a.unverified_inner(), b.unverified_inner()))
+    }
+}
+
 /// A time with nanoseconds, to check they survive a round trip.
 fn now() -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(1_800_000_000_123_456_789).unwrap()
@@ -127,12 +164,20 @@ fn key(instance: InstanceId, name: &str, kind: KeyKind) -> (KeyRecord, KeyVersio
 /// Lookups of things that do not exist return `None`, not an error.
 pub async fn missing_records_are_none(store: &dyn Store) {
     let i = instance(store).await;
-    assert!(store.key(i, KeyId::random()).await.unwrap().is_none());
+    assert!(
+        store
+            .key(i, KeyId::random())
+            .await
+            .unwrap()
+            .plain()
+            .is_none()
+    );
     assert!(
         store
             .key_with_current_version(i, KeyId::random())
             .await
             .unwrap()
+            .plain()
             .is_none()
     );
     assert!(
@@ -140,6 +185,7 @@ pub async fn missing_records_are_none(store: &dyn Store) {
             .key_version(KeyId::random(), 1)
             .await
             .unwrap()
+            .plain()
             .is_none()
     );
     assert!(
@@ -147,6 +193,7 @@ pub async fn missing_records_are_none(store: &dyn Store) {
             .key_version_by_id(KeyId::random(), KeyVersionId::random())
             .await
             .unwrap()
+            .plain()
             .is_none()
     );
     assert!(
@@ -167,17 +214,27 @@ pub async fn keys_round_trip_with_their_first_version(store: &dyn Store) {
         .insert_key(&k, &v, &event("kms.secrets.create"))
         .await
         .unwrap();
-    assert_eq!(store.key(i, k.id).await.unwrap(), Some(k.clone()));
+    assert_eq!(store.key(i, k.id).await.unwrap().plain(), Some(k.clone()));
     assert_eq!(
-        store.key_with_current_version(i, k.id).await.unwrap(),
+        store
+            .key_with_current_version(i, k.id)
+            .await
+            .unwrap()
+            .plain(),
         Some((k.clone(), v.clone()))
     );
-    assert_eq!(store.key_version(k.id, 1).await.unwrap(), Some(v.clone()));
     assert_eq!(
-        store.key_version_by_id(k.id, v.id).await.unwrap(),
+        store.key_version(k.id, 1).await.unwrap().plain(),
         Some(v.clone())
     );
-    assert_eq!(store.key_versions(k.id, ALL).await.unwrap(), (vec![v], 1));
+    assert_eq!(
+        store.key_version_by_id(k.id, v.id).await.unwrap().plain(),
+        Some(v.clone())
+    );
+    assert_eq!(
+        store.key_versions(k.id, ALL).await.unwrap().plain(),
+        (vec![v], 1)
+    );
 }
 
 /// A key is found only through its own instance.
@@ -188,12 +245,13 @@ pub async fn keys_are_invisible_to_other_instances(store: &dyn Store) {
         .insert_key(&k, &v, &event("kms.secrets.create"))
         .await
         .unwrap();
-    assert!(store.key(b, k.id).await.unwrap().is_none());
+    assert!(store.key(b, k.id).await.unwrap().plain().is_none());
     assert!(
         store
             .key_with_current_version(b, k.id)
             .await
             .unwrap()
+            .plain()
             .is_none()
     );
     let all = KeyFilter {
@@ -204,7 +262,7 @@ pub async fn keys_are_invisible_to_other_instances(store: &dyn Store) {
         extractable: None,
         ..KeyFilter::default()
     };
-    assert_eq!(store.keys(b, &all).await.unwrap().1, 0);
+    assert_eq!(store.keys(b, &all).await.unwrap().plain().1, 0);
 }
 
 /// `update_key` succeeds only on the stored revision plus one; a stale writer gets `Conflict`.
@@ -232,7 +290,7 @@ pub async fn updates_are_compare_and_swap_on_the_revision(store: &dyn Store) {
         Err(StoreError::Conflict)
     ));
     assert_eq!(
-        store.key(i, k.id).await.unwrap().unwrap().state,
+        store.key(i, k.id).await.unwrap().plain().unwrap().state,
         KeyState::Suspended
     );
 }
@@ -255,11 +313,15 @@ pub async fn rotation_adds_versions_in_order(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(
-        store.key_with_current_version(i, k.id).await.unwrap(),
+        store
+            .key_with_current_version(i, k.id)
+            .await
+            .unwrap()
+            .plain(),
         Some((k.clone(), v2.clone()))
     );
     assert_eq!(
-        store.key_versions(k.id, ALL).await.unwrap(),
+        store.key_versions(k.id, ALL).await.unwrap().plain(),
         (vec![v2, v1], 2)
     );
 }
@@ -290,7 +352,11 @@ pub async fn listing_filters_pages_and_counts(store: &dyn Store) {
         extractable,
         ..KeyFilter::default()
     };
-    let (page, total) = store.keys(i, &filter(2, 1, vec![], None)).await.unwrap();
+    let (page, total) = store
+        .keys(i, &filter(2, 1, vec![], None))
+        .await
+        .unwrap()
+        .plain();
     assert_eq!(
         (page.len(), total),
         (2, 4),
@@ -299,15 +365,21 @@ pub async fn listing_filters_pages_and_counts(store: &dyn Store) {
     let (_, total) = store
         .keys(i, &filter(10, 0, vec![KeyState::Destroyed], None))
         .await
-        .unwrap();
+        .unwrap()
+        .plain();
     assert_eq!(total, 1);
     let (std_keys, _) = store
         .keys(i, &filter(10, 0, vec![], Some(true)))
         .await
-        .unwrap();
+        .unwrap()
+        .plain();
     assert_eq!(std_keys.len(), 1);
     assert_eq!(std_keys[0].kind, KeyKind::Standard);
-    let (none, total) = store.keys(i, &filter(0, 0, vec![], None)).await.unwrap();
+    let (none, total) = store
+        .keys(i, &filter(0, 0, vec![], None))
+        .await
+        .unwrap()
+        .plain();
     assert_eq!((none.len(), total), (0, 4));
 }
 
@@ -330,7 +402,7 @@ pub async fn failed_writes_leave_nothing_behind(store: &dyn Store) {
             .await
             .is_err()
     );
-    assert_eq!(store.key(i, k.id).await.unwrap(), Some(before));
+    assert_eq!(store.key(i, k.id).await.unwrap().plain(), Some(before));
     store
         .append_audit(&event("kms.secrets.wrap"))
         .await
@@ -416,12 +488,15 @@ pub async fn aliases_are_unique_limited_and_listed(store: &dyn Store) {
             .unwrap()
     );
     assert_eq!(
-        store.alias(i, "a1").await.unwrap().unwrap(),
+        store.alias(i, "a1").await.unwrap().plain().unwrap(),
         alias(i, k.id, "a1")
     );
-    assert_eq!(store.alias(j, "a1").await.unwrap().unwrap().key_id, kj.id);
     assert_eq!(
-        store.key(i, k.id).await.unwrap().unwrap().aliases,
+        store.alias(j, "a1").await.unwrap().plain().unwrap().key_id,
+        kj.id
+    );
+    assert_eq!(
+        store.key(i, k.id).await.unwrap().plain().unwrap().aliases,
         vec!["a1", "a2"]
     );
     assert_eq!(
@@ -429,6 +504,7 @@ pub async fn aliases_are_unique_limited_and_listed(store: &dyn Store) {
             .key_with_current_version(i, k.id)
             .await
             .unwrap()
+            .plain()
             .unwrap()
             .0
             .aliases
@@ -448,9 +524,9 @@ pub async fn aliases_are_unique_limited_and_listed(store: &dyn Store) {
             .await
             .unwrap()
     );
-    assert!(store.alias(i, "a1").await.unwrap().is_none());
+    assert!(store.alias(i, "a1").await.unwrap().plain().is_none());
     assert_eq!(
-        store.key(i, k.id).await.unwrap().unwrap().aliases,
+        store.key(i, k.id).await.unwrap().plain().unwrap().aliases,
         vec!["a2"]
     );
 }
@@ -493,7 +569,7 @@ pub async fn key_rings_hold_keys_and_refuse_deletion_while_they_do(store: &dyn S
         key_ring: Some("ring-1".into()),
         ..KeyFilter::default()
     };
-    assert_eq!(store.keys(i, &in_ring).await.unwrap().1, 1);
+    assert_eq!(store.keys(i, &in_ring).await.unwrap().plain().1, 1);
     assert_eq!(
         store
             .delete_key_ring(i, "ring-1", &event("d"))
@@ -558,20 +634,38 @@ pub async fn key_versions_page_newest_first_and_count_all(store: &dyn Store) {
             .unwrap();
         newest_first.insert(0, v);
     }
-    let at = |limit, offset| store.key_versions(k.id, page(limit, offset));
-    assert_eq!(at(2, 0).await.unwrap(), (newest_first[0..2].to_vec(), 5));
-    assert_eq!(at(2, 2).await.unwrap(), (newest_first[2..4].to_vec(), 5));
-    assert_eq!(at(2, 4).await.unwrap(), (newest_first[4..].to_vec(), 5));
-    assert_eq!(at(2, 5).await.unwrap(), (vec![], 5));
-    assert_eq!(at(10, u32::MAX).await.unwrap(), (vec![], 5));
-    assert_eq!(at(0, 0).await.unwrap(), (vec![], 5));
-    assert_eq!(at(u32::MAX, 0).await.unwrap(), (newest_first, 5));
+    let at_plain = async |limit, offset| {
+        store
+            .key_versions(k.id, page(limit, offset))
+            .await
+            .map(Plain::plain)
+    };
     assert_eq!(
-        store.key_versions(other.id, ALL).await.unwrap(),
+        at_plain(2, 0).await.unwrap(),
+        (newest_first[0..2].to_vec(), 5)
+    );
+    assert_eq!(
+        at_plain(2, 2).await.unwrap(),
+        (newest_first[2..4].to_vec(), 5)
+    );
+    assert_eq!(
+        at_plain(2, 4).await.unwrap(),
+        (newest_first[4..].to_vec(), 5)
+    );
+    assert_eq!(at_plain(2, 5).await.unwrap(), (vec![], 5));
+    assert_eq!(at_plain(10, u32::MAX).await.unwrap(), (vec![], 5));
+    assert_eq!(at_plain(0, 0).await.unwrap(), (vec![], 5));
+    assert_eq!(at_plain(u32::MAX, 0).await.unwrap(), (newest_first, 5));
+    assert_eq!(
+        store.key_versions(other.id, ALL).await.unwrap().plain(),
         (vec![ov], 1)
     );
     assert_eq!(
-        store.key_versions(KeyId::random(), ALL).await.unwrap(),
+        store
+            .key_versions(KeyId::random(), ALL)
+            .await
+            .unwrap()
+            .plain(),
         (vec![], 0)
     );
 }
@@ -636,7 +730,7 @@ pub async fn instance_policies_round_trip_and_replace(store: &dyn Store) {
         .put_instance_policies(&first, &event("p"))
         .await
         .unwrap();
-    let mut got = store.instance_policies(i).await.unwrap();
+    let mut got = store.instance_policies(i).await.unwrap().plain();
     got.sort_by_key(|p| p.setting.kind());
     let mut want = first.clone();
     want.sort_by_key(|p| p.setting.kind());
@@ -652,7 +746,7 @@ pub async fn instance_policies_round_trip_and_replace(store: &dyn Store) {
         .put_instance_policies(&second, &event("p"))
         .await
         .unwrap();
-    let got = store.instance_policies(i).await.unwrap();
+    let got = store.instance_policies(i).await.unwrap().plain();
     assert_eq!(got.len(), 3);
     assert!(got.contains(&second[0]) && got.contains(&second[1]) && got.contains(&first[0]));
     assert!(
@@ -660,6 +754,7 @@ pub async fn instance_policies_round_trip_and_replace(store: &dyn Store) {
             .instance_policies(instance(store).await)
             .await
             .unwrap()
+            .plain()
             .is_empty()
     );
 }
@@ -686,6 +781,7 @@ pub async fn purge_erases_versions_and_due_keys_finds_work(store: &dyn Store) {
             .due_keys(&nothing, 10)
             .await
             .unwrap()
+            .plain()
             .iter()
             .all(|d| d.id != k.id)
     );
@@ -698,6 +794,7 @@ pub async fn purge_erases_versions_and_due_keys_finds_work(store: &dyn Store) {
             .due_keys(&rotate_due, 1000)
             .await
             .unwrap()
+            .plain()
             .iter()
             .any(|d| d.id == k.id)
     );
@@ -710,6 +807,7 @@ pub async fn purge_erases_versions_and_due_keys_finds_work(store: &dyn Store) {
             .due_keys(&expire_due, 1000)
             .await
             .unwrap()
+            .plain()
             .iter()
             .any(|d| d.id == k.id)
     );
@@ -726,6 +824,7 @@ pub async fn purge_erases_versions_and_due_keys_finds_work(store: &dyn Store) {
             .due_keys(&purge_due, 1000)
             .await
             .unwrap()
+            .plain()
             .iter()
             .any(|d| d.id == k.id)
     );
@@ -734,6 +833,7 @@ pub async fn purge_erases_versions_and_due_keys_finds_work(store: &dyn Store) {
             .due_keys(&rotate_due, 1000)
             .await
             .unwrap()
+            .plain()
             .iter()
             .all(|d| d.id != k.id),
         "deleted keys are not rotated"
@@ -748,22 +848,27 @@ pub async fn purge_erases_versions_and_due_keys_finds_work(store: &dyn Store) {
     k.purged_at = Some(now());
     k.revision += 1;
     store.purge_key(&k, &event("purge")).await.unwrap();
-    assert_eq!(store.key_versions(k.id, ALL).await.unwrap(), (vec![], 0));
+    assert_eq!(
+        store.key_versions(k.id, ALL).await.unwrap().plain(),
+        (vec![], 0)
+    );
     assert!(
         store
             .key_with_current_version(i, k.id)
             .await
             .unwrap()
+            .plain()
             .is_none()
     );
-    assert!(store.alias(i, "doomed").await.unwrap().is_none());
-    let tomb = store.key(i, k.id).await.unwrap().unwrap();
+    assert!(store.alias(i, "doomed").await.unwrap().plain().is_none());
+    let tomb = store.key(i, k.id).await.unwrap().plain().unwrap();
     assert_eq!(tomb.purged_at, k.purged_at);
     assert!(
         store
             .due_keys(&purge_due, 1000)
             .await
             .unwrap()
+            .plain()
             .iter()
             .all(|d| d.id != k.id)
     );
@@ -776,7 +881,7 @@ pub async fn purge_erases_versions_and_due_keys_finds_work(store: &dyn Store) {
         ..KeyFilter::default()
     };
     assert_eq!(
-        store.keys(i, &deleted).await.unwrap().1,
+        store.keys(i, &deleted).await.unwrap().plain().1,
         0,
         "purged keys are not listed"
     );
@@ -802,7 +907,7 @@ pub async fn listing_searches_filters_and_sorts(store: &dyn Store) {
         .await
         .unwrap();
     let names = |filter: KeyFilter| async move {
-        let (keys, total) = store.keys(i, &filter).await.unwrap();
+        let (keys, total) = store.keys(i, &filter).await.unwrap().plain();
         assert_eq!(total as usize, keys.len());
         keys.into_iter().map(|k| k.name).collect::<Vec<_>>()
     };

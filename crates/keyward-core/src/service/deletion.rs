@@ -4,7 +4,7 @@
 use keyward_crypto::Secret;
 use time::OffsetDateTime;
 
-use super::{Caller, KeyService, check_material_size, integrity, transition};
+use super::{Caller, KeyService, check_material_size, transition};
 use crate::op;
 use crate::pipeline::{Ctx, key_target};
 use crate::{
@@ -45,7 +45,7 @@ impl KeyService {
         };
         self.pipe
             .run(verb, caller, key_target(id), async |ctx| {
-                let mut key = self.load(ctx, caller, id).await?;
+                let mut key = self.load(ctx, caller, id).await?.into_inner();
                 transition(self.effective_state(&key), Action::AuthorizeDeletion)?;
                 if !key.dual_auth_delete.as_ref().is_some_and(|p| p.enabled) {
                     return Err(KeyError::Refused(
@@ -107,7 +107,7 @@ impl KeyService {
     ) -> Result<KeyRecord, KeyError> {
         self.pipe
             .run(&op::RESTORE, caller, key_target(id), async |ctx| {
-                let mut key = self.load(ctx, caller, id).await?;
+                let key = self.load(ctx, caller, id).await?;
                 let now = self.clock.now();
                 let next = transition(key.state, Action::Restore)?;
                 let deleted_at = key.deleted_at.ok_or(KeyError::IntegrityFailure)?;
@@ -157,6 +157,7 @@ impl KeyService {
                     }
                     (false, None) => {}
                 }
+                let mut key = key.into_inner();
                 key.state = next;
                 key.state_changed_at = now;
                 key.deleted_at = None;
@@ -186,7 +187,7 @@ impl KeyService {
                         ),
                     ));
                 }
-                self.erase(ctx, key, now).await
+                self.erase(ctx, key.into_inner(), now).await
             })
             .await
     }
@@ -219,14 +220,6 @@ impl KeyService {
             StoreError::Conflict => KeyError::Conflict,
             e => KeyError::Store(e),
         })?;
-        Ok(key)
-    }
-
-    /// Verifies a record read for the scheduler (no caller instance to check against).
-    pub(super) fn verified(&self, key: KeyRecord) -> Result<KeyRecord, KeyError> {
-        self.custody
-            .verify_record(&key.signed_bytes(), &key.signature)
-            .map_err(integrity)?;
         Ok(key)
     }
 }

@@ -119,7 +119,7 @@ impl KeyService {
                 .key_version_by_id(id, version_id)
                 .await?
                 .ok_or(KeyError::InvalidCiphertext)?;
-            self.verify_version(key, &old)?;
+            let old = self.verify_version(key, old)?;
             ct.open(&self.material(&old)?, key.id.as_bytes(), &aad)
         }
         .map_err(|_| KeyError::InvalidCiphertext)?;

@@ -11,7 +11,7 @@ use crate::op;
 use crate::pipeline::key_target;
 use crate::{
     Action, DEFAULT_KEY_RING, DualAuthPolicy, KeyError, KeyId, KeyKind, KeyRecord, KeyState,
-    KeyVersion, PolicyMeta, RotationPolicy, Rule, StoreError,
+    KeyVersion, PolicyMeta, RotationPolicy, Rule, StoreError, Verified,
 };
 
 impl KeyService {
@@ -165,7 +165,7 @@ impl KeyService {
                 } else {
                     None
                 };
-                Ok((key, payload))
+                Ok((key.into_inner(), payload))
             })
             .await
     }
@@ -174,7 +174,7 @@ impl KeyService {
     pub async fn key_metadata(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
         self.pipe
             .run(&op::READ_METADATA, caller, key_target(id), async |ctx| {
-                self.load(ctx, caller, id).await
+                Ok(self.load(ctx, caller, id).await?.into_inner())
             })
             .await
     }
@@ -192,9 +192,10 @@ impl KeyService {
         self.pipe
             .run_in(&op::LIST_KEYS, caller, target, async |_| {
                 let (keys, total) = self.store.keys(caller.instance(), filter).await?;
-                for k in &keys {
-                    self.verify_key(k)?;
-                }
+                let keys = keys
+                    .into_iter()
+                    .map(|k| self.verify_key(k).map(Verified::into_inner))
+                    .collect::<Result<_, _>>()?;
                 Ok((keys, total))
             })
             .await
@@ -211,10 +212,11 @@ impl KeyService {
             .run(&op::LIST_VERSIONS, caller, key_target(id), async |ctx| {
                 let key = self.load(ctx, caller, id).await?;
                 let (versions, total) = self.store.key_versions(id, page).await?;
-                for v in &versions {
-                    self.verify_version(&key, v)?;
-                }
-                Ok((key, versions, total))
+                let versions = versions
+                    .into_iter()
+                    .map(|v| self.verify_version(&key, v).map(Verified::into_inner))
+                    .collect::<Result<_, _>>()?;
+                Ok((key.into_inner(), versions, total))
             })
             .await
     }

@@ -31,7 +31,8 @@ impl KeyService {
         payload: Option<Material>,
         scheduled_at: Option<u64>,
     ) -> Result<KeyRecord, KeyError> {
-        let (mut key, _) = self.load_root_fresh(ctx, caller, id).await?;
+        let (key, _) = self.load_root_fresh(ctx, caller, id).await?;
+        let mut key = key.into_inner();
         if scheduled_at.is_some_and(|r| r != key.revision) {
             return Err(KeyError::Conflict);
         }
@@ -107,7 +108,7 @@ impl KeyService {
         let action = verb.lifecycle.ok_or(KeyError::IntegrityFailure)?;
         self.pipe
             .run(verb, caller, key_target(id), async |ctx| {
-                let mut key = self.load(ctx, caller, id).await?;
+                let mut key = self.load(ctx, caller, id).await?.into_inner();
                 let now = self.clock.now();
                 let next = transition(self.effective_state(&key), action)?;
                 if action == Action::Enable

@@ -16,7 +16,7 @@ use crate::pipeline::{Ctx, Pipeline};
 use crate::policy::InstancePolicies;
 use crate::{
     Action, Custody, CustodyError, EventKind, InstanceId, KeyError, KeyId, KeyKind, KeyNotice,
-    KeyRecord, KeyState, KeyVersion, KeyVersionId, Store, StoreError,
+    KeyRecord, KeyState, KeyVersion, KeyVersionId, Store, StoreError, Unverified, Verified,
 };
 
 mod audit;
@@ -309,12 +309,17 @@ impl KeyService {
 
     /// The instance's policies.
     pub async fn policies_of(&self, instance: InstanceId) -> Result<InstancePolicies, KeyError> {
-        let all = self.store.instance_policies(instance).await?;
-        for p in &all {
-            self.custody
-                .verify_record(&p.signed_bytes(), &p.signature)
-                .map_err(integrity)?;
-        }
+        let all = self
+            .store
+            .instance_policies(instance)
+            .await?
+            .into_iter()
+            .map(|p| {
+                Verified::check(p, self.custody.as_ref())
+                    .map(Verified::into_inner)
+                    .map_err(integrity)
+            })
+            .collect::<Result<_, _>>()?;
         Ok(InstancePolicies { all })
     }
 
@@ -336,13 +341,13 @@ impl KeyService {
         ctx: &mut Ctx<'_>,
         caller: &Caller,
         id: KeyId,
-    ) -> Result<KeyRecord, KeyError> {
-        let key = self
-            .store
-            .key(caller.instance(), id)
-            .await?
-            .ok_or(KeyError::NotFound)?;
-        self.verify_key(&key)?;
+    ) -> Result<Verified<KeyRecord>, KeyError> {
+        let key = self.verify_key(
+            self.store
+                .key(caller.instance(), id)
+                .await?
+                .ok_or(KeyError::NotFound)?,
+        )?;
         check_ring(caller, &key)?;
         ctx.authorize(Target::Key(key.id, &key.key_ring))?;
         // A purged key is gone, as in Key Protect; only its tombstone and audit trail remain.
@@ -388,16 +393,16 @@ impl KeyService {
         ctx: &mut Ctx<'_>,
         caller: &Caller,
         id: KeyId,
-    ) -> Result<(KeyRecord, KeyVersion), KeyError> {
+    ) -> Result<(Verified<KeyRecord>, Verified<KeyVersion>), KeyError> {
         let (key, version) = self
             .store
             .key_with_current_version(caller.instance(), id)
             .await?
             .ok_or(KeyError::NotFound)?;
-        self.verify_key(&key)?;
+        let key = self.verify_key(key)?;
         check_ring(caller, &key)?;
         ctx.authorize(Target::Key(key.id, &key.key_ring))?;
-        self.verify_version(&key, &version)?;
+        let version = self.verify_version(&key, version)?;
         if version.id != key.current_version_id {
             return Err(KeyError::IntegrityFailure);
         }
@@ -419,19 +424,22 @@ impl KeyService {
         }
     }
 
-    fn verify_key(&self, key: &KeyRecord) -> Result<(), KeyError> {
-        self.custody
-            .verify_record(&key.signed_bytes(), &key.signature)
-            .map_err(integrity)
+    /// Verifies a key record read from the store: `IntegrityFailure` (500) when its signature
+    /// fails, the custody error (503 for an unavailable HSM) when custody cannot answer.
+    pub(super) fn verify_key(
+        &self,
+        key: Unverified<KeyRecord>,
+    ) -> Result<Verified<KeyRecord>, KeyError> {
+        Verified::check(key, self.custody.as_ref()).map_err(integrity)
     }
 
-    fn verify_version(&self, key: &KeyRecord, v: &KeyVersion) -> Result<(), KeyError> {
-        if v.key_id != key.id {
-            return Err(KeyError::IntegrityFailure);
-        }
-        self.custody
-            .verify_record(&v.signed_bytes(key.instance), &v.signature)
-            .map_err(integrity)
+    /// Verifies a version read from the store as a version of `key`.
+    fn verify_version(
+        &self,
+        key: &Verified<KeyRecord>,
+        v: Unverified<KeyVersion>,
+    ) -> Result<Verified<KeyVersion>, KeyError> {
+        Verified::check_version(v, key, self.custody.as_ref()).map_err(integrity)
     }
 
     fn sign_key(&self, key: &mut KeyRecord) -> Result<(), KeyError> {
@@ -441,21 +449,21 @@ impl KeyService {
 
     async fn version_material(
         &self,
-        key: &KeyRecord,
+        key: &Verified<KeyRecord>,
         number: u32,
-    ) -> Result<(KeyVersion, Secret), KeyError> {
+    ) -> Result<(Verified<KeyVersion>, Secret), KeyError> {
         let version = self
             .store
             .key_version(key.id, number)
             .await?
             .ok_or(KeyError::IntegrityFailure)?;
-        self.verify_version(key, &version)?;
+        let version = self.verify_version(key, version)?;
         let material = self.material(&version)?;
         Ok((version, material))
     }
 
     /// Unwraps a verified version's material.
-    fn material(&self, version: &KeyVersion) -> Result<Secret, KeyError> {
+    fn material(&self, version: &Verified<KeyVersion>) -> Result<Secret, KeyError> {
         self.custody
             .unwrap_material(&version.material)
             .map_err(integrity)

@@ -35,7 +35,7 @@ impl KeyService {
                 &op::READ_KEY_POLICIES,
                 caller,
                 key_target(id),
-                async |ctx| self.load(ctx, caller, id).await,
+                async |ctx| Ok(self.load(ctx, caller, id).await?.into_inner()),
             )
             .await
     }
@@ -54,7 +54,7 @@ impl KeyService {
                 caller,
                 key_target(id),
                 async |ctx| {
-                    let mut key = self.load(ctx, caller, id).await?;
+                    let mut key = self.load(ctx, caller, id).await?.into_inner();
                     // A deleted key's policies no longer matter; Key Protect refuses the change.
                     transition(key.state, Action::Modify)?;
                     let now = self.clock.now();

@@ -147,7 +147,7 @@ impl KeyService {
                         let k = self.load(ctx, caller, id).await?;
                         // The listing's event names the key, not its state.
                         ctx.clear_key();
-                        Some(k)
+                        Some(k.into_inner())
                     }
                     // With `X-Kms-Key-Ring`, the registrations of that ring's keys (a role on the ring
                     // is enough), as for the key listing; without it, the whole instance's.
@@ -167,8 +167,9 @@ impl KeyService {
                 for record in records {
                     let k = match &key_record {
                         Some(k) => k.clone(),
+                        // Only the key's name is shown (not covered by its signature, as before).
                         None => match self.store.key(caller.instance(), record.key_id).await? {
-                            Some(k) => k,
+                            Some(k) => k.unverified_inner(),
                             None => continue,
                         },
                     };
@@ -197,7 +198,8 @@ impl KeyService {
             .store
             .key_version_by_id(record.key_id, record.key_version_id)
             .await?
-            .map(|v| v.created_at);
+            // A display date, not covered by a decision: read as stored.
+            .map(|v| v.peek_unverified().created_at);
         Ok(RegistrationView {
             record,
             key_name: key.name.clone(),
@@ -560,7 +562,7 @@ impl KeyService {
         verb: &'static Op,
         caller: &Caller,
         id: KeyId,
-    ) -> Result<KeyRecord, KeyError> {
+    ) -> Result<crate::Verified<KeyRecord>, KeyError> {
         let action = verb.lifecycle.ok_or(KeyError::IntegrityFailure)?;
         let key = self.load(ctx, caller, id).await?;
         if !is_service(caller.subject()) {
@@ -581,7 +583,11 @@ impl KeyService {
         Ok(key)
     }
 
-    async fn key_version_of(&self, key: &KeyRecord, v: &str) -> Result<KeyVersionId, KeyError> {
+    async fn key_version_of(
+        &self,
+        key: &crate::Verified<KeyRecord>,
+        v: &str,
+    ) -> Result<KeyVersionId, KeyError> {
         let invalid_version = || {
             KeyError::Refused(
                 Rule::KeyVersionInvalid,
@@ -594,8 +600,7 @@ impl KeyService {
             .key_version_by_id(key.id, id)
             .await?
             .ok_or_else(invalid_version)?;
-        self.verify_version(key, &version)?;
-        Ok(version.id)
+        Ok(self.verify_version(key, version)?.id)
     }
 }
 

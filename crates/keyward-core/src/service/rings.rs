@@ -54,9 +54,7 @@ impl KeyService {
             .alias(caller.instance(), reference)
             .await?
             .ok_or(KeyError::NotFound)?;
-        self.custody
-            .verify_record(&alias.signed_bytes(), &alias.signature)
-            .map_err(integrity)?;
+        let alias = crate::Verified::check(alias, self.custody.as_ref()).map_err(integrity)?;
         if alias.instance != caller.instance() {
             return Err(KeyError::IntegrityFailure);
         }
@@ -313,7 +311,7 @@ impl KeyService {
     ) -> Result<KeyRecord, KeyError> {
         self.pipe
             .run(&op::PATCH_KEY, caller, key_target(id), async |ctx| {
-                let mut key = self.load(ctx, caller, id).await?;
+                let mut key = self.load(ctx, caller, id).await?.into_inner();
                 self.require_ring(caller, ring).await?;
                 let now = self.clock.now();
                 key.key_ring = ring.to_owned();
@@ -340,7 +338,7 @@ impl KeyService {
         };
         let (keys, _) = self.store.keys(caller.instance(), &filter).await?;
         for key in keys {
-            let mut key = self.verified(key)?;
+            let mut key = self.verify_key(key)?.into_inner();
             // Each move is a patch of that key, recorded as one.
             self.pipe
                 .run(&op::PATCH_KEY, caller, key_target(key.id), async |ctx| {

@@ -9,7 +9,7 @@
 use super::{Caller, KeyService, transition};
 use crate::op;
 use crate::pipeline::key_target;
-use crate::{Action, DueWork, KeyError, KeyRecord, KeyState, Target};
+use crate::{Action, DueWork, KeyError, KeyRecord, KeyState, Target, Verified};
 
 /// What one pass of the scheduler did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -40,12 +40,13 @@ impl KeyService {
         };
         let mut report = SchedulerReport::default();
         for key in self.store.due_keys(&due, limit).await? {
+            // Only the instance, to name the system caller; the key is verified before any use.
             let caller = Caller::system(
-                key.instance,
+                key.peek_unverified().instance,
                 SCHEDULER_SUBJECT,
                 format!("scheduler-{}", uuid::Uuid::new_v4()),
             );
-            let outcome = match self.verified(key) {
+            let outcome = match self.verify_key(key) {
                 Ok(key) => self.due_item(&caller, key, &due, &mut report).await,
                 Err(e) => Err(e),
             };
@@ -61,10 +62,11 @@ impl KeyService {
     async fn due_item(
         &self,
         caller: &Caller,
-        mut key: KeyRecord,
+        key: Verified<KeyRecord>,
         due: &DueWork,
         report: &mut SchedulerReport,
     ) -> Result<(), KeyError> {
+        let mut key = key.into_inner();
         if key.purged_at.is_some() {
             return Ok(());
         }
