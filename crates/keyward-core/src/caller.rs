@@ -1,7 +1,9 @@
 //! `Caller`: who is calling, on which instance, with which grants. Its fields are private: a
-//! caller is made by authentication ([`Caller::authenticated`], from a verified token's claims
-//! and the grants resolved for them) or, inside this crate only, as Keyward itself
-//! ([`Caller::system`], for the scheduler), so no transport can make an unchecked caller.
+//! caller is made by keyward-iam's authentication (from a verified token's claims and the grants
+//! resolved for them, through the hidden `Caller::authenticated`) or, inside this crate only, as
+//! Keyward itself ([`Caller::system`], for the scheduler), so no transport can make an unchecked
+//! caller. Rust cannot limit a public function to one downstream crate: keyward-iam's
+//! `tests/caller_construction.rs` fails if any crate but keyward-iam and this one names it.
 
 use std::sync::Arc;
 
@@ -35,7 +37,9 @@ enum Access {
 }
 
 /// What authentication established about a request: its verified subject and account, the
-/// grants resolved for them, and where the request came from.
+/// grants resolved for them, and where the request came from. keyward-iam's alone: see
+/// [`Caller::authenticated`].
+#[doc(hidden)]
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     /// IAM id of the token's subject.
@@ -55,7 +59,10 @@ pub struct Authenticated {
 }
 
 impl Caller {
-    /// The caller authentication established.
+    /// The caller authentication established. keyward-iam's alone (its `IamService::caller`,
+    /// after the token, API key, identity, grants and instance ownership checked out); no other
+    /// crate may call it, which a test of keyward-iam enforces.
+    #[doc(hidden)]
     pub fn authenticated(a: Authenticated) -> Caller {
         Caller {
             subject: a.subject,
@@ -124,8 +131,8 @@ impl Actor for Caller {
         &self.request_id
     }
 
-    fn instance(&self) -> Option<InstanceId> {
-        Some(self.instance)
+    fn audit_instance(&self) -> Option<String> {
+        Some(self.instance.to_string())
     }
 
     fn is_system(&self) -> bool {

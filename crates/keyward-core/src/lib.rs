@@ -24,7 +24,6 @@ mod caller;
 mod custody;
 mod error;
 mod events;
-mod iam;
 mod identity;
 mod ids;
 mod key;
@@ -50,7 +49,6 @@ pub use events::{
     RegistrationChange, RegistrationFilter, RegistrationRecord, RegistrationStore,
     SubscriptionRecord,
 };
-pub use iam::{ApiKeyMinter, CreatedApiKey, IamService, NewIdentity, Principal};
 pub use identity::{AccessPolicyRecord, AuthorizationRecord, IdentityKind, IdentityRecord};
 pub use ids::{InstanceId, KeyId, KeyVersionId, ParseIdError};
 pub use key::{
@@ -70,7 +68,7 @@ pub use kmip::{
 };
 pub use lifecycle::{Action, KeyState};
 pub use op::Op;
-pub use pipeline::Failure;
+pub use pipeline::{Actor, Ctx, Failure, Pipeline};
 pub use rewrap::{RewrapError, RewrapPass, RewrapStore, WrappedItem, rewrap_item, rewrap_pass};
 pub use service::{
     Clock, Compare, DateFilter, IMPORT_TOKEN_RETRIEVALS, IMPORT_TOKEN_SECONDS, ImportTokenRecord,

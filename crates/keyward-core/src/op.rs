@@ -273,6 +273,14 @@ pub const LIST_AUTHORIZATIONS: Op = op("iam.authorization.list", O::ManageAccess
 /// Delete a service authorization.
 pub const DELETE_AUTHORIZATION: Op = op("iam.authorization.delete", O::ManageAccess, 204);
 
+// ---- authentication ----
+/// Exchange an API key for tokens (`grant_type=urn:ibm:params:oauth:grant-type:apikey`).
+pub const API_KEY_LOGIN: Op = other("iam-identity.apikey.login", 200);
+/// Exchange a refresh token for new tokens (`grant_type=refresh_token`).
+pub const REFRESH_TOKEN_LOGIN: Op = other("iam-identity.refresh-token.login", 200);
+/// A request to the KMS API whose authentication was refused: only ever recorded as a failure.
+pub const AUTHENTICATE: Op = other("kms.secrets.authenticate", 401);
+
 impl std::fmt::Display for Op {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.action)

@@ -40,14 +40,18 @@ impl Failure for crate::KmipError {
     }
 }
 
-/// Who acts: an authenticated caller of an instance, an account's principal, or Keyward itself.
-pub(crate) trait Actor: Sync {
+/// Who acts: an authenticated caller of an instance, an account's principal, the holder of a
+/// credential being exchanged, or Keyward itself. Public so that keyward-iam runs its verbs
+/// through the pipeline; an actor of another crate reaches no service of this one, which take a
+/// [`Caller`](crate::Caller).
+pub trait Actor: Sync {
     /// The initiator of the audit event.
     fn initiator(&self) -> Initiator;
     /// The request id, to join the audit trail with logs.
     fn request_id(&self) -> &str;
-    /// The instance acted on, if any.
-    fn instance(&self) -> Option<InstanceId>;
+    /// The instance acted on, if any, as the audit event names it (a refused request's
+    /// `bluemix-instance` header is recorded as sent, even when it is not an instance id).
+    fn audit_instance(&self) -> Option<String>;
     /// Whether the actor may do `operation` on `target`: a target it cannot see is not found,
     /// one it sees but may not act on is forbidden.
     fn check(&self, operation: Operation, target: Target<'_>) -> Result<(), KeyError>;
@@ -74,8 +78,9 @@ pub(crate) fn check_grants(
 }
 
 /// The state of one running operation: whether it was authorized, what its audit event says,
-/// and whether the event was handed to a write already.
-pub(crate) struct Ctx<'a> {
+/// and whether the event was handed to a write already. [`Ctx::record`] and its variants are the
+/// only way to get the success event of a write, and only once the operation is authorized.
+pub struct Ctx<'a> {
     op: &'static Op,
     actor: &'a dyn Actor,
     clock: &'a dyn Clock,
@@ -89,7 +94,7 @@ pub(crate) struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// Checks the actor against `target` for this operation's access operation.
-    pub(crate) fn authorize(&mut self, target: Target<'_>) -> Result<(), KeyError> {
+    pub fn authorize(&mut self, target: Target<'_>) -> Result<(), KeyError> {
         match self.op.operation {
             Some(operation) => self.actor.check(operation, target)?,
             // Verbs without an access operation are Keyward's own: only Keyward runs them.
@@ -102,8 +107,9 @@ impl Ctx<'_> {
 
     /// Authorizes a verb that acts only on the caller's own records (its webhook subscription,
     /// its events), which every authenticated caller may do: the body reads and writes only
-    /// what is addressed to the caller's subject in the caller's instance.
-    pub(crate) fn authorize_own(&mut self) -> Result<(), KeyError> {
+    /// what is addressed to the caller's subject in the caller's instance. The token exchange
+    /// uses it once the body has verified the credential presented (keyward-iam).
+    pub fn authorize_own(&mut self) -> Result<(), KeyError> {
         if self.op.operation.is_some() {
             return Err(KeyError::IntegrityFailure);
         }
@@ -118,8 +124,9 @@ impl Ctx<'_> {
     }
 
     /// Marks the operation authorized by a check the body made itself: a service creating an
-    /// authorization under a delegating one it holds (see `IamService::create_authorization`).
-    pub(crate) fn delegated(&mut self) {
+    /// authorization under a delegating one it holds (keyward-iam's
+    /// `IamService::create_authorization`).
+    pub fn delegated(&mut self) {
         self.authorized = true;
     }
 
@@ -129,7 +136,7 @@ impl Ctx<'_> {
     }
 
     /// Names what the operation acts on, for its audit event.
-    pub(crate) fn target(&mut self, target: impl ToString) {
+    pub fn target(&mut self, target: impl ToString) {
         self.target = Some(target.to_string());
     }
 
@@ -153,7 +160,7 @@ impl Ctx<'_> {
     /// The success event of this operation, for the write that makes the change: the store
     /// commits it in the write's transaction, so the pipeline does not append it again.
     /// Refused for an operation that was not authorized.
-    pub(crate) fn record(&mut self) -> Result<AuditEvent, KeyError> {
+    pub fn record(&mut self) -> Result<AuditEvent, KeyError> {
         let event = self.event_of(self.op)?;
         self.recorded = true;
         Ok(event)
@@ -161,7 +168,7 @@ impl Ctx<'_> {
 
     /// The success event of this operation, naming `target` (the record it created or
     /// deleted), for the write that makes the change.
-    pub(crate) fn record_on(&mut self, target: impl ToString) -> Result<AuditEvent, KeyError> {
+    pub fn record_on(&mut self, target: impl ToString) -> Result<AuditEvent, KeyError> {
         let mut event = self.event_of(self.op)?;
         event.target = Some(target.to_string());
         self.recorded = true;
@@ -199,7 +206,7 @@ impl Ctx<'_> {
     ) -> AuditEvent {
         AuditEvent {
             reason,
-            instance: self.actor.instance().map(|i| i.to_string()),
+            instance: self.actor.audit_instance(),
             target: self.target.clone(),
             ..AuditEvent::new(
                 op.action,
@@ -220,23 +227,24 @@ impl Ctx<'_> {
     }
 }
 
-/// Runs operations: authorization, the body, and the audit event of its outcome.
+/// Runs operations: authorization, the body, and the audit event of its outcome. Public for
+/// keyward-iam, whose identity and access verbs run through it like the key service's.
 #[derive(Clone)]
-pub(crate) struct Pipeline {
+pub struct Pipeline {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
 }
 
 impl Pipeline {
     /// A pipeline recording into `store`.
-    pub(crate) fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
         Pipeline { store, clock }
     }
 
     /// Runs `body` as `op` for `actor`, then records its outcome. `target` names what the
     /// operation acts on (a key id, a record id) for the audit event, when known up front. The
     /// body authorizes with [`Ctx::authorize`] once it knows the target's place (a key's ring).
-    pub(crate) async fn run<T, E>(
+    pub async fn run<T, E>(
         &self,
         op: &'static Op,
         actor: &dyn Actor,
@@ -278,7 +286,7 @@ impl Pipeline {
 
     /// [`Pipeline::run`] for an operation whose target is known before anything is read (the
     /// instance, a key ring, the account): the actor is checked first, then the body runs.
-    pub(crate) async fn run_in<T, E>(
+    pub async fn run_in<T, E>(
         &self,
         op: &'static Op,
         actor: &dyn Actor,

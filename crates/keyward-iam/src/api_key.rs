@@ -90,16 +90,3 @@ mod tests {
         }
     }
 }
-
-/// Mints API keys for the core's [`keyward_core::IamService`].
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Minter;
-
-impl keyward_core::ApiKeyMinter for Minter {
-    fn mint(&self) -> Result<(String, Secret, [u8; 32]), keyward_core::KeyError> {
-        let key = ApiKey::generate().map_err(|e| {
-            keyward_core::KeyError::Custody(keyward_core::CustodyError::Internal(e.to_string()))
-        })?;
-        Ok((key.id, key.full, key.secret_hash))
-    }
-}

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use keyward_core::{Authenticated, Caller, Grant, Grants, KeyKind, NewKey, Role, Scope, Secret};
+use keyward_core::{KeyKind, NewKey, Secret};
+use keyward_iam::{Login, Request};
 use keyward_runtime::ServerConfig;
 
 fn bench(c: &mut Criterion) {
@@ -23,30 +24,40 @@ fn bench(c: &mut Criterion) {
     let state = rt
         .block_on(keyward_server::open(config))
         .unwrap_or_else(|e| panic!("{e}"));
-    let instance = rt
+    // The bootstrap administrator (Manager of the instance, among its roles), authenticated as
+    // a request is: its API key exchanged for a token, the token verified and resolved.
+    let caller = rt
         .block_on(async {
-            keyward_runtime::bootstrap::first_start(state.store(), dir.path(), "http://bench")
+            let file =
+                keyward_runtime::bootstrap::first_start(state.store(), dir.path(), "http://bench")
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("no bootstrap file"))?;
+            keyward_runtime::bootstrap::ensure_admin_access(state.store(), state.keys.custody())
                 .await?;
-            anyhow::Ok(state.store().instances().await?)
+            let boot: keyward_runtime::bootstrap::BootstrapFile =
+                serde_json::from_slice(&std::fs::read(file)?)?;
+            let login = Login::default();
+            let tokens = state
+                .iam
+                .api_key_login(&state.issuer, &boot.api_key, &login)
+                .await?;
+            let claims = state
+                .verifier
+                .verify(&tokens.access.token, time::OffsetDateTime::now_utc())?;
+            let resolved = state.iam.resolve(&claims).await?;
+            let request = Request {
+                request_id: "bench".into(),
+                ..Request::default()
+            };
+            let instance = boot.instance_id.parse()?;
+            anyhow::Ok(
+                state
+                    .iam
+                    .caller(&claims, &resolved, instance, request)
+                    .await?,
+            )
         })
-        .ok()
-        .and_then(|i| i.into_iter().next())
-        .unwrap_or_else(|| panic!("no instance"));
-    // A Manager of the instance, as authentication would make it from a token.
-    let caller = Caller::authenticated(Authenticated {
-        subject: "bench".into(),
-        account: instance.account.clone(),
-        grants: Arc::new(Grants {
-            grants: vec![Grant {
-                scope: Scope::Instance(instance.id),
-                role: Role::Manager,
-            }],
-        }),
-        instance: instance.id,
-        request_id: "bench".into(),
-        address: None,
-        key_ring: None,
-    });
+        .unwrap_or_else(|e| panic!("{e}"));
     let key = rt
         .block_on(state.keys.create_key(
             &caller,

@@ -41,6 +41,17 @@ pub enum ApiError {
     Kmip(KmipError),
 }
 
+impl From<keyward_iam::AuthError> for ApiError {
+    fn from(e: keyward_iam::AuthError) -> Self {
+        use keyward_iam::AuthError as A;
+        match e {
+            A::Revoked | A::NoAccessToInstance => ApiError::Unauthorized(e.to_string()),
+            A::TooManyRequests(secs) => ApiError::TooManyRequests(secs),
+            A::Key(e) => ApiError::Key(e),
+        }
+    }
+}
+
 impl From<KeyError> for ApiError {
     fn from(e: KeyError) -> Self {
         ApiError::Key(e)

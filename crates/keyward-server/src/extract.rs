@@ -9,8 +9,8 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use keyward_api::headers;
-use keyward_core::{AuditEvent, Authenticated, Caller, Initiator, InstanceId, Outcome};
-use keyward_iam::Claims;
+use keyward_core::{Caller, InstanceId};
+use keyward_iam::{Claims, Refused};
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
@@ -69,25 +69,15 @@ impl FromRequestParts<Arc<AppState>> for Authed {
         let result = authenticate(parts, state).await;
         if let Err(e) = &result {
             // Refused authentication is an action too: record it (without the token).
-            let initiator = Initiator {
-                id: "unauthenticated".into(),
+            let refused = Refused {
+                request_id: request_id(parts),
                 address: client_address(parts),
-            };
-            let event = AuditEvent {
-                reason: Some(format!("{e:?}").chars().take(200).collect()),
                 instance: header(parts, headers::INSTANCE).map(|s| s.chars().take(64).collect()),
-                target: Some(parts.uri.path().chars().take(200).collect()),
-                ..AuditEvent::new(
-                    "kms.secrets.authenticate",
-                    Outcome::Failure,
-                    e.status().as_u16(),
-                    initiator,
-                    request_id(parts),
-                    OffsetDateTime::now_utc(),
-                )
+                path: parts.uri.path().chars().take(200).collect(),
+                reason: format!("{e:?}").chars().take(200).collect(),
             };
-            if let Err(err) = state.store().append_audit(&event).await {
-                return Err(ApiError::Key(err.into()));
+            if let Err(err) = state.iam.record_refused(refused, e.status().as_u16()).await {
+                return Err(ApiError::Key(err));
             }
         }
         result
@@ -115,8 +105,8 @@ pub fn verified_claims(parts: &Parts, state: &AppState) -> Result<Claims, ApiErr
 
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Authed, ApiError> {
     let claims = verified_claims(parts, state)?;
-    let resolved = state.access.resolve(&claims).await?;
-    state.access.throttle(&resolved.identity.iam_id)?;
+    let resolved = state.iam.resolve(&claims).await?;
+    state.iam.throttle(&resolved.identity.iam_id)?;
     let instance = header(parts, headers::INSTANCE).ok_or_else(|| {
         ApiError::bad_request(
             "MISSING_HEADER_ERR",
@@ -129,16 +119,18 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Authed, ApiErro
             "the bluemix-instance header must be an instance id (UUID)",
         )
     })?;
-    let account = state
-        .instance_account(instance)
-        .await
-        .map_err(|e| ApiError::Key(e.into()))?;
+    let request = keyward_iam::Request {
+        request_id: request_id(parts),
+        address: client_address(parts),
+        key_ring: header(parts, headers::KEY_RING)
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned),
+    };
     // An instance of another account and an instance that does not exist look the same.
-    if account.as_deref() != Some(claims.account.bss.as_str()) {
-        return Err(ApiError::Unauthorized(
-            "the user does not have access to the specified instance".into(),
-        ));
-    }
+    let caller = state
+        .iam
+        .caller(&claims, &resolved, instance, request)
+        .await?;
     let policies = state
         .instance_policies(instance)
         .await
@@ -152,17 +144,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Authed, ApiErro
         return Err(ApiError::NetworkNotAllowed);
     }
     Ok(Authed {
-        caller: Caller::authenticated(Authenticated {
-            subject: claims.sub,
-            account: claims.account.bss.clone(),
-            grants: resolved.grants.clone(),
-            instance,
-            request_id: request_id(parts),
-            address: client_address(parts),
-            key_ring: header(parts, headers::KEY_RING)
-                .filter(|r| !r.is_empty())
-                .map(str::to_owned),
-        }),
+        caller,
         account: claims.account.bss,
     })
 }

@@ -16,7 +16,6 @@
     )
 )]
 
-pub mod access;
 pub mod error;
 pub mod extract;
 pub mod routes;
@@ -34,7 +33,8 @@ use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
-use keyward_core::{IamService, KmipService, SystemClock};
+use keyward_core::{KmipService, SystemClock};
+use keyward_iam::{AccessLimits, IamService};
 use keyward_runtime::{Background, Runtime, ServerConfig};
 use tracing::Instrument;
 
@@ -196,15 +196,12 @@ fn state_of(runtime: Runtime) -> Arc<AppState> {
         stores.store.clone(),
         keys.custody().clone(),
         Arc::new(SystemClock),
-        Arc::new(keyward_iam::Minter),
         &config.region,
-    );
-    let access = access::AccessGate::new(
-        iam,
-        stores.store,
-        std::time::Duration::from_millis(config.access_cache_ttl_ms),
-        config.rate_limit.per_second,
-        config.rate_limit.burst,
+        AccessLimits {
+            cache_ttl: std::time::Duration::from_millis(config.access_cache_ttl_ms),
+            per_second: config.rate_limit.per_second,
+            burst: config.rate_limit.burst,
+        },
     );
     let extras = state::Extras {
         trail: stores.trail,
@@ -212,7 +209,7 @@ fn state_of(runtime: Runtime) -> Arc<AppState> {
         metrics_token,
         event_notifications: stores.event_notifications,
     };
-    AppState::new(keys, kmip, access, issuer, config, extras)
+    AppState::new(keys, kmip, iam, issuer, config, extras)
 }
 
 /// A running server.

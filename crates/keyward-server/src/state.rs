@@ -8,9 +8,8 @@ use keyward_core::{
     AuditStore, InstanceId, InstancePolicies, KeyError, KeyService, KmipService, LifecycleConfig,
     Secret, Store,
 };
-use keyward_iam::{TokenIssuer, TokenVerifier};
+use keyward_iam::{IamService, TokenIssuer, TokenVerifier};
 
-use crate::access::AccessGate;
 use crate::views::ViewCtx;
 use keyward_runtime::ServerConfig;
 use keyward_runtime::metrics::Metrics;
@@ -21,16 +20,14 @@ pub struct AppState {
     pub keys: KeyService,
     /// KMIP adapters, certificates and objects.
     pub kmip: KmipService,
-    /// Revocation checks, grants, rate limits, and the IAM service.
-    pub access: AccessGate,
+    /// Identity and access: management, the token exchange, resolving tokens to callers.
+    pub iam: IamService,
     /// Issues access tokens.
     pub issuer: TokenIssuer,
     /// Verifies access tokens.
     pub verifier: TokenVerifier,
     /// Resolved configuration.
     pub config: ServerConfig,
-    /// Instance → owning account. Instances never change owner, so entries never go stale.
-    instance_accounts: RwLock<HashMap<InstanceId, String>>,
     /// Instance policies consulted on every request (allowedIP, allowedNetwork), kept for the
     /// key cache TTL; a change through this process applies at once.
     policies: RwLock<HashMap<InstanceId, (Instant, Arc<InstancePolicies>)>>,
@@ -69,7 +66,7 @@ impl AppState {
     pub fn new(
         keys: KeyService,
         kmip: KmipService,
-        access: AccessGate,
+        iam: IamService,
         issuer: TokenIssuer,
         config: ServerConfig,
         extras: Extras,
@@ -79,11 +76,10 @@ impl AppState {
         Arc::new(AppState {
             keys,
             kmip,
-            access,
+            iam,
             issuer,
             verifier,
             config,
-            instance_accounts: RwLock::new(HashMap::new()),
             policies: RwLock::new(HashMap::new()),
             lifecycle,
             bound_port: std::sync::OnceLock::new(),
@@ -136,27 +132,5 @@ impl AppState {
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         self.keys.store()
-    }
-
-    /// The account owning `instance`, if the instance exists.
-    pub async fn instance_account(
-        &self,
-        instance: InstanceId,
-    ) -> Result<Option<String>, keyward_core::StoreError> {
-        if let Some(a) = self
-            .instance_accounts
-            .read()
-            .ok()
-            .and_then(|m| m.get(&instance).cloned())
-        {
-            return Ok(Some(a));
-        }
-        let Some(rec) = self.store().instance(instance).await? else {
-            return Ok(None);
-        };
-        if let Ok(mut m) = self.instance_accounts.write() {
-            m.insert(instance, rec.account.clone());
-        }
-        Ok(Some(rec.account))
     }
 }

@@ -118,7 +118,7 @@ pub async fn event_stream(
                 return Some((Ok::<_, Infallible>(ev), st));
             }
             let expired = OffsetDateTime::now_utc().unix_timestamp() >= st.claims.exp;
-            if expired || st.state.access.resolve(&st.claims).await.is_err() {
+            if expired || st.state.iam.resolve(&st.claims).await.is_err() {
                 return None;
             }
             match st

@@ -17,8 +17,9 @@ use keyward_api::iam::{
 use keyward_core::op;
 use keyward_core::{
     AccessPolicyRecord, ApiKeyRecord, AuthorizationRecord, IdentityKind, IdentityRecord,
-    InstanceId, InstanceRecord, KeyId, NewIdentity, Principal, Role, Scope,
+    InstanceId, InstanceRecord, KeyId, Role, Scope,
 };
+use keyward_iam::{NewIdentity, Principal};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -44,9 +45,9 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
         let claims = crate::extract::verified_claims(parts, state)?;
-        let resolved = state.access.resolve(&claims).await?;
-        state.access.throttle(&resolved.identity.iam_id)?;
-        Ok(Admin(state.access.principal(
+        let resolved = state.iam.resolve(&claims).await?;
+        state.iam.throttle(&resolved.identity.iam_id)?;
+        Ok(Admin(state.iam.principal(
             &resolved,
             request_id(parts),
             client_address(parts),
@@ -62,14 +63,11 @@ fn list<T: Serialize>(body: T) -> Response {
     json(StatusCode::OK, &body)
 }
 
-fn no_content(state: &AppState) -> Response {
-    // A change to identities or access applies at once in this process.
-    state.access.forget_all();
+fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-fn created<T: Serialize>(state: &AppState, body: &T) -> Response {
-    state.access.forget_all();
+fn created<T: Serialize>(body: &T) -> Response {
     json(StatusCode::CREATED, body)
 }
 
@@ -203,15 +201,10 @@ pub async fn create_identity(
     Admin(who): Admin,
     KpJson(body): KpJson<keyward_api::iam::NewIdentity>,
 ) -> IamResult {
-    state
-        .access
-        .iam
-        .check_admin(&who, &op::CREATE_IDENTITY)
-        .await?;
+    state.iam.check_admin(&who, &op::CREATE_IDENTITY).await?;
     let kind = IdentityKind::from_name(&body.kind)
         .ok_or_else(|| bad("kind: user, service_id or service"))?;
     let rec = state
-        .access
         .iam
         .create_identity(
             &who,
@@ -224,12 +217,12 @@ pub async fn create_identity(
             },
         )
         .await?;
-    Ok(created(&state, &identity_view(&rec)))
+    Ok(created(&identity_view(&rec)))
 }
 
 /// `GET /iam/v1/identities`.
 pub async fn identities(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
-    let all = state.access.iam.identities(&who).await?;
+    let all = state.iam.identities(&who).await?;
     Ok(list(IdentityList::from(
         all.iter().map(identity_view).collect::<Vec<_>>(),
     )))
@@ -241,8 +234,8 @@ pub async fn delete_identity(
     Admin(who): Admin,
     Path(iam_id): Path<String>,
 ) -> IamResult {
-    state.access.iam.delete_identity(&who, &iam_id).await?;
-    Ok(no_content(&state))
+    state.iam.delete_identity(&who, &iam_id).await?;
+    Ok(no_content())
 }
 
 /// `POST /iam/v1/identities/{iam_id}/lock`.
@@ -251,8 +244,8 @@ pub async fn lock_identity(
     Admin(who): Admin,
     Path(iam_id): Path<String>,
 ) -> IamResult {
-    state.access.iam.lock_identity(&who, &iam_id, true).await?;
-    Ok(no_content(&state))
+    state.iam.lock_identity(&who, &iam_id, true).await?;
+    Ok(no_content())
 }
 
 /// `DELETE /iam/v1/identities/{iam_id}/lock`.
@@ -261,8 +254,8 @@ pub async fn unlock_identity(
     Admin(who): Admin,
     Path(iam_id): Path<String>,
 ) -> IamResult {
-    state.access.iam.lock_identity(&who, &iam_id, false).await?;
-    Ok(no_content(&state))
+    state.iam.lock_identity(&who, &iam_id, false).await?;
+    Ok(no_content())
 }
 
 // ---- API keys ----
@@ -273,13 +266,8 @@ pub async fn create_api_key(
     Admin(who): Admin,
     KpJson(body): KpJson<NewApiKey>,
 ) -> IamResult {
-    state
-        .access
-        .iam
-        .check_admin(&who, &op::CREATE_API_KEY)
-        .await?;
+    state.iam.check_admin(&who, &op::CREATE_API_KEY).await?;
     let created_key = state
-        .access
         .iam
         .create_api_key(&who, &body.iam_id, &body.name)
         .await?;
@@ -289,12 +277,12 @@ pub async fn create_api_key(
         info: api_key_view(&created_key.record),
         apikey,
     };
-    Ok(created(&state, &view))
+    Ok(created(&view))
 }
 
 /// `GET /iam/v1/apikeys`: never the secrets.
 pub async fn api_keys(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
-    let all = state.access.iam.api_keys(&who).await?;
+    let all = state.iam.api_keys(&who).await?;
     Ok(list(ApiKeyList::from(
         all.iter().map(api_key_view).collect::<Vec<_>>(),
     )))
@@ -306,8 +294,8 @@ pub async fn delete_api_key(
     Admin(who): Admin,
     Path(id): Path<String>,
 ) -> IamResult {
-    state.access.iam.delete_api_key(&who, &id).await?;
-    Ok(no_content(&state))
+    state.iam.delete_api_key(&who, &id).await?;
+    Ok(no_content())
 }
 
 /// `POST /iam/v1/apikeys/{id}/lock`.
@@ -316,8 +304,8 @@ pub async fn lock_api_key(
     Admin(who): Admin,
     Path(id): Path<String>,
 ) -> IamResult {
-    state.access.iam.lock_api_key(&who, &id, true).await?;
-    Ok(no_content(&state))
+    state.iam.lock_api_key(&who, &id, true).await?;
+    Ok(no_content())
 }
 
 /// `DELETE /iam/v1/apikeys/{id}/lock`.
@@ -326,8 +314,8 @@ pub async fn unlock_api_key(
     Admin(who): Admin,
     Path(id): Path<String>,
 ) -> IamResult {
-    state.access.iam.lock_api_key(&who, &id, false).await?;
-    Ok(no_content(&state))
+    state.iam.lock_api_key(&who, &id, false).await?;
+    Ok(no_content())
 }
 
 // ---- access policies ----
@@ -338,24 +326,19 @@ pub async fn create_policy(
     Admin(who): Admin,
     KpJson(body): KpJson<NewAccessPolicy>,
 ) -> IamResult {
-    state
-        .access
-        .iam
-        .check_admin(&who, &op::CREATE_POLICY)
-        .await?;
+    state.iam.check_admin(&who, &op::CREATE_POLICY).await?;
     let scope = scope_from(&who.identity.account, &body.resource)?;
     let roles = roles_from(&body.roles)?;
     let p = state
-        .access
         .iam
         .create_policy(&who, &body.subject, roles, scope)
         .await?;
-    Ok(created(&state, &policy_view(&p)))
+    Ok(created(&policy_view(&p)))
 }
 
 /// `GET /iam/v1/policies`.
 pub async fn policies(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
-    let all = state.access.iam.policies(&who).await?;
+    let all = state.iam.policies(&who).await?;
     Ok(list(AccessPolicyList::from(
         all.iter().map(policy_view).collect::<Vec<_>>(),
     )))
@@ -367,8 +350,8 @@ pub async fn delete_policy(
     Admin(who): Admin,
     Path(id): Path<String>,
 ) -> IamResult {
-    state.access.iam.delete_policy(&who, &id).await?;
-    Ok(no_content(&state))
+    state.iam.delete_policy(&who, &id).await?;
+    Ok(no_content())
 }
 
 // ---- authorizations ----
@@ -382,7 +365,6 @@ pub async fn create_authorization(
     // Services may delegate; anyone else must be an administrator, checked before the body.
     if who.identity.kind != IdentityKind::Service {
         state
-            .access
             .iam
             .check_admin(&who, &op::CREATE_AUTHORIZATION)
             .await?;
@@ -403,13 +385,13 @@ pub async fn create_authorization(
         created_by: String::new(),
         signature: Vec::new(),
     };
-    let a = state.access.iam.create_authorization(&who, spec).await?;
-    Ok(created(&state, &authorization_view(&a)))
+    let a = state.iam.create_authorization(&who, spec).await?;
+    Ok(created(&authorization_view(&a)))
 }
 
 /// `GET /iam/v1/authorizations`.
 pub async fn authorizations(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
-    let all = state.access.iam.authorizations(&who).await?;
+    let all = state.iam.authorizations(&who).await?;
     Ok(list(AuthorizationList::from(
         all.iter().map(authorization_view).collect::<Vec<_>>(),
     )))
@@ -422,8 +404,8 @@ pub async fn delete_authorization(
     Admin(who): Admin,
     Path(id): Path<String>,
 ) -> IamResult {
-    state.access.iam.delete_authorization(&who, &id).await?;
-    Ok(no_content(&state))
+    state.iam.delete_authorization(&who, &id).await?;
+    Ok(no_content())
 }
 
 // ---- instances ----
@@ -434,18 +416,14 @@ pub async fn create_instance(
     Admin(who): Admin,
     KpJson(body): KpJson<NewInstance>,
 ) -> IamResult {
-    state
-        .access
-        .iam
-        .check_admin(&who, &op::CREATE_INSTANCE)
-        .await?;
-    let i = state.access.iam.create_instance(&who, &body.name).await?;
-    Ok(created(&state, &instance_view(&i)))
+    state.iam.check_admin(&who, &op::CREATE_INSTANCE).await?;
+    let i = state.iam.create_instance(&who, &body.name).await?;
+    Ok(created(&instance_view(&i)))
 }
 
 /// `GET /iam/v1/instances`.
 pub async fn instances(State(state): State<Arc<AppState>>, Admin(who): Admin) -> IamResult {
-    let all = state.access.iam.instances(&who).await?;
+    let all = state.iam.instances(&who).await?;
     Ok(list(InstanceList::from(
         all.iter().map(instance_view).collect::<Vec<_>>(),
     )))

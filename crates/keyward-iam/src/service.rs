@@ -1,22 +1,23 @@
 //! `IamService`: identities, API keys, access policies, service-to-service authorizations and
-//! instances of an account; and the grants a caller holds, which every key operation checks.
+//! instances of an account; the grants a caller holds, which every key operation checks; and
+//! (in `access.rs` and `exchange.rs`) the token exchange and resolving a token to a caller.
 //!
 //! Managing access needs the Administrator role on the account, except one thing a service may
 //! do itself: with a delegating authorization, a service grants its dependent services at most
-//! the access it holds, on the same target.
+//! the access it holds, on the same target. Every change made here drops this process's access
+//! cache at once; other processes see it within the cache's TTL.
 
 use std::sync::Arc;
 
-use keyward_crypto::Secret;
-
-use crate::access::{Grant, Grants, Operation, Role, Scope, Target};
-use crate::identity::{AccessPolicyRecord, AuthorizationRecord, IdentityKind, IdentityRecord};
-use crate::op::{self, Op};
-use crate::pipeline::{Actor, Pipeline};
-use crate::service::Clock;
-use crate::{
-    ApiKeyRecord, Custody, Initiator, InstanceId, InstanceRecord, KeyError, Store, StoreError,
+use keyward_core::op::{self, Op};
+use keyward_core::{
+    AccessPolicyRecord, Actor, ApiKeyRecord, AuthorizationRecord, Clock, Ctx, Custody,
+    CustodyError, Grant, Grants, IdentityKind, IdentityRecord, Initiator, InstanceId,
+    InstanceRecord, KeyError, Operation, Pipeline, Role, Scope, Secret, Store, StoreError, Target,
 };
+
+use crate::access::{AccessCache, AccessLimits};
+use crate::api_key::ApiKey;
 
 const NAME_CHARS: std::ops::RangeInclusive<usize> = 1..=100;
 const SERVICE_NAME_CHARS: std::ops::RangeInclusive<usize> = 2..=64;
@@ -56,7 +57,7 @@ impl Actor for Principal {
         &self.request_id
     }
 
-    fn instance(&self) -> Option<InstanceId> {
+    fn audit_instance(&self) -> Option<String> {
         None
     }
 
@@ -95,21 +96,15 @@ pub struct CreatedApiKey {
     pub secret: Secret,
 }
 
-/// Generates API keys; implemented by the IAM crate (the core holds no key format).
-pub trait ApiKeyMinter: Send + Sync {
-    /// A new key: public id, whole key string, SHA-256 of its secret part.
-    fn mint(&self) -> Result<(String, Secret, [u8; 32]), KeyError>;
-}
-
 /// Identity and access management of accounts.
 #[derive(Clone)]
 pub struct IamService {
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     custody: Arc<dyn Custody>,
-    clock: Arc<dyn Clock>,
-    minter: Arc<dyn ApiKeyMinter>,
+    pub(crate) clock: Arc<dyn Clock>,
     region: String,
-    pipe: Pipeline,
+    pub(crate) pipe: Pipeline,
+    pub(crate) access: Arc<AccessCache>,
 }
 
 /// A change to one record: done, or there was no such record.
@@ -142,22 +137,32 @@ fn check_name(
 }
 
 impl IamService {
-    /// A service over `store` and `custody`; CRNs of service identities name `region`.
+    /// A service over `store` and `custody`; CRNs of service identities name `region`; the
+    /// access cache and rate limit follow `limits`.
     pub fn new(
         store: Arc<dyn Store>,
         custody: Arc<dyn Custody>,
         clock: Arc<dyn Clock>,
-        minter: Arc<dyn ApiKeyMinter>,
         region: &str,
+        limits: AccessLimits,
     ) -> Self {
         IamService {
             pipe: Pipeline::new(store.clone(), clock.clone()),
             store,
             custody,
             clock,
-            minter,
             region: region.to_owned(),
+            access: Arc::new(AccessCache::new(limits)),
         }
+    }
+
+    /// A change to identities or access made here: this process's access cache is dropped, so
+    /// it applies at once (other processes see it within the cache's TTL).
+    fn changed<T>(&self, result: Result<T, KeyError>) -> Result<T, KeyError> {
+        if result.is_ok() {
+            self.access.forget_all();
+        }
+        result
     }
 
     // ---- grants ----
@@ -165,7 +170,7 @@ impl IamService {
     /// Every grant `identity` holds in `account`: its access policies and, for a service
     /// instance, the authorizations of its service. Each record's signature is checked; an
     /// altered record is an integrity failure, never a grant.
-    pub async fn grants(
+    pub(crate) async fn grants(
         &self,
         identity: &IdentityRecord,
         account: &str,
@@ -201,7 +206,7 @@ impl IamService {
             .verify_record(bytes, signature)
             .map_err(|e| match e {
                 // An HSM that cannot answer is a 503, not evidence of tampering.
-                crate::CustodyError::Unavailable(_) => KeyError::Custody(e),
+                CustodyError::Unavailable(_) => KeyError::Custody(e),
                 _ => KeyError::IntegrityFailure,
             })
     }
@@ -220,7 +225,7 @@ impl IamService {
         &self,
         verb: &'static Op,
         who: &Principal,
-        body: impl AsyncFnOnce(&mut crate::pipeline::Ctx<'_>) -> Result<T, KeyError>,
+        body: impl AsyncFnOnce(&mut Ctx<'_>) -> Result<T, KeyError>,
     ) -> Result<T, KeyError> {
         self.pipe.run_in(verb, who, Target::Instance, body).await
     }
@@ -248,19 +253,21 @@ impl IamService {
         name: &str,
     ) -> Result<InstanceRecord, KeyError> {
         let verb = &op::CREATE_INSTANCE;
-        self.admin(verb, who, async |ctx| {
-            check_name("name", name, NAME_CHARS)?;
-            let rec = InstanceRecord {
-                id: InstanceId::random(),
-                account: who.identity.account.clone(),
-                name: name.to_owned(),
-                created_at: self.clock.now(),
-            };
-            let event = ctx.record_on(rec.id.to_string())?;
-            self.store.insert_instance(&rec, &event).await?;
-            Ok(rec)
-        })
-        .await
+        let result = self
+            .admin(verb, who, async |ctx| {
+                check_name("name", name, NAME_CHARS)?;
+                let rec = InstanceRecord {
+                    id: InstanceId::random(),
+                    account: who.identity.account.clone(),
+                    name: name.to_owned(),
+                    created_at: self.clock.now(),
+                };
+                let event = ctx.record_on(rec.id.to_string())?;
+                self.store.insert_instance(&rec, &event).await?;
+                Ok(rec)
+            })
+            .await;
+        self.changed(result)
     }
 
     // ---- identities ----
@@ -293,49 +300,51 @@ impl IamService {
         spec: NewIdentity,
     ) -> Result<IdentityRecord, KeyError> {
         let verb = &op::CREATE_IDENTITY;
-        self.admin(verb, who, async |ctx| {
-            check_name("name", &spec.name, NAME_CHARS)?;
-            let service_ok = |s: &Option<String>| {
-                s.as_deref().is_none_or(|s| {
-                    SERVICE_NAME_CHARS.contains(&s.len())
-                        && s.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                })
-            };
-            if !service_ok(&spec.service_name) || !service_ok(&spec.service_instance) {
-                return Err(invalid(
-                    "service_name, service_instance: 2 to 64 letters, digits, '-' or '_'",
-                ));
-            }
-            if spec.kind != IdentityKind::Service
-                && (spec.service_name.is_some() || spec.service_instance.is_some())
-            {
-                return Err(invalid(
-                    "service_name, service_instance: only for a service identity",
-                ));
-            }
-            let rec = IdentityRecord {
-                iam_id: self.new_iam_id(&who.identity.account, &spec)?,
-                account: who.identity.account.clone(),
-                kind: spec.kind,
-                name: spec.name,
-                description: spec.description,
-                service_name: spec.service_name,
-                service_instance: spec.service_instance,
-                locked: false,
-                created_at: self.clock.now(),
-                created_by: who.identity.iam_id.clone(),
-            };
-            let event = ctx.record_on(rec.iam_id.clone())?;
-            match self.store.insert_identity(&rec, &event).await {
-                Err(StoreError::Conflict) => Err(invalid(
-                    "an identity for this service instance exists already",
-                )),
-                r => r.map_err(KeyError::from),
-            }?;
-            Ok(rec)
-        })
-        .await
+        let result = self
+            .admin(verb, who, async |ctx| {
+                check_name("name", &spec.name, NAME_CHARS)?;
+                let service_ok = |s: &Option<String>| {
+                    s.as_deref().is_none_or(|s| {
+                        SERVICE_NAME_CHARS.contains(&s.len())
+                            && s.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                    })
+                };
+                if !service_ok(&spec.service_name) || !service_ok(&spec.service_instance) {
+                    return Err(invalid(
+                        "service_name, service_instance: 2 to 64 letters, digits, '-' or '_'",
+                    ));
+                }
+                if spec.kind != IdentityKind::Service
+                    && (spec.service_name.is_some() || spec.service_instance.is_some())
+                {
+                    return Err(invalid(
+                        "service_name, service_instance: only for a service identity",
+                    ));
+                }
+                let rec = IdentityRecord {
+                    iam_id: self.new_iam_id(&who.identity.account, &spec)?,
+                    account: who.identity.account.clone(),
+                    kind: spec.kind,
+                    name: spec.name,
+                    description: spec.description,
+                    service_name: spec.service_name,
+                    service_instance: spec.service_instance,
+                    locked: false,
+                    created_at: self.clock.now(),
+                    created_by: who.identity.iam_id.clone(),
+                };
+                let event = ctx.record_on(rec.iam_id.clone())?;
+                match self.store.insert_identity(&rec, &event).await {
+                    Err(StoreError::Conflict) => Err(invalid(
+                        "an identity for this service instance exists already",
+                    )),
+                    r => r.map_err(KeyError::from),
+                }?;
+                Ok(rec)
+            })
+            .await;
+        self.changed(result)
     }
 
     /// The identities of the caller's account.
@@ -358,35 +367,39 @@ impl IamService {
         } else {
             &op::UNLOCK_IDENTITY
         };
-        self.admin(verb, who, async |ctx| {
-            if locked && iam_id == who.identity.iam_id {
-                return Err(invalid("an administrator cannot lock their own identity"));
-            }
-            let event = ctx.record_on(iam_id.to_owned())?;
-            found(
-                self.store
-                    .set_identity_locked(&who.identity.account, iam_id, locked, &event)
-                    .await?,
-            )
-        })
-        .await
+        let result = self
+            .admin(verb, who, async |ctx| {
+                if locked && iam_id == who.identity.iam_id {
+                    return Err(invalid("an administrator cannot lock their own identity"));
+                }
+                let event = ctx.record_on(iam_id.to_owned())?;
+                found(
+                    self.store
+                        .set_identity_locked(&who.identity.account, iam_id, locked, &event)
+                        .await?,
+                )
+            })
+            .await;
+        self.changed(result)
     }
 
     /// Deletes an identity with its API keys and access policies.
     pub async fn delete_identity(&self, who: &Principal, iam_id: &str) -> Result<(), KeyError> {
         let verb = &op::DELETE_IDENTITY;
-        self.admin(verb, who, async |ctx| {
-            if iam_id == who.identity.iam_id {
-                return Err(invalid("an administrator cannot delete their own identity"));
-            }
-            let event = ctx.record_on(iam_id.to_owned())?;
-            found(
-                self.store
-                    .delete_identity(&who.identity.account, iam_id, &event)
-                    .await?,
-            )
-        })
-        .await
+        let result = self
+            .admin(verb, who, async |ctx| {
+                if iam_id == who.identity.iam_id {
+                    return Err(invalid("an administrator cannot delete their own identity"));
+                }
+                let event = ctx.record_on(iam_id.to_owned())?;
+                found(
+                    self.store
+                        .delete_identity(&who.identity.account, iam_id, &event)
+                        .await?,
+                )
+            })
+            .await;
+        self.changed(result)
     }
 
     // ---- API keys ----
@@ -399,29 +412,35 @@ impl IamService {
         name: &str,
     ) -> Result<CreatedApiKey, KeyError> {
         let verb = &op::CREATE_API_KEY;
-        self.admin(verb, who, async |ctx| {
-            check_name("name", name, NAME_CHARS)?;
-            let identity = self
-                .store
-                .identity(iam_id)
-                .await?
-                .filter(|i| i.account == who.identity.account)
-                .ok_or(KeyError::NotFound)?;
-            let (id, secret, hash) = self.minter.mint()?;
-            let record = ApiKeyRecord {
-                id,
-                secret_hash: hash,
-                subject: identity.iam_id,
-                account: identity.account,
-                name: name.to_owned(),
-                created_at: self.clock.now(),
-                locked: false,
-            };
-            let event = ctx.record_on(record.id.clone())?;
-            self.store.insert_api_key(&record, &event).await?;
-            Ok(CreatedApiKey { record, secret })
-        })
-        .await
+        let result = self
+            .admin(verb, who, async |ctx| {
+                check_name("name", name, NAME_CHARS)?;
+                let identity = self
+                    .store
+                    .identity(iam_id)
+                    .await?
+                    .filter(|i| i.account == who.identity.account)
+                    .ok_or(KeyError::NotFound)?;
+                let key = ApiKey::generate()
+                    .map_err(|e| KeyError::Custody(CustodyError::Internal(e.to_string())))?;
+                let record = ApiKeyRecord {
+                    id: key.id,
+                    secret_hash: key.secret_hash,
+                    subject: identity.iam_id,
+                    account: identity.account,
+                    name: name.to_owned(),
+                    created_at: self.clock.now(),
+                    locked: false,
+                };
+                let event = ctx.record_on(record.id.clone())?;
+                self.store.insert_api_key(&record, &event).await?;
+                Ok(CreatedApiKey {
+                    record,
+                    secret: key.full,
+                })
+            })
+            .await;
+        self.changed(result)
     }
 
     /// The account's API keys (never their secrets).
@@ -444,29 +463,33 @@ impl IamService {
         } else {
             &op::UNLOCK_API_KEY
         };
-        self.admin(verb, who, async |ctx| {
-            let event = ctx.record_on(id.to_owned())?;
-            found(
-                self.store
-                    .set_api_key_locked(&who.identity.account, id, locked, &event)
-                    .await?,
-            )
-        })
-        .await
+        let result = self
+            .admin(verb, who, async |ctx| {
+                let event = ctx.record_on(id.to_owned())?;
+                found(
+                    self.store
+                        .set_api_key_locked(&who.identity.account, id, locked, &event)
+                        .await?,
+                )
+            })
+            .await;
+        self.changed(result)
     }
 
     /// Deletes an API key: its tokens and refresh tokens stop working at once.
     pub async fn delete_api_key(&self, who: &Principal, id: &str) -> Result<(), KeyError> {
         let verb = &op::DELETE_API_KEY;
-        self.admin(verb, who, async |ctx| {
-            let event = ctx.record_on(id.to_owned())?;
-            found(
-                self.store
-                    .delete_api_key(&who.identity.account, id, &event)
-                    .await?,
-            )
-        })
-        .await
+        let result = self
+            .admin(verb, who, async |ctx| {
+                let event = ctx.record_on(id.to_owned())?;
+                found(
+                    self.store
+                        .delete_api_key(&who.identity.account, id, &event)
+                        .await?,
+                )
+            })
+            .await;
+        self.changed(result)
     }
 
     // ---- access policies ----
@@ -499,39 +522,41 @@ impl IamService {
         scope: Scope,
     ) -> Result<AccessPolicyRecord, KeyError> {
         let verb = &op::CREATE_POLICY;
-        self.admin(verb, who, async |ctx| {
-            Self::check_roles(&roles)?;
-            let account = who.identity.account.clone();
-            let subject_ok = self
-                .store
-                .identity(subject)
-                .await?
-                .is_some_and(|i| i.account == account);
-            if !subject_ok {
-                return Err(invalid("subject: no such identity in this account"));
-            }
-            self.check_scope(&account, &scope).await?;
-            if roles.contains(&Role::Administrator) && !matches!(scope, Scope::Account(_)) {
-                return Err(invalid(
-                    "roles: Administrator is granted on the account only",
-                ));
-            }
-            let mut p = AccessPolicyRecord {
-                id: uuid::Uuid::new_v4().to_string(),
-                account,
-                subject: subject.to_owned(),
-                roles,
-                scope,
-                created_at: self.clock.now(),
-                created_by: who.identity.iam_id.clone(),
-                signature: Vec::new(),
-            };
-            p.signature = self.custody.sign_record(&p.signed_bytes())?;
-            let event = ctx.record_on(p.id.clone())?;
-            self.store.insert_access_policy(&p, &event).await?;
-            Ok(p)
-        })
-        .await
+        let result = self
+            .admin(verb, who, async |ctx| {
+                Self::check_roles(&roles)?;
+                let account = who.identity.account.clone();
+                let subject_ok = self
+                    .store
+                    .identity(subject)
+                    .await?
+                    .is_some_and(|i| i.account == account);
+                if !subject_ok {
+                    return Err(invalid("subject: no such identity in this account"));
+                }
+                self.check_scope(&account, &scope).await?;
+                if roles.contains(&Role::Administrator) && !matches!(scope, Scope::Account(_)) {
+                    return Err(invalid(
+                        "roles: Administrator is granted on the account only",
+                    ));
+                }
+                let mut p = AccessPolicyRecord {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    account,
+                    subject: subject.to_owned(),
+                    roles,
+                    scope,
+                    created_at: self.clock.now(),
+                    created_by: who.identity.iam_id.clone(),
+                    signature: Vec::new(),
+                };
+                p.signature = self.custody.sign_record(&p.signed_bytes())?;
+                let event = ctx.record_on(p.id.clone())?;
+                self.store.insert_access_policy(&p, &event).await?;
+                Ok(p)
+            })
+            .await;
+        self.changed(result)
     }
 
     /// The account's access policies.
@@ -548,27 +573,29 @@ impl IamService {
     /// Removes an access policy; the subject loses its roles within the grant cache's lifetime.
     pub async fn delete_policy(&self, who: &Principal, id: &str) -> Result<(), KeyError> {
         let verb = &op::DELETE_POLICY;
-        self.admin(verb, who, async |ctx| {
-            let all = self
-                .store
-                .access_policies(&who.identity.account, None)
-                .await?;
-            let is_admin = |p: &AccessPolicyRecord| p.roles.contains(&Role::Administrator);
-            if all.iter().any(|p| p.id == id && is_admin(p))
-                && all.iter().filter(|p| is_admin(p)).count() == 1
-            {
-                return Err(invalid(
-                    "this is the account's last Administrator policy: grant another first",
-                ));
-            }
-            let event = ctx.record_on(id.to_owned())?;
-            found(
-                self.store
-                    .delete_access_policy(&who.identity.account, id, &event)
-                    .await?,
-            )
-        })
-        .await
+        let result = self
+            .admin(verb, who, async |ctx| {
+                let all = self
+                    .store
+                    .access_policies(&who.identity.account, None)
+                    .await?;
+                let is_admin = |p: &AccessPolicyRecord| p.roles.contains(&Role::Administrator);
+                if all.iter().any(|p| p.id == id && is_admin(p))
+                    && all.iter().filter(|p| is_admin(p)).count() == 1
+                {
+                    return Err(invalid(
+                        "this is the account's last Administrator policy: grant another first",
+                    ));
+                }
+                let event = ctx.record_on(id.to_owned())?;
+                found(
+                    self.store
+                        .delete_access_policy(&who.identity.account, id, &event)
+                        .await?,
+                )
+            })
+            .await;
+        self.changed(result)
     }
 
     // ---- service-to-service authorizations ----
@@ -581,7 +608,8 @@ impl IamService {
         who: &Principal,
         mut spec: AuthorizationRecord,
     ) -> Result<AuthorizationRecord, KeyError> {
-        self.pipe
+        let result = self
+            .pipe
             .run(&op::CREATE_AUTHORIZATION, who, None, async |ctx| {
                 if ctx.authorize(Target::Instance).is_err() {
                     self.check_delegation(who, &spec).await?;
@@ -610,7 +638,8 @@ impl IamService {
                 self.store.insert_authorization(&spec, &event).await?;
                 Ok(spec)
             })
-            .await
+            .await;
+        self.changed(result)
     }
 
     /// A service creating an authorization for a dependent service must hold a delegating
@@ -664,14 +693,16 @@ impl IamService {
     /// (at most one second), on every server process.
     pub async fn delete_authorization(&self, who: &Principal, id: &str) -> Result<(), KeyError> {
         let verb = &op::DELETE_AUTHORIZATION;
-        self.admin(verb, who, async |ctx| {
-            let event = ctx.record_on(id.to_owned())?;
-            found(
-                self.store
-                    .delete_authorization(&who.identity.account, id, &event)
-                    .await?,
-            )
-        })
-        .await
+        let result = self
+            .admin(verb, who, async |ctx| {
+                let event = ctx.record_on(id.to_owned())?;
+                found(
+                    self.store
+                        .delete_authorization(&who.identity.account, id, &event)
+                        .await?,
+                )
+            })
+            .await;
+        self.changed(result)
     }
 }
