@@ -78,16 +78,6 @@ impl EventType {
     pub fn parse(s: &str) -> Option<EventType> {
         EventType::ALL.into_iter().find(|t| t.as_str() == s)
     }
-
-    /// The audit action of the key change (`kms.secrets.rotate`, ...).
-    pub fn action(self) -> String {
-        format!("kms.secrets.{}", self.as_str())
-    }
-
-    /// The audit action of its acknowledgement (`kms.secrets.ack-rotate`, ...).
-    pub fn ack_action(self) -> String {
-        format!("kms.secrets.ack-{}", self.as_str())
-    }
 }
 
 impl std::fmt::Display for EventType {
@@ -378,6 +368,5 @@ mod tests {
             let json = serde_json::to_string(&t).unwrap_or_default();
             assert_eq!(json, format!("\"{}\"", t.as_str()));
         }
-        assert_eq!(EventType::Rotate.ack_action(), "kms.secrets.ack-rotate");
     }
 }

@@ -208,7 +208,7 @@ mod tests {
 
     fn event() -> AuditEvent {
         let mut e = AuditEvent::new(
-            "kms.secrets.wrap",
+            crate::op::WRAP.action,
             Outcome::Success,
             200,
             Initiator {

@@ -59,6 +59,20 @@ impl EventKind {
         EventKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
+    /// The verb of the key change this event reports (its `action` on the wire).
+    pub fn op(self) -> &'static crate::Op {
+        use crate::op;
+        match self {
+            EventKind::Rotate => &op::ROTATE,
+            EventKind::Disable => &op::DISABLE,
+            EventKind::Enable => &op::ENABLE,
+            EventKind::Delete => &op::DELETE,
+            EventKind::Restore => &op::RESTORE,
+            EventKind::Purge => &op::PURGE,
+            EventKind::Sync => &op::SYNC,
+        }
+    }
+
     /// The event a successful lifecycle action emits (`Rotate` → `Rotate`), if any. Sync
     /// writes its events itself; expiry sends none.
     pub fn for_lifecycle(action: crate::Action) -> Option<EventKind> {

@@ -73,7 +73,7 @@ pub fn wire_event(region: &str, account: &str, e: &EventRecord) -> KeyEvent {
         event_id: e.id.clone(),
         seq: e.seq,
         event_type: kind,
-        action: kind.action(),
+        action: e.kind.op().action.to_owned(),
         instance_id: e.instance.to_string(),
         key_id: e.key_id.to_string(),
         key_crn: format!(

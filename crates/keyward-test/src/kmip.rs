@@ -1,6 +1,7 @@
 //! The `KmipStore` conformance suite. As in the `Store` suite, signatures are arbitrary bytes that
 //! must come back byte for byte; the service verifies them, not the store.
 
+use keyward_core::op;
 use keyward_core::{
     AdapterDeletion, AdapterInsert, AuditEvent, CertificateInsert, Initiator, InstanceId,
     InstanceRecord, KeyId, KmipAdapterRecord, KmipCertificateRecord, KmipObjectRecord, KmipStore,
@@ -36,7 +37,7 @@ async fn instance(store: &dyn Store) -> InstanceId {
         created_at: now(),
     };
     store
-        .insert_instance(&rec, &event("kms.instance.create"))
+        .insert_instance(&rec, &event(op::CREATE_INSTANCE.action))
         .await
         .unwrap();
     rec.id
@@ -97,7 +98,7 @@ pub async fn adapters_round_trip_unique_and_limited<S: Store + KmipStore>(store:
     let (i1, i2) = (instance(store).await, instance(store).await);
     let (k1, k2) = (KeyId::random(), KeyId::random());
     let a = adapter(i1, "one", k1);
-    let ev = event("kms.kmip-management.create");
+    let ev = event(op::KMIP_CREATE.action);
     assert_eq!(
         store.insert_kmip_adapter(&a, 2, &ev).await.unwrap(),
         AdapterInsert::Inserted
@@ -146,14 +147,14 @@ pub async fn adapters_round_trip_unique_and_limited<S: Store + KmipStore>(store:
     assert_eq!(by_crk, vec![a.clone()]);
     assert_eq!(
         store
-            .delete_kmip_adapter(i2, a.id, &event("kms.kmip-management.delete"))
+            .delete_kmip_adapter(i2, a.id, &event(op::KMIP_DELETE.action))
             .await
             .unwrap(),
         AdapterDeletion::NotFound
     );
     assert_eq!(
         store
-            .delete_kmip_adapter(i1, a.id, &event("kms.kmip-management.delete"))
+            .delete_kmip_adapter(i1, a.id, &event(op::KMIP_DELETE.action))
             .await
             .unwrap(),
         AdapterDeletion::Deleted
@@ -169,7 +170,7 @@ pub async fn certificates_are_unique_limited_and_deleted_with_their_adapter<
     store: &S,
 ) {
     let i = instance(store).await;
-    let ev = event("kms.kmip-management.create");
+    let ev = event(op::KMIP_CREATE.action);
     let a = adapter(i, "a", KeyId::random());
     let b = adapter(i, "b", KeyId::random());
     for x in [&a, &b] {
@@ -230,7 +231,7 @@ pub async fn certificates_are_unique_limited_and_deleted_with_their_adapter<
     assert_eq!((list.len(), total), (2, 2));
     // Same creation time in this suite: the order between them is by id.
     assert!(list.contains(&c1));
-    let del = event("kms.kmip-management.delete");
+    let del = event(op::KMIP_DELETE.action);
     assert!(
         store
             .delete_kmip_certificate(i, a.id, c1.id, &del)
@@ -262,7 +263,7 @@ pub async fn certificates_are_unique_limited_and_deleted_with_their_adapter<
 /// Objects round-trip, list by state, and keep their adapter from deletion until destroyed.
 pub async fn objects_block_adapter_deletion_until_destroyed<S: Store + KmipStore>(store: &S) {
     let i = instance(store).await;
-    let ev = event("kms.kmip-management.create");
+    let ev = event(op::KMIP_CREATE.action);
     let a = adapter(i, "a", KeyId::random());
     store.insert_kmip_adapter(&a, 200, &ev).await.unwrap();
     let (list, total) = store
@@ -293,7 +294,7 @@ pub async fn objects_block_adapter_deletion_until_destroyed<S: Store + KmipStore
     assert_eq!(list, vec![o.clone()]);
     let (_, total) = store.kmip_objects(i, a.id, &[5, 6], 10, 0).await.unwrap();
     assert_eq!(total, 1);
-    let del = event("kms.kmip-management.delete");
+    let del = event(op::KMIP_DELETE.action);
     assert_eq!(
         store.delete_kmip_adapter(i, a.id, &del).await.unwrap(),
         AdapterDeletion::HasObjects

@@ -1,6 +1,7 @@
 //! The `Store` conformance suite. The store does not verify signatures (the key service does), so
 //! records here carry arbitrary signature bytes and must come back byte for byte.
 
+use keyward_core::op;
 use keyward_core::{
     AdopterState, AliasRecord, AllowedNetwork, ApiKeyRecord, AuditEvent, Compare, DateFilter,
     DeletionAuthorization, DualAuthPolicy, DueWork, EventAckRecord, EventKind, Initiator,
@@ -96,7 +97,7 @@ async fn instance(store: &dyn Store) -> InstanceId {
         created_at: now(),
     };
     store
-        .insert_instance(&rec, &event("kms.instance.create"))
+        .insert_instance(&rec, &event(op::CREATE_INSTANCE.action))
         .await
         .unwrap();
     rec.id
@@ -211,7 +212,7 @@ pub async fn keys_round_trip_with_their_first_version(store: &dyn Store) {
     let i = instance(store).await;
     let (k, v) = key(i, "round-trip", KeyKind::Root);
     store
-        .insert_key(&k, &v, &event("kms.secrets.create"))
+        .insert_key(&k, &v, &event(op::CREATE_KEY.action))
         .await
         .unwrap();
     assert_eq!(store.key(i, k.id).await.unwrap().plain(), Some(k.clone()));
@@ -242,7 +243,7 @@ pub async fn keys_are_invisible_to_other_instances(store: &dyn Store) {
     let (a, b) = (instance(store).await, instance(store).await);
     let (k, v) = key(a, "mine", KeyKind::Root);
     store
-        .insert_key(&k, &v, &event("kms.secrets.create"))
+        .insert_key(&k, &v, &event(op::CREATE_KEY.action))
         .await
         .unwrap();
     assert!(store.key(b, k.id).await.unwrap().plain().is_none());
@@ -270,14 +271,14 @@ pub async fn updates_are_compare_and_swap_on_the_revision(store: &dyn Store) {
     let i = instance(store).await;
     let (k, v) = key(i, "cas", KeyKind::Root);
     store
-        .insert_key(&k, &v, &event("kms.secrets.create"))
+        .insert_key(&k, &v, &event(op::CREATE_KEY.action))
         .await
         .unwrap();
     let mut first = k.clone();
     first.state = KeyState::Suspended;
     first.revision = 2;
     store
-        .update_key(&first, None, &event("kms.secrets.disable"))
+        .update_key(&first, None, &event(op::DISABLE.action))
         .await
         .unwrap();
     let mut stale = k.clone();
@@ -285,7 +286,7 @@ pub async fn updates_are_compare_and_swap_on_the_revision(store: &dyn Store) {
     stale.revision = 2;
     assert!(matches!(
         store
-            .update_key(&stale, None, &event("kms.secrets.delete"))
+            .update_key(&stale, None, &event(op::DELETE.action))
             .await,
         Err(StoreError::Conflict)
     ));
@@ -300,7 +301,7 @@ pub async fn rotation_adds_versions_in_order(store: &dyn Store) {
     let i = instance(store).await;
     let (mut k, v1) = key(i, "rotating", KeyKind::Root);
     store
-        .insert_key(&k, &v1, &event("kms.secrets.create"))
+        .insert_key(&k, &v1, &event(op::CREATE_KEY.action))
         .await
         .unwrap();
     let v2 = version(k.id, 2);
@@ -309,7 +310,7 @@ pub async fn rotation_adds_versions_in_order(store: &dyn Store) {
     k.revision = 2;
     k.last_rotated_at = Some(now());
     store
-        .update_key(&k, Some(&v2), &event("kms.secrets.rotate"))
+        .update_key(&k, Some(&v2), &event(op::ROTATE.action))
         .await
         .unwrap();
     assert_eq!(
@@ -340,7 +341,7 @@ pub async fn listing_filters_pages_and_counts(store: &dyn Store) {
             k.state = KeyState::Destroyed;
         }
         store
-            .insert_key(&k, &v, &event("kms.secrets.create"))
+            .insert_key(&k, &v, &event(op::CREATE_KEY.action))
             .await
             .unwrap();
     }
@@ -388,7 +389,7 @@ pub async fn failed_writes_leave_nothing_behind(store: &dyn Store) {
     let i = instance(store).await;
     let (mut k, v1) = key(i, "atomic", KeyKind::Root);
     store
-        .insert_key(&k, &v1, &event("kms.secrets.create"))
+        .insert_key(&k, &v1, &event(op::CREATE_KEY.action))
         .await
         .unwrap();
     let before = k.clone();
@@ -398,15 +399,12 @@ pub async fn failed_writes_leave_nothing_behind(store: &dyn Store) {
     dup.id = KeyVersionId::random();
     assert!(
         store
-            .update_key(&k, Some(&dup), &event("kms.secrets.rotate"))
+            .update_key(&k, Some(&dup), &event(op::ROTATE.action))
             .await
             .is_err()
     );
     assert_eq!(store.key(i, k.id).await.unwrap().plain(), Some(before));
-    store
-        .append_audit(&event("kms.secrets.wrap"))
-        .await
-        .unwrap();
+    store.append_audit(&event(op::WRAP.action)).await.unwrap();
 }
 
 /// API keys, instances and token-signing keys round-trip.
@@ -423,7 +421,7 @@ pub async fn identities_and_signing_keys_round_trip(store: &dyn Store) {
         locked: false,
     };
     store
-        .insert_api_key(&rec, &event("iam-identity.apikey.create"))
+        .insert_api_key(&rec, &event(op::CREATE_API_KEY.action))
         .await
         .unwrap();
     assert_eq!(store.api_key(&rec.id).await.unwrap(), Some(rec));
@@ -614,12 +612,12 @@ pub async fn key_versions_page_newest_first_and_count_all(store: &dyn Store) {
     let i = instance(store).await;
     let (other, ov) = key(i, "other", KeyKind::Root);
     store
-        .insert_key(&other, &ov, &event("kms.secrets.create"))
+        .insert_key(&other, &ov, &event(op::CREATE_KEY.action))
         .await
         .unwrap();
     let (mut k, v1) = key(i, "paged", KeyKind::Root);
     store
-        .insert_key(&k, &v1, &event("kms.secrets.create"))
+        .insert_key(&k, &v1, &event(op::CREATE_KEY.action))
         .await
         .unwrap();
     let mut newest_first = vec![v1];
@@ -629,7 +627,7 @@ pub async fn key_versions_page_newest_first_and_count_all(store: &dyn Store) {
         k.current_version_id = v.id;
         k.revision += 1;
         store
-            .update_key(&k, Some(&v), &event("kms.secrets.rotate"))
+            .update_key(&k, Some(&v), &event(op::ROTATE.action))
             .await
             .unwrap();
         newest_first.insert(0, v);
