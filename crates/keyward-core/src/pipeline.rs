@@ -17,7 +17,7 @@ use crate::op::Op;
 use crate::service::Clock;
 use crate::{
     AuditEvent, Initiator, InstanceId, KeyError, KeyId, KeyRecord, KeyState, KeyVersionId, Outcome,
-    Store, StoreError,
+    Store,
 };
 use std::sync::Arc;
 
@@ -252,7 +252,7 @@ impl Pipeline {
         body: impl AsyncFnOnce(&mut Ctx<'_>) -> Result<T, E>,
     ) -> Result<T, E>
     where
-        E: Failure + From<KeyError> + From<StoreError>,
+        E: Failure + From<KeyError>,
     {
         let mut ctx = Ctx {
             op,
@@ -279,7 +279,10 @@ impl Pipeline {
             Err(e) => Some(ctx.event(op, Outcome::Failure, e.reason_code(), Some(e.to_string()))),
         };
         if let Some(event) = event {
-            self.store.append_audit(&event).await?;
+            self.store
+                .append_audit(&event)
+                .await
+                .map_err(|e| E::from(KeyError::from(e)))?;
         }
         result
     }
@@ -294,7 +297,7 @@ impl Pipeline {
         body: impl AsyncFnOnce(&mut Ctx<'_>) -> Result<T, E>,
     ) -> Result<T, E>
     where
-        E: Failure + From<KeyError> + From<StoreError>,
+        E: Failure + From<KeyError>,
     {
         self.run(op, actor, None, async |ctx| {
             ctx.authorize(target)?;

@@ -289,12 +289,6 @@ enum Refusal {
     Key(#[from] KeyError),
 }
 
-impl From<StoreError> for Refusal {
-    fn from(e: StoreError) -> Self {
-        Refusal::Key(e.into())
-    }
-}
-
 impl Failure for Refusal {
     fn reason_code(&self) -> u16 {
         match self {
