@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use crate::{
     AuditEvent, Custody, CustodyError, Initiator, InstanceId, KeyVersion, Outcome, StoreError,
-    WrappedMaterial,
+    Unverified, Verified, WrappedMaterial,
 };
 
 /// A stored piece of wrapped material.
@@ -160,10 +160,14 @@ pub async fn rewrap_pass(
 /// The item with its material unwrapped and wrapped again under the current MKEK; a key version
 /// is verified first and signed again after.
 pub fn rewrap_item(custody: &dyn Custody, item: &WrappedItem) -> Result<WrappedItem, RewrapError> {
-    if let WrappedItem::KeyVersion { instance, version } = item {
-        custody.verify_record(&version.signed_bytes(*instance), &version.signature)?;
-    }
-    let material = custody.unwrap_material(item.material())?;
+    let material = match item {
+        WrappedItem::KeyVersion { instance, version } => {
+            let version =
+                Verified::check_version_in(Unverified::new(version.clone()), *instance, custody)?;
+            custody.unwrap_material(&version.material)?
+        }
+        _ => custody.unwrap_material(item.material())?,
+    };
     let mut new = item.with_material(custody.wrap_material(&material)?);
     if let WrappedItem::KeyVersion { instance, version } = &mut new {
         version.signature = custody.sign_record(&version.signed_bytes(*instance))?;

@@ -192,7 +192,7 @@ pub trait IamStore: Send + Sync {
         &self,
         account: &str,
         subject: Option<&str>,
-    ) -> Result<Vec<AccessPolicyRecord>, StoreError>;
+    ) -> Result<Vec<Unverified<AccessPolicyRecord>>, StoreError>;
     /// Creates an access policy.
     async fn insert_access_policy(
         &self,
@@ -212,7 +212,7 @@ pub trait IamStore: Send + Sync {
         &self,
         account: &str,
         source_service: Option<&str>,
-    ) -> Result<Vec<AuthorizationRecord>, StoreError>;
+    ) -> Result<Vec<Unverified<AuthorizationRecord>>, StoreError>;
     /// Creates an authorization.
     async fn insert_authorization(
         &self,

@@ -4,7 +4,10 @@
 
 use std::ops::Deref;
 
-use crate::{Custody, CustodyError, KeyRecord, KeyVersion};
+use crate::{
+    AccessPolicyRecord, AuthorizationRecord, Custody, CustodyError, InstanceId, KeyRecord,
+    KeyVersion, KmipAdapterRecord, KmipCertificateRecord,
+};
 
 /// A record with a custody signature over canonical bytes of its own.
 pub trait Signed {
@@ -69,6 +72,50 @@ impl Verified<KeyVersion> {
         custody.verify_record(&version.signed_bytes(key.instance), &version.signature)?;
         Ok(Verified(version))
     }
+
+    /// Verifies a version read without its key (the master-key rotation pass): its signature,
+    /// which covers its key's id and `instance`, verifies.
+    pub fn check_version_in(
+        version: Unverified<KeyVersion>,
+        instance: InstanceId,
+        custody: &dyn Custody,
+    ) -> Result<Self, CustodyError> {
+        let version = version.0;
+        custody.verify_record(&version.signed_bytes(instance), &version.signature)?;
+        Ok(Verified(version))
+    }
+}
+
+impl Verified<KmipAdapterRecord> {
+    /// Verifies an adapter read for `instance`: its signature verifies and it belongs to the
+    /// instance (`IntegrityFailure` otherwise).
+    pub fn check_adapter(
+        adapter: Unverified<KmipAdapterRecord>,
+        instance: InstanceId,
+        custody: &dyn Custody,
+    ) -> Result<Self, CustodyError> {
+        let adapter = Verified::check(adapter, custody)?;
+        if adapter.instance != instance {
+            return Err(CustodyError::IntegrityFailure);
+        }
+        Ok(adapter)
+    }
+}
+
+impl Verified<KmipCertificateRecord> {
+    /// Verifies a client certificate of `adapter`: its signature verifies and it belongs to the
+    /// adapter and its instance (`IntegrityFailure` otherwise).
+    pub fn check_certificate(
+        cert: Unverified<KmipCertificateRecord>,
+        adapter: &Verified<KmipAdapterRecord>,
+        custody: &dyn Custody,
+    ) -> Result<Self, CustodyError> {
+        let cert = Verified::check(cert, custody)?;
+        if cert.instance != adapter.instance || cert.adapter_id != adapter.id {
+            return Err(CustodyError::IntegrityFailure);
+        }
+        Ok(cert)
+    }
 }
 
 impl<T> Verified<T> {
@@ -106,6 +153,42 @@ impl Signed for crate::AliasRecord {
 impl Signed for crate::InstancePolicy {
     fn signed_bytes(&self) -> Vec<u8> {
         crate::InstancePolicy::signed_bytes(self)
+    }
+    fn signature(&self) -> &[u8] {
+        &self.signature
+    }
+}
+
+impl Signed for AccessPolicyRecord {
+    fn signed_bytes(&self) -> Vec<u8> {
+        AccessPolicyRecord::signed_bytes(self)
+    }
+    fn signature(&self) -> &[u8] {
+        &self.signature
+    }
+}
+
+impl Signed for AuthorizationRecord {
+    fn signed_bytes(&self) -> Vec<u8> {
+        AuthorizationRecord::signed_bytes(self)
+    }
+    fn signature(&self) -> &[u8] {
+        &self.signature
+    }
+}
+
+impl Signed for KmipAdapterRecord {
+    fn signed_bytes(&self) -> Vec<u8> {
+        KmipAdapterRecord::signed_bytes(self)
+    }
+    fn signature(&self) -> &[u8] {
+        &self.signature
+    }
+}
+
+impl Signed for KmipCertificateRecord {
+    fn signed_bytes(&self) -> Vec<u8> {
+        KmipCertificateRecord::signed_bytes(self)
     }
     fn signature(&self) -> &[u8] {
         &self.signature

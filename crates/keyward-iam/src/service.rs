@@ -13,7 +13,8 @@ use keyward_core::op::{self, Op};
 use keyward_core::{
     AccessPolicyRecord, Actor, ApiKeyRecord, AuthorizationRecord, Clock, Ctx, Custody,
     CustodyError, Grant, Grants, IdentityKind, IdentityRecord, Initiator, InstanceId,
-    InstanceRecord, KeyError, Operation, Pipeline, Role, Scope, Secret, Store, StoreError, Target,
+    InstanceRecord, KeyError, Operation, Pipeline, Role, Scope, Secret, Signed, Store, StoreError,
+    Target, Unverified, Verified,
 };
 
 use crate::access::{AccessCache, AccessLimits};
@@ -181,7 +182,7 @@ impl IamService {
             .access_policies(account, Some(&identity.iam_id))
             .await?
         {
-            self.verify(&p.signed_bytes(), &p.signature)?;
+            let p = self.verify(p)?;
             grants.extend(p.roles.iter().map(|r| Grant {
                 scope: p.scope.clone(),
                 role: *r,
@@ -189,7 +190,7 @@ impl IamService {
         }
         if let (IdentityKind::Service, Some(service)) = (identity.kind, &identity.service_name) {
             for a in self.store.authorizations(account, Some(service)).await? {
-                self.verify(&a.signed_bytes(), &a.signature)?;
+                let a = self.verify(a)?;
                 if a.applies_to(service, identity.service_instance.as_deref()) {
                     grants.extend(a.roles.iter().map(|r| Grant {
                         scope: a.target.clone(),
@@ -201,14 +202,13 @@ impl IamService {
         Ok(Grants { grants })
     }
 
-    fn verify(&self, bytes: &[u8], signature: &[u8]) -> Result<(), KeyError> {
-        self.custody
-            .verify_record(bytes, signature)
-            .map_err(|e| match e {
-                // An HSM that cannot answer is a 503, not evidence of tampering.
-                CustodyError::Unavailable(_) => KeyError::Custody(e),
-                _ => KeyError::IntegrityFailure,
-            })
+    /// A record verified through custody: an altered one is an integrity failure.
+    fn verify<T: Signed>(&self, record: Unverified<T>) -> Result<Verified<T>, KeyError> {
+        Verified::check(record, &*self.custody).map_err(|e| match e {
+            // An HSM that cannot answer is a 503, not evidence of tampering.
+            CustodyError::Unavailable(_) => KeyError::Custody(e),
+            _ => KeyError::IntegrityFailure,
+        })
     }
 
     /// Refuses, and records, a caller without the Administrator role before any input is read,
@@ -562,10 +562,14 @@ impl IamService {
     /// The account's access policies.
     pub async fn policies(&self, who: &Principal) -> Result<Vec<AccessPolicyRecord>, KeyError> {
         self.admin(&op::LIST_POLICIES, who, async |_| {
+            // A listing shows the records as stored (not verified: nothing is granted by it).
             Ok(self
                 .store
                 .access_policies(&who.identity.account, None)
-                .await?)
+                .await?
+                .into_iter()
+                .map(Unverified::unverified_inner)
+                .collect())
         })
         .await
     }
@@ -579,6 +583,9 @@ impl IamService {
                     .store
                     .access_policies(&who.identity.account, None)
                     .await?;
+                // Not verified (as before this was typed): the check only refuses a deletion.
+                let all: Vec<AccessPolicyRecord> =
+                    all.into_iter().map(Unverified::unverified_inner).collect();
                 let is_admin = |p: &AccessPolicyRecord| p.roles.contains(&Role::Administrator);
                 if all.iter().any(|p| p.id == id && is_admin(p))
                     && all.iter().filter(|p| is_admin(p)).count() == 1
@@ -663,7 +670,7 @@ impl IamService {
             .authorizations(&who.identity.account, Some(service))
             .await?;
         for a in held {
-            self.verify(&a.signed_bytes(), &a.signature)?;
+            let a = self.verify(a)?;
             if a.delegation
                 && a.applies_to(service, who.identity.service_instance.as_deref())
                 && a.target == spec.target
@@ -681,10 +688,14 @@ impl IamService {
         who: &Principal,
     ) -> Result<Vec<AuthorizationRecord>, KeyError> {
         self.admin(&op::LIST_AUTHORIZATIONS, who, async |_| {
+            // A listing shows the records as stored (not verified: nothing is granted by it).
             Ok(self
                 .store
                 .authorizations(&who.identity.account, None)
-                .await?)
+                .await?
+                .into_iter()
+                .map(Unverified::unverified_inner)
+                .collect())
         })
         .await
     }

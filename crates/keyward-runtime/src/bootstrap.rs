@@ -173,7 +173,7 @@ pub async fn ensure_admin_access(
             .access_policies(&account, Some(ADMIN_SUBJECT))
             .await?
             .iter()
-            .any(|p| p.roles.contains(&Role::Administrator));
+            .any(|p| p.peek_unverified().roles.contains(&Role::Administrator));
         if !has_admin {
             let mut policy = AccessPolicyRecord {
                 id: uuid::Uuid::new_v4().to_string(),

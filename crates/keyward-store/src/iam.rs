@@ -3,7 +3,7 @@
 
 use keyward_core::{
     AccessPolicyRecord, ApiKeyRecord, AuditEvent, AuthorizationRecord, IamStore, IdentityKind,
-    IdentityRecord, InstanceId, KeyId, Role, Scope, StoreError,
+    IdentityRecord, InstanceId, KeyId, Role, Scope, StoreError, Unverified,
 };
 use rusqlite::{OptionalExtension, Row, params};
 use time::OffsetDateTime;
@@ -238,14 +238,16 @@ impl IamStore for SqliteStore {
         &self,
         account: &str,
         subject: Option<&str>,
-    ) -> Result<Vec<AccessPolicyRecord>, StoreError> {
+    ) -> Result<Vec<Unverified<AccessPolicyRecord>>, StoreError> {
         self.read(|c| {
             c.prepare_cached(
                 "SELECT id, account, subject, roles, scope, created_at, created_by, signature
                  FROM access_policies WHERE account = ?1 AND (?2 IS NULL OR subject = ?2)
                  ORDER BY created_at, id",
             )?
-            .query_map(params![account, subject], policy_from_row)?
+            .query_map(params![account, subject], |r| {
+                policy_from_row(r).map(Unverified::new)
+            })?
             .collect()
         })
     }
@@ -296,7 +298,7 @@ impl IamStore for SqliteStore {
         &self,
         account: &str,
         source_service: Option<&str>,
-    ) -> Result<Vec<AuthorizationRecord>, StoreError> {
+    ) -> Result<Vec<Unverified<AuthorizationRecord>>, StoreError> {
         self.read(|c| {
             c.prepare_cached(
                 "SELECT id, account, source_service, source_instance, target, roles, delegation,
@@ -304,7 +306,9 @@ impl IamStore for SqliteStore {
                  FROM authorizations WHERE account = ?1 AND (?2 IS NULL OR source_service = ?2)
                  ORDER BY created_at, id",
             )?
-            .query_map(params![account, source_service], authorization_from_row)?
+            .query_map(params![account, source_service], |r| {
+                authorization_from_row(r).map(Unverified::new)
+            })?
             .collect()
         })
     }

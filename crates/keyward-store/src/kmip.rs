@@ -4,7 +4,7 @@
 
 use keyward_core::{
     AdapterDeletion, AdapterInsert, AuditEvent, CertificateInsert, InstanceId, KeyId,
-    KmipAdapterRecord, KmipCertificateRecord, KmipObjectRecord, KmipStore, StoreError,
+    KmipAdapterRecord, KmipCertificateRecord, KmipObjectRecord, KmipStore, StoreError, Unverified,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use time::OffsetDateTime;
@@ -108,7 +108,7 @@ impl KmipStore for SqliteStore {
         crk: Option<KeyId>,
         limit: u32,
         offset: u32,
-    ) -> Result<(Vec<KmipAdapterRecord>, u64), StoreError> {
+    ) -> Result<(Vec<Unverified<KmipAdapterRecord>>, u64), StoreError> {
         let inst = instance.to_string();
         let crk = crk.map(|k| k.to_string());
         self.read(|c| {
@@ -118,7 +118,9 @@ impl KmipStore for SqliteStore {
                      WHERE instance_id = ?1 AND (?2 IS NULL OR crk_id = ?2)
                      ORDER BY created_at, id LIMIT ?3 OFFSET ?4"
                 ))?
-                .query_map(params![inst, crk, limit, offset], adapter_from_row)?
+                .query_map(params![inst, crk, limit, offset], |r| {
+                    adapter_from_row(r).map(Unverified::new)
+                })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let total: i64 = c
                 .prepare_cached(
@@ -134,15 +136,14 @@ impl KmipStore for SqliteStore {
         &self,
         instance: InstanceId,
         id: Uuid,
-    ) -> Result<Option<KmipAdapterRecord>, StoreError> {
+    ) -> Result<Option<Unverified<KmipAdapterRecord>>, StoreError> {
         self.read(|c| {
             c.prepare_cached(&format!(
                 "SELECT {ADAPTER_COLUMNS} FROM kmip_adapters WHERE instance_id = ?1 AND id = ?2"
             ))?
-            .query_row(
-                params![instance.to_string(), id.to_string()],
-                adapter_from_row,
-            )
+            .query_row(params![instance.to_string(), id.to_string()], |r| {
+                adapter_from_row(r).map(Unverified::new)
+            })
             .optional()
         })
     }
@@ -151,12 +152,14 @@ impl KmipStore for SqliteStore {
         &self,
         instance: InstanceId,
         name: &str,
-    ) -> Result<Option<KmipAdapterRecord>, StoreError> {
+    ) -> Result<Option<Unverified<KmipAdapterRecord>>, StoreError> {
         self.read(|c| {
             c.prepare_cached(&format!(
                 "SELECT {ADAPTER_COLUMNS} FROM kmip_adapters WHERE instance_id = ?1 AND name = ?2"
             ))?
-            .query_row(params![instance.to_string(), name], adapter_from_row)
+            .query_row(params![instance.to_string(), name], |r| {
+                adapter_from_row(r).map(Unverified::new)
+            })
             .optional()
         })
     }
@@ -244,7 +247,7 @@ impl KmipStore for SqliteStore {
         adapter: Uuid,
         limit: u32,
         offset: u32,
-    ) -> Result<(Vec<KmipCertificateRecord>, u64), StoreError> {
+    ) -> Result<(Vec<Unverified<KmipCertificateRecord>>, u64), StoreError> {
         let (inst, adapter) = (instance.to_string(), adapter.to_string());
         self.read(|c| {
             let list = c
@@ -253,7 +256,9 @@ impl KmipStore for SqliteStore {
                      WHERE instance_id = ?1 AND adapter_id = ?2
                      ORDER BY created_at, id LIMIT ?3 OFFSET ?4"
                 ))?
-                .query_map(params![inst, adapter, limit, offset], cert_from_row)?
+                .query_map(params![inst, adapter, limit, offset], |r| {
+                    cert_from_row(r).map(Unverified::new)
+                })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let total: i64 = c
                 .prepare_cached(
@@ -269,7 +274,7 @@ impl KmipStore for SqliteStore {
         instance: InstanceId,
         adapter: Uuid,
         id: Uuid,
-    ) -> Result<Option<KmipCertificateRecord>, StoreError> {
+    ) -> Result<Option<Unverified<KmipCertificateRecord>>, StoreError> {
         self.read(|c| {
             c.prepare_cached(&format!(
                 "SELECT {CERT_COLUMNS} FROM kmip_certificates
@@ -277,7 +282,7 @@ impl KmipStore for SqliteStore {
             ))?
             .query_row(
                 params![instance.to_string(), adapter.to_string(), id.to_string()],
-                cert_from_row,
+                |r| cert_from_row(r).map(Unverified::new),
             )
             .optional()
         })
@@ -288,7 +293,7 @@ impl KmipStore for SqliteStore {
         instance: InstanceId,
         adapter: Uuid,
         name: &str,
-    ) -> Result<Option<KmipCertificateRecord>, StoreError> {
+    ) -> Result<Option<Unverified<KmipCertificateRecord>>, StoreError> {
         self.read(|c| {
             c.prepare_cached(&format!(
                 "SELECT {CERT_COLUMNS} FROM kmip_certificates
@@ -296,7 +301,7 @@ impl KmipStore for SqliteStore {
             ))?
             .query_row(
                 params![instance.to_string(), adapter.to_string(), name],
-                cert_from_row,
+                |r| cert_from_row(r).map(Unverified::new),
             )
             .optional()
         })

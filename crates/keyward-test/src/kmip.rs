@@ -10,6 +10,8 @@ use keyward_core::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::store::Plain;
+
 fn now() -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(1_800_000_000_123_456_789).unwrap()
 }
@@ -103,9 +105,12 @@ pub async fn adapters_round_trip_unique_and_limited<S: Store + KmipStore>(store:
         store.insert_kmip_adapter(&a, 2, &ev).await.unwrap(),
         AdapterInsert::Inserted
     );
-    assert_eq!(store.kmip_adapter(i1, a.id).await.unwrap(), Some(a.clone()));
     assert_eq!(
-        store.kmip_adapter_by_name(i1, "one").await.unwrap(),
+        store.kmip_adapter(i1, a.id).await.unwrap().plain(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        store.kmip_adapter_by_name(i1, "one").await.unwrap().plain(),
         Some(a.clone())
     );
     assert_eq!(store.kmip_adapter(i2, a.id).await.unwrap(), None);
@@ -142,7 +147,11 @@ pub async fn adapters_round_trip_unique_and_limited<S: Store + KmipStore>(store:
     assert_eq!(all.len(), 2);
     let (page, total) = store.kmip_adapters(i1, None, 1, 1).await.unwrap();
     assert_eq!((page.len(), total), (1, 2));
-    let (by_crk, total) = store.kmip_adapters(i1, Some(k1), 10, 0).await.unwrap();
+    let (by_crk, total) = store
+        .kmip_adapters(i1, Some(k1), 10, 0)
+        .await
+        .unwrap()
+        .plain();
     assert_eq!(total, 1);
     assert_eq!(by_crk, vec![a.clone()]);
     assert_eq!(
@@ -182,11 +191,19 @@ pub async fn certificates_are_unique_limited_and_deleted_with_their_adapter<
         CertificateInsert::Inserted
     );
     assert_eq!(
-        store.kmip_certificate(i, a.id, c1.id).await.unwrap(),
+        store
+            .kmip_certificate(i, a.id, c1.id)
+            .await
+            .unwrap()
+            .plain(),
         Some(c1.clone())
     );
     assert_eq!(
-        store.kmip_certificate_by_name(i, a.id, "c1").await.unwrap(),
+        store
+            .kmip_certificate_by_name(i, a.id, "c1")
+            .await
+            .unwrap()
+            .plain(),
         Some(c1.clone())
     );
     assert_eq!(store.kmip_certificate(i, b.id, c1.id).await.unwrap(), None);
@@ -227,7 +244,11 @@ pub async fn certificates_are_unique_limited_and_deleted_with_their_adapter<
             .unwrap(),
         CertificateInsert::AdapterNotFound
     );
-    let (list, total) = store.kmip_certificates(i, a.id, 10, 0).await.unwrap();
+    let (list, total) = store
+        .kmip_certificates(i, a.id, 10, 0)
+        .await
+        .unwrap()
+        .plain();
     assert_eq!((list.len(), total), (2, 2));
     // Same creation time in this suite: the order between them is by id.
     assert!(list.contains(&c1));

@@ -25,7 +25,7 @@ fn page(limit: u32, offset: u32) -> Page {
 
 /// What a store read hands out, with its records taken out of `Unverified` (the suite checks
 /// what the store stored, not signatures).
-trait Plain {
+pub(crate) trait Plain {
     type Out;
     fn plain(self) -> Self::Out;
 }

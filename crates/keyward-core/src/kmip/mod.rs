@@ -17,7 +17,9 @@ use keyward_crypto::Canonical;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{AuditEvent, CustodyError, InstanceId, KeyError, KeyId, KeyState, StoreError};
+use crate::{
+    AuditEvent, CustodyError, InstanceId, KeyError, KeyId, KeyState, StoreError, Unverified,
+};
 
 /// The only adapter profile Key Protect has.
 pub const KMIP_PROFILE_NATIVE: &str = "native_1.0";
@@ -193,19 +195,19 @@ pub trait KmipStore: Send + Sync {
         crk: Option<KeyId>,
         limit: u32,
         offset: u32,
-    ) -> Result<(Vec<KmipAdapterRecord>, u64), StoreError>;
+    ) -> Result<(Vec<Unverified<KmipAdapterRecord>>, u64), StoreError>;
     /// An adapter by id.
     async fn kmip_adapter(
         &self,
         instance: InstanceId,
         id: Uuid,
-    ) -> Result<Option<KmipAdapterRecord>, StoreError>;
+    ) -> Result<Option<Unverified<KmipAdapterRecord>>, StoreError>;
     /// An adapter by name.
     async fn kmip_adapter_by_name(
         &self,
         instance: InstanceId,
         name: &str,
-    ) -> Result<Option<KmipAdapterRecord>, StoreError>;
+    ) -> Result<Option<Unverified<KmipAdapterRecord>>, StoreError>;
     /// Inserts an adapter unless its name is taken or the instance has `max_per_instance`.
     async fn insert_kmip_adapter(
         &self,
@@ -229,21 +231,21 @@ pub trait KmipStore: Send + Sync {
         adapter: Uuid,
         limit: u32,
         offset: u32,
-    ) -> Result<(Vec<KmipCertificateRecord>, u64), StoreError>;
+    ) -> Result<(Vec<Unverified<KmipCertificateRecord>>, u64), StoreError>;
     /// A certificate of an adapter by id.
     async fn kmip_certificate(
         &self,
         instance: InstanceId,
         adapter: Uuid,
         id: Uuid,
-    ) -> Result<Option<KmipCertificateRecord>, StoreError>;
+    ) -> Result<Option<Unverified<KmipCertificateRecord>>, StoreError>;
     /// A certificate of an adapter by name.
     async fn kmip_certificate_by_name(
         &self,
         instance: InstanceId,
         adapter: Uuid,
         name: &str,
-    ) -> Result<Option<KmipCertificateRecord>, StoreError>;
+    ) -> Result<Option<Unverified<KmipCertificateRecord>>, StoreError>;
     /// Inserts a certificate, checking in the same transaction that the adapter exists, the name
     /// and the certificate are unique and the adapter has fewer than `max_per_adapter`.
     async fn insert_kmip_certificate(

@@ -11,7 +11,7 @@ use crate::access::Target;
 use crate::op;
 use crate::pipeline::Ctx;
 use crate::service::Clock;
-use crate::{Caller, KeyError, KeyId, KeyKind, KeyService, KeyState};
+use crate::{Caller, KeyError, KeyId, KeyKind, KeyService, KeyState, Unverified, Verified};
 
 /// The KMIP management service: adapters, certificates and objects, with their checks and audit
 /// events. Cheap to clone.
@@ -167,9 +167,10 @@ impl KmipService {
                     .store
                     .kmip_adapters(caller.instance(), crk, page.limit, page.offset)
                     .await?;
-                for a in &list {
-                    self.verify_adapter(caller, a)?;
-                }
+                let list = list
+                    .into_iter()
+                    .map(|a| Ok(self.verify_adapter(caller, a)?.into_inner()))
+                    .collect::<Result<Vec<_>, KmipError>>()?;
                 Ok((list, total))
             })
             .await
@@ -186,7 +187,7 @@ impl KmipService {
             .run_in(&op::KMIP_READ, caller, Target::Instance, async |ctx| {
                 let adapter = self.load_adapter(caller, reference).await?;
                 ctx.target(adapter.id);
-                Ok(adapter)
+                Ok(adapter.into_inner())
             })
             .await
     }
@@ -278,9 +279,10 @@ impl KmipService {
                     .store
                     .kmip_certificates(caller.instance(), adapter.id, page.limit, page.offset)
                     .await?;
-                for c in &list {
-                    self.verify_certificate(caller, &adapter, c)?;
-                }
+                let list = list
+                    .into_iter()
+                    .map(|c| Ok(self.verify_certificate(&adapter, c)?.into_inner()))
+                    .collect::<Result<Vec<_>, KmipError>>()?;
                 Ok((list, total))
             })
             .await
@@ -299,7 +301,7 @@ impl KmipService {
                 let adapter = self.load_adapter(caller, adapter).await?;
                 let found = self.load_certificate(caller, &adapter, reference).await?;
                 ctx.target(found.id);
-                Ok(found)
+                Ok(found.into_inner())
             })
             .await
     }
@@ -418,7 +420,7 @@ impl KmipService {
         &self,
         caller: &Caller,
         reference: &str,
-    ) -> Result<KmipAdapterRecord, KmipError> {
+    ) -> Result<Verified<KmipAdapterRecord>, KmipError> {
         let found = match reference.parse::<Uuid>() {
             Ok(id) => self.store.kmip_adapter(caller.instance(), id).await?,
             Err(_) => {
@@ -428,16 +430,15 @@ impl KmipService {
             }
         };
         let adapter = found.ok_or(KmipError::AdapterNotFound)?;
-        self.verify_adapter(caller, &adapter)?;
-        Ok(adapter)
+        self.verify_adapter(caller, adapter)
     }
 
     async fn load_certificate(
         &self,
         caller: &Caller,
-        adapter: &KmipAdapterRecord,
+        adapter: &Verified<KmipAdapterRecord>,
         reference: &str,
-    ) -> Result<KmipCertificateRecord, KmipError> {
+    ) -> Result<Verified<KmipCertificateRecord>, KmipError> {
         let found = match reference.parse::<Uuid>() {
             Ok(id) => {
                 self.store
@@ -451,8 +452,7 @@ impl KmipService {
             }
         };
         let cert = found.ok_or(KmipError::CertificateNotFound)?;
-        self.verify_certificate(caller, adapter, &cert)?;
-        Ok(cert)
+        self.verify_certificate(adapter, cert)
     }
 
     async fn load_object(
@@ -468,28 +468,30 @@ impl KmipService {
             .ok_or(KmipError::ObjectNotFound)
     }
 
-    fn verify_adapter(&self, caller: &Caller, a: &KmipAdapterRecord) -> Result<(), KmipError> {
-        self.keys
-            .custody()
-            .verify_record(&a.signed_bytes(), &a.signature)?;
-        if a.instance != caller.instance() {
-            return Err(KmipError::IntegrityFailure);
-        }
-        Ok(())
-    }
-
-    fn verify_certificate(
+    /// An adapter of the caller's instance, verified: an altered record or one of another
+    /// instance is an integrity failure; an unavailable custody backend stays a 503.
+    fn verify_adapter(
         &self,
         caller: &Caller,
-        adapter: &KmipAdapterRecord,
-        c: &KmipCertificateRecord,
-    ) -> Result<(), KmipError> {
-        self.keys
-            .custody()
-            .verify_record(&c.signed_bytes(), &c.signature)?;
-        if c.instance != caller.instance() || c.adapter_id != adapter.id {
-            return Err(KmipError::IntegrityFailure);
-        }
-        Ok(())
+        a: Unverified<KmipAdapterRecord>,
+    ) -> Result<Verified<KmipAdapterRecord>, KmipError> {
+        Ok(Verified::check_adapter(
+            a,
+            caller.instance(),
+            &**self.keys.custody(),
+        )?)
+    }
+
+    /// A certificate of `adapter`, verified (see [`KmipService::verify_adapter`]).
+    fn verify_certificate(
+        &self,
+        adapter: &Verified<KmipAdapterRecord>,
+        c: Unverified<KmipCertificateRecord>,
+    ) -> Result<Verified<KmipCertificateRecord>, KmipError> {
+        Ok(Verified::check_certificate(
+            c,
+            adapter,
+            &**self.keys.custody(),
+        )?)
     }
 }
