@@ -132,8 +132,11 @@ impl Metrics {
     }
 
     /// Counts one answered request; `operation` is the matched route template (never a raw
-    /// path, which would hold key ids and grow without bound).
+    /// path, which would hold key ids and grow without bound) and the method one of a fixed set
+    /// (an unauthenticated client chooses the method: labelled as sent, 20 000 made-up methods
+    /// grew `/metrics` to 37 MB and the process by 230 MB, never freed; issue 18).
     pub fn request(&self, operation: &str, method: &str, status: u16, took: Duration) {
+        let method = method_label(method);
         self.requests
             .with_label_values(&[operation, method, &status.to_string()])
             .inc();
@@ -229,4 +232,12 @@ fn state_name(s: KeyState) -> &'static str {
         KeyState::Deactivated => "deactivated",
         KeyState::Destroyed => "destroyed",
     }
+}
+
+/// The label of a request method: the methods HTTP defines, and `other` for anything else.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("other")
 }

@@ -382,6 +382,36 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
     assert!(!after.contains(&a));
 }
 
+/// Issue 18: the request counter labelled the raw method, so made-up methods grew `/metrics`
+/// (and the process) without bound. Anything but a defined method is `other`.
+#[tokio::test]
+async fn metrics_label_made_up_methods_as_other() {
+    let ts = TestServer::start().await;
+    for i in 0..50 {
+        let method = reqwest::Method::from_bytes(format!("MADEUP{i}").as_bytes()).unwrap();
+        let resp = ts
+            .http
+            .request(method, format!("{}/healthz", ts.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_client_error(), "{}", resp.status());
+    }
+    let text = ts
+        .http
+        .get(format!("{}/metrics", ts.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_prometheus_text(&text);
+    assert!(!text.contains("MADEUP"), "{text}");
+    let other = sample(&text, "keyward_http_requests_total", &[("method", "other")]);
+    assert_eq!(other, Some(50.0), "{text}");
+}
+
 #[tokio::test]
 async fn metrics_can_require_a_bearer_token_or_be_off() {
     let token_dir = tempfile::tempdir().unwrap();
