@@ -305,7 +305,13 @@ pub fn verify_signature(
     }
     let (t, v1) = t.zip(v1).ok_or(SignatureError::Malformed)?;
     let tag = decode_hex(v1).ok_or(SignatureError::Malformed)?;
-    if (now_unix - t).abs() > tolerance_secs {
+    // Checked: `now - t` overflows for a timestamp near i64::MIN or MAX (issue 18 item 15);
+    // a timestamp that far away is stale, not a panic.
+    if now_unix
+        .checked_sub(t)
+        .and_then(i64::checked_abs)
+        .is_none_or(|skew| skew > tolerance_secs)
+    {
         return Err(SignatureError::Stale);
     }
     keyward_crypto::hmac_verify(&secret, &signed_payload(t, body), &tag)
@@ -348,6 +354,26 @@ mod tests {
             verify_signature(SECRET, "t=1,v1=zz", b"", 1, 300),
             Err(SignatureError::Malformed)
         );
+    }
+
+    /// Issue 18 item 15: the skew `now - t` overflowed (a panic in debug builds, a wrapped
+    /// value in release) for a timestamp at the ends of i64, before the MAC was checked.
+    #[test]
+    fn a_timestamp_at_the_ends_of_i64_is_stale_not_a_panic() {
+        for t in [i64::MIN, i64::MIN + 1, i64::MAX] {
+            let header = format!("t={t},v1={}", "00".repeat(32));
+            for now in [0, 1_700_000_000, i64::MAX, i64::MIN] {
+                let verdict = verify_signature(SECRET, &header, b"{}", now, 300);
+                // Within the tolerance the (wrong) MAC decides; beyond it, staleness.
+                let fresh = (i128::from(now) - i128::from(t)).abs() <= 300;
+                let expected = if fresh {
+                    SignatureError::Mismatch
+                } else {
+                    SignatureError::Stale
+                };
+                assert_eq!(verdict, Err(expected), "t={t} now={now}");
+            }
+        }
     }
 
     #[test]
