@@ -389,6 +389,61 @@ async fn scopes_narrow_what_a_grant_covers_and_invisible_keys_are_404() {
     assert_kp_error(s, &b, StatusCode::NOT_FOUND, "KEY_NOT_FOUND_ERR");
 }
 
+/// Issue 18 item 6: moving a key (`PATCH keyRingID`) checked only that the destination ring
+/// existed, so a Manager scoped to ring A moved a key into ring B, where B's Readers then used
+/// it. The move now needs the role on the destination ring too.
+#[tokio::test]
+async fn a_manager_of_one_ring_cannot_move_a_key_into_another() {
+    let ts = TestServer::start().await;
+    for ring in ["team-a", "team-b"] {
+        let (s, b) = ts
+            .call(Method::POST, &format!("/api/v2/key_rings/{ring}"), None)
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    let key = ts
+        .create_key(json!({"name": "ringed", "keyRingID": "team-a"}))
+        .await;
+    let (iam_id, api_key, _) = ts.identity_with("user", &[]).await;
+    let (s, b) = ts
+        .iam(
+            Method::POST,
+            "/iam/v1/policies",
+            Some(json!({"subject": iam_id, "roles": ["Manager"],
+                        "resource": {"instance_id": ts.instance, "key_ring": "team-a"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let token = login(&ts.http, &ts.url, &api_key).await;
+    let server = &ts;
+    let patch = |ring: &str, token: Option<String>| {
+        let (ts, body) = (server, json!({"keyRingID": ring}));
+        let path = format!("/api/v2/keys/{key}");
+        async move {
+            ts.call_as(
+                Method::PATCH,
+                &path,
+                Some(body),
+                token.as_deref(),
+                Some(&ts.instance),
+            )
+            .await
+        }
+    };
+    let (s, b) = patch("team-b", Some(token.clone())).await;
+    assert_kp_error(s, &b, StatusCode::NOT_FOUND, "KEY_RING_NOT_FOUND_ERR");
+    // The refusal looks like a ring that does not exist.
+    let (s2, b2) = patch("no-such-ring", Some(token.clone())).await;
+    assert_kp_error(s2, &b2, StatusCode::NOT_FOUND, "KEY_RING_NOT_FOUND_ERR");
+    let (_, meta) = ts
+        .call(Method::GET, &format!("/api/v2/keys/{key}/metadata"), None)
+        .await;
+    assert_eq!(meta["resources"][0]["keyRingID"], "team-a", "{meta}");
+    // An instance Manager may still move it.
+    let (s, b) = patch("team-b", Some(ts.token.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}
+
 /// Creates a service identity (Event Streams instance `es-1`) with an API key; returns its
 /// iam_id and API key.
 async fn service_identity(ts: &TestServer, service: &str, instance: &str) -> (String, String) {

@@ -281,10 +281,7 @@ impl KeyService {
                     let event = ctx.record()?;
                     match self.store.delete_key_ring(caller.instance(), id, &event).await? {
                 RingDeletion::Deleted => Ok(()),
-                RingDeletion::NotFound => Err(KeyError::Refused(
-                    Rule::KeyRingNotFound,
-                    format!("no key ring {id:?} in this instance"),
-                )),
+                RingDeletion::NotFound => Err(no_such_ring(id)),
                 RingDeletion::HasLiveKeys => Err(KeyError::Refused(
                     Rule::KeyRingKeysNotDeleted,
                     "the key ring holds keys that are not deleted: delete or move them first"
@@ -312,6 +309,13 @@ impl KeyService {
         self.pipe
             .run(&op::PATCH_KEY, caller, key_target(id), async |ctx| {
                 let mut key = self.load(ctx, caller, id).await?.into_inner();
+                // The move is a patch of the destination ring too: a Manager of ring A may not
+                // put a key into ring B, where B's readers would use it (issue 18 item 6). A
+                // ring the caller cannot see is, to it, a ring that does not exist.
+                match ctx.authorize(Target::KeyRing(ring)) {
+                    Err(KeyError::NotFound) => return Err(no_such_ring(ring)),
+                    r => r?,
+                }
                 self.require_ring(caller, ring).await?;
                 let now = self.clock.now();
                 key.key_ring = ring.to_owned();
@@ -366,12 +370,16 @@ impl KeyService {
         if rings.iter().any(|r| r.id == ring) {
             Ok(())
         } else {
-            Err(KeyError::Refused(
-                Rule::KeyRingNotFound,
-                format!("no key ring {ring:?} in this instance"),
-            ))
+            Err(no_such_ring(ring))
         }
     }
+}
+
+fn no_such_ring(ring: &str) -> KeyError {
+    KeyError::Refused(
+        Rule::KeyRingNotFound,
+        format!("no key ring {ring:?} in this instance"),
+    )
 }
 
 fn bad_alias() -> KeyError {
