@@ -98,6 +98,25 @@ impl Caller {
         }
     }
 
+    /// Whether the caller holds any role in its instance (on the instance, a ring or a key):
+    /// what a caller needs to use its own records there (webhook subscription, events).
+    pub fn is_instance_member(&self) -> bool {
+        match &self.access {
+            Access::System => true,
+            Access::Grants { account, grants } => grants.sees_instance(account, self.instance),
+        }
+    }
+
+    /// Refuses a caller that holds no role in its instance (issue 18 item 8: an identity with
+    /// no policy subscribed to, and streamed, events on every instance of its account).
+    pub fn require_instance_member(&self) -> Result<(), KeyError> {
+        if self.is_instance_member() {
+            Ok(())
+        } else {
+            Err(KeyError::Forbidden(Operation::ListRegistrations))
+        }
+    }
+
     /// IAM id of the subject.
     pub fn subject(&self) -> &str {
         &self.subject
@@ -137,6 +156,10 @@ impl Actor for Caller {
 
     fn is_system(&self) -> bool {
         matches!(self.access, Access::System)
+    }
+
+    fn is_member(&self) -> bool {
+        self.is_instance_member()
     }
 
     fn check(&self, operation: Operation, target: Target<'_>) -> Result<(), KeyError> {

@@ -59,6 +59,11 @@ pub trait Actor: Sync {
     fn is_system(&self) -> bool {
         false
     }
+    /// Whether the actor holds any role in the instance it acts on (see
+    /// [`Ctx::authorize_member`]).
+    fn is_member(&self) -> bool {
+        false
+    }
 }
 
 /// Checks `grants` of `account` on `target` of `instance`.
@@ -112,6 +117,20 @@ impl Ctx<'_> {
     pub fn authorize_own(&mut self) -> Result<(), KeyError> {
         if self.op.operation.is_some() {
             return Err(KeyError::IntegrityFailure);
+        }
+        self.authorized = true;
+        Ok(())
+    }
+
+    /// Authorizes a verb on the caller's own records in its instance (its webhook subscription,
+    /// its events' acknowledgements): the caller must hold some role in the instance, as a
+    /// service registered on one of its keys does.
+    pub(crate) fn authorize_member(&mut self) -> Result<(), KeyError> {
+        if self.op.operation.is_some() {
+            return Err(KeyError::IntegrityFailure);
+        }
+        if !self.actor.is_member() {
+            return Err(KeyError::Forbidden(Operation::ListRegistrations));
         }
         self.authorized = true;
         Ok(())

@@ -1355,3 +1355,50 @@ async fn the_instance_listing_is_narrowed_by_x_kms_key_ring() {
     assert!(keys.is_client_error(), "{keys}");
     assert_eq!(s, keys, "{b}");
 }
+
+/// Issue 18 item 8: `event_subscription` and `event_stream` never checked access, so an
+/// identity with no policy in the instance used both (on every instance of its account). Now
+/// the caller must hold some role in the instance; a Reader still may.
+#[tokio::test]
+async fn event_subscription_and_stream_need_a_role_in_the_instance() {
+    let ts = TestServer::start().await;
+    let (_, _, nobody) = ts.identity_with("user", &[]).await;
+    let (_, _, reader) = ts.identity_with("user", &["Reader"]).await;
+    let subscribe = |token: String| {
+        let ts = &ts;
+        async move {
+            ts.call_as(
+                Method::PUT,
+                "/api/v2/event_subscription",
+                Some(json!({"url": "https://93.184.216.34/hook"})),
+                Some(&token),
+                Some(&ts.instance),
+            )
+            .await
+        }
+    };
+    let (s, b) = subscribe(nobody.clone()).await;
+    assert_kp_error(s, &b, StatusCode::FORBIDDEN, "UNAUTHORIZED_ERR");
+    for (method, path) in [
+        (Method::GET, "/api/v2/event_subscription"),
+        (Method::DELETE, "/api/v2/event_subscription"),
+    ] {
+        let (s, b) = ts
+            .call_as(method, path, None, Some(&nobody), Some(&ts.instance))
+            .await;
+        assert_kp_error(s, &b, StatusCode::FORBIDDEN, "UNAUTHORIZED_ERR");
+    }
+    let resp = ts
+        .http
+        .get(format!("{}/api/v2/event_stream", ts.url))
+        .bearer_auth(&nobody)
+        .header("bluemix-instance", &ts.instance)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // Nothing was stored for the refused caller; a Reader of the instance may subscribe.
+    let (s, b) = subscribe(reader.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    stream(&ts, &reader, None).await;
+}

@@ -407,6 +407,7 @@ impl KeyService {
         unacked_only: bool,
         limit: u32,
     ) -> Result<Vec<EventRecord>, KeyError> {
+        caller.require_instance_member()?;
         Ok(self
             .store
             .events_for(
@@ -442,7 +443,7 @@ impl KeyService {
         let target = found.as_ref().map(|e| e.key_id.to_string());
         self.pipe
             .run(verb, caller, target, async |ctx| {
-                ctx.authorize_own()?;
+                ctx.authorize_member()?;
                 let ev = found.clone().ok_or_else(|| {
                     KeyError::Refused(
                         Rule::EventNotFound,
@@ -499,7 +500,7 @@ impl KeyService {
     ) -> Result<(SubscriptionRecord, Secret), KeyError> {
         self.pipe
             .run(&op::PUT_SUBSCRIPTION, caller, None, async |ctx| {
-                ctx.authorize_own()?;
+                ctx.authorize_member()?;
                 check_url(url)?;
                 destination.map_err(invalid)?;
                 let secret = keyward_crypto::random_secret(WEBHOOK_SECRET_BYTES)
@@ -521,6 +522,7 @@ impl KeyService {
 
     /// The caller's webhook in its instance.
     pub async fn subscription(&self, caller: &Caller) -> Result<SubscriptionRecord, KeyError> {
+        caller.require_instance_member()?;
         self.store
             .subscription(caller.subject(), caller.instance())
             .await?
@@ -531,7 +533,7 @@ impl KeyService {
     pub async fn delete_subscription(&self, caller: &Caller) -> Result<(), KeyError> {
         self.pipe
             .run(&op::DELETE_SUBSCRIPTION, caller, None, async |ctx| {
-                ctx.authorize_own()?;
+                ctx.authorize_member()?;
                 let event = ctx.record()?;
                 if self
                     .store

@@ -70,6 +70,8 @@ pub async fn event_stream(
     authed: Authed,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // Refused before the stream starts (a refusal inside it would follow a 200).
+    authed.caller.require_instance_member()?;
     let cursor = match headers.get(headers::LAST_EVENT_ID) {
         None => 0,
         Some(v) => v
