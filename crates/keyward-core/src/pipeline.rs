@@ -60,7 +60,7 @@ pub trait Actor: Sync {
         false
     }
     /// Whether the actor holds any role in the instance it acts on (see
-    /// [`Ctx::authorize_member`]).
+    /// `Ctx::authorize_member`).
     fn is_member(&self) -> bool {
         false
     }
