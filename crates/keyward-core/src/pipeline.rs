@@ -180,7 +180,7 @@ impl Ctx<'_> {
     /// commits it in the write's transaction, so the pipeline does not append it again.
     /// Refused for an operation that was not authorized.
     pub fn record(&mut self) -> Result<AuditEvent, KeyError> {
-        let event = self.event_of(self.op)?;
+        let event = self.authorized_success()?;
         self.recorded = true;
         Ok(event)
     }
@@ -188,7 +188,7 @@ impl Ctx<'_> {
     /// The success event of this operation, naming `target` (the record it created or
     /// deleted), for the write that makes the change.
     pub fn record_on(&mut self, target: impl ToString) -> Result<AuditEvent, KeyError> {
-        let mut event = self.event_of(self.op)?;
+        let mut event = self.authorized_success()?;
         event.target = Some(target.to_string());
         self.recorded = true;
         Ok(event)
@@ -206,14 +206,12 @@ impl Ctx<'_> {
         self.record()
     }
 
-    fn event_of(&self, op: &'static Op) -> Result<AuditEvent, KeyError> {
+    /// The success event, for a write: refused before authorization.
+    fn authorized_success(&self) -> Result<AuditEvent, KeyError> {
         if !self.authorized {
             return Err(KeyError::IntegrityFailure);
         }
-        let mut e = self.event(op, Outcome::Success, op.status, self.note.clone());
-        e.key_state = self.key_state.map(KeyState::code);
-        e.key_version = self.key_version.map(|v| v.to_string());
-        Ok(e)
+        Ok(self.success())
     }
 
     fn event(
