@@ -18,6 +18,7 @@
 )]
 
 mod audit;
+mod columns;
 mod events;
 mod iam;
 mod kmip;
@@ -28,5 +29,8 @@ mod schema;
 mod sqlite;
 mod writer;
 
+pub mod postgres;
+
 pub use audit::{MAX_PAGE as MAX_AUDIT_PAGE, verify_audit_chain};
+pub use postgres::{PgOptions, PgStore};
 pub use sqlite::{DB_FILE, SqliteStore};

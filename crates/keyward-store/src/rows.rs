@@ -7,6 +7,8 @@ use keyward_core::{
     PolicyKind, PolicyMeta, RotationPolicy, SigningKeyRecord, StoreError, WrappedMaterial,
 };
 use rusqlite::Row;
+
+use crate::columns::{Bad, Columns};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -66,21 +68,25 @@ macro_rules! import_token_columns {
 }
 pub(crate) use import_token_columns;
 
-pub fn import_token_from_row(r: &Row<'_>) -> rusqlite::Result<ImportTokenRecord> {
+pub fn import_token_from<R: Columns + ?Sized>(r: &R) -> Result<ImportTokenRecord, Bad> {
     Ok(ImportTokenRecord {
-        instance: parse(r.get(0)?)?,
-        created_at: time(r.get(1)?)?,
-        expires_at: time(r.get(2)?)?,
-        max_retrievals: r.get(3)?,
-        remaining: r.get(4)?,
-        nonce: r.get(5)?,
-        public_key: r.get(6)?,
+        instance: r.parsed(0)?,
+        created_at: time_of(r.i64(1)?)?,
+        expires_at: time_of(r.i64(2)?)?,
+        max_retrievals: r.int(3)?,
+        remaining: r.int(4)?,
+        nonce: r.blob(5)?,
+        public_key: r.blob(6)?,
         private_key: WrappedMaterial {
-            wrapping_key: r.get(7)?,
-            bytes: r.get(8)?,
+            wrapping_key: r.text(7)?,
+            bytes: r.blob(8)?,
         },
-        created_by: r.get(9)?,
+        created_by: r.text(9)?,
     })
+}
+
+pub fn import_token_from_row(r: &Row<'_>) -> rusqlite::Result<ImportTokenRecord> {
+    Ok(import_token_from(r)?)
 }
 
 pub(crate) use {
@@ -123,11 +129,11 @@ fn meta_row(m: &PolicyMeta) -> MetaRow {
     }
 }
 
-fn meta_from(m: MetaRow) -> rusqlite::Result<PolicyMeta> {
+fn meta_from(m: MetaRow) -> Result<PolicyMeta, Bad> {
     Ok(PolicyMeta {
-        created_at: time(m.created_at)?,
+        created_at: time_of(m.created_at)?,
         created_by: m.created_by,
-        updated_at: time(m.updated_at)?,
+        updated_at: time_of(m.updated_at)?,
         updated_by: m.updated_by,
     })
 }
@@ -155,8 +161,8 @@ pub fn dual_auth_json(k: &KeyRecord) -> Option<String> {
     })
 }
 
-fn json<T: for<'a> Deserialize<'a>>(s: Option<String>) -> rusqlite::Result<Option<T>> {
-    s.map(|s| serde_json::from_str(&s).map_err(|e| conv(e.to_string())))
+fn json<T: for<'a> Deserialize<'a>>(s: Option<String>) -> Result<Option<T>, Bad> {
+    s.map(|s| serde_json::from_str(&s).map_err(|e| Bad(e.to_string())))
         .transpose()
 }
 
@@ -168,82 +174,92 @@ pub fn opt_nanos(t: Option<OffsetDateTime>) -> Option<i64> {
     t.map(nanos)
 }
 
-pub fn time(n: i64) -> rusqlite::Result<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(n)).map_err(|e| conv(e.to_string()))
+/// A time from its stored Unix nanoseconds.
+pub fn time_of(n: i64) -> Result<OffsetDateTime, Bad> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(n)).map_err(|e| Bad(e.to_string()))
 }
 
-fn opt_time(n: Option<i64>) -> rusqlite::Result<Option<OffsetDateTime>> {
-    n.map(time).transpose()
+pub fn opt_time_of(n: Option<i64>) -> Result<Option<OffsetDateTime>, Bad> {
+    n.map(time_of).transpose()
+}
+
+pub fn time(n: i64) -> rusqlite::Result<OffsetDateTime> {
+    Ok(time_of(n)?)
 }
 
 pub fn conv(msg: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, msg.into())
+    Bad(msg).into()
 }
 
 pub fn parse<T: std::str::FromStr>(s: String) -> rusqlite::Result<T> {
     s.parse().map_err(|_| conv(format!("bad identifier {s:?}")))
 }
 
-pub fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
-    let kind = match r.get::<_, i64>(2)? {
+/// A key from the columns of `key_select!()` (the aliases last).
+pub fn key_from<R: Columns + ?Sized>(r: &R) -> Result<KeyRecord, Bad> {
+    let kind = match r.i64(2)? {
         0 => KeyKind::Root,
         1 => KeyKind::Standard,
-        k => return Err(conv(format!("bad key kind {k}"))),
+        k => return Err(Bad(format!("bad key kind {k}"))),
     };
-    let state: i64 = r.get(5)?;
+    let state = r.i64(5)?;
     Ok(KeyRecord {
-        id: parse(r.get(0)?)?,
-        instance: parse(r.get(1)?)?,
+        id: r.parsed(0)?,
+        instance: r.parsed(1)?,
         kind,
-        name: r.get(3)?,
-        description: r.get(4)?,
-        state: KeyState::from_code(state).ok_or_else(|| conv(format!("bad state {state}")))?,
-        imported: r.get(6)?,
-        key_ring: r.get(7)?,
-        expiration: opt_time(r.get(8)?)?,
-        bits: r.get(9)?,
-        current_version: r.get(10)?,
-        current_version_id: parse(r.get(11)?)?,
-        revision: r
-            .get::<_, i64>(12)?
-            .try_into()
-            .map_err(|_| conv("bad revision".into()))?,
-        created_at: time(r.get(13)?)?,
-        created_by: r.get(14)?,
-        updated_at: time(r.get(15)?)?,
-        state_changed_at: time(r.get(16)?)?,
-        last_rotated_at: opt_time(r.get(17)?)?,
-        deleted_at: opt_time(r.get(18)?)?,
-        deleted_by: r.get(19)?,
-        signature: r.get(20)?,
-        rotation: json::<RotationRow>(r.get(21)?)?
+        name: r.text(3)?,
+        description: r.opt_text(4)?,
+        state: KeyState::from_code(state).ok_or_else(|| Bad(format!("bad state {state}")))?,
+        imported: r.bool(6)?,
+        key_ring: r.text(7)?,
+        expiration: opt_time_of(r.opt_i64(8)?)?,
+        bits: r.int(9)?,
+        current_version: r.int(10)?,
+        current_version_id: r.parsed(11)?,
+        revision: r.int(12)?,
+        created_at: time_of(r.i64(13)?)?,
+        created_by: r.text(14)?,
+        updated_at: time_of(r.i64(15)?)?,
+        state_changed_at: time_of(r.i64(16)?)?,
+        last_rotated_at: opt_time_of(r.opt_i64(17)?)?,
+        deleted_at: opt_time_of(r.opt_i64(18)?)?,
+        deleted_by: r.opt_text(19)?,
+        signature: r.blob(20)?,
+        rotation: json::<RotationRow>(r.opt_text(21)?)?
             .map(|r| {
-                Ok::<_, rusqlite::Error>(RotationPolicy {
+                Ok::<_, Bad>(RotationPolicy {
                     enabled: r.enabled,
                     interval_month: r.interval_month,
                     meta: meta_from(r.meta)?,
                 })
             })
             .transpose()?,
-        dual_auth_delete: json::<DualAuthRow>(r.get(22)?)?
+        dual_auth_delete: json::<DualAuthRow>(r.opt_text(22)?)?
             .map(|d| {
-                Ok::<_, rusqlite::Error>(DualAuthPolicy {
+                Ok::<_, Bad>(DualAuthPolicy {
                     enabled: d.enabled,
                     meta: meta_from(d.meta)?,
                 })
             })
             .transpose()?,
-        deletion_authorized: match (r.get::<_, Option<String>>(23)?, r.get(24)?) {
-            (Some(by), Some(at)) => Some(DeletionAuthorization { by, at: time(at)? }),
+        deletion_authorized: match (r.opt_text(23)?, r.opt_i64(24)?) {
+            (Some(by), Some(at)) => Some(DeletionAuthorization {
+                by,
+                at: time_of(at)?,
+            }),
             _ => None,
         },
-        purged_at: opt_time(r.get(25)?)?,
-        next_rotation_at: opt_time(r.get(26)?)?,
+        purged_at: opt_time_of(r.opt_i64(25)?)?,
+        next_rotation_at: opt_time_of(r.opt_i64(26)?)?,
         aliases: r
-            .get::<_, Option<String>>(27)?
+            .opt_text(27)?
             .map(|a| a.split(',').map(str::to_owned).collect())
             .unwrap_or_default(),
     })
+}
+
+pub fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
+    Ok(key_from(r)?)
 }
 
 pub fn kind_code(kind: KeyKind) -> i64 {
@@ -258,93 +274,121 @@ pub fn version_from_row(r: &Row<'_>) -> rusqlite::Result<KeyVersion> {
 }
 
 /// A version from the columns starting at `at` (after a joined key's columns).
-pub fn version_from_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<KeyVersion> {
+pub fn version_from_at<R: Columns + ?Sized>(r: &R, at: usize) -> Result<KeyVersion, Bad> {
     Ok(KeyVersion {
-        key_id: parse(r.get(at)?)?,
-        number: r.get(at + 1)?,
-        id: parse(r.get(at + 2)?)?,
-        created_at: time(r.get(at + 3)?)?,
+        key_id: r.parsed(at)?,
+        number: r.int(at + 1)?,
+        id: r.parsed(at + 2)?,
+        created_at: time_of(r.i64(at + 3)?)?,
         material: WrappedMaterial {
-            wrapping_key: r.get(at + 4)?,
-            bytes: r.get(at + 5)?,
+            wrapping_key: r.text(at + 4)?,
+            bytes: r.blob(at + 5)?,
         },
-        signature: r.get(at + 6)?,
+        signature: r.blob(at + 6)?,
+    })
+}
+
+pub fn version_from_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<KeyVersion> {
+    Ok(version_from_at(r, at)?)
+}
+
+pub fn instance_from<R: Columns + ?Sized>(r: &R) -> Result<InstanceRecord, Bad> {
+    Ok(InstanceRecord {
+        id: r.parsed(0)?,
+        account: r.text(1)?,
+        name: r.text(2)?,
+        created_at: time_of(r.i64(3)?)?,
     })
 }
 
 pub fn instance_from_row(r: &Row<'_>) -> rusqlite::Result<InstanceRecord> {
-    Ok(InstanceRecord {
-        id: parse(r.get(0)?)?,
-        account: r.get(1)?,
-        name: r.get(2)?,
-        created_at: time(r.get(3)?)?,
+    Ok(instance_from(r)?)
+}
+
+pub fn api_key_from<R: Columns + ?Sized>(r: &R) -> Result<ApiKeyRecord, Bad> {
+    Ok(ApiKeyRecord {
+        id: r.text(0)?,
+        secret_hash: r
+            .blob(1)?
+            .try_into()
+            .map_err(|_| Bad::new("bad API key hash"))?,
+        subject: r.text(2)?,
+        account: r.text(3)?,
+        name: r.text(4)?,
+        created_at: time_of(r.i64(5)?)?,
+        locked: r.bool(6)?,
     })
 }
 
 pub fn api_key_from_row(r: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
-    let hash: Vec<u8> = r.get(1)?;
-    Ok(ApiKeyRecord {
-        id: r.get(0)?,
-        secret_hash: hash
-            .try_into()
-            .map_err(|_| conv("bad API key hash".into()))?,
-        subject: r.get(2)?,
-        account: r.get(3)?,
-        name: r.get(4)?,
-        created_at: time(r.get(5)?)?,
-        locked: r.get(6)?,
+    Ok(api_key_from(r)?)
+}
+
+pub fn signing_key_from<R: Columns + ?Sized>(r: &R) -> Result<SigningKeyRecord, Bad> {
+    Ok(SigningKeyRecord {
+        kid: r.text(0)?,
+        private_key: WrappedMaterial {
+            wrapping_key: r.text(1)?,
+            bytes: r.blob(2)?,
+        },
+        created_at: time_of(r.i64(3)?)?,
     })
 }
 
 pub fn signing_key_from_row(r: &Row<'_>) -> rusqlite::Result<SigningKeyRecord> {
-    Ok(SigningKeyRecord {
-        kid: r.get(0)?,
-        private_key: WrappedMaterial {
-            wrapping_key: r.get(1)?,
-            bytes: r.get(2)?,
-        },
-        created_at: time(r.get(3)?)?,
+    Ok(signing_key_from(r)?)
+}
+
+pub fn alias_from<R: Columns + ?Sized>(r: &R) -> Result<AliasRecord, Bad> {
+    Ok(AliasRecord {
+        instance: r.parsed(0)?,
+        alias: r.text(1)?,
+        key_id: r.parsed(2)?,
+        created_at: time_of(r.i64(3)?)?,
+        created_by: r.text(4)?,
+        signature: r.blob(5)?,
     })
 }
 
 pub fn alias_from_row(r: &Row<'_>) -> rusqlite::Result<AliasRecord> {
-    Ok(AliasRecord {
-        instance: parse(r.get(0)?)?,
-        alias: r.get(1)?,
-        key_id: parse(r.get(2)?)?,
-        created_at: time(r.get(3)?)?,
-        created_by: r.get(4)?,
-        signature: r.get(5)?,
+    Ok(alias_from(r)?)
+}
+
+pub fn key_ring_from<R: Columns + ?Sized>(r: &R) -> Result<KeyRingRecord, Bad> {
+    Ok(KeyRingRecord {
+        instance: r.parsed(0)?,
+        id: r.text(1)?,
+        created_at: time_of(r.i64(2)?)?,
+        created_by: r.text(3)?,
     })
 }
 
 pub fn key_ring_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRingRecord> {
-    Ok(KeyRingRecord {
-        instance: parse(r.get(0)?)?,
-        id: r.get(1)?,
-        created_at: time(r.get(2)?)?,
-        created_by: r.get(3)?,
-    })
+    Ok(key_ring_from(r)?)
 }
 
 /// Columns: instance_id, policy_type, enabled, attributes, created_at, created_by, updated_at,
 /// updated_by, signature.
-pub fn instance_policy_from_row(r: &Row<'_>) -> rusqlite::Result<InstancePolicy> {
-    let kind: String = r.get(1)?;
-    let kind = PolicyKind::from_name(&kind).ok_or_else(|| conv(format!("bad policy {kind}")))?;
-    let attributes: Option<String> = r.get(3)?;
+pub fn instance_policy_from<R: Columns + ?Sized>(r: &R) -> Result<InstancePolicy, Bad> {
+    let kind = r.text(1)?;
+    let kind = PolicyKind::from_name(&kind).ok_or_else(|| Bad(format!("bad policy {kind}")))?;
+    let attributes = r.opt_text(3)?;
     Ok(InstancePolicy {
-        instance: parse(r.get(0)?)?,
-        enabled: r.get(2)?,
-        setting: InstancePolicy::setting_from_json(kind, attributes.as_deref()).map_err(conv)?,
+        instance: r.parsed(0)?,
+        enabled: r.bool(2)?,
+        setting: InstancePolicy::setting_from_json(kind, attributes.as_deref()).map_err(Bad)?,
         meta: PolicyMeta {
-            created_at: time(r.get(4)?)?,
-            created_by: r.get(5)?,
-            updated_at: time(r.get(6)?)?,
-            updated_by: r.get(7)?,
+            created_at: time_of(r.i64(4)?)?,
+            created_by: r.text(5)?,
+            updated_at: time_of(r.i64(6)?)?,
+            updated_by: r.text(7)?,
         },
-        signature: r.get(8)?,
+        signature: r.blob(8)?,
     })
+}
+
+pub fn instance_policy_from_row(r: &Row<'_>) -> rusqlite::Result<InstancePolicy> {
+    Ok(instance_policy_from(r)?)
 }
 
 pub fn sql_error(e: rusqlite::Error) -> StoreError {

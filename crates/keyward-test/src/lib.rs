@@ -3,6 +3,8 @@
 //! [`custody_suite!`] or [`store_suite!`], so a new backend (PKCS#11, PostgreSQL) is held to
 //! exactly the behaviour the rest of Keyward relies on.
 //!
+//! `postgres`: a throwaway PostgreSQL cluster per test process, a database per test.
+//!
 //! `process`: real `keyward serve` and service processes for end-to-end tests.
 //!
 //! Test-only: nothing here ships in the server.
@@ -16,6 +18,7 @@
 
 pub mod custody;
 pub mod kmip;
+pub mod postgres;
 pub mod process;
 pub mod store;
 

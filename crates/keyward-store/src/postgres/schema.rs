@@ -1,0 +1,350 @@
+//! The PostgreSQL schema: the same tables and columns as SQLite's (`crate::schema`), in the same
+//! column order, so each record's row mapping is shared. Integers are BIGINT, bytes BYTEA,
+//! booleans BOOLEAN, times BIGINT Unix nanoseconds (record signatures cover them exactly).
+//!
+//! Migrations run at start in one transaction under an advisory lock, so two nodes starting
+//! together migrate once; the version is kept in `keyward_schema`. A database of a newer version
+//! than this build knows is refused (an older node must not write to a schema it does not know).
+
+use keyward_core::StoreError;
+
+use super::pg_error;
+
+/// `pg_advisory_xact_lock` key of migrations ("keyward" in ASCII, then 1).
+const MIGRATION_LOCK: i64 = 0x6b65_7977_6172_6401;
+
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: everything SQLite's migrations 1 to 8 made, and the audit events not yet linked into
+    // the chain (`audit_pending`, see audit.rs).
+    "CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE keys (
+        id TEXT PRIMARY KEY,
+        instance_id TEXT NOT NULL REFERENCES instances(id),
+        kind BIGINT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT,
+        state BIGINT NOT NULL,
+        imported BOOLEAN NOT NULL,
+        key_ring TEXT NOT NULL,
+        expiration BIGINT,
+        bits BIGINT NOT NULL,
+        current_version BIGINT NOT NULL,
+        current_version_id TEXT NOT NULL,
+        revision BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        created_by TEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        state_changed_at BIGINT NOT NULL,
+        last_rotated_at BIGINT,
+        deleted_at BIGINT,
+        deleted_by TEXT,
+        signature BYTEA NOT NULL,
+        rotation TEXT,
+        dual_auth TEXT,
+        deletion_set_by TEXT,
+        deletion_set_at BIGINT,
+        purged_at BIGINT,
+        next_rotation_at BIGINT
+    );
+    CREATE INDEX keys_by_instance ON keys(instance_id, created_at, id);
+    CREATE INDEX keys_due_rotation ON keys(next_rotation_at) WHERE next_rotation_at IS NOT NULL;
+    CREATE INDEX keys_due_expiry ON keys(expiration) WHERE expiration IS NOT NULL AND state = 1;
+    CREATE INDEX keys_due_purge ON keys(deleted_at) WHERE state = 5 AND purged_at IS NULL;
+    CREATE INDEX keys_by_ring ON keys(instance_id, key_ring);
+    CREATE TABLE key_versions (
+        key_id TEXT NOT NULL REFERENCES keys(id),
+        number BIGINT NOT NULL,
+        id TEXT NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL,
+        wrapping_key TEXT NOT NULL,
+        material BYTEA NOT NULL,
+        signature BYTEA NOT NULL,
+        PRIMARY KEY (key_id, number)
+    );
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        secret_hash BYTEA NOT NULL,
+        subject TEXT NOT NULL,
+        account TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        locked BOOLEAN NOT NULL
+    );
+    CREATE INDEX api_keys_by_account ON api_keys(account, subject);
+    CREATE TABLE signing_keys (
+        kid TEXT PRIMARY KEY,
+        wrapping_key TEXT NOT NULL,
+        private_key BYTEA NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE key_rings (
+        instance_id TEXT NOT NULL REFERENCES instances(id),
+        id TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        created_by TEXT NOT NULL,
+        PRIMARY KEY (instance_id, id)
+    );
+    CREATE TABLE key_aliases (
+        instance_id TEXT NOT NULL,
+        alias TEXT NOT NULL,
+        key_id TEXT NOT NULL REFERENCES keys(id),
+        created_at BIGINT NOT NULL,
+        created_by TEXT NOT NULL,
+        signature BYTEA NOT NULL,
+        PRIMARY KEY (instance_id, alias)
+    );
+    CREATE INDEX key_aliases_by_key ON key_aliases(key_id);
+    CREATE TABLE instance_policies (
+        instance_id TEXT NOT NULL REFERENCES instances(id),
+        policy_type TEXT NOT NULL,
+        enabled BOOLEAN NOT NULL,
+        attributes TEXT,
+        created_at BIGINT NOT NULL,
+        created_by TEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        updated_by TEXT NOT NULL,
+        signature BYTEA NOT NULL,
+        PRIMARY KEY (instance_id, policy_type)
+    );
+    CREATE TABLE kmip_adapters (
+        id TEXT PRIMARY KEY,
+        instance_id TEXT NOT NULL REFERENCES instances(id),
+        name TEXT NOT NULL,
+        description TEXT,
+        profile TEXT NOT NULL,
+        crk_id TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        created_by TEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        updated_by TEXT NOT NULL,
+        signature BYTEA NOT NULL,
+        UNIQUE (instance_id, name)
+    );
+    CREATE INDEX kmip_adapters_by_instance ON kmip_adapters(instance_id, created_at, id);
+    CREATE TABLE kmip_certificates (
+        id TEXT PRIMARY KEY,
+        instance_id TEXT NOT NULL,
+        adapter_id TEXT NOT NULL REFERENCES kmip_adapters(id),
+        name TEXT NOT NULL,
+        certificate TEXT NOT NULL,
+        fingerprint BYTEA NOT NULL,
+        created_at BIGINT NOT NULL,
+        created_by TEXT NOT NULL,
+        signature BYTEA NOT NULL,
+        UNIQUE (adapter_id, name),
+        UNIQUE (instance_id, fingerprint)
+    );
+    CREATE INDEX kmip_certificates_by_adapter ON kmip_certificates(adapter_id, created_at, id);
+    CREATE TABLE kmip_objects (
+        id TEXT PRIMARY KEY,
+        instance_id TEXT NOT NULL,
+        adapter_id TEXT NOT NULL REFERENCES kmip_adapters(id),
+        object_type BIGINT NOT NULL,
+        state BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        created_by_cert_id TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        updated_at BIGINT,
+        updated_by_cert_id TEXT,
+        updated_by TEXT,
+        destroyed_at BIGINT,
+        destroyed_by_cert_id TEXT,
+        destroyed_by TEXT
+    );
+    CREATE INDEX kmip_objects_by_adapter ON kmip_objects(adapter_id, state, created_at, id);
+    CREATE TABLE identities (
+        iam_id TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT,
+        service_name TEXT,
+        service_instance TEXT,
+        locked BOOLEAN NOT NULL,
+        created_at BIGINT NOT NULL,
+        created_by TEXT NOT NULL
+    );
+    CREATE INDEX identities_by_account ON identities(account, created_at);
+    CREATE TABLE access_policies (
+        id TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        roles TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        created_by TEXT NOT NULL,
+        signature BYTEA NOT NULL
+    );
+    CREATE INDEX access_policies_by_subject ON access_policies(account, subject);
+    CREATE TABLE authorizations (
+        id TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        source_service TEXT NOT NULL,
+        source_instance TEXT,
+        target TEXT NOT NULL,
+        roles TEXT NOT NULL,
+        delegation BOOLEAN NOT NULL,
+        created_at BIGINT NOT NULL,
+        created_by TEXT NOT NULL,
+        signature BYTEA NOT NULL
+    );
+    CREATE INDEX authorizations_by_service ON authorizations(account, source_service);
+    CREATE TABLE refresh_tokens (
+        hash BYTEA PRIMARY KEY,
+        api_key_id TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE TABLE import_tokens (
+        instance_id TEXT PRIMARY KEY REFERENCES instances(id),
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        max_retrievals BIGINT NOT NULL,
+        remaining BIGINT NOT NULL,
+        nonce BYTEA NOT NULL,
+        public_key BYTEA NOT NULL,
+        wrapping_key TEXT NOT NULL,
+        private_key BYTEA NOT NULL,
+        created_by TEXT NOT NULL
+    );
+    CREATE TABLE audit_events (
+        seq BIGINT PRIMARY KEY,
+        id TEXT NOT NULL,
+        time BIGINT NOT NULL,
+        action TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        reason_code BIGINT NOT NULL,
+        reason TEXT,
+        initiator TEXT NOT NULL,
+        address TEXT,
+        instance_id TEXT,
+        target TEXT,
+        key_state BIGINT,
+        key_version TEXT,
+        request_id TEXT NOT NULL,
+        prev_hash BYTEA NOT NULL,
+        hash BYTEA NOT NULL
+    );
+    CREATE INDEX audit_events_by_instance ON audit_events(instance_id, seq);
+    CREATE TABLE audit_pending (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        event_id TEXT NOT NULL,
+        time BIGINT NOT NULL,
+        action TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        reason_code BIGINT NOT NULL,
+        reason TEXT,
+        initiator TEXT NOT NULL,
+        address TEXT,
+        instance_id TEXT,
+        target TEXT,
+        key_state BIGINT,
+        key_version TEXT,
+        request_id TEXT NOT NULL
+    );
+    CREATE TABLE audit_checkpoints (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        seq BIGINT NOT NULL,
+        hash BYTEA NOT NULL,
+        time BIGINT NOT NULL,
+        signature BYTEA NOT NULL
+    );
+    CREATE TABLE audit_export_cursors (
+        sink TEXT PRIMARY KEY,
+        seq BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        holder TEXT,
+        lease_until BIGINT
+    );
+    CREATE TABLE registrations (
+        key_id TEXT NOT NULL REFERENCES keys(id),
+        resource_crn TEXT NOT NULL,
+        instance_id TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        description TEXT,
+        metadata TEXT,
+        prevent_key_deletion BOOLEAN NOT NULL,
+        key_version_id TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_by TEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        adopter_state TEXT,
+        PRIMARY KEY (key_id, resource_crn)
+    );
+    CREATE INDEX registrations_by_instance ON registrations(instance_id, key_id, resource_crn);
+    CREATE TABLE key_events (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        recipient TEXT NOT NULL,
+        instance_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key_state BIGINT NOT NULL,
+        key_version TEXT NOT NULL,
+        resource_crns TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        acked_at BIGINT,
+        ack_state TEXT,
+        ack_version TEXT,
+        delivered_at BIGINT,
+        attempts BIGINT NOT NULL DEFAULT 0,
+        next_attempt_at BIGINT,
+        lease_owner TEXT,
+        lease_until BIGINT
+    );
+    CREATE INDEX key_events_by_recipient ON key_events(recipient, instance_id, seq);
+    CREATE INDEX key_events_by_key ON key_events(key_id, recipient, seq);
+    CREATE INDEX key_events_undelivered ON key_events(seq)
+        WHERE delivered_at IS NULL AND acked_at IS NULL;
+    CREATE TABLE event_subscriptions (
+        recipient TEXT NOT NULL,
+        instance_id TEXT NOT NULL,
+        url TEXT NOT NULL,
+        wrapping_key TEXT NOT NULL,
+        secret BYTEA NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (recipient, instance_id)
+    );",
+];
+
+/// Brings the database to the latest schema: one transaction under the migration lock, so a
+/// node that starts while another migrates waits and then finds nothing to do.
+pub(super) async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(pg_error)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg_error)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS keyward_schema (version BIGINT NOT NULL)")
+        .await
+        .map_err(pg_error)?;
+    let current: Option<i64> = tx
+        .query_opt("SELECT version FROM keyward_schema", &[])
+        .await
+        .map_err(pg_error)?
+        .map(|r| r.get(0));
+    let known = MIGRATIONS.len();
+    let current = usize::try_from(current.unwrap_or(0)).unwrap_or(usize::MAX);
+    if current > known {
+        return Err(StoreError::Unavailable(format!(
+            "the database's schema is version {current}, newer than this Keyward knows \
+             ({known}): upgrade this node to the version the other nodes run"
+        )));
+    }
+    for sql in MIGRATIONS.iter().skip(current) {
+        tx.batch_execute(sql).await.map_err(pg_error)?;
+    }
+    if current < known {
+        let v = i64::try_from(known).unwrap_or(i64::MAX);
+        tx.execute("DELETE FROM keyward_schema", &[])
+            .await
+            .map_err(pg_error)?;
+        tx.execute("INSERT INTO keyward_schema (version) VALUES ($1)", &[&v])
+            .await
+            .map_err(pg_error)?;
+    }
+    tx.commit().await.map_err(pg_error)
+}
