@@ -29,7 +29,9 @@ async fn nodes_starting_together_migrate_once() {
     }
     let db = url.rsplit('=').next().unwrap();
     assert_eq!(
-        cluster().psql(db, "SELECT count(*), max(version) FROM keyward_schema").trim(),
+        cluster()
+            .psql(db, "SELECT count(*), max(version) FROM keyward_schema")
+            .trim(),
         "1|1"
     );
 }
@@ -81,8 +83,14 @@ async fn a_wrong_password_says_so() {
     // string with `password` still authenticates by trust, so check the refusal path through
     // a role that may not log in instead.
     c.psql("postgres", "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'nologin_user') THEN CREATE ROLE nologin_user NOLOGIN; END IF; END $$");
-    let url = format!("host={} port=5432 user=nologin_user dbname=postgres", c.dir.display());
+    let url = format!(
+        "host={} port=5432 user=nologin_user dbname=postgres",
+        c.dir.display()
+    );
     let why = unavailable(PgStore::connect(&options(url)).await);
     assert!(why.contains("cannot connect"), "{why}");
-    assert!(why.contains("nologin_user") || why.contains("refused"), "{why}");
+    assert!(
+        why.contains("nologin_user") || why.contains("refused"),
+        "{why}"
+    );
 }

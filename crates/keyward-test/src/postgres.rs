@@ -199,10 +199,6 @@ pub fn cluster() -> &'static Cluster {
 pub fn database_for(key: &Path) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(key.as_os_str().as_encoded_bytes());
-    let name: String = digest
-        .iter()
-        .take(12)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let name: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
     cluster().database(&format!("kw_{name}"))
 }

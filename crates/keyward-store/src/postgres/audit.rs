@@ -11,6 +11,7 @@
 //! its write commits rather than in the same transaction.
 
 use keyward_core::{AuditEvent, GENESIS_HASH, StoreError, chain_hash};
+use time::OffsetDateTime;
 
 use super::pg_error;
 use crate::rows::nanos;
@@ -55,4 +56,79 @@ pub(super) async fn pend(
     .await
     .map_err(pg_error)?;
     Ok(())
+}
+
+#[async_trait::async_trait]
+impl keyward_core::AuditStore for super::PgStore {
+    async fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError> {
+        Err(StoreError::Unavailable(
+            "not ported to PostgreSQL yet".into(),
+        ))
+    }
+
+    async fn audit_events(
+        &self,
+        _query: &keyward_core::AuditQuery,
+    ) -> Result<(Vec<keyward_core::ChainedEvent>, u64), StoreError> {
+        Err(StoreError::Unavailable(
+            "not ported to PostgreSQL yet".into(),
+        ))
+    }
+
+    async fn audit_events_after(
+        &self,
+        _seq: u64,
+        _limit: u32,
+    ) -> Result<Vec<keyward_core::ChainedEvent>, StoreError> {
+        Err(StoreError::Unavailable(
+            "not ported to PostgreSQL yet".into(),
+        ))
+    }
+
+    async fn insert_audit_checkpoint(
+        &self,
+        _checkpoint: &keyward_core::AuditCheckpoint,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable(
+            "not ported to PostgreSQL yet".into(),
+        ))
+    }
+
+    async fn latest_audit_checkpoint(
+        &self,
+    ) -> Result<Option<keyward_core::AuditCheckpoint>, StoreError> {
+        Err(StoreError::Unavailable(
+            "not ported to PostgreSQL yet".into(),
+        ))
+    }
+
+    async fn export_cursor(&self, _sink: &str) -> Result<u64, StoreError> {
+        Err(StoreError::Unavailable(
+            "not ported to PostgreSQL yet".into(),
+        ))
+    }
+
+    async fn set_export_cursor(&self, _sink: &str, _seq: u64) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable(
+            "not ported to PostgreSQL yet".into(),
+        ))
+    }
+
+    async fn lease_export(
+        &self,
+        _sink: &str,
+        _holder: &str,
+        _now: OffsetDateTime,
+        _until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        Err(StoreError::Unavailable(
+            "not ported to PostgreSQL yet".into(),
+        ))
+    }
+
+    async fn release_export_leases(&self, _holder: &str) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable(
+            "not ported to PostgreSQL yet".into(),
+        ))
+    }
 }

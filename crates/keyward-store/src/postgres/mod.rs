@@ -136,9 +136,10 @@ impl PgStore {
 
     /// A pooled connection.
     pub(crate) async fn client(&self) -> Result<Object, StoreError> {
-        self.pool.get().await.map_err(|e| {
-            StoreError::Unavailable(format!("the database cannot be reached: {e}"))
-        })
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("the database cannot be reached: {e}")))
     }
 
     /// The connection settings (for a dedicated connection, e.g. LISTEN).
