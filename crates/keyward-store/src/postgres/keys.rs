@@ -4,7 +4,8 @@
 use keyward_core::*;
 use time::OffsetDateTime;
 
-use super::PgStore;
+use super::{Audited, PgStore, pg_error};
+use crate::rows::{instance_from, nanos};
 
 #[async_trait::async_trait]
 impl Store for PgStore {
@@ -93,9 +94,8 @@ impl Store for PgStore {
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable(
-            "not ported to PostgreSQL yet".into(),
-        ))
+        let mut c = self.client().await?;
+        Audited::begin(&mut c, event).await?.commit(()).await
     }
 
     async fn key_counts_by_state(&self) -> Result<Vec<(u8, u64)>, StoreError> {
@@ -105,15 +105,28 @@ impl Store for PgStore {
     }
 
     async fn instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
-        Err(StoreError::Unavailable(
-            "not ported to PostgreSQL yet".into(),
-        ))
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT id, account, name, created_at FROM instances ORDER BY created_at",
+            )
+            .await
+            .map_err(pg_error)?;
+        let rows = c.query(&stmt, &[]).await.map_err(pg_error)?;
+        Ok(rows.iter().map(instance_from).collect::<Result<_, _>>()?)
     }
 
     async fn instance(&self, id: InstanceId) -> Result<Option<InstanceRecord>, StoreError> {
-        Err(StoreError::Unavailable(
-            "not ported to PostgreSQL yet".into(),
-        ))
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached("SELECT id, account, name, created_at FROM instances WHERE id = $1")
+            .await
+            .map_err(pg_error)?;
+        let row = c
+            .query_opt(&stmt, &[&id.to_string()])
+            .await
+            .map_err(pg_error)?;
+        Ok(row.as_ref().map(instance_from).transpose()?)
     }
 
     async fn insert_instance(
@@ -121,9 +134,20 @@ impl Store for PgStore {
         instance: &InstanceRecord,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable(
-            "not ported to PostgreSQL yet".into(),
-        ))
+        let mut c = self.client().await?;
+        let tx = Audited::begin(&mut c, event).await?;
+        tx.execute(
+            "INSERT INTO instances (id, account, name, created_at) VALUES ($1, $2, $3, $4)",
+            &[
+                &instance.id.to_string(),
+                &instance.account,
+                &instance.name,
+                &nanos(instance.created_at),
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+        tx.commit(()).await
     }
 
     async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
