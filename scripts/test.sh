@@ -19,6 +19,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
 step "cargo test"
 scripts/softhsm.sh --install-only  # SoftHSM2 for keyward-custody-pkcs11 (its tests make their own tokens)
+scripts/postgres.sh >/dev/null     # PostgreSQL binaries (each test process makes its own cluster)
 cargo test --workspace --locked
 
 # What that build made (no rebuild): later steps reuse it rather than build with other features.
@@ -40,20 +41,38 @@ for line in open(path):
 PY
 }
 
-step "keyward-server's tests again, on the PKCS#11 custody backend (two SoftHSM2 tokens)"
-hsm_dir=$(mktemp -d -t keyward-test-hsm.XXXXXX)
-if KEYWARD_TEST_HSM_PIN=1234 scripts/softhsm.sh "$hsm_dir" keyward-a keyward-b >/dev/null; then
-    # The test binaries `cargo test --workspace` built, run again: `cargo test -p keyward-server`
-    # would resolve features for that crate alone and build a second copy of its dependencies.
-    mapfile -t server_tests < <(built test keyward-server)
-    [ "${#server_tests[@]}" -gt 0 ] || { echo "no keyward-server test binaries found" >&2; exit 1; }
+# The test binaries `cargo test --workspace` built, run again: `cargo test -p keyward-server`
+# would resolve features for that crate alone and build a second copy of its dependencies.
+mapfile -t server_tests < <(built test keyward-server)
+[ "${#server_tests[@]}" -gt 0 ] || { echo "no keyward-server test binaries found" >&2; exit 1; }
+# run_server_suite LOG ENV...: every keyward-server test binary with ENV set, output to LOG.
+run_server_suite() {
+    local log=$1; shift
     for exe in "${server_tests[@]}"; do
-        (cd crates/keyward-server && SOFTHSM2_CONF=$hsm_dir/softhsm2.conf KEYWARD_TEST_HSM_PIN=1234 \
-            KEYWARD_TEST_CUSTODY=pkcs11 "$exe")
-    done
+        (cd crates/keyward-server && env "$@" "$exe") || return 1
+    done > "$log" 2>&1
+}
+
+step "keyward-server's tests again, on the PKCS#11 custody backend (two SoftHSM2 tokens) and on the PostgreSQL store, side by side"
+hsm_dir=$(mktemp -d -t keyward-test-hsm.XXXXXX)
+hsm_log=$hsm_dir/pkcs11.log pg_log=$hsm_dir/postgres.log
+hsm_pid=""
+if KEYWARD_TEST_HSM_PIN=1234 scripts/softhsm.sh "$hsm_dir" keyward-a keyward-b >/dev/null; then
+    run_server_suite "$hsm_log" SOFTHSM2_CONF="$hsm_dir/softhsm2.conf" KEYWARD_TEST_HSM_PIN=1234 \
+        KEYWARD_TEST_CUSTODY=pkcs11 &
+    hsm_pid=$!
 else
     echo "SKIPPED: SoftHSM2 cannot be installed here"
 fi
+pg_status=0
+run_server_suite "$pg_log" KEYWARD_TEST_STORE=postgres || pg_status=$?
+hsm_status=0
+[ -z "$hsm_pid" ] || wait "$hsm_pid" || hsm_status=$?
+summary() { grep -E "^test result|FAILED|panicked|not run on PostgreSQL" "$1" || true; }
+echo "-- on PKCS#11:"; [ -z "$hsm_pid" ] || summary "$hsm_log"
+echo "-- on PostgreSQL:"; summary "$pg_log"
+[ "$hsm_status" -eq 0 ] || { echo "keyward-server tests failed on PKCS#11:" >&2; tail -100 "$hsm_log" >&2; exit 1; }
+[ "$pg_status" -eq 0 ] || { echo "keyward-server tests failed on PostgreSQL:" >&2; tail -100 "$pg_log" >&2; exit 1; }
 rm -rf "$hsm_dir"
 
 step "fuzz targets compile (running them needs nightly: see fuzz/)"

@@ -469,3 +469,22 @@ fn open_append(path: &Path) -> anyhow::Result<(std::fs::File, u64, u64)> {
     }
     Ok((file, good, last_seq))
 }
+
+/// On PostgreSQL: links the events nodes have committed into the audit chain, every `interval`
+/// (see `keyward_store::postgres`'s audit module). When another node is linking, this one skips
+/// its turn; reads of the trail link what is left themselves.
+pub fn spawn_linker(
+    store: Arc<keyward_store::PgStore>,
+    interval: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = store.try_link_pending().await {
+                tracing::warn!(error = %e, "linking audit events into the chain failed");
+            }
+        }
+    })
+}

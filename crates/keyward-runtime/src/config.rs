@@ -51,6 +51,92 @@ pub struct ServerConfig {
     pub metrics: MetricsSection,
     /// Where outbound webhooks (event subscriptions, audit webhook sinks) may send.
     pub webhooks: WebhooksSection,
+    /// Where records and the audit trail live: SQLite in the data directory (default) or a
+    /// PostgreSQL database shared by several nodes.
+    pub store: StoreSection,
+}
+
+/// `[store]`: the database.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// `sqlite` (`keyward.db` in the data directory) or `postgres`.
+    pub backend: String,
+    /// PostgreSQL connection URL (libpq URL or key=value form; several hosts allowed, e.g.
+    /// `postgres://keyward@db1,db2/keyward?target_session_attrs=read-write`).
+    pub url: Option<String>,
+    /// The name of an environment variable holding the URL instead (keeps a password out of
+    /// this file).
+    pub url_env: Option<String>,
+    /// Connections this node keeps to PostgreSQL at most.
+    pub pool_size: usize,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            backend: "sqlite".into(),
+            url: None,
+            url_env: None,
+            pool_size: 16,
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreSection {
+    // The URL may hold a password: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSection")
+            .field("backend", &self.backend)
+            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
+            .field("url_env", &self.url_env)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl StoreSection {
+    /// The PostgreSQL connection options when that backend is chosen (reads `url_env`).
+    pub fn postgres(&self) -> Result<Option<keyward_store::PgOptions>, ConfigError> {
+        match self.backend.as_str() {
+            "sqlite" => {
+                if self.url.is_some() || self.url_env.is_some() {
+                    return Err(ConfigError::Invalid(
+                        "store.url and store.url_env need store.backend = \"postgres\"".into(),
+                    ));
+                }
+                Ok(None)
+            }
+            "postgres" => {
+                let url = match (&self.url, &self.url_env) {
+                    (Some(u), None) => u.clone(),
+                    (None, Some(var)) => std::env::var(var).map_err(|_| {
+                        ConfigError::Invalid(format!(
+                            "store.url_env: environment variable {var} is not set"
+                        ))
+                    })?,
+                    _ => {
+                        return Err(ConfigError::Invalid(
+                            "store: exactly one of url and url_env for the postgres backend"
+                                .into(),
+                        ));
+                    }
+                };
+                if !(1..=1000).contains(&self.pool_size) {
+                    return Err(ConfigError::Invalid(
+                        "store.pool_size must be between 1 and 1000".into(),
+                    ));
+                }
+                Ok(Some(keyward_store::PgOptions {
+                    url,
+                    pool_size: self.pool_size,
+                }))
+            }
+            other => Err(ConfigError::Invalid(format!(
+                "store.backend: sqlite or postgres, not {other:?}"
+            ))),
+        }
+    }
 }
 
 /// `[audit]`: signed checkpoints of the audit chain's head, and where events are exported.
@@ -348,6 +434,7 @@ impl Default for ServerConfig {
             audit: AuditSection::default(),
             metrics: MetricsSection::default(),
             webhooks: WebhooksSection::default(),
+            store: StoreSection::default(),
         }
     }
 }
@@ -422,6 +509,7 @@ impl ServerConfig {
             ));
         }
         self.custody.pkcs11()?;
+        self.store.postgres()?;
         if self.access_cache_ttl_ms > 1000 {
             return Err(ConfigError::Invalid(
                 "access_cache_ttl_ms must be at most 1000 (revocations apply within it)".into(),

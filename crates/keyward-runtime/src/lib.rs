@@ -40,11 +40,15 @@ use keyward_core::{
 };
 use keyward_custody::SoftwareCustody;
 use keyward_iam::TokenIssuer;
-use keyward_store::SqliteStore;
+use keyward_store::{PgStore, SqliteStore};
 
 pub use config::ServerConfig;
 use metrics::Metrics;
 use sender::WebhookSender;
+
+/// How often a node links pending audit events into the chain on PostgreSQL (one node at a
+/// time; the others skip).
+const LINK_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The store's faces, each behind its trait.
 pub struct Stores {
@@ -58,10 +62,42 @@ pub struct Stores {
     pub rewrap: Arc<dyn RewrapStore>,
     /// Changes whenever this process commits lifecycle events.
     pub event_notifications: tokio::sync::watch::Receiver<u64>,
+    /// The PostgreSQL store, when that is the backend: its own background work (linking the
+    /// audit chain, cache invalidation across nodes) starts with the rest.
+    pub postgres: Option<Arc<PgStore>>,
 }
 
-/// Opens (or creates) the store in `data_dir`.
-pub fn open_store(data_dir: &Path) -> anyhow::Result<Stores> {
+impl Stores {
+    /// On PostgreSQL, the cluster-wide lock of a node's first start (see
+    /// [`PgStore::first_start_lock`]); SQLite has one process per data directory.
+    pub async fn first_start_lock(&self) -> anyhow::Result<Option<keyward_store::ClusterLock>> {
+        Ok(match &self.postgres {
+            Some(pg) => Some(pg.first_start_lock().await?),
+            None => None,
+        })
+    }
+}
+
+/// Opens the store `config` names: SQLite in the data directory (created if needed), or the
+/// PostgreSQL database (migrated if needed; nothing of the store is written to the data
+/// directory then).
+pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Stores> {
+    if let Some(options) = config.store.postgres()? {
+        let pg = Arc::new(
+            PgStore::connect(&options)
+                .await
+                .context("opening the PostgreSQL store")?,
+        );
+        return Ok(Stores {
+            event_notifications: pg.event_notifications(),
+            store: pg.clone(),
+            trail: pg.clone(),
+            kmip: pg.clone(),
+            rewrap: pg.clone(),
+            postgres: Some(pg),
+        });
+    }
+    let data_dir = &config.data_dir;
     let sqlite = Arc::new(
         SqliteStore::open(data_dir)
             .with_context(|| format!("opening the store in {}", data_dir.display()))?,
@@ -72,6 +108,7 @@ pub fn open_store(data_dir: &Path) -> anyhow::Result<Stores> {
         trail: sqlite.clone(),
         kmip: sqlite.clone(),
         rewrap: sqlite,
+        postgres: None,
     })
 }
 
@@ -128,7 +165,7 @@ impl Runtime {
                 std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700));
         }
         let custody = open_custody(&config, true)?;
-        let stores = open_store(&config.data_dir)?;
+        let stores = open_store(&config).await?;
         let metrics_token = match &config.metrics.bearer_token_file {
             None => None,
             Some(path) => {
@@ -140,8 +177,10 @@ impl Runtime {
                 Some(Secret::new(token.as_bytes().to_vec()))
             }
         };
-        let issuer =
-            bootstrap::token_issuer(&stores.store, &custody, config.token_ttl_secs).await?;
+        let issuer = {
+            let _first_start = stores.first_start_lock().await?;
+            bootstrap::token_issuer(&stores.store, &custody, config.token_ttl_secs).await?
+        };
         let keys = KeyService::new(
             stores.store.clone(),
             custody,
@@ -165,6 +204,7 @@ impl Runtime {
     /// administrator (writing `bootstrap.json`) on an empty store, and gives the administrator
     /// its access. Returns the bootstrap file's path when it was (re)written.
     pub async fn bootstrap(&self, url: &str) -> anyhow::Result<Option<PathBuf>> {
+        let _first_start = self.stores.first_start_lock().await?;
         let file = bootstrap::first_start(self.keys.store(), &self.config.data_dir, url).await?;
         bootstrap::ensure_admin_access(self.keys.store(), self.keys.custody()).await?;
         Ok(file)
@@ -206,6 +246,9 @@ impl Runtime {
                 export_holder.clone(),
                 poll,
             ));
+        }
+        if let Some(pg) = &self.stores.postgres {
+            tasks.push(audit::spawn_linker(pg.clone(), LINK_INTERVAL));
         }
         tasks.push(webhooks::spawn(
             self.keys.clone(),

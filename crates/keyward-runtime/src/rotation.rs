@@ -84,7 +84,7 @@ pub async fn rotate_master(
 ) -> anyhow::Result<RotateReport> {
     config.validate()?;
     let hsm = config.custody.require_pkcs11()?;
-    let stores = crate::open_store(&config.data_dir)?;
+    let stores = crate::open_store(config).await?;
     let store = stores.rewrap.as_ref();
 
     let versions = mkek_versions(&hsm)?;

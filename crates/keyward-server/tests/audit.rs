@@ -57,6 +57,9 @@ fn verify(ts: &TestServer) -> keyward_core::ChainReport {
 
 #[tokio::test]
 async fn api_traffic_builds_an_intact_chain_and_shutdown_signs_its_head() {
+    if common::sqlite_file_only("api_traffic_builds_an_intact_chain_and_shutdown_signs_its_head") {
+        return;
+    }
     let mut ts = TestServer::start().await;
     traffic(&ts).await;
     ts.stop().await;
@@ -83,6 +86,9 @@ async fn api_traffic_builds_an_intact_chain_and_shutdown_signs_its_head() {
 
 #[tokio::test]
 async fn checkpoints_are_taken_in_the_background_every_n_events() {
+    if common::sqlite_file_only("checkpoints_are_taken_in_the_background_every_n_events") {
+        return;
+    }
     let ts = TestServer::start_with(|c| {
         c.audit.checkpoint_every_events = 3;
         c.audit.checkpoint_interval_secs = 3600;
@@ -522,6 +528,9 @@ fn jsonl_sink(
 
 #[tokio::test]
 async fn jsonl_export_rotates_at_the_size_limit_and_writes_each_event_once() {
+    if common::sqlite_file_only("jsonl_export_rotates_at_the_size_limit_and_writes_each_event_once") {
+        return;
+    }
     let out = tempfile::tempdir().unwrap();
     let path = out.path().join("audit.jsonl");
     let mut ts = TestServer::start_with(jsonl_sink("file", path.clone(), 2048)).await;
@@ -633,6 +642,9 @@ async fn the_export_sink_runs_at_the_lowest_cpu_priority() {
 /// holder stops, the other takes the sink over and goes on from the shared cursor.
 #[tokio::test]
 async fn two_servers_on_one_database_export_a_sink_once_and_take_it_over() {
+    if common::sqlite_file_only("two_servers_on_one_database_export_a_sink_once_and_take_it_over") {
+        return;
+    }
     let out = tempfile::tempdir().unwrap();
     let sink = |path| jsonl_sink("shared", path, 64 << 20);
     let (path_a, path_b) = (out.path().join("a.jsonl"), out.path().join("b.jsonl"));
@@ -788,6 +800,9 @@ async fn receive(
 
 #[tokio::test]
 async fn a_webhook_that_is_down_for_a_while_then_receives_every_event() {
+    if common::sqlite_file_only("a_webhook_that_is_down_for_a_while_then_receives_every_event") {
+        return;
+    }
     let receiver = Receiver::default();
     *receiver.down.lock().unwrap() = true;
     let app = axum::Router::new()
@@ -993,6 +1008,9 @@ async fn the_audit_webhook_reaches_no_private_address_unless_allowed() {
 
 #[tokio::test]
 async fn events_stored_before_the_chain_are_linked_at_open() {
+    if common::sqlite_file_only("events_stored_before_the_chain_are_linked_at_open") {
+        return;
+    }
     let mut ts = TestServer::start().await;
     traffic(&ts).await;
     ts.stop().await;
@@ -1015,6 +1033,9 @@ async fn events_stored_before_the_chain_are_linked_at_open() {
 
 #[tokio::test]
 async fn a_chain_rewritten_with_recomputed_hashes_fails_the_signed_checkpoint() {
+    if common::sqlite_file_only("a_chain_rewritten_with_recomputed_hashes_fails_the_signed_checkpoint") {
+        return;
+    }
     use keyward_core::{AuditStore, Outcome, chain_hash};
     let mut ts = TestServer::start().await;
     traffic(&ts).await;

@@ -343,6 +343,9 @@ fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 /// in any encoding, while the same scan does find the wrapped form (so it can see what is there).
 #[tokio::test]
 async fn the_data_directory_holds_no_imported_root_key_material() {
+    if common::sqlite_file_only("the_data_directory_holds_no_imported_root_key_material") {
+        return;
+    }
     let ts = TestServer::start().await;
     // Distinctive, non-repeating material, so a hit cannot be chance.
     let plain: Vec<u8> = (0..32u8)
@@ -430,6 +433,9 @@ async fn the_data_directory_holds_no_imported_root_key_material() {
 /// lasts 300 s) neither hands out its key nor imports, and says so.
 #[tokio::test]
 async fn an_expired_import_token_is_refused() {
+    if common::sqlite_file_only("an_expired_import_token_is_refused") {
+        return;
+    }
     let ts = TestServer::start().await;
     let token = new_token(&ts, 5).await;
     let sealed = seal(

@@ -80,6 +80,9 @@ async fn register(ts: &TestServer, token: &str, key: &str, crn: &str, resource: 
 
 #[tokio::test]
 async fn a_service_registers_replaces_updates_and_deletes_and_customers_list() {
+    if common::sqlite_file_only("a_service_registers_replaces_updates_and_deletes_and_customers_list") {
+        return;
+    }
     let ts = TestServer::start().await;
     let key = ts.create_root_key("protects-topics").await;
     let (svc_id, svc) = service(&ts).await;
@@ -493,6 +496,9 @@ async fn registrations_are_refused_to_users_strangers_other_owners_and_bad_input
 
 #[tokio::test]
 async fn a_registered_key_is_deleted_only_with_force_and_never_under_prevent_key_deletion() {
+    if common::sqlite_file_only("a_registered_key_is_deleted_only_with_force_and_never_under_prevent_key_deletion") {
+        return;
+    }
     let ts = TestServer::start().await;
     let (_, svc) = service(&ts).await;
     let key = ts.create_root_key("registered").await;
@@ -625,6 +631,9 @@ fn ack_body(event_id: &str, state: &str, rewrapped: Option<&str>) -> Value {
 
 #[tokio::test]
 async fn lifecycle_changes_reach_registered_services_and_acks_clear_them() {
+    if common::sqlite_file_only("lifecycle_changes_reach_registered_services_and_acks_clear_them") {
+        return;
+    }
     let ts = TestServer::start_with(|c| c.lifecycle.purge_wait_secs = 0).await;
     let key = ts.create_root_key("evented").await;
     let (svc_id, svc) = service(&ts).await;
@@ -940,6 +949,9 @@ async fn receiver(received: Arc<Mutex<Received>>) -> String {
 
 #[tokio::test]
 async fn webhooks_are_signed_retried_after_500s_and_delivered_once_acknowledged_by_2xx() {
+    if common::sqlite_file_only("webhooks_are_signed_retried_after_500s_and_delivered_once_acknowledged_by_2xx") {
+        return;
+    }
     let ts = TestServer::start().await;
     let key = ts.create_root_key("hooked").await;
     let (_, svc) = service(&ts).await;
@@ -1234,6 +1246,9 @@ async fn a_graceful_shutdown_ends_open_event_streams_instead_of_waiting_for_them
 /// service). The refusal is a clear 400, audited, and nothing is stored.
 #[tokio::test]
 async fn webhooks_to_private_addresses_are_refused_by_default() {
+    if common::sqlite_file_only("webhooks_to_private_addresses_are_refused_by_default") {
+        return;
+    }
     let ts = TestServer::start_with(|c| c.webhooks.allow_private_addresses = false).await;
     let (_, svc) = service(&ts).await;
     for url in [

@@ -39,7 +39,33 @@ pub fn config(dir: &Path) -> ServerConfig {
     if on_hsm() {
         c.custody = hsm_custody();
     }
+    if on_postgres() {
+        // One database per data directory: a restart on the same directory finds its records.
+        c.store = keyward_runtime::config::StoreSection {
+            backend: "postgres".into(),
+            url: Some(keyward_test::postgres::database_for(dir)),
+            url_env: None,
+            pool_size: 8,
+        };
+    }
     c
+}
+
+/// Whether this run uses the PostgreSQL store (`KEYWARD_TEST_STORE=postgres`, set by
+/// `scripts/test.sh` for its third run of this suite; the throwaway cluster starts by itself).
+pub fn on_postgres() -> bool {
+    std::env::var("KEYWARD_TEST_STORE").as_deref() == Ok("postgres")
+}
+
+/// For the few tests that read or alter the SQLite file itself (its bytes, its write-ahead log,
+/// rows changed under the server): true, after saying so, when this run is on PostgreSQL,
+/// where the same behaviour is covered by keyward-store's PostgreSQL tests.
+pub fn sqlite_file_only(test: &str) -> bool {
+    if on_postgres() {
+        eprintln!("{test}: not run on PostgreSQL (it reads or alters keyward.db itself)");
+        return true;
+    }
+    false
 }
 
 /// Whether this run uses the PKCS#11 custody backend (`KEYWARD_TEST_CUSTODY=pkcs11`, set by
@@ -89,6 +115,12 @@ impl TestServer {
 
     pub async fn start_in(dir: tempfile::TempDir, c: ServerConfig) -> Self {
         let server = keyward_server::start(c).await.expect("server starts");
+        // On the PostgreSQL run, nothing of the store is written to the data directory.
+        assert_eq!(
+            dir.path().join(keyward_store::DB_FILE).exists(),
+            !on_postgres(),
+            "store backend"
+        );
         // On the HSM run, no software keystore may appear: the HSM holds the master keys.
         assert_eq!(
             dir.path().join("keystore.json").exists(),
@@ -331,4 +363,128 @@ impl TestServer {
         let token = login(&self.http, &self.url, &api_key).await;
         (iam_id, api_key, token)
     }
+}
+
+/// The test server's database, reached directly (as someone with access to it would), on either
+/// backend. SQL is written once with `?N` placeholders; every value comes back as text (blobs as
+/// lowercase hex, NULL as None).
+pub enum Db {
+    Sqlite(rusqlite::Connection),
+    Postgres(tokio_postgres::Client),
+}
+
+impl TestServer {
+    /// A direct connection to this server's database.
+    pub async fn db(&self) -> Db {
+        if on_postgres() {
+            let url = keyward_test::postgres::database_for(self.dir.path());
+            let (client, conn) = url
+                .parse::<tokio_postgres::Config>()
+                .unwrap()
+                .connect(tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            Db::Postgres(client)
+        } else {
+            Db::Sqlite(rusqlite::Connection::open(self.db_path()).unwrap())
+        }
+    }
+}
+
+/// `'value'` as an SQL string literal (tests only: values come from the test itself).
+fn literal(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+impl Db {
+    /// `sql` with `?N` replaced by the N-th value as a literal (PostgreSQL's simple protocol
+    /// takes no parameters; the literal's type is inferred from the column it meets).
+    fn inline(sql: &str, params: &[&str]) -> String {
+        let mut out = sql.to_owned();
+        for (i, v) in params.iter().enumerate().rev() {
+            out = out.replace(&format!("?{}", i + 1), &literal(v));
+        }
+        out
+    }
+
+    /// Runs a statement; returns the rows changed.
+    pub async fn execute(&self, sql: &str, params: &[&str]) -> u64 {
+        match self {
+            Db::Sqlite(c) => c
+                .execute(sql, rusqlite::params_from_iter(params.iter()))
+                .unwrap() as u64,
+            Db::Postgres(c) => c.execute(&Self::inline(sql, params), &[]).await.unwrap(),
+        }
+    }
+
+    /// Every row of a query, each column as text.
+    pub async fn rows(&self, sql: &str, params: &[&str]) -> Vec<Vec<Option<String>>> {
+        match self {
+            Db::Sqlite(c) => {
+                let mut stmt = c.prepare(sql).unwrap();
+                let n = stmt.column_count();
+                stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| {
+                    (0..n)
+                        .map(|i| {
+                            Ok(match r.get::<_, rusqlite::types::Value>(i)? {
+                                rusqlite::types::Value::Null => None,
+                                rusqlite::types::Value::Integer(v) => Some(v.to_string()),
+                                rusqlite::types::Value::Real(v) => Some(v.to_string()),
+                                rusqlite::types::Value::Text(t) => Some(t),
+                                rusqlite::types::Value::Blob(b) => Some(hex(&b)),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+            }
+            Db::Postgres(c) => c
+                .simple_query(&Self::inline(sql, params))
+                .await
+                .unwrap()
+                .into_iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                        (0..r.len())
+                            .map(|i| {
+                                r.get(i).map(|v| match v.strip_prefix("\\x") {
+                                    Some(h) => h.to_owned(),
+                                    None => v.to_owned(),
+                                })
+                            })
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
+
+    /// The single integer a query returns (a count).
+    pub async fn int(&self, sql: &str, params: &[&str]) -> i64 {
+        let rows = self.rows(sql, params).await;
+        rows[0][0].as_deref().unwrap().parse().unwrap()
+    }
+
+    /// The first column of every row, decoded from hex (blob columns).
+    pub async fn blobs(&self, sql: &str, params: &[&str]) -> Vec<Vec<u8>> {
+        self.rows(sql, params)
+            .await
+            .into_iter()
+            .map(|r| unhex(r[0].as_deref().unwrap()))
+            .collect()
+    }
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn unhex(h: &str) -> Vec<u8> {
+    (0..h.len() / 2)
+        .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
 }

@@ -146,6 +146,27 @@ impl PgStore {
     pub fn config(&self) -> &tokio_postgres::Config {
         &self.config
     }
+
+    /// Waits for and takes the cluster-wide lock of a node's first start (bootstrap, the
+    /// token-signing key): of several nodes starting on an empty database, one makes the first
+    /// instance and the signing key and the others then find them. Held until the guard drops.
+    pub async fn first_start_lock(&self) -> Result<ClusterLock, StoreError> {
+        let client = connect_one(&self.config).await?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&FIRST_START_LOCK])
+            .await
+            .map_err(pg_error)?;
+        Ok(ClusterLock { _client: client })
+    }
+}
+
+/// `pg_advisory_lock` key of a node's first start ("keyward" in ASCII, then 3).
+const FIRST_START_LOCK: i64 = 0x6b65_7977_6172_6403;
+
+/// A session-level advisory lock, held on its own connection: dropping it closes the
+/// connection, which releases the lock (also when the process dies).
+pub struct ClusterLock {
+    _client: tokio_postgres::Client,
 }
 
 /// One connection outside the pool, its driver spawned on the current runtime.

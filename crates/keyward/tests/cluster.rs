@@ -1,0 +1,171 @@
+//! Several `keyward serve` nodes on one PostgreSQL database, each with its own data directory:
+//! real processes, a throwaway PostgreSQL cluster, and the first node's software keystore copied
+//! to the others (as README "Running several nodes" says).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{FAST_LIFECYCLE, Proc, api, kill9, spawn_with};
+use serde_json::{Value, json};
+
+const DEK_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// The node config: the test lifecycle and the PostgreSQL store at `url`.
+fn node_config(url: &str) -> String {
+    format!("{FAST_LIFECYCLE}\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\npool_size = 8\n")
+}
+
+/// A second node's data directory: the first node's keystore and nothing else.
+fn join_dir(first: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        first.join("keystore.json"),
+        dir.path().join("keystore.json"),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn a_key_made_on_one_node_unwraps_on_the_other_and_a_disable_reaches_it_within_a_second() {
+    let url = keyward_test::postgres::cluster().fresh_database();
+    let dir_a = tempfile::tempdir().unwrap();
+    let a = spawn_with(dir_a.path(), &node_config(&url));
+    assert!(
+        !dir_a.path().join("keyward.db").exists(),
+        "nothing of the store in the data directory"
+    );
+    let dir_b = join_dir(dir_a.path());
+    let b = spawn_with(dir_b.path(), &node_config(&url));
+    assert!(
+        !dir_b.path().join("bootstrap.json").exists(),
+        "a node joining an initialized database does not bootstrap again"
+    );
+
+    let on_a = api(dir_a.path(), &a.url);
+    let on_b = api(dir_a.path(), &b.url);
+    let id = on_a.create_root_key("shared");
+    let (st, w) = on_a.action(&id, "wrap", json!({"plaintext": DEK_B64}));
+    assert_eq!(st, 200, "{w}");
+    let (st, u) = on_b.action(&id, "unwrap", json!({"ciphertext": w["ciphertext"]}));
+    assert_eq!(st, 200, "{u}");
+    assert_eq!(u["plaintext"], DEK_B64);
+
+    // Disabled on A: refused on B within a second (B had the key cached a moment ago).
+    let (st, _) = on_a.action(&id, "disable", json!({}));
+    assert_eq!(st, 204);
+    let disabled_at = Instant::now();
+    loop {
+        let (st, body) = on_b.action(&id, "unwrap", json!({"ciphertext": w["ciphertext"]}));
+        if (400..500).contains(&st) && st != 401 {
+            break;
+        }
+        assert_eq!(st, 200, "{body}");
+        assert!(
+            disabled_at.elapsed() < Duration::from_millis(1200),
+            "node B still unwraps with a key disabled on node A"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen_after = disabled_at.elapsed();
+    eprintln!("disable on A refused on B after {seen_after:?}");
+
+    // Both nodes list the same keys; the audit trail holds both nodes' events, one chain.
+    let (_, key) = on_b.key(&id);
+    assert_eq!(key["resources"][0]["state"], 2, "{key}");
+    kill9(b);
+    kill9(a);
+}
+
+#[test]
+fn nothing_acknowledged_by_a_node_killed_with_sigkill_is_lost() {
+    let url = keyward_test::postgres::cluster().fresh_database();
+    let dir_a = tempfile::tempdir().unwrap();
+    let a = spawn_with(dir_a.path(), &node_config(&url));
+    let dir_b = join_dir(dir_a.path());
+    let b = spawn_with(dir_b.path(), &node_config(&url));
+    let on_a = api(dir_a.path(), &a.url);
+    let on_b = api(dir_a.path(), &b.url);
+    let mut made = Vec::new();
+    for i in 0..20 {
+        made.push(on_a.create_root_key(&format!("k{i}")));
+    }
+    let last = made.last().unwrap().clone();
+    let (st, _) = on_a.action(&last, "rotate", json!({}));
+    assert_eq!(st, 204);
+    kill9(a);
+    for id in &made {
+        let (st, key) = on_b.key(id);
+        assert_eq!(st, 200, "{key}");
+    }
+    let (_, key) = on_b.key(&last);
+    assert!(key["resources"][0]["keyVersion"]["id"].is_string(), "{key}");
+    let versions: Value = on_b
+        .req(
+            reqwest::Method::GET,
+            &format!("/api/v2/keys/{last}/versions?totalCount=true"),
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(versions["metadata"]["totalCount"], 2, "the acknowledged rotation");
+    kill9(b);
+}
+
+#[test]
+fn a_node_whose_keystore_cannot_verify_the_database_refuses_to_start() {
+    let url = keyward_test::postgres::cluster().fresh_database();
+    let dir_a = tempfile::tempdir().unwrap();
+    let a: Proc = spawn_with(dir_a.path(), &node_config(&url));
+    // Another data directory with no keystore: the node makes a new master key, which cannot
+    // unwrap what the first node stored.
+    let dir_b = tempfile::tempdir().unwrap();
+    std::fs::write(dir_b.path().join("keyward.toml"), node_config(&url)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir_b.path())
+        .arg("--config")
+        .arg(dir_b.path().join("keyward.toml"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("same master key"), "{err}");
+    assert!(err.contains("keystore.json"), "{err}");
+    kill9(a);
+}
+
+#[test]
+fn an_unreachable_database_at_start_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let gone = tempfile::tempdir().unwrap();
+    let url = format!(
+        "host={} port=5432 user=postgres dbname=keyward connect_timeout=2",
+        gone.path().display()
+    );
+    std::fs::write(dir.path().join("keyward.toml"), node_config(&url)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .arg("--config")
+        .arg(dir.path().join("keyward.toml"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect to PostgreSQL"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
