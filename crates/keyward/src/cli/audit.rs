@@ -70,12 +70,12 @@ pub struct ListFilters {
 /// Runs an audit subcommand; `Ok(false)` means the chain is broken.
 pub async fn run(command: AuditCommand) -> anyhow::Result<bool> {
     match command {
-        AuditCommand::Verify(args) => verify(args),
+        AuditCommand::Verify(args) => verify(args).await,
         AuditCommand::List { conn, filters } => list(*conn, *filters).await.map(|()| true),
     }
 }
 
-fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
+async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
     let mut config = match &args.config {
         Some(p) => ServerConfig::from_file(p)?,
         None => ServerConfig::default(),
@@ -86,8 +86,20 @@ fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
         (None, None) => anyhow::bail!("pass --data-dir (or --config naming a data_dir)"),
     }
     let custody = keyward_runtime::open_custody(&config, false)?;
-    let report = keyward_store::verify_audit_chain(&config.data_dir, custody.as_ref())
-        .with_context(|| format!("reading the audit trail in {}", config.data_dir.display()))?;
+    let report = match config.store.postgres()? {
+        Some(options) => {
+            let store = keyward_store::PgStore::connect(&options)
+                .await
+                .context("opening the PostgreSQL store")?;
+            keyward_store::verify_audit_chain_pg(&store, custody.as_ref())
+                .await
+                .context("reading the audit trail in PostgreSQL")?
+        }
+        None => keyward_store::verify_audit_chain(&config.data_dir, custody.as_ref())
+            .with_context(|| {
+                format!("reading the audit trail in {}", config.data_dir.display())
+            })?,
+    };
     let ok = report.first_break.is_none();
     if args.json {
         let brk = report.first_break.as_ref().map(|b| {
