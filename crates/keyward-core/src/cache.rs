@@ -77,6 +77,12 @@ impl KeyCache {
         entry
     }
 
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.clear();
+        }
+    }
+
     pub fn invalidate(&self, id: KeyId) {
         if let Ok(mut entries) = self.entries.write() {
             entries.remove(&id);

@@ -138,6 +138,11 @@ fn check_name(
 }
 
 impl IamService {
+    /// Drops every cached API key state and grant (another node changed identities or access).
+    pub fn forget_cached_access(&self) {
+        self.access.forget_all();
+    }
+
     /// A service over `store` and `custody`; CRNs of service identities name `region`; the
     /// access cache and rate limit follow `limits`.
     pub fn new(

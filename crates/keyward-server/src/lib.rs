@@ -209,7 +209,11 @@ fn state_of(runtime: Runtime) -> Arc<AppState> {
         metrics_token,
         event_notifications: stores.event_notifications,
     };
-    AppState::new(keys, kmip, iam, issuer, config, extras)
+    let state = AppState::new(keys, kmip, iam, issuer, config, extras);
+    if let Some(pg) = &stores.postgres {
+        state.follow_changes(pg);
+    }
+    state
 }
 
 /// A running server.

@@ -47,6 +47,17 @@ pub struct AppState {
     /// Set when the server starts shutting down: long-lived responses (event streams) end so
     /// the graceful shutdown does not wait for them.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// On PostgreSQL: the task that drops what this node cached when another node changes it.
+    listener: std::sync::OnceLock<AbortOnDrop>,
+}
+
+/// A task aborted when its owner drops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// What the state holds besides the services and config.
@@ -88,7 +99,43 @@ impl AppState {
             metrics_token: extras.metrics_token,
             event_notifications: extras.event_notifications,
             closing: tokio::sync::watch::Sender::new(false),
+            listener: std::sync::OnceLock::new(),
         })
+    }
+
+    /// On PostgreSQL: drops cached keys, access and instance policies when any node commits a
+    /// change to them (LISTEN/NOTIFY), for as long as this state lives. The cache TTLs stay the
+    /// bound when a notification is late or lost.
+    pub fn follow_changes(self: &Arc<Self>, store: &keyward_store::PgStore) {
+        let state = Arc::downgrade(self);
+        let task = store.listen_changes(move |change| {
+            if let Some(s) = state.upgrade() {
+                s.apply_change(change);
+            }
+        });
+        let _ = self.listener.set(AbortOnDrop(task));
+    }
+
+    fn apply_change(&self, change: keyward_store::Change) {
+        use keyward_store::Change;
+        match change {
+            Change::Key(id) => self.keys.forget_cached_key(id),
+            Change::Access => {
+                self.iam.forget_cached_access();
+                self.forget_cached_policies();
+            }
+            Change::Missed => {
+                self.keys.forget_cached_keys();
+                self.iam.forget_cached_access();
+                self.forget_cached_policies();
+            }
+        }
+    }
+
+    fn forget_cached_policies(&self) {
+        if let Ok(mut p) = self.policies.write() {
+            p.clear();
+        }
     }
 
     /// How views render keys for `account`.

@@ -295,6 +295,16 @@ impl KeyService {
         &self.store
     }
 
+    /// Drops what this process cached of a key (another node changed it).
+    pub fn forget_cached_key(&self, id: KeyId) {
+        self.cache.invalidate(id);
+    }
+
+    /// Drops every cached key (changes from other nodes may have been missed).
+    pub fn forget_cached_keys(&self) {
+        self.cache.clear();
+    }
+
     /// The pipeline this service's operations run in (shared with the KMIP records service).
     pub(crate) fn pipe(&self) -> &Pipeline {
         &self.pipe

@@ -160,6 +160,80 @@ impl PgStore {
     }
 }
 
+/// A change another node committed to something this node caches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A key's row changed (its state, versions, policies, ring) or was removed.
+    Key(keyward_core::KeyId),
+    /// Identities, API keys, access policies or authorizations changed.
+    Access,
+    /// The listening connection was lost and made again: changes in between may have been
+    /// missed, so drop everything cached.
+    Missed,
+}
+
+impl PgStore {
+    /// Listens for committed changes (every node's, this one's too) and calls `on_change` for
+    /// each, until the task is aborted. A lost connection is made again (after a second), with
+    /// [`Change::Missed`] first. The cache TTLs remain the bound when notifications are late.
+    pub fn listen_changes(
+        &self,
+        on_change: impl Fn(Change) + Send + Sync + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let config = self.config.clone();
+        tokio::spawn(async move {
+            let mut first = true;
+            loop {
+                if !first {
+                    on_change(Change::Missed);
+                }
+                first = false;
+                if let Err(e) = listen_once(&config, &on_change).await {
+                    tracing::warn!(error = %e, "listening for changes of other nodes failed");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    }
+}
+
+/// One LISTEN connection, until it fails.
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    on_change: &(impl Fn(Change) + Send + Sync),
+) -> Result<(), StoreError> {
+    use futures_util::StreamExt;
+    let (client, mut connection) = config.connect(NoTls).await.map_err(connect_error)?;
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    // The connection is driven by polling `messages`: issue LISTEN while polling it.
+    let listen = client.batch_execute("LISTEN keyward_keys; LISTEN keyward_access");
+    tokio::pin!(listen);
+    let mut listening = false;
+    loop {
+        tokio::select! {
+            done = &mut listen, if !listening => {
+                done.map_err(pg_error)?;
+                listening = true;
+            }
+            message = messages.next() => match message {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    match n.channel() {
+                        "keyward_keys" => {
+                            if let Ok(id) = n.payload().parse() {
+                                on_change(Change::Key(id));
+                            }
+                        }
+                        _ => on_change(Change::Access),
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(pg_error(e)),
+                None => return Err(StoreError::Unavailable("listening connection closed".into())),
+            }
+        }
+    }
+}
+
 /// `pg_advisory_lock` key of a node's first start ("keyward" in ASCII, then 3).
 const FIRST_START_LOCK: i64 = 0x6b65_7977_6172_6403;
 

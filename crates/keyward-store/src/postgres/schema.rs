@@ -309,6 +309,35 @@ pub(super) const MIGRATIONS: &[&str] = &[
         created_at BIGINT NOT NULL,
         PRIMARY KEY (recipient, instance_id)
     );",
+    // 2: committed changes that other nodes cache are announced (LISTEN/NOTIFY, delivered at
+    // commit): a key's id on `keyward_keys`; on `keyward_access`, the name of the table of
+    // identities, API keys, access policies, authorizations or instance policies that changed.
+    "CREATE FUNCTION keyward_key_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'DELETE' THEN
+            PERFORM pg_notify('keyward_keys', OLD.id);
+        ELSE
+            PERFORM pg_notify('keyward_keys', NEW.id);
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER keys_changed AFTER UPDATE OR DELETE ON keys
+        FOR EACH ROW EXECUTE FUNCTION keyward_key_changed();
+    CREATE FUNCTION keyward_access_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('keyward_access', TG_TABLE_NAME);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER access_policies_changed AFTER INSERT OR UPDATE OR DELETE ON access_policies
+        FOR EACH STATEMENT EXECUTE FUNCTION keyward_access_changed();
+    CREATE TRIGGER authorizations_changed AFTER INSERT OR UPDATE OR DELETE ON authorizations
+        FOR EACH STATEMENT EXECUTE FUNCTION keyward_access_changed();
+    CREATE TRIGGER api_keys_changed AFTER UPDATE OR DELETE ON api_keys
+        FOR EACH STATEMENT EXECUTE FUNCTION keyward_access_changed();
+    CREATE TRIGGER identities_changed AFTER UPDATE OR DELETE ON identities
+        FOR EACH STATEMENT EXECUTE FUNCTION keyward_access_changed();
+    CREATE TRIGGER instance_policies_changed AFTER INSERT OR UPDATE OR DELETE ON instance_policies
+        FOR EACH STATEMENT EXECUTE FUNCTION keyward_access_changed();",
 ];
 
 /// Brings the database to the latest schema: one transaction under the migration lock, so a
