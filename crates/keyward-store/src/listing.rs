@@ -1,10 +1,65 @@
 //! The SQL of key listings: states, kind, ring, name/alias search, date filters and sort order,
-//! always as bound parameters (never user text in the statement).
+//! always as bound parameters (never user text in the statement). Shared by both backends: the
+//! statement differs only in its placeholders (`?` for SQLite, `$n` for PostgreSQL) and, on
+//! PostgreSQL, in spelling out SQLite's ordering (NULLs first ascending, text compared bytewise).
 
 use keyward_core::{Compare, InstanceId, KeyDate, KeyFilter, KeyId, KeyState, SortKey};
-use rusqlite::types::Value;
 
 use crate::rows::nanos;
+
+/// How a backend writes bound parameters and orders rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `?` placeholders, bound in order; NULLs sort first ascending, text bytewise.
+    Sqlite,
+    /// `$1`, `$2`, ...; orderings are spelled out to match SQLite's.
+    Postgres,
+}
+
+/// A bound argument of a listing statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arg {
+    /// A TEXT value.
+    Text(String),
+    /// An INTEGER / BIGINT value.
+    Int(i64),
+}
+
+impl rusqlite::ToSql for Arg {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Arg::Text(s) => s.to_sql(),
+            Arg::Int(i) => i.to_sql(),
+        }
+    }
+}
+
+/// A listing's `WHERE` condition, its arguments and its `ORDER BY` clause.
+#[derive(Debug, Clone)]
+pub struct KeyQuery {
+    dialect: Dialect,
+    /// The condition (over table `keys`).
+    pub cond: String,
+    /// The condition's arguments, in placeholder order.
+    pub args: Vec<Arg>,
+    /// The `ORDER BY` clause (without the keywords).
+    pub order: String,
+}
+
+impl KeyQuery {
+    /// Adds an argument after the condition's (e.g. a page's limit) and returns its placeholder.
+    pub fn bind(&mut self, arg: Arg) -> String {
+        bind(self.dialect, &mut self.args, arg)
+    }
+}
+
+fn bind(dialect: Dialect, args: &mut Vec<Arg>, arg: Arg) -> String {
+    args.push(arg);
+    match dialect {
+        Dialect::Sqlite => "?".to_owned(),
+        Dialect::Postgres => format!("${}", args.len()),
+    }
+}
 
 fn date_column(d: KeyDate) -> &'static str {
     match d {
@@ -31,7 +86,7 @@ fn contains_pattern(s: &str) -> String {
 }
 
 /// The `WHERE` condition with its arguments, and the `ORDER BY` clause, for `filter`.
-pub fn key_query(instance: InstanceId, filter: &KeyFilter) -> (String, Vec<Value>, String) {
+pub fn key_query(instance: InstanceId, filter: &KeyFilter, dialect: Dialect) -> KeyQuery {
     let states: Vec<i64> = if filter.states.is_empty() {
         [
             KeyState::PreActive,
@@ -45,19 +100,23 @@ pub fn key_query(instance: InstanceId, filter: &KeyFilter) -> (String, Vec<Value
     } else {
         filter.states.iter().map(|s| i64::from(s.code())).collect()
     };
+    let mut args: Vec<Arg> = Vec::new();
+    let inst = bind(dialect, &mut args, Arg::Text(instance.to_string()));
+    let states: Vec<String> = states
+        .into_iter()
+        .map(|s| bind(dialect, &mut args, Arg::Int(s)))
+        .collect();
     let mut cond = format!(
-        "instance_id = ? AND purged_at IS NULL AND state IN ({})",
-        vec!["?"; states.len()].join(",")
+        "instance_id = {inst} AND purged_at IS NULL AND state IN ({})",
+        states.join(",")
     );
-    let mut args: Vec<Value> = vec![instance.to_string().into()];
-    args.extend(states.into_iter().map(Value::from));
     if let Some(extractable) = filter.extractable {
-        cond.push_str(" AND kind = ?");
-        args.push(i64::from(extractable).into());
+        let p = bind(dialect, &mut args, Arg::Int(i64::from(extractable)));
+        cond.push_str(&format!(" AND kind = {p}"));
     }
     if let Some(ring) = &filter.key_ring {
-        cond.push_str(" AND key_ring = ?");
-        args.push(ring.clone().into());
+        let p = bind(dialect, &mut args, Arg::Text(ring.clone()));
+        cond.push_str(&format!(" AND key_ring = {p}"));
     }
     if let Some(search) = &filter.search {
         let (op, needle) = if search.exact {
@@ -68,22 +127,22 @@ pub fn key_query(instance: InstanceId, filter: &KeyFilter) -> (String, Vec<Value
         let escape = if search.exact { "" } else { " ESCAPE '\\'" };
         let mut any = Vec::new();
         if search.in_name {
-            any.push(format!("lower(name) {op} ?{escape}"));
-            args.push(needle.clone().into());
+            let p = bind(dialect, &mut args, Arg::Text(needle.clone()));
+            any.push(format!("lower(name) {op} {p}{escape}"));
         }
         if search.in_alias {
+            let p = bind(dialect, &mut args, Arg::Text(needle));
             any.push(format!(
                 "EXISTS (SELECT 1 FROM key_aliases a WHERE a.key_id = keys.id \
-                 AND lower(a.alias) {op} ?{escape})"
+                 AND lower(a.alias) {op} {p}{escape})"
             ));
-            args.push(needle.into());
         }
         if search.query.parse::<KeyId>().is_ok() {
-            any.push("id = ?".to_owned());
-            args.push(search.query.to_lowercase().into());
+            let p = bind(dialect, &mut args, Arg::Text(search.query.to_lowercase()));
+            any.push(format!("id = {p}"));
         }
         let any = if any.is_empty() {
-            "0".to_owned()
+            "FALSE".to_owned()
         } else {
             any.join(" OR ")
         };
@@ -95,7 +154,7 @@ pub fn key_query(instance: InstanceId, filter: &KeyFilter) -> (String, Vec<Value
         match (f.value, f.op) {
             (None, Compare::Eq) => cond.push_str(&format!(" AND {col} IS NULL")),
             // "before none" and the like match nothing meaningful: match nothing.
-            (None, _) => cond.push_str(" AND 0"),
+            (None, _) => cond.push_str(" AND FALSE"),
             (Some(t), op) => {
                 let op = match op {
                     Compare::Eq => "=",
@@ -104,28 +163,66 @@ pub fn key_query(instance: InstanceId, filter: &KeyFilter) -> (String, Vec<Value
                     Compare::Gt => ">",
                     Compare::Gte => ">=",
                 };
-                cond.push_str(&format!(" AND {col} {op} ?"));
-                args.push(nanos(t).into());
+                let p = bind(dialect, &mut args, Arg::Int(nanos(t)));
+                cond.push_str(&format!(" AND {col} {op} {p}"));
             }
         }
     }
+    // SQLite sorts NULLs first ascending (last descending) and compares text bytewise;
+    // PostgreSQL is told to do the same.
+    let (text, nulls_asc, nulls_desc) = match dialect {
+        Dialect::Sqlite => ("", "", ""),
+        Dialect::Postgres => (" COLLATE \"C\"", " NULLS FIRST", " NULLS LAST"),
+    };
     let mut order: Vec<String> = filter
         .sort
         .iter()
         .map(|(key, desc)| {
             let col = match key {
-                SortKey::Id => "id",
-                SortKey::State => "state",
-                SortKey::Extractable => "kind",
-                SortKey::Imported => "imported",
-                SortKey::Date(d) => date_column(*d),
+                SortKey::Id => format!("id{text}"),
+                SortKey::State => "state".to_owned(),
+                SortKey::Extractable => "kind".to_owned(),
+                SortKey::Imported => "imported".to_owned(),
+                SortKey::Date(d) => date_column(*d).to_owned(),
             };
-            format!("{col} {}", if *desc { "DESC" } else { "ASC" })
+            if *desc {
+                format!("{col} DESC{nulls_desc}")
+            } else {
+                format!("{col} ASC{nulls_asc}")
+            }
         })
         .collect();
     if order.is_empty() {
         order.push("created_at ASC".to_owned());
     }
-    order.push("id ASC".to_owned());
-    (cond, args, order.join(", "))
+    order.push(format!("id{text} ASC"));
+    KeyQuery {
+        dialect,
+        cond,
+        args,
+        order: order.join(", "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_follow_the_dialect() {
+        let instance = InstanceId::random();
+        let filter = KeyFilter {
+            key_ring: Some("r".into()),
+            ..KeyFilter::default()
+        };
+        let mut lite = key_query(instance, &filter, Dialect::Sqlite);
+        let mut pg = key_query(instance, &filter, Dialect::Postgres);
+        assert_eq!(lite.args, pg.args);
+        assert!(!lite.cond.contains('$'));
+        assert_eq!(lite.bind(Arg::Int(1)), "?");
+        let n = pg.args.len() + 1;
+        assert_eq!(pg.bind(Arg::Int(1)), format!("${n}"));
+        assert!(pg.cond.starts_with("instance_id = $1 AND"));
+        assert!(pg.cond.ends_with(&format!("key_ring = ${}", n - 1)));
+    }
 }

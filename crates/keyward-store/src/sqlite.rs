@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_ite
 use time::OffsetDateTime;
 
 use crate::events::{check_delete_allowed, insert_events};
-use crate::listing::key_query;
+use crate::listing::{Arg, Dialect, key_query};
 use crate::rows::*;
 use crate::schema::migrate;
 use crate::writer::{Statements, Writer};
@@ -386,21 +386,26 @@ impl Store for SqliteStore {
         instance: InstanceId,
         filter: &KeyFilter,
     ) -> Result<(Vec<Unverified<KeyRecord>>, u64), StoreError> {
-        let (cond, args, order) = key_query(instance, filter);
-        let (limit, offset) = (i64::from(filter.limit), i64::from(filter.offset));
+        let mut q = key_query(instance, filter, Dialect::Sqlite);
+        let total_sql = format!("SELECT COUNT(*) FROM keys WHERE {}", q.cond);
+        let total_args = q.args.len();
+        let limit = q.bind(Arg::Int(i64::from(filter.limit)));
+        let offset = q.bind(Arg::Int(i64::from(filter.offset)));
+        let page_sql = format!(
+            "SELECT {} FROM keys WHERE {} ORDER BY {} LIMIT {limit} OFFSET {offset}",
+            key_select!(),
+            q.cond,
+            q.order
+        );
         self.read(move |c| {
             let total: i64 = c
-                .prepare_cached(&format!("SELECT COUNT(*) FROM keys WHERE {cond}"))?
-                .query_row(params_from_iter(args.iter()), |r| r.get(0))?;
-            let mut page_args = args.clone();
-            page_args.push(limit.into());
-            page_args.push(offset.into());
+                .prepare_cached(&total_sql)?
+                .query_row(params_from_iter(q.args.iter().take(total_args)), |r| {
+                    r.get(0)
+                })?;
             let keys = c
-                .prepare_cached(&format!(
-                    "SELECT {} FROM keys WHERE {cond} ORDER BY {order} LIMIT ? OFFSET ?",
-                    key_select!()
-                ))?
-                .query_map(params_from_iter(page_args.iter()), unverified_key)?
+                .prepare_cached(&page_sql)?
+                .query_map(params_from_iter(q.args.iter()), unverified_key)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((keys, u64::try_from(total).unwrap_or(0)))
         })
