@@ -30,7 +30,7 @@ pub mod sender;
 pub mod webhooks;
 pub mod wire;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
