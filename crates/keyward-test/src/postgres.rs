@@ -19,6 +19,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     /// The PostgreSQL binaries used.
     pub bin: PathBuf,
+    /// The server options it was started with (for a restart).
+    options: String,
     // Holding this child's stdin keeps the cluster up.
     _watchdog: Mutex<Child>,
 }
@@ -135,8 +137,43 @@ impl Cluster {
         Cluster {
             dir,
             bin,
+            options,
             _watchdog: Mutex::new(child),
         }
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let out = as_pg_user(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(args)
+            .output()
+            .expect("running pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server at once (`immediate`: as a crash would; connections are cut).
+    pub fn stop_server(&self) {
+        self.pg_ctl(&["-m", "immediate", "-w", "stop"]);
+    }
+
+    /// Starts the server again after [`Cluster::stop_server`].
+    pub fn start_server(&self) {
+        let log = self.dir.join("log");
+        self.pg_ctl(&[
+            "-o",
+            &self.options,
+            "-l",
+            log.to_str().unwrap(),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ]);
     }
 
     /// A connection URL (key=value form) for `database` as the superuser.

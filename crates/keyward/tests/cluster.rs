@@ -174,3 +174,54 @@ fn an_unreachable_database_at_start_is_a_clear_error() {
     assert!(err.contains("cannot connect to PostgreSQL"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn while_postgresql_is_down_requests_get_503_in_bounded_time_and_the_node_recovers_by_itself() {
+    // A cluster of its own: this test stops it.
+    let pg = keyward_test::postgres::Cluster::start(&[]);
+    let url = pg.fresh_database();
+    let dir = tempfile::tempdir().unwrap();
+    let node = spawn_with(dir.path(), &node_config(&url));
+    let on = api(dir.path(), &node.url);
+    let id = on.create_root_key("through-a-restart");
+    let (st, w) = on.action(&id, "wrap", json!({"plaintext": DEK_B64}));
+    assert_eq!(st, 200, "{w}");
+
+    pg.stop_server();
+    // Writes need the database: refused with 503 and Key Protect's error body, never a 500,
+    // never a hang.
+    for _ in 0..3 {
+        let started = Instant::now();
+        let r = on
+            .req(reqwest::Method::POST, "/api/v2/keys")
+            .json(&json!({"resources": [{"name": "while-down"}]}))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().unwrap_or(Value::Null);
+        assert_eq!(status, 503, "{body}");
+        assert!(started.elapsed() < Duration::from_secs(12), "{:?}", started.elapsed());
+        assert_eq!(
+            body["resources"][0]["errorMsg"].as_str().is_some()
+                || body["resources"][0]["reasons"].is_array(),
+            true,
+            "{body}"
+        );
+    }
+
+    pg.start_server();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (st, body) = on.action(&id, "unwrap", json!({"ciphertext": w["ciphertext"]}));
+        if st == 200 {
+            assert_eq!(body["plaintext"], DEK_B64);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {st} {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let made = on.create_root_key("after-the-restart");
+    assert_eq!(on.key(&made).0, 200);
+    kill9(node);
+}
