@@ -204,13 +204,11 @@ pub async fn token_issuer(
     ttl_secs: i64,
 ) -> anyhow::Result<TokenIssuer> {
     if let Some(rec) = store.signing_keys().await?.into_iter().next() {
-        let pkcs8 = custody
-            .unwrap_material(&rec.private_key)
-            .context(
-                "this node's custody cannot unwrap the database's token-signing key: every \
+        let pkcs8 = custody.unwrap_material(&rec.private_key).context(
+            "this node's custody cannot unwrap the database's token-signing key: every \
                  node on one database needs the same master key (copy keystore.json from the \
                  first node's data directory, or point [custody] at the same HSMs)",
-            )?;
+        )?;
         return TokenIssuer::from_pkcs8(&rec.kid, &pkcs8, ttl_secs)
             .context("loading the token-signing key");
     }

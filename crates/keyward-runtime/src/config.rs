@@ -117,8 +117,7 @@ impl StoreSection {
                     })?,
                     _ => {
                         return Err(ConfigError::Invalid(
-                            "store: exactly one of url and url_env for the postgres backend"
-                                .into(),
+                            "store: exactly one of url and url_env for the postgres backend".into(),
                         ));
                     }
                 };

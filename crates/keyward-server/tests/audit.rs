@@ -528,7 +528,8 @@ fn jsonl_sink(
 
 #[tokio::test]
 async fn jsonl_export_rotates_at_the_size_limit_and_writes_each_event_once() {
-    if common::sqlite_file_only("jsonl_export_rotates_at_the_size_limit_and_writes_each_event_once") {
+    if common::sqlite_file_only("jsonl_export_rotates_at_the_size_limit_and_writes_each_event_once")
+    {
         return;
     }
     let out = tempfile::tempdir().unwrap();
@@ -1033,7 +1034,9 @@ async fn events_stored_before_the_chain_are_linked_at_open() {
 
 #[tokio::test]
 async fn a_chain_rewritten_with_recomputed_hashes_fails_the_signed_checkpoint() {
-    if common::sqlite_file_only("a_chain_rewritten_with_recomputed_hashes_fails_the_signed_checkpoint") {
+    if common::sqlite_file_only(
+        "a_chain_rewritten_with_recomputed_hashes_fails_the_signed_checkpoint",
+    ) {
         return;
     }
     use keyward_core::{AuditStore, Outcome, chain_hash};

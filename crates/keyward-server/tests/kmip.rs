@@ -469,7 +469,9 @@ async fn certificates_are_validated_unique_and_go_with_their_adapter() {
 
 #[tokio::test]
 async fn kmip_objects_are_listed_read_and_destroyed_and_block_adapter_deletion() {
-    if common::sqlite_file_only("kmip_objects_are_listed_read_and_destroyed_and_block_adapter_deletion") {
+    if common::sqlite_file_only(
+        "kmip_objects_are_listed_read_and_destroyed_and_block_adapter_deletion",
+    ) {
         return;
     }
     let s = TestServer::start().await;

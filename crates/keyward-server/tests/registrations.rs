@@ -80,7 +80,9 @@ async fn register(ts: &TestServer, token: &str, key: &str, crn: &str, resource: 
 
 #[tokio::test]
 async fn a_service_registers_replaces_updates_and_deletes_and_customers_list() {
-    if common::sqlite_file_only("a_service_registers_replaces_updates_and_deletes_and_customers_list") {
+    if common::sqlite_file_only(
+        "a_service_registers_replaces_updates_and_deletes_and_customers_list",
+    ) {
         return;
     }
     let ts = TestServer::start().await;
@@ -496,7 +498,9 @@ async fn registrations_are_refused_to_users_strangers_other_owners_and_bad_input
 
 #[tokio::test]
 async fn a_registered_key_is_deleted_only_with_force_and_never_under_prevent_key_deletion() {
-    if common::sqlite_file_only("a_registered_key_is_deleted_only_with_force_and_never_under_prevent_key_deletion") {
+    if common::sqlite_file_only(
+        "a_registered_key_is_deleted_only_with_force_and_never_under_prevent_key_deletion",
+    ) {
         return;
     }
     let ts = TestServer::start().await;
@@ -949,7 +953,9 @@ async fn receiver(received: Arc<Mutex<Received>>) -> String {
 
 #[tokio::test]
 async fn webhooks_are_signed_retried_after_500s_and_delivered_once_acknowledged_by_2xx() {
-    if common::sqlite_file_only("webhooks_are_signed_retried_after_500s_and_delivered_once_acknowledged_by_2xx") {
+    if common::sqlite_file_only(
+        "webhooks_are_signed_retried_after_500s_and_delivered_once_acknowledged_by_2xx",
+    ) {
         return;
     }
     let ts = TestServer::start().await;

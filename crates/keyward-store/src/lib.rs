@@ -19,6 +19,7 @@
 
 mod audit;
 mod columns;
+mod copy;
 mod events;
 mod iam;
 mod kmip;
@@ -32,5 +33,6 @@ mod writer;
 pub mod postgres;
 
 pub use audit::{MAX_PAGE as MAX_AUDIT_PAGE, verify_audit_chain};
+pub use copy::{CopyProgress, CopyReport, TABLES, copy_sqlite_to_postgres};
 pub use postgres::{Change, ClusterLock, PgOptions, PgStore, verify_audit_chain_pg};
 pub use sqlite::{DB_FILE, SqliteStore};

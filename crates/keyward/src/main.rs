@@ -69,6 +69,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::hsm::HsmCommand,
     },
+    /// Move a deployment's records between store backends (SQLite to PostgreSQL).
+    Store {
+        #[command(subcommand)]
+        command: cli::store::StoreCommand,
+    },
     /// Verify the audit chain offline, or list audit events over the API.
     Audit {
         #[command(subcommand)]
@@ -133,6 +138,7 @@ fn main() -> std::process::ExitCode {
             Command::Kmip { conn, command } => cli::kmip::run(conn, command).await,
             Command::Iam { conn, command } => cli::iam::run(conn, command).await,
             Command::Hsm { command } => cli::hsm::run(command).await,
+            Command::Store { command } => cli::store::run(command).await,
             Command::Audit { command } => match cli::audit::run(command).await {
                 Ok(true) => Ok(()),
                 Ok(false) => return Ok(Some(std::process::ExitCode::from(1))),

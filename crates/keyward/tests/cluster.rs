@@ -124,7 +124,10 @@ fn nothing_acknowledged_by_a_node_killed_with_sigkill_is_lost() {
         .unwrap()
         .json()
         .unwrap();
-    assert_eq!(versions["metadata"]["totalCount"], 2, "the acknowledged rotation");
+    assert_eq!(
+        versions["metadata"]["totalCount"], 2,
+        "the acknowledged rotation"
+    );
     kill9(b);
 }
 
@@ -201,7 +204,11 @@ fn while_postgresql_is_down_requests_get_503_in_bounded_time_and_the_node_recove
         let status = r.status().as_u16();
         let body: Value = r.json().unwrap_or(Value::Null);
         assert_eq!(status, 503, "{body}");
-        assert!(started.elapsed() < Duration::from_secs(12), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(12),
+            "{:?}",
+            started.elapsed()
+        );
         assert!(
             body["resources"][0]["errorMsg"].is_string()
                 || body["resources"][0]["reasons"].is_array(),
@@ -223,4 +230,122 @@ fn while_postgresql_is_down_requests_get_503_in_bounded_time_and_the_node_recove
     let made = on.create_root_key("after-the-restart");
     assert_eq!(on.key(&made).0, 200);
     kill9(node);
+}
+
+fn keyward(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_sqlite_deployment_moves_to_postgresql_with_its_keys_and_a_verifiable_audit_trail() {
+    // A deployment on SQLite, with keys, a rotation, a wrap and audit events.
+    let old = tempfile::tempdir().unwrap();
+    let p = spawn_with(old.path(), FAST_LIFECYCLE);
+    let before = api(old.path(), &p.url);
+    let ids: Vec<String> = (0..5)
+        .map(|i| before.create_root_key(&format!("moved-{i}")))
+        .collect();
+    let (st, _) = before.action(&ids[0], "rotate", json!({}));
+    assert_eq!(st, 204);
+    let (st, w) = before.action(&ids[0], "wrap", json!({"plaintext": DEK_B64}));
+    assert_eq!(st, 200, "{w}");
+    common::stop(p);
+
+    let url = keyward_test::postgres::cluster().fresh_database();
+    let config = old.path().join("node.toml");
+    std::fs::write(&config, node_config(&url)).unwrap();
+    let dir_arg = old.path().to_str().unwrap();
+    let config_arg = config.to_str().unwrap();
+    let out = keyward(&[
+        "store",
+        "migrate",
+        "--from-data-dir",
+        dir_arg,
+        "--to-config",
+        config_arg,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("intact"), "{stdout}");
+
+    // A second run is refused: the data directory was migrated already.
+    let again = keyward(&[
+        "store",
+        "migrate",
+        "--from-data-dir",
+        dir_arg,
+        "--to-config",
+        config_arg,
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already migrated"));
+
+    // A node on PostgreSQL (the old keystore copied) serves the moved keys: the old ciphertext
+    // unwraps, the rotation is there, the old administrator API key still works.
+    let node_dir = join_dir(old.path());
+    let node = spawn_with(node_dir.path(), &node_config(&url));
+    let after = api(old.path(), &node.url);
+    let (st, u) = after.action(&ids[0], "unwrap", json!({"ciphertext": w["ciphertext"]}));
+    assert_eq!(st, 200, "{u}");
+    assert_eq!(u["plaintext"], DEK_B64);
+    for id in &ids {
+        assert_eq!(after.key(id).0, 200);
+    }
+    let versions: Value = after
+        .req(
+            reqwest::Method::GET,
+            &format!("/api/v2/keys/{}/versions?totalCount=true", ids[0]),
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(versions["metadata"]["totalCount"], 2);
+    // New events extend the moved chain, which `audit verify` walks in PostgreSQL.
+    after.create_root_key("made-after-the-move");
+    common::stop(node);
+    let verify = keyward(&[
+        "audit",
+        "verify",
+        "--config",
+        config_arg,
+        "--data-dir",
+        node_dir.path().to_str().unwrap(),
+        "--json",
+    ]);
+    let report: Value = serde_json::from_slice(&verify.stdout).unwrap_or(Value::Null);
+    assert!(verify.status.success(), "{report} {verify:?}");
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(report["events"].as_u64().unwrap() > 10, "{report}");
+}
+
+#[test]
+fn migrating_into_a_database_that_holds_data_is_refused() {
+    let url = keyward_test::postgres::cluster().fresh_database();
+    let used = tempfile::tempdir().unwrap();
+    let n = spawn_with(used.path(), &node_config(&url));
+    kill9(n);
+    let old = tempfile::tempdir().unwrap();
+    let p = spawn_with(old.path(), FAST_LIFECYCLE);
+    common::stop(p);
+    let config = old.path().join("node.toml");
+    std::fs::write(&config, node_config(&url)).unwrap();
+    let out = keyward(&[
+        "store",
+        "migrate",
+        "--from-data-dir",
+        old.path().to_str().unwrap(),
+        "--to-config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
 }

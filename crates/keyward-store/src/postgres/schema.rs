@@ -338,6 +338,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
         FOR EACH STATEMENT EXECUTE FUNCTION keyward_access_changed();
     CREATE TRIGGER instance_policies_changed AFTER INSERT OR UPDATE OR DELETE ON instance_policies
         FOR EACH STATEMENT EXECUTE FUNCTION keyward_access_changed();",
+    // 3: migrations from a SQLite store (`keyward store migrate`), to resume one and to refuse
+    // a second.
+    "CREATE TABLE store_migrations (
+        source TEXT PRIMARY KEY,
+        started_at BIGINT NOT NULL,
+        finished_at BIGINT
+    );",
 ];
 
 /// Brings the database to the latest schema: one transaction under the migration lock, so a

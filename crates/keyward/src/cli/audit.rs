@@ -96,9 +96,7 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
                 .context("reading the audit trail in PostgreSQL")?
         }
         None => keyward_store::verify_audit_chain(&config.data_dir, custody.as_ref())
-            .with_context(|| {
-                format!("reading the audit trail in {}", config.data_dir.display())
-            })?,
+            .with_context(|| format!("reading the audit trail in {}", config.data_dir.display()))?,
     };
     let ok = report.first_break.is_none();
     if args.json {

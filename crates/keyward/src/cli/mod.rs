@@ -15,6 +15,7 @@ pub mod hsm;
 pub mod iam;
 pub mod keys;
 pub mod kmip;
+pub mod store;
 
 /// How to reach the server; shared by every client subcommand.
 #[derive(Args)]
