@@ -13,70 +13,135 @@ use keyward_core::{
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
-use crate::rows::{conv, nanos, parse, time};
+use crate::columns::{Bad, Columns};
+use crate::rows::{nanos, opt_time_of, time_of};
 use crate::sqlite::{SqliteStore, abort};
 use crate::writer::Statements;
 
-const REGISTRATION_COLUMNS: &str = "key_id, resource_crn, instance_id, owner, description, \
-     metadata, prevent_key_deletion, key_version_id, created_at, updated_by, updated_at, \
-     adopter_state";
+pub(crate) const REGISTRATION_COLUMNS: &str = "key_id, resource_crn, instance_id, owner, \
+     description, metadata, prevent_key_deletion, key_version_id, created_at, updated_by, \
+     updated_at, adopter_state";
 
-const EVENT_COLUMNS: &str = "seq, id, recipient, instance_id, key_id, kind, key_state, \
+pub(crate) const EVENT_COLUMNS: &str = "seq, id, recipient, instance_id, key_id, kind, key_state, \
      key_version, resource_crns, created_at, acked_at, delivered_at, attempts";
 
-fn registration_from_row(r: &Row<'_>) -> rusqlite::Result<RegistrationRecord> {
-    let adopter: Option<String> = r.get(11)?;
+/// Number of columns in [`EVENT_COLUMNS`] (a delivery job's subscription columns follow them).
+pub(crate) const EVENT_COLUMN_COUNT: usize = 13;
+
+pub(crate) const SUBSCRIPTION_COLUMNS: &str =
+    "recipient, instance_id, url, wrapping_key, secret, created_at";
+
+/// A registration from the columns of [`REGISTRATION_COLUMNS`].
+pub(crate) fn registration_from<R: Columns + ?Sized>(r: &R) -> Result<RegistrationRecord, Bad> {
     Ok(RegistrationRecord {
-        key_id: parse(r.get(0)?)?,
-        resource_crn: r.get(1)?,
-        instance: parse(r.get(2)?)?,
-        owner: r.get(3)?,
-        description: r.get(4)?,
-        metadata: r.get(5)?,
-        prevent_key_deletion: r.get(6)?,
-        key_version_id: parse(r.get(7)?)?,
-        created_at: time(r.get(8)?)?,
-        updated_by: r.get(9)?,
-        updated_at: time(r.get(10)?)?,
-        adopter_state: adopter
-            .map(|a| AdopterState::parse(&a).ok_or_else(|| conv(format!("bad state {a}"))))
+        key_id: r.parsed(0)?,
+        resource_crn: r.text(1)?,
+        instance: r.parsed(2)?,
+        owner: r.text(3)?,
+        description: r.opt_text(4)?,
+        metadata: r.opt_text(5)?,
+        prevent_key_deletion: r.bool(6)?,
+        key_version_id: r.parsed(7)?,
+        created_at: time_of(r.i64(8)?)?,
+        updated_by: r.text(9)?,
+        updated_at: time_of(r.i64(10)?)?,
+        adopter_state: r
+            .opt_text(11)?
+            .map(|a| AdopterState::parse(&a).ok_or_else(|| Bad(format!("bad state {a}"))))
             .transpose()?,
     })
 }
 
-fn event_from_row(r: &Row<'_>) -> rusqlite::Result<EventRecord> {
-    let kind: String = r.get(5)?;
-    let state: i64 = r.get(6)?;
-    let crns: String = r.get(8)?;
+fn registration_from_row(r: &Row<'_>) -> rusqlite::Result<RegistrationRecord> {
+    Ok(registration_from(r)?)
+}
+
+/// The stored form of an event's CRNs. CRNs are printable without whitespace (checked on
+/// registration): newline-separated.
+pub(crate) fn crns_text(crns: &[String]) -> String {
+    crns.join("\n")
+}
+
+/// An event from the columns of [`EVENT_COLUMNS`].
+pub(crate) fn event_from<R: Columns + ?Sized>(r: &R) -> Result<EventRecord, Bad> {
+    let kind = r.text(5)?;
     Ok(EventRecord {
-        seq: u64::try_from(r.get::<_, i64>(0)?).map_err(|e| conv(e.to_string()))?,
-        id: r.get(1)?,
-        recipient: r.get(2)?,
-        instance: parse(r.get(3)?)?,
-        key_id: parse(r.get(4)?)?,
-        kind: EventKind::parse(&kind).ok_or_else(|| conv(format!("bad event kind {kind}")))?,
-        key_state: u8::try_from(state).map_err(|e| conv(e.to_string()))?,
-        key_version: parse(r.get(7)?)?,
-        // CRNs are printable without whitespace (checked on registration): newline-separated.
-        resource_crns: crns.split('\n').map(str::to_owned).collect(),
-        time: time(r.get(9)?)?,
-        acked_at: r.get::<_, Option<i64>>(10)?.map(time).transpose()?,
-        delivered_at: r.get::<_, Option<i64>>(11)?.map(time).transpose()?,
-        attempts: u32::try_from(r.get::<_, i64>(12)?).unwrap_or(u32::MAX),
+        seq: r.int(0)?,
+        id: r.text(1)?,
+        recipient: r.text(2)?,
+        instance: r.parsed(3)?,
+        key_id: r.parsed(4)?,
+        kind: EventKind::parse(&kind).ok_or_else(|| Bad(format!("bad event kind {kind}")))?,
+        key_state: r.int(6)?,
+        key_version: r.parsed(7)?,
+        resource_crns: r.text(8)?.split('\n').map(str::to_owned).collect(),
+        time: time_of(r.i64(9)?)?,
+        acked_at: opt_time_of(r.opt_i64(10)?)?,
+        delivered_at: opt_time_of(r.opt_i64(11)?)?,
+        attempts: u32::try_from(r.i64(12)?).unwrap_or(u32::MAX),
+    })
+}
+
+fn event_from_row(r: &Row<'_>) -> rusqlite::Result<EventRecord> {
+    Ok(event_from(r)?)
+}
+
+/// [`EVENT_COLUMNS`] qualified with a table alias (`e.seq, e.id, ...`).
+pub(crate) fn event_columns_of(alias: &str) -> String {
+    EVENT_COLUMNS
+        .split(", ")
+        .map(|col| format!("{alias}.{col}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A subscription from the columns of [`SUBSCRIPTION_COLUMNS`] starting at `at`.
+pub(crate) fn subscription_from_at<R: Columns + ?Sized>(
+    r: &R,
+    at: usize,
+) -> Result<SubscriptionRecord, Bad> {
+    Ok(SubscriptionRecord {
+        recipient: r.text(at)?,
+        instance: r.parsed(at + 1)?,
+        url: r.text(at + 2)?,
+        secret: WrappedMaterial {
+            wrapping_key: r.text(at + 3)?,
+            bytes: r.blob(at + 4)?,
+        },
+        created_at: time_of(r.i64(at + 5)?)?,
     })
 }
 
 fn subscription_from_row(r: &Row<'_>) -> rusqlite::Result<SubscriptionRecord> {
-    Ok(SubscriptionRecord {
-        recipient: r.get(0)?,
-        instance: parse(r.get(1)?)?,
-        url: r.get(2)?,
-        secret: WrappedMaterial {
-            wrapping_key: r.get(3)?,
-            bytes: r.get(4)?,
-        },
-        created_at: time(r.get(5)?)?,
+    Ok(subscription_from_at(r, 0)?)
+}
+
+/// A delivery job from an event's columns followed by its subscription's.
+pub(crate) fn delivery_job_from<R: Columns + ?Sized>(r: &R) -> Result<DeliveryJob, Bad> {
+    Ok(DeliveryJob {
+        event: event_from(r)?,
+        subscription: subscription_from_at(r, EVENT_COLUMN_COUNT)?,
     })
+}
+
+/// Whether a key write with notice `n` may commit, given the key's registrations: `total` of
+/// them, `preventing` with `preventKeyDeletion`. Only a delete is guarded: no registration may
+/// prevent it, and without `force` there may be none at all.
+pub(crate) fn delete_allowed(n: &KeyNotice, total: i64, preventing: i64) -> bool {
+    n.kind != EventKind::Delete || (preventing == 0 && (total == 0 || n.force_delete))
+}
+
+/// The recipients of a key's events: `(owner, crn)` rows ordered by owner then CRN, grouped
+/// into one entry per owner with its CRNs.
+pub(crate) fn group_by_owner(rows: Vec<(String, String)>) -> Vec<(String, Vec<String>)> {
+    let mut by_owner: Vec<(String, Vec<String>)> = Vec::new();
+    for (owner, crn) in rows {
+        match by_owner.last_mut() {
+            Some((o, crns)) if *o == owner => crns.push(crn),
+            _ => by_owner.push((owner, vec![crn])),
+        }
+    }
+    by_owner
 }
 
 /// In a delete's transaction: no registration may have `preventKeyDeletion`, and without
@@ -95,7 +160,7 @@ pub(crate) fn check_delete_allowed(
              WHERE key_id = ?1",
         )?
         .query_row(params![k.id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    if preventing > 0 || (total > 0 && !n.force_delete) {
+    if !delete_allowed(n, total, preventing) {
         return Err(abort("registrations forbid the delete"));
     }
     Ok(())
@@ -110,13 +175,7 @@ pub(crate) fn insert_events(c: &Connection, k: &KeyRecord, n: &KeyNotice) -> rus
         )?
         .query_map(params![k.id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut by_owner: Vec<(String, Vec<String>)> = Vec::new();
-    for (owner, crn) in rows {
-        match by_owner.last_mut() {
-            Some((o, crns)) if *o == owner => crns.push(crn),
-            _ => by_owner.push((owner, vec![crn])),
-        }
-    }
+    let by_owner = group_by_owner(rows);
     let mut insert = c.prepare_cached(
         "INSERT INTO key_events (id, recipient, instance_id, key_id, kind, key_state,
              key_version, resource_crns, created_at)
@@ -131,7 +190,7 @@ pub(crate) fn insert_events(c: &Connection, k: &KeyRecord, n: &KeyNotice) -> rus
             n.kind.as_str(),
             i64::from(k.state.code()),
             k.current_version_id.to_string(),
-            crns.join("\n"),
+            crns_text(crns),
             nanos(n.time),
         ])?;
     }
@@ -433,10 +492,10 @@ impl RegistrationStore for SqliteStore {
         instance: InstanceId,
     ) -> Result<Option<SubscriptionRecord>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(
-                "SELECT recipient, instance_id, url, wrapping_key, secret, created_at
-                 FROM event_subscriptions WHERE recipient = ?1 AND instance_id = ?2",
-            )?
+            c.prepare_cached(&format!(
+                "SELECT {SUBSCRIPTION_COLUMNS}
+                 FROM event_subscriptions WHERE recipient = ?1 AND instance_id = ?2"
+            ))?
             .query_row(
                 params![recipient, instance.to_string()],
                 subscription_from_row,
@@ -504,11 +563,7 @@ impl RegistrationStore for SqliteStore {
         let w = worker.to_owned();
         let (now, until) = (nanos(now), nanos(lease_until));
         self.write(Statements::Many, move |c| {
-            let cols = EVENT_COLUMNS
-                .split(", ")
-                .map(|col| format!("e.{col}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let cols = event_columns_of("e");
             let jobs = c
                 .prepare_cached(&format!(
                     "SELECT {cols}, s.recipient, s.instance_id, s.url, s.wrapping_key, s.secret,
@@ -520,23 +575,7 @@ impl RegistrationStore for SqliteStore {
                        AND (e.lease_until IS NULL OR e.lease_until <= ?1)
                      ORDER BY e.seq LIMIT ?2"
                 ))?
-                .query_map(params![now, limit], |r| {
-                    let event = event_from_row(r)?;
-                    let sub = SubscriptionRecord {
-                        recipient: r.get(13)?,
-                        instance: parse(r.get(14)?)?,
-                        url: r.get(15)?,
-                        secret: WrappedMaterial {
-                            wrapping_key: r.get(16)?,
-                            bytes: r.get(17)?,
-                        },
-                        created_at: time(r.get(18)?)?,
-                    };
-                    Ok(DeliveryJob {
-                        event,
-                        subscription: sub,
-                    })
-                })?
+                .query_map(params![now, limit], |r| Ok(delivery_job_from(r)?))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut lease = c.prepare_cached(
                 "UPDATE key_events SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1",
@@ -609,5 +648,54 @@ impl RegistrationStore for SqliteStore {
                 .query_row([], |r| r.get(0))?;
             Ok(u64::try_from(n).unwrap_or(0))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(kind: EventKind, force_delete: bool) -> KeyNotice {
+        KeyNotice {
+            kind,
+            time: OffsetDateTime::UNIX_EPOCH,
+            force_delete,
+        }
+    }
+
+    #[test]
+    fn column_lists_hold_what_the_mappers_read() {
+        assert_eq!(EVENT_COLUMNS.split(", ").count(), EVENT_COLUMN_COUNT);
+        assert_eq!(REGISTRATION_COLUMNS.split(", ").count(), 12);
+        assert_eq!(SUBSCRIPTION_COLUMNS.split(", ").count(), 6);
+        assert!(event_columns_of("e").starts_with("e.seq, e.id, "));
+        assert!(event_columns_of("e").ends_with(", e.attempts"));
+    }
+
+    #[test]
+    fn only_deletes_are_guarded_by_registrations() {
+        let delete = notice(EventKind::Delete, false);
+        let forced = notice(EventKind::Delete, true);
+        assert!(delete_allowed(&delete, 0, 0));
+        assert!(!delete_allowed(&delete, 1, 0));
+        assert!(delete_allowed(&forced, 1, 0));
+        assert!(!delete_allowed(&forced, 2, 1));
+        assert!(delete_allowed(&notice(EventKind::Purge, false), 2, 1));
+        assert!(delete_allowed(&notice(EventKind::Disable, false), 2, 1));
+    }
+
+    #[test]
+    fn registrations_group_by_owner_in_order() {
+        let rows = [("a", "c1"), ("a", "c2"), ("b", "c3")]
+            .map(|(o, c)| (o.to_owned(), c.to_owned()))
+            .to_vec();
+        assert_eq!(
+            group_by_owner(rows),
+            vec![
+                ("a".to_owned(), vec!["c1".to_owned(), "c2".to_owned()]),
+                ("b".to_owned(), vec!["c3".to_owned()]),
+            ]
+        );
+        assert!(group_by_owner(Vec::new()).is_empty());
     }
 }

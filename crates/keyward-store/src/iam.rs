@@ -8,13 +8,14 @@ use keyward_core::{
 use rusqlite::{OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
-use crate::rows::{api_key_from_row, conv, nanos, time};
+use crate::columns::{Bad, Columns};
+use crate::rows::{api_key_from_row, nanos, time, time_of};
 use crate::sqlite::SqliteStore;
 use crate::writer::Statements;
 
 /// A scope as stored: `account:<id>`, `instance:<id>`, `key_ring:<instance>:<ring>`,
 /// `key:<instance>:<key>` (ring ids and account ids hold no ':').
-fn scope_text(s: &Scope) -> String {
+pub(crate) fn scope_text(s: &Scope) -> String {
     match s {
         Scope::Account(a) => format!("account:{a}"),
         Scope::Instance(i) => format!("instance:{i}"),
@@ -23,8 +24,8 @@ fn scope_text(s: &Scope) -> String {
     }
 }
 
-fn scope_from(text: String) -> rusqlite::Result<Scope> {
-    let bad = || conv(format!("bad scope {text:?}"));
+pub(crate) fn scope_from(text: String) -> Result<Scope, Bad> {
+    let bad = || Bad(format!("bad scope {text:?}"));
     let mut parts = text.splitn(3, ':');
     let kind = parts.next().ok_or_else(bad)?;
     let first = parts.next().ok_or_else(bad)?;
@@ -38,60 +39,76 @@ fn scope_from(text: String) -> rusqlite::Result<Scope> {
     })
 }
 
-fn roles_text(roles: &[Role]) -> String {
+pub(crate) fn roles_text(roles: &[Role]) -> String {
     roles.iter().map(|r| r.name()).collect::<Vec<_>>().join(",")
 }
 
-fn roles_from(text: String) -> rusqlite::Result<Vec<Role>> {
+fn roles_from(text: String) -> Result<Vec<Role>, Bad> {
     text.split(',')
-        .map(|r| Role::from_name(r).ok_or_else(|| conv(format!("bad role {r:?}"))))
+        .map(|r| Role::from_name(r).ok_or_else(|| Bad(format!("bad role {r:?}"))))
         .collect()
 }
 
-const IDENTITY_COLUMNS: &str = "iam_id, account, kind, name, description, service_name, \
-     service_instance, locked, created_at, created_by";
+pub(crate) const IDENTITY_COLUMNS: &str = "iam_id, account, kind, name, description, \
+     service_name, service_instance, locked, created_at, created_by";
+
+pub(crate) const POLICY_COLUMNS: &str =
+    "id, account, subject, roles, scope, created_at, created_by, signature";
+
+pub(crate) const AUTHORIZATION_COLUMNS: &str = "id, account, source_service, source_instance, \
+     target, roles, delegation, created_at, created_by, signature";
+
+pub(crate) const API_KEY_COLUMNS: &str =
+    "id, secret_hash, subject, account, name, created_at, locked";
+
+/// An identity from the columns of [`IDENTITY_COLUMNS`].
+pub(crate) fn identity_from<R: Columns + ?Sized>(r: &R) -> Result<IdentityRecord, Bad> {
+    let kind = r.text(2)?;
+    Ok(IdentityRecord {
+        iam_id: r.text(0)?,
+        account: r.text(1)?,
+        kind: IdentityKind::from_name(&kind).ok_or_else(|| Bad(format!("bad kind {kind}")))?,
+        name: r.text(3)?,
+        description: r.opt_text(4)?,
+        service_name: r.opt_text(5)?,
+        service_instance: r.opt_text(6)?,
+        locked: r.bool(7)?,
+        created_at: time_of(r.i64(8)?)?,
+        created_by: r.text(9)?,
+    })
+}
 
 fn identity_from_row(r: &Row<'_>) -> rusqlite::Result<IdentityRecord> {
-    let kind: String = r.get(2)?;
-    Ok(IdentityRecord {
-        iam_id: r.get(0)?,
-        account: r.get(1)?,
-        kind: IdentityKind::from_name(&kind).ok_or_else(|| conv(format!("bad kind {kind}")))?,
-        name: r.get(3)?,
-        description: r.get(4)?,
-        service_name: r.get(5)?,
-        service_instance: r.get(6)?,
-        locked: r.get(7)?,
-        created_at: time(r.get(8)?)?,
-        created_by: r.get(9)?,
-    })
+    Ok(identity_from(r)?)
 }
 
-fn policy_from_row(r: &Row<'_>) -> rusqlite::Result<AccessPolicyRecord> {
+/// An access policy from the columns of [`POLICY_COLUMNS`].
+pub(crate) fn policy_from<R: Columns + ?Sized>(r: &R) -> Result<AccessPolicyRecord, Bad> {
     Ok(AccessPolicyRecord {
-        id: r.get(0)?,
-        account: r.get(1)?,
-        subject: r.get(2)?,
-        roles: roles_from(r.get(3)?)?,
-        scope: scope_from(r.get(4)?)?,
-        created_at: time(r.get(5)?)?,
-        created_by: r.get(6)?,
-        signature: r.get(7)?,
+        id: r.text(0)?,
+        account: r.text(1)?,
+        subject: r.text(2)?,
+        roles: roles_from(r.text(3)?)?,
+        scope: scope_from(r.text(4)?)?,
+        created_at: time_of(r.i64(5)?)?,
+        created_by: r.text(6)?,
+        signature: r.blob(7)?,
     })
 }
 
-fn authorization_from_row(r: &Row<'_>) -> rusqlite::Result<AuthorizationRecord> {
+/// A service authorization from the columns of [`AUTHORIZATION_COLUMNS`].
+pub(crate) fn authorization_from<R: Columns + ?Sized>(r: &R) -> Result<AuthorizationRecord, Bad> {
     Ok(AuthorizationRecord {
-        id: r.get(0)?,
-        account: r.get(1)?,
-        source_service: r.get(2)?,
-        source_instance: r.get(3)?,
-        target: scope_from(r.get(4)?)?,
-        roles: roles_from(r.get(5)?)?,
-        delegation: r.get(6)?,
-        created_at: time(r.get(7)?)?,
-        created_by: r.get(8)?,
-        signature: r.get(9)?,
+        id: r.text(0)?,
+        account: r.text(1)?,
+        source_service: r.text(2)?,
+        source_instance: r.opt_text(3)?,
+        target: scope_from(r.text(4)?)?,
+        roles: roles_from(r.text(5)?)?,
+        delegation: r.bool(6)?,
+        created_at: time_of(r.i64(7)?)?,
+        created_by: r.text(8)?,
+        signature: r.blob(9)?,
     })
 }
 
@@ -190,10 +207,9 @@ impl IamStore for SqliteStore {
 
     async fn api_keys_of(&self, account: &str) -> Result<Vec<ApiKeyRecord>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(
-                "SELECT id, secret_hash, subject, account, name, created_at, locked FROM api_keys
-                 WHERE account = ?1 ORDER BY created_at, id",
-            )?
+            c.prepare_cached(&format!(
+                "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE account = ?1 ORDER BY created_at, id"
+            ))?
             .query_map(params![account], api_key_from_row)?
             .collect()
         })
@@ -224,11 +240,14 @@ impl IamStore for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (a, i) = (account.to_owned(), id.to_owned());
         self.write_audited(event, move |c| {
-            c.prepare_cached("DELETE FROM refresh_tokens WHERE api_key_id = ?1")?
-                .execute(params![i])?;
             let n = c
                 .prepare_cached("DELETE FROM api_keys WHERE account = ?1 AND id = ?2")?
                 .execute(params![a, i])?;
+            // Another account's key of that id keeps its tokens.
+            if n > 0 {
+                c.prepare_cached("DELETE FROM refresh_tokens WHERE api_key_id = ?1")?
+                    .execute(params![i])?;
+            }
             Ok(n > 0)
         })
         .await
@@ -240,13 +259,13 @@ impl IamStore for SqliteStore {
         subject: Option<&str>,
     ) -> Result<Vec<Unverified<AccessPolicyRecord>>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(
-                "SELECT id, account, subject, roles, scope, created_at, created_by, signature
+            c.prepare_cached(&format!(
+                "SELECT {POLICY_COLUMNS}
                  FROM access_policies WHERE account = ?1 AND (?2 IS NULL OR subject = ?2)
-                 ORDER BY created_at, id",
-            )?
+                 ORDER BY created_at, id"
+            ))?
             .query_map(params![account, subject], |r| {
-                policy_from_row(r).map(Unverified::new)
+                Ok(Unverified::new(policy_from(r)?))
             })?
             .collect()
         })
@@ -259,10 +278,10 @@ impl IamStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let p = policy.clone();
         self.write_audited(event, move |c| {
-            c.prepare_cached(
-                "INSERT INTO access_policies (id, account, subject, roles, scope, created_at,
-                    created_by, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
+            c.prepare_cached(&format!(
+                "INSERT INTO access_policies ({POLICY_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ))?
             .execute(params![
                 p.id,
                 p.account,
@@ -300,14 +319,13 @@ impl IamStore for SqliteStore {
         source_service: Option<&str>,
     ) -> Result<Vec<Unverified<AuthorizationRecord>>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(
-                "SELECT id, account, source_service, source_instance, target, roles, delegation,
-                        created_at, created_by, signature
+            c.prepare_cached(&format!(
+                "SELECT {AUTHORIZATION_COLUMNS}
                  FROM authorizations WHERE account = ?1 AND (?2 IS NULL OR source_service = ?2)
-                 ORDER BY created_at, id",
-            )?
+                 ORDER BY created_at, id"
+            ))?
             .query_map(params![account, source_service], |r| {
-                authorization_from_row(r).map(Unverified::new)
+                Ok(Unverified::new(authorization_from(r)?))
             })?
             .collect()
         })
@@ -320,11 +338,10 @@ impl IamStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let a = authorization.clone();
         self.write_audited(event, move |c| {
-            c.prepare_cached(
-                "INSERT INTO authorizations (id, account, source_service, source_instance, target,
-                    roles, delegation, created_at, created_by, signature)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
+            c.prepare_cached(&format!(
+                "INSERT INTO authorizations ({AUTHORIZATION_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ))?
             .execute(params![
                 a.id,
                 a.account,
