@@ -236,8 +236,8 @@ async fn listen_once(
     }
 }
 
-/// `pg_advisory_lock` key of a node's first start ("keyward" in ASCII, then 3).
-const FIRST_START_LOCK: i64 = 0x6b65_7977_6172_6403;
+/// `pg_advisory_lock` key of a node's first start ("keyward" in ASCII, then 4).
+const FIRST_START_LOCK: i64 = 0x6b65_7977_6172_6404;
 
 /// A session-level advisory lock, held on its own connection: dropping it closes the
 /// connection, which releases the lock (also when the process dies).
