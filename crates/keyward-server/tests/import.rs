@@ -433,9 +433,6 @@ async fn the_data_directory_holds_no_imported_root_key_material() {
 /// lasts 300 s) neither hands out its key nor imports, and says so.
 #[tokio::test]
 async fn an_expired_import_token_is_refused() {
-    if common::sqlite_file_only("an_expired_import_token_is_refused") {
-        return;
-    }
     let ts = TestServer::start().await;
     let token = new_token(&ts, 5).await;
     let sealed = seal(
@@ -446,22 +443,18 @@ async fn an_expired_import_token_is_refused() {
     );
     let past =
         (time::OffsetDateTime::now_utc() - time::Duration::seconds(1)).unix_timestamp_nanos();
-    let conn = rusqlite::Connection::open(ts.db_path()).unwrap();
-    let unit: i64 = conn
-        .query_row(
-            "SELECT expires_at - created_at FROM import_tokens",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let conn = ts.db().await;
+    let unit = conn
+        .int("SELECT expires_at - created_at FROM import_tokens", &[])
+        .await;
     // Stored in nanoseconds (900 s token), so the value written is in the same unit.
     assert_eq!(unit, 900_000_000_000);
     let n = conn
         .execute(
             "UPDATE import_tokens SET expires_at = ?1",
-            [i64::try_from(past).unwrap()],
+            &[&i64::try_from(past).unwrap().to_string()],
         )
-        .unwrap();
+        .await;
     assert_eq!(n, 1);
     let (s, b) = ts.call(Method::GET, "/api/v2/import_token", None).await;
     assert_kp_error(s, &b, StatusCode::CONFLICT, "IMPORT_TOKEN_EXPIRED_ERR");

@@ -11,9 +11,7 @@
 mod common;
 
 use common::*;
-use keyward_core::{
-    AuditEvent, Initiator, InstanceId, InstanceRecord, KmipObjectRecord, KmipStore, Outcome, Store,
-};
+use keyward_core::{AuditEvent, Initiator, InstanceId, InstanceRecord, KmipObjectRecord, Outcome};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -469,11 +467,6 @@ async fn certificates_are_validated_unique_and_go_with_their_adapter() {
 
 #[tokio::test]
 async fn kmip_objects_are_listed_read_and_destroyed_and_block_adapter_deletion() {
-    if common::sqlite_file_only(
-        "kmip_objects_are_listed_read_and_destroyed_and_block_adapter_deletion",
-    ) {
-        return;
-    }
     let s = TestServer::start().await;
     let crk = s.create_root_key("crk").await;
     let a = adapter_id(&s, "adapter", &crk).await;
@@ -516,7 +509,7 @@ async fn kmip_objects_are_listed_read_and_destroyed_and_block_adapter_deletion()
     assert_kp_error(st, &b, StatusCode::NOT_FOUND, "KMIP_ADAPTER_NOT_FOUND_ERR");
 
     // An Active object, as the KMIP listener will create it, through a second store on the file.
-    let store = keyward_store::SqliteStore::open(s.dir.path()).unwrap();
+    let store = s.stores().await.kmip;
     let cert = uuid::Uuid::new_v4();
     let object = KmipObjectRecord {
         instance: s.instance.parse().unwrap(),
@@ -629,9 +622,6 @@ fn event(action: &str) -> AuditEvent {
 
 #[tokio::test]
 async fn adapters_of_another_instance_are_not_found() {
-    if common::sqlite_file_only("adapters_of_another_instance_are_not_found") {
-        return;
-    }
     let s = TestServer::start().await;
     let crk = s.create_root_key("crk").await;
     let a = adapter_id(&s, "mine", &crk).await;
@@ -644,7 +634,7 @@ async fn adapters_of_another_instance_are_not_found() {
     assert_eq!(st, StatusCode::CREATED, "{b}");
     let cert = b["resources"][0]["id"].as_str().unwrap().to_owned();
 
-    let store = keyward_store::SqliteStore::open(s.dir.path()).unwrap();
+    let store = s.stores().await.store;
     let account = store.instances().await.unwrap()[0].account.clone();
     let other = InstanceRecord {
         id: InstanceId::random(),
@@ -704,9 +694,6 @@ async fn adapters_of_another_instance_are_not_found() {
 
 #[tokio::test]
 async fn every_action_is_audited_and_a_tampered_adapter_is_refused() {
-    if common::sqlite_file_only("every_action_is_audited_and_a_tampered_adapter_is_refused") {
-        return;
-    }
     let s = TestServer::start().await;
     let crk = s.create_root_key("crk").await;
     let other_crk = s.create_root_key("crk2").await;
@@ -718,17 +705,24 @@ async fn every_action_is_audited_and_a_tampered_adapter_is_refused() {
     s.call(Method::DELETE, &format!("{ADAPTERS}/gone"), None)
         .await;
 
-    let db = rusqlite::Connection::open(s.db_path()).unwrap();
+    let db = s.db().await;
     let rows: Vec<(String, String, i64, Option<String>)> = db
-        .prepare(
+        .rows(
             "SELECT action, outcome, reason_code, target FROM audit_events
              WHERE action LIKE 'kms.kmip-management.%' ORDER BY seq",
+            &[],
         )
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+        .await
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].clone().unwrap(),
+                r[1].clone().unwrap(),
+                r[2].as_deref().unwrap().parse().unwrap(),
+                r[3].clone(),
+            )
+        })
+        .collect();
     let summary: Vec<(&str, &str, i64)> = rows
         .iter()
         .map(|(a, o, c, _)| (a.as_str(), o.as_str(), *c))
@@ -750,9 +744,9 @@ async fn every_action_is_audited_and_a_tampered_adapter_is_refused() {
     let n = db
         .execute(
             "UPDATE kmip_adapters SET crk_id = ?1 WHERE id = ?2",
-            [other_crk.as_str(), a.as_str()],
+            &[other_crk.as_str(), a.as_str()],
         )
-        .unwrap();
+        .await;
     assert_eq!(n, 1);
     let (st, b) = s.call(Method::GET, &format!("{ADAPTERS}/{a}"), None).await;
     assert_kp_error(

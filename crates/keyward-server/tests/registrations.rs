@@ -80,11 +80,6 @@ async fn register(ts: &TestServer, token: &str, key: &str, crn: &str, resource: 
 
 #[tokio::test]
 async fn a_service_registers_replaces_updates_and_deletes_and_customers_list() {
-    if common::sqlite_file_only(
-        "a_service_registers_replaces_updates_and_deletes_and_customers_list",
-    ) {
-        return;
-    }
     let ts = TestServer::start().await;
     let key = ts.create_root_key("protects-topics").await;
     let (svc_id, svc) = service(&ts).await;
@@ -282,20 +277,19 @@ async fn a_service_registers_replaces_updates_and_deletes_and_customers_list() {
     assert_kp_error(s, &e, StatusCode::NOT_FOUND, "REGISTRATION_NOT_FOUND_ERR");
 
     // Audited.
-    let db = rusqlite::Connection::open(ts.db_path()).unwrap();
+    let db = ts.db().await;
     for action in [
         "kms.registrations.create",
         "kms.registrations.replace",
         "kms.registrations.update",
         "kms.registrations.delete",
     ] {
-        let n: i64 = db
-            .query_row(
+        let n = db
+            .int(
                 "SELECT COUNT(*) FROM audit_events WHERE action = ?1 AND outcome = 'success'",
-                [action],
-                |r| r.get(0),
+                &[action],
             )
-            .unwrap();
+            .await;
         assert!(n >= 1, "{action}");
     }
 }
@@ -498,11 +492,6 @@ async fn registrations_are_refused_to_users_strangers_other_owners_and_bad_input
 
 #[tokio::test]
 async fn a_registered_key_is_deleted_only_with_force_and_never_under_prevent_key_deletion() {
-    if common::sqlite_file_only(
-        "a_registered_key_is_deleted_only_with_force_and_never_under_prevent_key_deletion",
-    ) {
-        return;
-    }
     let ts = TestServer::start().await;
     let (_, svc) = service(&ts).await;
     let key = ts.create_root_key("registered").await;
@@ -553,15 +542,15 @@ async fn a_registered_key_is_deleted_only_with_force_and_never_under_prevent_key
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     // The refusals are audited with their reason.
-    let db = rusqlite::Connection::open(ts.db_path()).unwrap();
-    let refused: i64 = db
-        .query_row(
+    let refused = ts
+        .db()
+        .await
+        .int(
             "SELECT COUNT(*) FROM audit_events WHERE action = 'kms.secrets.delete'
                AND outcome = 'failure' AND reason_code = 409",
-            [],
-            |r| r.get(0),
+            &[],
         )
-        .unwrap();
+        .await;
     assert_eq!(refused, 3);
 }
 
@@ -635,9 +624,6 @@ fn ack_body(event_id: &str, state: &str, rewrapped: Option<&str>) -> Value {
 
 #[tokio::test]
 async fn lifecycle_changes_reach_registered_services_and_acks_clear_them() {
-    if common::sqlite_file_only("lifecycle_changes_reach_registered_services_and_acks_clear_them") {
-        return;
-    }
     let ts = TestServer::start_with(|c| c.lifecycle.purge_wait_secs = 0).await;
     let key = ts.create_root_key("evented").await;
     let (svc_id, svc) = service(&ts).await;
@@ -749,16 +735,17 @@ async fn lifecycle_changes_reach_registered_services_and_acks_clear_them() {
     );
     drop(again);
     // Acknowledgements are audited under Key Protect's names, by the service.
-    let db = rusqlite::Connection::open(ts.db_path()).unwrap();
-    let acks: Vec<(String, String)> = db
-        .prepare(
+    let acks: Vec<(String, String)> = ts
+        .db()
+        .await
+        .rows(
             "SELECT action, initiator FROM audit_events
              WHERE action LIKE 'kms.secrets.ack-%' AND outcome = 'success' ORDER BY time",
+            &[],
         )
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
+        .await
+        .into_iter()
+        .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
         .collect();
     let names: Vec<&str> = acks.iter().map(|(a, _)| a.as_str()).collect();
     assert_eq!(
@@ -953,11 +940,6 @@ async fn receiver(received: Arc<Mutex<Received>>) -> String {
 
 #[tokio::test]
 async fn webhooks_are_signed_retried_after_500s_and_delivered_once_acknowledged_by_2xx() {
-    if common::sqlite_file_only(
-        "webhooks_are_signed_retried_after_500s_and_delivered_once_acknowledged_by_2xx",
-    ) {
-        return;
-    }
     let ts = TestServer::start().await;
     let key = ts.create_root_key("hooked").await;
     let (_, svc) = service(&ts).await;
@@ -1005,10 +987,12 @@ async fn webhooks_are_signed_retried_after_500s_and_delivered_once_acknowledged_
     assert_eq!(s, StatusCode::OK);
     assert_eq!(got, json!({"url": url}));
     // The secret is not stored in the clear.
-    let db = rusqlite::Connection::open(ts.db_path()).unwrap();
-    let stored: Vec<u8> = db
-        .query_row("SELECT secret FROM event_subscriptions", [], |r| r.get(0))
-        .unwrap();
+    let stored = ts
+        .db()
+        .await
+        .blobs("SELECT secret FROM event_subscriptions", &[])
+        .await
+        .remove(0);
     let raw = keyward_api::events::decode_secret(&secret).unwrap();
     assert!(
         !stored
@@ -1044,13 +1028,14 @@ async fn webhooks_are_signed_retried_after_500s_and_delivered_once_acknowledged_
     // Delivered: no fourth attempt, and no backlog.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(received.lock().unwrap().requests.len(), 3);
-    let undelivered: i64 = db
-        .query_row(
+    let undelivered = ts
+        .db()
+        .await
+        .int(
             "SELECT COUNT(*) FROM key_events WHERE delivered_at IS NULL",
-            [],
-            |r| r.get(0),
+            &[],
         )
-        .unwrap();
+        .await;
     assert_eq!(undelivered, 0);
 
     // A forged signature is refused by the receiver's check.
@@ -1252,9 +1237,6 @@ async fn a_graceful_shutdown_ends_open_event_streams_instead_of_waiting_for_them
 /// service). The refusal is a clear 400, audited, and nothing is stored.
 #[tokio::test]
 async fn webhooks_to_private_addresses_are_refused_by_default() {
-    if common::sqlite_file_only("webhooks_to_private_addresses_are_refused_by_default") {
-        return;
-    }
     let ts = TestServer::start_with(|c| c.webhooks.allow_private_addresses = false).await;
     let (_, svc) = service(&ts).await;
     for url in [
@@ -1280,15 +1262,15 @@ async fn webhooks_to_private_addresses_are_refused_by_default() {
     }
     let (s, e) = as_svc(&ts, &svc, Method::GET, "/api/v2/event_subscription", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "nothing stored: {e}");
-    let db = rusqlite::Connection::open(ts.db_path()).unwrap();
-    let refused: i64 = db
-        .query_row(
+    let refused = ts
+        .db()
+        .await
+        .int(
             "SELECT COUNT(*) FROM audit_events
              WHERE action = 'kms.eventsubscription.put' AND outcome = 'failure'",
-            [],
-            |r| r.get(0),
+            &[],
         )
-        .unwrap();
+        .await;
     assert_eq!(refused, 7, "every refusal is audited");
     // A public address literal passes the check (nothing is sent until an event is due).
     let (s, e) = as_svc(

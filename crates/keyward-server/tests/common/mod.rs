@@ -102,6 +102,14 @@ fn hsm_custody() -> keyward_runtime::config::CustodySection {
 }
 
 impl TestServer {
+    /// The store's faces over this server's database, opened a second time (as another process
+    /// on the same database would).
+    pub async fn stores(&self) -> keyward_runtime::Stores {
+        keyward_runtime::open_store(&config(self.dir.path()))
+            .await
+            .unwrap()
+    }
+
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
     }
@@ -374,10 +382,17 @@ pub enum Db {
 }
 
 impl TestServer {
-    /// A direct connection to this server's database.
+    /// A direct connection to this server's database. On PostgreSQL, audit events committed
+    /// so far are linked into the chain (`audit_events`) first, as any read of the trail does.
     pub async fn db(&self) -> Db {
         if on_postgres() {
             let url = keyward_test::postgres::database_for(self.dir.path());
+            let options = keyward_store::PgOptions {
+                url: url.clone(),
+                pool_size: 1,
+            };
+            let store = keyward_store::PgStore::connect(&options).await.unwrap();
+            store.link_pending().await.unwrap();
             let (client, conn) = url
                 .parse::<tokio_postgres::Config>()
                 .unwrap()

@@ -3,6 +3,10 @@ use keyward_core::{ChainReport, Custody, StoreError};
 
 impl super::PgStore {
     /// Temporary.
+    pub async fn link_pending(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    /// Temporary.
     pub async fn try_link_pending(&self) -> Result<u64, StoreError> {
         Ok(0)
     }
