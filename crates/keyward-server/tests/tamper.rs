@@ -1,4 +1,4 @@
-//! A key record or version altered in the SQLite file outside Keyward is detected and refused,
+//! A key record or version altered in the database outside Keyward is detected and refused,
 //! never used: state flipped back, version pointer moved, wrapped material swapped between keys.
 
 #![allow(
@@ -14,10 +14,8 @@ use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-fn sql(s: &TestServer, statement: &str, params: &[&str]) -> usize {
-    let db = rusqlite::Connection::open(s.db_path()).unwrap();
-    db.execute(statement, rusqlite::params_from_iter(params.iter()))
-        .unwrap()
+async fn sql(s: &TestServer, statement: &str, params: &[&str]) -> u64 {
+    s.db().await.execute(statement, params).await
 }
 
 fn assert_refused(st: StatusCode, body: &serde_json::Value) {
@@ -32,16 +30,13 @@ fn assert_refused(st: StatusCode, body: &serde_json::Value) {
 
 #[tokio::test]
 async fn a_disabled_key_flipped_to_active_in_the_database_is_refused() {
-    if common::sqlite_file_only("a_disabled_key_flipped_to_active_in_the_database_is_refused") {
-        return;
-    }
     let mut s = TestServer::start().await;
     let id = s.create_root_key("suspended").await;
     let (_, w) = s.action(&id, "wrap", json!({"plaintext": DEK_B64})).await;
     s.action(&id, "disable", json!({})).await;
     s.stop().await;
     assert_eq!(
-        sql(&s, "UPDATE keys SET state = 1 WHERE id = ?1", &[&id]),
+        sql(&s, "UPDATE keys SET state = 1 WHERE id = ?1", &[&id]).await,
         1
     );
     let s = s.restart().await;
@@ -59,9 +54,6 @@ async fn a_disabled_key_flipped_to_active_in_the_database_is_refused() {
 
 #[tokio::test]
 async fn wrapped_material_swapped_between_keys_is_refused() {
-    if common::sqlite_file_only("wrapped_material_swapped_between_keys_is_refused") {
-        return;
-    }
     let mut s = TestServer::start().await;
     let victim = s.create_root_key("victim").await;
     let attacker = s.create_root_key("attacker").await;
@@ -75,7 +67,8 @@ async fn wrapped_material_swapped_between_keys_is_refused() {
         "UPDATE key_versions SET material = (SELECT material FROM key_versions WHERE key_id = ?1)
          WHERE key_id = ?2",
         &[&victim, &attacker],
-    );
+    )
+    .await;
     assert_eq!(n, 1);
     let s = s.restart().await;
     let (st, b) = s
@@ -92,9 +85,6 @@ async fn wrapped_material_swapped_between_keys_is_refused() {
 
 #[tokio::test]
 async fn an_altered_version_pointer_or_wrapped_byte_is_refused() {
-    if common::sqlite_file_only("an_altered_version_pointer_or_wrapped_byte_is_refused") {
-        return;
-    }
     let mut s = TestServer::start().await;
     let id = s.create_root_key("pointer").await;
     s.action(&id, "rotate", json!({})).await;
@@ -105,15 +95,23 @@ async fn an_altered_version_pointer_or_wrapped_byte_is_refused() {
             &s,
             "UPDATE keys SET current_version = 1 WHERE id = ?1",
             &[&id]
-        ),
+        )
+        .await,
         1
     );
     assert_eq!(
         sql(
             &s,
-            "UPDATE key_versions SET material = CAST(zeroblob(length(material)) AS BLOB) WHERE key_id = ?1",
+            if on_postgres() {
+                "UPDATE key_versions SET material = decode(repeat('00', length(material)), 'hex')
+                 WHERE key_id = ?1"
+            } else {
+                "UPDATE key_versions SET material = CAST(zeroblob(length(material)) AS BLOB)
+                 WHERE key_id = ?1"
+            },
             &[&flipped]
-        ),
+        )
+        .await,
         1
     );
     let s = s.restart().await;
