@@ -32,5 +32,5 @@ mod writer;
 pub mod postgres;
 
 pub use audit::{MAX_PAGE as MAX_AUDIT_PAGE, verify_audit_chain};
-pub use postgres::{PgOptions, PgStore};
+pub use postgres::{PgOptions, PgStore, verify_audit_chain_pg};
 pub use sqlite::{DB_FILE, SqliteStore};

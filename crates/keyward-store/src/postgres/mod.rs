@@ -22,6 +22,8 @@ mod kmip;
 mod rewrap;
 mod schema;
 
+pub use audit::verify_audit_chain_pg;
+
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
