@@ -8,10 +8,10 @@ use keyward_core::{
     AuditCheckpoint, AuditEvent, AuditQuery, AuditStore, ChainReport, ChainVerifier, ChainedEvent,
     Custody, GENESIS_HASH, Initiator, Outcome, StoreError, chain_hash,
 };
-use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, params_from_iter};
 
-use crate::rows::{conv, nanos, parse, sql_error, time};
+use crate::columns::{Bad, Columns, Param};
+use crate::rows::{nanos, sql_error, time_of};
 use crate::sqlite::{DB_FILE, SqliteStore};
 use crate::writer::Statements;
 
@@ -107,13 +107,13 @@ impl SqliteStore {
 }
 
 /// The columns `event_from_row` reads, in its order.
-const EVENT_COLUMNS: &str = "seq, id, time, action, outcome, reason_code, reason, initiator, \
+pub(crate) const EVENT_COLUMNS: &str = "seq, id, time, action, outcome, reason_code, reason, initiator, \
      address, instance_id, target, key_state, key_version, request_id, prev_hash, hash";
 
 /// Largest page a query or export read returns.
 pub const MAX_PAGE: u32 = 5000;
 
-fn hash32(v: Option<Vec<u8>>) -> [u8; 32] {
+pub(crate) fn hash32(v: Option<Vec<u8>>) -> [u8; 32] {
     // A missing or malformed hash becomes one no event can have: verification then names the row.
     v.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
         .unwrap_or([0xff; 32])
@@ -124,13 +124,13 @@ fn hash32(v: Option<Vec<u8>>) -> [u8; 32] {
 /// between this read and the insert that extends it.
 fn head(c: &Connection) -> rusqlite::Result<Option<(u64, [u8; 32])>> {
     c.prepare_cached("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| {
-            Ok((
-                u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-                hash32(r.get(1)?),
-            ))
-        })
+        .query_row([], |r| Ok(head_from(r)?))
         .optional()
+}
+
+/// The head from the columns `seq, hash`.
+pub(crate) fn head_from<R: Columns + ?Sized>(r: &R) -> Result<(u64, [u8; 32]), Bad> {
+    Ok((r.int(0)?, hash32(r.opt_blob(1)?)))
 }
 
 /// Appends `e` to the chain: the next position, the head's hash as `prev_hash`, and its own hash.
@@ -203,80 +203,156 @@ pub(crate) fn chain_legacy(c: &mut Connection) -> rusqlite::Result<()> {
     tx.commit()
 }
 
-fn event_from_row(r: &Row<'_>) -> rusqlite::Result<ChainedEvent> {
-    let outcome: String = r.get(4)?;
-    Ok(ChainedEvent {
-        seq: u64::try_from(r.get::<_, i64>(0)?).map_err(|e| conv(e.to_string()))?,
-        event: AuditEvent {
-            id: parse(r.get(1)?)?,
-            time: time(r.get(2)?)?,
-            action: r.get(3)?,
-            outcome: Outcome::parse(&outcome)
-                .ok_or_else(|| conv(format!("bad outcome {outcome:?}")))?,
-            reason_code: r.get(5)?,
-            reason: r.get(6)?,
-            initiator: Initiator {
-                id: r.get(7)?,
-                address: r.get(8)?,
-            },
-            instance: r.get(9)?,
-            target: r.get(10)?,
-            key_state: r.get(11)?,
-            key_version: r.get(12)?,
-            request_id: r.get(13)?,
+/// The event whose columns start at `at`, in `EVENT_COLUMNS` order (`id` .. `request_id`): the
+/// chained rows of `audit_events` (at 1) and PostgreSQL's `audit_pending` (at 1, after its id).
+pub(crate) fn audit_event_from<R: Columns + ?Sized>(r: &R, at: usize) -> Result<AuditEvent, Bad> {
+    let outcome = r.text(at + 3)?;
+    Ok(AuditEvent {
+        id: r.parsed(at)?,
+        time: time_of(r.i64(at + 1)?)?,
+        action: r.text(at + 2)?,
+        outcome: Outcome::parse(&outcome).ok_or_else(|| Bad(format!("bad outcome {outcome:?}")))?,
+        reason_code: r.int(at + 4)?,
+        reason: r.opt_text(at + 5)?,
+        initiator: Initiator {
+            id: r.text(at + 6)?,
+            address: r.opt_text(at + 7)?,
         },
-        prev_hash: hash32(r.get(14)?),
-        hash: hash32(r.get(15)?),
+        instance: r.opt_text(at + 8)?,
+        target: r.opt_text(at + 9)?,
+        key_state: r.opt_int(at + 10)?,
+        key_version: r.opt_text(at + 11)?,
+        request_id: r.text(at + 12)?,
+    })
+}
+
+/// A chained event from the columns of `EVENT_COLUMNS`.
+pub(crate) fn event_from<R: Columns + ?Sized>(r: &R) -> Result<ChainedEvent, Bad> {
+    Ok(ChainedEvent {
+        seq: r.int(0)?,
+        event: audit_event_from(r, 1)?,
+        prev_hash: hash32(r.opt_blob(14)?),
+        hash: hash32(r.opt_blob(15)?),
+    })
+}
+
+fn event_from_row(r: &Row<'_>) -> rusqlite::Result<ChainedEvent> {
+    Ok(event_from(r)?)
+}
+
+/// A checkpoint from the columns `seq, hash, time, signature`.
+pub(crate) fn checkpoint_from<R: Columns + ?Sized>(r: &R) -> Result<AuditCheckpoint, Bad> {
+    Ok(AuditCheckpoint {
+        seq: r.int(0)?,
+        hash: hash32(r.opt_blob(1)?),
+        time: time_of(r.i64(2)?)?,
+        signature: r.blob(3)?,
     })
 }
 
 fn checkpoint_from_row(r: &Row<'_>) -> rusqlite::Result<AuditCheckpoint> {
-    Ok(AuditCheckpoint {
-        seq: u64::try_from(r.get::<_, i64>(0)?).map_err(|e| conv(e.to_string()))?,
-        hash: hash32(r.get(1)?),
-        time: time(r.get(2)?)?,
-        signature: r.get(3)?,
-    })
+    Ok(checkpoint_from(r)?)
 }
 
-fn to_i64(v: u64) -> i64 {
+/// A row of the verification walk: the event, or its position and why it cannot be decoded.
+pub(crate) type WalkRow = Result<ChainedEvent, (u64, String)>;
+
+/// Decodes a row of `EVENT_COLUMNS` for the walk: a row that does not decode is named, not fatal.
+pub(crate) fn walk_row<R: Columns + ?Sized>(r: &R) -> WalkRow {
+    event_from(r).map_err(|e| (r.int(0).unwrap_or(0), e.0))
+}
+
+/// The walk behind `keyward audit verify`, for either backend: feeds rows in `seq` order to a
+/// [`ChainVerifier`], each with the `prev_hash` of the row after it, holding one row at a time.
+/// `seq_of` finds the stored position of a hash; the verifier asks at most once, at the first
+/// break.
+#[derive(Default)]
+pub(crate) struct ChainWalk {
+    verifier: ChainVerifier,
+    current: Option<WalkRow>,
+}
+
+impl ChainWalk {
+    /// The next row in `seq` order.
+    pub(crate) fn row(&mut self, next: WalkRow, seq_of: impl FnOnce(&[u8; 32]) -> Option<u64>) {
+        let next_prev = next.as_ref().ok().map(|n| n.prev_hash);
+        if let Some(cur) = self.current.replace(next) {
+            self.feed(cur, next_prev.as_ref(), seq_of);
+        }
+    }
+
+    /// After the last row: the verifier, ready for the checkpoints.
+    pub(crate) fn end(mut self, seq_of: impl FnOnce(&[u8; 32]) -> Option<u64>) -> ChainVerifier {
+        if let Some(cur) = self.current.take() {
+            self.feed(cur, None, seq_of);
+        }
+        self.verifier
+    }
+
+    fn feed(
+        &mut self,
+        cur: WalkRow,
+        next_prev: Option<&[u8; 32]>,
+        seq_of: impl FnOnce(&[u8; 32]) -> Option<u64>,
+    ) {
+        match cur {
+            Ok(e) => self.verifier.push(&e, next_prev, seq_of),
+            Err((seq, why)) => self.verifier.push_unreadable(seq, &why),
+        }
+    }
+}
+
+pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// The `WHERE` clause and its values for a query.
-fn query_where(q: &AuditQuery) -> (String, Vec<Value>) {
+/// The `WHERE` clause and its values for a query; the `n`th value is bound as `{mark}n`
+/// (`?n` for SQLite, `$n` for PostgreSQL).
+pub(crate) fn query_where(q: &AuditQuery, mark: char) -> (String, Vec<Param>) {
     let mut clauses = Vec::new();
     let mut values = Vec::new();
-    let mut eq = |col: &str, v: Value, clauses: &mut Vec<String>| {
+    let mut eq = |col: &str, v: Param, clauses: &mut Vec<String>| {
         values.push(v);
-        clauses.push(format!("{col} ?{}", values.len()));
+        clauses.push(format!("{col} {mark}{}", values.len()));
     };
     if let Some(i) = &q.instance {
-        eq("instance_id =", Value::Text(i.clone()), &mut clauses);
+        eq("instance_id =", Param::Text(i.clone()), &mut clauses);
     }
     if let Some(t) = q.from {
-        eq("time >=", Value::Integer(nanos(t)), &mut clauses);
+        eq("time >=", Param::Int(nanos(t)), &mut clauses);
     }
     if let Some(t) = q.to {
-        eq("time <", Value::Integer(nanos(t)), &mut clauses);
+        eq("time <", Param::Int(nanos(t)), &mut clauses);
     }
     if let Some(a) = &q.action {
-        eq("action =", Value::Text(a.clone()), &mut clauses);
+        eq("action =", Param::Text(a.clone()), &mut clauses);
     }
     if let Some(t) = &q.target {
-        eq("target =", Value::Text(t.clone()), &mut clauses);
+        eq("target =", Param::Text(t.clone()), &mut clauses);
     }
     if let Some(i) = &q.initiator {
-        eq("initiator =", Value::Text(i.clone()), &mut clauses);
+        eq("initiator =", Param::Text(i.clone()), &mut clauses);
     }
     if let Some(o) = q.outcome {
-        eq("outcome =", Value::Text(o.as_str().into()), &mut clauses);
+        eq("outcome =", Param::Text(o.as_str().into()), &mut clauses);
     }
     if clauses.is_empty() {
         (String::new(), values)
     } else {
         (format!(" WHERE {}", clauses.join(" AND ")), values)
     }
+}
+
+/// The SQL of an audit query: the count, and the page (`EVENT_COLUMNS`, oldest first).
+pub(crate) fn query_sql(q: &AuditQuery, filter: &str) -> (String, String) {
+    (
+        format!("SELECT COUNT(*) FROM audit_events{filter}"),
+        format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_events{filter} ORDER BY seq LIMIT {} OFFSET {}",
+            q.limit.min(MAX_PAGE),
+            q.offset
+        ),
+    )
 }
 
 #[async_trait::async_trait]
@@ -286,13 +362,8 @@ impl AuditStore for SqliteStore {
     }
 
     async fn audit_events(&self, q: &AuditQuery) -> Result<(Vec<ChainedEvent>, u64), StoreError> {
-        let (filter, values) = query_where(q);
-        let count_sql = format!("SELECT COUNT(*) FROM audit_events{filter}");
-        let page_sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM audit_events{filter} ORDER BY seq LIMIT {} OFFSET {}",
-            q.limit.min(MAX_PAGE),
-            q.offset
-        );
+        let (filter, values) = query_where(q, '?');
+        let (count_sql, page_sql) = query_sql(q, &filter);
         self.read(|c| {
             let total: i64 =
                 c.query_row(&count_sql, params_from_iter(values.iter()), |r| r.get(0))?;
@@ -444,35 +515,16 @@ pub fn verify_audit_chain(dir: &Path, custody: &dyn Custody) -> Result<ChainRepo
             .flatten()
             .and_then(|s| u64::try_from(s).ok())
     };
-    let mut verifier = ChainVerifier::new();
-    {
+    let verifier = {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events ORDER BY seq");
         let mut stmt = c.prepare(&sql).map_err(sql_error)?;
         let mut rows = stmt.query([]).map_err(sql_error)?;
-        let mut current: Option<Result<ChainedEvent, (u64, String)>> = None;
-        loop {
-            let next = rows.next().map_err(sql_error)?.map(|r| {
-                event_from_row(r).map_err(|e| {
-                    let seq = r.get::<_, i64>(0).unwrap_or(0);
-                    (u64::try_from(seq).unwrap_or(0), e.to_string())
-                })
-            });
-            if let Some(cur) = current.take() {
-                let next_prev = match &next {
-                    Some(Ok(n)) => Some(n.prev_hash),
-                    _ => None,
-                };
-                match cur {
-                    Ok(e) => verifier.push(&e, next_prev.as_ref(), &mut seq_of),
-                    Err((seq, why)) => verifier.push_unreadable(seq, &why),
-                }
-            }
-            match next {
-                Some(n) => current = Some(n),
-                None => break,
-            }
+        let mut walk = ChainWalk::default();
+        while let Some(r) = rows.next().map_err(sql_error)? {
+            walk.row(walk_row(r), &mut seq_of);
         }
-    }
+        walk.end(&mut seq_of)
+    };
     let checkpoints: Vec<AuditCheckpoint> = {
         let mut stmt = c
             .prepare("SELECT seq, hash, time, signature FROM audit_checkpoints ORDER BY seq, id")

@@ -106,3 +106,33 @@ impl Columns for tokio_postgres::Row {
         self.try_get(i).map_err(|e| pg_bad(i, e))
     }
 }
+
+/// A value bound to a statement the same way on either backend, for SQL written once.
+#[derive(Debug, Clone)]
+pub enum Param {
+    Text(String),
+    Int(i64),
+    Blob(Vec<u8>),
+}
+
+impl rusqlite::ToSql for Param {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Param::Text(t) => t.to_sql(),
+            Param::Int(i) => i.to_sql(),
+            Param::Blob(b) => b.to_sql(),
+        }
+    }
+}
+
+/// `values` as tokio-postgres binds them (TEXT, BIGINT, BYTEA).
+pub fn pg_params(values: &[Param]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    values
+        .iter()
+        .map(|p| match p {
+            Param::Text(t) => t as &(dyn tokio_postgres::types::ToSql + Sync),
+            Param::Int(i) => i as &(dyn tokio_postgres::types::ToSql + Sync),
+            Param::Blob(b) => b as &(dyn tokio_postgres::types::ToSql + Sync),
+        })
+        .collect()
+}

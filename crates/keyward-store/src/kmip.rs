@@ -7,90 +7,94 @@ use keyward_core::{
     KmipAdapterRecord, KmipCertificateRecord, KmipObjectRecord, KmipStore, StoreError, Unverified,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::rows::{nanos, opt_nanos};
+use crate::columns::{Bad, Columns};
+use crate::rows::{nanos, opt_nanos, opt_time_of, time_of};
 use crate::sqlite::SqliteStore;
 
-const ADAPTER_COLUMNS: &str = "instance_id, id, name, description, profile, crk_id, created_at, \
+pub(crate) const ADAPTER_COLUMNS: &str = "instance_id, id, name, description, profile, crk_id, created_at, \
      created_by, updated_at, updated_by, signature";
-const CERT_COLUMNS: &str = "instance_id, adapter_id, id, name, certificate, fingerprint, \
+pub(crate) const CERT_COLUMNS: &str = "instance_id, adapter_id, id, name, certificate, fingerprint, \
      created_at, created_by, signature";
-const OBJECT_COLUMNS: &str = "instance_id, adapter_id, id, object_type, state, created_at, \
+pub(crate) const OBJECT_COLUMNS: &str = "instance_id, adapter_id, id, object_type, state, created_at, \
      created_by_cert_id, created_by, updated_at, updated_by_cert_id, updated_by, destroyed_at, \
      destroyed_by_cert_id, destroyed_by";
 
-fn conv(msg: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, msg.into())
-}
-
-fn parse<T: std::str::FromStr>(s: String) -> rusqlite::Result<T> {
-    s.parse().map_err(|_| conv(format!("bad identifier {s:?}")))
-}
-
-fn opt_parse<T: std::str::FromStr>(s: Option<String>) -> rusqlite::Result<Option<T>> {
-    s.map(parse).transpose()
-}
-
-fn time(n: i64) -> rusqlite::Result<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(n)).map_err(|e| conv(e.to_string()))
-}
-
-fn opt_time(n: Option<i64>) -> rusqlite::Result<Option<OffsetDateTime>> {
-    n.map(time).transpose()
+/// An adapter from the columns of `ADAPTER_COLUMNS`.
+pub(crate) fn adapter_from<R: Columns + ?Sized>(r: &R) -> Result<KmipAdapterRecord, Bad> {
+    Ok(KmipAdapterRecord {
+        instance: r.parsed(0)?,
+        id: r.parsed(1)?,
+        name: r.text(2)?,
+        description: r.opt_text(3)?,
+        profile: r.text(4)?,
+        crk_id: r.parsed(5)?,
+        created_at: time_of(r.i64(6)?)?,
+        created_by: r.text(7)?,
+        updated_at: time_of(r.i64(8)?)?,
+        updated_by: r.text(9)?,
+        signature: r.blob(10)?,
+    })
 }
 
 fn adapter_from_row(r: &Row<'_>) -> rusqlite::Result<KmipAdapterRecord> {
-    Ok(KmipAdapterRecord {
-        instance: parse(r.get(0)?)?,
-        id: parse(r.get(1)?)?,
-        name: r.get(2)?,
-        description: r.get(3)?,
-        profile: r.get(4)?,
-        crk_id: parse(r.get(5)?)?,
-        created_at: time(r.get(6)?)?,
-        created_by: r.get(7)?,
-        updated_at: time(r.get(8)?)?,
-        updated_by: r.get(9)?,
-        signature: r.get(10)?,
+    Ok(adapter_from(r)?)
+}
+
+/// A certificate from the columns of `CERT_COLUMNS`.
+pub(crate) fn cert_from<R: Columns + ?Sized>(r: &R) -> Result<KmipCertificateRecord, Bad> {
+    Ok(KmipCertificateRecord {
+        instance: r.parsed(0)?,
+        adapter_id: r.parsed(1)?,
+        id: r.parsed(2)?,
+        name: r.text(3)?,
+        certificate: r.text(4)?,
+        fingerprint: r
+            .blob(5)?
+            .try_into()
+            .map_err(|_| Bad::new("bad certificate fingerprint"))?,
+        created_at: time_of(r.i64(6)?)?,
+        created_by: r.text(7)?,
+        signature: r.blob(8)?,
     })
 }
 
 fn cert_from_row(r: &Row<'_>) -> rusqlite::Result<KmipCertificateRecord> {
-    let fp: Vec<u8> = r.get(5)?;
-    Ok(KmipCertificateRecord {
-        instance: parse(r.get(0)?)?,
-        adapter_id: parse(r.get(1)?)?,
-        id: parse(r.get(2)?)?,
-        name: r.get(3)?,
-        certificate: r.get(4)?,
-        fingerprint: fp
-            .try_into()
-            .map_err(|_| conv("bad certificate fingerprint".into()))?,
-        created_at: time(r.get(6)?)?,
-        created_by: r.get(7)?,
-        signature: r.get(8)?,
+    Ok(cert_from(r)?)
+}
+
+fn opt_parsed<R: Columns + ?Sized, T: std::str::FromStr>(
+    r: &R,
+    i: usize,
+) -> Result<Option<T>, Bad> {
+    r.opt_text(i)?
+        .map(|s| s.parse().map_err(|_| Bad(format!("bad identifier {s:?}"))))
+        .transpose()
+}
+
+/// An object from the columns of `OBJECT_COLUMNS`.
+pub(crate) fn object_from<R: Columns + ?Sized>(r: &R) -> Result<KmipObjectRecord, Bad> {
+    Ok(KmipObjectRecord {
+        instance: r.parsed(0)?,
+        adapter_id: r.parsed(1)?,
+        id: r.parsed(2)?,
+        object_type: r.int(3)?,
+        state: r.int(4)?,
+        created_at: time_of(r.i64(5)?)?,
+        created_by_cert_id: r.parsed(6)?,
+        created_by: r.text(7)?,
+        updated_at: opt_time_of(r.opt_i64(8)?)?,
+        updated_by_cert_id: opt_parsed(r, 9)?,
+        updated_by: r.opt_text(10)?,
+        destroyed_at: opt_time_of(r.opt_i64(11)?)?,
+        destroyed_by_cert_id: opt_parsed(r, 12)?,
+        destroyed_by: r.opt_text(13)?,
     })
 }
 
 fn object_from_row(r: &Row<'_>) -> rusqlite::Result<KmipObjectRecord> {
-    Ok(KmipObjectRecord {
-        instance: parse(r.get(0)?)?,
-        adapter_id: parse(r.get(1)?)?,
-        id: parse(r.get(2)?)?,
-        object_type: r.get(3)?,
-        state: r.get(4)?,
-        created_at: time(r.get(5)?)?,
-        created_by_cert_id: parse(r.get(6)?)?,
-        created_by: r.get(7)?,
-        updated_at: opt_time(r.get(8)?)?,
-        updated_by_cert_id: opt_parse(r.get(9)?)?,
-        updated_by: r.get(10)?,
-        destroyed_at: opt_time(r.get(11)?)?,
-        destroyed_by_cert_id: opt_parse(r.get(12)?)?,
-        destroyed_by: r.get(13)?,
-    })
+    Ok(object_from(r)?)
 }
 
 fn exists(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<bool> {

@@ -187,14 +187,6 @@ pub fn time(n: i64) -> rusqlite::Result<OffsetDateTime> {
     Ok(time_of(n)?)
 }
 
-pub fn conv(msg: String) -> rusqlite::Error {
-    Bad(msg).into()
-}
-
-pub fn parse<T: std::str::FromStr>(s: String) -> rusqlite::Result<T> {
-    s.parse().map_err(|_| conv(format!("bad identifier {s:?}")))
-}
-
 /// A key from the columns of `key_select!()` (the aliases last).
 pub fn key_from<R: Columns + ?Sized>(r: &R) -> Result<KeyRecord, Bad> {
     let kind = match r.i64(2)? {

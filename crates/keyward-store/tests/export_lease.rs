@@ -1,9 +1,10 @@
 //! Export-sink leases: of several processes on one database, one exports a sink at a time; a
 //! lease is renewed by its holder, refused to others while live, and taken over once it lapses.
-//! Two stores opened on one directory stand for two processes (each has its own writer).
+//! Two stores opened on one directory (SQLite) or one database (PostgreSQL) stand for two
+//! processes.
 
 use keyward_core::AuditStore;
-use keyward_store::SqliteStore;
+use keyward_store::{PgOptions, PgStore, SqliteStore};
 use time::OffsetDateTime;
 
 #[tokio::test]
@@ -11,6 +12,21 @@ async fn one_holder_at_a_time_renewed_by_it_taken_over_when_it_lapses() {
     let dir = tempfile::tempdir().unwrap();
     let a = SqliteStore::open(dir.path()).unwrap();
     let b = SqliteStore::open(dir.path()).unwrap();
+    leases(&a, &b).await;
+}
+
+#[tokio::test]
+async fn postgres_one_holder_at_a_time_renewed_by_it_taken_over_when_it_lapses() {
+    let options = PgOptions {
+        url: keyward_test::postgres::cluster().fresh_database(),
+        pool_size: 2,
+    };
+    let a = PgStore::connect(&options).await.unwrap();
+    let b = PgStore::connect(&options).await.unwrap();
+    leases(&a, &b).await;
+}
+
+async fn leases(a: &dyn AuditStore, b: &dyn AuditStore) {
     let t0 = OffsetDateTime::now_utc();
     let lease = time::Duration::seconds(5);
 

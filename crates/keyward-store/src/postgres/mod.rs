@@ -21,8 +21,8 @@ mod keys;
 mod kmip;
 mod rewrap;
 mod schema;
-mod tmp_stubs;
-pub use tmp_stubs::verify_audit_chain_pg;
+
+pub use audit::verify_audit_chain_pg;
 
 use std::time::Duration;
 

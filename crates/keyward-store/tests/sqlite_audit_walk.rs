@@ -1,0 +1,64 @@
+//! The offline walk of the SQLite chain (`keyward audit verify`): intact, altered, reordered.
+//! Its walk is shared with PostgreSQL's (`postgres_audit.rs`).
+
+use keyward_core::{AuditEvent, BreakKind, Initiator, Outcome, Store};
+use keyward_custody::SoftwareCustody;
+use keyward_store::{DB_FILE, SqliteStore, verify_audit_chain};
+use time::OffsetDateTime;
+
+async fn chain_of(n: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    for i in 0..n {
+        let mut e = AuditEvent::new(
+            "kms.secrets.wrap",
+            Outcome::Success,
+            200,
+            Initiator {
+                id: "iam".into(),
+                address: None,
+            },
+            format!("req-{i}"),
+            OffsetDateTime::now_utc(),
+        );
+        e.key_state = Some(1);
+        store.append_audit(&e).await.unwrap();
+    }
+    dir
+}
+
+fn tamper(dir: &tempfile::TempDir, sql: &str) {
+    rusqlite::Connection::open(dir.path().join(DB_FILE))
+        .unwrap()
+        .execute_batch(sql)
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_walk_names_altered_and_reordered_events() {
+    let keys = tempfile::tempdir().unwrap();
+    let custody = SoftwareCustody::open_or_create(keys.path()).unwrap().0;
+
+    let dir = chain_of(6).await;
+    let report = verify_audit_chain(dir.path(), &custody).unwrap();
+    assert_eq!((report.events, report.first_break), (6, None));
+    tamper(&dir, "UPDATE audit_events SET action = 'x' WHERE seq = 3");
+    let b = verify_audit_chain(dir.path(), &custody)
+        .unwrap()
+        .first_break
+        .unwrap();
+    assert_eq!((b.kind, b.seq), (BreakKind::Altered, 3), "{b:?}");
+
+    let dir = chain_of(6).await;
+    tamper(
+        &dir,
+        "UPDATE audit_events SET seq = -seq WHERE seq IN (3, 4);
+         UPDATE audit_events SET seq = 4 WHERE seq = -3;
+         UPDATE audit_events SET seq = 3 WHERE seq = -4;",
+    );
+    let b = verify_audit_chain(dir.path(), &custody)
+        .unwrap()
+        .first_break
+        .unwrap();
+    assert_eq!((b.kind, b.seq), (BreakKind::Reordered, 3), "{b:?}");
+}
