@@ -50,32 +50,48 @@ async fn events(ts: &TestServer, query: &str) -> (StatusCode, Value) {
         .await
 }
 
-fn verify(ts: &TestServer) -> keyward_core::ChainReport {
-    let custody = keyward_runtime::open_custody(&common::config(ts.dir.path()), false).unwrap();
-    keyward_store::verify_audit_chain(ts.dir.path(), custody.as_ref()).unwrap()
+/// `keyward audit verify` over the server's database, on either backend.
+async fn verify(ts: &TestServer) -> keyward_core::ChainReport {
+    let config = common::config(ts.dir.path());
+    let custody = keyward_runtime::open_custody(&config, false).unwrap();
+    match config.store.postgres().unwrap() {
+        Some(options) => {
+            let store = keyward_store::PgStore::connect(&options).await.unwrap();
+            keyward_store::verify_audit_chain_pg(&store, custody.as_ref())
+                .await
+                .unwrap()
+        }
+        None => keyward_store::verify_audit_chain(ts.dir.path(), custody.as_ref()).unwrap(),
+    }
 }
 
 #[tokio::test]
 async fn api_traffic_builds_an_intact_chain_and_shutdown_signs_its_head() {
-    if common::sqlite_file_only("api_traffic_builds_an_intact_chain_and_shutdown_signs_its_head") {
-        return;
-    }
     let mut ts = TestServer::start().await;
     traffic(&ts).await;
     ts.stop().await;
-    let report = verify(&ts);
+    let report = verify(&ts).await;
     assert!(report.first_break.is_none(), "{report:?}");
     assert!(report.events >= 8, "{report:?}");
     let head = report.head.unwrap().0;
     assert_eq!(report.last_good_checkpoint, Some(head), "{report:?}");
     // Every stored event links to the one before it.
-    let db = rusqlite::Connection::open(ts.db_path()).unwrap();
-    let rows: Vec<(i64, Vec<u8>, Vec<u8>)> = db
-        .prepare("SELECT seq, prev_hash, hash FROM audit_events ORDER BY seq")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
+    let rows: Vec<(i64, Vec<u8>, Vec<u8>)> = ts
+        .db()
+        .await
+        .rows(
+            "SELECT seq, prev_hash, hash FROM audit_events ORDER BY seq",
+            &[],
+        )
+        .await
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].as_deref().unwrap().parse().unwrap(),
+                common::unhex(r[1].as_deref().unwrap()),
+                common::unhex(r[2].as_deref().unwrap()),
+            )
+        })
         .collect();
     assert_eq!(rows[0].1, vec![0u8; 32]);
     for pair in rows.windows(2) {
@@ -86,28 +102,23 @@ async fn api_traffic_builds_an_intact_chain_and_shutdown_signs_its_head() {
 
 #[tokio::test]
 async fn checkpoints_are_taken_in_the_background_every_n_events() {
-    if common::sqlite_file_only("checkpoints_are_taken_in_the_background_every_n_events") {
-        return;
-    }
     let ts = TestServer::start_with(|c| {
         c.audit.checkpoint_every_events = 3;
         c.audit.checkpoint_interval_secs = 3600;
     })
     .await;
     traffic(&ts).await;
-    let db = rusqlite::Connection::open(ts.db_path()).unwrap();
+    let db = ts.db().await;
     let mut n = 0i64;
     for _ in 0..50 {
-        n = db
-            .query_row("SELECT COUNT(*) FROM audit_checkpoints", [], |r| r.get(0))
-            .unwrap();
+        n = db.int("SELECT COUNT(*) FROM audit_checkpoints", &[]).await;
         if n > 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(n > 0, "no checkpoint while the server runs");
-    let report = verify(&ts);
+    let report = verify(&ts).await;
     assert!(report.first_break.is_none(), "{report:?}");
     assert!(report.last_good_checkpoint.is_some());
 }
@@ -528,10 +539,6 @@ fn jsonl_sink(
 
 #[tokio::test]
 async fn jsonl_export_rotates_at_the_size_limit_and_writes_each_event_once() {
-    if common::sqlite_file_only("jsonl_export_rotates_at_the_size_limit_and_writes_each_event_once")
-    {
-        return;
-    }
     let out = tempfile::tempdir().unwrap();
     let path = out.path().join("audit.jsonl");
     let mut ts = TestServer::start_with(jsonl_sink("file", path.clone(), 2048)).await;
@@ -540,14 +547,13 @@ async fn jsonl_export_rotates_at_the_size_limit_and_writes_each_event_once() {
         let (s, _) = ts.action(&key, "wrap", json!({"plaintext": DEK_B64})).await;
         assert_eq!(s, StatusCode::OK);
     }
-    let head = |ts: &TestServer| {
-        let db = rusqlite::Connection::open(ts.db_path()).unwrap();
-        db.query_row("SELECT MAX(seq) FROM audit_events", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .unwrap() as u64
-    };
-    let want = head(&ts);
+    async fn head(ts: &TestServer) -> u64 {
+        ts.db()
+            .await
+            .int("SELECT MAX(seq) FROM audit_events", &[])
+            .await as u64
+    }
+    let want = head(&ts).await;
     let mut seqs = Vec::new();
     for _ in 0..100 {
         seqs = exported_seqs(out.path(), "audit.jsonl").0;
@@ -562,7 +568,7 @@ async fn jsonl_export_rotates_at_the_size_limit_and_writes_each_event_once() {
         .await;
     let (s, _) = ts.action(&key, "wrap", json!({"plaintext": DEK_B64})).await;
     assert_eq!(s, StatusCode::OK);
-    let want = head(&ts);
+    let want = head(&ts).await;
     let (mut seqs2, mut files, mut sizes) = (Vec::new(), 0, Vec::new());
     for _ in 0..100 {
         (seqs2, files, sizes) = exported_seqs(out.path(), "audit.jsonl");
@@ -626,9 +632,10 @@ async fn the_export_sink_runs_at_the_lowest_cpu_priority() {
     }
     assert!(!exporters.is_empty(), "an export thread runs");
     assert!(exporters.iter().all(|n| *n == 19), "{exporters:?}");
+    // SQLite's writer thread keeps the normal priority (PostgreSQL's store has none).
     let writers = threads_named("keyward-store-w");
     assert!(
-        !writers.is_empty() && writers.iter().all(|n| *n == 0),
+        common::on_postgres() || (!writers.is_empty() && writers.iter().all(|n| *n == 0)),
         "{writers:?}"
     );
     let workers = threads_named("tokio-rt-worker");
@@ -1027,7 +1034,7 @@ async fn events_stored_before_the_chain_are_linked_at_open() {
     let key = ts.create_root_key("after-upgrade").await;
     ts.action(&key, "wrap", json!({"plaintext": DEK_B64})).await;
     ts.stop().await;
-    let report = verify(&ts);
+    let report = verify(&ts).await;
     assert!(report.first_break.is_none(), "{report:?}");
     assert!(report.events >= 10);
 }
@@ -1043,7 +1050,7 @@ async fn a_chain_rewritten_with_recomputed_hashes_fails_the_signed_checkpoint() 
     let mut ts = TestServer::start().await;
     traffic(&ts).await;
     ts.stop().await;
-    let before = verify(&ts);
+    let before = verify(&ts).await;
     assert!(before.first_break.is_none(), "{before:?}");
     let head = before.head.unwrap().0;
     // The forger turns event 3 into a success and recomputes every later hash: each row then
@@ -1073,7 +1080,7 @@ async fn a_chain_rewritten_with_recomputed_hashes_fails_the_signed_checkpoint() 
         prev = hash;
     }
     drop(db);
-    let after = verify(&ts);
+    let after = verify(&ts).await;
     let b = after.first_break.expect("the rewrite is caught");
     assert_eq!(b.kind, keyward_core::BreakKind::Altered, "{b:?}");
     assert!(b.seq <= head, "{b:?}");
