@@ -50,6 +50,14 @@ async fn events(ts: &TestServer, query: &str) -> (StatusCode, Value) {
         .await
 }
 
+/// The newest event's position in the chain.
+async fn audit_head(ts: &TestServer) -> u64 {
+    ts.db()
+        .await
+        .int("SELECT MAX(seq) FROM audit_events", &[])
+        .await as u64
+}
+
 /// `keyward audit verify` over the server's database, on either backend.
 async fn verify(ts: &TestServer) -> keyward_core::ChainReport {
     let config = common::config(ts.dir.path());
@@ -650,9 +658,6 @@ async fn the_export_sink_runs_at_the_lowest_cpu_priority() {
 /// holder stops, the other takes the sink over and goes on from the shared cursor.
 #[tokio::test]
 async fn two_servers_on_one_database_export_a_sink_once_and_take_it_over() {
-    if common::sqlite_file_only("two_servers_on_one_database_export_a_sink_once_and_take_it_over") {
-        return;
-    }
     let out = tempfile::tempdir().unwrap();
     let sink = |path| jsonl_sink("shared", path, 64 << 20);
     let (path_a, path_b) = (out.path().join("a.jsonl"), out.path().join("b.jsonl"));
@@ -661,12 +666,7 @@ async fn two_servers_on_one_database_export_a_sink_once_and_take_it_over() {
     sink(path_b.clone())(&mut config_b);
     let b = keyward_server::start(config_b).await.unwrap();
     let key = a.create_root_key("export-lease").await;
-    let (http, token, instance, db) = (
-        a.http.clone(),
-        a.token.clone(),
-        a.instance.clone(),
-        a.db_path(),
-    );
+    let (http, token, instance) = (a.http.clone(), a.token.clone(), a.instance.clone());
     let wrap_on = |url: String| {
         let (http, token, instance, key) =
             (http.clone(), token.clone(), instance.clone(), key.clone());
@@ -681,13 +681,6 @@ async fn two_servers_on_one_database_export_a_sink_once_and_take_it_over() {
                 .unwrap();
             assert_eq!(resp.status(), StatusCode::OK);
         }
-    };
-    let head = |db: &std::path::Path| {
-        let db = rusqlite::Connection::open(db).unwrap();
-        db.query_row("SELECT MAX(seq) FROM audit_events", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .unwrap() as u64
     };
     // Complete lines only: the holder may be mid-write.
     let lines = |path: &std::path::Path| -> Vec<u64> {
@@ -724,7 +717,7 @@ async fn two_servers_on_one_database_export_a_sink_once_and_take_it_over() {
         wrap_on(a.url.clone()).await;
         wrap_on(b.url.clone()).await;
     }
-    let want = head(&db);
+    let want = audit_head(&a).await;
     wait_for(want).await;
     let (_, in_a, in_b, _) = exported_once(want);
     assert!(
@@ -764,7 +757,7 @@ async fn two_servers_on_one_database_export_a_sink_once_and_take_it_over() {
     for _ in 0..10 {
         wrap_on(survivor.clone()).await;
     }
-    let want2 = head(&db);
+    let want2 = audit_head(&a).await;
     assert!(want2 >= want + 10);
     wait_for(want2).await;
     let (_, in_a2, in_b2, _) = exported_once(want2);
@@ -808,9 +801,6 @@ async fn receive(
 
 #[tokio::test]
 async fn a_webhook_that_is_down_for_a_while_then_receives_every_event() {
-    if common::sqlite_file_only("a_webhook_that_is_down_for_a_while_then_receives_every_event") {
-        return;
-    }
     let receiver = Receiver::default();
     *receiver.down.lock().unwrap() = true;
     let app = axum::Router::new()
@@ -850,10 +840,7 @@ async fn a_webhook_that_is_down_for_a_while_then_receives_every_event() {
     for _ in 0..3 {
         ts.action(&key, "wrap", json!({"plaintext": DEK_B64})).await;
     }
-    let db = rusqlite::Connection::open(ts.db_path()).unwrap();
-    let head: i64 = db
-        .query_row("SELECT MAX(seq) FROM audit_events", [], |r| r.get(0))
-        .unwrap();
+    let head = audit_head(&ts).await as i64;
     let mut got = Vec::new();
     for _ in 0..150 {
         got = receiver
