@@ -1028,11 +1028,6 @@ async fn events_stored_before_the_chain_are_linked_at_open() {
 
 #[tokio::test]
 async fn a_chain_rewritten_with_recomputed_hashes_fails_the_signed_checkpoint() {
-    if common::sqlite_file_only(
-        "a_chain_rewritten_with_recomputed_hashes_fails_the_signed_checkpoint",
-    ) {
-        return;
-    }
     use keyward_core::{AuditStore, Outcome, chain_hash};
     let mut ts = TestServer::start().await;
     traffic(&ts).await;
@@ -1042,11 +1037,22 @@ async fn a_chain_rewritten_with_recomputed_hashes_fails_the_signed_checkpoint() 
     let head = before.head.unwrap().0;
     // The forger turns event 3 into a success and recomputes every later hash: each row then
     // matches its hash and links to the one before it.
-    let events = {
-        let store = keyward_store::SqliteStore::open(ts.dir.path()).unwrap();
-        store.audit_events_after(0, 5000).await.unwrap()
+    let events = ts
+        .stores()
+        .await
+        .trail
+        .audit_events_after(0, 5000)
+        .await
+        .unwrap();
+    let db = ts.db().await;
+    // A blob literal in the database's dialect.
+    let blob = |b: &[u8]| {
+        if common::on_postgres() {
+            format!("'\\x{}'::bytea", common::hex(b))
+        } else {
+            format!("x'{}'", common::hex(b))
+        }
     };
-    let db = rusqlite::Connection::open(ts.db_path()).unwrap();
     let mut prev = keyward_core::GENESIS_HASH;
     for mut e in events {
         if e.seq == 3 {
@@ -1054,16 +1060,18 @@ async fn a_chain_rewritten_with_recomputed_hashes_fails_the_signed_checkpoint() 
             e.event.reason_code = 200;
             db.execute(
                 "UPDATE audit_events SET outcome = 'success', reason_code = 200 WHERE seq = 3",
-                [],
+                &[],
             )
-            .unwrap();
+            .await;
         }
         let hash = chain_hash(e.seq, &prev, &e.event);
-        db.execute(
-            "UPDATE audit_events SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
-            rusqlite::params![&prev[..], &hash[..], e.seq as i64],
-        )
-        .unwrap();
+        let statement = format!(
+            "UPDATE audit_events SET prev_hash = {}, hash = {} WHERE seq = {}",
+            blob(&prev),
+            blob(&hash),
+            e.seq
+        );
+        db.execute(&statement, &[]).await;
         prev = hash;
     }
     drop(db);
