@@ -66,23 +66,10 @@ impl Cluster {
             "PostgreSQL server binaries not found (scripts/test.sh installs the postgresql \
              package; or set KEYWARD_TEST_PG_BIN)",
         );
-        let dir = tempfile::Builder::new()
-            .prefix("keyward-pg.")
-            .tempdir()
-            .expect("temporary directory")
-            .keep();
-        if is_root() {
-            let ok = Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .expect("chown");
-            assert!(ok.success(), "chown of the cluster directory");
-        }
-        let data = dir.join("data");
+        let dir = cluster_dir();
         let out = as_pg_user(&bin.join("initdb"))
             .arg("-D")
-            .arg(&data)
+            .arg(dir.join("data"))
             .args([
                 "-U",
                 "postgres",
@@ -99,6 +86,38 @@ impl Cluster {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        Self::launch(bin, dir, settings)
+    }
+
+    /// A streaming standby of this cluster (`pg_basebackup -R`), started with `settings`.
+    /// Make it synchronous with `ALTER SYSTEM SET synchronous_standby_names = '*'` on the
+    /// primary.
+    pub fn standby(&self, settings: &[&str]) -> Cluster {
+        let dir = cluster_dir();
+        let out = as_pg_user(&self.bin.join("pg_basebackup"))
+            .arg("-D")
+            .arg(dir.join("data"))
+            .arg("-h")
+            .arg(&self.dir)
+            .args(["-U", "postgres", "-R", "-X", "stream", "-c", "fast", "--no-sync"])
+            .output()
+            .expect("running pg_basebackup");
+        assert!(
+            out.status.success(),
+            "pg_basebackup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self::launch(self.bin.clone(), dir, settings)
+    }
+
+    /// Promotes this standby to a primary (waits until it accepts writes).
+    pub fn promote(&self) {
+        self.pg_ctl(&["-w", "promote"]);
+    }
+
+    /// Starts the server in `dir/data` under a watchdog (see the module doc).
+    fn launch(bin: PathBuf, dir: PathBuf, settings: &[&str]) -> Cluster {
+        let data = dir.join("data");
         let mut options = format!(
             "-c listen_addresses='' -k {} -c max_connections=300 -c fsync=off \
              -c full_page_writes=off",
@@ -223,6 +242,24 @@ impl Cluster {
         let name = format!("kw_{}", uuid::Uuid::new_v4().simple());
         self.database(&name)
     }
+}
+
+/// A new directory for a cluster, owned by the user PostgreSQL runs as.
+fn cluster_dir() -> PathBuf {
+    let dir = tempfile::Builder::new()
+        .prefix("keyward-pg.")
+        .tempdir()
+        .expect("temporary directory")
+        .keep();
+    if is_root() {
+        let ok = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .expect("chown");
+        assert!(ok.success(), "chown of the cluster directory");
+    }
+    dir
 }
 
 /// This test process's cluster, started on first use.

@@ -349,3 +349,82 @@ fn migrating_into_a_database_that_holds_data_is_refused() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
 }
+
+#[test]
+fn after_a_failover_to_a_synchronous_standby_the_node_follows_and_nothing_acknowledged_is_lost() {
+    use keyward_test::postgres::Cluster;
+    let primary = Cluster::start(&[]);
+    let url = primary.fresh_database();
+    let db = url.rsplit("dbname=").next().unwrap().to_owned();
+    let standby = primary.standby(&[]);
+    primary.psql("postgres", "ALTER SYSTEM SET synchronous_standby_names = '*'");
+    primary.psql("postgres", "SELECT pg_reload_conf()");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while primary
+        .psql("postgres", "SELECT sync_state FROM pg_stat_replication")
+        .trim()
+        != "sync"
+    {
+        assert!(Instant::now() < deadline, "the standby never became synchronous");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Both hosts in the URL: whichever accepts writes is the primary.
+    let both = format!(
+        "host={},{} port=5432,5432 user=postgres dbname={db} target_session_attrs=read-write \
+         connect_timeout=2",
+        primary.dir.display(),
+        standby.dir.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let node = spawn_with(dir.path(), &node_config(&both));
+    let on = api(dir.path(), &node.url);
+    let made: Vec<String> = (0..10)
+        .map(|i| on.create_root_key(&format!("before-failover-{i}")))
+        .collect();
+    let (st, w) = on.action(&made[0], "wrap", json!({"plaintext": DEK_B64}));
+    assert_eq!(st, 200, "{w}");
+    let (st, _) = on.action(&made[9], "rotate", json!({}));
+    assert_eq!(st, 204);
+
+    // The primary crashes; the standby is promoted; the node finds it by itself.
+    let t0 = Instant::now();
+    primary.stop_server();
+    standby.promote();
+    eprintln!("failover: standby promoted after {:?}", t0.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let t = Instant::now();
+        let r = on
+            .req(reqwest::Method::POST, "/api/v2/keys")
+            .json(&json!({"resources": [{"name": "after-failover"}]}))
+            .timeout(Duration::from_secs(20))
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        eprintln!("failover: create answered {status} in {:?}", t.elapsed());
+        if status == 201 {
+            break r.json::<Value>().unwrap();
+        }
+        assert!(status == 503, "during a failover: {status}");
+        assert!(Instant::now() < deadline, "the node never reached the new primary");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(after["resources"][0]["id"].is_string());
+    eprintln!("failover: writes accepted again {:?} after the crash", t0.elapsed());
+    for id in &made {
+        assert_eq!(on.key(id).0, 200, "acknowledged key {id} lost in the failover");
+    }
+    let (st, u) = on.action(&made[0], "unwrap", json!({"ciphertext": w["ciphertext"]}));
+    assert_eq!(st, 200, "{u}");
+    let versions: Value = on
+        .req(
+            reqwest::Method::GET,
+            &format!("/api/v2/keys/{}/versions?totalCount=true", made[9]),
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(versions["metadata"]["totalCount"], 2, "the acknowledged rotation");
+    kill9(node);
+}
