@@ -99,7 +99,16 @@ impl Cluster {
             .arg(dir.join("data"))
             .arg("-h")
             .arg(&self.dir)
-            .args(["-U", "postgres", "-R", "-X", "stream", "-c", "fast", "--no-sync"])
+            .args([
+                "-U",
+                "postgres",
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ])
             .output()
             .expect("running pg_basebackup");
         assert!(

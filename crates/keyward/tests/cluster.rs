@@ -357,7 +357,10 @@ fn after_a_failover_to_a_synchronous_standby_the_node_follows_and_nothing_acknow
     let url = primary.fresh_database();
     let db = url.rsplit("dbname=").next().unwrap().to_owned();
     let standby = primary.standby(&[]);
-    primary.psql("postgres", "ALTER SYSTEM SET synchronous_standby_names = '*'");
+    primary.psql(
+        "postgres",
+        "ALTER SYSTEM SET synchronous_standby_names = '*'",
+    );
     primary.psql("postgres", "SELECT pg_reload_conf()");
     let deadline = Instant::now() + Duration::from_secs(20);
     while primary
@@ -365,7 +368,10 @@ fn after_a_failover_to_a_synchronous_standby_the_node_follows_and_nothing_acknow
         .trim()
         != "sync"
     {
-        assert!(Instant::now() < deadline, "the standby never became synchronous");
+        assert!(
+            Instant::now() < deadline,
+            "the standby never became synchronous"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // Both hosts in the URL: whichever accepts writes is the primary.
@@ -406,13 +412,23 @@ fn after_a_failover_to_a_synchronous_standby_the_node_follows_and_nothing_acknow
             break r.json::<Value>().unwrap();
         }
         assert!(status == 503, "during a failover: {status}");
-        assert!(Instant::now() < deadline, "the node never reached the new primary");
+        assert!(
+            Instant::now() < deadline,
+            "the node never reached the new primary"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(after["resources"][0]["id"].is_string());
-    eprintln!("failover: writes accepted again {:?} after the crash", t0.elapsed());
+    eprintln!(
+        "failover: writes accepted again {:?} after the crash",
+        t0.elapsed()
+    );
     for id in &made {
-        assert_eq!(on.key(id).0, 200, "acknowledged key {id} lost in the failover");
+        assert_eq!(
+            on.key(id).0,
+            200,
+            "acknowledged key {id} lost in the failover"
+        );
     }
     let (st, u) = on.action(&made[0], "unwrap", json!({"ciphertext": w["ciphertext"]}));
     assert_eq!(st, 200, "{u}");
@@ -425,6 +441,84 @@ fn after_a_failover_to_a_synchronous_standby_the_node_follows_and_nothing_acknow
         .unwrap()
         .json()
         .unwrap();
-    assert_eq!(versions["metadata"]["totalCount"], 2, "the acknowledged rotation");
+    assert_eq!(
+        versions["metadata"]["totalCount"], 2,
+        "the acknowledged rotation"
+    );
     kill9(node);
+}
+
+#[test]
+fn two_nodes_rotate_each_due_key_once_per_period() {
+    const MONTH_SECS: u64 = 3;
+    let url = keyward_test::postgres::cluster().fresh_database();
+    let config = format!(
+        "[lifecycle]\nmin_rotation_interval_secs = 0\nenable_after_disable_secs = 0\n\
+         rotation_month_secs = {MONTH_SECS}\n[scheduler]\ntick_secs = 1\n\
+         [store]\nbackend = \"postgres\"\nurl = \"{url}\"\npool_size = 8\n"
+    );
+    let dir_a = tempfile::tempdir().unwrap();
+    let a = spawn_with(dir_a.path(), &config);
+    let dir_b = join_dir(dir_a.path());
+    let b = spawn_with(dir_b.path(), &config);
+    let on_a = api(dir_a.path(), &a.url);
+    let ids: Vec<String> = (0..10)
+        .map(|i| {
+            let r = on_a
+                .req(reqwest::Method::POST, "/api/v2/keys_with_policy_overrides")
+                .json(&json!({
+                    "metadata": {"collectionType": "application/vnd.ibm.kms.key+json",
+                                 "collectionTotal": 1},
+                    "resources": [{"name": format!("due-{i}"),
+                                   "rotation": {"enabled": true, "interval_month": 1},
+                                   "dualAuthDelete": {"enabled": false}}],
+                }))
+                .send()
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 201);
+            r.json::<Value>().unwrap()["resources"][0]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    // Both schedulers tick every second for a bit more than one period.
+    std::thread::sleep(Duration::from_secs(MONTH_SECS + 3));
+    kill9(a);
+    kill9(b);
+
+    let dir_c = join_dir(dir_a.path());
+    let c = spawn_with(dir_c.path(), &node_config(&url));
+    let on_c = api(dir_a.path(), &c.url);
+    for id in &ids {
+        let versions: Value = on_c
+            .req(reqwest::Method::GET, &format!("/api/v2/keys/{id}/versions"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let mut created: Vec<time::OffsetDateTime> = versions["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                time::OffsetDateTime::parse(
+                    v["creationDate"].as_str().unwrap(),
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .unwrap()
+            })
+            .collect();
+        created.sort();
+        assert!(created.len() >= 2, "{id} was never rotated: {versions}");
+        // Two nodes rotating the same due key would make two versions moments apart.
+        for pair in created.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap >= time::Duration::milliseconds((MONTH_SECS * 1000 - 500) as i64),
+                "{id} rotated twice in one period ({gap}): {versions}"
+            );
+        }
+    }
+    kill9(c);
 }
