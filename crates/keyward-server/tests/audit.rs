@@ -1028,7 +1028,7 @@ async fn events_stored_before_the_chain_are_linked_at_open() {
 
 #[tokio::test]
 async fn a_chain_rewritten_with_recomputed_hashes_fails_the_signed_checkpoint() {
-    use keyward_core::{AuditStore, Outcome, chain_hash};
+    use keyward_core::{Outcome, chain_hash};
     let mut ts = TestServer::start().await;
     traffic(&ts).await;
     ts.stop().await;
