@@ -17,7 +17,7 @@ pub enum StoreCommand {
         /// used to verify, unless the config names HSMs).
         #[arg(long)]
         from_data_dir: PathBuf,
-        /// A node config whose [store] section names the PostgreSQL database.
+        /// A node config whose `[store]` section names the PostgreSQL database.
         #[arg(long)]
         to_config: PathBuf,
     },
