@@ -80,4 +80,7 @@ cargo check --quiet --manifest-path fuzz/Cargo.toml --locked
 
 step "interop: the keyprotect SDK against keyward serve"
 KEYWARD_BIN=$(built bin keyward) scripts/interop.sh
+
+step "interop again: against the second node of a two-node cluster on PostgreSQL"
+KEYWARD_BIN=$(built bin keyward) KEYWARD_INTEROP_STORE=postgres scripts/interop.sh
 rm -f "$artifacts"

@@ -34,6 +34,94 @@ ERROR_MEDIA = "application/vnd.ibm.kms.error+json"
 
 DEFAULT_CONFIG = "[lifecycle]\nmin_rotation_interval_secs = 0\nenable_after_disable_secs = 0\n"
 
+# KEYWARD_INTEROP_STORE=postgres: every server of the suite is the second node of a two-node
+# cluster on a throwaway PostgreSQL (the first node bootstraps; the SDK talks to the second).
+ON_POSTGRES = os.environ.get("KEYWARD_INTEROP_STORE") == "postgres"
+
+
+class _Postgres:
+    """A throwaway PostgreSQL cluster on a Unix socket in a temporary directory, for this session
+    (as root it runs as the `postgres` user); stopped and removed at exit."""
+
+    def __init__(self):
+        import atexit
+        import glob
+        import tempfile
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
+        assert bins, "PostgreSQL is not installed (scripts/postgres.sh installs it)"
+        self.bin = Path(bins[-1])
+        self.dir = Path(tempfile.mkdtemp(prefix="keyward-interop-pg."))
+        self.root = os.geteuid() == 0
+        if self.root:
+            subprocess.run(["chown", "postgres:postgres", str(self.dir)], check=True)
+        self._as_pg([str(self.bin / "initdb"), "-D", str(self.dir / "data"), "-U", "postgres",
+                     "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"])
+        self._as_pg([str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-l",
+                     str(self.dir / "log"), "-w", "-o",
+                     f"-c listen_addresses='' -k {self.dir} -c fsync=off", "start"])
+        atexit.register(self.stop)
+        self.count = 0
+
+    def _as_pg(self, argv):
+        if self.root:
+            argv = ["runuser", "-u", "postgres", "--"] + argv
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def stop(self):
+        import shutil
+        subprocess.run((["runuser", "-u", "postgres", "--"] if self.root else [])
+                       + [str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m",
+                          "immediate", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def psql(self, database, sql):
+        out = subprocess.run([str(self.bin / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                              "-h", str(self.dir), "-U", "postgres", "-d", database, "-c", sql],
+                             check=True, capture_output=True)
+        return out.stdout
+
+    def fresh_database(self):
+        self.count += 1
+        name = f"interop_{os.getpid()}_{self.count}"
+        self.psql("postgres", f"CREATE DATABASE {name}")
+        return name
+
+    def url(self, database):
+        return f"host={self.dir} port=5432 user=postgres dbname={database}"
+
+
+_POSTGRES = None
+
+
+def postgres() -> _Postgres:
+    global _POSTGRES
+    if _POSTGRES is None:
+        _POSTGRES = _Postgres()
+    return _POSTGRES
+
+
+def sql_literal(v):
+    if isinstance(v, (int, float)):
+        return str(v)
+    return "'" + str(v).replace("'", "''") + "'"
+
+
+def db_execute(keyward, statement, params=()):
+    """Runs one statement (`?` placeholders) on the server's database, as someone with access to
+    the database would: the SQLite file, or the cluster's PostgreSQL database."""
+    if keyward.database:
+        parts = statement.split("?")
+        assert len(parts) == len(params) + 1
+        text = parts[0] + "".join(sql_literal(p) + rest for p, rest in zip(params, parts[1:]))
+        postgres().psql(keyward.database, text)
+        return
+    db = sqlite3.connect(keyward.work_dir / "data" / "keyward.db", timeout=10)
+    try:
+        with db:
+            db.execute(statement, params)
+    finally:
+        db.close()
+
 
 # --------------------------------------------------------------------------------------------
 # The server and the SDK client
@@ -47,6 +135,8 @@ class Keyward:
     instance: str
     work_dir: Path
     stderr_path: Path
+    # On PostgreSQL: the database's name (else the store is `work_dir/data/keyward.db`).
+    database: str | None = None
 
     def log(self) -> str:
         return self.stderr_path.read_text(errors="replace")
@@ -78,11 +168,17 @@ def remember_secret(value):
         SECRETS.add(value)
 
 
-def _assert_no_secrets(work: Path, data: Path, api_key: str | None):
+def _assert_no_secrets(work: Path, data: Path, api_key: str | None, database: str | None = None,
+                       logs=("stderr.log",)):
     """Scans the server's JSON logs, its JSON Lines audit export and every audit row."""
-    haystacks = {"log": (work / "stderr.log").read_bytes()}
+    haystacks = {"log": b"".join((work / log).read_bytes() for log in logs)}
     for line in haystacks["log"].splitlines():
         json.loads(line)  # every log line is JSON (--log-format json)
+    if database:
+        haystacks["audit rows"] = postgres().psql(
+            database, "SELECT * FROM audit_events UNION ALL SELECT NULL, event_id, time, action, "
+                      "outcome, reason_code, reason, initiator, address, instance_id, target, "
+                      "key_state, key_version, request_id, NULL, NULL FROM audit_pending")
     haystacks["export"] = b"".join(p.read_bytes() for p in sorted(work.glob("audit.jsonl*")))
     db = data / "keyward.db"
     if db.exists():
@@ -106,7 +202,12 @@ def _assert_no_secrets(work: Path, data: Path, api_key: str | None):
 def serve_keyward(work: Path, config_text: str):
     """Starts `keyward serve` in `work` with `config_text` as its TOML configuration; stops it on
     exit. It logs at debug level as JSON and exports its audit trail to JSON Lines; on exit every
-    log line, exported line and audit row is scanned for the secrets the suite used."""
+    log line, exported line and audit row is scanned for the secrets the suite used. With
+    KEYWARD_INTEROP_STORE=postgres: the second node of a two-node cluster."""
+    if ON_POSTGRES:
+        with serve_cluster(work, config_text) as server:
+            yield server
+        return
     data = work / "data"
     config = work / "keyward.toml"
     config.write_text(config_text + f'\n[[audit.jsonl]]\nname = "interop"\n'
@@ -131,6 +232,67 @@ def serve_keyward(work: Path, config_text: str):
             proc.kill()
             proc.wait(timeout=10)
     _assert_no_secrets(work, data, server.api_key if server else None)
+
+
+def _start_node(work: Path, name: str, config_text: str):
+    """Starts one node of a cluster in `work/name`; returns (process, data dir, log paths)."""
+    node = work / name
+    node.mkdir(exist_ok=True)
+    config = node / "keyward.toml"
+    config.write_text(config_text)
+    stdout_path, stderr_path = node / "stdout.log", node / "stderr.log"
+    with open(stdout_path, "w") as out, open(stderr_path, "w") as err:
+        proc = subprocess.Popen(
+            [KEYWARD_BIN, "serve", "--data-dir", str(node / "data"), "--listen", "127.0.0.1:0",
+             "--config", str(config), "--log-format", "json"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            env={**os.environ, "KEYWARD_LOG": "debug"},
+        )
+    deadline = time.monotonic() + START_TIMEOUT_SECS
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"node {name} exited: {stderr_path.read_text(errors='replace')}",
+                        pytrace=False)
+        assert time.monotonic() < deadline, f"node {name} was not serving"
+        m = re.search(r"keyward: listening on (\S+)", stdout_path.read_text())
+        if m:
+            return proc, node / "data", m.group(1), stderr_path
+        time.sleep(0.1)
+
+
+@contextmanager
+def serve_cluster(work: Path, config_text: str):
+    """Two nodes on one fresh PostgreSQL database: node `a` bootstraps, node `b` joins with `a`'s
+    keystore; the server handed out is `b` (with `a`'s administrator API key)."""
+    import shutil
+    pg = postgres()
+    database = pg.fresh_database()
+    text = (config_text + f'\n[[audit.jsonl]]\nname = "interop"\npath = "{work / "audit.jsonl"}"\n'
+            + f'[store]\nbackend = "postgres"\nurl = "{pg.url(database)}"\npool_size = 8\n')
+    procs = []
+    server = None
+    try:
+        a, data_a, _, _ = _start_node(work, "a", text)
+        procs.append(a)
+        (work / "b" / "data").mkdir(parents=True)
+        shutil.copy(data_a / "keystore.json", work / "b" / "data" / "keystore.json")
+        b, data_b, url_b, stderr_b = _start_node(work, "b", text)
+        procs.append(b)
+        assert not (data_b / "bootstrap.json").exists(), "a joining node bootstraps again"
+        boot = json.loads((data_a / "bootstrap.json").read_text())
+        server = Keyward(url_b, boot["api_key"], boot["instance_id"], work, stderr_b, database)
+        yield server
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)
+    _assert_no_secrets(work, work / "b" / "data", server.api_key if server else None, database,
+                       logs=("a/stderr.log", "b/stderr.log"))
 
 
 def _wait_until_serving(proc, bootstrap, stdout_path, stderr_path, work) -> Keyward:

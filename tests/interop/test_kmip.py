@@ -9,7 +9,6 @@ KMIP objects are created over the KMIP protocol, never over REST: the tests inse
 server's SQLite database, as the KMIP listener would.
 """
 
-import sqlite3
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -22,7 +21,8 @@ from cryptography.x509.oid import NameOID
 from keyprotect import ibm_key_protect_api_v2 as models
 
 from conftest import (
-    DEFAULT_CONFIG, body, create_key, expect_api_error, make_sdk, parse_with, serve_keyward,
+    DEFAULT_CONFIG, body, create_key, db_execute, expect_api_error, make_sdk, parse_with,
+    serve_keyward,
 )
 
 ADAPTER_MEDIA = "application/vnd.ibm.kms.kmip_adapter+json"
@@ -122,17 +122,13 @@ def add_cert_fails(sdk, keyward, adapter, pem, status, name=None):
 def insert_object(keyward, adapter_id, state):
     """A KMIP object (Symmetric Key) in `state`, as the KMIP listener would create it."""
     object_id = str(uuid.uuid4())
-    db = sqlite3.connect(keyward.work_dir / "data" / "keyward.db", timeout=10)
-    try:
-        with db:
-            db.execute(
-                "INSERT INTO kmip_objects (id, instance_id, adapter_id, object_type, state,"
-                " created_at, created_by_cert_id, created_by) VALUES (?, ?, ?, 2, ?, ?, ?, ?)",
-                (object_id, keyward.instance, adapter_id, state, time.time_ns(),
-                 str(uuid.uuid4()), "kmip-client"),
-            )
-    finally:
-        db.close()
+    db_execute(
+        keyward,
+        "INSERT INTO kmip_objects (id, instance_id, adapter_id, object_type, state,"
+        " created_at, created_by_cert_id, created_by) VALUES (?, ?, ?, 2, ?, ?, ?, ?)",
+        (object_id, keyward.instance, adapter_id, state, time.time_ns(), str(uuid.uuid4()),
+         "kmip-client"),
+    )
     return object_id
 
 
