@@ -522,3 +522,96 @@ fn two_nodes_rotate_each_due_key_once_per_period() {
     }
     kill9(c);
 }
+
+#[test]
+fn revoking_a_service_on_one_node_cuts_it_off_on_the_other_at_once() {
+    let url = keyward_test::postgres::cluster().fresh_database();
+    // Grants kept for the longest allowed (a second): the revocation must arrive by
+    // notification, well before that.
+    let config = format!("access_cache_ttl_ms = 1000\n{}", node_config(&url));
+    let dir_a = tempfile::tempdir().unwrap();
+    let a = spawn_with(dir_a.path(), &config);
+    let dir_b = join_dir(dir_a.path());
+    let b = spawn_with(dir_b.path(), &config);
+    let boot: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir_a.path().join("bootstrap.json")).unwrap(),
+    )
+    .unwrap();
+    let (admin_key, instance) = (
+        boot["api_key"].as_str().unwrap().to_owned(),
+        boot["instance_id"].as_str().unwrap().to_owned(),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let admin = keyward_client::Client::new(&a.url, &admin_key, &instance, None).unwrap();
+        let ident = admin
+            .create_identity(&keyward_client::NewIdentity {
+                kind: "service".into(),
+                name: "streams service-1".into(),
+                service_name: Some("streams".into()),
+                service_instance: Some("service-1".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let key = admin
+            .create_api_key(&ident.iam_id, "streams")
+            .await
+            .unwrap();
+        let authorize = || async {
+            admin
+                .create_authorization(&keyward_client::NewAuthorization {
+                    source: keyward_client::AuthorizationSource {
+                        service_name: "streams".into(),
+                        service_instance: None,
+                    },
+                    target: keyward_client::Resource {
+                        instance_id: Some(instance.clone()),
+                        ..Default::default()
+                    },
+                    roles: vec!["Reader".into()],
+                    delegation: false,
+                })
+                .await
+                .unwrap()
+                .id
+        };
+        let authorization = authorize().await;
+        let root = admin
+            .create_key(keyward_api::KeyCreate {
+                name: "streams-root".into(),
+                extractable: Some(false),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        // The service works through node B.
+        let service = keyward_client::Client::new(&b.url, &key.apikey, &instance, None).unwrap();
+        service.wrap(&root.id, None, vec![]).await.unwrap();
+
+        // Each revocation made on A: the service is refused on B within a fraction of a second.
+        let refused_within = |what: &'static str| {
+            let service = &service;
+            let root = root.id.clone();
+            async move {
+                let t = Instant::now();
+                while service.wrap(&root, None, vec![]).await.is_ok() {
+                    assert!(
+                        t.elapsed() < Duration::from_millis(900),
+                        "{what} on node A not honoured on node B"
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                eprintln!("{what} on A refused on B after {:?}", t.elapsed());
+            }
+        };
+        admin.delete_authorization(&authorization).await.unwrap();
+        refused_within("authorization removal").await;
+        authorize().await;
+        service.wrap(&root.id, None, vec![]).await.unwrap();
+        admin.lock_api_key(&key.info.id, true).await.unwrap();
+        refused_within("API key lock").await;
+    });
+    kill9(b);
+    kill9(a);
+}
