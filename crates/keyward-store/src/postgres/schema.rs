@@ -1,6 +1,8 @@
 //! The PostgreSQL schema: the same tables and columns as SQLite's (`crate::schema`), in the same
 //! column order, so each record's row mapping is shared. Integers are BIGINT, bytes BYTEA,
-//! booleans BOOLEAN, times BIGINT Unix nanoseconds (record signatures cover them exactly).
+//! booleans BOOLEAN, times BIGINT Unix nanoseconds (record signatures cover them exactly). Text
+//! is `COLLATE "C"`: it sorts bytewise and `lower()` folds ASCII only, as in SQLite, whatever
+//! locale the database was created with (listings page the same on both backends).
 //!
 //! Migrations run at start in one transaction under an advisory lock, so two nodes starting
 //! together migrate once; the version is kept in `keyward_schema`. A database of a newer version
@@ -17,36 +19,36 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 1: everything SQLite's migrations 1 to 8 made, and the audit events not yet linked into
     // the chain (`audit_pending`, see audit.rs).
     "CREATE TABLE instances (
-        id TEXT PRIMARY KEY,
-        account TEXT NOT NULL,
-        name TEXT NOT NULL,
+        id TEXT COLLATE \"C\" PRIMARY KEY,
+        account TEXT COLLATE \"C\" NOT NULL,
+        name TEXT COLLATE \"C\" NOT NULL,
         created_at BIGINT NOT NULL
     );
     CREATE TABLE keys (
-        id TEXT PRIMARY KEY,
-        instance_id TEXT NOT NULL REFERENCES instances(id),
+        id TEXT COLLATE \"C\" PRIMARY KEY,
+        instance_id TEXT COLLATE \"C\" NOT NULL REFERENCES instances(id),
         kind BIGINT NOT NULL,
-        name TEXT NOT NULL,
-        description TEXT,
+        name TEXT COLLATE \"C\" NOT NULL,
+        description TEXT COLLATE \"C\",
         state BIGINT NOT NULL,
         imported BOOLEAN NOT NULL,
-        key_ring TEXT NOT NULL,
+        key_ring TEXT COLLATE \"C\" NOT NULL,
         expiration BIGINT,
         bits BIGINT NOT NULL,
         current_version BIGINT NOT NULL,
-        current_version_id TEXT NOT NULL,
+        current_version_id TEXT COLLATE \"C\" NOT NULL,
         revision BIGINT NOT NULL,
         created_at BIGINT NOT NULL,
-        created_by TEXT NOT NULL,
+        created_by TEXT COLLATE \"C\" NOT NULL,
         updated_at BIGINT NOT NULL,
         state_changed_at BIGINT NOT NULL,
         last_rotated_at BIGINT,
         deleted_at BIGINT,
-        deleted_by TEXT,
+        deleted_by TEXT COLLATE \"C\",
         signature BYTEA NOT NULL,
-        rotation TEXT,
-        dual_auth TEXT,
-        deletion_set_by TEXT,
+        rotation TEXT COLLATE \"C\",
+        dual_auth TEXT COLLATE \"C\",
+        deletion_set_by TEXT COLLATE \"C\",
         deletion_set_at BIGINT,
         purged_at BIGINT,
         next_rotation_at BIGINT
@@ -57,194 +59,194 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX keys_due_purge ON keys(deleted_at) WHERE state = 5 AND purged_at IS NULL;
     CREATE INDEX keys_by_ring ON keys(instance_id, key_ring);
     CREATE TABLE key_versions (
-        key_id TEXT NOT NULL REFERENCES keys(id),
+        key_id TEXT COLLATE \"C\" NOT NULL REFERENCES keys(id),
         number BIGINT NOT NULL,
-        id TEXT NOT NULL UNIQUE,
+        id TEXT COLLATE \"C\" NOT NULL UNIQUE,
         created_at BIGINT NOT NULL,
-        wrapping_key TEXT NOT NULL,
+        wrapping_key TEXT COLLATE \"C\" NOT NULL,
         material BYTEA NOT NULL,
         signature BYTEA NOT NULL,
         PRIMARY KEY (key_id, number)
     );
     CREATE TABLE api_keys (
-        id TEXT PRIMARY KEY,
+        id TEXT COLLATE \"C\" PRIMARY KEY,
         secret_hash BYTEA NOT NULL,
-        subject TEXT NOT NULL,
-        account TEXT NOT NULL,
-        name TEXT NOT NULL,
+        subject TEXT COLLATE \"C\" NOT NULL,
+        account TEXT COLLATE \"C\" NOT NULL,
+        name TEXT COLLATE \"C\" NOT NULL,
         created_at BIGINT NOT NULL,
         locked BOOLEAN NOT NULL
     );
     CREATE INDEX api_keys_by_account ON api_keys(account, subject);
     CREATE TABLE signing_keys (
-        kid TEXT PRIMARY KEY,
-        wrapping_key TEXT NOT NULL,
+        kid TEXT COLLATE \"C\" PRIMARY KEY,
+        wrapping_key TEXT COLLATE \"C\" NOT NULL,
         private_key BYTEA NOT NULL,
         created_at BIGINT NOT NULL
     );
     CREATE TABLE key_rings (
-        instance_id TEXT NOT NULL REFERENCES instances(id),
-        id TEXT NOT NULL,
+        instance_id TEXT COLLATE \"C\" NOT NULL REFERENCES instances(id),
+        id TEXT COLLATE \"C\" NOT NULL,
         created_at BIGINT NOT NULL,
-        created_by TEXT NOT NULL,
+        created_by TEXT COLLATE \"C\" NOT NULL,
         PRIMARY KEY (instance_id, id)
     );
     CREATE TABLE key_aliases (
-        instance_id TEXT NOT NULL,
-        alias TEXT NOT NULL,
-        key_id TEXT NOT NULL REFERENCES keys(id),
+        instance_id TEXT COLLATE \"C\" NOT NULL,
+        alias TEXT COLLATE \"C\" NOT NULL,
+        key_id TEXT COLLATE \"C\" NOT NULL REFERENCES keys(id),
         created_at BIGINT NOT NULL,
-        created_by TEXT NOT NULL,
+        created_by TEXT COLLATE \"C\" NOT NULL,
         signature BYTEA NOT NULL,
         PRIMARY KEY (instance_id, alias)
     );
     CREATE INDEX key_aliases_by_key ON key_aliases(key_id);
     CREATE TABLE instance_policies (
-        instance_id TEXT NOT NULL REFERENCES instances(id),
-        policy_type TEXT NOT NULL,
+        instance_id TEXT COLLATE \"C\" NOT NULL REFERENCES instances(id),
+        policy_type TEXT COLLATE \"C\" NOT NULL,
         enabled BOOLEAN NOT NULL,
-        attributes TEXT,
+        attributes TEXT COLLATE \"C\",
         created_at BIGINT NOT NULL,
-        created_by TEXT NOT NULL,
+        created_by TEXT COLLATE \"C\" NOT NULL,
         updated_at BIGINT NOT NULL,
-        updated_by TEXT NOT NULL,
+        updated_by TEXT COLLATE \"C\" NOT NULL,
         signature BYTEA NOT NULL,
         PRIMARY KEY (instance_id, policy_type)
     );
     CREATE TABLE kmip_adapters (
-        id TEXT PRIMARY KEY,
-        instance_id TEXT NOT NULL REFERENCES instances(id),
-        name TEXT NOT NULL,
-        description TEXT,
-        profile TEXT NOT NULL,
-        crk_id TEXT NOT NULL,
+        id TEXT COLLATE \"C\" PRIMARY KEY,
+        instance_id TEXT COLLATE \"C\" NOT NULL REFERENCES instances(id),
+        name TEXT COLLATE \"C\" NOT NULL,
+        description TEXT COLLATE \"C\",
+        profile TEXT COLLATE \"C\" NOT NULL,
+        crk_id TEXT COLLATE \"C\" NOT NULL,
         created_at BIGINT NOT NULL,
-        created_by TEXT NOT NULL,
+        created_by TEXT COLLATE \"C\" NOT NULL,
         updated_at BIGINT NOT NULL,
-        updated_by TEXT NOT NULL,
+        updated_by TEXT COLLATE \"C\" NOT NULL,
         signature BYTEA NOT NULL,
         UNIQUE (instance_id, name)
     );
     CREATE INDEX kmip_adapters_by_instance ON kmip_adapters(instance_id, created_at, id);
     CREATE TABLE kmip_certificates (
-        id TEXT PRIMARY KEY,
-        instance_id TEXT NOT NULL,
-        adapter_id TEXT NOT NULL REFERENCES kmip_adapters(id),
-        name TEXT NOT NULL,
-        certificate TEXT NOT NULL,
+        id TEXT COLLATE \"C\" PRIMARY KEY,
+        instance_id TEXT COLLATE \"C\" NOT NULL,
+        adapter_id TEXT COLLATE \"C\" NOT NULL REFERENCES kmip_adapters(id),
+        name TEXT COLLATE \"C\" NOT NULL,
+        certificate TEXT COLLATE \"C\" NOT NULL,
         fingerprint BYTEA NOT NULL,
         created_at BIGINT NOT NULL,
-        created_by TEXT NOT NULL,
+        created_by TEXT COLLATE \"C\" NOT NULL,
         signature BYTEA NOT NULL,
         UNIQUE (adapter_id, name),
         UNIQUE (instance_id, fingerprint)
     );
     CREATE INDEX kmip_certificates_by_adapter ON kmip_certificates(adapter_id, created_at, id);
     CREATE TABLE kmip_objects (
-        id TEXT PRIMARY KEY,
-        instance_id TEXT NOT NULL,
-        adapter_id TEXT NOT NULL REFERENCES kmip_adapters(id),
+        id TEXT COLLATE \"C\" PRIMARY KEY,
+        instance_id TEXT COLLATE \"C\" NOT NULL,
+        adapter_id TEXT COLLATE \"C\" NOT NULL REFERENCES kmip_adapters(id),
         object_type BIGINT NOT NULL,
         state BIGINT NOT NULL,
         created_at BIGINT NOT NULL,
-        created_by_cert_id TEXT NOT NULL,
-        created_by TEXT NOT NULL,
+        created_by_cert_id TEXT COLLATE \"C\" NOT NULL,
+        created_by TEXT COLLATE \"C\" NOT NULL,
         updated_at BIGINT,
-        updated_by_cert_id TEXT,
-        updated_by TEXT,
+        updated_by_cert_id TEXT COLLATE \"C\",
+        updated_by TEXT COLLATE \"C\",
         destroyed_at BIGINT,
-        destroyed_by_cert_id TEXT,
-        destroyed_by TEXT
+        destroyed_by_cert_id TEXT COLLATE \"C\",
+        destroyed_by TEXT COLLATE \"C\"
     );
     CREATE INDEX kmip_objects_by_adapter ON kmip_objects(adapter_id, state, created_at, id);
     CREATE TABLE identities (
-        iam_id TEXT PRIMARY KEY,
-        account TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        name TEXT NOT NULL,
-        description TEXT,
-        service_name TEXT,
-        service_instance TEXT,
+        iam_id TEXT COLLATE \"C\" PRIMARY KEY,
+        account TEXT COLLATE \"C\" NOT NULL,
+        kind TEXT COLLATE \"C\" NOT NULL,
+        name TEXT COLLATE \"C\" NOT NULL,
+        description TEXT COLLATE \"C\",
+        service_name TEXT COLLATE \"C\",
+        service_instance TEXT COLLATE \"C\",
         locked BOOLEAN NOT NULL,
         created_at BIGINT NOT NULL,
-        created_by TEXT NOT NULL
+        created_by TEXT COLLATE \"C\" NOT NULL
     );
     CREATE INDEX identities_by_account ON identities(account, created_at);
     CREATE TABLE access_policies (
-        id TEXT PRIMARY KEY,
-        account TEXT NOT NULL,
-        subject TEXT NOT NULL,
-        roles TEXT NOT NULL,
-        scope TEXT NOT NULL,
+        id TEXT COLLATE \"C\" PRIMARY KEY,
+        account TEXT COLLATE \"C\" NOT NULL,
+        subject TEXT COLLATE \"C\" NOT NULL,
+        roles TEXT COLLATE \"C\" NOT NULL,
+        scope TEXT COLLATE \"C\" NOT NULL,
         created_at BIGINT NOT NULL,
-        created_by TEXT NOT NULL,
+        created_by TEXT COLLATE \"C\" NOT NULL,
         signature BYTEA NOT NULL
     );
     CREATE INDEX access_policies_by_subject ON access_policies(account, subject);
     CREATE TABLE authorizations (
-        id TEXT PRIMARY KEY,
-        account TEXT NOT NULL,
-        source_service TEXT NOT NULL,
-        source_instance TEXT,
-        target TEXT NOT NULL,
-        roles TEXT NOT NULL,
+        id TEXT COLLATE \"C\" PRIMARY KEY,
+        account TEXT COLLATE \"C\" NOT NULL,
+        source_service TEXT COLLATE \"C\" NOT NULL,
+        source_instance TEXT COLLATE \"C\",
+        target TEXT COLLATE \"C\" NOT NULL,
+        roles TEXT COLLATE \"C\" NOT NULL,
         delegation BOOLEAN NOT NULL,
         created_at BIGINT NOT NULL,
-        created_by TEXT NOT NULL,
+        created_by TEXT COLLATE \"C\" NOT NULL,
         signature BYTEA NOT NULL
     );
     CREATE INDEX authorizations_by_service ON authorizations(account, source_service);
     CREATE TABLE refresh_tokens (
         hash BYTEA PRIMARY KEY,
-        api_key_id TEXT NOT NULL,
+        api_key_id TEXT COLLATE \"C\" NOT NULL,
         expires_at BIGINT NOT NULL
     );
     CREATE TABLE import_tokens (
-        instance_id TEXT PRIMARY KEY REFERENCES instances(id),
+        instance_id TEXT COLLATE \"C\" PRIMARY KEY REFERENCES instances(id),
         created_at BIGINT NOT NULL,
         expires_at BIGINT NOT NULL,
         max_retrievals BIGINT NOT NULL,
         remaining BIGINT NOT NULL,
         nonce BYTEA NOT NULL,
         public_key BYTEA NOT NULL,
-        wrapping_key TEXT NOT NULL,
+        wrapping_key TEXT COLLATE \"C\" NOT NULL,
         private_key BYTEA NOT NULL,
-        created_by TEXT NOT NULL
+        created_by TEXT COLLATE \"C\" NOT NULL
     );
     CREATE TABLE audit_events (
         seq BIGINT PRIMARY KEY,
-        id TEXT NOT NULL,
+        id TEXT COLLATE \"C\" NOT NULL,
         time BIGINT NOT NULL,
-        action TEXT NOT NULL,
-        outcome TEXT NOT NULL,
+        action TEXT COLLATE \"C\" NOT NULL,
+        outcome TEXT COLLATE \"C\" NOT NULL,
         reason_code BIGINT NOT NULL,
-        reason TEXT,
-        initiator TEXT NOT NULL,
-        address TEXT,
-        instance_id TEXT,
-        target TEXT,
+        reason TEXT COLLATE \"C\",
+        initiator TEXT COLLATE \"C\" NOT NULL,
+        address TEXT COLLATE \"C\",
+        instance_id TEXT COLLATE \"C\",
+        target TEXT COLLATE \"C\",
         key_state BIGINT,
-        key_version TEXT,
-        request_id TEXT NOT NULL,
+        key_version TEXT COLLATE \"C\",
+        request_id TEXT COLLATE \"C\" NOT NULL,
         prev_hash BYTEA NOT NULL,
         hash BYTEA NOT NULL
     );
     CREATE INDEX audit_events_by_instance ON audit_events(instance_id, seq);
     CREATE TABLE audit_pending (
         id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        event_id TEXT NOT NULL,
+        event_id TEXT COLLATE \"C\" NOT NULL,
         time BIGINT NOT NULL,
-        action TEXT NOT NULL,
-        outcome TEXT NOT NULL,
+        action TEXT COLLATE \"C\" NOT NULL,
+        outcome TEXT COLLATE \"C\" NOT NULL,
         reason_code BIGINT NOT NULL,
-        reason TEXT,
-        initiator TEXT NOT NULL,
-        address TEXT,
-        instance_id TEXT,
-        target TEXT,
+        reason TEXT COLLATE \"C\",
+        initiator TEXT COLLATE \"C\" NOT NULL,
+        address TEXT COLLATE \"C\",
+        instance_id TEXT COLLATE \"C\",
+        target TEXT COLLATE \"C\",
         key_state BIGINT,
-        key_version TEXT,
-        request_id TEXT NOT NULL
+        key_version TEXT COLLATE \"C\",
+        request_id TEXT COLLATE \"C\" NOT NULL
     );
     CREATE TABLE audit_checkpoints (
         id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -254,46 +256,46 @@ pub(super) const MIGRATIONS: &[&str] = &[
         signature BYTEA NOT NULL
     );
     CREATE TABLE audit_export_cursors (
-        sink TEXT PRIMARY KEY,
+        sink TEXT COLLATE \"C\" PRIMARY KEY,
         seq BIGINT NOT NULL,
         updated_at BIGINT NOT NULL,
-        holder TEXT,
+        holder TEXT COLLATE \"C\",
         lease_until BIGINT
     );
     CREATE TABLE registrations (
-        key_id TEXT NOT NULL REFERENCES keys(id),
-        resource_crn TEXT NOT NULL,
-        instance_id TEXT NOT NULL,
-        owner TEXT NOT NULL,
-        description TEXT,
-        metadata TEXT,
+        key_id TEXT COLLATE \"C\" NOT NULL REFERENCES keys(id),
+        resource_crn TEXT COLLATE \"C\" NOT NULL,
+        instance_id TEXT COLLATE \"C\" NOT NULL,
+        owner TEXT COLLATE \"C\" NOT NULL,
+        description TEXT COLLATE \"C\",
+        metadata TEXT COLLATE \"C\",
         prevent_key_deletion BOOLEAN NOT NULL,
-        key_version_id TEXT NOT NULL,
+        key_version_id TEXT COLLATE \"C\" NOT NULL,
         created_at BIGINT NOT NULL,
-        updated_by TEXT NOT NULL,
+        updated_by TEXT COLLATE \"C\" NOT NULL,
         updated_at BIGINT NOT NULL,
-        adopter_state TEXT,
+        adopter_state TEXT COLLATE \"C\",
         PRIMARY KEY (key_id, resource_crn)
     );
     CREATE INDEX registrations_by_instance ON registrations(instance_id, key_id, resource_crn);
     CREATE TABLE key_events (
         seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
-        recipient TEXT NOT NULL,
-        instance_id TEXT NOT NULL,
-        key_id TEXT NOT NULL,
-        kind TEXT NOT NULL,
+        id TEXT COLLATE \"C\" NOT NULL UNIQUE,
+        recipient TEXT COLLATE \"C\" NOT NULL,
+        instance_id TEXT COLLATE \"C\" NOT NULL,
+        key_id TEXT COLLATE \"C\" NOT NULL,
+        kind TEXT COLLATE \"C\" NOT NULL,
         key_state BIGINT NOT NULL,
-        key_version TEXT NOT NULL,
-        resource_crns TEXT NOT NULL,
+        key_version TEXT COLLATE \"C\" NOT NULL,
+        resource_crns TEXT COLLATE \"C\" NOT NULL,
         created_at BIGINT NOT NULL,
         acked_at BIGINT,
-        ack_state TEXT,
-        ack_version TEXT,
+        ack_state TEXT COLLATE \"C\",
+        ack_version TEXT COLLATE \"C\",
         delivered_at BIGINT,
         attempts BIGINT NOT NULL DEFAULT 0,
         next_attempt_at BIGINT,
-        lease_owner TEXT,
+        lease_owner TEXT COLLATE \"C\",
         lease_until BIGINT
     );
     CREATE INDEX key_events_by_recipient ON key_events(recipient, instance_id, seq);
@@ -301,10 +303,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX key_events_undelivered ON key_events(seq)
         WHERE delivered_at IS NULL AND acked_at IS NULL;
     CREATE TABLE event_subscriptions (
-        recipient TEXT NOT NULL,
-        instance_id TEXT NOT NULL,
-        url TEXT NOT NULL,
-        wrapping_key TEXT NOT NULL,
+        recipient TEXT COLLATE \"C\" NOT NULL,
+        instance_id TEXT COLLATE \"C\" NOT NULL,
+        url TEXT COLLATE \"C\" NOT NULL,
+        wrapping_key TEXT COLLATE \"C\" NOT NULL,
         secret BYTEA NOT NULL,
         created_at BIGINT NOT NULL,
         PRIMARY KEY (recipient, instance_id)
@@ -341,7 +343,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 3: migrations from a SQLite store (`keyward store migrate`), to resume one and to refuse
     // a second.
     "CREATE TABLE store_migrations (
-        source TEXT PRIMARY KEY,
+        source TEXT COLLATE \"C\" PRIMARY KEY,
         started_at BIGINT NOT NULL,
         finished_at BIGINT
     );",
