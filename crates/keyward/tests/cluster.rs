@@ -93,41 +93,78 @@ fn a_key_made_on_one_node_unwraps_on_the_other_and_a_disable_reaches_it_within_a
 }
 
 #[test]
-fn nothing_acknowledged_by_a_node_killed_with_sigkill_is_lost() {
+fn under_load_a_node_killed_with_sigkill_loses_nothing_acknowledged_and_the_other_serves_on() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
     let url = keyward_test::postgres::cluster().fresh_database();
     let dir_a = tempfile::tempdir().unwrap();
     let a = spawn_with(dir_a.path(), &node_config(&url));
     let dir_b = join_dir(dir_a.path());
     let b = spawn_with(dir_b.path(), &node_config(&url));
-    let on_a = api(dir_a.path(), &a.url);
-    let on_b = api(dir_a.path(), &b.url);
-    let mut made = Vec::new();
-    for i in 0..20 {
-        made.push(on_a.create_root_key(&format!("k{i}")));
-    }
-    let last = made.last().unwrap().clone();
-    let (st, _) = on_a.action(&last, "rotate", json!({}));
-    assert_eq!(st, 204);
+    let on_b = Arc::new(api(dir_a.path(), &b.url));
+    let root = on_b.create_root_key("served-on");
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+
+    // Four writers on A: every key A acknowledges is recorded.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let on_a = api(dir_a.path(), &a.url);
+            let (stop, acked) = (stop.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let r = on_a
+                        .req(reqwest::Method::POST, "/api/v2/keys")
+                        .json(&json!({"resources": [{"name": format!("w{w}-{i}")}]}))
+                        .send();
+                    match r {
+                        Ok(r) if r.status().as_u16() == 201 => {
+                            let id = r.json::<Value>().unwrap()["resources"][0]["id"]
+                                .as_str()
+                                .unwrap()
+                                .to_owned();
+                            acked.lock().unwrap().push(id);
+                        }
+                        // The node died under this request: not acknowledged.
+                        _ => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    // One client wraps on B the whole time: not one failure.
+    let wrapper = {
+        let (stop, on_b, root) = (stop.clone(), on_b.clone(), root.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let (st, body) = on_b.action(&root, "wrap", json!({"plaintext": DEK_B64}));
+                assert_eq!(st, 200, "node B failed while A died: {body}");
+                n += 1;
+            }
+            n
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
     kill9(a);
-    for id in &made {
-        let (st, key) = on_b.key(id);
-        assert_eq!(st, 200, "{key}");
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
     }
-    let (_, key) = on_b.key(&last);
-    assert!(key["resources"][0]["keyVersion"]["id"].is_string(), "{key}");
-    let versions: Value = on_b
-        .req(
-            reqwest::Method::GET,
-            &format!("/api/v2/keys/{last}/versions?totalCount=true"),
-        )
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert_eq!(
-        versions["metadata"]["totalCount"], 2,
-        "the acknowledged rotation"
+    let wraps = wrapper.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    eprintln!(
+        "{} keys acknowledged by A before it was killed; {wraps} wraps on B",
+        acked.len()
     );
+    assert!(acked.len() >= 10, "too little load: {}", acked.len());
+    for id in &acked {
+        let (st, key) = on_b.key(id);
+        assert_eq!(st, 200, "a key A acknowledged is lost: {key}");
+    }
     kill9(b);
 }
 
@@ -190,6 +227,8 @@ fn while_postgresql_is_down_requests_get_503_in_bounded_time_and_the_node_recove
     let (st, w) = on.action(&id, "wrap", json!({"plaintext": DEK_B64}));
     assert_eq!(st, 200, "{w}");
 
+    // Clients logged in while the database is up (logging in needs it too).
+    let clients: Vec<_> = (0..8).map(|_| api(dir.path(), &node.url)).collect();
     pg.stop_server();
     // Writes need the database: refused with 503 and Key Protect's error body, never a 500,
     // never a hang.
@@ -214,6 +253,28 @@ fn while_postgresql_is_down_requests_get_503_in_bounded_time_and_the_node_recove
                 || body["resources"][0]["reasons"].is_array(),
             "{body}"
         );
+    }
+
+    // Under load: eight clients at once, each answered 503 in bounded time.
+    let burst: Vec<_> = clients
+        .into_iter()
+        .map(|on| {
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let r = on
+                    .req(reqwest::Method::POST, "/api/v2/keys")
+                    .json(&json!({"resources": [{"name": "burst"}]}))
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .unwrap();
+                (r.status().as_u16(), started.elapsed())
+            })
+        })
+        .collect();
+    for t in burst {
+        let (status, took) = t.join().unwrap();
+        assert_eq!(status, 503);
+        assert!(took < Duration::from_secs(12), "{took:?}");
     }
 
     pg.start_server();
