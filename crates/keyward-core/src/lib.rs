@@ -42,7 +42,9 @@ pub use audit::{
     AuditCheckpoint, AuditEvent, AuditQuery, BreakKind, ChainBreak, ChainReport, ChainVerifier,
     ChainedEvent, GENESIS_HASH, Initiator, Outcome, chain_hash, checkpoint_bytes, time_nanos,
 };
-pub use custody::{Custody, CustodyError, WrappedMaterial};
+pub use custody::{
+    Custody, CustodyError, InlineKeygen, TransitKeyPair, TransitKeygen, WrappedMaterial,
+};
 pub use error::{KeyError, Rule};
 pub use events::{
     AdopterState, DeliveryJob, EventAckRecord, EventKind, EventRecord, KeyNotice,

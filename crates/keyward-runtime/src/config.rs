@@ -54,6 +54,43 @@ pub struct ServerConfig {
     /// Where records and the audit trail live: SQLite in the data directory (default) or a
     /// PostgreSQL database shared by several nodes.
     pub store: StoreSection,
+    /// Bounds on connections and on CPU-heavy work.
+    pub limits: LimitsSection,
+}
+
+/// `[limits]`: what one client can hold of the server. A slow or idle connection holds a socket
+/// and a task; without bounds, 1 100 connections that sent half a request line made `/healthz`
+/// time out for 45 s (issue 18).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Time a client has to send a request's headers, in milliseconds; on HTTP/1.1 it also
+    /// closes a keep-alive connection that starts no new request within it. 0 turns it off.
+    pub header_read_timeout_ms: u64,
+    /// A connection on which no byte moved either way for this long is closed, in seconds (HTTP/2
+    /// connections, stalled bodies and readers). 0 turns it off.
+    pub idle_timeout_secs: u64,
+    /// Open connections at most; one more is closed at once (and counted in `/metrics`). Also
+    /// kept below the process's open-file limit, which is raised to its hard limit at start.
+    pub max_connections: usize,
+    /// Open connections from one IPv4 address or IPv6 /64 at most; 0 (default) for no such
+    /// limit. Leave it off behind a load balancer or proxy, whose connections share its address.
+    pub max_connections_per_ip: usize,
+    /// RSA-4096 transit keys (`POST /api/v2/import_token`) generated at once, on threads apart
+    /// from the ones serving requests; further requests wait for a turn.
+    pub import_token_threads: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            header_read_timeout_ms: 10_000,
+            idle_timeout_secs: 60,
+            max_connections: 4096,
+            max_connections_per_ip: 0,
+            import_token_threads: 2,
+        }
+    }
 }
 
 /// `[store]`: the database.
@@ -434,6 +471,7 @@ impl Default for ServerConfig {
             metrics: MetricsSection::default(),
             webhooks: WebhooksSection::default(),
             store: StoreSection::default(),
+            limits: LimitsSection::default(),
         }
     }
 }
@@ -567,6 +605,11 @@ impl ServerConfig {
                 )));
             }
         }
+        if self.limits.max_connections == 0 || self.limits.import_token_threads == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_connections and limits.import_token_threads must be at least 1".into(),
+            ));
+        }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "max_body_bytes must be at least 1024".into(),
@@ -649,5 +692,24 @@ mod tests {
             assert!(parse(bad).is_ok_and(|c| c.validate().is_err()), "{bad}");
         }
         assert!(parse("[audit]\nsecret = 1\n").is_err());
+    }
+
+    #[test]
+    fn limits_have_safe_defaults_and_refuse_zero_caps() {
+        let parse = |t: &str| ServerConfig::from_toml(t, Path::new("x.toml"));
+        let c = ServerConfig::default();
+        assert_eq!(c.limits.header_read_timeout_ms, 10_000);
+        assert_eq!(c.limits.idle_timeout_secs, 60);
+        assert_eq!(c.limits.max_connections, 4096);
+        assert!(
+            parse("[limits]\nmax_connections_per_ip = 64\nheader_read_timeout_ms = 0\n")
+                .is_ok_and(|c| c.validate().is_ok() && c.limits.max_connections_per_ip == 64)
+        );
+        for bad in [
+            "[limits]\nmax_connections = 0\n",
+            "[limits]\nimport_token_threads = 0\n",
+        ] {
+            assert!(parse(bad).is_ok_and(|c| c.validate().is_err()), "{bad}");
+        }
     }
 }

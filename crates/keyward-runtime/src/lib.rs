@@ -23,6 +23,7 @@ pub mod audit;
 pub mod bootstrap;
 pub mod config;
 pub mod egress;
+pub mod keygen;
 pub mod metrics;
 pub mod rotation;
 pub mod scheduler;
@@ -186,7 +187,10 @@ impl Runtime {
             custody,
             Arc::new(SystemClock),
             config.lifecycle(),
-        );
+        )
+        .with_transit_keygen(Arc::new(keygen::PooledKeygen::new(
+            config.limits.import_token_threads,
+        )));
         let sender = WebhookSender::new(config.webhooks.allow_private_addresses)
             .context("building the webhook HTTP client")?;
         Ok(Runtime {

@@ -268,6 +268,7 @@ pub struct KeyService {
     config: LifecycleConfig,
     cache: Arc<KeyCache>,
     pipe: Pipeline,
+    keygen: Arc<dyn crate::TransitKeygen>,
 }
 
 impl KeyService {
@@ -287,7 +288,14 @@ impl KeyService {
             clock,
             config,
             cache,
+            keygen: Arc::new(crate::InlineKeygen),
         }
+    }
+
+    /// Makes import tokens' transit keys through `keygen` (by default on the calling thread).
+    pub fn with_transit_keygen(mut self, keygen: Arc<dyn crate::TransitKeygen>) -> Self {
+        self.keygen = keygen;
+        self
     }
 
     /// The store (for the transport's own audit events, e.g. refused authentication).

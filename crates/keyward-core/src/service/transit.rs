@@ -91,7 +91,9 @@ impl KeyService {
                             "maxAllowedRetrievals: 1 to 500".into(),
                         ));
                     }
-                    let (public_key, private_key) = self.custody.generate_transit_key()?;
+                    // Off the async workers: see `TransitKeygen`.
+                    let (public_key, private_key) =
+                        self.keygen.generate(self.custody.clone()).await?;
                     let now = self.clock.now();
                     let token = ImportTokenRecord {
                         instance: caller.instance(),
