@@ -1,6 +1,6 @@
 //! Prometheus metrics behind `GET /metrics`: requests by operation and status, latency
-//! histograms, keys by state, custody health, scheduler activity, audit export progress, and the
-//! event-delivery backlog.
+//! histograms, keys by state, custody health, scheduler activity, audit export progress, the
+//! event-delivery backlog, and connections (open, refused at a cap, closed for idling).
 //!
 //! Built on the `prometheus` crate with its own `Registry` per server (no process-global
 //! recorder: tests run several servers in one process, each with its own counters).
@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use keyward_core::{KeyState, SchedulerReport};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric of one server.
@@ -28,6 +28,32 @@ pub struct Metrics {
     export_held: IntGaugeVec,
     audit_head: IntGauge,
     backlog: IntGauge,
+    connections: Connections,
+}
+
+/// Connection counts: open now, refused at a cap, closed for idling.
+struct Connections {
+    open: IntGauge,
+    refused: IntCounterVec,
+    idle_closed: IntCounter,
+}
+
+/// Why a connection was closed as soon as it was accepted (a metrics label: a fixed set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `[limits] max_connections` were open.
+    MaxConnections,
+    /// `[limits] max_connections_per_ip` were open from the same address.
+    MaxConnectionsPerIp,
+}
+
+impl Refusal {
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::MaxConnections => "max_connections",
+            Refusal::MaxConnectionsPerIp => "max_connections_per_ip",
+        }
+    }
 }
 
 impl Metrics {
@@ -114,6 +140,26 @@ impl Metrics {
         registry.register(Box::new(export_held.clone()))?;
         registry.register(Box::new(audit_head.clone()))?;
         registry.register(Box::new(backlog.clone()))?;
+        let connections = Connections {
+            open: IntGauge::new("keyward_http_connections_open", "Open client connections")?,
+            refused: IntCounterVec::new(
+                Opts::new(
+                    "keyward_http_connections_refused_total",
+                    "Connections closed as soon as accepted, by the limit they were over",
+                ),
+                &["reason"],
+            )?,
+            idle_closed: IntCounter::new(
+                "keyward_http_connections_idle_closed_total",
+                "Connections closed after [limits] idle_timeout_secs with no byte moved",
+            )?,
+        };
+        registry.register(Box::new(connections.open.clone()))?;
+        registry.register(Box::new(connections.refused.clone()))?;
+        registry.register(Box::new(connections.idle_closed.clone()))?;
+        for r in [Refusal::MaxConnections, Refusal::MaxConnectionsPerIp] {
+            connections.refused.with_label_values(&[r.label()]);
+        }
         Ok(Metrics {
             registry,
             requests,
@@ -128,7 +174,30 @@ impl Metrics {
             export_held,
             audit_head,
             backlog,
+            connections,
         })
+    }
+
+    /// A connection was accepted (`true`) or ended (`false`).
+    pub fn connection_open(&self, open: bool) {
+        if open {
+            self.connections.open.inc();
+        } else {
+            self.connections.open.dec();
+        }
+    }
+
+    /// A connection was closed as soon as accepted.
+    pub fn connection_refused(&self, why: Refusal) {
+        self.connections
+            .refused
+            .with_label_values(&[why.label()])
+            .inc();
+    }
+
+    /// A connection was closed for idling.
+    pub fn connection_idle_closed(&self) {
+        self.connections.idle_closed.inc();
     }
 
     /// Counts one answered request; `operation` is the matched route template (never a raw

@@ -16,6 +16,8 @@
     )
 )]
 
+pub mod connections;
+pub mod drain;
 pub mod error;
 pub mod extract;
 pub mod routes;
@@ -111,6 +113,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            drain::unread_body,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), request_id))
         .with_state(state)
 }
@@ -320,20 +326,37 @@ pub async fn serve(runtime: Runtime) -> anyhow::Result<RunningServer> {
     let handle = axum_server::Handle::new();
     let closing = state.closing.clone();
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    // TCP_NODELAY on every connection: a response must not wait for the client's (possibly
-    // delayed) ACK of the previous one on a keep-alive connection.
-    let nodelay = axum_server::accept::NoDelayAcceptor::new;
+    let limits = &state.config.limits;
+    let header_timeout = (limits.header_read_timeout_ms > 0)
+        .then(|| std::time::Duration::from_millis(limits.header_read_timeout_ms));
+    let acceptor = connections::LimitAcceptor::new(Arc::new(connections::ConnectionLimits::new(
+        limits,
+        state.metrics.clone(),
+    )));
+    // The header-read timeout also closes an HTTP/1.1 keep-alive connection that starts no new
+    // request within it; the first-request timeout bounds a connection that never sends one
+    // (an HTTP/2 one included) once TLS is done (the TLS handshake has its own 10 s).
     let task = match tls {
         Some(tls) => {
-            let server = axum_server::from_tcp_rustls(listener, tls)?
-                .map(|a| a.acceptor(nodelay()))
+            let mut server = axum_server::from_tcp_rustls(listener, tls)?
+                .map(|a| a.acceptor(acceptor))
+                .first_request_timeout(header_timeout)
                 .handle(handle.clone());
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(header_timeout);
             tokio::spawn(async move { server.serve(app).await })
         }
         None => {
-            let server = axum_server::from_tcp(listener)?
-                .acceptor(nodelay())
+            let mut server = axum_server::from_tcp(listener)?
+                .acceptor(acceptor)
+                .first_request_timeout(header_timeout)
                 .handle(handle.clone());
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(header_timeout);
             tokio::spawn(async move { server.serve(app).await })
         }
     };
