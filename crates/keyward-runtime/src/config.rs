@@ -54,6 +54,41 @@ pub struct ServerConfig {
     /// Where records and the audit trail live: SQLite in the data directory (default) or a
     /// PostgreSQL database shared by several nodes.
     pub store: StoreSection,
+    /// Per-source limits on the token exchange and on requests whose authentication is
+    /// refused, and how their refusals are sampled in the audit trail.
+    pub ip_limits: IpLimitsSection,
+}
+
+/// `[ip_limits]`: per client address (IPv4, or IPv6 /64), per process, answered 429 beyond. On
+/// by default, with bursts no client that logs in and keeps its token reaches; a refused
+/// request is audited at most once per source per `audit_interval_secs` (the event says how
+/// many it stands for). Authenticated requests are not counted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpLimitsSection {
+    /// `POST /identity/token` (any grant, any outcome) per second per source; 0: off.
+    pub token_per_second: u32,
+    /// Token requests a source may make at once above the sustained rate.
+    pub token_burst: u32,
+    /// Requests with a missing, invalid, expired or revoked token per second per source; 0: off.
+    pub unauthenticated_per_second: u32,
+    /// Such requests a source may make at once above the sustained rate.
+    pub unauthenticated_burst: u32,
+    /// At most one audit event per source per this many seconds for refused unauthenticated
+    /// requests (at least 1).
+    pub audit_interval_secs: u64,
+}
+
+impl Default for IpLimitsSection {
+    fn default() -> Self {
+        IpLimitsSection {
+            token_per_second: 10,
+            token_burst: 100,
+            unauthenticated_per_second: 10,
+            unauthenticated_burst: 100,
+            audit_interval_secs: 10,
+        }
+    }
 }
 
 /// `[store]`: the database.
@@ -434,6 +469,7 @@ impl Default for ServerConfig {
             metrics: MetricsSection::default(),
             webhooks: WebhooksSection::default(),
             store: StoreSection::default(),
+            ip_limits: IpLimitsSection::default(),
         }
     }
 }
@@ -512,6 +548,11 @@ impl ServerConfig {
         if self.access_cache_ttl_ms > 1000 {
             return Err(ConfigError::Invalid(
                 "access_cache_ttl_ms must be at most 1000 (revocations apply within it)".into(),
+            ));
+        }
+        if self.ip_limits.audit_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "ip_limits.audit_interval_secs must be at least 1".into(),
             ));
         }
         if self.scheduler.tick_secs == 0 || self.scheduler.batch == 0 {

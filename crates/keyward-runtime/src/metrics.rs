@@ -28,6 +28,32 @@ pub struct Metrics {
     export_held: IntGaugeVec,
     audit_head: IntGauge,
     backlog: IntGauge,
+    refused: IntCounterVec,
+}
+
+/// Why a request was refused before it was authenticated: the label of
+/// `keyward_refused_requests_total` (a fixed set: nothing a client sends becomes a label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A token exchange over its source's rate (429).
+    TokenRate,
+    /// A request with a refused token over its source's rate (429).
+    UnauthenticatedRate,
+    /// A token exchange refused (unknown API key, invalid or expired refresh token).
+    Login,
+    /// A request whose token was missing, invalid, expired or revoked (401).
+    Authentication,
+}
+
+impl Refusal {
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::TokenRate => "token_rate",
+            Refusal::UnauthenticatedRate => "unauthenticated_rate",
+            Refusal::Login => "login",
+            Refusal::Authentication => "authentication",
+        }
+    }
 }
 
 impl Metrics {
@@ -113,7 +139,15 @@ impl Metrics {
         registry.register(Box::new(export_lag.clone()))?;
         registry.register(Box::new(export_held.clone()))?;
         registry.register(Box::new(audit_head.clone()))?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "keyward_refused_requests_total",
+                "Requests refused before authentication (bad credentials, and per-address limits)",
+            ),
+            &["reason"],
+        )?;
         registry.register(Box::new(backlog.clone()))?;
+        registry.register(Box::new(refused.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -128,6 +162,7 @@ impl Metrics {
             export_held,
             audit_head,
             backlog,
+            refused,
         })
     }
 
@@ -143,6 +178,11 @@ impl Metrics {
         self.latency
             .with_label_values(&[operation, method])
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts one request refused before authentication.
+    pub fn refused(&self, why: Refusal) {
+        self.refused.with_label_values(&[why.label()]).inc();
     }
 
     /// Counts one scheduler pass.
