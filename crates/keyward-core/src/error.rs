@@ -131,6 +131,10 @@ pub enum Rule {
     EventNotFound,
     /// The caller has no webhook subscription in the instance.
     SubscriptionNotFound,
+    /// Locking or deleting the API key the request is authenticated with.
+    ApiKeyInUse,
+    /// Locking or deleting the last unlocked API key of the account's usable administrators.
+    LastAdministratorKey,
 }
 
 impl Rule {
@@ -172,6 +176,10 @@ impl Rule {
             ProtectedResource => (409, "PROTECTED_RESOURCE_ERR"),
             PreventKeyDeletion => (409, "PREV_KEY_DEL_ERR"),
             RegistrationExists => (409, "REGISTRATION_ALREADY_EXISTS_ERR"),
+            // Keyward's own (IBM IAM has no such rule): an administrator could lock itself,
+            // or everyone, out (issue 18).
+            ApiKeyInUse => (409, "API_KEY_IN_USE_ERR"),
+            LastAdministratorKey => (409, "LAST_ADMIN_API_KEY_ERR"),
         }
     }
 }

@@ -70,7 +70,7 @@ pub use kmip::{
 };
 pub use lifecycle::{Action, KeyState};
 pub use op::Op;
-pub use pipeline::{Actor, Ctx, Failure, Pipeline};
+pub use pipeline::{Actor, Ctx, Failure, Pipeline, Sampled};
 pub use rewrap::{RewrapError, RewrapPass, RewrapStore, WrappedItem, rewrap_item, rewrap_pass};
 pub use service::{
     Clock, Compare, DateFilter, IMPORT_TOKEN_RETRIEVALS, IMPORT_TOKEN_SECONDS, ImportTokenRecord,
@@ -81,7 +81,7 @@ pub use service::{
 };
 pub use store::{
     AliasRecord, ApiKeyRecord, AuditStore, DueWork, IamStore, InstanceRecord, KeyRingRecord,
-    RingDeletion, SigningKeyRecord, Store, StoreError,
+    RefreshUse, RingDeletion, SigningKeyRecord, Store, StoreError, Successor,
 };
 
 pub use verified::{Signed, Unverified, Verified};

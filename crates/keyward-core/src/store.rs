@@ -227,18 +227,57 @@ pub trait IamStore: Send + Sync {
         event: &AuditEvent,
     ) -> Result<bool, StoreError>;
 
-    /// Stores a refresh token's hash for an API key.
+    /// Stores a refresh token's hash for an API key, as the first of a new family (the tokens
+    /// that descend from one login by refreshes).
     async fn insert_refresh_token(
         &self,
         hash: [u8; 32],
         api_key_id: &str,
         expires_at: OffsetDateTime,
     ) -> Result<(), StoreError>;
-    /// Removes and returns a refresh token (single use): its API key id and expiry.
-    async fn take_refresh_token(
+    /// Spends a refresh token at `now` (each is used once; any attempt spends it) and, when it
+    /// was unspent and unexpired, stores `successor` in its family in the same transaction. A
+    /// spent one presented again revokes its family: every token of it still unspent is spent
+    /// (RFC 6819 5.2.2.3: a token used twice was stolen, so its descendants are too).
+    async fn spend_refresh_token(
         &self,
         hash: [u8; 32],
-    ) -> Result<Option<(String, OffsetDateTime)>, StoreError>;
+        successor: Successor,
+        now: OffsetDateTime,
+    ) -> Result<RefreshUse, StoreError>;
+    /// Deletes refresh tokens, spent or not, past their expiry at `now`; how many.
+    async fn purge_refresh_tokens(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+}
+
+/// The refresh token issued in exchange for a spent one: its hash and expiry (its API key and
+/// family are the spent one's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Successor {
+    /// SHA-256 of the new token.
+    pub hash: [u8; 32],
+    /// When it expires.
+    pub expires_at: OffsetDateTime,
+}
+
+/// What presenting a refresh token found ([`IamStore::spend_refresh_token`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshUse {
+    /// No such token (never issued, purged, or its API key deleted).
+    Unknown,
+    /// It was unspent and is now spent; its successor was stored if it had not expired.
+    Spent {
+        /// Its API key.
+        api_key_id: String,
+        /// When it expires (or expired).
+        expires_at: OffsetDateTime,
+    },
+    /// It was spent already: its family is revoked.
+    Reused {
+        /// Its API key.
+        api_key_id: String,
+        /// Tokens of its family this revoked (still unspent until now).
+        revoked: u64,
+    },
 }
 
 /// Durable storage for Keyward. Every method that changes state takes the audit event that

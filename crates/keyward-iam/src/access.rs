@@ -43,6 +43,8 @@ pub struct Resolved {
     pub identity: IdentityRecord,
     /// Its grants in its account.
     pub grants: Arc<Grants>,
+    /// The API key the token was issued for.
+    pub api_key_id: String,
 }
 
 /// Why a verified token gets no access. Never contains the token.
@@ -129,7 +131,11 @@ impl IamService {
             return Ok(None);
         };
         let grants = Arc::new(self.grants(&identity, &identity.account).await?);
-        Ok(Some(Arc::new(Resolved { identity, grants })))
+        Ok(Some(Arc::new(Resolved {
+            identity,
+            grants,
+            api_key_id: key.id,
+        })))
     }
 
     /// Counts a request against the identity's rate; [`AuthError::TooManyRequests`] with the
@@ -154,6 +160,7 @@ impl IamService {
         Principal {
             identity: resolved.identity.clone(),
             grants: resolved.grants.clone(),
+            api_key_id: resolved.api_key_id.clone(),
             request_id,
             address,
         }

@@ -9,15 +9,19 @@ use std::sync::OnceLock;
 use keyward_core::op;
 use keyward_core::{
     Actor, ApiKeyRecord, Failure, IdentityKind, IdentityRecord, Initiator, KeyError, Operation,
-    StoreError, Target,
+    RefreshUse, Sampled, StoreError, Successor, Target,
 };
 use zeroize::Zeroizing;
 
 use crate::api_key::{parse_api_key, verify_secret};
 use crate::service::IamService;
+use crate::sources::{Limit, Source, Sources, Throttled};
 use crate::token::{
     AccessToken, REFRESH_TOKEN_TTL_SECS, TokenIssuer, new_refresh_token, refresh_token_hash,
 };
+
+/// How often at most an exchange purges expired refresh tokens.
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Where a token request comes from.
 #[derive(Debug, Clone, Default)]
@@ -51,6 +55,10 @@ pub enum LoginError {
     /// The refresh token is past its lifetime.
     #[error("Provided refresh token is expired.")]
     ExpiredRefreshToken,
+    /// The refresh token was spent already: every token of its family (the refreshes of one
+    /// login) is now revoked; this many were live. Answered as [`LoginError::InvalidRefreshToken`].
+    #[error("refresh token presented again: its family is revoked ({0} live tokens)")]
+    ReusedRefreshToken(u64),
     /// Signing the token or drawing the refresh token's randomness failed.
     #[error("token issuance failed")]
     Issuance,
@@ -70,6 +78,7 @@ impl Failure for LoginError {
         match self {
             LoginError::UnknownApiKey
             | LoginError::InvalidRefreshToken
+            | LoginError::ReusedRefreshToken(_)
             | LoginError::ExpiredRefreshToken => 400,
             LoginError::Issuance => 500,
             LoginError::Key(e) => e.reason_code(),
@@ -81,6 +90,7 @@ impl Failure for LoginError {
 struct Presenter<'a> {
     login: &'a Login,
     subject: OnceLock<String>,
+    sources: &'a Sources,
 }
 
 impl Presenter<'_> {
@@ -112,6 +122,18 @@ impl Actor for Presenter<'_> {
     fn check(&self, operation: Operation, _: Target<'_>) -> Result<(), KeyError> {
         Err(KeyError::Forbidden(operation))
     }
+
+    /// A credential nobody holds is a refusal of an unknown source: sampled. Once the
+    /// credential names its identity (a spent refresh token presented again, a locked key),
+    /// the failure is that identity's and always recorded.
+    fn sample_failure(&self) -> Sampled {
+        match self.subject.get() {
+            Some(_) => Sampled::Record(None),
+            None => self
+                .sources
+                .sample(Source::of(self.login.address.as_deref())),
+        }
+    }
 }
 
 impl IamService {
@@ -125,6 +147,7 @@ impl IamService {
         let who = Presenter {
             login,
             subject: OnceLock::new(),
+            sources: &self.sources,
         };
         self.pipe
             .run(&op::API_KEY_LOGIN, &who, None, async |ctx| {
@@ -145,13 +168,14 @@ impl IamService {
                     .await?
                     .ok_or(LoginError::UnknownApiKey)?;
                 ctx.authorize_own()?;
-                self.issue(issuer, &key, identity.kind).await
+                self.issue(issuer, &key, identity.kind, None).await
             })
             .await
     }
 
     /// Exchanges a refresh token (once: any attempt spends it) for new tokens, if its API key
-    /// and identity still exist and are unlocked.
+    /// and identity still exist and are unlocked. A spent token presented again revokes every
+    /// token descending from the same login (RFC 6819 5.2.2.3), its successor included.
     pub async fn refresh_login(
         &self,
         issuer: &TokenIssuer,
@@ -161,17 +185,47 @@ impl IamService {
         let who = Presenter {
             login,
             subject: OnceLock::new(),
+            sources: &self.sources,
         };
         self.pipe
             .run(&op::REFRESH_TOKEN_LOGIN, &who, None, async |ctx| {
-                // Taken (deleted) before any other check: a refresh token is spent by any attempt.
-                let taken = match refresh_token_hash(refresh_token.trim()) {
-                    Some(hash) => self.store.take_refresh_token(hash).await?,
-                    None => None,
+                let now = self.clock.now();
+                // The successor is stored with the spend, in one transaction, so a reuse racing
+                // this refresh revokes it too; it is handed out only if every check passes.
+                let (successor, successor_hash) =
+                    new_refresh_token().map_err(|_| LoginError::Issuance)?;
+                let successor_of = Successor {
+                    hash: successor_hash,
+                    expires_at: now + time::Duration::seconds(REFRESH_TOKEN_TTL_SECS),
                 };
-                let (key_id, expires_at) = taken.ok_or(LoginError::InvalidRefreshToken)?;
+                // Spent before any other check: a refresh token is spent by any attempt.
+                let used = match refresh_token_hash(refresh_token.trim()) {
+                    Some(hash) => {
+                        self.store
+                            .spend_refresh_token(hash, successor_of, now)
+                            .await?
+                    }
+                    None => RefreshUse::Unknown,
+                };
+                let (key_id, expires_at) = match used {
+                    RefreshUse::Unknown => return Err(LoginError::InvalidRefreshToken),
+                    RefreshUse::Reused {
+                        api_key_id,
+                        revoked,
+                    } => {
+                        ctx.target(&api_key_id);
+                        if let Some(key) = self.store.api_key(&api_key_id).await? {
+                            who.is(&key.subject);
+                        }
+                        return Err(LoginError::ReusedRefreshToken(revoked));
+                    }
+                    RefreshUse::Spent {
+                        api_key_id,
+                        expires_at,
+                    } => (api_key_id, expires_at),
+                };
                 ctx.target(&key_id);
-                if expires_at <= self.clock.now() {
+                if expires_at <= now {
                     return Err(LoginError::ExpiredRefreshToken);
                 }
                 let key = self
@@ -186,28 +240,57 @@ impl IamService {
                     .await?
                     .ok_or(LoginError::InvalidRefreshToken)?;
                 ctx.authorize_own()?;
-                self.issue(issuer, &key, identity.kind).await
+                self.issue(issuer, &key, identity.kind, Some(successor))
+                    .await
             })
             .await
     }
 
-    /// An access token and a new refresh token (stored as its hash) for `key`.
+    /// An access token for `key`, and its refresh token: `refresh`, already stored in its
+    /// family, or a new one (stored as its hash), the first of a new family.
     async fn issue(
         &self,
         issuer: &TokenIssuer,
         key: &ApiKeyRecord,
         kind: IdentityKind,
+        refresh: Option<Zeroizing<String>>,
     ) -> Result<Tokens, LoginError> {
         let now = self.clock.now();
         let access = issuer
             .issue(&key.subject, kind, &key.account, &key.id, now)
             .map_err(|_| LoginError::Issuance)?;
-        let (refresh, hash) = new_refresh_token().map_err(|_| LoginError::Issuance)?;
-        let expires_at = now + time::Duration::seconds(REFRESH_TOKEN_TTL_SECS);
-        self.store
-            .insert_refresh_token(hash, &key.id, expires_at)
-            .await?;
+        let refresh = match refresh {
+            Some(r) => r,
+            None => {
+                let (refresh, hash) = new_refresh_token().map_err(|_| LoginError::Issuance)?;
+                let expires_at = now + time::Duration::seconds(REFRESH_TOKEN_TTL_SECS);
+                self.store
+                    .insert_refresh_token(hash, &key.id, expires_at)
+                    .await?;
+                refresh
+            }
+        };
+        self.purge_refresh_tokens(now).await?;
         Ok(Tokens { access, refresh })
+    }
+
+    /// Deletes expired refresh tokens (spent or not), at most once a minute per process, on
+    /// the way through an exchange: without it they were kept for ever.
+    async fn purge_refresh_tokens(&self, now: time::OffsetDateTime) -> Result<(), KeyError> {
+        let due = match self.last_purge.lock() {
+            Ok(mut last) => {
+                let due = last.is_none_or(|t| t.elapsed() >= PURGE_EVERY);
+                if due {
+                    *last = Some(std::time::Instant::now());
+                }
+                due
+            }
+            Err(_) => false,
+        };
+        if due {
+            self.store.purge_refresh_tokens(now).await?;
+        }
+        Ok(())
     }
 
     /// The identity behind `key` when it exists, is unlocked and is in the key's account.
@@ -225,7 +308,10 @@ impl IamService {
     /// Records a request to the KMS API whose authentication was refused, answering `status`
     /// for `reason` (never a token). An error is a failure to record it.
     pub async fn record_refused(&self, refused: Refused, status: u16) -> Result<(), KeyError> {
-        let who = Refusing(&refused);
+        let who = Refusing {
+            refused: &refused,
+            sources: Some(&self.sources),
+        };
         let path = Some(refused.path.clone());
         let reason = refused.reason.clone();
         match self
@@ -239,16 +325,59 @@ impl IamService {
             _ => Ok(()),
         }
     }
+
+    /// Counts a request from `address` against its source's `limit`;
+    /// [`Throttled`] with the wait when the source is over it.
+    pub fn admit(&self, limit: Limit, address: Option<&str>) -> Result<(), Throttled> {
+        self.sources.check(limit, Source::of(address))
+    }
+
+    /// Records, for each source whose sampling interval has passed, the refusals that were
+    /// counted but not recorded one by one (one event per source). Run periodically, so a
+    /// flood that stops is still accounted for in the trail; returns how many events it wrote.
+    pub async fn record_sampled_refusals(&self) -> Result<usize, KeyError> {
+        let due = self.sources.due();
+        for (source, skipped) in &due {
+            let refused = Refused {
+                request_id: uuid::Uuid::new_v4().to_string(),
+                address: source.address(),
+                path: String::new(),
+                reason: Sources::summary(*skipped),
+                ..Refused::default()
+            };
+            let who = Refusing {
+                refused: &refused,
+                sources: None,
+            };
+            let reason = refused.reason.clone();
+            if let Err(Refusal::Key(e)) = self
+                .pipe
+                .run(&op::AUTHENTICATE, &who, None, async |_| {
+                    Err::<(), _>(Refusal::Refused(401, reason))
+                })
+                .await
+            {
+                return Err(e);
+            }
+        }
+        Ok(due.len())
+    }
 }
 
 /// A refused request to the KMS API, as its audit event records it.
 #[derive(Debug, Clone, Default)]
 pub struct Refused {
-    /// Request id.
+    /// Request id: for an unauthenticated request, one the server chose, never the client's.
     pub request_id: String,
     /// Client address, if known.
     pub address: Option<String>,
-    /// The `bluemix-instance` header as sent (it may not be an instance id), if any.
+    /// The identity whose token verified, when the refusal came after that (its instance is
+    /// not its own, a policy refuses its address); `None`: unauthenticated, and its refusals
+    /// are sampled per source.
+    pub subject: Option<String>,
+    /// The instance the caller was authenticated for, if it got that far. Never an instance
+    /// the request only named: an unauthenticated request wrote into the trail of whatever
+    /// instance its header named (issue 18).
     pub instance: Option<String>,
     /// The request path.
     pub path: String,
@@ -256,26 +385,42 @@ pub struct Refused {
     pub reason: String,
 }
 
-struct Refusing<'a>(&'a Refused);
+/// The actor of a refused request; `sources` samples an unauthenticated one (`None`: a
+/// summary of sampled refusals, always recorded).
+struct Refusing<'a> {
+    refused: &'a Refused,
+    sources: Option<&'a Sources>,
+}
 
 impl Actor for Refusing<'_> {
     fn initiator(&self) -> Initiator {
         Initiator {
-            id: "unauthenticated".into(),
-            address: self.0.address.clone(),
+            id: self
+                .refused
+                .subject
+                .clone()
+                .unwrap_or_else(|| "unauthenticated".into()),
+            address: self.refused.address.clone(),
         }
     }
 
     fn request_id(&self) -> &str {
-        &self.0.request_id
+        &self.refused.request_id
     }
 
     fn audit_instance(&self) -> Option<String> {
-        self.0.instance.clone()
+        self.refused.instance.clone()
     }
 
     fn check(&self, operation: Operation, _: Target<'_>) -> Result<(), KeyError> {
         Err(KeyError::Forbidden(operation))
+    }
+
+    fn sample_failure(&self) -> Sampled {
+        match (self.sources, &self.refused.subject) {
+            (Some(sources), None) => sources.sample(Source::of(self.refused.address.as_deref())),
+            _ => Sampled::Record(None),
+        }
     }
 }
 

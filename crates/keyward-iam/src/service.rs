@@ -13,12 +13,13 @@ use keyward_core::op::{self, Op};
 use keyward_core::{
     AccessPolicyRecord, Actor, ApiKeyRecord, AuthorizationRecord, Clock, Ctx, Custody,
     CustodyError, Grant, Grants, IdentityKind, IdentityRecord, Initiator, InstanceId,
-    InstanceRecord, KeyError, Operation, Pipeline, Role, Scope, Secret, Signed, Store, StoreError,
-    Target, Unverified, Verified,
+    InstanceRecord, KeyError, Operation, Pipeline, Role, Rule, Scope, Secret, Signed, Store,
+    StoreError, Target, Unverified, Verified,
 };
 
 use crate::access::{AccessCache, AccessLimits};
 use crate::api_key::ApiKey;
+use crate::sources::{SourceLimits, Sources};
 
 const NAME_CHARS: std::ops::RangeInclusive<usize> = 1..=100;
 const SERVICE_NAME_CHARS: std::ops::RangeInclusive<usize> = 2..=64;
@@ -30,6 +31,8 @@ pub struct Principal {
     pub identity: IdentityRecord,
     /// Its grants in its account.
     pub grants: Arc<Grants>,
+    /// The API key its token was issued for.
+    pub api_key_id: String,
     /// Request id for audit.
     pub request_id: String,
     /// Client address, if known.
@@ -106,6 +109,9 @@ pub struct IamService {
     region: String,
     pub(crate) pipe: Pipeline,
     pub(crate) access: Arc<AccessCache>,
+    pub(crate) sources: Arc<Sources>,
+    /// When this process last purged expired refresh tokens.
+    pub(crate) last_purge: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 /// A change to one record: done, or there was no such record.
@@ -159,7 +165,16 @@ impl IamService {
             clock,
             region: region.to_owned(),
             access: Arc::new(AccessCache::new(limits)),
+            sources: Arc::new(Sources::new(SourceLimits::default())),
+            last_purge: Arc::new(std::sync::Mutex::new(None)),
         }
+    }
+
+    /// The service with per-source `limits` on unauthenticated requests instead of the
+    /// defaults ([`SourceLimits::default`]).
+    pub fn with_source_limits(mut self, limits: SourceLimits) -> Self {
+        self.sources = Arc::new(Sources::new(limits));
+        self
     }
 
     /// A change to identities or access made here: this process's access cache is dropped, so
@@ -470,6 +485,9 @@ impl IamService {
         };
         let result = self
             .admin(verb, who, async |ctx| {
+                if locked {
+                    self.check_key_removal(who, id).await?;
+                }
                 let event = ctx.record_on(id.to_owned())?;
                 found(
                     self.store
@@ -486,6 +504,7 @@ impl IamService {
         let verb = &op::DELETE_API_KEY;
         let result = self
             .admin(verb, who, async |ctx| {
+                self.check_key_removal(who, id).await?;
                 let event = ctx.record_on(id.to_owned())?;
                 found(
                     self.store
@@ -495,6 +514,63 @@ impl IamService {
             })
             .await;
         self.changed(result)
+    }
+
+    /// Refuses to lock or delete API key `id` when the request is authenticated with it, or
+    /// when it is the last unlocked API key of the account's unlocked administrators: either
+    /// would lock the caller, or every administrator, out (issue 18). The second holds by the
+    /// first while the caller's own key is usable; it is checked against the store all the
+    /// same, for a caller whose key another process locked within the access cache's TTL.
+    async fn check_key_removal(&self, who: &Principal, id: &str) -> Result<(), KeyError> {
+        if id == who.api_key_id {
+            return Err(KeyError::Refused(
+                Rule::ApiKeyInUse,
+                "this request is authenticated with this API key: lock or delete it with \
+                 another one"
+                    .into(),
+            ));
+        }
+        let account = &who.identity.account;
+        let keys = self.store.api_keys_of(account).await?;
+        let Some(target) = keys.iter().find(|k| k.id == id && !k.locked) else {
+            // Not found (the store's write answers it) or locked already: nothing usable goes.
+            return Ok(());
+        };
+        // Not verified (as delete_policy's check): the check only refuses a change.
+        let admins: std::collections::HashSet<String> = self
+            .store
+            .access_policies(account, None)
+            .await?
+            .into_iter()
+            .map(Unverified::unverified_inner)
+            .filter(|p| {
+                p.roles.contains(&Role::Administrator) && p.scope == Scope::Account(account.clone())
+            })
+            .map(|p| p.subject)
+            .collect();
+        if !admins.contains(&target.subject) {
+            return Ok(());
+        }
+        let usable: std::collections::HashSet<String> = self
+            .store
+            .identities(account)
+            .await?
+            .into_iter()
+            .filter(|i| !i.locked && admins.contains(&i.iam_id))
+            .map(|i| i.iam_id)
+            .collect();
+        if keys
+            .iter()
+            .any(|k| k.id != id && !k.locked && usable.contains(&k.subject))
+        {
+            return Ok(());
+        }
+        Err(KeyError::Refused(
+            Rule::LastAdministratorKey,
+            "this is the last unlocked API key of the account's administrators: create another \
+             first"
+                .into(),
+        ))
     }
 
     // ---- access policies ----

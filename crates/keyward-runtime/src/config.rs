@@ -56,6 +56,9 @@ pub struct ServerConfig {
     pub store: StoreSection,
     /// Bounds on connections and on CPU-heavy work.
     pub limits: LimitsSection,
+    /// Per-source limits on the token exchange and on requests whose authentication is
+    /// refused, and how their refusals are sampled in the audit trail.
+    pub ip_limits: IpLimitsSection,
 }
 
 /// `[limits]`: what one client can hold of the server. A slow or idle connection holds a socket
@@ -89,6 +92,38 @@ impl Default for LimitsSection {
             max_connections: 4096,
             max_connections_per_ip: 0,
             import_token_threads: 2,
+        }
+    }
+}
+
+/// `[ip_limits]`: per client address (IPv4, or IPv6 /64), per process, answered 429 beyond. On
+/// by default, with bursts no client that logs in and keeps its token reaches; a refused
+/// request is audited at most once per source per `audit_interval_secs` (the event says how
+/// many it stands for). Authenticated requests are not counted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpLimitsSection {
+    /// `POST /identity/token` (any grant, any outcome) per second per source; 0: off.
+    pub token_per_second: u32,
+    /// Token requests a source may make at once above the sustained rate.
+    pub token_burst: u32,
+    /// Requests with a missing, invalid, expired or revoked token per second per source; 0: off.
+    pub unauthenticated_per_second: u32,
+    /// Such requests a source may make at once above the sustained rate.
+    pub unauthenticated_burst: u32,
+    /// At most one audit event per source per this many seconds for refused unauthenticated
+    /// requests (at least 1).
+    pub audit_interval_secs: u64,
+}
+
+impl Default for IpLimitsSection {
+    fn default() -> Self {
+        IpLimitsSection {
+            token_per_second: 10,
+            token_burst: 100,
+            unauthenticated_per_second: 10,
+            unauthenticated_burst: 100,
+            audit_interval_secs: 10,
         }
     }
 }
@@ -472,6 +507,7 @@ impl Default for ServerConfig {
             webhooks: WebhooksSection::default(),
             store: StoreSection::default(),
             limits: LimitsSection::default(),
+            ip_limits: IpLimitsSection::default(),
         }
     }
 }
@@ -550,6 +586,11 @@ impl ServerConfig {
         if self.access_cache_ttl_ms > 1000 {
             return Err(ConfigError::Invalid(
                 "access_cache_ttl_ms must be at most 1000 (revocations apply within it)".into(),
+            ));
+        }
+        if self.ip_limits.audit_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "ip_limits.audit_interval_secs must be at least 1".into(),
             ));
         }
         if self.scheduler.tick_secs == 0 || self.scheduler.batch == 0 {

@@ -29,6 +29,7 @@ pub struct Metrics {
     audit_head: IntGauge,
     backlog: IntGauge,
     connections: Connections,
+    refused: IntCounterVec,
 }
 
 /// Connection counts: open now, refused at a cap, closed for idling.
@@ -40,18 +41,43 @@ struct Connections {
 
 /// Why a connection was closed as soon as it was accepted (a metrics label: a fixed set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum ConnectionRefusal {
     /// `[limits] max_connections` were open.
     MaxConnections,
     /// `[limits] max_connections_per_ip` were open from the same address.
     MaxConnectionsPerIp,
 }
 
+impl ConnectionRefusal {
+    fn label(self) -> &'static str {
+        match self {
+            ConnectionRefusal::MaxConnections => "max_connections",
+            ConnectionRefusal::MaxConnectionsPerIp => "max_connections_per_ip",
+        }
+    }
+}
+
+/// Why a request was refused before it was authenticated: the label of
+/// `keyward_refused_requests_total` (a fixed set: nothing a client sends becomes a label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A token exchange over its source's rate (429).
+    TokenRate,
+    /// A request with a refused token over its source's rate (429).
+    UnauthenticatedRate,
+    /// A token exchange refused (unknown API key, invalid or expired refresh token).
+    Login,
+    /// A request whose token was missing, invalid, expired or revoked (401).
+    Authentication,
+}
+
 impl Refusal {
     fn label(self) -> &'static str {
         match self {
-            Refusal::MaxConnections => "max_connections",
-            Refusal::MaxConnectionsPerIp => "max_connections_per_ip",
+            Refusal::TokenRate => "token_rate",
+            Refusal::UnauthenticatedRate => "unauthenticated_rate",
+            Refusal::Login => "login",
+            Refusal::Authentication => "authentication",
         }
     }
 }
@@ -139,6 +165,13 @@ impl Metrics {
         registry.register(Box::new(export_lag.clone()))?;
         registry.register(Box::new(export_held.clone()))?;
         registry.register(Box::new(audit_head.clone()))?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "keyward_refused_requests_total",
+                "Requests refused before authentication (bad credentials, and per-address limits)",
+            ),
+            &["reason"],
+        )?;
         registry.register(Box::new(backlog.clone()))?;
         let connections = Connections {
             open: IntGauge::new("keyward_http_connections_open", "Open client connections")?,
@@ -157,9 +190,13 @@ impl Metrics {
         registry.register(Box::new(connections.open.clone()))?;
         registry.register(Box::new(connections.refused.clone()))?;
         registry.register(Box::new(connections.idle_closed.clone()))?;
-        for r in [Refusal::MaxConnections, Refusal::MaxConnectionsPerIp] {
+        for r in [
+            ConnectionRefusal::MaxConnections,
+            ConnectionRefusal::MaxConnectionsPerIp,
+        ] {
             connections.refused.with_label_values(&[r.label()]);
         }
+        registry.register(Box::new(refused.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -175,6 +212,7 @@ impl Metrics {
             audit_head,
             backlog,
             connections,
+            refused,
         })
     }
 
@@ -188,7 +226,7 @@ impl Metrics {
     }
 
     /// A connection was closed as soon as accepted.
-    pub fn connection_refused(&self, why: Refusal) {
+    pub fn connection_refused(&self, why: ConnectionRefusal) {
         self.connections
             .refused
             .with_label_values(&[why.label()])
@@ -212,6 +250,11 @@ impl Metrics {
         self.latency
             .with_label_values(&[operation, method])
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts one request refused before authentication.
+    pub fn refused(&self, why: Refusal) {
+        self.refused.with_label_values(&[why.label()]).inc();
     }
 
     /// Counts one scheduler pass.

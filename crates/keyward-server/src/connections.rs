@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use axum_server::accept::Accept;
 use keyward_runtime::config::LimitsSection;
-use keyward_runtime::metrics::{Metrics, Refusal};
+use keyward_runtime::metrics::{ConnectionRefusal, Metrics};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
@@ -64,10 +64,10 @@ impl ConnectionLimits {
     }
 
     /// A slot for a connection from `peer`, or the cap it is over.
-    fn admit(self: &Arc<Self>, peer: Option<IpAddr>) -> Result<Slot, Refusal> {
+    fn admit(self: &Arc<Self>, peer: Option<IpAddr>) -> Result<Slot, ConnectionRefusal> {
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.open.fetch_sub(1, Ordering::AcqRel);
-            return Err(Refusal::MaxConnections);
+            return Err(ConnectionRefusal::MaxConnections);
         }
         let source = match (self.per_ip, peer) {
             (0, _) | (_, None) => None,
@@ -81,7 +81,7 @@ impl ConnectionLimits {
                 if *n >= per_ip {
                     drop(by_source);
                     self.open.fetch_sub(1, Ordering::AcqRel);
-                    return Err(Refusal::MaxConnectionsPerIp);
+                    return Err(ConnectionRefusal::MaxConnectionsPerIp);
                 }
                 *n += 1;
                 Some(source)

@@ -29,6 +29,9 @@ pub enum ApiError {
     NetworkNotAllowed,
     /// The caller's identity is over its request rate; retry after this many seconds.
     TooManyRequests(u64),
+    /// The client's address is over its limit of unauthenticated requests; retry after this
+    /// many seconds.
+    SourceTooManyRequests(u64),
     /// The body is larger than the configured limit.
     PayloadTooLarge,
     /// A route or key id that does not exist.
@@ -98,6 +101,13 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "TOO_MANY_REQUESTS_ERR",
                 format!("this identity is over its request rate; retry in {secs} s"),
+            ),
+            ApiError::SourceTooManyRequests(secs) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOO_MANY_REQUESTS_ERR",
+                format!(
+                    "too many requests without a valid token from this address; retry in {secs} s"
+                ),
             ),
             ApiError::NetworkNotAllowed => (
                 StatusCode::FORBIDDEN,
@@ -175,7 +185,7 @@ impl IntoResponse for ApiError {
         );
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut resp = (status, bytes).into_response();
-        if let ApiError::TooManyRequests(secs) = self {
+        if let ApiError::TooManyRequests(secs) | ApiError::SourceTooManyRequests(secs) = self {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         } else if status == StatusCode::SERVICE_UNAVAILABLE {

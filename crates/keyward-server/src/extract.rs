@@ -10,16 +10,23 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use keyward_api::headers;
 use keyward_core::{Caller, InstanceId};
-use keyward_iam::{Claims, Refused};
+use keyward_iam::{Claims, Limit, Refused, Throttled};
+use keyward_runtime::metrics::Refusal;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The request id, set by the request-id middleware.
+/// The request ids, set by the request-id middleware.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub struct RequestId {
+    /// The client's `x-request-id` when it sent a usable one, else `own`.
+    pub id: String,
+    /// The server's own id. An unauthenticated request's audit event records this one: a
+    /// caller-chosen id is trusted only once the caller is authenticated (issue 18).
+    pub own: String,
+}
 
 /// An authenticated caller of an instance, and the account its token names.
 #[derive(Debug, Clone)]
@@ -50,13 +57,22 @@ pub fn client_address(parts: &Parts) -> Option<String> {
         .map(|c| c.0.ip().to_string())
 }
 
-/// The request id of a request.
+/// The request id of a request (the client's, when it sent a usable one).
 pub fn request_id(parts: &Parts) -> String {
     parts
         .extensions
         .get::<RequestId>()
-        .map(|r| r.0.clone())
+        .map(|r| r.id.clone())
         .unwrap_or_default()
+}
+
+/// The server's own id of a request, for what an unauthenticated caller causes.
+pub fn own_request_id(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<RequestId>()
+        .map(|r| r.own.clone())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
 impl FromRequestParts<Arc<AppState>> for Authed {
@@ -66,21 +82,65 @@ impl FromRequestParts<Arc<AppState>> for Authed {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let result = authenticate(parts, state).await;
-        if let Err(e) = &result {
-            // Refused authentication is an action too: record it (without the token).
-            let refused = Refused {
-                request_id: request_id(parts),
-                address: client_address(parts),
-                instance: header(parts, headers::INSTANCE).map(|s| s.chars().take(64).collect()),
-                path: parts.uri.path().chars().take(200).collect(),
-                reason: format!("{e:?}").chars().take(200).collect(),
-            };
-            if let Err(err) = state.iam.record_refused(refused, e.status().as_u16()).await {
-                return Err(ApiError::Key(err));
-            }
+        let mut progress = Progress::default();
+        match authenticate(parts, state, &mut progress).await {
+            Ok(authed) => Ok(authed),
+            Err(e) => Err(refuse(parts, state, progress, e).await),
         }
-        result
+    }
+}
+
+/// How far a refused request got: whose token verified, and the instance it was authenticated
+/// for.
+#[derive(Default)]
+struct Progress {
+    subject: Option<String>,
+    instance: Option<InstanceId>,
+}
+
+/// Records a refused request (without its token) and chooses its answer. One without a token
+/// that verifies is counted against its source's limit (past it: 429) and sampled in the audit
+/// trail, under the server's request id and no instance; one whose token verified is its
+/// identity's, in the instance it was authenticated for if it got that far (issue 18: refusals
+/// were written into the trail of whatever instance the header named, under the client's id).
+async fn refuse(parts: &Parts, state: &AppState, progress: Progress, e: ApiError) -> ApiError {
+    let authenticated = progress.subject.is_some();
+    let e = if authenticated || e.status() != StatusCode::UNAUTHORIZED {
+        e
+    } else {
+        unauthenticated(parts, state, e)
+    };
+    let refused = Refused {
+        request_id: if authenticated {
+            request_id(parts)
+        } else {
+            own_request_id(parts)
+        },
+        address: client_address(parts),
+        subject: progress.subject,
+        instance: progress.instance.map(|i| i.to_string()),
+        path: parts.uri.path().chars().take(200).collect(),
+        reason: format!("{e:?}").chars().take(200).collect(),
+    };
+    match state.iam.record_refused(refused, e.status().as_u16()).await {
+        Ok(()) => e,
+        Err(err) => ApiError::Key(err),
+    }
+}
+
+/// A refusal of a request without a valid token, counted against its source: `e`, or 429
+/// once the source is over its limit.
+pub fn unauthenticated(parts: &Parts, state: &AppState, e: ApiError) -> ApiError {
+    state.metrics.refused(Refusal::Authentication);
+    match state
+        .iam
+        .admit(Limit::Unauthenticated, client_address(parts).as_deref())
+    {
+        Ok(()) => e,
+        Err(Throttled(secs)) => {
+            state.metrics.refused(Refusal::UnauthenticatedRate);
+            ApiError::SourceTooManyRequests(secs)
+        }
     }
 }
 
@@ -103,9 +163,14 @@ pub fn verified_claims(parts: &Parts, state: &AppState) -> Result<Claims, ApiErr
         .map_err(|e| ApiError::Unauthorized(format!("{e}; get a new token from /identity/token")))
 }
 
-async fn authenticate(parts: &Parts, state: &AppState) -> Result<Authed, ApiError> {
+async fn authenticate(
+    parts: &Parts,
+    state: &AppState,
+    progress: &mut Progress,
+) -> Result<Authed, ApiError> {
     let claims = verified_claims(parts, state)?;
     let resolved = state.iam.resolve(&claims).await?;
+    progress.subject = Some(resolved.identity.iam_id.clone());
     state.iam.throttle(&resolved.identity.iam_id)?;
     let instance = header(parts, headers::INSTANCE).ok_or_else(|| {
         ApiError::bad_request(
@@ -131,6 +196,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Authed, ApiErro
         .iam
         .caller(&claims, &resolved, instance, request)
         .await?;
+    progress.instance = Some(instance);
     let policies = state
         .instance_policies(instance)
         .await

@@ -36,7 +36,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use keyward_core::{KmipService, SystemClock};
-use keyward_iam::{AccessLimits, IamService};
+use keyward_iam::{AccessLimits, IamService, SourceLimits};
 use keyward_runtime::{Background, Runtime, ServerConfig};
 use tracing::Instrument;
 
@@ -138,12 +138,18 @@ fn client_request_id(req: &Request) -> Option<String> {
 }
 
 /// Gives every request an id (in the audit event, the log and the `x-request-id` header; a
-/// client's own `x-request-id` is honoured), echoes the client's `correlation-id`, and counts
+/// client's own `x-request-id` is honoured once the client is authenticated: the audit events
+/// of unauthenticated requests carry the server's id, logged beside the client's), echoes the client's `correlation-id`, and counts
 /// the request in the metrics by its route template.
 async fn request_id(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let id = client_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    req.extensions_mut().insert(RequestId(id.clone()));
+    let own = uuid::Uuid::new_v4().to_string();
+    let client = client_request_id(&req);
+    let id = client.clone().unwrap_or_else(|| own.clone());
+    req.extensions_mut().insert(RequestId {
+        id: id.clone(),
+        own: own.clone(),
+    });
     let correlation = req
         .headers()
         .get(keyward_api::headers::CORRELATION_ID)
@@ -153,7 +159,15 @@ async fn request_id(State(state): State<Arc<AppState>>, mut req: Request, next: 
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = req.method().clone();
-    let span = tracing::info_span!("request", request_id = %id);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        server_request_id = tracing::field::Empty
+    );
+    if client.is_some() {
+        // What an unauthenticated request's audit event records instead of the client's id.
+        span.record("server_request_id", own.as_str());
+    }
     let mut resp = next.run(req).instrument(span.clone()).await;
     let took = started.elapsed();
     let status = resp.status().as_u16();
@@ -208,7 +222,14 @@ fn state_of(runtime: Runtime) -> Arc<AppState> {
             per_second: config.rate_limit.per_second,
             burst: config.rate_limit.burst,
         },
-    );
+    )
+    .with_source_limits(SourceLimits {
+        token_per_second: config.ip_limits.token_per_second,
+        token_burst: config.ip_limits.token_burst,
+        unauthenticated_per_second: config.ip_limits.unauthenticated_per_second,
+        unauthenticated_burst: config.ip_limits.unauthenticated_burst,
+        audit_interval: std::time::Duration::from_secs(config.ip_limits.audit_interval_secs),
+    });
     let extras = state::Extras {
         trail: stores.trail,
         metrics,
@@ -219,6 +240,7 @@ fn state_of(runtime: Runtime) -> Arc<AppState> {
     if let Some(pg) = &stores.postgres {
         state.follow_changes(pg);
     }
+    state.record_sampled_refusals();
     state
 }
 

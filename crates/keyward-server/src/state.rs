@@ -49,6 +49,8 @@ pub struct AppState {
     pub closing: tokio::sync::watch::Sender<bool>,
     /// On PostgreSQL: the task that drops what this node cached when another node changes it.
     listener: std::sync::OnceLock<AbortOnDrop>,
+    /// The task that records sampled refusals.
+    sampler: std::sync::OnceLock<AbortOnDrop>,
 }
 
 /// A task aborted when its owner drops.
@@ -100,6 +102,7 @@ impl AppState {
             event_notifications: extras.event_notifications,
             closing: tokio::sync::watch::Sender::new(false),
             listener: std::sync::OnceLock::new(),
+            sampler: std::sync::OnceLock::new(),
         })
     }
 
@@ -114,6 +117,25 @@ impl AppState {
             }
         });
         let _ = self.listener.set(AbortOnDrop(task));
+    }
+
+    /// Writes, every sampling interval for as long as this state lives, the refusals of
+    /// unauthenticated requests that were counted but not recorded one by one.
+    pub fn record_sampled_refusals(self: &Arc<Self>) {
+        let state = Arc::downgrade(self);
+        let every = Duration::from_secs(self.config.ip_limits.audit_interval_secs.max(1));
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(s) = state.upgrade() else { break };
+                if let Err(e) = s.iam.record_sampled_refusals().await {
+                    tracing::warn!(error = %e, "recording sampled refusals failed");
+                }
+            }
+        });
+        let _ = self.sampler.set(AbortOnDrop(task));
     }
 
     fn apply_change(&self, change: keyward_store::Change) {

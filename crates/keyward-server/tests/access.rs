@@ -748,3 +748,107 @@ async fn management_needs_the_administrator_and_validates_input() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
+
+/// The bootstrap administrator's iam_id and API key id, and a second API key of its own
+/// (its id and a token from it).
+async fn second_admin_key(ts: &TestServer) -> (String, String, String) {
+    let first = ts.api_key.split('.').next().unwrap().to_owned();
+    let (s, list) = ts.iam(Method::GET, "/iam/v1/apikeys", None).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    let admin = list["apikeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == first.as_str())
+        .unwrap()["iam_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, key) = ts
+        .iam(
+            Method::POST,
+            "/iam/v1/apikeys",
+            Some(json!({"iam_id": admin, "name": "second"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{key}");
+    let token = login(&ts.http, &ts.url, key["apikey"].as_str().unwrap()).await;
+    (first, key["id"].as_str().unwrap().to_owned(), token)
+}
+
+/// See: issue 18, item 11. An administrator cannot lock or delete the API key its request is
+/// authenticated with (409 `API_KEY_IN_USE_ERR`, and the key keeps working); it can lock and
+/// delete its other key.
+#[tokio::test]
+async fn an_administrator_cannot_lock_or_delete_the_api_key_it_is_using() {
+    let ts = TestServer::start().await;
+    let (first, second, _) = second_admin_key(&ts).await;
+    for (method, path) in [
+        (Method::POST, format!("/iam/v1/apikeys/{first}/lock")),
+        (Method::DELETE, format!("/iam/v1/apikeys/{first}")),
+    ] {
+        let (s, b) = ts.iam(method, &path, None).await;
+        assert_kp_error(s, &b, StatusCode::CONFLICT, "API_KEY_IN_USE_ERR");
+    }
+    let (s, b) = ts.call(Method::GET, "/api/v2/keys", None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    login(&ts.http, &ts.url, &ts.api_key).await;
+    // Its other key it may lock, unlock and delete.
+    for (method, path) in [
+        (Method::POST, format!("/iam/v1/apikeys/{second}/lock")),
+        (Method::DELETE, format!("/iam/v1/apikeys/{second}/lock")),
+        (Method::DELETE, format!("/iam/v1/apikeys/{second}")),
+    ] {
+        let (s, b) = ts.iam(method, &path, None).await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{path}: {b}");
+    }
+}
+
+/// See: issue 18, item 11. The last unlocked API key of the account's administrators cannot be
+/// locked, even by a token whose own key another server locked a moment ago (still accepted
+/// within the access cache's TTL): else nobody could administer the account any more.
+#[tokio::test]
+async fn the_last_unlocked_api_key_of_the_administrators_cannot_be_locked() {
+    let a = TestServer::start_with(|c| c.access_cache_ttl_ms = 1000).await;
+    let (first, second, second_token) = second_admin_key(&a).await;
+    // A second server process on the same database, which has just seen the second key's token.
+    let mut cb = common::config(a.dir.path());
+    cb.access_cache_ttl_ms = 1000;
+    let b = keyward_server::start(cb).await.unwrap();
+    let on_b = |method: Method, path: String| {
+        a.http
+            .request(method, format!("{}{path}", b.url))
+            .bearer_auth(&second_token)
+            .send()
+    };
+    let resp = on_b(Method::GET, "/iam/v1/apikeys".into()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // The first server locks the second key; the second server still honours its token for
+    // up to a second, and with it tries to lock the first (and last unlocked) key.
+    let (s, body) = a
+        .iam(
+            Method::POST,
+            &format!("/iam/v1/apikeys/{second}/lock"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    let resp = on_b(Method::POST, format!("/iam/v1/apikeys/{first}/lock"))
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if status == StatusCode::UNAUTHORIZED {
+        // The second server learned of the lock first (PostgreSQL notifies it at once).
+        assert!(common::on_postgres(), "{body}");
+    } else {
+        assert_kp_error(
+            status,
+            &body,
+            StatusCode::CONFLICT,
+            "LAST_ADMIN_API_KEY_ERR",
+        );
+    }
+    login(&a.http, &a.url, &a.api_key).await;
+    b.shutdown().await.unwrap();
+}

@@ -660,16 +660,16 @@ async fn refresh_tokens_are_single_use_and_rotate() {
     assert_eq!(claims["apikey_id"], api_key_id(&api_key).as_str());
     assert_eq!(status_with(&s, access).await, StatusCode::OK);
 
-    // Spent: refused, and stays refused.
-    for _ in 0..2 {
-        let (st, b) = refresh_grant(&s, &r1).await;
-        assert_iam_error(st, &b, "BXNIM0407E");
-    }
     // The rotated one works once.
     let (st, b) = refresh_grant(&s, &r2).await;
     assert_eq!(st, StatusCode::OK, "{b}");
     let (st, b) = refresh_grant(&s, &r2).await;
     assert_iam_error(st, &b, "BXNIM0407E");
+    // Spent: refused, and stays refused.
+    for _ in 0..2 {
+        let (st, b) = refresh_grant(&s, &r1).await;
+        assert_iam_error(st, &b, "BXNIM0407E");
+    }
 
     assert!(b["refresh_token"].is_null());
 
@@ -775,11 +775,68 @@ async fn grants_are_audited_without_tokens() {
             "audit trail holds a secret"
         );
     }
-    // Only hashes are stored.
+    // Only hashes are stored; spent ones (r1, and r2 revoked by r1's reuse) until they expire.
     let stored = db.blobs("SELECT hash FROM refresh_tokens", &[]).await;
     assert!(stored.iter().all(|h| h.len() == 32));
-    assert!(stored.contains(&keyward_crypto::sha256(r2.as_bytes()).to_vec()));
-    assert!(!stored.contains(&keyward_crypto::sha256(r1.as_bytes()).to_vec()));
+    let spent = db
+        .blobs(
+            "SELECT hash FROM refresh_tokens WHERE spent_at IS NOT NULL",
+            &[],
+        )
+        .await;
+    for r in [&r1, &r2] {
+        assert!(spent.contains(&keyward_crypto::sha256(r.as_bytes()).to_vec()));
+    }
+}
+
+/// See: issue 18, item 16 (RFC 6819 5.2.2.3). A spent refresh token presented again means it
+/// was copied: every token descending from the same login is revoked, so the successor the
+/// thief (or the victim) holds stops working; the refusal is recorded as the identity's.
+/// Another login's tokens are untouched.
+#[tokio::test]
+async fn a_reused_refresh_token_revokes_its_successors() {
+    let s = TestServer::start().await;
+    let (iam_id, api_key, _) = s.identity_with("service_id", &["Manager"]).await;
+    let (_, b) = api_key_grant(&s, &api_key).await;
+    let r1 = b["refresh_token"].as_str().unwrap().to_owned();
+    let (_, other) = api_key_grant(&s, &api_key).await;
+    let other = other["refresh_token"].as_str().unwrap().to_owned();
+    let (st, b) = refresh_grant(&s, &r1).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let r2 = b["refresh_token"].as_str().unwrap().to_owned();
+    let (st, b) = refresh_grant(&s, &r2).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let r3 = b["refresh_token"].as_str().unwrap().to_owned();
+
+    // r1 again: refused like any invalid token, and its family is revoked.
+    let (st, b) = refresh_grant(&s, &r1).await;
+    assert_iam_error(st, &b, "BXNIM0407E");
+    assert_eq!(b["errorMessage"], "Provided refresh token is invalid.");
+    let (st, b) = refresh_grant(&s, &r3).await;
+    assert_iam_error(st, &b, "BXNIM0407E");
+    // The other login's token still works.
+    let (st, b) = refresh_grant(&s, &other).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+
+    let rows = s
+        .db()
+        .await
+        .rows(
+            "SELECT initiator, reason FROM audit_events
+             WHERE action = 'iam-identity.refresh-token.login' AND outcome = 'failure'
+             ORDER BY seq",
+            &[],
+        )
+        .await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0][0].as_deref(), Some(iam_id.as_str()), "{rows:?}");
+    assert!(
+        rows[0][1]
+            .as_deref()
+            .unwrap()
+            .contains("family is revoked (1 live"),
+        "{rows:?}"
+    );
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 use keyward_core::{
     AccessPolicyRecord, ApiKeyRecord, AuditEvent, AuthorizationRecord, IamStore, IdentityKind,
-    IdentityRecord, InstanceId, KeyId, Role, Scope, StoreError, Unverified,
+    IdentityRecord, InstanceId, KeyId, RefreshUse, Role, Scope, StoreError, Successor, Unverified,
 };
 use rusqlite::{OptionalExtension, Row, params};
 use time::OffsetDateTime;
@@ -384,7 +384,8 @@ impl IamStore for SqliteStore {
         let id = api_key_id.to_owned();
         self.write(Statements::One, move |c| {
             c.prepare_cached(
-                "INSERT INTO refresh_tokens (hash, api_key_id, expires_at) VALUES (?1, ?2, ?3)",
+                "INSERT INTO refresh_tokens (hash, api_key_id, expires_at, family)
+                 VALUES (?1, ?2, ?3, ?1)",
             )?
             .execute(params![hash.to_vec(), id, nanos(expires_at)])?;
             Ok(())
@@ -392,20 +393,66 @@ impl IamStore for SqliteStore {
         .await
     }
 
-    async fn take_refresh_token(
+    async fn spend_refresh_token(
         &self,
         hash: [u8; 32],
-    ) -> Result<Option<(String, OffsetDateTime)>, StoreError> {
+        successor: Successor,
+        now: OffsetDateTime,
+    ) -> Result<RefreshUse, StoreError> {
         self.write(Statements::Many, move |c| {
-            let found: Option<(String, i64)> = c
+            let found: Option<(String, i64, Option<Vec<u8>>, Option<i64>)> = c
                 .prepare_cached(
-                    "SELECT api_key_id, expires_at FROM refresh_tokens WHERE hash = ?1",
+                    "SELECT api_key_id, expires_at, family, spent_at FROM refresh_tokens
+                     WHERE hash = ?1",
                 )?
-                .query_row(params![hash.to_vec()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row(params![hash.to_vec()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
                 .optional()?;
-            c.prepare_cached("DELETE FROM refresh_tokens WHERE hash = ?1")?
-                .execute(params![hash.to_vec()])?;
-            found.map(|(id, at)| Ok((id, time(at)?))).transpose()
+            let Some((api_key_id, expires_at, family, spent_at)) = found else {
+                return Ok(RefreshUse::Unknown);
+            };
+            let family = family.unwrap_or_else(|| hash.to_vec());
+            if spent_at.is_some() {
+                let revoked = c
+                    .prepare_cached(
+                        "UPDATE refresh_tokens SET spent_at = ?2
+                         WHERE family = ?1 AND spent_at IS NULL",
+                    )?
+                    .execute(params![family, nanos(now)])?;
+                return Ok(RefreshUse::Reused {
+                    api_key_id,
+                    revoked: revoked as u64,
+                });
+            }
+            c.prepare_cached("UPDATE refresh_tokens SET spent_at = ?2 WHERE hash = ?1")?
+                .execute(params![hash.to_vec(), nanos(now)])?;
+            if expires_at > nanos(now) {
+                c.prepare_cached(
+                    "INSERT INTO refresh_tokens (hash, api_key_id, expires_at, family)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![
+                    successor.hash.to_vec(),
+                    api_key_id,
+                    nanos(successor.expires_at),
+                    family
+                ])?;
+            }
+            Ok(RefreshUse::Spent {
+                api_key_id,
+                expires_at: time(expires_at)?,
+            })
+        })
+        .await
+    }
+
+    async fn purge_refresh_tokens(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.write(Statements::One, move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM refresh_tokens WHERE expires_at <= ?1")?
+                .execute(params![nanos(now)])?;
+            Ok(n as u64)
         })
         .await
     }

@@ -290,6 +290,14 @@ const MIGRATIONS: &[&str] = &[
     // sink at a time.
     "ALTER TABLE audit_export_cursors ADD COLUMN holder TEXT;
     ALTER TABLE audit_export_cursors ADD COLUMN lease_until INTEGER;",
+    // 9: refresh tokens are spent, not deleted, and know their family (the tokens descending
+    // from one login), so a spent one presented again revokes its descendants; expired ones
+    // are purged. A token stored before this is its own family.
+    "ALTER TABLE refresh_tokens ADD COLUMN family BLOB;
+    ALTER TABLE refresh_tokens ADD COLUMN spent_at INTEGER;
+    UPDATE refresh_tokens SET family = hash;
+    CREATE INDEX refresh_tokens_by_family ON refresh_tokens(family);
+    CREATE INDEX refresh_tokens_by_expiry ON refresh_tokens(expires_at);",
 ];
 
 /// Brings the database to the latest schema, one transaction per migration.

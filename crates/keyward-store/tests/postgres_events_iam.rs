@@ -11,9 +11,9 @@ use std::sync::Arc;
 use keyward_core::{
     AccessPolicyRecord, AdopterState, AuditEvent, AuthorizationRecord, EventAckRecord, EventKind,
     IamStore, IdentityKind, IdentityRecord, Initiator, InstanceId, InstanceRecord, KeyId, KeyKind,
-    KeyNotice, KeyRecord, KeyState, KeyVersionId, Outcome, RegistrationChange, RegistrationFilter,
-    RegistrationRecord, RegistrationStore, Role, Scope, Store, StoreError, SubscriptionRecord,
-    WrappedMaterial,
+    KeyNotice, KeyRecord, KeyState, KeyVersionId, Outcome, RefreshUse, RegistrationChange,
+    RegistrationFilter, RegistrationRecord, RegistrationStore, Role, Scope, Store, StoreError,
+    SubscriptionRecord, Successor, WrappedMaterial,
 };
 use keyward_store::{PgOptions, PgStore};
 use keyward_test::postgres::cluster;
@@ -933,10 +933,22 @@ async fn identities_policies_and_authorizations_round_trip() {
             .await
             .unwrap()
     );
-    assert_eq!(store.take_refresh_token([2; 32]).await.unwrap(), None);
     assert_eq!(
-        store.take_refresh_token([3; 32]).await.unwrap(),
-        Some(("kw3".into(), exp)),
+        store
+            .spend_refresh_token([2; 32], successor(20), now())
+            .await
+            .unwrap(),
+        RefreshUse::Unknown
+    );
+    assert_eq!(
+        store
+            .spend_refresh_token([3; 32], successor(30), now())
+            .await
+            .unwrap(),
+        RefreshUse::Spent {
+            api_key_id: "kw3".into(),
+            expires_at: exp
+        },
         "another account's key of that id keeps its tokens"
     );
 
@@ -958,7 +970,13 @@ async fn identities_policies_and_authorizations_round_trip() {
     assert_eq!(audited(&db), before + 1);
     assert_eq!(store.identity("crn-svc-1").await.unwrap(), None);
     assert!(store.api_keys_of("acct").await.unwrap().is_empty());
-    assert_eq!(store.take_refresh_token([1; 32]).await.unwrap(), None);
+    assert_eq!(
+        store
+            .spend_refresh_token([1; 32], successor(10), now())
+            .await
+            .unwrap(),
+        RefreshUse::Unknown
+    );
     assert!(
         store
             .access_policies("acct", Some("crn-svc-1"))
@@ -976,7 +994,15 @@ async fn identities_policies_and_authorizations_round_trip() {
     );
 }
 
-/// A refresh token is taken once, whichever nodes race for it.
+/// The successor a spend stores: the hash `[n; 32]`, an hour to live.
+fn successor(n: u8) -> Successor {
+    Successor {
+        hash: [n; 32],
+        expires_at: now() + time::Duration::hours(1),
+    }
+}
+
+/// A refresh token is spent once, whichever nodes race for it; the losers find it spent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_tokens_are_single_use_across_nodes() {
     let (url, _db) = database();
@@ -986,7 +1012,9 @@ async fn refresh_tokens_are_single_use_across_nodes() {
     for round in 0..20u8 {
         let hash = [round; 32];
         a.insert_refresh_token(hash, "kw1", exp).await.unwrap();
-        let take = |s: Arc<PgStore>| tokio::spawn(async move { s.take_refresh_token(hash).await });
+        let take = |s: Arc<PgStore>| {
+            tokio::spawn(async move { s.spend_refresh_token(hash, successor(0), exp).await })
+        };
         let takers = [
             take(a.clone()),
             take(b.clone()),
@@ -995,9 +1023,15 @@ async fn refresh_tokens_are_single_use_across_nodes() {
         ];
         let mut winners = 0;
         for t in takers {
-            if let Some(got) = t.await.unwrap().unwrap() {
-                assert_eq!(got, ("kw1".to_owned(), exp));
-                winners += 1;
+            match t.await.unwrap().unwrap() {
+                RefreshUse::Spent {
+                    api_key_id,
+                    expires_at,
+                } => {
+                    assert_eq!((api_key_id.as_str(), expires_at), ("kw1", exp));
+                    winners += 1;
+                }
+                other => assert!(matches!(other, RefreshUse::Reused { .. }), "{other:?}"),
             }
         }
         assert_eq!(winners, 1, "round {round}");

@@ -7,9 +7,9 @@ use keyward_core::{
     DeletionAuthorization, DualAuthPolicy, DueWork, EventAckRecord, EventKind, Initiator,
     InstanceId, InstancePolicy, InstanceRecord, KeyDate, KeyFilter, KeyId, KeyKind, KeyNotice,
     KeyRecord, KeyRingRecord, KeySearch, KeyState, KeyVersion, KeyVersionId, Outcome, Page,
-    PolicyMeta, PolicySetting, RegistrationChange, RegistrationFilter, RegistrationRecord,
-    RingDeletion, RotationPolicy, SigningKeyRecord, SortKey, Store, StoreError, SubscriptionRecord,
-    WrappedMaterial,
+    PolicyMeta, PolicySetting, RefreshUse, RegistrationChange, RegistrationFilter,
+    RegistrationRecord, RingDeletion, RotationPolicy, SigningKeyRecord, SortKey, Store, StoreError,
+    SubscriptionRecord, Successor, WrappedMaterial,
 };
 use time::OffsetDateTime;
 
@@ -435,6 +435,128 @@ pub async fn identities_and_signing_keys_round_trip(store: &dyn Store) {
     };
     store.insert_signing_key(&sk).await.unwrap();
     assert!(store.signing_keys().await.unwrap().contains(&sk));
+}
+
+/// Refresh tokens are spent once; each spend stores its successor in the family; a spent one
+/// presented again revokes the family (its successors too: RFC 6819 5.2.2.3, issue 18); an
+/// expired one gets no successor; expired tokens, spent or not, are purged.
+pub async fn refresh_tokens_are_single_use_and_a_reuse_revokes_the_family(store: &dyn Store) {
+    let at = now();
+    let hour = time::Duration::hours(1);
+    let hash = |n: u8| {
+        let mut h = *uuid::Uuid::new_v4().as_bytes();
+        h[0] = n;
+        let mut full = [n; 32];
+        full[..16].copy_from_slice(&h);
+        full
+    };
+    let next = |h: [u8; 32]| Successor {
+        hash: h,
+        expires_at: at + hour,
+    };
+    let key = format!("kw{}", uuid::Uuid::new_v4().simple());
+    let (first, second, third) = (hash(1), hash(2), hash(3));
+    store
+        .insert_refresh_token(first, &key, at + hour)
+        .await
+        .unwrap();
+    let spent = RefreshUse::Spent {
+        api_key_id: key.clone(),
+        expires_at: at + hour,
+    };
+    // first → second → third, each spent once.
+    assert_eq!(
+        store
+            .spend_refresh_token(first, next(second), at)
+            .await
+            .unwrap(),
+        spent
+    );
+    assert_eq!(
+        store
+            .spend_refresh_token(second, next(third), at)
+            .await
+            .unwrap(),
+        spent
+    );
+    // The first presented again: its family's live token (third) is revoked.
+    assert_eq!(
+        store
+            .spend_refresh_token(first, next(hash(4)), at)
+            .await
+            .unwrap(),
+        RefreshUse::Reused {
+            api_key_id: key.clone(),
+            revoked: 1
+        }
+    );
+    assert_eq!(
+        store
+            .spend_refresh_token(third, next(hash(5)), at)
+            .await
+            .unwrap(),
+        RefreshUse::Reused {
+            api_key_id: key.clone(),
+            revoked: 0
+        },
+        "the successor of a reused token still worked"
+    );
+    // Another family of the same API key is untouched.
+    let other = hash(6);
+    store
+        .insert_refresh_token(other, &key, at + hour)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .spend_refresh_token(other, next(hash(7)), at)
+            .await
+            .unwrap(),
+        spent
+    );
+    // An expired token is spent without a successor.
+    let old = hash(8);
+    let (expired, orphan) = (at - hour, hash(9));
+    store
+        .insert_refresh_token(old, &key, expired)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .spend_refresh_token(old, next(orphan), at)
+            .await
+            .unwrap(),
+        RefreshUse::Spent {
+            api_key_id: key.clone(),
+            expires_at: expired
+        }
+    );
+    assert_eq!(
+        store
+            .spend_refresh_token(orphan, next(hash(10)), at)
+            .await
+            .unwrap(),
+        RefreshUse::Unknown
+    );
+    // Purged once expired, spent or not.
+    assert!(store.purge_refresh_tokens(at).await.unwrap() >= 1);
+    assert_eq!(
+        store
+            .spend_refresh_token(old, next(hash(11)), at)
+            .await
+            .unwrap(),
+        RefreshUse::Unknown
+    );
+    assert!(store.purge_refresh_tokens(at + hour * 2).await.unwrap() >= 5);
+    for gone in [first, second, third, other] {
+        assert_eq!(
+            store
+                .spend_refresh_token(gone, next(hash(12)), at)
+                .await
+                .unwrap(),
+            RefreshUse::Unknown
+        );
+    }
 }
 
 fn alias(instance: InstanceId, key: KeyId, name: &str) -> AliasRecord {

@@ -44,8 +44,17 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let claims = crate::extract::verified_claims(parts, state)?;
-        let resolved = state.iam.resolve(&claims).await?;
+        // Refused tokens are counted against their source, as on the KMS API.
+        let refused = |e: ApiError| match e.status() {
+            StatusCode::UNAUTHORIZED => crate::extract::unauthenticated(parts, state, e),
+            _ => e,
+        };
+        let claims = crate::extract::verified_claims(parts, state).map_err(refused)?;
+        let resolved = state
+            .iam
+            .resolve(&claims)
+            .await
+            .map_err(|e| refused(e.into()))?;
         state.iam.throttle(&resolved.identity.iam_id)?;
         Ok(Admin(state.iam.principal(
             &resolved,

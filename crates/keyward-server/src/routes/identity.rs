@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Form, FromRequest, Request, State};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{self, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keyward_api::TokenResponse;
-use keyward_iam::{Login, LoginError, Tokens};
+use keyward_iam::{Limit, Login, LoginError, Refused, Throttled, Tokens};
+use keyward_runtime::metrics::Refusal;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -38,6 +39,9 @@ const EXPIRED_REFRESH_TOKEN: &str = "BXNIM0408E";
 const BAD_REQUEST: &str = "BXNIM0109E";
 /// Store or signing failure.
 const UNAVAILABLE: &str = "BXNIM0001E";
+/// Too many token requests from one address (per-source limit). IBM documents no code for it:
+/// Keyward's, in IAM's style.
+const TOO_MANY_REQUESTS: &str = "BXNIM0429E";
 
 /// The token request form. `apikey` and `refresh_token` are credentials: zeroized on drop,
 /// never logged. Other fields SDKs send (`response_type`, `scope`) are ignored.
@@ -81,12 +85,16 @@ fn answer(login: &Login, result: Result<Tokens, LoginError>) -> Response {
         }
         Err(e) => e,
     };
-    let message = e.to_string();
+    let message = match e {
+        // Answered as any invalid token: the answer is no oracle (the audit event says more).
+        LoginError::ReusedRefreshToken(_) => LoginError::InvalidRefreshToken.to_string(),
+        _ => e.to_string(),
+    };
     match e {
         LoginError::UnknownApiKey => {
             error(login, StatusCode::BAD_REQUEST, UNKNOWN_API_KEY, &message)
         }
-        LoginError::InvalidRefreshToken => error(
+        LoginError::InvalidRefreshToken | LoginError::ReusedRefreshToken(_) => error(
             login,
             StatusCode::BAD_REQUEST,
             INVALID_REFRESH_TOKEN,
@@ -119,14 +127,49 @@ fn answer(login: &Login, result: Result<Tokens, LoginError>) -> Response {
     }
 }
 
+/// A token request over its source's rate: 429 in IAM's shape with `Retry-After`, counted,
+/// and recorded (sampled: at most one event per source per interval).
+async fn throttle(state: &AppState, login: &Login, Throttled(secs): Throttled) -> Response {
+    state.metrics.refused(Refusal::TokenRate);
+    let refused = Refused {
+        request_id: login.request_id.clone(),
+        address: login.address.clone(),
+        path: "/identity/token".into(),
+        reason: format!("too many token requests from this address; retry in {secs} s"),
+        ..Refused::default()
+    };
+    if let Err(e) = state.iam.record_refused(refused, 429).await {
+        tracing::error!(error = %e, "token: store or audit failure");
+        return error(
+            login,
+            StatusCode::SERVICE_UNAVAILABLE,
+            UNAVAILABLE,
+            "temporarily unavailable",
+        );
+    }
+    let mut resp = error(
+        login,
+        StatusCode::TOO_MANY_REQUESTS,
+        TOO_MANY_REQUESTS,
+        &format!("too many token requests from this address; retry in {secs} s"),
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
+}
+
 /// `POST /identity/token`. The body is read as a form whatever the `Content-Type` says: an
 /// older Python SDK sends `applicaton/x-www-form-urlencoded` (sic).
 pub async fn token(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
+    // Nobody is authenticated yet: the audit events carry the server's request id.
     let login = Login {
-        request_id: crate::extract::request_id(&parts),
+        request_id: crate::extract::own_request_id(&parts),
         address: crate::extract::client_address(&parts),
     };
+    if let Err(throttled) = state.iam.admit(Limit::Token, login.address.as_deref()) {
+        return throttle(&state, &login, throttled).await;
+    }
     parts.headers.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/x-www-form-urlencoded"),
@@ -178,6 +221,15 @@ pub async fn token(State(state): State<Arc<AppState>>, request: Request) -> Resp
             );
         }
     };
+    if matches!(
+        result,
+        Err(LoginError::UnknownApiKey
+            | LoginError::InvalidRefreshToken
+            | LoginError::ReusedRefreshToken(_)
+            | LoginError::ExpiredRefreshToken)
+    ) {
+        state.metrics.refused(Refusal::Login);
+    }
     answer(&login, result)
 }
 

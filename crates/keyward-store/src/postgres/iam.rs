@@ -7,7 +7,7 @@
 
 use keyward_core::{
     AccessPolicyRecord, ApiKeyRecord, AuditEvent, AuthorizationRecord, IamStore, IdentityRecord,
-    StoreError, Unverified,
+    RefreshUse, StoreError, Successor, Unverified,
 };
 use time::OffsetDateTime;
 
@@ -358,7 +358,8 @@ impl IamStore for PgStore {
         let c = self.client().await?;
         let stmt = c
             .prepare_cached(
-                "INSERT INTO refresh_tokens (hash, api_key_id, expires_at) VALUES ($1, $2, $3)",
+                "INSERT INTO refresh_tokens (hash, api_key_id, expires_at, family)
+                 VALUES ($1, $2, $3, $1)",
             )
             .await
             .map_err(pg_error)?;
@@ -368,27 +369,100 @@ impl IamStore for PgStore {
         Ok(())
     }
 
-    async fn take_refresh_token(
+    async fn spend_refresh_token(
         &self,
         hash: [u8; 32],
-    ) -> Result<Option<(String, OffsetDateTime)>, StoreError> {
-        let c = self.client().await?;
-        // One statement: of concurrent takers on any nodes, exactly one gets the row.
-        let stmt = c
+        successor: Successor,
+        now: OffsetDateTime,
+    ) -> Result<RefreshUse, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_error)?;
+        // One conditional statement: of concurrent spenders on any nodes, exactly one finds it
+        // unspent; the others wait on its row, then find it spent, with its successor
+        // committed, and revoke the family, successor included.
+        let stmt = tx
             .prepare_cached(
-                "DELETE FROM refresh_tokens WHERE hash = $1 RETURNING api_key_id, expires_at",
+                "UPDATE refresh_tokens SET spent_at = $2 WHERE hash = $1 AND spent_at IS NULL
+                 RETURNING api_key_id, expires_at, family",
             )
             .await
             .map_err(pg_error)?;
-        let Some(row) = c
-            .query_opt(&stmt, &[&hash.as_slice()])
+        let spent = tx
+            .query_opt(&stmt, &[&hash.as_slice(), &nanos(now)])
             .await
-            .map_err(pg_error)?
-        else {
-            return Ok(None);
+            .map_err(pg_error)?;
+        let used = if let Some(row) = spent {
+            let api_key_id: String = row.try_get(0).map_err(pg_error)?;
+            let expires_at: i64 = row.try_get(1).map_err(pg_error)?;
+            let family: Option<Vec<u8>> = row.try_get(2).map_err(pg_error)?;
+            let family = family.unwrap_or_else(|| hash.to_vec());
+            if expires_at > nanos(now) {
+                let stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO refresh_tokens (hash, api_key_id, expires_at, family)
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                tx.execute(
+                    &stmt,
+                    &[
+                        &successor.hash.as_slice(),
+                        &api_key_id,
+                        &nanos(successor.expires_at),
+                        &family,
+                    ],
+                )
+                .await
+                .map_err(pg_error)?;
+            }
+            RefreshUse::Spent {
+                api_key_id,
+                expires_at: time_of(expires_at)?,
+            }
+        } else {
+            let stmt = tx
+                .prepare_cached("SELECT api_key_id, family FROM refresh_tokens WHERE hash = $1")
+                .await
+                .map_err(pg_error)?;
+            match tx
+                .query_opt(&stmt, &[&hash.as_slice()])
+                .await
+                .map_err(pg_error)?
+            {
+                None => RefreshUse::Unknown,
+                Some(row) => {
+                    let api_key_id: String = row.try_get(0).map_err(pg_error)?;
+                    let family: Option<Vec<u8>> = row.try_get(1).map_err(pg_error)?;
+                    let family = family.unwrap_or_else(|| hash.to_vec());
+                    let stmt = tx
+                        .prepare_cached(
+                            "UPDATE refresh_tokens SET spent_at = $2
+                             WHERE family = $1 AND spent_at IS NULL",
+                        )
+                        .await
+                        .map_err(pg_error)?;
+                    let revoked = tx
+                        .execute(&stmt, &[&family, &nanos(now)])
+                        .await
+                        .map_err(pg_error)?;
+                    RefreshUse::Reused {
+                        api_key_id,
+                        revoked,
+                    }
+                }
+            }
         };
-        let id: String = row.try_get(0).map_err(pg_error)?;
-        let at: i64 = row.try_get(1).map_err(pg_error)?;
-        Ok(Some((id, time_of(at)?)))
+        tx.commit().await.map_err(pg_error)?;
+        Ok(used)
+    }
+
+    async fn purge_refresh_tokens(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached("DELETE FROM refresh_tokens WHERE expires_at <= $1")
+            .await
+            .map_err(pg_error)?;
+        c.execute(&stmt, &[&nanos(now)]).await.map_err(pg_error)
     }
 }

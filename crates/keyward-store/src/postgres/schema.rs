@@ -347,6 +347,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
         started_at BIGINT NOT NULL,
         finished_at BIGINT
     );",
+    // 4: refresh tokens are spent, not deleted, and know their family (the tokens descending
+    // from one login), so a spent one presented again revokes its descendants; expired ones
+    // are purged. A token stored before this is its own family (as SQLite's migration 9).
+    "ALTER TABLE refresh_tokens ADD COLUMN family BYTEA;
+    ALTER TABLE refresh_tokens ADD COLUMN spent_at BIGINT;
+    UPDATE refresh_tokens SET family = hash;
+    CREATE INDEX refresh_tokens_by_family ON refresh_tokens(family);
+    CREATE INDEX refresh_tokens_by_expiry ON refresh_tokens(expires_at);",
 ];
 
 /// Brings the database to the latest schema: one transaction under the migration lock, so a
