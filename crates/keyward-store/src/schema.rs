@@ -290,6 +290,11 @@ const MIGRATIONS: &[&str] = &[
     // sink at a time.
     "ALTER TABLE audit_export_cursors ADD COLUMN holder TEXT;
     ALTER TABLE audit_export_cursors ADD COLUMN lease_until INTEGER;",
+    // 9: delegation: the services a delegating authorization may authorize, and the delegating
+    // authorization a delegated one was made under (deleted with it).
+    "ALTER TABLE authorizations ADD COLUMN dependents TEXT;
+    ALTER TABLE authorizations ADD COLUMN delegated_from TEXT;
+    CREATE INDEX authorizations_by_parent ON authorizations(account, delegated_from);",
 ];
 
 /// Brings the database to the latest schema, one transaction per migration.

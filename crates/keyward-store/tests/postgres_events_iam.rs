@@ -838,6 +838,8 @@ async fn identities_policies_and_authorizations_round_trip() {
         target,
         roles: vec![Role::Reader],
         delegation: true,
+        dependents: vec!["backup".into()],
+        delegated_from: None,
         created_at: now(),
         created_by: "suite".into(),
         signature: vec![9; 8],
@@ -846,6 +848,7 @@ async fn identities_policies_and_authorizations_round_trip() {
     let a2 = AuthorizationRecord {
         source_instance: None,
         delegation: false,
+        dependents: vec![],
         ..auth("a2", "cos", Scope::KeyRing(i, "r".into()))
     };
     store.insert_authorization(&a1, &event("a")).await.unwrap();

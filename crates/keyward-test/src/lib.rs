@@ -84,6 +84,7 @@ macro_rules! store_suite {
                 listing_filters_pages_and_counts,
                 failed_writes_leave_nothing_behind,
                 identities_and_signing_keys_round_trip,
+                delegated_authorizations_go_with_their_delegating_one,
                 aliases_are_unique_limited_and_listed,
                 key_rings_hold_keys_and_refuse_deletion_while_they_do,
                 key_versions_page_newest_first_and_count_all,

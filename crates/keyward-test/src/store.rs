@@ -3,13 +3,13 @@
 
 use keyward_core::op;
 use keyward_core::{
-    AdopterState, AliasRecord, AllowedNetwork, ApiKeyRecord, AuditEvent, Compare, DateFilter,
-    DeletionAuthorization, DualAuthPolicy, DueWork, EventAckRecord, EventKind, Initiator,
-    InstanceId, InstancePolicy, InstanceRecord, KeyDate, KeyFilter, KeyId, KeyKind, KeyNotice,
-    KeyRecord, KeyRingRecord, KeySearch, KeyState, KeyVersion, KeyVersionId, Outcome, Page,
-    PolicyMeta, PolicySetting, RegistrationChange, RegistrationFilter, RegistrationRecord,
-    RingDeletion, RotationPolicy, SigningKeyRecord, SortKey, Store, StoreError, SubscriptionRecord,
-    WrappedMaterial,
+    AdopterState, AliasRecord, AllowedNetwork, ApiKeyRecord, AuditEvent, AuthorizationRecord,
+    Compare, DateFilter, DeletionAuthorization, DualAuthPolicy, DueWork, EventAckRecord, EventKind,
+    Initiator, InstanceId, InstancePolicy, InstanceRecord, KeyDate, KeyFilter, KeyId, KeyKind,
+    KeyNotice, KeyRecord, KeyRingRecord, KeySearch, KeyState, KeyVersion, KeyVersionId, Outcome,
+    Page, PolicyMeta, PolicySetting, RegistrationChange, RegistrationFilter, RegistrationRecord,
+    RingDeletion, Role, RotationPolicy, Scope, SigningKeyRecord, SortKey, Store, StoreError,
+    SubscriptionRecord, WrappedMaterial,
 };
 use time::OffsetDateTime;
 
@@ -435,6 +435,76 @@ pub async fn identities_and_signing_keys_round_trip(store: &dyn Store) {
     };
     store.insert_signing_key(&sk).await.unwrap();
     assert!(store.signing_keys().await.unwrap().contains(&sk));
+}
+
+/// An authorization delegated from another records it, round-trips with it, cannot be made
+/// once it is gone, and is deleted with it in the same transaction. See: issue 18, item 1.
+pub async fn delegated_authorizations_go_with_their_delegating_one(store: &dyn Store) {
+    let i = instance(store).await;
+    let account = format!("acct-{}", uuid::Uuid::new_v4().simple());
+    let auth = |id: &str, service: &str| AuthorizationRecord {
+        id: id.into(),
+        account: account.clone(),
+        source_service: service.into(),
+        source_instance: Some(format!("{service}-1")),
+        target: Scope::Instance(i),
+        roles: vec![Role::Reader],
+        delegation: false,
+        dependents: vec![],
+        delegated_from: None,
+        created_at: now(),
+        created_by: "suite".into(),
+        signature: vec![5; 8],
+    };
+    let parent = AuthorizationRecord {
+        delegation: true,
+        dependents: vec!["backup".into(), "cloud-object-storage".into()],
+        ..auth("parent", "messagehub")
+    };
+    let child = AuthorizationRecord {
+        delegated_from: Some("parent".into()),
+        ..auth("child", "backup")
+    };
+    let other = auth("other", "backup");
+    let create = op::CREATE_AUTHORIZATION.action;
+    for a in [&parent, &child, &other] {
+        store.insert_authorization(a, &event(create)).await.unwrap();
+    }
+    async fn all(store: &dyn Store, account: &str) -> Vec<AuthorizationRecord> {
+        let mut v = store.authorizations(account, None).await.unwrap().plain();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+    assert_eq!(
+        all(store, &account).await,
+        vec![child.clone(), other.clone(), parent.clone()]
+    );
+    // Another account's deletion of the same id touches nothing.
+    let delete = op::DELETE_AUTHORIZATION.action;
+    assert!(
+        !store
+            .delete_authorization("elsewhere", "parent", &event(delete))
+            .await
+            .unwrap()
+    );
+    assert_eq!(all(store, &account).await.len(), 3);
+    assert!(
+        store
+            .delete_authorization(&account, "parent", &event(delete))
+            .await
+            .unwrap()
+    );
+    assert_eq!(all(store, &account).await, vec![other.clone()]);
+    // A delegated authorization whose delegating one is gone is refused.
+    let orphan = AuthorizationRecord {
+        id: "orphan".into(),
+        ..child.clone()
+    };
+    assert!(matches!(
+        store.insert_authorization(&orphan, &event(create)).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(all(store, &account).await, vec![other]);
 }
 
 fn alias(instance: InstanceId, key: KeyId, name: &str) -> AliasRecord {

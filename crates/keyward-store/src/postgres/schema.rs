@@ -347,6 +347,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
         started_at BIGINT NOT NULL,
         finished_at BIGINT
     );",
+    // 4: SQLite's migration 9: delegation's dependent services and the delegating authorization
+    // a delegated one was made under (deleted with it).
+    "ALTER TABLE authorizations ADD COLUMN dependents TEXT COLLATE \"C\";
+    ALTER TABLE authorizations ADD COLUMN delegated_from TEXT COLLATE \"C\";
+    CREATE INDEX authorizations_by_parent ON authorizations(account, delegated_from);",
 ];
 
 /// Brings the database to the latest schema: one transaction under the migration lock, so a
