@@ -45,7 +45,7 @@ pub use audit::{
 pub use custody::{Custody, CustodyError, WrappedMaterial};
 pub use error::{KeyError, Rule};
 pub use events::{
-    AdopterState, DeliveryJob, EventAckRecord, EventKind, EventRecord, KeyNotice,
+    AdopterState, Deletion, DeliveryJob, EventAckRecord, EventKind, EventRecord, KeyNotice,
     RegistrationChange, RegistrationFilter, RegistrationRecord, RegistrationStore,
     SubscriptionRecord,
 };

@@ -160,8 +160,8 @@ pub trait IamStore: Send + Sync {
         locked: bool,
         event: &AuditEvent,
     ) -> Result<bool, StoreError>;
-    /// Deletes an identity of an account with its API keys, refresh tokens and access policies;
-    /// `false` when there is none.
+    /// Deletes an identity of an account with its API keys, refresh tokens, access policies and
+    /// the registrations it owns on the account's keys; `false` when there is none.
     async fn delete_identity(
         &self,
         account: &str,

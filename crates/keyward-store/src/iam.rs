@@ -214,6 +214,15 @@ impl IamStore for SqliteStore {
             let n = c
                 .prepare_cached("DELETE FROM identities WHERE account = ?1 AND iam_id = ?2")?
                 .execute(params![a, i])?;
+            // Its registrations go with it: nobody else may lift their preventKeyDeletion
+            // (issue 18, item 7).
+            if n > 0 {
+                c.prepare_cached(
+                    "DELETE FROM registrations WHERE owner = ?2
+                       AND instance_id IN (SELECT id FROM instances WHERE account = ?1)",
+                )?
+                .execute(params![a, i])?;
+            }
             Ok(n > 0)
         })
         .await

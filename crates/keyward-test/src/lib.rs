@@ -95,6 +95,7 @@ macro_rules! store_suite {
                 registrations_round_trip_filter_and_belong_to_their_owner,
                 key_changes_write_events_to_registration_owners_atomically,
                 deletes_are_guarded_by_registrations_in_the_transaction,
+                registrations_are_bounded_per_key_and_go_with_their_owner,
                 acks_remove_events_from_the_pending_set,
                 deliveries_are_leased_retried_and_counted
             );

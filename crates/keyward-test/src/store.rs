@@ -5,11 +5,11 @@ use keyward_core::op;
 use keyward_core::{
     AdopterState, AliasRecord, AllowedNetwork, ApiKeyRecord, AuditEvent, AuthorizationRecord,
     Compare, DateFilter, DeletionAuthorization, DualAuthPolicy, DueWork, EventAckRecord, EventKind,
-    Initiator, InstanceId, InstancePolicy, InstanceRecord, KeyDate, KeyFilter, KeyId, KeyKind,
-    KeyNotice, KeyRecord, KeyRingRecord, KeySearch, KeyState, KeyVersion, KeyVersionId, Outcome,
-    Page, PolicyMeta, PolicySetting, RegistrationChange, RegistrationFilter, RegistrationRecord,
-    RingDeletion, Role, RotationPolicy, Scope, SigningKeyRecord, SortKey, Store, StoreError,
-    SubscriptionRecord, WrappedMaterial,
+    IdentityKind, IdentityRecord, Initiator, InstanceId, InstancePolicy, InstanceRecord, KeyDate,
+    KeyFilter, KeyId, KeyKind, KeyNotice, KeyRecord, KeyRingRecord, KeySearch, KeyState,
+    KeyVersion, KeyVersionId, Outcome, Page, PolicyMeta, PolicySetting, RegistrationChange,
+    RegistrationFilter, RegistrationRecord, RingDeletion, Role, RotationPolicy, Scope,
+    SigningKeyRecord, SortKey, Store, StoreError, SubscriptionRecord, WrappedMaterial,
 };
 use time::OffsetDateTime;
 
@@ -1093,6 +1093,7 @@ fn notice(kind: EventKind, force_delete: bool) -> KeyNotice {
         kind,
         time: now(),
         force_delete,
+        override_prevention: false,
     }
 }
 
@@ -1101,17 +1102,23 @@ fn notice(kind: EventKind, force_delete: bool) -> KeyNotice {
 pub async fn registrations_round_trip_filter_and_belong_to_their_owner(store: &dyn Store) {
     let (i, k) = registered_key(store).await;
     let a = registration(&k, CRN_A, "crn-svc-1", false);
-    store.insert_registration(&a, &event("reg")).await.unwrap();
+    store
+        .insert_registration(&a, 100, &event("reg"))
+        .await
+        .unwrap();
     assert_eq!(
         store.registration(k.id, CRN_A).await.unwrap(),
         Some(a.clone())
     );
     assert!(matches!(
-        store.insert_registration(&a, &event("reg")).await,
+        store.insert_registration(&a, 100, &event("reg")).await,
         Err(StoreError::Conflict)
     ));
     let b = registration(&k, CRN_B, "crn-svc-2", true);
-    store.insert_registration(&b, &event("reg")).await.unwrap();
+    store
+        .insert_registration(&b, 100, &event("reg"))
+        .await
+        .unwrap();
     let all = RegistrationFilter {
         limit: 100,
         ..RegistrationFilter::default()
@@ -1239,7 +1246,7 @@ pub async fn key_changes_write_events_to_registration_owners_atomically(store: &
         ("crn:v1:x:y:z:l:a/q:i::", "owner-2"),
     ] {
         store
-            .insert_registration(&registration(&k, crn, owner, false), &event("reg"))
+            .insert_registration(&registration(&k, crn, owner, false), 100, &event("reg"))
             .await
             .unwrap();
     }
@@ -1351,7 +1358,7 @@ pub async fn key_changes_write_events_to_registration_owners_atomically(store: &
 pub async fn deletes_are_guarded_by_registrations_in_the_transaction(store: &dyn Store) {
     let (_, mut k) = registered_key(store).await;
     store
-        .insert_registration(&registration(&k, CRN_A, "o", false), &event("reg"))
+        .insert_registration(&registration(&k, CRN_A, "o", false), 100, &event("reg"))
         .await
         .unwrap();
     k.state = KeyState::Destroyed;
@@ -1368,7 +1375,7 @@ pub async fn deletes_are_guarded_by_registrations_in_the_transaction(store: &dyn
         Err(StoreError::Conflict)
     ));
     store
-        .insert_registration(&registration(&k, CRN_B, "o", true), &event("reg"))
+        .insert_registration(&registration(&k, CRN_B, "o", true), 100, &event("reg"))
         .await
         .unwrap();
     assert!(matches!(
@@ -1382,6 +1389,28 @@ pub async fn deletes_are_guarded_by_registrations_in_the_transaction(store: &dyn
             .await,
         Err(StoreError::Conflict)
     ));
+    // An operator's override lifts preventKeyDeletion, only with force (issue 18, item 7).
+    let overriding = |force| KeyNotice {
+        override_prevention: true,
+        ..notice(EventKind::Delete, force)
+    };
+    assert!(matches!(
+        store
+            .update_key_notifying(&k, None, &event("del"), Some(&overriding(false)))
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    let (_, mut pinned) = registered_key(store).await;
+    store
+        .insert_registration(&registration(&pinned, CRN_B, "o", true), 100, &event("reg"))
+        .await
+        .unwrap();
+    pinned.state = KeyState::Destroyed;
+    pinned.revision += 1;
+    store
+        .update_key_notifying(&pinned, None, &event("del"), Some(&overriding(true)))
+        .await
+        .unwrap();
     store
         .delete_registration(k.id, CRN_B, "o", &event("d"))
         .await
@@ -1397,12 +1426,88 @@ pub async fn deletes_are_guarded_by_registrations_in_the_transaction(store: &dyn
         .unwrap();
 }
 
+/// A key holds at most `max_per_key` registrations, counted in the inserting transaction, and
+/// an identity's registrations are deleted with it. See: issue 18, item 7.
+pub async fn registrations_are_bounded_per_key_and_go_with_their_owner(store: &dyn Store) {
+    let (i, k) = registered_key(store).await;
+    let account = store
+        .instances()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.id == i)
+        .map(|r| r.account)
+        .unwrap();
+    let crn = |n: u32| format!("crn:v1:bluemix:public:svc:us-south:a/acct:inst-{n}::");
+    let owner = format!("crn-owner-{}", uuid::Uuid::new_v4().simple());
+    for n in 0..3 {
+        let who = if n == 0 {
+            "someone-else"
+        } else {
+            owner.as_str()
+        };
+        assert!(
+            store
+                .insert_registration(&registration(&k, &crn(n), who, true), 3, &event("reg"))
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        !store
+            .insert_registration(&registration(&k, &crn(3), &owner, false), 3, &event("reg"))
+            .await
+            .unwrap(),
+        "a fourth registration beyond the bound of 3"
+    );
+    let filter = RegistrationFilter {
+        key_id: Some(k.id),
+        limit: 1000,
+        ..RegistrationFilter::default()
+    };
+    assert_eq!(store.registrations(i, &filter).await.unwrap().1, 3);
+
+    let identity = IdentityRecord {
+        iam_id: owner.clone(),
+        account: account.clone(),
+        kind: IdentityKind::Service,
+        name: "svc".into(),
+        description: None,
+        service_name: Some("svc".into()),
+        service_instance: Some("inst".into()),
+        locked: false,
+        created_at: now(),
+        created_by: "suite".into(),
+    };
+    store
+        .insert_identity(&identity, &event(op::CREATE_IDENTITY.action))
+        .await
+        .unwrap();
+    // Another account's identity of the same id deletes nothing.
+    assert!(
+        !store
+            .delete_identity("elsewhere", &owner, &event(op::DELETE_IDENTITY.action))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.registrations(i, &filter).await.unwrap().1, 3);
+    assert!(
+        store
+            .delete_identity(&account, &owner, &event(op::DELETE_IDENTITY.action))
+            .await
+            .unwrap()
+    );
+    let (left, total) = store.registrations(i, &filter).await.unwrap();
+    assert_eq!(total, 1);
+    assert_eq!(left[0].owner, "someone-else");
+}
+
 /// An acknowledgement by the recipient removes the event from the pending set and records the
 /// state on the recipient's registrations; anyone else's acknowledgement changes nothing.
 pub async fn acks_remove_events_from_the_pending_set(store: &dyn Store) {
     let (i, k) = registered_key(store).await;
     store
-        .insert_registration(&registration(&k, CRN_A, "svc", false), &event("reg"))
+        .insert_registration(&registration(&k, CRN_A, "svc", false), 100, &event("reg"))
         .await
         .unwrap();
     store
@@ -1470,11 +1575,19 @@ pub async fn acks_remove_events_from_the_pending_set(store: &dyn Store) {
 pub async fn deliveries_are_leased_retried_and_counted(store: &dyn Store) {
     let (i, k) = registered_key(store).await;
     store
-        .insert_registration(&registration(&k, CRN_A, "hooked", false), &event("reg"))
+        .insert_registration(
+            &registration(&k, CRN_A, "hooked", false),
+            100,
+            &event("reg"),
+        )
         .await
         .unwrap();
     store
-        .insert_registration(&registration(&k, CRN_B, "pulling", false), &event("reg"))
+        .insert_registration(
+            &registration(&k, CRN_B, "pulling", false),
+            100,
+            &event("reg"),
+        )
         .await
         .unwrap();
     store

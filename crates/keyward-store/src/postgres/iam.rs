@@ -147,6 +147,19 @@ impl IamStore for PgStore {
         tx.execute(&stmt, &[&account, &iam_id])
             .await
             .map_err(pg_error)?;
+        // Its registrations go with it (SQLite's twin).
+        if n > 0 {
+            let stmt = tx
+                .prepare_cached(
+                    "DELETE FROM registrations WHERE owner = $2
+                       AND instance_id IN (SELECT id FROM instances WHERE account = $1)",
+                )
+                .await
+                .map_err(pg_error)?;
+            tx.execute(&stmt, &[&account, &iam_id])
+                .await
+                .map_err(pg_error)?;
+        }
         tx.commit(n > 0).await
     }
 
