@@ -205,7 +205,7 @@ fn set_private(path: &Path) -> Result<(), StoreError> {
         let file = std::path::PathBuf::from(file);
         match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
             Ok(()) => {}
-            Err(e) if suffix != "" && e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if !suffix.is_empty() && e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 return Err(StoreError::Unavailable(format!(
                     "making {} owner-only (chmod 0600): {e}",
