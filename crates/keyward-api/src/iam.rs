@@ -205,6 +205,13 @@ pub struct Authorization {
     pub roles: Vec<String>,
     /// Whether the source may authorize its dependent services in turn.
     pub delegation: bool,
+    /// With `delegation`: the services the source may authorize.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependents: Vec<String>,
+    /// The delegating authorization this one was made under (deleted with it), if a service
+    /// made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegated_from: Option<String>,
     /// Creation time (RFC 3339, UTC).
     pub created_at: String,
     /// IAM id of its creator.
@@ -225,6 +232,10 @@ pub struct NewAuthorization {
     /// the same target.
     #[serde(default)]
     pub delegation: bool,
+    /// With `delegation` (and required by it): the services the source may authorize, one
+    /// named instance at a time (its dependent services; never its own service).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependents: Vec<String>,
 }
 
 /// A KMS instance of the account.

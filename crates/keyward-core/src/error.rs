@@ -119,6 +119,8 @@ pub enum Rule {
     ServiceOnly,
     /// A registration of that resource on that key exists.
     RegistrationExists,
+    /// A key has as many registrations as it may (Keyward's bound; issue 18, item 7).
+    TooManyRegistrations,
     /// No such registration on the key.
     RegistrationNotFound,
     /// The registration belongs to another service identity.
@@ -150,6 +152,7 @@ impl Rule {
             KeyExpired => (400, "KEY_EXPIRED_ERR"),
             DualAuthPermanent => (400, "INVALID_FIELD_ERR"),
             TooManyAliases => (400, "KEY_ALIAS_QUOTA_ERR"),
+            TooManyRegistrations => (400, "REGISTRATION_QUOTA_ERR"),
             DefaultKeyRing => (400, "INVALID_FIELD_ERR"),
             IncorrectNonce => (400, "INCORRECT_NONCE_ERR"),
             IncorrectNonceIv => (400, "INCORRECT_NONCE_IV_ERR"),

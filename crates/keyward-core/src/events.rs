@@ -182,6 +182,20 @@ pub struct KeyNotice {
     /// For a delete: `force=true` was given (registrations without `preventKeyDeletion` do not
     /// block it).
     pub force_delete: bool,
+    /// For a delete: an operator (KeyPurge or Administrator) overrode `preventKeyDeletion`
+    /// registrations (`preventKeyDeletionOverride=true`, with `force`).
+    pub override_prevention: bool,
+}
+
+/// How a delete treats the key's registrations: Key Protect's `force`, and Keyward's operator
+/// override of `preventKeyDeletion` (issue 18, item 7). Both off for every other change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deletion {
+    /// `force=true`: registrations without `preventKeyDeletion` do not block the delete.
+    pub force: bool,
+    /// `preventKeyDeletionOverride=true` (needs `force`, and KeyPurge or Administrator):
+    /// `preventKeyDeletion` registrations do not block it either.
+    pub override_prevention: bool,
 }
 
 /// One event addressed to one service identity (the owner of registrations on the key).
@@ -283,12 +297,15 @@ pub trait RegistrationStore: Send + Sync {
         instance: InstanceId,
         filter: &RegistrationFilter,
     ) -> Result<(Vec<RegistrationRecord>, u64), StoreError>;
-    /// Creates a registration; [`StoreError::Conflict`] when one exists for the key and CRN.
+    /// Creates a registration; [`StoreError::Conflict`] when one exists for the key and CRN;
+    /// `false` (nothing written) when the key already has `max_per_key` registrations, counted
+    /// in the write's transaction.
     async fn insert_registration(
         &self,
         registration: &RegistrationRecord,
+        max_per_key: u32,
         event: &AuditEvent,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
     /// Replaces a registration if it exists and `registration.owner` owns it.
     async fn update_registration(
         &self,

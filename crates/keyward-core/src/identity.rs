@@ -144,6 +144,12 @@ pub struct AuthorizationRecord {
     /// Whether the source service may grant its dependent services the same access
     /// (IAM's "Authorization Delegator").
     pub delegation: bool,
+    /// With `delegation`: the services the source may authorize (its dependent services, which
+    /// IBM Cloud takes from its catalog and Keyward from the administrator). Empty otherwise.
+    pub dependents: Vec<String>,
+    /// The delegating authorization this one was made under, if a service made it; deleting
+    /// that one deletes this one.
+    pub delegated_from: Option<String>,
     /// Creation time.
     pub created_at: OffsetDateTime,
     /// Who created it.
@@ -164,6 +170,14 @@ impl AuthorizationRecord {
         push_scope(&mut c, &self.target);
         push_roles(&mut c, &self.roles);
         c.field(&[self.delegation as u8]);
+        // Appended only when set, so authorizations signed before these fields still verify.
+        if !self.dependents.is_empty() || self.delegated_from.is_some() {
+            let mut dependents: Vec<&str> = self.dependents.iter().map(String::as_str).collect();
+            dependents.sort_unstable();
+            c.field(b"delegation/v2")
+                .field(dependents.join(",").as_bytes())
+                .opt(self.delegated_from.as_deref().map(str::as_bytes));
+        }
         c.finish()
     }
 
@@ -219,6 +233,8 @@ mod tests {
             target: Scope::Instance(InstanceId::random()),
             roles: vec![Role::Reader],
             delegation: false,
+            dependents: vec![],
+            delegated_from: None,
             created_at: OffsetDateTime::UNIX_EPOCH,
             created_by: "admin".into(),
             signature: vec![],
@@ -232,5 +248,41 @@ mod tests {
             ..a
         };
         assert!(any.applies_to("messagehub", Some("es-9")));
+    }
+
+    #[test]
+    fn signatures_cover_dependents_and_the_delegating_authorization() {
+        let a = AuthorizationRecord {
+            id: "z".into(),
+            account: "a".into(),
+            source_service: "backup".into(),
+            source_instance: Some("b-1".into()),
+            target: Scope::Instance(InstanceId::random()),
+            roles: vec![Role::Reader],
+            delegation: false,
+            dependents: vec![],
+            delegated_from: None,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            created_by: "admin".into(),
+            signature: vec![],
+        };
+        let delegated = AuthorizationRecord {
+            delegated_from: Some("parent".into()),
+            ..a.clone()
+        };
+        let other_parent = AuthorizationRecord {
+            delegated_from: Some("other".into()),
+            ..a.clone()
+        };
+        let with_dependents = AuthorizationRecord {
+            dependents: vec!["cos".into()],
+            ..a.clone()
+        };
+        let bytes = [&a, &delegated, &other_parent, &with_dependents].map(|r| r.signed_bytes());
+        for (i, x) in bytes.iter().enumerate() {
+            for y in bytes.iter().skip(i + 1) {
+                assert_ne!(x, y);
+            }
+        }
     }
 }

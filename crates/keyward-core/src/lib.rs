@@ -47,7 +47,7 @@ pub use custody::{
 };
 pub use error::{KeyError, Rule};
 pub use events::{
-    AdopterState, DeliveryJob, EventAckRecord, EventKind, EventRecord, KeyNotice,
+    AdopterState, Deletion, DeliveryJob, EventAckRecord, EventKind, EventRecord, KeyNotice,
     RegistrationChange, RegistrationFilter, RegistrationRecord, RegistrationStore,
     SubscriptionRecord,
 };

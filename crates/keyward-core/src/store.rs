@@ -160,8 +160,8 @@ pub trait IamStore: Send + Sync {
         locked: bool,
         event: &AuditEvent,
     ) -> Result<bool, StoreError>;
-    /// Deletes an identity of an account with its API keys, refresh tokens and access policies;
-    /// `false` when there is none.
+    /// Deletes an identity of an account with its API keys, refresh tokens, access policies and
+    /// the registrations it owns on the account's keys; `false` when there is none.
     async fn delete_identity(
         &self,
         account: &str,
@@ -213,13 +213,16 @@ pub trait IamStore: Send + Sync {
         account: &str,
         source_service: Option<&str>,
     ) -> Result<Vec<Unverified<AuthorizationRecord>>, StoreError>;
-    /// Creates an authorization.
+    /// Creates an authorization. One made under a delegating authorization (`delegated_from`)
+    /// is refused with `Conflict` when that one no longer exists, checked in the write's
+    /// transaction, so no delegated authorization outlives the one it came from.
     async fn insert_authorization(
         &self,
         authorization: &AuthorizationRecord,
         event: &AuditEvent,
     ) -> Result<(), StoreError>;
-    /// Deletes an authorization of an account; `false` when there is none.
+    /// Deletes an authorization of an account, and in the same transaction every authorization
+    /// delegated from it (`delegated_from`); `false` when there is none.
     async fn delete_authorization(
         &self,
         account: &str,

@@ -163,6 +163,8 @@ fn encodings() -> Vec<(&'static str, Vec<u8>)> {
         target: Scope::KeyRing(instance(), "ring-a".into()),
         roles: vec![Role::Reader],
         delegation,
+        dependents: Vec::new(),
+        delegated_from: None,
         created_at: at(1_700_000_000, 0),
         created_by: "admin".into(),
         signature: Vec::new(),

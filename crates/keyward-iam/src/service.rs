@@ -3,8 +3,9 @@
 //! (in `access.rs` and `exchange.rs`) the token exchange and resolving a token to a caller.
 //!
 //! Managing access needs the Administrator role on the account, except one thing a service may
-//! do itself: with a delegating authorization, a service grants its dependent services at most
-//! the access it holds, on the same target. Every change made here drops this process's access
+//! do itself: with a delegating authorization, a service grants one instance of each dependent
+//! service the administrator named at most the access it holds, on the same target; those
+//! authorizations are deleted with the delegating one. Every change made here drops this process's access
 //! cache at once; other processes see it within the cache's TTL.
 
 use std::sync::Arc;
@@ -699,12 +700,32 @@ impl IamService {
         let result = self
             .pipe
             .run(&op::CREATE_AUTHORIZATION, who, None, async |ctx| {
+                spec.delegated_from = None;
                 if ctx.authorize(Target::Instance).is_err() {
-                    self.check_delegation(who, &spec).await?;
+                    spec.delegated_from = Some(self.check_delegation(who, &spec).await?);
                     ctx.delegated();
                 }
                 let account = who.identity.account.clone();
                 Self::check_roles(&spec.roles)?;
+                match (spec.delegation, spec.dependents.is_empty()) {
+                    (true, true) => {
+                        return Err(invalid(
+                            "dependents: name the services the source may authorize",
+                        ));
+                    }
+                    (false, false) => {
+                        return Err(invalid("dependents: only with delegation"));
+                    }
+                    _ => {}
+                }
+                for d in &spec.dependents {
+                    check_name("dependents", d, SERVICE_NAME_CHARS)?;
+                    if *d == spec.source_service {
+                        return Err(invalid("dependents: not the source service itself"));
+                    }
+                }
+                spec.dependents.sort_unstable();
+                spec.dependents.dedup();
                 if matches!(spec.target, Scope::Account(_)) {
                     return Err(invalid("target: an instance, key ring or key"));
                 }
@@ -731,19 +752,29 @@ impl IamService {
     }
 
     /// A service creating an authorization for a dependent service must hold a delegating
-    /// authorization on the same target with every role it passes on.
+    /// authorization that covers it; returns that authorization's id. The rule, after IAM's
+    /// authorization delegation (a source service authorizes the services it depends on, on
+    /// the resource it was authorized on, never more than it holds):
+    /// - the caller is a service whose delegating authorization applies to it;
+    /// - the new authorization's target is the delegating one's, its roles a subset of its
+    ///   roles, and it does not delegate further;
+    /// - its source is one named instance (never every instance) of a service the delegating
+    ///   authorization lists in `dependents`, which excludes the delegator's own service: a
+    ///   service cannot widen its access to its other instances, nor to services the
+    ///   administrator did not name (issue 18, item 1);
+    /// - it records the delegating authorization (`delegated_from`), and is deleted with it.
     async fn check_delegation(
         &self,
         who: &Principal,
         spec: &AuthorizationRecord,
-    ) -> Result<(), KeyError> {
+    ) -> Result<String, KeyError> {
         let denied = || KeyError::Forbidden(Operation::ManageAccess);
         let (IdentityKind::Service, Some(service)) =
             (who.identity.kind, &who.identity.service_name)
         else {
             return Err(denied());
         };
-        if spec.delegation {
+        if spec.delegation || spec.source_instance.is_none() || spec.source_service == *service {
             return Err(denied());
         }
         let held = self
@@ -756,8 +787,9 @@ impl IamService {
                 && a.applies_to(service, who.identity.service_instance.as_deref())
                 && a.target == spec.target
                 && spec.roles.iter().all(|r| a.roles.contains(r))
+                && a.dependents.contains(&spec.source_service)
             {
-                return Ok(());
+                return Ok(a.id.clone());
             }
         }
         Err(denied())

@@ -11,7 +11,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Whether `ip` is a public unicast address: not loopback, private (RFC 1918), link-local,
 /// shared (RFC 6598), unique-local, "this network", broadcast, multicast, documentation,
-/// benchmarking or reserved, and not an IPv4-mapped or NAT64 form of one.
+/// benchmarking or reserved, and not an IPv4-mapped or NAT64 form of one; IPv6 forms that embed
+/// an IPv4 address otherwise (IPv4-compatible, IPv4-translated, NAT64 local-use, 6to4, Teredo)
+/// are never public.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
@@ -40,18 +42,44 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         return is_public_v4(v4);
     }
     let s = ip.segments();
-    // NAT64 (64:ff9b::/96) carries an IPv4 address in its last 32 bits.
-    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+    let embedded = || {
         let [x, y] = [s[6].to_be_bytes(), s[7].to_be_bytes()];
-        return is_public_v4(Ipv4Addr::new(x[0], x[1], y[0], y[1]));
+        Ipv4Addr::new(x[0], x[1], y[0], y[1])
+    };
+    // NAT64's well-known prefix (64:ff9b::/96, RFC 6052) carries an IPv4 address in its last
+    // 32 bits, which a NAT64 gateway on the path would reach: it must be public itself.
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return is_public_v4(embedded());
     }
     !(ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
         || ip.is_unique_local()
         || ip.is_unicast_link_local()
+        || embeds_ipv4(s)
+        || s[..4] == [0x100, 0, 0, 0] // discard-only (RFC 6666)
         || s[0] == 0x2001 && s[1] == 0x0db8 // documentation
+        || s[0] == 0x2001 && s[1] == 0x0002 && s[2] == 0 // benchmarking (RFC 5180)
         || s[0] & 0xffc0 == 0xfec0) // site-local (deprecated)
+}
+
+/// Whether `s` is one of the IPv6 forms that carry an IPv4 address a router or tunnel endpoint
+/// on the way may translate to (issue 18, item 9): refused outright rather than decoded, since
+/// none is where a webhook receiver lives, and a decoding mistake would be an SSRF. The
+/// IPv4-mapped form (`::ffff:0:0/96`) and NAT64's well-known prefix are decoded and checked by
+/// [`is_public_v6`] instead.
+fn embeds_ipv4(s: [u16; 8]) -> bool {
+    // IPv4-compatible (`::a.b.c.d`, RFC 4291 2.5.5.1, deprecated), which `::` and `::1` also
+    // match (both refused anyway).
+    s[..6] == [0, 0, 0, 0, 0, 0]
+        // IPv4-translated (`::ffff:0:a.b.c.d`, RFC 2765).
+        || s[..6] == [0, 0, 0, 0, 0xffff, 0]
+        // NAT64 local-use prefix (64:ff9b:1::/48, RFC 8215): a network's own translator.
+        || s[..3] == [0x64, 0xff9b, 1]
+        // 6to4 (2002::/16, RFC 3056): an IPv4 address in bits 16..48.
+        || s[0] == 0x2002
+        // Teredo (2001::/32, RFC 4380): a server and an obfuscated client IPv4 address.
+        || s[..2] == [0x2001, 0]
 }
 
 /// Checks a webhook URL before a subscription is stored: an address literal must be public; a
@@ -160,6 +188,23 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "64:ff9b::a00:1",
+            // Forms embedding a private IPv4 address (issue 18, item 9), each refused.
+            "::127.0.0.1",
+            "::a9fe:a9fe",
+            "::10.0.0.1",
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:a9fe:a9fe",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1:abcd::7f00:1",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::1",
+            "2002:c0a8:101::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001::a9fe:a9fe",
+            "100::1",
+            "2001:2::1",
         ] {
             let ip: IpAddr = refused.parse().unwrap();
             assert!(!is_public(ip), "{refused} must not count as public");
@@ -200,6 +245,19 @@ mod tests {
         assert!(check_url("https://8.8.8.8/hook", false).await.is_ok());
         assert!(!literal_allowed("http://127.0.0.1/x"));
         assert!(!literal_allowed("http://[::ffff:10.0.0.1]/x"));
+        for embedded in [
+            "http://[::127.0.0.1]/x",
+            "http://[::a9fe:a9fe]/latest/meta-data",
+            "http://[64:ff9b::169.254.169.254]/x",
+            "http://[64:ff9b:1::a9fe:a9fe]/x",
+            "http://[2002:a9fe:a9fe::1]/x",
+            "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/x",
+            "http://[::ffff:7f00:1]/x",
+        ] {
+            assert!(!literal_allowed(embedded), "{embedded}");
+            let err = check_url(embedded, false).await.unwrap_err();
+            assert!(err.contains("not a public address"), "{embedded}: {err}");
+        }
         assert!(literal_allowed("http://8.8.8.8/x"));
         assert!(literal_allowed("https://hooks.example/x"));
     }

@@ -153,18 +153,28 @@ pub struct Runtime {
     pub sender: WebhookSender,
 }
 
+/// Creates the data directory if needed and makes it owner-only (0700). A directory whose mode
+/// cannot be set is an error, not a warning (issue 18, item 12): it holds the keystore and the
+/// database, and serving from a directory others may read is what the mode is there to prevent.
+fn private_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| {
+        format!(
+            "making data directory {} owner-only (chmod 0700); fix its ownership or choose \
+             another data_dir",
+            dir.display()
+        )
+    })
+}
+
 impl Runtime {
     /// Validates `config`, creates the data directory (0700), opens custody and the store, and
     /// loads (or creates) the token-signing key. Nothing runs yet.
     pub async fn open(config: ServerConfig) -> anyhow::Result<Self> {
         config.validate()?;
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ =
-                std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700));
-        }
+        private_data_dir(&config.data_dir)?;
         let custody = open_custody(&config, true)?;
         let stores = open_store(&config).await?;
         let metrics_token = match &config.metrics.bearer_token_file {
@@ -291,5 +301,29 @@ impl Background {
         if let Err(e) = audit::checkpoint(self.trail.as_ref(), self.custody.as_ref()).await {
             tracing::warn!(error = %e, "audit checkpoint at shutdown failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_dir_is_made_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("keyward-data-dir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        private_data_dir(&dir).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        std::fs::remove_dir(&dir).unwrap();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    /// See: issue 18, item 12. `/proc/sys` exists and refuses a chmod, even to root.
+    #[test]
+    fn a_data_dir_whose_mode_cannot_be_set_is_an_error() {
+        let err = private_data_dir(std::path::Path::new("/proc/sys")).unwrap_err();
+        assert!(format!("{err:#}").contains("owner-only"), "{err:#}");
     }
 }

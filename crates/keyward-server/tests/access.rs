@@ -502,7 +502,7 @@ async fn service_authorizations_grant_and_delegate_and_revoke() {
             Some(
                 json!({"source": {"service_name": "messagehub", "service_instance": "es-1"},
                         "target": {"instance_id": ts.instance, "key_id": root},
-                        "roles": ["Reader"], "delegation": true}),
+                        "roles": ["Reader"], "delegation": true, "dependents": ["backup"]}),
             ),
         )
         .await;
@@ -541,15 +541,15 @@ async fn service_authorizations_grant_and_delegate_and_revoke() {
         }
     };
     let target = json!({"instance_id": ts.instance, "key_id": root});
-    let (s, b) = delegate(
-        json!({"source": {"service_name": "backup"}, "target": target, "roles": ["Reader"]}),
-    )
-    .await;
+    let backup = json!({"service_name": "backup", "service_instance": "b-1"});
+    let (s, b) = delegate(json!({"source": backup, "target": target, "roles": ["Reader"]})).await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["delegated_from"], auth["id"], "{b}");
     for refused in [
-        json!({"source": {"service_name": "backup"}, "target": target, "roles": ["Manager"]}),
-        json!({"source": {"service_name": "backup"}, "target": {"instance_id": ts.instance}, "roles": ["Reader"]}),
-        json!({"source": {"service_name": "backup"}, "target": target, "roles": ["Reader"], "delegation": true}),
+        json!({"source": backup, "target": target, "roles": ["Manager"]}),
+        json!({"source": backup, "target": {"instance_id": ts.instance}, "roles": ["Reader"]}),
+        json!({"source": backup, "target": target, "roles": ["Reader"], "delegation": true,
+               "dependents": ["x"]}),
     ] {
         let (s, b) = delegate(refused).await;
         assert_kp_error(s, &b, StatusCode::FORBIDDEN, "UNAUTHORIZED_ERR");
@@ -570,6 +570,130 @@ async fn service_authorizations_grant_and_delegate_and_revoke() {
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert_eq!(wrap(es.clone()).await.0, StatusCode::NOT_FOUND);
+}
+
+/// See: issue 18, item 1. A service instance holding Reader-with-delegation on a key could
+/// authorize its whole service (every instance, its siblings included) and an unrelated service,
+/// and both copies outlived the delegating authorization, still wrapping.
+#[tokio::test]
+async fn delegated_authorizations_cannot_widen_and_go_with_the_delegating_one() {
+    let ts = TestServer::start().await;
+    let root = ts.create_root_key("delegated").await;
+    let (_, es_key) = service_identity(&ts, "messagehub", "es-1").await;
+    let (_, sibling_key) = service_identity(&ts, "messagehub", "es-2").await;
+    let (_, backup_key) = service_identity(&ts, "backup", "b-1").await;
+    let (_, unrelated_key) = service_identity(&ts, "cloud-object-storage", "c-1").await;
+    let es = login(&ts.http, &ts.url, &es_key).await;
+    let target = json!({"instance_id": ts.instance, "key_id": root});
+
+    // The administrator must name the dependents of a delegating authorization, and only there.
+    for (body, field) in [
+        (
+            json!({"source": {"service_name": "messagehub", "service_instance": "es-1"},
+                   "target": target, "roles": ["Reader"], "delegation": true}),
+            "dependents",
+        ),
+        (
+            json!({"source": {"service_name": "messagehub", "service_instance": "es-1"},
+                   "target": target, "roles": ["Reader"], "dependents": ["backup"]}),
+            "dependents",
+        ),
+    ] {
+        let (s, b) = ts
+            .iam(Method::POST, "/iam/v1/authorizations", Some(body))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+        assert!(b.to_string().contains(field), "{b}");
+    }
+    let (s, parent) = ts
+        .iam(
+            Method::POST,
+            "/iam/v1/authorizations",
+            Some(
+                json!({"source": {"service_name": "messagehub", "service_instance": "es-1"},
+                        "target": target, "roles": ["Reader"], "delegation": true,
+                        "dependents": ["backup"]}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{parent}");
+    assert_eq!(parent["dependents"], json!(["backup"]), "{parent}");
+
+    let delegate = |source: Value| {
+        let (ts, es, target) = (&ts, es.clone(), target.clone());
+        async move {
+            ts.call_as(
+                Method::POST,
+                "/iam/v1/authorizations",
+                Some(json!({"source": source, "target": target, "roles": ["Reader"]})),
+                Some(&es),
+                None,
+            )
+            .await
+        }
+    };
+    // The widenings of the finding, and their neighbours: refused, and nothing stored.
+    for source in [
+        json!({"service_name": "messagehub"}),
+        json!({"service_name": "messagehub", "service_instance": "es-2"}),
+        json!({"service_name": "messagehub", "service_instance": "es-1"}),
+        json!({"service_name": "cloud-object-storage"}),
+        json!({"service_name": "cloud-object-storage", "service_instance": "c-1"}),
+        json!({"service_name": "backup"}),
+    ] {
+        let (s, b) = delegate(source.clone()).await;
+        assert_kp_error(s, &b, StatusCode::FORBIDDEN, "UNAUTHORIZED_ERR");
+    }
+    let (s, list) = ts.iam(Method::GET, "/iam/v1/authorizations", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list["count"], 1, "{list}");
+
+    // One named instance of a named dependent: allowed, and it wraps.
+    let (s, child) = delegate(json!({"service_name": "backup", "service_instance": "b-1"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{child}");
+    assert_eq!(child["delegated_from"], parent["id"], "{child}");
+    let wrap = |key: String| {
+        let (ts, root) = (&ts, root.clone());
+        async move {
+            let token = login(&ts.http, &ts.url, &key).await;
+            ts.call_as(
+                Method::POST,
+                &format!("/api/v2/keys/{root}/actions/wrap"),
+                Some(json!({})),
+                Some(&token),
+                Some(&ts.instance),
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(wrap(backup_key.clone()).await, StatusCode::OK);
+    assert_eq!(wrap(sibling_key.clone()).await, StatusCode::NOT_FOUND);
+    assert_eq!(wrap(unrelated_key.clone()).await, StatusCode::NOT_FOUND);
+
+    // Deleting the delegating authorization deletes what was delegated under it.
+    let id = parent["id"].as_str().unwrap();
+    let (s, _) = ts
+        .iam(
+            Method::DELETE,
+            &format!("/iam/v1/authorizations/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, list) = ts.iam(Method::GET, "/iam/v1/authorizations", None).await;
+    assert_eq!(list["count"], 0, "{list}");
+    let removed = Instant::now();
+    loop {
+        let s = wrap(backup_key.clone()).await;
+        if s != StatusCode::OK {
+            assert_eq!(s, StatusCode::NOT_FOUND);
+            break;
+        }
+        assert!(removed.elapsed() < Duration::from_secs(2), "still wraps");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(wrap(es_key).await, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

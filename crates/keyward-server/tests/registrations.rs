@@ -555,6 +555,117 @@ async fn a_registered_key_is_deleted_only_with_force_and_never_under_prevent_key
 }
 
 /// Reads server-sent events from a streaming response until `n` arrived (or `wait` passed).
+/// See: issue 18, item 7. A Reader-level service could block a key's deletion for ever:
+/// unbounded registrations, `preventKeyDeletion` surviving its owner's deletion, no override.
+#[tokio::test]
+async fn a_reader_service_cannot_pin_a_key_for_ever() {
+    let ts = TestServer::start().await;
+    let (_, svc) = service(&ts).await;
+
+    // Bounded: 100 registrations per key, 4096 bytes of metadata.
+    let key = ts.create_root_key("crowded").await;
+    let crn = |n: u32| format!("crn:v1:bluemix:public:messagehub:us-south:a/acct:inst-{n}::");
+    for n in 0..100 {
+        register(&ts, &svc, &key, &crn(n), json!({})).await;
+    }
+    let (s, b) = as_svc(
+        &ts,
+        &svc,
+        Method::POST,
+        &reg_path(&key, &crn(100)),
+        Some(reg_body(json!({}))),
+    )
+    .await;
+    assert_kp_error(s, &b, StatusCode::BAD_REQUEST, "REGISTRATION_QUOTA_ERR");
+    let other = ts.create_root_key("roomy").await;
+    // 2 049 characters, 4 098 bytes.
+    let (s, b) = as_svc(
+        &ts,
+        &svc,
+        Method::POST,
+        &reg_path(&other, CRN_A),
+        Some(reg_body(json!({"registrationMetadata": "é".repeat(2_049)}))),
+    )
+    .await;
+    assert_kp_error(s, &b, StatusCode::BAD_REQUEST, "BAD_BODY_ERR");
+    register(
+        &ts,
+        &svc,
+        &other,
+        CRN_A,
+        json!({"registrationMetadata": "é".repeat(2_048)}),
+    )
+    .await;
+
+    // The operator's override: KeyPurge or Administrator, with force, audited.
+    let worm = ts.create_root_key("worm").await;
+    register(&ts, &svc, &worm, CRN_B, json!({"preventKeyDeletion": true})).await;
+    let (_, _, manager) = ts.identity_with("user", &["Manager"]).await;
+    let overriding = format!("/api/v2/keys/{worm}?force=true&preventKeyDeletionOverride=true");
+    let (s, b) = ts
+        .call_as(
+            Method::DELETE,
+            &overriding,
+            None,
+            Some(&manager),
+            Some(&ts.instance),
+        )
+        .await;
+    assert_kp_error(s, &b, StatusCode::FORBIDDEN, "UNAUTHORIZED_ERR");
+    let (s, b) = ts
+        .call(
+            Method::DELETE,
+            &format!("/api/v2/keys/{worm}?preventKeyDeletionOverride=true"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let (s, b) = ts.call(Method::DELETE, &overriding, None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let (_, meta) = ts
+        .call(Method::GET, &format!("/api/v2/keys/{worm}/metadata"), None)
+        .await;
+    assert_eq!(meta["resources"][0]["state"], 5, "destroyed: {meta}");
+    let audited = ts
+        .db()
+        .await
+        .int(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'kms.secrets.delete'
+               AND outcome = 'success' AND reason LIKE '%preventKeyDeletionOverride=true%'",
+            &[],
+        )
+        .await;
+    assert_eq!(audited, 1);
+
+    // A registration goes with its owner: deleting the service's identity frees the key.
+    let (owner, owner_token) = service(&ts).await;
+    let kept = ts.create_root_key("kept").await;
+    register(
+        &ts,
+        &owner_token,
+        &kept,
+        CRN_C,
+        json!({"preventKeyDeletion": true}),
+    )
+    .await;
+    let (s, e) = ts
+        .call(
+            Method::DELETE,
+            &format!("/api/v2/keys/{kept}?force=true"),
+            None,
+        )
+        .await;
+    assert_kp_error(s, &e, StatusCode::CONFLICT, "PREV_KEY_DEL_ERR");
+    let (s, b) = ts
+        .iam(Method::DELETE, &format!("/iam/v1/identities/{owner}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let (s, e) = ts
+        .call(Method::DELETE, &format!("/api/v2/keys/{kept}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "no registration is left: {e}");
+}
+
 async fn read_events(resp: &mut reqwest::Response, n: usize, wait: Duration) -> Vec<Value> {
     let mut buf = String::new();
     let mut out = Vec::new();

@@ -128,7 +128,8 @@ pub(crate) fn delivery_job_from<R: Columns + ?Sized>(r: &R) -> Result<DeliveryJo
 /// them, `preventing` with `preventKeyDeletion`. Only a delete is guarded: no registration may
 /// prevent it, and without `force` there may be none at all.
 pub(crate) fn delete_allowed(n: &KeyNotice, total: i64, preventing: i64) -> bool {
-    n.kind != EventKind::Delete || (preventing == 0 && (total == 0 || n.force_delete))
+    n.kind != EventKind::Delete
+        || ((preventing == 0 || n.override_prevention) && (total == 0 || n.force_delete))
 }
 
 /// The recipients of a key's events: `(owner, crn)` rows ordered by owner then CRN, grouped
@@ -276,10 +277,17 @@ impl RegistrationStore for SqliteStore {
     async fn insert_registration(
         &self,
         registration: &RegistrationRecord,
+        max_per_key: u32,
         event: &AuditEvent,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let r = registration.clone();
         self.write_audited(event, move |c| {
+            let held: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM registrations WHERE key_id = ?1")?
+                .query_row(params![r.key_id.to_string()], |row| row.get(0))?;
+            if held >= i64::from(max_per_key) {
+                return Ok(false);
+            }
             c.prepare_cached(&format!(
                 "INSERT INTO registrations ({REGISTRATION_COLUMNS})
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
@@ -298,7 +306,7 @@ impl RegistrationStore for SqliteStore {
                 nanos(r.updated_at),
                 r.adopter_state.map(AdopterState::as_str),
             ])?;
-            Ok(())
+            Ok(true)
         })
         .await
     }
@@ -660,6 +668,7 @@ mod tests {
             kind,
             time: OffsetDateTime::UNIX_EPOCH,
             force_delete,
+            override_prevention: false,
         }
     }
 
@@ -680,6 +689,17 @@ mod tests {
         assert!(!delete_allowed(&delete, 1, 0));
         assert!(delete_allowed(&forced, 1, 0));
         assert!(!delete_allowed(&forced, 2, 1));
+        // An operator's override (issue 18, item 7) lifts preventKeyDeletion, with force only.
+        let overriding = KeyNotice {
+            override_prevention: true,
+            ..forced.clone()
+        };
+        assert!(delete_allowed(&overriding, 2, 1));
+        let unforced = KeyNotice {
+            override_prevention: true,
+            ..delete.clone()
+        };
+        assert!(!delete_allowed(&unforced, 2, 1));
         assert!(delete_allowed(&notice(EventKind::Purge, false), 2, 1));
         assert!(delete_allowed(&notice(EventKind::Disable, false), 2, 1));
     }

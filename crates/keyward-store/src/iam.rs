@@ -56,7 +56,19 @@ pub(crate) const POLICY_COLUMNS: &str =
     "id, account, subject, roles, scope, created_at, created_by, signature";
 
 pub(crate) const AUTHORIZATION_COLUMNS: &str = "id, account, source_service, source_instance, \
-     target, roles, delegation, created_at, created_by, signature";
+     target, roles, delegation, created_at, created_by, signature, dependents, delegated_from";
+
+/// An authorization's dependent services as stored: a JSON array, NULL when there are none.
+pub(crate) fn dependents_text(dependents: &[String]) -> Option<String> {
+    (!dependents.is_empty()).then(|| serde_json::Value::from(dependents.to_vec()).to_string())
+}
+
+fn dependents_from(text: Option<String>) -> Result<Vec<String>, Bad> {
+    match text {
+        None => Ok(Vec::new()),
+        Some(t) => serde_json::from_str(&t).map_err(|e| Bad(format!("bad dependents: {e}"))),
+    }
+}
 
 pub(crate) const API_KEY_COLUMNS: &str =
     "id, secret_hash, subject, account, name, created_at, locked";
@@ -109,6 +121,8 @@ pub(crate) fn authorization_from<R: Columns + ?Sized>(r: &R) -> Result<Authoriza
         created_at: time_of(r.i64(7)?)?,
         created_by: r.text(8)?,
         signature: r.blob(9)?,
+        dependents: dependents_from(r.opt_text(10)?)?,
+        delegated_from: r.opt_text(11)?,
     })
 }
 
@@ -200,6 +214,15 @@ impl IamStore for SqliteStore {
             let n = c
                 .prepare_cached("DELETE FROM identities WHERE account = ?1 AND iam_id = ?2")?
                 .execute(params![a, i])?;
+            // Its registrations go with it: nobody else may lift their preventKeyDeletion
+            // (issue 18, item 7).
+            if n > 0 {
+                c.prepare_cached(
+                    "DELETE FROM registrations WHERE owner = ?2
+                       AND instance_id IN (SELECT id FROM instances WHERE account = ?1)",
+                )?
+                .execute(params![a, i])?;
+            }
             Ok(n > 0)
         })
         .await
@@ -338,9 +361,19 @@ impl IamStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let a = authorization.clone();
         self.write_audited(event, move |c| {
+            if let Some(parent) = &a.delegated_from {
+                let exists = c
+                    .prepare_cached("SELECT 1 FROM authorizations WHERE account = ?1 AND id = ?2")?
+                    .exists(params![a.account, parent])?;
+                if !exists {
+                    return Err(crate::sqlite::abort(
+                        "the delegating authorization was deleted",
+                    ));
+                }
+            }
             c.prepare_cached(&format!(
                 "INSERT INTO authorizations ({AUTHORIZATION_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
             ))?
             .execute(params![
                 a.id,
@@ -353,6 +386,8 @@ impl IamStore for SqliteStore {
                 nanos(a.created_at),
                 a.created_by,
                 a.signature,
+                dependents_text(&a.dependents),
+                a.delegated_from,
             ])?;
             Ok(())
         })
@@ -370,6 +405,14 @@ impl IamStore for SqliteStore {
             let n = c
                 .prepare_cached("DELETE FROM authorizations WHERE account = ?1 AND id = ?2")?
                 .execute(params![a, i])?;
+            // What was delegated under it goes with it (IAM: removing the source's access
+            // removes the access it delegated).
+            if n > 0 {
+                c.prepare_cached(
+                    "DELETE FROM authorizations WHERE account = ?1 AND delegated_from = ?2",
+                )?
+                .execute(params![a, i])?;
+            }
             Ok(n > 0)
         })
         .await

@@ -298,6 +298,11 @@ const MIGRATIONS: &[&str] = &[
     UPDATE refresh_tokens SET family = hash;
     CREATE INDEX refresh_tokens_by_family ON refresh_tokens(family);
     CREATE INDEX refresh_tokens_by_expiry ON refresh_tokens(expires_at);",
+    // 10: delegation: the services a delegating authorization may authorize, and the delegating
+    // authorization a delegated one was made under (deleted with it).
+    "ALTER TABLE authorizations ADD COLUMN dependents TEXT;
+    ALTER TABLE authorizations ADD COLUMN delegated_from TEXT;
+    CREATE INDEX authorizations_by_parent ON authorizations(account, delegated_from);",
 ];
 
 /// Brings the database to the latest schema, one transaction per migration.

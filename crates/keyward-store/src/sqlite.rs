@@ -54,6 +54,9 @@ impl SqliteStore {
     /// Opens (creating if needed) `dir/keyward.db`, migrates it and starts the writer.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(DB_FILE);
+        // Created owner-only before SQLite opens it: SQLite creates the `-wal` and `-shm` files
+        // with the database file's mode, so they are owner-only from their first byte.
+        create_private(&path)?;
         let mut conn = Connection::open(&path).map_err(sql_error)?;
         // WAL with synchronous=FULL while migrating; the writer then syncs the log itself
         // (writer.rs) and reports success only after that.
@@ -75,7 +78,7 @@ impl SqliteStore {
             .map_err(sql_error)?;
         migrate(&mut conn).map_err(sql_error)?;
         crate::audit::chain_legacy(&mut conn).map_err(sql_error)?;
-        set_private(&path);
+        set_private(&path)?;
         let checkpointer = Connection::open(&path).map_err(sql_error)?;
         checkpointer
             .busy_timeout(std::time::Duration::from_secs(5))
@@ -173,10 +176,45 @@ fn stable_plans(c: &Connection) -> Result<(), StoreError> {
     .map_err(sql_error)
 }
 
-/// The database file holds wrapped key material and audit events: owner-only.
-fn set_private(path: &Path) {
+/// Creates the database file, owner-only (0600), unless it exists.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "creating {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// The database file and its log (`-wal`, `-shm`) hold wrapped key material and audit events:
+/// owner-only (0600), or the store does not open (issue 18, item 12). The log files of a
+/// database made before they were created owner-only are fixed here too.
+fn set_private(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = std::path::PathBuf::from(file);
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if !suffix.is_empty() && e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(StoreError::Unavailable(format!(
+                    "making {} owner-only (chmod 0600): {e}",
+                    file.display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn insert_version(c: &Connection, v: &KeyVersion) -> rusqlite::Result<()> {

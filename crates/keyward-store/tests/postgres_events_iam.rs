@@ -146,6 +146,7 @@ fn notice(kind: EventKind) -> KeyNotice {
         kind,
         time: now(),
         force_delete: false,
+        override_prevention: false,
     }
 }
 
@@ -188,14 +189,17 @@ async fn registrations_round_trip_filter_and_belong_to_their_owner() {
     let k = key(&db, i, "ring-1");
     let a = registration(&k, CRN_A, "svc-1", false);
     let before = audited(&db);
-    store.insert_registration(&a, &event("reg")).await.unwrap();
+    store
+        .insert_registration(&a, 100, &event("reg"))
+        .await
+        .unwrap();
     assert_eq!(audited(&db), before + 1);
     assert_eq!(
         store.registration(k.id, CRN_A).await.unwrap(),
         Some(a.clone())
     );
     assert!(matches!(
-        store.insert_registration(&a, &event("reg")).await,
+        store.insert_registration(&a, 100, &event("reg")).await,
         Err(StoreError::Conflict)
     ));
     assert_eq!(audited(&db), before + 1, "a failed write leaves no event");
@@ -206,12 +210,19 @@ async fn registrations_round_trip_filter_and_belong_to_their_owner() {
     };
     assert!(matches!(
         store
-            .insert_registration(&registration(&ghost, CRN_A, "svc-1", false), &event("reg"))
+            .insert_registration(
+                &registration(&ghost, CRN_A, "svc-1", false),
+                100,
+                &event("reg")
+            )
             .await,
         Err(StoreError::Conflict)
     ));
     let b = registration(&k, CRN_B, "svc-2", true);
-    store.insert_registration(&b, &event("reg")).await.unwrap();
+    store
+        .insert_registration(&b, 100, &event("reg"))
+        .await
+        .unwrap();
 
     let (rows, total) = store.registrations(i, &all()).await.unwrap();
     assert_eq!(rows, vec![a.clone(), b.clone()]);
@@ -335,7 +346,7 @@ async fn notices_write_one_event_per_owner_and_acks_record_the_state() {
     assert_eq!(audited(&db), before + 1);
     for (crn, owner) in [(CRN_A, "o1"), (CRN_B, "o1"), ("crn:v1:x", "o2")] {
         store
-            .insert_registration(&registration(&k, crn, owner, false), &event("reg"))
+            .insert_registration(&registration(&k, crn, owner, false), 100, &event("reg"))
             .await
             .unwrap();
     }
@@ -461,7 +472,7 @@ async fn deliveries_are_leased_retried_and_counted() {
     let k = key(&db, i, "default");
     for (crn, owner) in [(CRN_A, "hooked"), (CRN_B, "pulling")] {
         store
-            .insert_registration(&registration(&k, crn, owner, false), &event("reg"))
+            .insert_registration(&registration(&k, crn, owner, false), 100, &event("reg"))
             .await
             .unwrap();
     }
@@ -579,6 +590,7 @@ async fn two_nodes_claim_disjoint_deliveries() {
         let owner = format!("svc-{n}");
         a.insert_registration(
             &registration(&k, &format!("crn:v1:{n}"), &owner, false),
+            100,
             &event("reg"),
         )
         .await
@@ -637,6 +649,7 @@ async fn a_cursor_skips_no_event_written_by_another_node() {
         let k = key(&db, i, "default");
         a.insert_registration(
             &registration(&k, &format!("crn:v1:{n}"), "reader", false),
+            100,
             &event("reg"),
         )
         .await
@@ -707,7 +720,7 @@ async fn registration_writes_wait_for_a_key_write() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let started = std::time::Instant::now();
     store
-        .insert_registration(&registration(&k, CRN_A, "o", true), &event("reg"))
+        .insert_registration(&registration(&k, CRN_A, "o", true), 100, &event("reg"))
         .await
         .unwrap();
     assert!(
@@ -838,6 +851,8 @@ async fn identities_policies_and_authorizations_round_trip() {
         target,
         roles: vec![Role::Reader],
         delegation: true,
+        dependents: vec!["backup".into()],
+        delegated_from: None,
         created_at: now(),
         created_by: "suite".into(),
         signature: vec![9; 8],
@@ -846,6 +861,7 @@ async fn identities_policies_and_authorizations_round_trip() {
     let a2 = AuthorizationRecord {
         source_instance: None,
         delegation: false,
+        dependents: vec![],
         ..auth("a2", "cos", Scope::KeyRing(i, "r".into()))
     };
     store.insert_authorization(&a1, &event("a")).await.unwrap();

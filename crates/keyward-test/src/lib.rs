@@ -85,6 +85,7 @@ macro_rules! store_suite {
                 failed_writes_leave_nothing_behind,
                 identities_and_signing_keys_round_trip,
                 refresh_tokens_are_single_use_and_a_reuse_revokes_the_family,
+                delegated_authorizations_go_with_their_delegating_one,
                 aliases_are_unique_limited_and_listed,
                 key_rings_hold_keys_and_refuse_deletion_while_they_do,
                 key_versions_page_newest_first_and_count_all,
@@ -95,6 +96,7 @@ macro_rules! store_suite {
                 registrations_round_trip_filter_and_belong_to_their_owner,
                 key_changes_write_events_to_registration_owners_atomically,
                 deletes_are_guarded_by_registrations_in_the_transaction,
+                registrations_are_bounded_per_key_and_go_with_their_owner,
                 acks_remove_events_from_the_pending_set,
                 deliveries_are_leased_retried_and_counted
             );

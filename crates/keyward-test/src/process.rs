@@ -210,6 +210,7 @@ impl Tenant {
                 },
                 roles: vec!["Reader".into()],
                 delegation: false,
+                dependents: vec![],
             })
             .await
             .unwrap();

@@ -3,13 +3,14 @@
 
 use keyward_core::op;
 use keyward_core::{
-    AdopterState, AliasRecord, AllowedNetwork, ApiKeyRecord, AuditEvent, Compare, DateFilter,
-    DeletionAuthorization, DualAuthPolicy, DueWork, EventAckRecord, EventKind, Initiator,
-    InstanceId, InstancePolicy, InstanceRecord, KeyDate, KeyFilter, KeyId, KeyKind, KeyNotice,
-    KeyRecord, KeyRingRecord, KeySearch, KeyState, KeyVersion, KeyVersionId, Outcome, Page,
-    PolicyMeta, PolicySetting, RefreshUse, RegistrationChange, RegistrationFilter,
-    RegistrationRecord, RingDeletion, RotationPolicy, SigningKeyRecord, SortKey, Store, StoreError,
-    SubscriptionRecord, Successor, WrappedMaterial,
+    AdopterState, AliasRecord, AllowedNetwork, ApiKeyRecord, AuditEvent, AuthorizationRecord,
+    Compare, DateFilter, DeletionAuthorization, DualAuthPolicy, DueWork, EventAckRecord, EventKind,
+    IdentityKind, IdentityRecord, Initiator, InstanceId, InstancePolicy, InstanceRecord, KeyDate,
+    KeyFilter, KeyId, KeyKind, KeyNotice, KeyRecord, KeyRingRecord, KeySearch, KeyState,
+    KeyVersion, KeyVersionId, Outcome, Page, PolicyMeta, PolicySetting, RefreshUse,
+    RegistrationChange, RegistrationFilter, RegistrationRecord, RingDeletion, Role, RotationPolicy,
+    Scope, SigningKeyRecord, SortKey, Store, StoreError, SubscriptionRecord, Successor,
+    WrappedMaterial,
 };
 use time::OffsetDateTime;
 
@@ -557,6 +558,76 @@ pub async fn refresh_tokens_are_single_use_and_a_reuse_revokes_the_family(store:
             RefreshUse::Unknown
         );
     }
+}
+
+/// An authorization delegated from another records it, round-trips with it, cannot be made
+/// once it is gone, and is deleted with it in the same transaction. See: issue 18, item 1.
+pub async fn delegated_authorizations_go_with_their_delegating_one(store: &dyn Store) {
+    let i = instance(store).await;
+    let account = format!("acct-{}", uuid::Uuid::new_v4().simple());
+    let auth = |id: &str, service: &str| AuthorizationRecord {
+        id: id.into(),
+        account: account.clone(),
+        source_service: service.into(),
+        source_instance: Some(format!("{service}-1")),
+        target: Scope::Instance(i),
+        roles: vec![Role::Reader],
+        delegation: false,
+        dependents: vec![],
+        delegated_from: None,
+        created_at: now(),
+        created_by: "suite".into(),
+        signature: vec![5; 8],
+    };
+    let parent = AuthorizationRecord {
+        delegation: true,
+        dependents: vec!["backup".into(), "cloud-object-storage".into()],
+        ..auth("parent", "messagehub")
+    };
+    let child = AuthorizationRecord {
+        delegated_from: Some("parent".into()),
+        ..auth("child", "backup")
+    };
+    let other = auth("other", "backup");
+    let create = op::CREATE_AUTHORIZATION.action;
+    for a in [&parent, &child, &other] {
+        store.insert_authorization(a, &event(create)).await.unwrap();
+    }
+    async fn all(store: &dyn Store, account: &str) -> Vec<AuthorizationRecord> {
+        let mut v = store.authorizations(account, None).await.unwrap().plain();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+    assert_eq!(
+        all(store, &account).await,
+        vec![child.clone(), other.clone(), parent.clone()]
+    );
+    // Another account's deletion of the same id touches nothing.
+    let delete = op::DELETE_AUTHORIZATION.action;
+    assert!(
+        !store
+            .delete_authorization("elsewhere", "parent", &event(delete))
+            .await
+            .unwrap()
+    );
+    assert_eq!(all(store, &account).await.len(), 3);
+    assert!(
+        store
+            .delete_authorization(&account, "parent", &event(delete))
+            .await
+            .unwrap()
+    );
+    assert_eq!(all(store, &account).await, vec![other.clone()]);
+    // A delegated authorization whose delegating one is gone is refused.
+    let orphan = AuthorizationRecord {
+        id: "orphan".into(),
+        ..child.clone()
+    };
+    assert!(matches!(
+        store.insert_authorization(&orphan, &event(create)).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(all(store, &account).await, vec![other]);
 }
 
 fn alias(instance: InstanceId, key: KeyId, name: &str) -> AliasRecord {
@@ -1145,6 +1216,7 @@ fn notice(kind: EventKind, force_delete: bool) -> KeyNotice {
         kind,
         time: now(),
         force_delete,
+        override_prevention: false,
     }
 }
 
@@ -1153,17 +1225,23 @@ fn notice(kind: EventKind, force_delete: bool) -> KeyNotice {
 pub async fn registrations_round_trip_filter_and_belong_to_their_owner(store: &dyn Store) {
     let (i, k) = registered_key(store).await;
     let a = registration(&k, CRN_A, "crn-svc-1", false);
-    store.insert_registration(&a, &event("reg")).await.unwrap();
+    store
+        .insert_registration(&a, 100, &event("reg"))
+        .await
+        .unwrap();
     assert_eq!(
         store.registration(k.id, CRN_A).await.unwrap(),
         Some(a.clone())
     );
     assert!(matches!(
-        store.insert_registration(&a, &event("reg")).await,
+        store.insert_registration(&a, 100, &event("reg")).await,
         Err(StoreError::Conflict)
     ));
     let b = registration(&k, CRN_B, "crn-svc-2", true);
-    store.insert_registration(&b, &event("reg")).await.unwrap();
+    store
+        .insert_registration(&b, 100, &event("reg"))
+        .await
+        .unwrap();
     let all = RegistrationFilter {
         limit: 100,
         ..RegistrationFilter::default()
@@ -1291,7 +1369,7 @@ pub async fn key_changes_write_events_to_registration_owners_atomically(store: &
         ("crn:v1:x:y:z:l:a/q:i::", "owner-2"),
     ] {
         store
-            .insert_registration(&registration(&k, crn, owner, false), &event("reg"))
+            .insert_registration(&registration(&k, crn, owner, false), 100, &event("reg"))
             .await
             .unwrap();
     }
@@ -1403,7 +1481,7 @@ pub async fn key_changes_write_events_to_registration_owners_atomically(store: &
 pub async fn deletes_are_guarded_by_registrations_in_the_transaction(store: &dyn Store) {
     let (_, mut k) = registered_key(store).await;
     store
-        .insert_registration(&registration(&k, CRN_A, "o", false), &event("reg"))
+        .insert_registration(&registration(&k, CRN_A, "o", false), 100, &event("reg"))
         .await
         .unwrap();
     k.state = KeyState::Destroyed;
@@ -1420,7 +1498,7 @@ pub async fn deletes_are_guarded_by_registrations_in_the_transaction(store: &dyn
         Err(StoreError::Conflict)
     ));
     store
-        .insert_registration(&registration(&k, CRN_B, "o", true), &event("reg"))
+        .insert_registration(&registration(&k, CRN_B, "o", true), 100, &event("reg"))
         .await
         .unwrap();
     assert!(matches!(
@@ -1434,6 +1512,28 @@ pub async fn deletes_are_guarded_by_registrations_in_the_transaction(store: &dyn
             .await,
         Err(StoreError::Conflict)
     ));
+    // An operator's override lifts preventKeyDeletion, only with force (issue 18, item 7).
+    let overriding = |force| KeyNotice {
+        override_prevention: true,
+        ..notice(EventKind::Delete, force)
+    };
+    assert!(matches!(
+        store
+            .update_key_notifying(&k, None, &event("del"), Some(&overriding(false)))
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    let (_, mut pinned) = registered_key(store).await;
+    store
+        .insert_registration(&registration(&pinned, CRN_B, "o", true), 100, &event("reg"))
+        .await
+        .unwrap();
+    pinned.state = KeyState::Destroyed;
+    pinned.revision += 1;
+    store
+        .update_key_notifying(&pinned, None, &event("del"), Some(&overriding(true)))
+        .await
+        .unwrap();
     store
         .delete_registration(k.id, CRN_B, "o", &event("d"))
         .await
@@ -1449,12 +1549,88 @@ pub async fn deletes_are_guarded_by_registrations_in_the_transaction(store: &dyn
         .unwrap();
 }
 
+/// A key holds at most `max_per_key` registrations, counted in the inserting transaction, and
+/// an identity's registrations are deleted with it. See: issue 18, item 7.
+pub async fn registrations_are_bounded_per_key_and_go_with_their_owner(store: &dyn Store) {
+    let (i, k) = registered_key(store).await;
+    let account = store
+        .instances()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.id == i)
+        .map(|r| r.account)
+        .unwrap();
+    let crn = |n: u32| format!("crn:v1:bluemix:public:svc:us-south:a/acct:inst-{n}::");
+    let owner = format!("crn-owner-{}", uuid::Uuid::new_v4().simple());
+    for n in 0..3 {
+        let who = if n == 0 {
+            "someone-else"
+        } else {
+            owner.as_str()
+        };
+        assert!(
+            store
+                .insert_registration(&registration(&k, &crn(n), who, true), 3, &event("reg"))
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        !store
+            .insert_registration(&registration(&k, &crn(3), &owner, false), 3, &event("reg"))
+            .await
+            .unwrap(),
+        "a fourth registration beyond the bound of 3"
+    );
+    let filter = RegistrationFilter {
+        key_id: Some(k.id),
+        limit: 1000,
+        ..RegistrationFilter::default()
+    };
+    assert_eq!(store.registrations(i, &filter).await.unwrap().1, 3);
+
+    let identity = IdentityRecord {
+        iam_id: owner.clone(),
+        account: account.clone(),
+        kind: IdentityKind::Service,
+        name: "svc".into(),
+        description: None,
+        service_name: Some("svc".into()),
+        service_instance: Some("inst".into()),
+        locked: false,
+        created_at: now(),
+        created_by: "suite".into(),
+    };
+    store
+        .insert_identity(&identity, &event(op::CREATE_IDENTITY.action))
+        .await
+        .unwrap();
+    // Another account's identity of the same id deletes nothing.
+    assert!(
+        !store
+            .delete_identity("elsewhere", &owner, &event(op::DELETE_IDENTITY.action))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.registrations(i, &filter).await.unwrap().1, 3);
+    assert!(
+        store
+            .delete_identity(&account, &owner, &event(op::DELETE_IDENTITY.action))
+            .await
+            .unwrap()
+    );
+    let (left, total) = store.registrations(i, &filter).await.unwrap();
+    assert_eq!(total, 1);
+    assert_eq!(left[0].owner, "someone-else");
+}
+
 /// An acknowledgement by the recipient removes the event from the pending set and records the
 /// state on the recipient's registrations; anyone else's acknowledgement changes nothing.
 pub async fn acks_remove_events_from_the_pending_set(store: &dyn Store) {
     let (i, k) = registered_key(store).await;
     store
-        .insert_registration(&registration(&k, CRN_A, "svc", false), &event("reg"))
+        .insert_registration(&registration(&k, CRN_A, "svc", false), 100, &event("reg"))
         .await
         .unwrap();
     store
@@ -1522,11 +1698,19 @@ pub async fn acks_remove_events_from_the_pending_set(store: &dyn Store) {
 pub async fn deliveries_are_leased_retried_and_counted(store: &dyn Store) {
     let (i, k) = registered_key(store).await;
     store
-        .insert_registration(&registration(&k, CRN_A, "hooked", false), &event("reg"))
+        .insert_registration(
+            &registration(&k, CRN_A, "hooked", false),
+            100,
+            &event("reg"),
+        )
         .await
         .unwrap();
     store
-        .insert_registration(&registration(&k, CRN_B, "pulling", false), &event("reg"))
+        .insert_registration(
+            &registration(&k, CRN_B, "pulling", false),
+            100,
+            &event("reg"),
+        )
         .await
         .unwrap();
     store

@@ -1239,6 +1239,8 @@ fn iam_policies_and_authorizations() {
         "--roles",
         "Reader,Writer",
         "--delegation",
+        "--dependents",
+        "cloud-object-storage",
     ]);
     assert_eq!(a["source"]["service_name"], "messagehub", "{a}");
     assert_eq!(a["source"]["service_instance"], "es-1", "{a}");
@@ -1261,6 +1263,8 @@ fn iam_policies_and_authorizations() {
             "create",
             "--source-service",
             "cloud-object-storage",
+            "--source-instance",
+            "cos-1",
             "--instance",
             &s.instance,
             "--roles",
@@ -1268,6 +1272,7 @@ fn iam_policies_and_authorizations() {
         ],
     );
     assert_eq!(d["delegation"], false, "{d}");
+    assert_eq!(d["delegated_from"], delegating.as_str(), "{d}");
     assert_eq!(d["created_by"], es.as_str(), "{d}");
     // Not more than it holds, nor elsewhere, nor a delegating one, nor anything else.
     for (args, code) in [
@@ -1382,6 +1387,9 @@ fn iam_policies_and_authorizations() {
 
     let v = s.json(&["iam", "authorizations", "delete", &delegating]);
     assert_eq!(v["deleted"], true, "{v}");
+    // What it delegated went with it.
+    let l = s.json(&["iam", "authorizations", "list"]);
+    assert_eq!(listed(&l, "authorizations").len(), 1, "{l}");
     // Revocation applies within the access cache TTL (at most 1 s).
     std::thread::sleep(Duration::from_millis(1100));
     let o = s.run_as(&es_key, &["keys", "wrap", &root]);

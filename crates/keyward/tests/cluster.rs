@@ -632,6 +632,7 @@ fn revoking_a_service_on_one_node_cuts_it_off_on_the_other_at_once() {
                     },
                     roles: vec!["Reader".into()],
                     delegation: false,
+                    dependents: vec![],
                 })
                 .await
                 .unwrap()

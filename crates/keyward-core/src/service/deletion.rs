@@ -58,7 +58,8 @@ impl KeyService {
                     by: caller.subject().to_owned(),
                     at: now,
                 });
-                self.save(ctx, &mut key, None, now, false).await?;
+                self.save(ctx, &mut key, None, now, crate::Deletion::default())
+                    .await?;
                 Ok(key)
             })
             .await
@@ -163,7 +164,8 @@ impl KeyService {
                 key.deleted_at = None;
                 key.deleted_by = None;
                 key.next_rotation_at = self.next_rotation(&key);
-                self.save(ctx, &mut key, None, now, false).await?;
+                self.save(ctx, &mut key, None, now, crate::Deletion::default())
+                    .await?;
                 Ok(key)
             })
             .await
@@ -210,6 +212,7 @@ impl KeyService {
             kind: EventKind::Purge,
             time: now,
             force_delete: false,
+            override_prevention: false,
         };
         let purged = self
             .store

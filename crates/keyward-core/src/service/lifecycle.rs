@@ -1,9 +1,11 @@
 //! A key's state changes: rotate, disable, enable and delete.
 
 use super::{Caller, GENERATED_KEY_BYTES, KeyService, Material, invalid, transition};
+use crate::access::{Operation, Target};
 use crate::op::{self, Op};
+use crate::pipeline::Actor;
 use crate::pipeline::{Ctx, key_target};
-use crate::{Action, KeyError, KeyId, KeyRecord};
+use crate::{Action, Deletion, KeyError, KeyId, KeyRecord};
 
 impl KeyService {
     /// Creates a new version of a root key: generated, or from `payload` for an imported key.
@@ -66,36 +68,48 @@ impl KeyService {
         key.bits = u16::try_from(material.len().saturating_mul(8)).unwrap_or(u16::MAX);
         key.last_rotated_at = Some(now);
         key.next_rotation_at = self.next_rotation(&key);
-        self.save(ctx, &mut key, Some(&version), now, false).await?;
+        self.save(
+            ctx,
+            &mut key,
+            Some(&version),
+            now,
+            crate::Deletion::default(),
+        )
+        .await?;
         Ok(key)
     }
 
     /// Suspends a key: wrap and unwrap are refused until it is enabled.
     pub async fn disable(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
-        self.change_state(&op::DISABLE, caller, id, false).await
+        self.change_state(&op::DISABLE, caller, id, Deletion::default())
+            .await
     }
 
     /// Reactivates a suspended key.
     pub async fn enable(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
-        self.change_state(&op::ENABLE, caller, id, false).await
+        self.change_state(&op::ENABLE, caller, id, Deletion::default())
+            .await
     }
 
     /// Destroys a key: its material can no longer be used, until a restore within the restore
     /// window. A key under a dual-authorization policy needs a live `setKeyForDeletion` by
     /// another identity.
     pub async fn delete(&self, caller: &Caller, id: KeyId) -> Result<KeyRecord, KeyError> {
-        self.delete_forced(caller, id, false).await
+        self.delete_forced(caller, id, Deletion::default()).await
     }
 
     /// [`KeyService::delete`] with Key Protect's `force`: a key with registrations is deleted
-    /// only with `force`, and never while one of them has `preventKeyDeletion`.
+    /// only with `force`, and never while one of them has `preventKeyDeletion`, unless an
+    /// operator overrides that: `override_prevention` (with `force`) needs KeyPurge on the key
+    /// or Administrator, and the delete's audit event records it (issue 18, item 7: a Reader
+    /// service must not be able to pin a key for ever).
     pub async fn delete_forced(
         &self,
         caller: &Caller,
         id: KeyId,
-        force: bool,
+        deletion: Deletion,
     ) -> Result<KeyRecord, KeyError> {
-        self.change_state(&op::DELETE, caller, id, force).await
+        self.change_state(&op::DELETE, caller, id, deletion).await
     }
 
     async fn change_state(
@@ -103,7 +117,7 @@ impl KeyService {
         verb: &'static Op,
         caller: &Caller,
         id: KeyId,
-        force: bool,
+        deletion: Deletion,
     ) -> Result<KeyRecord, KeyError> {
         let action = verb.lifecycle.ok_or(KeyError::IntegrityFailure)?;
         self.pipe
@@ -119,7 +133,24 @@ impl KeyService {
                     ));
                 }
                 if action == Action::Delete {
-                    self.check_registrations_allow_delete(&key, force).await?;
+                    if deletion.override_prevention {
+                        if !deletion.force {
+                            return Err(invalid(
+                                "preventKeyDeletionOverride: only with force=true".into(),
+                            ));
+                        }
+                        let target = Target::Key(key.id, &key.key_ring);
+                        if caller.check(Operation::Purge, target).is_err()
+                            && caller
+                                .check(Operation::ManageAccess, Target::Instance)
+                                .is_err()
+                        {
+                            return Err(KeyError::Forbidden(Operation::Purge));
+                        }
+                        ctx.note("preventKeyDeletionOverride=true".to_owned());
+                    }
+                    self.check_registrations_allow_delete(&key, deletion)
+                        .await?;
                     self.check_dual_auth(caller, &key, now)?;
                     key.deleted_at = Some(now);
                     key.deleted_by = Some(caller.subject().to_owned());
@@ -127,7 +158,7 @@ impl KeyService {
                 }
                 key.state = next;
                 key.state_changed_at = now;
-                self.save(ctx, &mut key, None, now, force).await?;
+                self.save(ctx, &mut key, None, now, deletion).await?;
                 Ok(key)
             })
             .await

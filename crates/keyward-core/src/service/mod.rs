@@ -516,7 +516,7 @@ impl KeyService {
         key: &mut KeyRecord,
         version: Option<&KeyVersion>,
         now: OffsetDateTime,
-        force_delete: bool,
+        deletion: crate::Deletion,
     ) -> Result<(), KeyError> {
         key.revision = key.revision.checked_add(1).ok_or(KeyError::Conflict)?;
         key.updated_at = now;
@@ -529,7 +529,8 @@ impl KeyService {
             .map(|kind| KeyNotice {
                 kind,
                 time: now,
-                force_delete,
+                force_delete: deletion.force,
+                override_prevention: deletion.override_prevention,
             });
         let saved = self
             .store

@@ -94,7 +94,8 @@ impl KeyService {
                             meta: meta(key.dual_auth_delete.as_ref().map(|d| &d.meta)),
                         });
                     }
-                    self.save(ctx, &mut key, None, now, false).await?;
+                    self.save(ctx, &mut key, None, now, crate::Deletion::default())
+                        .await?;
                     Ok(key)
                 },
             )

@@ -26,8 +26,14 @@ use crate::{
 const MAX_CRN_CHARS: usize = 512;
 /// Longest description (Key Protect's key description limit).
 const MAX_DESCRIPTION_CHARS: usize = 240;
-/// Longest `registrationMetadata`.
-const MAX_METADATA_CHARS: usize = 4_096;
+/// Longest `registrationMetadata`, in bytes (UTF-8): with the description, a registration
+/// stores at most about 5 KB a service chooses.
+const MAX_METADATA_BYTES: usize = 4_096;
+/// Most registrations one key may have (issue 18, item 7: a key's registrations are rows its
+/// Reader services write and every delete, listing and event fan-out reads). Key Protect
+/// documents no number; a resource registers once per key, and 100 is far above what one key
+/// protects in practice.
+pub const MAX_REGISTRATIONS_PER_KEY: u32 = 100;
 /// Longest webhook URL.
 const MAX_URL_CHARS: usize = 2_048;
 /// Bytes of a webhook signing secret.
@@ -95,10 +101,10 @@ fn check_spec(spec: &RegistrationSpec) -> Result<(), KeyError> {
     if spec
         .metadata
         .as_ref()
-        .is_some_and(|m| m.chars().count() > MAX_METADATA_CHARS)
+        .is_some_and(|m| m.len() > MAX_METADATA_BYTES)
     {
         return Err(invalid(format!(
-            "registrationMetadata: at most {MAX_METADATA_CHARS} characters"
+            "registrationMetadata: at most {MAX_METADATA_BYTES} bytes (UTF-8)"
         )));
     }
     Ok(())
@@ -279,7 +285,20 @@ impl KeyService {
             let event = ctx.record_key(&key, Some(record.key_version_id))?;
             match how {
                 RegistrationWrite::Create => {
-                    match self.store.insert_registration(&record, &event).await {
+                    match self
+                        .store
+                        .insert_registration(&record, MAX_REGISTRATIONS_PER_KEY, &event)
+                        .await
+                    {
+                        Ok(false) => {
+                            return Err(KeyError::Refused(
+                                Rule::TooManyRegistrations,
+                                format!(
+                                    "a key has at most {MAX_REGISTRATIONS_PER_KEY} \
+                                     registrations: delete one first"
+                                ),
+                            ));
+                        }
                         Err(StoreError::Conflict) => {
                             return Err(KeyError::Refused(
                                 Rule::RegistrationExists,
@@ -289,7 +308,9 @@ impl KeyService {
                                 ),
                             ));
                         }
-                        r => r?,
+                        r => {
+                            r?;
+                        }
                     }
                 }
                 RegistrationWrite::Replace | RegistrationWrite::Update => {
@@ -345,19 +366,22 @@ impl KeyService {
                     kind: EventKind::Sync,
                     time: now,
                     force_delete: false,
+                    override_prevention: false,
                 };
                 Ok(self.store.notify(&key, &notice, &event).await?)
             })
             .await
     }
 
-    /// Refuses a delete the key's registrations forbid: any with `preventKeyDeletion`, or any
-    /// at all without `force`. (The store checks again in the deleting transaction.)
+    /// Refuses a delete the key's registrations forbid: any with `preventKeyDeletion` (unless
+    /// an operator overrides it), or any at all without `force`. (The store checks again in the
+    /// deleting transaction.)
     pub(super) async fn check_registrations_allow_delete(
         &self,
         key: &KeyRecord,
-        force: bool,
+        deletion: crate::Deletion,
     ) -> Result<(), KeyError> {
+        let force = deletion.force;
         let filter = RegistrationFilter {
             key_id: Some(key.id),
             limit: 1,
@@ -373,13 +397,14 @@ impl KeyService {
         };
         let (_, prevented) = self.store.registrations(key.instance, &preventing).await?;
         // Key Protect: a key with preventKeyDeletion registrations cannot be deleted (409),
-        // not even with force.
-        if prevented > 0 {
+        // not even with force. Keyward: unless an operator overrides it.
+        if prevented > 0 && !deletion.override_prevention {
             return Err(KeyError::Refused(
                 Rule::PreventKeyDeletion,
                 "the key cannot be deleted because it protects a cloud resource that has a \
                  retention policy (preventKeyDeletion); the service that registered it must \
-                 remove that first"
+                 remove that first (or an operator holding KeyPurge or Administrator deletes with \
+                 force=true&preventKeyDeletionOverride=true)"
                     .into(),
             ));
         }

@@ -319,7 +319,8 @@ impl KeyService {
                 self.require_ring(caller, ring).await?;
                 let now = self.clock.now();
                 key.key_ring = ring.to_owned();
-                self.save(ctx, &mut key, None, now, false).await?;
+                self.save(ctx, &mut key, None, now, crate::Deletion::default())
+                    .await?;
                 Ok(key)
             })
             .await
@@ -349,7 +350,8 @@ impl KeyService {
                     ctx.authorize(Target::Key(key.id, &key.key_ring))?;
                     let now = self.clock.now();
                     key.key_ring = DEFAULT_KEY_RING.to_owned();
-                    self.save(ctx, &mut key, None, now, false).await
+                    self.save(ctx, &mut key, None, now, crate::Deletion::default())
+                        .await
                 })
                 .await?;
         }

@@ -93,7 +93,8 @@ impl KeyService {
                     key.state = transition(key.state, Action::Expire)?;
                     key.state_changed_at = now;
                     key.next_rotation_at = None;
-                    self.save(ctx, &mut key, None, now, false).await
+                    self.save(ctx, &mut key, None, now, crate::Deletion::default())
+                        .await
                 })
                 .await?;
             report.expired += 1;

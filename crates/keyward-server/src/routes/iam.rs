@@ -145,6 +145,8 @@ fn authorization_view(a: &AuthorizationRecord) -> Authorization {
         target: scope_view(&a.target),
         roles: roles_view(&a.roles),
         delegation: a.delegation,
+        dependents: a.dependents.clone(),
+        delegated_from: a.delegated_from.clone(),
         created_at: date(a.created_at),
         created_by: a.created_by.clone(),
     }
@@ -390,6 +392,8 @@ pub async fn create_authorization(
         target,
         roles: roles_from(&body.roles)?,
         delegation: body.delegation,
+        dependents: body.dependents,
+        delegated_from: None,
         created_at: OffsetDateTime::UNIX_EPOCH,
         created_by: String::new(),
         signature: Vec::new(),

@@ -307,6 +307,8 @@ pub struct ListQuery {
     extractable: Option<String>,
     total_count: Option<String>,
     force: Option<String>,
+    /// `DELETE` only: an operator's override of `preventKeyDeletion` (with `force=true`).
+    prevent_key_deletion_override: Option<String>,
     search: Option<String>,
     sort: Option<String>,
     filter: Option<String>,
@@ -489,7 +491,9 @@ pub async fn key_versions(
 
 /// `DELETE /api/v2/keys/{id}`: 204, or 200 with the key for `Prefer: return=representation`.
 /// With registrations on the key, `force=true` is required (`PROTECTED_RESOURCE_ERR`), and a
-/// `preventKeyDeletion` registration refuses even that (`PREV_KEY_DEL_ERR`).
+/// `preventKeyDeletion` registration refuses even that (`PREV_KEY_DEL_ERR`), unless a caller
+/// holding KeyPurge on the key or Administrator adds `preventKeyDeletionOverride=true` (Keyward's
+/// operator override, audited: issue 18, item 7).
 pub async fn delete_key(
     State(state): State<Arc<AppState>>,
     authed: Authed,
@@ -497,9 +501,19 @@ pub async fn delete_key(
     Path(id): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> AppResult {
-    let force = parse_bool("force", q.force.as_deref())?.unwrap_or(false);
+    let deletion = keyward_core::Deletion {
+        force: parse_bool("force", q.force.as_deref())?.unwrap_or(false),
+        override_prevention: parse_bool(
+            "preventKeyDeletionOverride",
+            q.prevent_key_deletion_override.as_deref(),
+        )?
+        .unwrap_or(false),
+    };
     let id = resolve(&state, &authed, &id).await?;
-    let key = state.keys.delete_forced(&authed.caller, id, force).await?;
+    let key = state
+        .keys
+        .delete_forced(&authed.caller, id, deletion)
+        .await?;
     Ok(representation(
         &state,
         &authed,

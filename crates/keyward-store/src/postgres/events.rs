@@ -3,9 +3,10 @@
 //!
 //! Several nodes write at once (READ COMMITTED), so what SQLite's single writer serializes is
 //! serialized here by locks:
-//! - a key's row: registration writes lock it `FOR SHARE`, the outbox functions (a key write
-//!   with a notice) `FOR NO KEY UPDATE`, so a registration is either seen by a key write's
-//!   delete check and events or committed after that key write;
+//! - a key's row: registration writes lock it `FOR SHARE` (a new registration `FOR NO KEY
+//!   UPDATE`, so that inserts on one key are counted against the per-key bound one at a time),
+//!   the outbox functions (a key write with a notice) `FOR NO KEY UPDATE`, so a registration is
+//!   either seen by a key write's delete check and events or committed after that key write;
 //! - event sequence numbers: event-writing transactions take [`EVENT_SEQ_LOCK`] until they
 //!   commit, so events commit in `seq` order and a reader's cursor (`after_seq`) never skips an
 //!   event that commits later with a lower number;
@@ -319,12 +320,35 @@ impl RegistrationStore for PgStore {
     async fn insert_registration(
         &self,
         registration: &RegistrationRecord,
+        max_per_key: u32,
         event: &AuditEvent,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let r = registration;
         let mut c = self.client().await?;
         let tx = Audited::begin(&mut c, event).await?;
-        lock_key_for_registration(&tx, r.key_id).await?;
+        // As `lock_key_for_registration`, but exclusive among registration inserts on one key
+        // (FOR SHARE would let them run together, and each count what the others have not yet
+        // committed), so the count below is the one the insert commits against.
+        let stmt = tx
+            .prepare_cached("SELECT 1 FROM keys WHERE id = $1 FOR NO KEY UPDATE")
+            .await
+            .map_err(pg_error)?;
+        tx.query_opt(&stmt, &[&r.key_id.to_string()])
+            .await
+            .map_err(pg_error)?;
+        let stmt = tx
+            .prepare_cached("SELECT COUNT(*) FROM registrations WHERE key_id = $1")
+            .await
+            .map_err(pg_error)?;
+        let held: i64 = tx
+            .query_one(&stmt, &[&r.key_id.to_string()])
+            .await
+            .map_err(pg_error)?
+            .try_get(0)
+            .map_err(pg_error)?;
+        if held >= i64::from(max_per_key) {
+            return tx.commit(false).await;
+        }
         let stmt = tx
             .prepare_cached(&format!(
                 "INSERT INTO registrations ({REGISTRATION_COLUMNS})
@@ -351,7 +375,7 @@ impl RegistrationStore for PgStore {
         )
         .await
         .map_err(pg_error)?;
-        tx.commit(()).await
+        tx.commit(true).await
     }
 
     async fn update_registration(

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use super::{Audited, PgStore, pg_error};
 use crate::iam::{
     API_KEY_COLUMNS, AUTHORIZATION_COLUMNS, IDENTITY_COLUMNS, POLICY_COLUMNS, authorization_from,
-    identity_from, policy_from, roles_text, scope_text,
+    dependents_text, identity_from, policy_from, roles_text, scope_text,
 };
 use crate::rows::{api_key_from, nanos, time_of};
 
@@ -147,6 +147,19 @@ impl IamStore for PgStore {
         tx.execute(&stmt, &[&account, &iam_id])
             .await
             .map_err(pg_error)?;
+        // Its registrations go with it (SQLite's twin).
+        if n > 0 {
+            let stmt = tx
+                .prepare_cached(
+                    "DELETE FROM registrations WHERE owner = $2
+                       AND instance_id IN (SELECT id FROM instances WHERE account = $1)",
+                )
+                .await
+                .map_err(pg_error)?;
+            tx.execute(&stmt, &[&account, &iam_id])
+                .await
+                .map_err(pg_error)?;
+        }
         tx.commit(n > 0).await
     }
 
@@ -308,10 +321,28 @@ impl IamStore for PgStore {
         let a = authorization;
         let mut c = self.client().await?;
         let tx = Audited::begin(&mut c, event).await?;
+        if let Some(parent) = &a.delegated_from {
+            // Locked until the commit: a concurrent deletion of the parent waits for this insert
+            // and then deletes the new authorization with it, or went first and is seen here.
+            let stmt = tx
+                .prepare_cached(
+                    "SELECT 1 FROM authorizations WHERE account = $1 AND id = $2 FOR KEY SHARE",
+                )
+                .await
+                .map_err(pg_error)?;
+            if tx
+                .query_opt(&stmt, &[&a.account, parent])
+                .await
+                .map_err(pg_error)?
+                .is_none()
+            {
+                return Err(StoreError::Conflict);
+            }
+        }
         let stmt = tx
             .prepare_cached(&format!(
                 "INSERT INTO authorizations ({AUTHORIZATION_COLUMNS})
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
             ))
             .await
             .map_err(pg_error)?;
@@ -328,6 +359,8 @@ impl IamStore for PgStore {
                 &nanos(a.created_at),
                 &a.created_by,
                 &a.signature,
+                &dependents_text(&a.dependents),
+                &a.delegated_from,
             ],
         )
         .await
@@ -341,12 +374,29 @@ impl IamStore for PgStore {
         id: &str,
         event: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        self.audited_change(
-            event,
-            "DELETE FROM authorizations WHERE account = $1 AND id = $2",
-            &[&account, &id],
-        )
-        .await
+        let mut c = self.client().await?;
+        let tx = Audited::begin(&mut c, event).await?;
+        let stmt = tx
+            .prepare_cached("DELETE FROM authorizations WHERE account = $1 AND id = $2")
+            .await
+            .map_err(pg_error)?;
+        let n = tx
+            .execute(&stmt, &[&account, &id])
+            .await
+            .map_err(pg_error)?;
+        // What was delegated under it goes with it, in the same transaction (SQLite's twin).
+        if n > 0 {
+            let stmt = tx
+                .prepare_cached(
+                    "DELETE FROM authorizations WHERE account = $1 AND delegated_from = $2",
+                )
+                .await
+                .map_err(pg_error)?;
+            tx.execute(&stmt, &[&account, &id])
+                .await
+                .map_err(pg_error)?;
+        }
+        tx.commit(n > 0).await
     }
 
     async fn insert_refresh_token(

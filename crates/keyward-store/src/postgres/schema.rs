@@ -355,6 +355,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     UPDATE refresh_tokens SET family = hash;
     CREATE INDEX refresh_tokens_by_family ON refresh_tokens(family);
     CREATE INDEX refresh_tokens_by_expiry ON refresh_tokens(expires_at);",
+    // 5: SQLite's migration 10: delegation's dependent services and the delegating authorization
+    // a delegated one was made under (deleted with it).
+    "ALTER TABLE authorizations ADD COLUMN dependents TEXT COLLATE \"C\";
+    ALTER TABLE authorizations ADD COLUMN delegated_from TEXT COLLATE \"C\";
+    CREATE INDEX authorizations_by_parent ON authorizations(account, delegated_from);",
 ];
 
 /// Brings the database to the latest schema: one transaction under the migration lock, so a

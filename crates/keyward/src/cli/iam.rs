@@ -181,9 +181,13 @@ pub enum AuthorizationsCommand {
         /// Roles, comma-separated (Key Protect integrations use Reader).
         #[arg(long, value_name = "ROLE,...", value_delimiter = ',', required = true)]
         roles: Vec<String>,
-        /// Let the source service authorize its dependent services with a subset of these roles.
+        /// Let the source service authorize its dependent services (--dependents) with a subset
+        /// of these roles, one instance at a time.
         #[arg(long)]
         delegation: bool,
+        /// With --delegation: the services the source may authorize, comma-separated.
+        #[arg(long, value_name = "SERVICE,...", value_delimiter = ',')]
+        dependents: Vec<String>,
     },
     /// Delete an authorization: the source service is cut off.
     Delete { id: String },
@@ -461,6 +465,7 @@ async fn authorizations(
             scope,
             roles,
             delegation,
+            dependents,
         } => {
             if scope.instance.is_none() {
                 bail!(
@@ -476,6 +481,7 @@ async fn authorizations(
                     target: scope.resource(),
                     roles,
                     delegation,
+                    dependents,
                 })
                 .await?;
             out(json, &a, || {
@@ -486,9 +492,9 @@ async fn authorizations(
                     a.roles.join(", "),
                     scope_text(&a.target),
                     if a.delegation {
-                        ", and may delegate it"
+                        format!(", and may delegate it to {}", a.dependents.join(", "))
                     } else {
-                        ""
+                        String::new()
                     }
                 );
             })
