@@ -20,6 +20,7 @@ cargo build --release -q -p keyward
 BIN=${BIN:-$ROOT/target/release/keyward}
 
 WORK=$(mktemp -d -t keyward-bench-cluster.XXXXXX)
+chmod 755 "$WORK"  # PostgreSQL (the postgres user, as root) reaches its directory through it
 PIDS=()
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 cleanup() {
