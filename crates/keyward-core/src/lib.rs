@@ -65,7 +65,8 @@ pub use policy::{
 pub use caller::{Authenticated, Caller};
 pub use kmip::{
     AdapterDeletion, AdapterInsert, CertificateInsert, KMIP_PROFILE_NATIVE, KmipAdapterRecord,
-    KmipCertificateRecord, KmipError, KmipObjectRecord, KmipService, KmipStore, MAX_KMIP_ADAPTERS,
+    KmipCertificateRecord, KmipError, KmipObjectFilter, KmipObjectRecord, KmipService, KmipStore,
+    MAX_KMIP_ADAPTERS,
     MAX_KMIP_CERTIFICATES, NewKmipAdapter, NewKmipCertificate, Page, validate_certificate,
 };
 pub use lifecycle::{Action, KeyState};

@@ -526,6 +526,13 @@ async fn kmip_objects_are_listed_read_and_destroyed_and_block_adapter_deletion()
         destroyed_at: None,
         destroyed_by_cert_id: None,
         destroyed_by: None,
+        name: None,
+        algorithm: None,
+        length: None,
+        object_group: None,
+        attributes: "{}".into(),
+        material: None,
+        signature: Vec::new(),
     };
     store
         .insert_kmip_object(&object, &event("kms.kmip.create"))

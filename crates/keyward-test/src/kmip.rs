@@ -91,6 +91,13 @@ fn object(a: &KmipAdapterRecord, state: u8) -> KmipObjectRecord {
         destroyed_at: None,
         destroyed_by_cert_id: None,
         destroyed_by: None,
+        name: None,
+        algorithm: None,
+        length: None,
+        object_group: None,
+        attributes: "{}".into(),
+        material: None,
+        signature: Vec::new(),
     }
 }
 

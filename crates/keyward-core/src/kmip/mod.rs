@@ -144,6 +144,64 @@ pub struct KmipObjectRecord {
     pub destroyed_by_cert_id: Option<Uuid>,
     /// The subject that destroyed it.
     pub destroyed_by: Option<String>,
+    /// Its first Name attribute, for Locate by name.
+    pub name: Option<String>,
+    /// Its Cryptographic Algorithm (KMIP enumeration), for Locate.
+    pub algorithm: Option<u32>,
+    /// Its Cryptographic Length in bits, for Locate.
+    pub length: Option<i32>,
+    /// Its Object Group, for Locate.
+    pub object_group: Option<String>,
+    /// Its other attributes, as the KMIP listener encodes them (JSON); `{}` when it has none.
+    pub attributes: String,
+    /// Its material (key bytes, DER, secret data) sealed under the adapter's root key, with the
+    /// object's id as AAD; `None` once destroyed (or for an object created before the listener).
+    pub material: Option<Vec<u8>>,
+    /// Custody signature over [`KmipObjectRecord::signed_bytes`]; empty for an object created
+    /// before the listener (such an object has no material and is never used over KMIP).
+    pub signature: Vec<u8>,
+}
+
+impl KmipObjectRecord {
+    /// The bytes the signature covers: everything that decides who may use the object and how
+    /// (its place, type, state, attributes and sealed material), not the audit fields.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut c = Canonical::new();
+        c.field(b"keyward/kmip_object/v1")
+            .field(self.instance.as_bytes())
+            .field(self.adapter_id.as_bytes())
+            .field(self.id.as_bytes())
+            .field(&self.object_type.to_be_bytes())
+            .field(&[self.state])
+            .field(self.name.as_deref().unwrap_or_default().as_bytes())
+            .field(&self.algorithm.unwrap_or_default().to_be_bytes())
+            .field(&self.length.unwrap_or_default().to_be_bytes())
+            .field(self.object_group.as_deref().unwrap_or_default().as_bytes())
+            .field(self.attributes.as_bytes())
+            .field(self.material.as_deref().unwrap_or_default());
+        c.finish()
+    }
+}
+
+/// What a KMIP Locate asks for: every field set must match; oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KmipObjectFilter {
+    /// Object Type.
+    pub object_type: Option<u32>,
+    /// State.
+    pub state: Option<u8>,
+    /// Name (exact, case-sensitive: the first Name attribute).
+    pub name: Option<String>,
+    /// Cryptographic Algorithm.
+    pub algorithm: Option<u32>,
+    /// Cryptographic Length.
+    pub length: Option<i32>,
+    /// Object Group.
+    pub object_group: Option<String>,
+    /// Most ids returned.
+    pub limit: u32,
+    /// Matching objects skipped first.
+    pub offset: u32,
 }
 
 /// Outcome of inserting an adapter.
@@ -285,7 +343,23 @@ pub trait KmipStore: Send + Sync {
         object: &KmipObjectRecord,
         event: &AuditEvent,
     ) -> Result<(), StoreError>;
-    /// Replaces an object's state and updated/destroyed fields; `false` when there was none.
+    /// The ids of an adapter's objects matching `filter`, oldest first, after `filter.offset`,
+    /// at most `filter.limit` (KMIP Locate). Served by indexes on (adapter, name) and (adapter,
+    /// state, created_at).
+    async fn locate_kmip_objects(
+        &self,
+        instance: InstanceId,
+        adapter: Uuid,
+        filter: &KmipObjectFilter,
+    ) -> Result<Vec<Uuid>, StoreError>;
+    /// The certificates registered with this SHA-256 fingerprint, in every instance (the KMIP
+    /// listener's client authentication; at most one per instance).
+    async fn kmip_certificates_by_fingerprint(
+        &self,
+        fingerprint: &[u8; 32],
+    ) -> Result<Vec<Unverified<KmipCertificateRecord>>, StoreError>;
+    /// Replaces every mutable field of an object (state, updated/destroyed fields, name,
+    /// algorithm, length, group, attributes, material, signature); `false` when there was none.
     async fn update_kmip_object(
         &self,
         object: &KmipObjectRecord,

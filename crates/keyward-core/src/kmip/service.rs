@@ -406,6 +406,9 @@ impl KmipService {
                 object.updated_by = Some(caller.subject().to_owned());
                 object.destroyed_at = Some(now);
                 object.destroyed_by = Some(caller.subject().to_owned());
+                // Destroyed: the sealed material goes with it, and the record is signed again.
+                object.material = None;
+                object.signature = self.keys.custody().sign_record(&object.signed_bytes())?;
                 let event = ctx.record_on(object.id)?;
                 if self.store.update_kmip_object(&object, &event).await? {
                     Ok(())
