@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::access::{Grants, Operation, Target};
 use crate::pipeline::{Actor, check_grants};
-use crate::{Initiator, InstanceId, KeyError};
+use crate::{Initiator, InstanceId, KeyError, KeyId};
 
 /// Who is calling, on which instance: established by authentication from a verified token.
 #[derive(Debug, Clone)]
@@ -27,6 +27,12 @@ pub struct Caller {
 enum Access {
     /// Keyward itself (the scheduler): no access check.
     System,
+    /// A KMIP client authenticated by a certificate registered on `adapter`: it may manage the
+    /// adapter's KMIP objects and use the adapter's root key `crk` to protect them, nothing else.
+    Kmip {
+        /// The adapter's root key.
+        crk: KeyId,
+    },
     /// A caller with grants on the instance's account.
     Grants {
         /// The account that owns the instance.
@@ -89,6 +95,34 @@ impl Caller {
         }
     }
 
+    /// A KMIP client of `adapter` (whose record, and the certificate it presented, verified),
+    /// named `subject` in audit events.
+    pub(crate) fn kmip_client(
+        adapter: &crate::KmipAdapterRecord,
+        subject: String,
+        request_id: String,
+        address: Option<String>,
+    ) -> Caller {
+        Caller {
+            subject,
+            instance: adapter.instance,
+            request_id,
+            address,
+            key_ring: None,
+            access: Access::Kmip {
+                crk: adapter.crk_id,
+            },
+        }
+    }
+
+    /// The same caller for another request (a KMIP connection's next message).
+    pub(crate) fn with_request_id(&self, request_id: String) -> Caller {
+        Caller {
+            request_id,
+            ..self.clone()
+        }
+    }
+
     /// This caller as Keyward itself, for a read that is part of an operation the caller was
     /// authorized for (an adapter's root key, read for a KMIP manager who holds no key role).
     pub(crate) fn as_system(&self) -> Caller {
@@ -103,6 +137,7 @@ impl Caller {
     pub fn is_instance_member(&self) -> bool {
         match &self.access {
             Access::System => true,
+            Access::Kmip { .. } => false,
             Access::Grants { account, grants } => grants.sees_instance(account, self.instance),
         }
     }
@@ -165,9 +200,22 @@ impl Actor for Caller {
     fn check(&self, operation: Operation, target: Target<'_>) -> Result<(), KeyError> {
         match &self.access {
             Access::System => Ok(()),
+            Access::Kmip { crk, .. } => kmip_client_check(*crk, operation, target),
             Access::Grants { account, grants } => {
                 check_grants(grants, account, self.instance, operation, target)
             }
         }
+    }
+}
+
+/// What a KMIP client may do: manage its adapter's objects (the store scopes every object read
+/// and write to the adapter) and use the adapter's root key to seal and open them. Any other key
+/// is not found; any other operation is forbidden.
+fn kmip_client_check(crk: KeyId, operation: Operation, target: Target<'_>) -> Result<(), KeyError> {
+    let kmip = matches!(operation, Operation::KmipRead | Operation::KmipWrite);
+    match target {
+        Target::Key(id, _) if id != crk => Err(KeyError::NotFound),
+        Target::Key(..) | Target::Instance if kmip => Ok(()),
+        _ => Err(KeyError::Forbidden(operation)),
     }
 }

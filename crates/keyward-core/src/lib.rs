@@ -65,7 +65,9 @@ pub use policy::{
 pub use caller::{Authenticated, Caller};
 pub use kmip::{
     AdapterDeletion, AdapterInsert, CertificateInsert, KMIP_PROFILE_NATIVE, KmipAdapterRecord,
-    KmipCertificateRecord, KmipError, KmipObjectFilter, KmipObjectRecord, KmipService, KmipStore,
+    KmipCertificateRecord, KmipClient, KmipError, KmipObjectFilter, KmipObjectRecord, KmipService,
+    KmipSession, KmipStore, MAX_KMIP_ATTRIBUTES_BYTES, MAX_KMIP_MATERIAL_BYTES, NewKmipObject,
+    kmip_subject,
     MAX_KMIP_ADAPTERS,
     MAX_KMIP_CERTIFICATES, NewKmipAdapter, NewKmipCertificate, Page, validate_certificate,
 };

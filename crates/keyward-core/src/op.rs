@@ -233,6 +233,39 @@ pub const KMIP_READ: Op = op("kms.kmip-management.read", O::KmipRead, 200);
 /// Delete a KMIP adapter, certificate or object.
 pub const KMIP_DELETE: Op = op("kms.kmip-management.delete", O::KmipWrite, 204);
 
+// ---- KMIP protocol: a client of an adapter, over the KMIP listener ----
+/// Create a symmetric key.
+pub const KMIP_OBJECT_CREATE: Op = op("kms.kmip.create", O::KmipWrite, 201);
+/// Create an RSA key pair.
+pub const KMIP_OBJECT_CREATE_KEY_PAIR: Op = op("kms.kmip.create-key-pair", O::KmipWrite, 201);
+/// Register an object the client brings.
+pub const KMIP_OBJECT_REGISTER: Op = op("kms.kmip.register", O::KmipWrite, 201);
+/// Get an object (its material).
+pub const KMIP_OBJECT_GET: Op = op("kms.kmip.get", O::KmipRead, 200);
+/// Get an object's attributes.
+pub const KMIP_OBJECT_GET_ATTRIBUTES: Op = op("kms.kmip.get-attributes", O::KmipRead, 200);
+/// List an object's attribute names.
+pub const KMIP_OBJECT_GET_ATTRIBUTE_LIST: Op =
+    op("kms.kmip.get-attribute-list", O::KmipRead, 200);
+/// Add, modify or delete an attribute.
+pub const KMIP_OBJECT_SET_ATTRIBUTE: Op = op("kms.kmip.set-attribute", O::KmipWrite, 200);
+/// Locate objects.
+pub const KMIP_OBJECT_LOCATE: Op = op("kms.kmip.locate", O::KmipRead, 200);
+/// Activate an object.
+pub const KMIP_OBJECT_ACTIVATE: Op = op("kms.kmip.activate", O::KmipWrite, 200);
+/// Revoke an object.
+pub const KMIP_OBJECT_REVOKE: Op = op("kms.kmip.revoke", O::KmipWrite, 200);
+/// Destroy an object.
+pub const KMIP_OBJECT_DESTROY: Op = op("kms.kmip.destroy", O::KmipWrite, 200);
+/// Encrypt, decrypt, sign, verify or MAC with an object.
+pub const KMIP_OBJECT_CRYPTO: Op = op("kms.kmip.crypto", O::KmipRead, 200);
+/// Check an object, or get a usage allocation.
+pub const KMIP_OBJECT_CHECK: Op = op("kms.kmip.check", O::KmipRead, 200);
+/// Query the server, or discover its versions.
+pub const KMIP_QUERY: Op = op("kms.kmip.query", O::KmipRead, 200);
+/// A client certificate the listener refused.
+pub const KMIP_AUTHENTICATE: Op = other("kms.kmip.authenticate", 200);
+
 // ---- identity and access (account administration) ----
 /// Manage identities and access: what every verb below is checked against.
 pub const MANAGE_ACCESS: Op = op("iam.policy.manage", O::ManageAccess, 200);

@@ -194,3 +194,12 @@ impl Signed for KmipCertificateRecord {
         &self.signature
     }
 }
+
+impl Signed for crate::KmipObjectRecord {
+    fn signed_bytes(&self) -> Vec<u8> {
+        crate::KmipObjectRecord::signed_bytes(self)
+    }
+    fn signature(&self) -> &[u8] {
+        &self.signature
+    }
+}

@@ -12,6 +12,10 @@ pub enum CryptoError {
     /// A key had a length the algorithm does not accept.
     #[error("invalid key length {0} bytes")]
     InvalidKeyLength(usize),
+    /// Bytes that are not a valid key for the operation (an AES key of another length, a
+    /// malformed RSA key).
+    #[error("not a valid key for this operation")]
+    InvalidKey,
     /// The system random number generator failed.
     #[error("random number generator failure")]
     Rng,

@@ -19,6 +19,7 @@
 pub mod canonical;
 mod ciphertext;
 mod error;
+pub mod objects;
 mod primitives;
 mod secret;
 mod transit;

@@ -59,6 +59,46 @@ pub struct ServerConfig {
     /// Per-source limits on the token exchange and on requests whose authentication is
     /// refused, and how their refusals are sampled in the audit trail.
     pub ip_limits: IpLimitsSection,
+    /// The KMIP listener (off unless `listen`, `tls_cert` and `tls_key` are set).
+    pub kmip: KmipSection,
+}
+
+/// `[kmip]`: the KMIP listener. Clients authenticate with a certificate registered on a KMIP
+/// adapter (`keyward kmip certs add`); TLS 1.2 and 1.3, client certificate required.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KmipSection {
+    /// Address to listen on (the KMIP port is 5696); none: no KMIP listener.
+    pub listen: Option<SocketAddr>,
+    /// The server's PEM certificate chain.
+    pub tls_cert: Option<PathBuf>,
+    /// The server's PEM private key.
+    pub tls_key: Option<PathBuf>,
+    /// Largest request message, in bytes.
+    pub max_message_bytes: usize,
+    /// Open KMIP connections at most.
+    pub max_connections: usize,
+    /// Open KMIP connections per client certificate at most.
+    pub max_connections_per_client: usize,
+    /// A connection idle this long between requests is closed, in seconds.
+    pub idle_timeout_secs: u64,
+    /// A request (or a TLS handshake) must arrive whole within this, in seconds.
+    pub read_timeout_secs: u64,
+}
+
+impl Default for KmipSection {
+    fn default() -> Self {
+        KmipSection {
+            listen: None,
+            tls_cert: None,
+            tls_key: None,
+            max_message_bytes: 1 << 20,
+            max_connections: 1024,
+            max_connections_per_client: 64,
+            idle_timeout_secs: 120,
+            read_timeout_secs: 10,
+        }
+    }
 }
 
 /// `[limits]`: what one client can hold of the server. A slow or idle connection holds a socket
@@ -508,6 +548,7 @@ impl Default for ServerConfig {
             store: StoreSection::default(),
             limits: LimitsSection::default(),
             ip_limits: IpLimitsSection::default(),
+            kmip: KmipSection::default(),
         }
     }
 }
@@ -570,6 +611,26 @@ impl ServerConfig {
                 )));
             }
             _ => {}
+        }
+        if let Some(addr) = self.kmip.listen {
+            if self.kmip.tls_cert.is_none() || self.kmip.tls_key.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "[kmip] listen = \"{addr}\" needs tls_cert and tls_key: KMIP is served over \
+                     mutual TLS only"
+                )));
+            }
+            if !(1024..=64 << 20).contains(&self.kmip.max_message_bytes)
+                || self.kmip.max_connections == 0
+                || self.kmip.max_connections_per_client == 0
+                || self.kmip.idle_timeout_secs == 0
+                || self.kmip.read_timeout_secs == 0
+            {
+                return Err(ConfigError::Invalid(
+                    "[kmip]: max_message_bytes is 1 KiB to 64 MiB; connection limits and \
+                     timeouts are at least 1"
+                        .into(),
+                ));
+            }
         }
         if !(1..=86_400).contains(&self.token_ttl_secs) {
             return Err(ConfigError::Invalid(

@@ -20,6 +20,7 @@ pub mod connections;
 pub mod drain;
 pub mod error;
 pub mod extract;
+mod kmip;
 pub mod routes;
 pub mod state;
 pub mod views;
@@ -258,6 +259,8 @@ pub struct RunningServer {
     /// shutdown.
     background: Background,
     closing: tokio::sync::watch::Sender<bool>,
+    /// The KMIP listener, when `[kmip]` configures one.
+    kmip: Option<keyward_kmip::KmipServer>,
 }
 
 impl RunningServer {
@@ -273,9 +276,17 @@ impl RunningServer {
     /// [`handle`]: RunningServer::handle
     pub async fn wait(self) -> anyhow::Result<()> {
         let served = self.task.await;
+        if let Some(kmip) = self.kmip {
+            kmip.stop().await;
+        }
         self.background.stop().await;
         served??;
         Ok(())
+    }
+
+    /// The KMIP listener's address, when one is configured.
+    pub fn kmip_addr(&self) -> Option<SocketAddr> {
+        self.kmip.as_ref().map(keyward_kmip::KmipServer::addr)
     }
 
     /// A handle that can stop the server from elsewhere.
@@ -341,9 +352,21 @@ pub async fn serve(runtime: Runtime) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{addr}");
+    let kmip_listener = match runtime.config.kmip.listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding the KMIP listener on {at}"))?,
+        ),
+        None => None,
+    };
     let bootstrap_file = runtime.bootstrap(&url).await?;
     let background = runtime.start_background()?;
     let state = state_of(runtime);
+    let kmip = match kmip_listener {
+        Some(listener) => Some(kmip::start(&state, listener)?),
+        None => None,
+    };
     let _ = state.bound_port.set(addr.port());
     let handle = axum_server::Handle::new();
     let closing = state.closing.clone();
@@ -394,5 +417,6 @@ pub async fn serve(runtime: Runtime) -> anyhow::Result<RunningServer> {
         task,
         background,
         closing,
+        kmip,
     })
 }

@@ -199,6 +199,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     println!("keyward: listening on {}", server.url);
+    if let Some(kmip) = server.kmip_addr() {
+        println!("keyward: KMIP listening on {kmip}");
+    }
     let closer = server.closer();
     tokio::spawn(async move {
         keyward_client::shutdown_signal().await;

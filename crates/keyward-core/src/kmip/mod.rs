@@ -9,8 +9,13 @@
 //! This module holds the records, the [`KmipStore`] seam, the errors and the input rules;
 //! `service.rs` the [`KmipService`] that runs each management verb in the operation pipeline.
 
+mod client;
 mod service;
 
+pub use client::{
+    KmipClient, KmipSession, MAX_KMIP_ATTRIBUTES_BYTES, MAX_KMIP_MATERIAL_BYTES, NewKmipObject,
+    kmip_subject,
+};
 pub use service::KmipService;
 
 use keyward_crypto::Canonical;
@@ -397,6 +402,9 @@ pub enum KmipError {
     /// A field of the request is invalid; the message names it and says what is accepted.
     #[error("{0}")]
     InvalidField(String),
+    /// A KMIP operation the protocol layer refused: its KMIP Result Reason and message.
+    #[error("{1}")]
+    Protocol(u32, String),
     /// A quota (adapters per instance, certificates per adapter) is reached.
     #[error("{0}")]
     Quota(String),
@@ -447,6 +455,7 @@ impl KmipError {
             ObjectActive => (409, "KMIP_OBJECT_ACTIVE_ERR"),
             CrkNotActive(_) => (409, "KEY_ACTION_INVALID_STATE_ERR"),
             InvalidField(_) => (400, "INVALID_FIELD_ERR"),
+            Protocol(..) => (400, "KMIP_OPERATION_ERR"),
             Quota(_) => (400, "KMIP_ADAPTER_QUOTA_ERR"),
             CrkNotRoot => (400, "KEY_ROOT_REQ_ERR"),
             Key(e) => (e.reason_code(), "INTERNAL_SERVER_ERR"),

@@ -17,9 +17,9 @@ use crate::{Caller, KeyError, KeyId, KeyKind, KeyService, KeyState, Unverified, 
 /// events. Cheap to clone.
 #[derive(Clone)]
 pub struct KmipService {
-    store: Arc<dyn KmipStore>,
-    keys: KeyService,
-    clock: Arc<dyn Clock>,
+    pub(super) store: Arc<dyn KmipStore>,
+    pub(super) keys: KeyService,
+    pub(super) clock: Arc<dyn Clock>,
 }
 
 impl KmipService {

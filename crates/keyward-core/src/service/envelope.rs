@@ -90,7 +90,7 @@ impl KeyService {
             .await
     }
 
-    async fn open(
+    pub(crate) async fn open(
         &self,
         ctx: &mut Ctx<'_>,
         verb: &'static Op,

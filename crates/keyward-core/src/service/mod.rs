@@ -378,7 +378,7 @@ impl KeyService {
 
     /// A root key, its current version and material for `action`, with the operation
     /// authorized: from the cache when fresh, else read, verified and unwrapped, then cached.
-    async fn root_key(
+    pub(crate) async fn root_key(
         &self,
         ctx: &mut Ctx<'_>,
         caller: &Caller,
@@ -603,7 +603,7 @@ fn invalid(msg: String) -> KeyError {
     KeyError::InvalidInput(msg)
 }
 
-fn seal(
+pub(crate) fn seal(
     material: &Secret,
     version: &KeyVersion,
     aad: &[&str],
