@@ -3,7 +3,9 @@
 //! chain continues unbroken (positions and hashes are copied, not recomputed).
 //!
 //! Generic over tables: both schemas have the same tables and columns, so each table is copied
-//! by the column list PostgreSQL reports, each value converted by the PostgreSQL column's type.
+//! by the column list PostgreSQL reports, each value converted by the PostgreSQL column's type
+//! (a column added by a migration, like KMIP objects' in SQLite's 11 and PostgreSQL's 6, is
+//! copied without naming it here). The source must be of this build's schema version.
 //! Resumable: rows are inserted with `ON CONFLICT DO NOTHING` in batches, each its own
 //! transaction, so a run stopped anywhere is finished by running it again. A target that holds
 //! data of its own (not from an unfinished migration of the same source) is refused.
@@ -113,6 +115,7 @@ pub async fn copy_sqlite_to_postgres(
     src.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(sqlite)?;
     src.execute_batch("BEGIN").map_err(sqlite)?;
+    source_is_current(&src)?;
     let source = std::fs::canonicalize(&path)
         .unwrap_or(path.clone())
         .display()
@@ -219,6 +222,27 @@ pub async fn copy_sqlite_to_postgres(
         .await
         .map_err(pg_error)?;
     Ok(report)
+}
+
+/// Refuses a source whose schema is not this build's: the copy takes the columns PostgreSQL has
+/// (this build's), and a store of an older build lacks some (e.g. the KMIP object columns of
+/// migration 11). Such a store is brought up to date by starting this Keyward on it once.
+fn source_is_current(src: &rusqlite::Connection) -> Result<(), StoreError> {
+    let version: i64 = src
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sqlite)?;
+    let known = crate::schema::VERSION;
+    match usize::try_from(version) {
+        Ok(v) if v == known => Ok(()),
+        Ok(v) if v < known => Err(StoreError::Unavailable(format!(
+            "the SQLite store's schema is version {v}, older than this Keyward's ({known}): \
+             start this Keyward on it once (it migrates at start), stop it, then migrate"
+        ))),
+        _ => Err(StoreError::Unavailable(format!(
+            "the SQLite store's schema is version {version}, newer than this Keyward knows \
+             ({known}): migrate with the Keyward that wrote it"
+        ))),
+    }
 }
 
 /// Refuses a target holding data of its own; records (or resumes) this source's migration.

@@ -1,15 +1,16 @@
 //! `KmipStore` for `SqliteStore`: KMIP adapters, client certificates and KMIP objects
-//! (migration 3). Uniqueness, quotas and "adapter still exists" are checked inside the write's
-//! transaction, so concurrent requests cannot both pass them.
+//! (migrations 3 and 11). Uniqueness, quotas and "adapter still exists" are checked inside the
+//! write's transaction, so concurrent requests cannot both pass them.
 
 use keyward_core::{
     AdapterDeletion, AdapterInsert, AuditEvent, CertificateInsert, InstanceId, KeyId,
-    KmipAdapterRecord, KmipCertificateRecord, KmipObjectRecord, KmipStore, StoreError, Unverified,
+    KmipAdapterRecord, KmipCertificateRecord, KmipObjectFilter, KmipObjectRecord, KmipStore,
+    StoreError, Unverified,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use uuid::Uuid;
 
-use crate::columns::{Bad, Columns};
+use crate::columns::{Bad, Columns, Param};
 use crate::rows::{nanos, opt_nanos, opt_time_of, time_of};
 use crate::sqlite::SqliteStore;
 
@@ -19,7 +20,8 @@ pub(crate) const CERT_COLUMNS: &str = "instance_id, adapter_id, id, name, certif
      created_at, created_by, signature";
 pub(crate) const OBJECT_COLUMNS: &str = "instance_id, adapter_id, id, object_type, state, created_at, \
      created_by_cert_id, created_by, updated_at, updated_by_cert_id, updated_by, destroyed_at, \
-     destroyed_by_cert_id, destroyed_by";
+     destroyed_by_cert_id, destroyed_by, name, algorithm, length, object_group, attributes, \
+     material, signature";
 
 /// An adapter from the columns of `ADAPTER_COLUMNS`.
 pub(crate) fn adapter_from<R: Columns + ?Sized>(r: &R) -> Result<KmipAdapterRecord, Bad> {
@@ -90,7 +92,68 @@ pub(crate) fn object_from<R: Columns + ?Sized>(r: &R) -> Result<KmipObjectRecord
         destroyed_at: opt_time_of(r.opt_i64(11)?)?,
         destroyed_by_cert_id: opt_parsed(r, 12)?,
         destroyed_by: r.opt_text(13)?,
+        name: r.opt_text(14)?,
+        algorithm: r.opt_int(15)?,
+        length: r.opt_int(16)?,
+        object_group: r.opt_text(17)?,
+        attributes: r.text(18)?,
+        material: r.opt_blob(19)?,
+        signature: r.blob(20)?,
     })
+}
+
+/// The SQL of a KMIP Locate (the ids of an adapter's objects matching `filter`, oldest first,
+/// paged) and its values; only the filter's set fields are conditions, every value bound: the
+/// `n`th as `{mark}n` (`?n` for SQLite, `$n` for PostgreSQL).
+pub(crate) fn locate_sql(
+    instance: InstanceId,
+    adapter: Uuid,
+    filter: &KmipObjectFilter,
+    mark: char,
+) -> (String, Vec<Param>) {
+    let mut values = vec![
+        Param::Text(instance.to_string()),
+        Param::Text(adapter.to_string()),
+    ];
+    let mut sql =
+        format!("SELECT id FROM kmip_objects WHERE instance_id = {mark}1 AND adapter_id = {mark}2");
+    let mut bind = |column: &str, v: Param, sql: &mut String| {
+        values.push(v);
+        sql.push_str(&format!(" AND {column} = {mark}{}", values.len()));
+    };
+    let f = filter;
+    if let Some(t) = f.object_type {
+        bind("object_type", Param::Int(i64::from(t)), &mut sql);
+    }
+    if let Some(s) = f.state {
+        bind("state", Param::Int(i64::from(s)), &mut sql);
+    }
+    if let Some(n) = &f.name {
+        bind("name", Param::Text(n.clone()), &mut sql);
+    }
+    if let Some(a) = f.algorithm {
+        bind("algorithm", Param::Int(i64::from(a)), &mut sql);
+    }
+    if let Some(l) = f.length {
+        bind("length", Param::Int(i64::from(l)), &mut sql);
+    }
+    if let Some(g) = &f.object_group {
+        bind("object_group", Param::Text(g.clone()), &mut sql);
+    }
+    values.push(Param::Int(i64::from(f.limit)));
+    values.push(Param::Int(i64::from(f.offset)));
+    let (limit, offset) = (values.len() - 1, values.len());
+    sql.push_str(&format!(
+        " ORDER BY created_at, id LIMIT {mark}{limit} OFFSET {mark}{offset}"
+    ));
+    (sql, values)
+}
+
+/// A Locate's ids, as stored.
+pub(crate) fn parse_ids(ids: Vec<String>) -> Result<Vec<Uuid>, Bad> {
+    ids.into_iter()
+        .map(|s| s.parse().map_err(|_| Bad(format!("bad identifier {s:?}"))))
+        .collect()
 }
 
 fn object_from_row(r: &Row<'_>) -> rusqlite::Result<KmipObjectRecord> {
@@ -467,7 +530,8 @@ impl KmipStore for SqliteStore {
         self.write_audited(event, move |c| {
             c.prepare_cached(&format!(
                 "INSERT INTO kmip_objects ({OBJECT_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                         ?17, ?18, ?19, ?20, ?21)"
             ))?
             .execute(params![
                 o.instance.to_string(),
@@ -484,10 +548,50 @@ impl KmipStore for SqliteStore {
                 opt_nanos(o.destroyed_at),
                 o.destroyed_by_cert_id.map(|u| u.to_string()),
                 o.destroyed_by,
+                o.name,
+                o.algorithm,
+                o.length,
+                o.object_group,
+                o.attributes,
+                o.material,
+                o.signature,
             ])?;
             Ok(())
         })
         .await
+    }
+
+    async fn locate_kmip_objects(
+        &self,
+        instance: InstanceId,
+        adapter: Uuid,
+        filter: &KmipObjectFilter,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let (sql, values) = locate_sql(instance, adapter, filter, '?');
+        let ids = self.read(|c| {
+            // Not cached: up to 64 shapes of statement, which would push the hot path's
+            // statements out of the connection's small cache.
+            c.prepare(&sql)?
+                .query_map(params_from_iter(values.iter()), |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(parse_ids(ids)?)
+    }
+
+    async fn kmip_certificates_by_fingerprint(
+        &self,
+        fingerprint: &[u8; 32],
+    ) -> Result<Vec<Unverified<KmipCertificateRecord>>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {CERT_COLUMNS} FROM kmip_certificates WHERE fingerprint = ?1
+                 ORDER BY created_at, id"
+            ))?
+            .query_map(params![fingerprint.as_slice()], |r| {
+                cert_from_row(r).map(Unverified::new)
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
     }
 
     async fn update_kmip_object(
@@ -501,7 +605,8 @@ impl KmipStore for SqliteStore {
                 .prepare_cached(
                     "UPDATE kmip_objects SET state = ?4, updated_at = ?5, updated_by_cert_id = ?6,
                         updated_by = ?7, destroyed_at = ?8, destroyed_by_cert_id = ?9,
-                        destroyed_by = ?10
+                        destroyed_by = ?10, name = ?11, algorithm = ?12, length = ?13,
+                        object_group = ?14, attributes = ?15, material = ?16, signature = ?17
                      WHERE instance_id = ?1 AND adapter_id = ?2 AND id = ?3",
                 )?
                 .execute(params![
@@ -515,6 +620,13 @@ impl KmipStore for SqliteStore {
                     opt_nanos(o.destroyed_at),
                     o.destroyed_by_cert_id.map(|u| u.to_string()),
                     o.destroyed_by,
+                    o.name,
+                    o.algorithm,
+                    o.length,
+                    o.object_group,
+                    o.attributes,
+                    o.material,
+                    o.signature,
                 ])?;
             Ok(n == 1)
         })

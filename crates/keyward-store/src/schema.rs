@@ -303,7 +303,28 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE authorizations ADD COLUMN dependents TEXT;
     ALTER TABLE authorizations ADD COLUMN delegated_from TEXT;
     CREATE INDEX authorizations_by_parent ON authorizations(account, delegated_from);",
+    // 11: KMIP objects carry what the KMIP listener needs: the attributes Locate matches on
+    // (first Name, Cryptographic Algorithm and Length, Object Group), the others as JSON, the
+    // material sealed under the adapter's root key (NULL once destroyed) and a signature (empty
+    // for an object stored before this). Locate pages oldest first within an adapter; the
+    // listener finds a client's certificates by fingerprint in any instance.
+    "ALTER TABLE kmip_objects ADD COLUMN name TEXT;
+    ALTER TABLE kmip_objects ADD COLUMN algorithm INTEGER;
+    ALTER TABLE kmip_objects ADD COLUMN length INTEGER;
+    ALTER TABLE kmip_objects ADD COLUMN object_group TEXT;
+    ALTER TABLE kmip_objects ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE kmip_objects ADD COLUMN material BLOB;
+    ALTER TABLE kmip_objects ADD COLUMN signature BLOB NOT NULL DEFAULT x'';
+    CREATE INDEX kmip_objects_by_created ON kmip_objects(adapter_id, created_at, id);
+    CREATE INDEX kmip_objects_by_name ON kmip_objects(adapter_id, name, created_at, id)
+        WHERE name IS NOT NULL;
+    CREATE INDEX kmip_objects_by_group ON kmip_objects(adapter_id, object_group, created_at, id)
+        WHERE object_group IS NOT NULL;
+    CREATE INDEX kmip_certificates_by_fingerprint ON kmip_certificates(fingerprint);",
 ];
+
+/// The schema version this build migrates to (`PRAGMA user_version`).
+pub(crate) const VERSION: usize = MIGRATIONS.len();
 
 /// Brings the database to the latest schema, one transaction per migration.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

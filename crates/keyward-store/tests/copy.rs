@@ -2,13 +2,17 @@
 //! chain verifies in the target), a stopped copy is finished by running it again, and a target
 //! with data of its own or a source copied already is refused.
 
-use keyward_core::{AuditEvent, AuditStore, Initiator, InstanceId, InstanceRecord, Outcome, Store};
+use keyward_core::{
+    AuditEvent, AuditStore, Initiator, InstanceId, InstanceRecord, KeyId, KmipAdapterRecord,
+    KmipCertificateRecord, KmipObjectFilter, KmipObjectRecord, KmipStore, Outcome, Store,
+};
 use keyward_custody::SoftwareCustody;
 use keyward_store::{
-    PgOptions, PgStore, SqliteStore, copy_sqlite_to_postgres, verify_audit_chain_pg,
+    DB_FILE, PgOptions, PgStore, SqliteStore, copy_sqlite_to_postgres, verify_audit_chain_pg,
 };
 use keyward_test::postgres::cluster;
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 fn event(n: u32) -> AuditEvent {
     AuditEvent::new(
@@ -133,4 +137,151 @@ async fn a_missing_source_is_a_clear_error() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("no SQLite store"), "{err}");
+}
+
+#[tokio::test]
+async fn kmip_objects_arrive_with_every_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = OffsetDateTime::from_unix_timestamp_nanos(1_800_000_000_123_456_789).unwrap();
+    let instance = InstanceId::random();
+    let adapter = KmipAdapterRecord {
+        instance,
+        id: Uuid::new_v4(),
+        name: "adapter".into(),
+        description: None,
+        profile: "native_1.0".into(),
+        crk_id: KeyId::random(),
+        created_at: now,
+        created_by: "me".into(),
+        updated_at: now,
+        updated_by: "me".into(),
+        signature: vec![1; 64],
+    };
+    let cert = KmipCertificateRecord {
+        instance,
+        adapter_id: adapter.id,
+        id: Uuid::new_v4(),
+        name: "cert".into(),
+        certificate: "PEM".into(),
+        fingerprint: [7; 32],
+        created_at: now,
+        created_by: "me".into(),
+        signature: vec![2; 64],
+    };
+    // As stored before the KMIP listener: nothing set, empty signature.
+    let bare = KmipObjectRecord {
+        instance,
+        adapter_id: adapter.id,
+        id: Uuid::new_v4(),
+        object_type: 2,
+        state: 1,
+        created_at: now,
+        created_by_cert_id: cert.id,
+        created_by: "me".into(),
+        updated_at: None,
+        updated_by_cert_id: None,
+        updated_by: None,
+        destroyed_at: None,
+        destroyed_by_cert_id: None,
+        destroyed_by: None,
+        name: None,
+        algorithm: None,
+        length: None,
+        object_group: None,
+        attributes: "{}".into(),
+        material: None,
+        signature: Vec::new(),
+    };
+    let full = KmipObjectRecord {
+        id: Uuid::new_v4(),
+        state: 2,
+        created_at: now + time::Duration::seconds(1),
+        updated_at: Some(now),
+        updated_by_cert_id: Some(cert.id),
+        updated_by: Some("you".into()),
+        name: Some("name".into()),
+        algorithm: Some(3),
+        length: Some(256),
+        object_group: Some("group".into()),
+        attributes: r#"{"a":1}"#.into(),
+        material: Some((0..=255u8).collect()),
+        signature: vec![3; 64],
+        ..bare.clone()
+    };
+    {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store
+            .insert_instance(
+                &InstanceRecord {
+                    id: instance,
+                    account: "acct".into(),
+                    name: "moved".into(),
+                    created_at: now,
+                },
+                &event(0),
+            )
+            .await
+            .unwrap();
+        store
+            .insert_kmip_adapter(&adapter, 10, &event(1))
+            .await
+            .unwrap();
+        store
+            .insert_kmip_certificate(&cert, 10, &event(2))
+            .await
+            .unwrap();
+        for (n, o) in [&bare, &full].into_iter().enumerate() {
+            store
+                .insert_kmip_object(o, &event(3 + n as u32))
+                .await
+                .unwrap();
+        }
+    }
+    let (pg, _) = target().await;
+    copy_sqlite_to_postgres(dir.path(), &pg, |_| {})
+        .await
+        .unwrap();
+    for o in [&bare, &full] {
+        assert_eq!(
+            pg.kmip_object(instance, adapter.id, o.id).await.unwrap(),
+            Some(o.clone())
+        );
+    }
+    let named = KmipObjectFilter {
+        name: Some("name".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        pg.locate_kmip_objects(instance, adapter.id, &named)
+            .await
+            .unwrap(),
+        vec![full.id]
+    );
+    let found = pg.kmip_certificates_by_fingerprint(&[7; 32]).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].peek_unverified(), &cert);
+}
+
+#[tokio::test]
+async fn a_source_of_another_schema_version_is_refused() {
+    let src = source(1).await;
+    let (pg, _) = target().await;
+    let db = rusqlite::Connection::open(src.path().join(DB_FILE)).unwrap();
+    let current: i64 = db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    for (version, why) in [(current - 1, "older"), (current + 1, "newer")] {
+        db.pragma_update(None, "user_version", version).unwrap();
+        let err = copy_sqlite_to_postgres(src.path(), &pg, |_| {})
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(why), "{err}");
+    }
+    // Nothing was claimed: at this build's version the copy goes ahead.
+    db.pragma_update(None, "user_version", current).unwrap();
+    drop(db);
+    copy_sqlite_to_postgres(src.path(), &pg, |_| {})
+        .await
+        .unwrap();
 }

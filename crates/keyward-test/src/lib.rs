@@ -129,7 +129,10 @@ macro_rules! kmip_store_suite {
             $crate::__kmip_store_tests!($make;
                 adapters_round_trip_unique_and_limited,
                 certificates_are_unique_limited_and_deleted_with_their_adapter,
-                objects_block_adapter_deletion_until_destroyed
+                objects_block_adapter_deletion_until_destroyed,
+                objects_round_trip_every_field_and_updates_replace_them,
+                locate_matches_every_set_field_oldest_first_and_pages,
+                certificates_are_found_by_fingerprint_in_every_instance
             );
         }
     };

@@ -7,15 +7,17 @@
 
 use keyward_core::{
     AdapterDeletion, AdapterInsert, AuditEvent, CertificateInsert, InstanceId, KeyId,
-    KmipAdapterRecord, KmipCertificateRecord, KmipObjectRecord, KmipStore, StoreError, Unverified,
+    KmipAdapterRecord, KmipCertificateRecord, KmipObjectFilter, KmipObjectRecord, KmipStore,
+    StoreError, Unverified,
 };
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{Audited, PgStore, pg_error};
-use crate::columns::Columns;
+use crate::columns::{Columns, pg_params};
 use crate::kmip::{
-    ADAPTER_COLUMNS, CERT_COLUMNS, OBJECT_COLUMNS, adapter_from, cert_from, object_from,
+    ADAPTER_COLUMNS, CERT_COLUMNS, OBJECT_COLUMNS, adapter_from, cert_from, locate_sql,
+    object_from, parse_ids,
 };
 use crate::rows::{nanos, opt_nanos};
 
@@ -507,7 +509,8 @@ impl KmipStore for PgStore {
         let stmt = tx
             .prepare_cached(&format!(
                 "INSERT INTO kmip_objects ({OBJECT_COLUMNS})
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                         $17, $18, $19, $20, $21)"
             ))
             .await
             .map_err(pg_error)?;
@@ -528,11 +531,59 @@ impl KmipStore for PgStore {
                 &opt_nanos(o.destroyed_at),
                 &o.destroyed_by_cert_id.map(|u| u.to_string()),
                 &o.destroyed_by,
+                &o.name,
+                &o.algorithm.map(i64::from),
+                &o.length.map(i64::from),
+                &o.object_group,
+                &o.attributes,
+                &o.material,
+                &o.signature,
             ],
         )
         .await
         .map_err(pg_error)?;
         tx.commit(()).await
+    }
+
+    async fn locate_kmip_objects(
+        &self,
+        instance: InstanceId,
+        adapter: Uuid,
+        filter: &KmipObjectFilter,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let (sql, values) = locate_sql(instance, adapter, filter, '$');
+        let c = self.client().await?;
+        // At most 64 shapes of statement (one per set of filter fields): cached per connection.
+        let stmt = c.prepare_cached(&sql).await.map_err(pg_error)?;
+        let rows = c
+            .query(&stmt, &pg_params(&values))
+            .await
+            .map_err(pg_error)?;
+        let ids = rows
+            .iter()
+            .map(|r| r.text(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(parse_ids(ids)?)
+    }
+
+    async fn kmip_certificates_by_fingerprint(
+        &self,
+        fingerprint: &[u8; 32],
+    ) -> Result<Vec<Unverified<KmipCertificateRecord>>, StoreError> {
+        let fingerprint: &[u8] = fingerprint;
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(&format!(
+                "SELECT {CERT_COLUMNS} FROM kmip_certificates WHERE fingerprint = $1
+                 ORDER BY created_at, id"
+            ))
+            .await
+            .map_err(pg_error)?;
+        let rows = c.query(&stmt, &[&fingerprint]).await.map_err(pg_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| cert_from(r).map(Unverified::new))
+            .collect::<Result<_, _>>()?)
     }
 
     async fn update_kmip_object(
@@ -547,7 +598,8 @@ impl KmipStore for PgStore {
             .prepare_cached(
                 "UPDATE kmip_objects SET state = $4, updated_at = $5, updated_by_cert_id = $6,
                     updated_by = $7, destroyed_at = $8, destroyed_by_cert_id = $9,
-                    destroyed_by = $10
+                    destroyed_by = $10, name = $11, algorithm = $12, length = $13,
+                    object_group = $14, attributes = $15, material = $16, signature = $17
                  WHERE instance_id = $1 AND adapter_id = $2 AND id = $3",
             )
             .await
@@ -566,6 +618,13 @@ impl KmipStore for PgStore {
                     &opt_nanos(o.destroyed_at),
                     &o.destroyed_by_cert_id.map(|u| u.to_string()),
                     &o.destroyed_by,
+                    &o.name,
+                    &o.algorithm.map(i64::from),
+                    &o.length.map(i64::from),
+                    &o.object_group,
+                    &o.attributes,
+                    &o.material,
+                    &o.signature,
                 ],
             )
             .await

@@ -360,6 +360,22 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE authorizations ADD COLUMN dependents TEXT COLLATE \"C\";
     ALTER TABLE authorizations ADD COLUMN delegated_from TEXT COLLATE \"C\";
     CREATE INDEX authorizations_by_parent ON authorizations(account, delegated_from);",
+    // 6: SQLite's migration 11: what the KMIP listener keeps of an object (Locate's attributes,
+    // the others as JSON, sealed material, a signature), Locate's indexes, and certificates by
+    // fingerprint.
+    "ALTER TABLE kmip_objects ADD COLUMN name TEXT COLLATE \"C\";
+    ALTER TABLE kmip_objects ADD COLUMN algorithm BIGINT;
+    ALTER TABLE kmip_objects ADD COLUMN length BIGINT;
+    ALTER TABLE kmip_objects ADD COLUMN object_group TEXT COLLATE \"C\";
+    ALTER TABLE kmip_objects ADD COLUMN attributes TEXT COLLATE \"C\" NOT NULL DEFAULT '{}';
+    ALTER TABLE kmip_objects ADD COLUMN material BYTEA;
+    ALTER TABLE kmip_objects ADD COLUMN signature BYTEA NOT NULL DEFAULT ''::bytea;
+    CREATE INDEX kmip_objects_by_created ON kmip_objects(adapter_id, created_at, id);
+    CREATE INDEX kmip_objects_by_name ON kmip_objects(adapter_id, name, created_at, id)
+        WHERE name IS NOT NULL;
+    CREATE INDEX kmip_objects_by_group ON kmip_objects(adapter_id, object_group, created_at, id)
+        WHERE object_group IS NOT NULL;
+    CREATE INDEX kmip_certificates_by_fingerprint ON kmip_certificates(fingerprint);",
 ];
 
 /// Brings the database to the latest schema: one transaction under the migration lock, so a
