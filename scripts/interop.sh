@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Interop suite: a real `keyward serve` driven by clients Keyward did not write (the public
-# `keyprotect` SDK from PyPI with its IAMAuthenticator, PyJWT and `cryptography`).
+# `keyprotect` SDK from PyPI with its IAMAuthenticator, PyJWT and `cryptography`; PyKMIP 0.11 as
+# the KMIP client of tests/interop/test_kmip_protocol.py).
 # Installs them (pinned) into a venv under the build directory, builds the binary unless
 # KEYWARD_BIN names one, and runs pytest from the repository root. Extra arguments go to pytest.
 set -euo pipefail
@@ -18,6 +19,10 @@ PACKAGES=(
   PyJWT==2.15.1
   cryptography==50.0.2
   pytest==9.2.0
+  pykmip==0.11.0
+  enum-compat==0.0.3
+  six==1.17.0
+  SQLAlchemy==2.1.9
 )
 
 if [ ! -x "$VENV/bin/python" ]; then

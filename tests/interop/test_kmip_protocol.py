@@ -30,8 +30,9 @@ from kmip.pie import client as pie_client
 from kmip.pie import exceptions as pie_exceptions
 from kmip.pie import objects
 from kmip.services import kmip_client
+from keyprotect import ibm_key_protect_api_v2 as models
 
-from conftest import DEFAULT_CONFIG, create_key, make_sdk, serve_keyward
+from conftest import DEFAULT_CONFIG, body, create_key, make_sdk, serve_keyward
 
 CONFIG = DEFAULT_CONFIG.replace("[lifecycle]\n", "[lifecycle]\npurge_wait_secs = 0\n")
 
@@ -116,32 +117,35 @@ def sdk(keyward):
     return make_sdk(keyward)
 
 
+def _meta(media):
+    return models.CollectionMetadata(collection_type=media, collection_total=1)
+
+
 def _adapter(sdk, keyward, crk):
     """A KMIP adapter on root key `crk`, through the SDK."""
     r = sdk.create_kmip_adapter(
         bluemix_instance=keyward.instance,
-        metadata={"collectionType": "application/vnd.ibm.kms.kmip_adapter+json",
-                  "collectionTotal": 1},
-        resources=[{"name": f"a-{uuid.uuid4().hex[:8]}", "profile": "native_1.0",
-                    "profile_data": {"crk_id": crk}}],
-    ).get_result()
-    return r["resources"][0]["id"]
+        metadata=_meta("application/vnd.ibm.kms.kmip_adapter+json"),
+        resources=[models.CreateKMIPAdapterObject(
+            profile="native_1.0", name=f"a-{uuid.uuid4().hex[:8]}",
+            profile_data=models.KMIPProfileDataBodyKMIPProfileDataNative(crk_id=crk))],
+    )
+    return body(r)["resources"][0]["id"]
 
 
 def _register_cert(sdk, keyward, adapter, cert):
     sdk.add_kmip_client_certificate(
-        bluemix_instance=keyward.instance,
-        adapter_id=adapter,
-        metadata={"collectionType": "application/vnd.ibm.kms.kmip_client_certificate+json",
-                  "collectionTotal": 1},
-        resources=[{"certificate": cert.public_bytes(serialization.Encoding.PEM).decode()}],
+        adapter_id=adapter, bluemix_instance=keyward.instance,
+        metadata=_meta("application/vnd.ibm.kms.kmip_client_certificate+json"),
+        resources=[models.CreateKMIPClientCertificateObject(
+            certificate=cert.public_bytes(serialization.Encoding.PEM).decode())],
     )
 
 
 @pytest.fixture(scope="module")
 def bound(sdk, keyward, pki):
     """A root key, an adapter on it, and a registered client certificate."""
-    crk = create_key(sdk, keyward, "kmip-interop-crk")
+    crk = create_key(sdk, keyward, "kmip-interop-crk")["id"]
     adapter = _adapter(sdk, keyward, crk)
     cert, (cert_path, key_path) = pki.client("pykmip-client")
     _register_cert(sdk, keyward, adapter, cert)
@@ -224,10 +228,11 @@ def test_proxy_client_registers_every_object_type(pki, kmip_port, bound):
             assert type(back) is type(obj)
             assert back.value == obj.value, type(obj).__name__
 
-        # A key whose length does not match its material is refused.
-        with pytest.raises(pie_exceptions.KmipOperationFailure):
-            c.register(objects.SymmetricKey(enums.CryptographicAlgorithm.AES, 256,
-                                            bytes(range(16))))
+        # An AES key of a length AES does not have is refused.
+        with pytest.raises(pie_exceptions.KmipOperationFailure) as e:
+            c.register(objects.SymmetricKey(enums.CryptographicAlgorithm.AES, 160,
+                                            bytes(range(20))))
+        assert e.value.reason == enums.ResultReason.INVALID_FIELD
         # Garbage as a private key is refused.
         with pytest.raises(pie_exceptions.KmipOperationFailure):
             c.register(objects.PrivateKey(enums.CryptographicAlgorithm.RSA, 2048, b"\x30\x00",
@@ -328,15 +333,15 @@ def test_kmip_proxy_and_kmip_2_0(pki, kmip_port, bound):
 
 def test_an_unregistered_certificate_is_refused(pki, kmip_port, keyward):
     cert, (cert_path, key_path) = pki.client("stranger")
-    with pytest.raises(Exception) as e:
-        with proxy(pki, kmip_port, cert_path, key_path) as c:
+    with proxy(pki, kmip_port, cert_path, key_path) as c:
+        with pytest.raises(pie_exceptions.KmipOperationFailure) as e:
             c.create(enums.CryptographicAlgorithm.AES, 256)
-    assert "not registered" in str(e.value) or "Authentication" in str(e.value) \
-        or isinstance(e.value, (pie_exceptions.KmipOperationFailure, OSError)), e.value
+    assert e.value.reason == enums.ResultReason.AUTHENTICATION_NOT_SUCCESSFUL
+    assert "not registered" in str(e.value)
 
 
 def test_the_root_key_governs_its_kmip_objects(pki, kmip_port, sdk, keyward):
-    crk = create_key(sdk, keyward, "kmip-governed-crk")
+    crk = create_key(sdk, keyward, "kmip-governed-crk")["id"]
     adapter = _adapter(sdk, keyward, crk)
     cert, (cert_path, key_path) = pki.client("governed-client")
     _register_cert(sdk, keyward, adapter, cert)

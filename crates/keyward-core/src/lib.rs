@@ -66,10 +66,9 @@ pub use caller::{Authenticated, Caller};
 pub use kmip::{
     AdapterDeletion, AdapterInsert, CertificateInsert, KMIP_PROFILE_NATIVE, KmipAdapterRecord,
     KmipCertificateRecord, KmipClient, KmipError, KmipObjectFilter, KmipObjectRecord, KmipService,
-    KmipSession, KmipStore, MAX_KMIP_ATTRIBUTES_BYTES, MAX_KMIP_MATERIAL_BYTES, NewKmipObject,
-    kmip_subject,
-    MAX_KMIP_ADAPTERS,
-    MAX_KMIP_CERTIFICATES, NewKmipAdapter, NewKmipCertificate, Page, validate_certificate,
+    KmipSession, KmipStore, MAX_KMIP_ADAPTERS, MAX_KMIP_ATTRIBUTES_BYTES, MAX_KMIP_CERTIFICATES,
+    MAX_KMIP_MATERIAL_BYTES, NewKmipAdapter, NewKmipCertificate, NewKmipObject, Page, kmip_subject,
+    validate_certificate,
 };
 pub use lifecycle::{Action, KeyState};
 pub use op::Op;

@@ -245,8 +245,7 @@ pub const KMIP_OBJECT_GET: Op = op("kms.kmip.get", O::KmipRead, 200);
 /// Get an object's attributes.
 pub const KMIP_OBJECT_GET_ATTRIBUTES: Op = op("kms.kmip.get-attributes", O::KmipRead, 200);
 /// List an object's attribute names.
-pub const KMIP_OBJECT_GET_ATTRIBUTE_LIST: Op =
-    op("kms.kmip.get-attribute-list", O::KmipRead, 200);
+pub const KMIP_OBJECT_GET_ATTRIBUTE_LIST: Op = op("kms.kmip.get-attribute-list", O::KmipRead, 200);
 /// Add, modify or delete an attribute.
 pub const KMIP_OBJECT_SET_ATTRIBUTE: Op = op("kms.kmip.set-attribute", O::KmipWrite, 200);
 /// Locate objects.

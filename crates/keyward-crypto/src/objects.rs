@@ -51,7 +51,11 @@ pub fn gcm_encrypt(
     let key = gcm_key(key)?;
     let mut out = data.to_vec();
     let tag = key
-        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut out)
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(*nonce),
+            Aad::from(aad),
+            &mut out,
+        )
         .map_err(|_| CryptoError::Unspecified)?;
     let mut t = [0u8; GCM_TAG_LEN];
     t.copy_from_slice(tag.as_ref());
@@ -79,7 +83,8 @@ pub fn gcm_decrypt(
         )
         .map_err(|_| CryptoError::AuthenticationFailed)?
         .len();
-    Ok(Secret::from_slice(&buf.expose()[..n]))
+    let plain = buf.expose().get(..n).ok_or(CryptoError::Unspecified)?;
+    Ok(Secret::from_slice(plain))
 }
 
 /// AES-CBC encryption, with PKCS #7 padding or none (then `data` must be whole blocks).
@@ -89,9 +94,8 @@ pub fn cbc_encrypt(
     data: &[u8],
     pad: bool,
 ) -> Result<Vec<u8>, CryptoError> {
-    let unbound = || {
-        UnboundCipherKey::new(cbc_alg(key)?, key.expose()).map_err(|_| CryptoError::InvalidKey)
-    };
+    let unbound =
+        || UnboundCipherKey::new(cbc_alg(key)?, key.expose()).map_err(|_| CryptoError::InvalidKey);
     let ctx = EncryptionContext::Iv128(FixedLength::from(*iv));
     let mut out = data.to_vec();
     if pad {
@@ -99,7 +103,7 @@ pub fn cbc_encrypt(
             .and_then(|k| k.less_safe_encrypt(&mut out, ctx))
             .map_err(|_| CryptoError::Unspecified)?;
     } else {
-        if data.len() % AES_BLOCK_LEN != 0 {
+        if !data.len().is_multiple_of(AES_BLOCK_LEN) {
             return Err(CryptoError::Malformed("not a supported length"));
         }
         EncryptingKey::cbc(unbound()?)
@@ -117,7 +121,7 @@ pub fn cbc_decrypt(
     data: &[u8],
     pad: bool,
 ) -> Result<Secret, CryptoError> {
-    if data.is_empty() || data.len() % AES_BLOCK_LEN != 0 {
+    if data.is_empty() || !data.len().is_multiple_of(AES_BLOCK_LEN) {
         return Err(CryptoError::Malformed("not a supported length"));
     }
     let unbound =
@@ -137,7 +141,8 @@ pub fn cbc_decrypt(
             .map_err(|_| CryptoError::AuthenticationFailed)?
             .len()
     };
-    Ok(Secret::from_slice(&buf.expose()[..n]))
+    let plain = buf.expose().get(..n).ok_or(CryptoError::Unspecified)?;
+    Ok(Secret::from_slice(plain))
 }
 
 /// A new RSA key pair of `bits` (2048, 3072 or 4096): the private key as PKCS #8 and the public
@@ -147,7 +152,11 @@ pub fn rsa_generate(bits: u32) -> Result<(Secret, Vec<u8>), CryptoError> {
         2048 => KeySize::Rsa2048,
         3072 => KeySize::Rsa3072,
         4096 => KeySize::Rsa4096,
-        _ => return Err(CryptoError::Malformed("RSA keys are 2048, 3072 or 4096 bits")),
+        _ => {
+            return Err(CryptoError::Malformed(
+                "RSA keys are 2048, 3072 or 4096 bits",
+            ));
+        }
     };
     let pair = KeyPair::generate(size).map_err(|_| CryptoError::Unspecified)?;
     let pkcs8: Pkcs8V1Der<'static> = pair.as_der().map_err(|_| CryptoError::Unspecified)?;
@@ -172,7 +181,10 @@ pub fn rsa_private_info(der: &Secret) -> Result<(u32, Vec<u8>), CryptoError> {
         .public_key()
         .as_der()
         .map_err(|_| CryptoError::Unspecified)?;
-    Ok((pair.public_modulus_len() as u32 * 8, public.as_ref().to_vec()))
+    Ok((
+        pair.public_modulus_len() as u32 * 8,
+        public.as_ref().to_vec(),
+    ))
 }
 
 /// An RSA private key as PKCS #8 DER, whichever of PKCS #8 or PKCS #1 it came in.
@@ -186,8 +198,7 @@ pub fn rsa_private_pkcs8(der: &Secret) -> Result<Secret, CryptoError> {
 /// An RSA public key (PKCS #1 or SubjectPublicKeyInfo DER): its size in bits, its modulus and
 /// its public exponent (big-endian).
 pub fn rsa_public_info(der: &[u8]) -> Result<(u32, Vec<u8>, Vec<u8>), CryptoError> {
-    let key =
-        aws_lc_rs::rsa::PublicKey::from_der(der).map_err(|_| CryptoError::InvalidKey)?;
+    let key = aws_lc_rs::rsa::PublicKey::from_der(der).map_err(|_| CryptoError::InvalidKey)?;
     let c: PublicKeyComponents<Vec<u8>> = (&key).into();
     let bits = key.modulus_len() as u32 * 8;
     Ok((bits, c.n, c.e))
@@ -195,8 +206,7 @@ pub fn rsa_public_info(der: &[u8]) -> Result<(u32, Vec<u8>, Vec<u8>), CryptoErro
 
 /// An RSA public key (PKCS #1 or SubjectPublicKeyInfo DER) as SubjectPublicKeyInfo DER.
 pub fn rsa_public_spki(der: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    let key =
-        aws_lc_rs::rsa::PublicKey::from_der(der).map_err(|_| CryptoError::InvalidKey)?;
+    let key = aws_lc_rs::rsa::PublicKey::from_der(der).map_err(|_| CryptoError::InvalidKey)?;
     Ok(key
         .as_der()
         .map_err(|_| CryptoError::Unspecified)?
@@ -253,9 +263,18 @@ fn rsa_algorithms(
     use RsaHash::*;
     use RsaScheme::*;
     match (scheme, hash) {
-        (Pss, Sha256) => (&signature::RSA_PSS_SHA256, &signature::RSA_PSS_2048_8192_SHA256),
-        (Pss, Sha384) => (&signature::RSA_PSS_SHA384, &signature::RSA_PSS_2048_8192_SHA384),
-        (Pss, Sha512) => (&signature::RSA_PSS_SHA512, &signature::RSA_PSS_2048_8192_SHA512),
+        (Pss, Sha256) => (
+            &signature::RSA_PSS_SHA256,
+            &signature::RSA_PSS_2048_8192_SHA256,
+        ),
+        (Pss, Sha384) => (
+            &signature::RSA_PSS_SHA384,
+            &signature::RSA_PSS_2048_8192_SHA384,
+        ),
+        (Pss, Sha512) => (
+            &signature::RSA_PSS_SHA512,
+            &signature::RSA_PSS_2048_8192_SHA512,
+        ),
         (Pkcs1v15, Sha256) => (
             &signature::RSA_PKCS1_SHA256,
             &signature::RSA_PKCS1_2048_8192_SHA256,
@@ -378,7 +397,11 @@ mod tests {
         assert!(rsa_private_info(&Secret::new(vec![0x30, 0])).is_err());
         // RFC 4231 test case 2.
         assert_eq!(
-            hmac(HmacHash::Sha256, &Secret::from_slice(b"Jefe"), b"what do ya want for nothing?"),
+            hmac(
+                HmacHash::Sha256,
+                &Secret::from_slice(b"Jefe"),
+                b"what do ya want for nothing?"
+            ),
             hex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
         );
         let (bits, n, e) = rsa_public_info(&public).unwrap();

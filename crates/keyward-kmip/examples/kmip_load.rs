@@ -64,7 +64,9 @@ async fn main() {
     }
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(&args[2]).expect("CA file") {
-        roots.add(c.expect("CA certificate")).expect("CA certificate");
+        roots
+            .add(c.expect("CA certificate"))
+            .expect("CA certificate");
     }
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&args[3])
         .expect("certificate file")
@@ -95,7 +97,9 @@ async fn main() {
     for _ in 0..connections {
         let (config, message, addr) = (config.clone(), message.clone(), addr.clone());
         tasks.push(tokio::spawn(async move {
-            let tcp = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+            let tcp = tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect");
             tcp.set_nodelay(true).expect("nodelay");
             let mut c = tokio_rustls::TlsConnector::from(config)
                 .connect(ServerName::try_from("localhost").expect("name"), tcp)

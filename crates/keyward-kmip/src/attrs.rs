@@ -142,7 +142,9 @@ pub fn parse_set(t: &Ttlv) -> Result<Vec<Attr>, Failure> {
         return Ok(out);
     }
     if t.child(tag::NAME).is_some() {
-        return Err(Failure::unsupported("templates (by Name) are not supported"));
+        return Err(Failure::unsupported(
+            "templates (by Name) are not supported",
+        ));
     }
     for a in t.children(tag::ATTRIBUTE) {
         out.push(parse_v1(a)?.0);
@@ -242,16 +244,18 @@ pub fn from_json(json: &str) -> Result<Vec<Attr>, Failure> {
     if json.trim() == "{}" {
         return Ok(Vec::new());
     }
-    let bad = || Failure::new(crate::enums::result_reason::GENERAL_FAILURE, "stored attributes are unreadable");
+    let bad = || {
+        Failure::new(
+            crate::enums::result_reason::GENERAL_FAILURE,
+            "stored attributes are unreadable",
+        )
+    };
     let list: Vec<Stored> = serde_json::from_str(json).map_err(|_| bad())?;
     list.into_iter()
         .map(|s| {
             let bytes = B64.decode(s.v).map_err(|_| bad())?;
             let value = ttlv::decode(&bytes, ttlv::Limits::default()).map_err(|_| bad())?;
-            Ok(Attr {
-                name: s.n,
-                value,
-            })
+            Ok(Attr { name: s.n, value })
         })
         .collect()
 }

@@ -94,9 +94,9 @@ fn failure(e: KmipError) -> Failure {
             CRYPTOGRAPHIC_FAILURE,
             "the object's sealed material does not open under the adapter's root key",
         ),
-        KmipError::Key(
-            e @ (KeyError::InvalidState { .. } | KeyError::NotFound),
-        ) => Failure::denied(format!("the adapter's root key cannot be used: {e}")),
+        KmipError::Key(e @ (KeyError::InvalidState { .. } | KeyError::NotFound)) => {
+            Failure::denied(format!("the adapter's root key cannot be used: {e}"))
+        }
         KmipError::Key(KeyError::Forbidden(_)) => Failure::denied("not allowed"),
         e => Failure::new(GENERAL_FAILURE, e.to_string()),
     }
@@ -280,7 +280,9 @@ impl Batch<'_> {
         body: impl AsyncFnOnce(&mut KmipSession<'_, '_>) -> R<T>,
     ) -> Result<T, Failure> {
         self.service
-            .run(self.client, op, async |s| body(s).await.map_err(KmipError::from))
+            .run(self.client, op, async |s| {
+                body(s).await.map_err(KmipError::from)
+            })
             .await
             .map_err(unrefuse)
     }
@@ -412,16 +414,26 @@ impl Batch<'_> {
             tokio::task::spawn_blocking(move || crypto::rsa_generate(bits as u32))
                 .await
                 .map_err(|_| Failure::new(result_reason::GENERAL_FAILURE, "key generation failed"))?
-                .map_err(|_| Failure::new(result_reason::GENERAL_FAILURE, "key generation failed"))?;
+                .map_err(|_| {
+                    Failure::new(result_reason::GENERAL_FAILURE, "key generation failed")
+                })?;
         let (private_id, public_id) = (Uuid::new_v4(), Uuid::new_v4());
         let half = |own: &[Attr], ty: u32, link_type: u32, other: Uuid, format: u32| {
             let mut list: Vec<Attr> = common
                 .iter()
                 .chain(own)
-                .filter(|a| !matches!(a.name.as_str(), "Cryptographic Algorithm" | "Cryptographic Length"))
+                .filter(|a| {
+                    !matches!(
+                        a.name.as_str(),
+                        "Cryptographic Algorithm" | "Cryptographic Length"
+                    )
+                })
                 .cloned()
                 .collect();
-            list.push(attrs::plain("Cryptographic Algorithm", Value::Enumeration(alg)));
+            list.push(attrs::plain(
+                "Cryptographic Algorithm",
+                Value::Enumeration(alg),
+            ));
             list.push(attrs::plain("Cryptographic Length", Value::Integer(bits)));
             list.push(link(link_type, other));
             list.push(attrs::plain(KEY_FORMAT, Value::Enumeration(format)));
@@ -472,7 +484,10 @@ impl Batch<'_> {
         let mut list = client_attrs(&self.attr_sets(p, tag::TEMPLATE_ATTRIBUTE, tag::ATTRIBUTES))?;
         let (material, extra) = parse_object(ty, p)?;
         for a in extra {
-            if let Some(pos) = list.iter().position(|b| b.name == a.name && !attrs::multi(&a.name)) {
+            if let Some(pos) = list
+                .iter()
+                .position(|b| b.name == a.name && !attrs::multi(&a.name))
+            {
                 if list[pos].value != a.value && !a.name.starts_with("keyward:") {
                     return Err(Failure::invalid(format!(
                         "{} in the attributes does not match the object",
@@ -553,9 +568,7 @@ impl Batch<'_> {
         } else {
             &op::KMIP_OBJECT_GET_ATTRIBUTES
         };
-        let obj = self
-            .session(op, async |s| Ok(s.object(id).await?))
-            .await?;
+        let obj = self.session(op, async |s| Ok(s.object(id).await?)).await?;
         let mut all = server_attrs(&obj);
         all.extend(object_attrs(&obj)?.into_iter().filter(|a| !internal(a)));
         if !wanted.is_empty() {
@@ -645,7 +658,9 @@ impl Batch<'_> {
                 let pick = |list: &[Attr]| -> Result<usize, Failure> {
                     let at = match (&current, index) {
                         (Some(c), _) => same.iter().copied().find(|i| list[*i].value == c.value),
-                        (None, Some(i)) => usize::try_from(i).ok().and_then(|i| same.get(i).copied()),
+                        (None, Some(i)) => {
+                            usize::try_from(i).ok().and_then(|i| same.get(i).copied())
+                        }
                         (None, None) => same.first().copied(),
                     };
                     at.ok_or_else(|| {
@@ -687,7 +702,10 @@ impl Batch<'_> {
         let mut out = vec![uid(id)];
         if operation != operation::DELETE_ATTRIBUTE && !version.v2() {
             let mut fields = vec![text(tag::ATTRIBUTE_NAME, attr.name.clone())];
-            fields.push(Ttlv::new(tag::ATTRIBUTE_INDEX, Value::Integer(shown as i32)));
+            fields.push(Ttlv::new(
+                tag::ATTRIBUTE_INDEX,
+                Value::Integer(shown as i32),
+            ));
             fields.push(attr.value);
             out.push(Ttlv::structure(tag::ATTRIBUTE, fields));
         }
@@ -706,7 +724,8 @@ impl Batch<'_> {
             filter.limit = (m as u32).min(MAX_LOCATE);
         }
         if let Some(o) = p.child(tag::OFFSET_ITEMS).and_then(Ttlv::as_int) {
-            filter.offset = u32::try_from(o).map_err(|_| Failure::invalid("Offset Items is negative"))?;
+            filter.offset =
+                u32::try_from(o).map_err(|_| Failure::invalid("Offset Items is negative"))?;
         }
         let mut criteria: Vec<Attr> = Vec::new();
         for a in p.children(tag::ATTRIBUTE) {
@@ -738,12 +757,16 @@ impl Batch<'_> {
                     filter.object_group = Some(v.as_text().ok_or_else(bad)?.to_owned())
                 }
                 other => {
-                    return Err(Failure::unsupported(format!("Locate by {other} is not supported")));
+                    return Err(Failure::unsupported(format!(
+                        "Locate by {other} is not supported"
+                    )));
                 }
             }
         }
         let ids = self
-            .session(&op::KMIP_OBJECT_LOCATE, async |s| Ok(s.locate(&filter).await?))
+            .session(&op::KMIP_OBJECT_LOCATE, async |s| {
+                Ok(s.locate(&filter).await?)
+            })
             .await?;
         if let Some(first) = ids.first() {
             self.last_id = Some(*first);
@@ -833,7 +856,9 @@ impl Batch<'_> {
 
     async fn check(&mut self, p: &Ttlv) -> Result<Vec<Ttlv>, Failure> {
         let id = require_uid(p, self.last_id)?;
-        let mask = p.child(tag::CRYPTOGRAPHIC_USAGE_MASK).and_then(Ttlv::as_int);
+        let mask = p
+            .child(tag::CRYPTOGRAPHIC_USAGE_MASK)
+            .and_then(Ttlv::as_int);
         self.session(&op::KMIP_OBJECT_CHECK, async |s| {
             let obj = s.object(id).await?;
             if destroyed(&obj) {
@@ -850,7 +875,10 @@ impl Batch<'_> {
 
     async fn crypto(&mut self, operation: u32, p: &Ttlv) -> Result<Vec<Ttlv>, Failure> {
         let id = require_uid(p, self.last_id)?;
-        let data = p.child(tag::DATA).and_then(Ttlv::as_bytes).map(<[u8]>::to_vec);
+        let data = p
+            .child(tag::DATA)
+            .and_then(Ttlv::as_bytes)
+            .map(<[u8]>::to_vec);
         let params = p.child(tag::CRYPTOGRAPHIC_PARAMETERS).cloned();
         let payload = p.clone();
         self.session(&op::KMIP_OBJECT_CRYPTO, async |s| {
@@ -950,7 +978,10 @@ fn server_attrs(o: &KmipObjectRecord) -> Vec<Attr> {
         attrs::plain("Unique Identifier", Value::TextString(o.id.to_string())),
         attrs::plain("Object Type", Value::Enumeration(o.object_type)),
         attrs::plain("State", Value::Enumeration(u32::from(o.state))),
-        attrs::plain("Initial Date", Value::DateTime(o.created_at.unix_timestamp())),
+        attrs::plain(
+            "Initial Date",
+            Value::DateTime(o.created_at.unix_timestamp()),
+        ),
         attrs::plain(
             "Last Change Date",
             Value::DateTime(o.updated_at.unwrap_or(o.created_at).unix_timestamp()),
@@ -968,7 +999,11 @@ fn parse_object(ty: u32, p: &Ttlv) -> Result<(Secret, Vec<Attr>), Failure> {
         object_type::CERTIFICATE => tag::CERTIFICATE,
         object_type::SECRET_DATA => tag::SECRET_DATA,
         object_type::OPAQUE_OBJECT => tag::OPAQUE_OBJECT,
-        _ => return Err(Failure::unsupported("this Object Type cannot be registered")),
+        _ => {
+            return Err(Failure::unsupported(
+                "this Object Type cannot be registered",
+            ));
+        }
     };
     let o = p
         .child(object_tag)
@@ -988,8 +1023,12 @@ fn parse_object(ty: u32, p: &Ttlv) -> Result<(Secret, Vec<Attr>), Failure> {
                 .and_then(Ttlv::as_bytes)
                 .ok_or_else(|| Failure::missing("Certificate Value"))?;
             match x509_parser::parse_x509_certificate(der) {
-                Ok((rest, _)) if rest.is_empty() => {}
-                _ => return Err(Failure::invalid("Certificate Value is not an X.509 certificate")),
+                Ok(([], _)) => {}
+                _ => {
+                    return Err(Failure::invalid(
+                        "Certificate Value is not an X.509 certificate",
+                    ));
+                }
             }
             extra.push(attrs::plain(CERTIFICATE_TYPE, Value::Enumeration(ct)));
             return Ok((Secret::from_slice(der), extra));
@@ -1019,7 +1058,9 @@ fn parse_object(ty: u32, p: &Ttlv) -> Result<(Secret, Vec<Attr>), Failure> {
         .child(tag::KEY_BLOCK)
         .ok_or_else(|| Failure::missing("Key Block"))?;
     if block.child(tag::KEY_WRAPPING_DATA).is_some() {
-        return Err(Failure::unsupported("registering wrapped keys is not supported"));
+        return Err(Failure::unsupported(
+            "registering wrapped keys is not supported",
+        ));
     }
     if block.child(tag::KEY_COMPRESSION_TYPE).is_some() {
         return Err(Failure::new(
@@ -1053,8 +1094,12 @@ fn parse_object(ty: u32, p: &Ttlv) -> Result<(Secret, Vec<Attr>), Failure> {
     if raw.is_empty() {
         return Err(Failure::invalid("the key material is empty"));
     }
-    let alg = block.child(tag::CRYPTOGRAPHIC_ALGORITHM).and_then(Ttlv::as_enum);
-    let len = block.child(tag::CRYPTOGRAPHIC_LENGTH).and_then(Ttlv::as_int);
+    let alg = block
+        .child(tag::CRYPTOGRAPHIC_ALGORITHM)
+        .and_then(Ttlv::as_enum);
+    let len = block
+        .child(tag::CRYPTOGRAPHIC_LENGTH)
+        .and_then(Ttlv::as_int);
     let unsupported_format = || {
         Failure::new(
             result_reason::KEY_FORMAT_TYPE_NOT_SUPPORTED,
@@ -1063,16 +1108,24 @@ fn parse_object(ty: u32, p: &Ttlv) -> Result<(Secret, Vec<Attr>), Failure> {
     };
     let material = match ty {
         object_type::SYMMETRIC_KEY => {
-            if !matches!(format, key_format::RAW | key_format::TRANSPARENT_SYMMETRIC_KEY) {
+            if !matches!(
+                format,
+                key_format::RAW | key_format::TRANSPARENT_SYMMETRIC_KEY
+            ) {
                 return Err(unsupported_format());
             }
             let alg = alg.ok_or_else(|| Failure::missing("Cryptographic Algorithm"))?;
             let bits = (raw.len() * 8) as i32;
             if len.is_some_and(|l| l != bits) {
-                return Err(Failure::invalid("Cryptographic Length does not match the key"));
+                return Err(Failure::invalid(
+                    "Cryptographic Length does not match the key",
+                ));
             }
             check_symmetric(alg, bits)?;
-            extra.push(attrs::plain("Cryptographic Algorithm", Value::Enumeration(alg)));
+            extra.push(attrs::plain(
+                "Cryptographic Algorithm",
+                Value::Enumeration(alg),
+            ));
             extra.push(attrs::plain("Cryptographic Length", Value::Integer(bits)));
             Secret::from_slice(raw)
         }
@@ -1083,8 +1136,14 @@ fn parse_object(ty: u32, p: &Ttlv) -> Result<(Secret, Vec<Attr>), Failure> {
             let der = Secret::from_slice(raw);
             let (bits, _) = crypto::rsa_private_info(&der)
                 .map_err(|_| Failure::invalid("Key Material is not an RSA private key"))?;
-            extra.push(attrs::plain("Cryptographic Algorithm", Value::Enumeration(algorithm::RSA)));
-            extra.push(attrs::plain("Cryptographic Length", Value::Integer(bits as i32)));
+            extra.push(attrs::plain(
+                "Cryptographic Algorithm",
+                Value::Enumeration(algorithm::RSA),
+            ));
+            extra.push(attrs::plain(
+                "Cryptographic Length",
+                Value::Integer(bits as i32),
+            ));
             extra.push(attrs::plain(KEY_FORMAT, Value::Enumeration(format)));
             crypto::rsa_private_pkcs8(&der)
                 .map_err(|_| Failure::invalid("Key Material is not an RSA private key"))?
@@ -1095,8 +1154,14 @@ fn parse_object(ty: u32, p: &Ttlv) -> Result<(Secret, Vec<Attr>), Failure> {
             }
             let (bits, _, _) = crypto::rsa_public_info(raw)
                 .map_err(|_| Failure::invalid("Key Material is not an RSA public key"))?;
-            extra.push(attrs::plain("Cryptographic Algorithm", Value::Enumeration(algorithm::RSA)));
-            extra.push(attrs::plain("Cryptographic Length", Value::Integer(bits as i32)));
+            extra.push(attrs::plain(
+                "Cryptographic Algorithm",
+                Value::Enumeration(algorithm::RSA),
+            ));
+            extra.push(attrs::plain(
+                "Cryptographic Length",
+                Value::Integer(bits as i32),
+            ));
             extra.push(attrs::plain(KEY_FORMAT, Value::Enumeration(format)));
             Secret::new(
                 crypto::rsa_public_spki(raw)
@@ -1288,8 +1353,9 @@ fn cipher(
                 .and_then(Ttlv::as_bytes)
                 .unwrap_or_default();
             if encrypt {
-                let (ct, t) = crypto::gcm_encrypt(key, &nonce, aad, data)
-                    .map_err(|_| Failure::new(result_reason::CRYPTOGRAPHIC_FAILURE, "encryption failed"))?;
+                let (ct, t) = crypto::gcm_encrypt(key, &nonce, aad, data).map_err(|_| {
+                    Failure::new(result_reason::CRYPTOGRAPHIC_FAILURE, "encryption failed")
+                })?;
                 out.push(bytes(tag::DATA, ct));
                 if iv.is_none() {
                     out.push(bytes(tag::IV_COUNTER_NONCE, nonce.to_vec()));
@@ -1300,7 +1366,8 @@ fn cipher(
                     .child(tag::AUTHENTICATED_ENCRYPTION_TAG)
                     .and_then(Ttlv::as_bytes)
                     .ok_or_else(|| Failure::missing("Authenticated Encryption Tag"))?;
-                let pt = crypto::gcm_decrypt(key, &nonce, aad, data, t).map_err(|_| crypto_failure())?;
+                let pt =
+                    crypto::gcm_decrypt(key, &nonce, aad, data, t).map_err(|_| crypto_failure())?;
                 out.push(bytes(tag::DATA, pt.expose().to_vec()));
             }
         }
@@ -1308,7 +1375,11 @@ fn cipher(
             let pad = match param(tag::PADDING_METHOD) {
                 None | Some(padding::PKCS5) => true,
                 Some(padding::NONE) => false,
-                Some(_) => return Err(Failure::unsupported("AES-CBC pads with PKCS5 or not at all")),
+                Some(_) => {
+                    return Err(Failure::unsupported(
+                        "AES-CBC pads with PKCS5 or not at all",
+                    ));
+                }
             };
             let iv_arr: [u8; crypto::AES_BLOCK_LEN] = match iv {
                 Some(iv) => iv
@@ -1319,14 +1390,16 @@ fn cipher(
                 None => return Err(Failure::missing("IV/Counter/Nonce")),
             };
             if encrypt {
-                let ct = crypto::cbc_encrypt(key, &iv_arr, data, pad)
-                    .map_err(|_| Failure::invalid("without padding, data must be whole 16-byte blocks"))?;
+                let ct = crypto::cbc_encrypt(key, &iv_arr, data, pad).map_err(|_| {
+                    Failure::invalid("without padding, data must be whole 16-byte blocks")
+                })?;
                 out.push(bytes(tag::DATA, ct));
                 if iv.is_none() {
                     out.push(bytes(tag::IV_COUNTER_NONCE, iv_arr.to_vec()));
                 }
             } else {
-                let pt = crypto::cbc_decrypt(key, &iv_arr, data, pad).map_err(|_| crypto_failure())?;
+                let pt =
+                    crypto::cbc_decrypt(key, &iv_arr, data, pad).map_err(|_| crypto_failure())?;
                 out.push(bytes(tag::DATA, pt.expose().to_vec()));
             }
         }
@@ -1358,18 +1431,32 @@ fn signature(
                 Some(padding::PSS) => RsaScheme::Pss,
                 Some(padding::PKCS1_V1_5) => RsaScheme::Pkcs1v15,
                 None if param(tag::DIGITAL_SIGNATURE_ALGORITHM).is_some() => RsaScheme::Pss,
-                None => return Err(Failure::missing("Padding Method or Digital Signature Algorithm")),
-                Some(_) => return Err(Failure::unsupported("RSA signatures use PSS or PKCS1 v1.5")),
+                None => {
+                    return Err(Failure::missing(
+                        "Padding Method or Digital Signature Algorithm",
+                    ));
+                }
+                Some(_) => {
+                    return Err(Failure::unsupported("RSA signatures use PSS or PKCS1 v1.5"));
+                }
             };
             let hash = match param(tag::HASHING_ALGORITHM) {
                 Some(hashing::SHA_256) | None => RsaHash::Sha256,
                 Some(hashing::SHA_384) => RsaHash::Sha384,
                 Some(hashing::SHA_512) => RsaHash::Sha512,
-                Some(_) => return Err(Failure::unsupported("RSA signatures hash with SHA-256/384/512")),
+                Some(_) => {
+                    return Err(Failure::unsupported(
+                        "RSA signatures hash with SHA-256/384/512",
+                    ));
+                }
             };
             (scheme, hash)
         }
-        Some(_) => return Err(Failure::unsupported("this Digital Signature Algorithm is not supported")),
+        Some(_) => {
+            return Err(Failure::unsupported(
+                "this Digital Signature Algorithm is not supported",
+            ));
+        }
     };
     if sign {
         if o.object_type != object_type::PRIVATE_KEY {
@@ -1383,9 +1470,11 @@ fn signature(
         usage_allows(list, usage_mask::VERIFY)?;
         let public = match o.object_type {
             object_type::PUBLIC_KEY => key.expose().to_vec(),
-            object_type::PRIVATE_KEY => crypto::rsa_private_info(key)
-                .map_err(|_| Failure::invalid("not an RSA key"))?
-                .1,
+            object_type::PRIVATE_KEY => {
+                crypto::rsa_private_info(key)
+                    .map_err(|_| Failure::invalid("not an RSA key"))?
+                    .1
+            }
             _ => return Err(Failure::invalid("Signature Verify needs an RSA key")),
         };
         let sig = p

@@ -83,15 +83,18 @@ impl ClientCertVerifier for AnyRegisteredLater {
         _intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let (rest, cert) = x509_parser::parse_x509_certificate(end_entity)
-            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        let (rest, cert) = x509_parser::parse_x509_certificate(end_entity).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
         if !rest.is_empty() {
             return Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::BadEncoding,
             ));
         }
-        let at = x509_parser::time::ASN1Time::from_timestamp(now.as_secs() as i64)
-            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        let at =
+            x509_parser::time::ASN1Time::from_timestamp(now.as_secs() as i64).map_err(|_| {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+            })?;
         if !cert.validity().is_valid_at(at) {
             return Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::Expired,
@@ -284,8 +287,7 @@ async fn connection(
     peer: SocketAddr,
 ) {
     let limits = shared.limits;
-    let mut tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await
-    {
+    let mut tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "KMIP TLS handshake failed");
@@ -323,17 +325,38 @@ async fn connection(
     {
         Ok(Some(c)) => c,
         Ok(None) => {
-            refuse(&shared, &mut tls, peer, &fingerprint, "the client certificate is not registered on a KMIP adapter").await;
+            refuse(
+                &shared,
+                &mut tls,
+                peer,
+                &fingerprint,
+                "the client certificate is not registered on a KMIP adapter",
+            )
+            .await;
             return;
         }
         Err(e) => {
             tracing::warn!(%peer, error = %e, "KMIP client authentication failed");
-            refuse(&shared, &mut tls, peer, &fingerprint, "the client certificate could not be checked").await;
+            refuse(
+                &shared,
+                &mut tls,
+                peer,
+                &fingerprint,
+                "the client certificate could not be checked",
+            )
+            .await;
             return;
         }
     };
     let Some(_slot) = take_slot(&shared, fingerprint) else {
-        refuse(&shared, &mut tls, peer, &fingerprint, "too many connections with this client certificate").await;
+        refuse(
+            &shared,
+            &mut tls,
+            peer,
+            &fingerprint,
+            "too many connections with this client certificate",
+        )
+        .await;
         return;
     };
     loop {
@@ -443,10 +466,12 @@ async fn read_message<S: AsyncRead + Unpin>(
         s.read_exact(&mut head[1..]).await?;
         let (t, ty, len) = ttlv::header(&head);
         if t != tag::REQUEST_MESSAGE || ty != 0x01 {
-            return Ok(Err(Failure::malformed("a message must be a Request Message structure")));
+            return Ok(Err(Failure::malformed(
+                "a message must be a Request Message structure",
+            )));
         }
         let len = len as usize;
-        if len % 8 != 0 || len + 8 > limits.max_message_bytes {
+        if !len.is_multiple_of(8) || len + 8 > limits.max_message_bytes {
             return Ok(Err(Failure::malformed(format!(
                 "a request is at most {} bytes and a multiple of 8",
                 limits.max_message_bytes
@@ -462,10 +487,9 @@ async fn read_message<S: AsyncRead + Unpin>(
         Ok(Ok(Err(f))) => return Err(ReadError::Invalid(Version::V1_0, f)),
         Ok(Err(_)) | Err(_) => return Err(ReadError::Closed),
     };
-    Ok(Some(
-        ttlv::decode(&buf, ttlv::Limits::default())
-            .map_err(|e| Failure::malformed(format!("the message is not valid TTLV: {e}"))),
-    ))
+    Ok(Some(ttlv::decode(&buf, ttlv::Limits::default()).map_err(
+        |e| Failure::malformed(format!("the message is not valid TTLV: {e}")),
+    )))
 }
 
 /// Answers one request message (or the decoder's failure) in the request's version.
@@ -538,7 +562,9 @@ async fn handle(
                         .map(<[u8]>::to_vec),
                     outcome: Err(Failure::new(
                         result_reason::RESPONSE_TOO_LARGE,
-                        format!("the response is larger than the Maximum Response Size ({max} bytes)"),
+                        format!(
+                            "the response is larger than the Maximum Response Size ({max} bytes)"
+                        ),
                     )),
                 })
                 .collect();

@@ -378,7 +378,10 @@ pub const ATTRIBUTE_NAMES: &[(&str, u32)] = &[
     ("Cryptographic Algorithm", CRYPTOGRAPHIC_ALGORITHM),
     ("Cryptographic Length", CRYPTOGRAPHIC_LENGTH),
     ("Cryptographic Parameters", CRYPTOGRAPHIC_PARAMETERS),
-    ("Cryptographic Domain Parameters", CRYPTOGRAPHIC_DOMAIN_PARAMETERS),
+    (
+        "Cryptographic Domain Parameters",
+        CRYPTOGRAPHIC_DOMAIN_PARAMETERS,
+    ),
     ("Certificate Type", CERTIFICATE_TYPE),
     ("Certificate Length", CERTIFICATE_LENGTH),
     ("X.509 Certificate Identifier", X_509_CERTIFICATE_IDENTIFIER),
@@ -407,7 +410,10 @@ pub const ATTRIBUTE_NAMES: &[(&str, u32)] = &[
     ("Object Group", OBJECT_GROUP),
     ("Fresh", FRESH),
     ("Link", LINK),
-    ("Application Specific Information", APPLICATION_SPECIFIC_INFORMATION),
+    (
+        "Application Specific Information",
+        APPLICATION_SPECIFIC_INFORMATION,
+    ),
     ("Contact Information", CONTACT_INFORMATION),
     ("Last Change Date", LAST_CHANGE_DATE),
     ("Custom Attribute", CUSTOM_ATTRIBUTE),

@@ -528,9 +528,7 @@ mod tests {
         let bad = hex("42 00 20 08 06 40 00 00 01 02 03 00 00 00 00 00");
         assert_eq!(decode(&bad, l), Err(DecodeError::Truncated));
         // A structure whose length cuts its last child.
-        let bad = hex(
-            "42 00 20 01 00 00 00 08 42 00 04 05 00 00 00 04 00 00 00 FE 00 00 00 00",
-        );
+        let bad = hex("42 00 20 01 00 00 00 08 42 00 04 05 00 00 00 04 00 00 00 FE 00 00 00 00");
         assert!(decode(&bad, l).is_err());
     }
 
@@ -548,13 +546,18 @@ mod tests {
         );
         let many = Ttlv::structure(
             0x420020,
-            (0..100).map(|i| Ttlv::new(0x420021, Value::Integer(i))).collect(),
+            (0..100)
+                .map(|i| Ttlv::new(0x420021, Value::Integer(i)))
+                .collect(),
         );
         let l = Limits {
             max_depth: 4,
             max_items: 50,
         };
-        assert_eq!(decode(&many.encode(), l), Err(DecodeError::TooManyItems(50)));
+        assert_eq!(
+            decode(&many.encode(), l),
+            Err(DecodeError::TooManyItems(50))
+        );
         assert!(decode(&many.encode(), Limits::default()).is_ok());
     }
 }

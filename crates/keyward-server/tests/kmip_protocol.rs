@@ -69,7 +69,12 @@ async fn start_with(tweak: impl FnOnce(&mut keyward_runtime::ServerConfig)) -> K
         tweak(c);
     })
     .await;
-    let addr = s.server.as_ref().unwrap().kmip_addr().expect("KMIP listener");
+    let addr = s
+        .server
+        .as_ref()
+        .unwrap()
+        .kmip_addr()
+        .expect("KMIP listener");
     let crk = s.create_root_key("kmip-crk").await;
     let (st, b) = s
         .call(
@@ -172,10 +177,7 @@ fn request(version: (i32, i32), header: Vec<Ttlv>, items: Vec<(u32, Vec<Ttlv>)>)
     for (op, payload) in items {
         m.push(st(
             tag::BATCH_ITEM,
-            vec![
-                en(tag::OPERATION, op),
-                st(tag::REQUEST_PAYLOAD, payload),
-            ],
+            vec![en(tag::OPERATION, op), st(tag::REQUEST_PAYLOAD, payload)],
         ));
     }
     st(tag::REQUEST_MESSAGE, m)
@@ -242,7 +244,10 @@ fn create_aes(bits: i32) -> Vec<Ttlv> {
         st(
             tag::TEMPLATE_ATTRIBUTE,
             vec![
-                attribute("Cryptographic Algorithm", Value::Enumeration(algorithm::AES)),
+                attribute(
+                    "Cryptographic Algorithm",
+                    Value::Enumeration(algorithm::AES),
+                ),
                 attribute("Cryptographic Length", Value::Integer(bits)),
                 attribute("Cryptographic Usage Mask", Value::Integer(4 | 8)),
                 attribute(
@@ -289,18 +294,28 @@ async fn a_registered_client_manages_keys_and_the_root_key_governs_them() {
     let out = outcomes(&r);
     let id = uid_of(out[0].as_ref().unwrap());
     assert_eq!(uid_of(out[1].as_ref().unwrap()), id);
-    let key = key_bytes(&one(&mut c, opn::GET, vec![text(tag::UNIQUE_IDENTIFIER, &id)]).await.unwrap());
+    let key = key_bytes(
+        &one(&mut c, opn::GET, vec![text(tag::UNIQUE_IDENTIFIER, &id)])
+            .await
+            .unwrap(),
+    );
     assert_eq!(key.len(), 32);
 
     // The material is stored sealed, never as the key.
-    let stored = k
-        .s
-        .blobs("SELECT material FROM kmip_objects WHERE id = ?", &[&id])
-        .await;
+    let stored =
+        k.s.db()
+            .await
+            .blobs("SELECT material FROM kmip_objects WHERE id = ?1", &[&id])
+            .await;
     assert!(!stored[0].windows(32).any(|w| w == key.as_slice()));
 
     // Encrypt and decrypt (AES-GCM, the server's nonce).
-    let params = |mode| st(tag::CRYPTOGRAPHIC_PARAMETERS, vec![en(tag::BLOCK_CIPHER_MODE, mode)]);
+    let params = |mode| {
+        st(
+            tag::CRYPTOGRAPHIC_PARAMETERS,
+            vec![en(tag::BLOCK_CIPHER_MODE, mode)],
+        )
+    };
     let enc = one(
         &mut c,
         opn::ENCRYPT,
@@ -312,8 +327,16 @@ async fn a_registered_client_manages_keys_and_the_root_key_governs_them() {
     )
     .await
     .unwrap();
-    let ct = enc.child(tag::DATA).and_then(Ttlv::as_bytes).unwrap().to_vec();
-    let nonce = enc.child(tag::IV_COUNTER_NONCE).and_then(Ttlv::as_bytes).unwrap().to_vec();
+    let ct = enc
+        .child(tag::DATA)
+        .and_then(Ttlv::as_bytes)
+        .unwrap()
+        .to_vec();
+    let nonce = enc
+        .child(tag::IV_COUNTER_NONCE)
+        .and_then(Ttlv::as_bytes)
+        .unwrap()
+        .to_vec();
     let tag_ = enc
         .child(tag::AUTHENTICATED_ENCRYPTION_TAG)
         .and_then(Ttlv::as_bytes)
@@ -328,8 +351,13 @@ async fn a_registered_client_manages_keys_and_the_root_key_governs_them() {
             bytes(tag::AUTHENTICATED_ENCRYPTION_TAG, &tag_),
         ]
     };
-    let dec = one(&mut c, opn::DECRYPT, decrypt(tag_.clone())).await.unwrap();
-    assert_eq!(dec.child(tag::DATA).and_then(Ttlv::as_bytes).unwrap(), b"secret data");
+    let dec = one(&mut c, opn::DECRYPT, decrypt(tag_.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        dec.child(tag::DATA).and_then(Ttlv::as_bytes).unwrap(),
+        b"secret data"
+    );
     let mut bad = tag_.clone();
     bad[0] ^= 1;
     let (reason, _) = one(&mut c, opn::DECRYPT, decrypt(bad)).await.unwrap_err();
@@ -342,9 +370,13 @@ async fn a_registered_client_manages_keys_and_the_root_key_governs_them() {
             Value::Structure(vec![text(tag::NAME_VALUE, n), en(tag::NAME_TYPE, 1)]),
         )
     };
-    let found = one(&mut c, opn::LOCATE, vec![name_attr("disk-key")]).await.unwrap();
+    let found = one(&mut c, opn::LOCATE, vec![name_attr("disk-key")])
+        .await
+        .unwrap();
     assert_eq!(uid_of(&found), id);
-    let none = one(&mut c, opn::LOCATE, vec![name_attr("other")]).await.unwrap();
+    let none = one(&mut c, opn::LOCATE, vec![name_attr("other")])
+        .await
+        .unwrap();
     assert!(none.child(tag::UNIQUE_IDENTIFIER).is_none());
 
     // Disable the root key: Get and Encrypt fail, naming the root key; enable: they work.
@@ -371,28 +403,36 @@ async fn a_registered_client_manages_keys_and_the_root_key_governs_them() {
     assert!(one(&mut c, opn::CREATE, create_aes(128)).await.is_err());
     let (status, b) = k.s.action(&k.crk, "enable", json!({})).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{b}");
-    let again = key_bytes(&one(&mut c, opn::GET, vec![text(tag::UNIQUE_IDENTIFIER, &id)]).await.unwrap());
+    let again = key_bytes(
+        &one(&mut c, opn::GET, vec![text(tag::UNIQUE_IDENTIFIER, &id)])
+            .await
+            .unwrap(),
+    );
     assert_eq!(again, key);
 
     // A tampered stored object is refused, never used.
-    k.s.execute(
-        "UPDATE kmip_objects SET state = 1 WHERE id = ?",
-        &[&id],
-    )
-    .await;
+    k.s.db()
+        .await
+        .execute("UPDATE kmip_objects SET state = 1 WHERE id = ?1", &[&id])
+        .await;
     let (reason, _) = one(&mut c, opn::GET, vec![text(tag::UNIQUE_IDENTIFIER, &id)])
         .await
         .unwrap_err();
     assert_eq!(reason, result_reason::GENERAL_FAILURE);
-    k.s.execute("UPDATE kmip_objects SET state = 2 WHERE id = ?", &[&id])
+    k.s.db()
+        .await
+        .execute("UPDATE kmip_objects SET state = 2 WHERE id = ?1", &[&id])
         .await;
-    assert!(one(&mut c, opn::GET, vec![text(tag::UNIQUE_IDENTIFIER, &id)]).await.is_ok());
+    assert!(
+        one(&mut c, opn::GET, vec![text(tag::UNIQUE_IDENTIFIER, &id)])
+            .await
+            .is_ok()
+    );
 
     // Delete the root key: nothing opens.
-    let (status, b) = k
-        .s
-        .call(Method::DELETE, &format!("/api/v2/keys/{}", k.crk), None)
-        .await;
+    let (status, b) =
+        k.s.call(Method::DELETE, &format!("/api/v2/keys/{}", k.crk), None)
+            .await;
     assert!(status.is_success(), "{status} {b}");
     let (reason, message) = one(&mut c, opn::GET, vec![text(tag::UNIQUE_IDENTIFIER, &id)])
         .await
@@ -404,8 +444,10 @@ async fn a_registered_client_manages_keys_and_the_root_key_governs_them() {
     let subject = keyward_core::kmip_subject(&fp);
     let n = k
         .s
+        .db()
+        .await
         .int(
-            "SELECT COUNT(*) FROM audit_events WHERE initiator = ? AND action LIKE 'kms.kmip.%'",
+            "SELECT COUNT(*) FROM audit_events WHERE initiator = ?1 AND action LIKE 'kms.kmip.%'",
             &[&subject],
         )
         .await;
@@ -417,25 +459,40 @@ async fn an_unregistered_certificate_is_refused_and_audited() {
     let k = start_with(|_| {}).await;
     let stranger = client_cert();
     let mut c = k.connect(&stranger).await;
-    let r = send_raw(&mut c, &request((1, 2), vec![], vec![(opn::CREATE, create_aes(256))]).encode())
-        .await
-        .unwrap();
+    let r = send_raw(
+        &mut c,
+        &request((1, 2), vec![], vec![(opn::CREATE, create_aes(256))]).encode(),
+    )
+    .await
+    .unwrap();
     let (reason, message) = outcomes(&r).remove(0).unwrap_err();
     assert_eq!(reason, result_reason::AUTHENTICATION_NOT_SUCCESSFUL);
     assert!(message.contains("not registered"), "{message}");
     // The connection is closed afterwards.
-    assert!(send_raw(&mut c, &request((1, 2), vec![], vec![(opn::QUERY, vec![])]).encode()).await.is_none());
+    assert!(
+        send_raw(
+            &mut c,
+            &request((1, 2), vec![], vec![(opn::QUERY, vec![])]).encode()
+        )
+        .await
+        .is_none()
+    );
     let subject = keyward_core::kmip_subject(&keyward_crypto::sha256(&stranger.der));
     let n = k
         .s
+        .db()
+        .await
         .int(
-            "SELECT COUNT(*) FROM audit_events WHERE initiator = ? AND action = 'kms.kmip.authenticate' AND outcome = 'failure'",
+            "SELECT COUNT(*) FROM audit_events WHERE initiator = ?1 AND action = 'kms.kmip.authenticate' AND outcome = 'failure'",
             &[&subject],
         )
         .await;
     assert_eq!(n, 1);
     assert_eq!(
-        k.s.int("SELECT COUNT(*) FROM kmip_objects", &[]).await,
+        k.s.db()
+            .await
+            .int("SELECT COUNT(*) FROM kmip_objects", &[])
+            .await,
         0
     );
 }
@@ -478,7 +535,10 @@ async fn bad_messages_get_kmip_errors_and_the_connection_goes_on() {
     )
     .await
     .unwrap();
-    assert_eq!(outcomes(&r).remove(0).unwrap_err().0, result_reason::FEATURE_NOT_SUPPORTED);
+    assert_eq!(
+        outcomes(&r).remove(0).unwrap_err().0,
+        result_reason::FEATURE_NOT_SUPPORTED
+    );
 
     // Maximum Response Size honoured.
     let r = send_raw(
@@ -492,7 +552,10 @@ async fn bad_messages_get_kmip_errors_and_the_connection_goes_on() {
     )
     .await
     .unwrap();
-    assert_eq!(outcomes(&r).remove(0).unwrap_err().0, result_reason::RESPONSE_TOO_LARGE);
+    assert_eq!(
+        outcomes(&r).remove(0).unwrap_err().0,
+        result_reason::RESPONSE_TOO_LARGE
+    );
 
     // A body whose TTLV is malformed (a structure length cutting an item, an unknown type,
     // a nesting bomb): Invalid Message, and the connection goes on, its framing intact.
@@ -500,20 +563,37 @@ async fn bad_messages_get_kmip_errors_and_the_connection_goes_on() {
     cut[7] = cut[7].wrapping_sub(8);
     cut.truncate(cut.len() - 8);
     let r = send_raw(&mut c, &cut).await.unwrap();
-    assert_eq!(outcomes(&r).remove(0).unwrap_err().0, result_reason::INVALID_MESSAGE);
+    assert_eq!(
+        outcomes(&r).remove(0).unwrap_err().0,
+        result_reason::INVALID_MESSAGE
+    );
     let mut bomb = Ttlv::structure(tag::REQUEST_PAYLOAD, vec![]);
     for _ in 0..200 {
         bomb = Ttlv::structure(tag::REQUEST_PAYLOAD, vec![bomb]);
     }
-    let r = send_raw(&mut c, &request((1, 2), vec![], vec![(opn::QUERY, vec![bomb])]).encode())
-        .await
-        .unwrap();
-    assert_eq!(outcomes(&r).remove(0).unwrap_err().0, result_reason::INVALID_MESSAGE);
-    let mut unknown_type = request((1, 2), vec![], vec![(opn::QUERY, vec![int(tag::QUERY_FUNCTION, 1)])]).encode();
+    let r = send_raw(
+        &mut c,
+        &request((1, 2), vec![], vec![(opn::QUERY, vec![bomb])]).encode(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        outcomes(&r).remove(0).unwrap_err().0,
+        result_reason::INVALID_MESSAGE
+    );
+    let mut unknown_type = request(
+        (1, 2),
+        vec![],
+        vec![(opn::QUERY, vec![int(tag::QUERY_FUNCTION, 1)])],
+    )
+    .encode();
     let at = unknown_type.len() - 16 + 3;
     unknown_type[at] = 0x0F;
     let r = send_raw(&mut c, &unknown_type).await.unwrap();
-    assert_eq!(outcomes(&r).remove(0).unwrap_err().0, result_reason::INVALID_MESSAGE);
+    assert_eq!(
+        outcomes(&r).remove(0).unwrap_err().0,
+        result_reason::INVALID_MESSAGE
+    );
     // A wrong Batch Count.
     let mut m = request((1, 2), vec![], vec![(opn::QUERY, vec![])]);
     if let Value::Structure(items) = &mut m.value
@@ -522,15 +602,24 @@ async fn bad_messages_get_kmip_errors_and_the_connection_goes_on() {
         h[1] = int(tag::BATCH_COUNT, 5);
     }
     let r = send_raw(&mut c, &m.encode()).await.unwrap();
-    assert_eq!(outcomes(&r).remove(0).unwrap_err().0, result_reason::INVALID_MESSAGE);
+    assert_eq!(
+        outcomes(&r).remove(0).unwrap_err().0,
+        result_reason::INVALID_MESSAGE
+    );
 
     // Still serving: Discover Versions answers in the request's version.
-    let r = send_raw(&mut c, &request((2, 0), vec![], vec![(opn::DISCOVER_VERSIONS, vec![])]).encode())
-        .await
-        .unwrap();
+    let r = send_raw(
+        &mut c,
+        &request((2, 0), vec![], vec![(opn::DISCOVER_VERSIONS, vec![])]).encode(),
+    )
+    .await
+    .unwrap();
     let header = r.child(tag::RESPONSE_HEADER).unwrap();
     let v = header.child(tag::PROTOCOL_VERSION).unwrap();
-    assert_eq!(v.child(tag::PROTOCOL_VERSION_MAJOR).unwrap().as_int(), Some(2));
+    assert_eq!(
+        v.child(tag::PROTOCOL_VERSION_MAJOR).unwrap().as_int(),
+        Some(2)
+    );
     let versions = outcomes(&r).remove(0).unwrap();
     assert_eq!(versions.children(tag::PROTOCOL_VERSION).count(), 7);
 
@@ -538,13 +627,21 @@ async fn bad_messages_get_kmip_errors_and_the_connection_goes_on() {
     let mut huge = vec![0x42, 0x00, 0x78, 0x01];
     huge.extend_from_slice(&(100u32 << 20).to_be_bytes());
     let r = send_raw(&mut c, &huge).await.unwrap();
-    assert_eq!(outcomes(&r).remove(0).unwrap_err().0, result_reason::INVALID_MESSAGE);
+    assert_eq!(
+        outcomes(&r).remove(0).unwrap_err().0,
+        result_reason::INVALID_MESSAGE
+    );
     assert!(read_response(&mut c).await.is_none());
 
     // Not a request message at all.
     let mut c = k.connect(&cert).await;
-    let r = send_raw(&mut c, &int(tag::BATCH_COUNT, 1).encode()).await.unwrap();
-    assert_eq!(outcomes(&r).remove(0).unwrap_err().0, result_reason::INVALID_MESSAGE);
+    let r = send_raw(&mut c, &int(tag::BATCH_COUNT, 1).encode())
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes(&r).remove(0).unwrap_err().0,
+        result_reason::INVALID_MESSAGE
+    );
 }
 
 #[tokio::test]
@@ -578,9 +675,12 @@ async fn slow_and_idle_connections_time_out_and_each_client_is_bounded() {
     assert!(one(&mut a, opn::QUERY, vec![]).await.is_ok());
     assert!(one(&mut b2, opn::QUERY, vec![]).await.is_ok());
     let mut third = k.connect(&cert).await;
-    let r = send_raw(&mut third, &request((1, 2), vec![], vec![(opn::QUERY, vec![])]).encode())
-        .await
-        .unwrap();
+    let r = send_raw(
+        &mut third,
+        &request((1, 2), vec![], vec![(opn::QUERY, vec![])]).encode(),
+    )
+    .await
+    .unwrap();
     let (reason, message) = outcomes(&r).remove(0).unwrap_err();
     assert_eq!(reason, result_reason::AUTHENTICATION_NOT_SUCCESSFUL);
     assert!(message.contains("too many connections"), "{message}");

@@ -143,10 +143,10 @@ impl KmipService {
         if let Some(i) = instance {
             found.retain(|c| c.peek_unverified().instance == i);
         }
-        if found.len() != 1 {
-            return Ok(None);
-        }
-        let cert = found.pop().expect("one certificate");
+        let cert = match (found.pop(), found.is_empty()) {
+            (Some(cert), true) => cert,
+            _ => return Ok(None),
+        };
         let (instance, adapter_id) = {
             let c = cert.peek_unverified();
             (c.instance, c.adapter_id)
@@ -155,17 +155,11 @@ impl KmipService {
             return Ok(None);
         };
         let adapter = Verified::check_adapter(adapter, instance, &**self.keys.custody())?;
-        let certificate =
-            Verified::check_certificate(cert, &adapter, &**self.keys.custody())?;
+        let certificate = Verified::check_certificate(cert, &adapter, &**self.keys.custody())?;
         if certificate.fingerprint != *fingerprint {
             return Err(KmipError::IntegrityFailure);
         }
-        let caller = Caller::kmip_client(
-            &adapter,
-            kmip_subject(fingerprint),
-            request_id,
-            address,
-        );
+        let caller = Caller::kmip_client(&adapter, kmip_subject(fingerprint), request_id, address);
         Ok(Some(KmipClient {
             caller,
             adapter,
@@ -323,13 +317,19 @@ impl KmipSession<'_, '_> {
             .custody()
             .sign_record(&object.signed_bytes())?;
         let event = self.ctx.record_on(object.id)?;
-        self.service.store.insert_kmip_object(&object, &event).await?;
+        self.service
+            .store
+            .insert_kmip_object(&object, &event)
+            .await?;
         Ok(object)
     }
 
     /// Stores a changed object (state, attributes; material `None` to destroy it), signed
     /// again, with its audit event.
-    pub async fn update(&mut self, mut object: KmipObjectRecord) -> Result<KmipObjectRecord, KmipError> {
+    pub async fn update(
+        &mut self,
+        mut object: KmipObjectRecord,
+    ) -> Result<KmipObjectRecord, KmipError> {
         let client = self.client;
         let now = self.service.clock.now();
         object.updated_at = Some(now);
@@ -348,7 +348,12 @@ impl KmipSession<'_, '_> {
             .custody()
             .sign_record(&object.signed_bytes())?;
         let event = self.ctx.record_on(object.id)?;
-        if self.service.store.update_kmip_object(&object, &event).await? {
+        if self
+            .service
+            .store
+            .update_kmip_object(&object, &event)
+            .await?
+        {
             Ok(object)
         } else {
             Err(KmipError::ObjectNotFound)
