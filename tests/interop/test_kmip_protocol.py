@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, hmac, padding, serialization
+from cryptography.hazmat.primitives import hashes, hmac, keywrap, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import padding as rsa_padding
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -192,6 +192,27 @@ def test_proxy_client_runs_the_symmetric_key_lifecycle(pki, kmip_port, bound):
         assert ct == enc.update(padder.update(b"plaintext") + padder.finalize()) + enc.finalize()
         assert c.decrypt(ct, uid=uid, cryptographic_parameters=params,
                          iv_counter_nonce=iv) == b"plaintext"
+
+        # Get wrapped under another AES key (RFC 3394), which `cryptography` unwraps.
+        kek_uid = c.create(enums.CryptographicAlgorithm.AES, 256,
+                           cryptographic_usage_mask=[enums.CryptographicUsageMask.WRAP_KEY])
+        c.activate(kek_uid)
+        kek = c.get(kek_uid).value
+        wrapped = c.get(uid, key_wrapping_specification={
+            "wrapping_method": enums.WrappingMethod.ENCRYPT,
+            "encryption_key_information": {
+                "unique_identifier": kek_uid,
+                "cryptographic_parameters": {
+                    "block_cipher_mode": enums.BlockCipherMode.NIST_KEY_WRAP}},
+            "encoding_option": enums.EncodingOption.NO_ENCODING,
+        })
+        assert wrapped.value != key.value
+        assert keywrap.aes_key_unwrap(kek, wrapped.value) == key.value
+        # A key whose usage mask does not allow wrapping cannot wrap.
+        with pytest.raises(pie_exceptions.KmipOperationFailure):
+            c.get(kek_uid, key_wrapping_specification={
+                "wrapping_method": enums.WrappingMethod.ENCRYPT,
+                "encryption_key_information": {"unique_identifier": uid}})
 
         # Active objects are not destroyed; revoked ones are, and are gone for Get.
         with pytest.raises(pie_exceptions.KmipOperationFailure) as e:
@@ -370,6 +391,9 @@ def test_openssl_s_client_with_and_without_a_registered_certificate(pki, kmip_po
     ok = subprocess.run(base + ["-cert", str(cert), "-key", str(key)], input=b"",
                         capture_output=True, timeout=30)
     assert b"Verification: OK" in ok.stderr + ok.stdout, ok.stderr
-    refused = subprocess.run(base, input=b"", capture_output=True, timeout=30)
+    # Without a certificate the handshake fails. (Under TLS 1.2 the server's refusal comes within
+    # the handshake; under 1.3 it comes after the client thinks it is done, which s_client, with
+    # nothing to send, may not wait for.)
+    refused = subprocess.run(base + ["-tls1_2"], input=b"", capture_output=True, timeout=30)
     out = (refused.stdout + refused.stderr).lower()
-    assert refused.returncode != 0 or b"alert" in out or b"certificate required" in out, out
+    assert refused.returncode != 0 and b"alert" in out, out

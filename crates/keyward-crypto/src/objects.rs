@@ -236,6 +236,24 @@ pub fn hmac(hash: HmacHash, key: &Secret, data: &[u8]) -> Vec<u8> {
     aws_lc_rs::hmac::sign(&key, data).as_ref().to_vec()
 }
 
+/// AES key wrap without padding (RFC 3394 / NIST SP 800-38F KW) of `material` (whole 8-byte
+/// blocks, at least 16 bytes) under an AES-128 or AES-256 `kek`.
+pub fn kw_wrap(kek: &Secret, material: &Secret) -> Result<Vec<u8>, CryptoError> {
+    use aws_lc_rs::key_wrap::KeyWrap as _;
+    if material.len() < 16 || !material.len().is_multiple_of(8) {
+        return Err(CryptoError::Malformed(
+            "key wrap takes whole 8-byte blocks, 16 bytes or more",
+        ));
+    }
+    let mut out = vec![0u8; material.len() + 8];
+    let len = crate::primitives::kek(kek)?
+        .wrap(material.expose(), &mut out)
+        .map_err(|_| CryptoError::Unspecified)?
+        .len();
+    out.truncate(len);
+    Ok(out)
+}
+
 /// RSA signature schemes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RsaScheme {
@@ -395,6 +413,14 @@ mod tests {
         }
         assert!(rsa_generate(1024).is_err());
         assert!(rsa_private_info(&Secret::new(vec![0x30, 0])).is_err());
+        // RFC 3394 §4.1: 128-bit key data with a 128-bit KEK.
+        let kek = Secret::new(hex("000102030405060708090a0b0c0d0e0f"));
+        let data = Secret::new(hex("00112233445566778899aabbccddeeff"));
+        assert_eq!(
+            kw_wrap(&kek, &data).unwrap(),
+            hex("1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5")
+        );
+        assert!(kw_wrap(&kek, &Secret::new(vec![0; 12])).is_err());
         // RFC 4231 test case 2.
         assert_eq!(
             hmac(

@@ -94,7 +94,7 @@ fn secret_bytes_mut(s: &mut Secret) -> &mut [u8] {
     s.expose_mut()
 }
 
-fn kek(key: &Secret) -> Result<AesKek, CryptoError> {
+pub(crate) fn kek(key: &Secret) -> Result<AesKek, CryptoError> {
     let cipher = match key.len() {
         16 => &AES_128,
         32 => &AES_256,

@@ -3,6 +3,8 @@
 //! `ops_per_second p50_ms p99_ms errors`.
 //!
 //! Usage: kmip_load ADDR CA CERT KEY UID get|encrypt CONNECTIONS SECONDS
+//!        kmip_load ADDR CA CERT KEY - create 1 0   (creates and activates an AES-256 key,
+//!                                                   prints its id)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +15,61 @@ use keyward_kmip::ttlv::{self, Ttlv, Value};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn attribute(name: &str, value: Value) -> Ttlv {
+    Ttlv::structure(
+        tag::ATTRIBUTE,
+        vec![
+            Ttlv::new(tag::ATTRIBUTE_NAME, Value::TextString(name.into())),
+            Ttlv::new(tag::ATTRIBUTE_VALUE, value),
+        ],
+    )
+}
+
+fn message(items: Vec<(u32, Vec<Ttlv>)>) -> Vec<u8> {
+    let version = Ttlv::structure(
+        tag::PROTOCOL_VERSION,
+        vec![
+            Ttlv::new(tag::PROTOCOL_VERSION_MAJOR, Value::Integer(1)),
+            Ttlv::new(tag::PROTOCOL_VERSION_MINOR, Value::Integer(2)),
+        ],
+    );
+    let mut m = vec![Ttlv::structure(
+        tag::REQUEST_HEADER,
+        vec![
+            version,
+            Ttlv::new(tag::BATCH_COUNT, Value::Integer(items.len() as i32)),
+        ],
+    )];
+    for (op, payload) in items {
+        m.push(Ttlv::structure(
+            tag::BATCH_ITEM,
+            vec![
+                Ttlv::new(tag::OPERATION, Value::Enumeration(op)),
+                Ttlv::structure(tag::REQUEST_PAYLOAD, payload),
+            ],
+        ));
+    }
+    Ttlv::structure(tag::REQUEST_MESSAGE, m).encode()
+}
+
+/// Create an AES-256 key and activate it (by the ID Placeholder), in one batch.
+fn create_request() -> Vec<u8> {
+    let template = Ttlv::structure(
+        tag::TEMPLATE_ATTRIBUTE,
+        vec![
+            attribute("Cryptographic Algorithm", Value::Enumeration(3)),
+            attribute("Cryptographic Length", Value::Integer(256)),
+        ],
+    );
+    message(vec![
+        (
+            operation::CREATE,
+            vec![Ttlv::new(tag::OBJECT_TYPE, Value::Enumeration(2)), template],
+        ),
+        (operation::ACTIVATE, vec![]),
+    ])
+}
 
 fn request(op: u32, uid: &str) -> Vec<u8> {
     let mut payload = vec![Ttlv::new(
@@ -29,30 +86,7 @@ fn request(op: u32, uid: &str) -> Vec<u8> {
         ));
         payload.push(Ttlv::new(tag::DATA, Value::ByteString(vec![7; 32])));
     }
-    let version = Ttlv::structure(
-        tag::PROTOCOL_VERSION,
-        vec![
-            Ttlv::new(tag::PROTOCOL_VERSION_MAJOR, Value::Integer(1)),
-            Ttlv::new(tag::PROTOCOL_VERSION_MINOR, Value::Integer(2)),
-        ],
-    );
-    Ttlv::structure(
-        tag::REQUEST_MESSAGE,
-        vec![
-            Ttlv::structure(
-                tag::REQUEST_HEADER,
-                vec![version, Ttlv::new(tag::BATCH_COUNT, Value::Integer(1))],
-            ),
-            Ttlv::structure(
-                tag::BATCH_ITEM,
-                vec![
-                    Ttlv::new(tag::OPERATION, Value::Enumeration(op)),
-                    Ttlv::structure(tag::REQUEST_PAYLOAD, payload),
-                ],
-            ),
-        ],
-    )
-    .encode()
+    message(vec![(op, payload)])
 }
 
 #[tokio::main]
@@ -83,12 +117,41 @@ async fn main() {
         .with_client_auth_cert(chain, key)
         .expect("client certificate"),
     );
-    let op = if args[6] == "encrypt" {
-        operation::ENCRYPT
-    } else {
-        operation::GET
+    let (op, create) = match args[6].as_str() {
+        "encrypt" => (operation::ENCRYPT, false),
+        "create" => (operation::CREATE, true),
+        _ => (operation::GET, false),
     };
-    let message = Arc::new(request(op, &args[5]));
+    let message = Arc::new(if create {
+        create_request()
+    } else {
+        request(op, &args[5])
+    });
+    if create {
+        let tcp = tokio::net::TcpStream::connect(&args[1])
+            .await
+            .expect("connect");
+        let mut c = tokio_rustls::TlsConnector::from(config)
+            .connect(ServerName::try_from("localhost").expect("name"), tcp)
+            .await
+            .expect("TLS");
+        c.write_all(&message).await.expect("write");
+        let mut head = [0u8; 8];
+        c.read_exact(&mut head).await.expect("read");
+        let (_, _, len) = ttlv::header(&head);
+        let mut buf = head.to_vec();
+        buf.resize(8 + len as usize, 0);
+        c.read_exact(&mut buf[8..]).await.expect("read");
+        let r = ttlv::decode(&buf, ttlv::Limits::default()).expect("TTLV");
+        let uid = r
+            .child(tag::BATCH_ITEM)
+            .and_then(|i| i.child(tag::RESPONSE_PAYLOAD))
+            .and_then(|p| p.child(tag::UNIQUE_IDENTIFIER))
+            .and_then(Ttlv::as_text)
+            .unwrap_or_else(|| panic!("Create failed: {r:?}"));
+        println!("{uid}");
+        return;
+    }
     let connections: usize = args[7].parse().expect("CONNECTIONS");
     let duration = Duration::from_secs(args[8].parse().expect("SECONDS"));
     let addr = args[1].clone();

@@ -130,6 +130,7 @@ pub mod usage_mask {
     pub const DECRYPT: i32 = 0x08;
     pub const MAC_GENERATE: i32 = 0x80;
     pub const MAC_VERIFY: i32 = 0x100;
+    pub const WRAP_KEY: i32 = 0x10;
 }
 
 pub mod validity {

@@ -517,18 +517,17 @@ impl Batch<'_> {
     async fn get(&mut self, p: &Ttlv) -> Result<Vec<Ttlv>, Failure> {
         let id = require_uid(p, self.last_id)?;
         let format = p.child(tag::KEY_FORMAT_TYPE).and_then(Ttlv::as_enum);
-        if p.child(tag::KEY_WRAPPING_SPECIFICATION).is_some() {
-            return Err(Failure::unsupported(
-                "Get with a Key Wrapping Specification is not supported",
-            ));
-        }
+        let wrapping = p
+            .child(tag::KEY_WRAPPING_SPECIFICATION)
+            .map(parse_wrapping)
+            .transpose()?;
         if p.child(tag::KEY_COMPRESSION_TYPE).is_some() {
             return Err(Failure::new(
                 result_reason::KEY_COMPRESSION_TYPE_NOT_SUPPORTED,
                 "key compression is not supported",
             ));
         }
-        let (obj, material) = self
+        let (obj, material, wrapping_key) = self
             .session(&op::KMIP_OBJECT_GET, async |s| {
                 let obj = s.object(id).await?;
                 if destroyed(&obj) {
@@ -539,11 +538,33 @@ impl Batch<'_> {
                     .into());
                 }
                 let material = s.material(&obj).await?;
-                Ok((obj, material))
+                let wrapping_key = match &wrapping {
+                    Some(w) => {
+                        let kek = s.object(w.key).await?;
+                        s.target(id);
+                        if destroyed(&kek)
+                            || kek.object_type != object_type::SYMMETRIC_KEY
+                            || kek.algorithm != Some(algorithm::AES)
+                        {
+                            return Err(Failure::invalid(
+                                "the wrapping key must be an AES key that is not destroyed",
+                            )
+                            .into());
+                        }
+                        require_active(&kek)?;
+                        usage_allows(&object_attrs(&kek)?, usage_mask::WRAP_KEY)?;
+                        Some(s.material(&kek).await?)
+                    }
+                    None => None,
+                };
+                Ok((obj, material, wrapping_key))
             })
             .await?;
         let list = object_attrs(&obj)?;
-        let object = build_object(&obj, &list, &material, format)?;
+        let mut object = build_object(&obj, &list, &material, format)?;
+        if let (Some(w), Some(kek)) = (&wrapping, &wrapping_key) {
+            wrap_key_value(&mut object, w, kek)?;
+        }
         Ok(vec![
             enumeration(tag::OBJECT_TYPE, obj.object_type),
             uid(obj.id),
@@ -930,6 +951,118 @@ impl Batch<'_> {
             v
         })
     }
+}
+
+/// What a Key Wrapping Specification asks for: the AES key to wrap with, and the mode.
+struct Wrapping {
+    key: Uuid,
+    padded: bool,
+}
+
+/// Parses a Key Wrapping Specification: wrapping method Encrypt with an AES key, AES Key Wrap
+/// (RFC 3394, the default) or AES Key Wrap with Padding (RFC 5649), no encoding.
+fn parse_wrapping(spec: &Ttlv) -> Result<Wrapping, Failure> {
+    const ENCRYPT: u32 = 1;
+    const NO_ENCODING: u32 = 1;
+    const NIST_KEY_WRAP: u32 = 13;
+    const AES_KEY_WRAP_PADDING: u32 = 12;
+    if spec.child(tag::WRAPPING_METHOD).and_then(Ttlv::as_enum) != Some(ENCRYPT) {
+        return Err(Failure::unsupported("keys are wrapped by encryption only"));
+    }
+    if spec.child(tag::MAC_SIGNATURE_KEY_INFORMATION).is_some() {
+        return Err(Failure::unsupported(
+            "MAC or signature over a wrapped key is not offered",
+        ));
+    }
+    if spec
+        .child(tag::ENCODING_OPTION)
+        .and_then(Ttlv::as_enum)
+        .is_some_and(|e| e != NO_ENCODING)
+    {
+        return Err(Failure::unsupported("wrapped keys are not TTLV-encoded"));
+    }
+    let info = spec
+        .child(tag::ENCRYPTION_KEY_INFORMATION)
+        .ok_or_else(|| Failure::missing("Encryption Key Information"))?;
+    let key = info
+        .child(tag::UNIQUE_IDENTIFIER)
+        .and_then(Ttlv::as_text)
+        .ok_or_else(|| Failure::missing("the wrapping key's Unique Identifier"))?
+        .parse()
+        .map_err(|_| Failure::not_found())?;
+    let padded = match info
+        .child(tag::CRYPTOGRAPHIC_PARAMETERS)
+        .and_then(|c| c.child(tag::BLOCK_CIPHER_MODE))
+        .and_then(Ttlv::as_enum)
+    {
+        None | Some(NIST_KEY_WRAP) => false,
+        Some(AES_KEY_WRAP_PADDING) => true,
+        Some(_) => {
+            return Err(Failure::unsupported(
+                "keys are wrapped with AES Key Wrap (NIST) or AES Key Wrap with Padding",
+            ));
+        }
+    };
+    Ok(Wrapping { key, padded })
+}
+
+/// Replaces an object's Key Value with its key material wrapped under `kek`, and says how in its
+/// Key Wrapping Data.
+fn wrap_key_value(object: &mut Ttlv, w: &Wrapping, kek: &Secret) -> Result<(), Failure> {
+    let Value::Structure(fields) = &mut object.value else {
+        return Err(Failure::invalid("this object has no key to wrap"));
+    };
+    let block = fields
+        .iter_mut()
+        .find(|f| f.tag == tag::KEY_BLOCK)
+        .ok_or_else(|| Failure::invalid("only objects with a Key Block can be wrapped"))?;
+    let Value::Structure(block_fields) = &mut block.value else {
+        return Err(Failure::invalid(
+            "only objects with a Key Block can be wrapped",
+        ));
+    };
+    let value = block_fields
+        .iter_mut()
+        .find(|f| f.tag == tag::KEY_VALUE)
+        .ok_or_else(|| Failure::invalid("only objects with a Key Value can be wrapped"))?;
+    let material = value
+        .child(tag::KEY_MATERIAL)
+        .and_then(Ttlv::as_bytes)
+        .ok_or_else(|| Failure::invalid("a Transparent key cannot be wrapped: ask for Raw"))?;
+    let material = Secret::from_slice(material);
+    let wrapped = if w.padded {
+        keyward_crypto::kwp_wrap(kek, &material)
+    } else {
+        crypto::kw_wrap(kek, &material)
+    }
+    .map_err(|_| {
+        Failure::invalid(
+            "the key cannot be wrapped this way (AES Key Wrap takes whole 8-byte blocks of 16 \
+             bytes or more; a 128- or 256-bit wrapping key)",
+        )
+    })?;
+    // The wrapped bytes go in Key Material inside the Key Value structure, where PyKMIP (client
+    // and server) puts and reads them; the specification also allows a bare Byte String.
+    *value = Ttlv::structure(tag::KEY_VALUE, vec![bytes(tag::KEY_MATERIAL, wrapped)]);
+    let mode = if w.padded { 12 } else { 13 };
+    block_fields.push(Ttlv::structure(
+        tag::KEY_WRAPPING_DATA,
+        vec![
+            enumeration(tag::WRAPPING_METHOD, 1),
+            Ttlv::structure(
+                tag::ENCRYPTION_KEY_INFORMATION,
+                vec![
+                    uid(w.key),
+                    Ttlv::structure(
+                        tag::CRYPTOGRAPHIC_PARAMETERS,
+                        vec![enumeration(tag::BLOCK_CIPHER_MODE, mode)],
+                    ),
+                ],
+            ),
+            enumeration(tag::ENCODING_OPTION, 1),
+        ],
+    ));
+    Ok(())
 }
 
 const LINK_PUBLIC_KEY: u32 = 0x102;

@@ -594,6 +594,26 @@ async fn bad_messages_get_kmip_errors_and_the_connection_goes_on() {
         outcomes(&r).remove(0).unwrap_err().0,
         result_reason::INVALID_MESSAGE
     );
+    // A tag outside KMIP's ranges: Invalid Message. An unknown KMIP tag in a payload is
+    // ignored, as the specification allows for fields a server does not use.
+    let mut foreign = request(
+        (1, 2),
+        vec![],
+        vec![(opn::QUERY, vec![int(tag::QUERY_FUNCTION, 1)])],
+    )
+    .encode();
+    let at = foreign.len() - 16;
+    foreign[at] = 0x43;
+    let r = send_raw(&mut c, &foreign).await.unwrap();
+    assert_eq!(
+        outcomes(&r).remove(0).unwrap_err().0,
+        result_reason::INVALID_MESSAGE
+    );
+    assert!(
+        one(&mut c, opn::QUERY, vec![int(0x42FFF0, 1)])
+            .await
+            .is_ok()
+    );
     // A wrong Batch Count.
     let mut m = request((1, 2), vec![], vec![(opn::QUERY, vec![])]);
     if let Value::Structure(items) = &mut m.value
