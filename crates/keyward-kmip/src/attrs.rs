@@ -39,7 +39,6 @@ const READ_ONLY: &[&str] = &[
     "Original Creation Date",
     "Always Sensitive",
     "Never Extractable",
-    "Activation Date",
     "Deactivation Date",
 ];
 
@@ -54,6 +53,7 @@ const SINGLE: &[&str] = &[
     "Sensitive",
     "Extractable",
     "Lease Time",
+    "Activation Date",
 ];
 
 /// The 2.x tag of a 1.x attribute name.

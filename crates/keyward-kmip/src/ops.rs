@@ -218,6 +218,15 @@ fn usage_allows(list: &[Attr], bit: i32) -> Result<(), Failure> {
     }
 }
 
+/// A new object is Active when the client gave an Activation Date that has come, else
+/// Pre-Active (KMIP 1.4 §3.24).
+fn initial_state(list: &[Attr]) -> u8 {
+    match attrs::first(list, "Activation Date").map(|v| &v.value) {
+        Some(Value::DateTime(t)) if *t <= now() => state::ACTIVE,
+        _ => state::PRE_ACTIVE,
+    }
+}
+
 fn require_active(o: &KmipObjectRecord) -> Result<(), Failure> {
     if o.state == state::ACTIVE {
         Ok(())
@@ -363,7 +372,7 @@ impl Batch<'_> {
             .map_err(|_| Failure::new(result_reason::GENERAL_FAILURE, "no randomness"))?;
         let mut new = NewKmipObject {
             object_type: ty,
-            state: state::PRE_ACTIVE,
+            state: initial_state(&list),
             ..NewKmipObject::default()
         };
         set_columns(&mut new, &list);
@@ -439,7 +448,7 @@ impl Batch<'_> {
             list.push(attrs::plain(KEY_FORMAT, Value::Enumeration(format)));
             let mut new = NewKmipObject {
                 object_type: ty,
-                state: state::PRE_ACTIVE,
+                state: initial_state(&list),
                 ..NewKmipObject::default()
             };
             set_columns(&mut new, &list);
@@ -501,7 +510,7 @@ impl Batch<'_> {
         }
         let mut new = NewKmipObject {
             object_type: ty,
-            state: state::PRE_ACTIVE,
+            state: initial_state(&list),
             ..NewKmipObject::default()
         };
         set_columns(&mut new, &list);
@@ -815,7 +824,10 @@ impl Batch<'_> {
                 return Err(Failure::not_found().into());
             }
             let mut list = object_attrs(&obj)?;
-            let date = |name: &str| attrs::plain(name, Value::DateTime(now()));
+            let set_date = |list: &mut Vec<Attr>, name: &str| {
+                list.retain(|a| a.name != name);
+                list.push(attrs::plain(name, Value::DateTime(now())));
+            };
             match operation {
                 operation::ACTIVATE => {
                     if obj.state != state::PRE_ACTIVE {
@@ -826,7 +838,7 @@ impl Batch<'_> {
                         .into());
                     }
                     obj.state = state::ACTIVE;
-                    list.push(date("Activation Date"));
+                    set_date(&mut list, "Activation Date");
                 }
                 operation::REVOKE => {
                     let code = reason.unwrap_or(1);
@@ -835,13 +847,13 @@ impl Batch<'_> {
                         revocation_reason::KEY_COMPROMISE | revocation_reason::CA_COMPROMISE
                     ) {
                         obj.state = state::COMPROMISED;
-                        list.push(date("Compromise Date"));
+                        set_date(&mut list, "Compromise Date");
                     } else {
                         if obj.state == state::COMPROMISED {
                             return Err(Failure::denied("the object is Compromised").into());
                         }
                         obj.state = state::DEACTIVATED;
-                        list.push(date("Deactivation Date"));
+                        set_date(&mut list, "Deactivation Date");
                     }
                     list.retain(|a| a.name != "Revocation Reason");
                     list.push(Attr {
@@ -864,7 +876,7 @@ impl Batch<'_> {
                     } else {
                         state::DESTROYED
                     };
-                    list.push(date("Destroy Date"));
+                    set_date(&mut list, "Destroy Date");
                 }
             }
             update_columns(&mut obj, &list);

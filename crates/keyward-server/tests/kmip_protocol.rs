@@ -363,6 +363,26 @@ async fn a_registered_client_manages_keys_and_the_root_key_governs_them() {
     let (reason, _) = one(&mut c, opn::DECRYPT, decrypt(bad)).await.unwrap_err();
     assert_eq!(reason, result_reason::CRYPTOGRAPHIC_FAILURE);
 
+    // A key created with an Activation Date that has come is Active at once.
+    let mut active_now = create_aes(128);
+    if let Value::Structure(t) = &mut active_now[1].value {
+        t.push(attribute("Activation Date", Value::DateTime(1)));
+    }
+    let now_id = uid_of(&one(&mut c, opn::CREATE, active_now).await.unwrap());
+    assert!(
+        one(
+            &mut c,
+            opn::ENCRYPT,
+            vec![
+                text(tag::UNIQUE_IDENTIFIER, &now_id),
+                params(block_cipher_mode::GCM),
+                bytes(tag::DATA, b"x"),
+            ],
+        )
+        .await
+        .is_ok()
+    );
+
     // Locate by name finds it; by another name, nothing.
     let name_attr = |n: &str| {
         attribute(
