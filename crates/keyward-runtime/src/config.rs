@@ -142,6 +142,11 @@ pub struct StoreSection {
     pub url_env: Option<String>,
     /// Connections this node keeps to PostgreSQL at most.
     pub pool_size: usize,
+    /// SQLite: what every start checks with `PRAGMA quick_check` before it writes, refusing a
+    /// corrupted database: `records` (default: every table but the audit trail, a cost that
+    /// grows with keys and identities, not traffic), `full` (the whole file) or `off`.
+    /// `keyward store check` runs the full `integrity_check` offline.
+    pub quick_check: String,
 }
 
 impl Default for StoreSection {
@@ -151,6 +156,7 @@ impl Default for StoreSection {
             url: None,
             url_env: None,
             pool_size: 16,
+            quick_check: "records".into(),
         }
     }
 }
@@ -163,11 +169,25 @@ impl std::fmt::Debug for StoreSection {
             .field("url", &self.url.as_ref().map(|_| "<redacted>"))
             .field("url_env", &self.url_env)
             .field("pool_size", &self.pool_size)
+            .field("quick_check", &self.quick_check)
             .finish()
     }
 }
 
 impl StoreSection {
+    /// The `quick_check` setting.
+    pub fn quick_check(&self) -> Result<keyward_store::QuickCheck, ConfigError> {
+        use keyward_store::QuickCheck;
+        match self.quick_check.as_str() {
+            "records" => Ok(QuickCheck::Records),
+            "full" => Ok(QuickCheck::Full),
+            "off" => Ok(QuickCheck::Off),
+            other => Err(ConfigError::Invalid(format!(
+                "store.quick_check: records, full or off, not {other:?}"
+            ))),
+        }
+    }
+
     /// The PostgreSQL connection options when that backend is chosen (reads `url_env`).
     pub fn postgres(&self) -> Result<Option<keyward_store::PgOptions>, ConfigError> {
         match self.backend.as_str() {
@@ -556,6 +576,7 @@ impl ServerConfig {
 
     /// Checks the combination: plain HTTP is only allowed on a loopback address.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.store.quick_check()?;
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) | (None, Some(_)) => {
                 return Err(ConfigError::Invalid(

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod rotation;
 pub mod scheduler;
 pub mod sender;
+pub mod startup;
 pub mod webhooks;
 pub mod wire;
 
@@ -100,7 +101,7 @@ pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Stores> {
     }
     let data_dir = &config.data_dir;
     let sqlite = Arc::new(
-        SqliteStore::open(data_dir)
+        SqliteStore::open_with(data_dir, config.store.quick_check()?)
             .with_context(|| format!("opening the store in {}", data_dir.display()))?,
     );
     Ok(Stores {
@@ -174,9 +175,16 @@ impl Runtime {
     /// loads (or creates) the token-signing key. Nothing runs yet.
     pub async fn open(config: ServerConfig) -> anyhow::Result<Self> {
         config.validate()?;
+        // Before anything is created: an install missing its database, or owned by another
+        // user, is refused (issue 18, items 18 and 20).
+        startup::check_data_dir(&config)?;
         private_data_dir(&config.data_dir)?;
-        let custody = open_custody(&config, true)?;
+        // The store first: whether it holds records decides whether a missing keystore may be
+        // created (a new install) or must be restored (issue 18, item 19).
         let stores = open_store(&config).await?;
+        startup::check_keystore_present(&config, &stores.store).await?;
+        let custody = open_custody(&config, true)?;
+        startup::check_custody_matches(&stores.store, &custody).await?;
         let metrics_token = match &config.metrics.bearer_token_file {
             None => None,
             Some(path) => {

@@ -69,7 +69,8 @@ enum Command {
         #[command(subcommand)]
         command: cli::hsm::HsmCommand,
     },
-    /// Move a deployment's records between store backends (SQLite to PostgreSQL).
+    /// Move a deployment's records between store backends (SQLite to PostgreSQL), or check a
+    /// SQLite database offline.
     Store {
         #[command(subcommand)]
         command: cli::store::StoreCommand,
