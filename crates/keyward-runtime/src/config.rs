@@ -397,6 +397,13 @@ pub struct CustodySection {
     pub tkek_count: usize,
     /// The HSMs, in failover order.
     pub hsm: Vec<HsmSection>,
+    /// Software custody: a file holding the secret that unseals `keystore.json` (a base64
+    /// 256-bit key, or a passphrase stretched with Argon2id); `--unseal-key-file` and the
+    /// `KEYWARD_UNSEAL_KEY_FILE` environment variable name one too. Given at a first start, the
+    /// new keystore is sealed under it.
+    pub unseal_key_file: Option<PathBuf>,
+    /// Software custody: the name of an environment variable holding the unseal secret itself.
+    pub unseal_key_env: Option<String>,
 }
 
 /// `[[custody.hsm]]`: one HSM token.
@@ -420,6 +427,8 @@ impl Default for CustodySection {
             tkek_label_prefix: "keyward-tkek-".into(),
             tkek_count: 10,
             hsm: Vec::new(),
+            unseal_key_file: None,
+            unseal_key_env: None,
         }
     }
 }
@@ -434,6 +443,36 @@ impl CustodySection {
                 self.backend
             ))
         })
+    }
+
+    /// The secret that unseals the software keystore, from `unseal_key_file`, `unseal_key_env`
+    /// or the file the `KEYWARD_UNSEAL_KEY_FILE` environment variable names, in that order;
+    /// `None` when none is given.
+    pub fn unseal_secret(&self) -> Result<Option<keyward_custody::UnsealSecret>, ConfigError> {
+        use keyward_custody::UnsealSecret;
+        let from_file = |path: &Path| {
+            UnsealSecret::from_file(path).map(Some).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "reading the unseal key file {}: {e}",
+                    path.display()
+                ))
+            })
+        };
+        if let Some(path) = &self.unseal_key_file {
+            return from_file(path);
+        }
+        if let Some(var) = &self.unseal_key_env {
+            return match std::env::var(var) {
+                Ok(v) => Ok(Some(UnsealSecret::new(v.into_bytes()))),
+                Err(_) => Err(ConfigError::Invalid(format!(
+                    "custody.unseal_key_env: environment variable {var} is not set"
+                ))),
+            };
+        }
+        match std::env::var_os("KEYWARD_UNSEAL_KEY_FILE") {
+            Some(path) if !path.is_empty() => from_file(Path::new(&path)),
+            _ => Ok(None),
+        }
     }
 
     /// The PKCS#11 backend's configuration, when that backend is chosen.

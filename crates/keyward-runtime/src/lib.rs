@@ -25,6 +25,7 @@ pub mod config;
 pub mod egress;
 pub mod keygen;
 pub mod metrics;
+pub mod recovery;
 pub mod rotation;
 pub mod scheduler;
 pub mod sender;
@@ -118,15 +119,17 @@ pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Stores> {
 /// (the server's first start); `keyward audit verify` opens an existing one only.
 pub fn open_custody(config: &ServerConfig, create: bool) -> anyhow::Result<Arc<dyn Custody>> {
     Ok(match config.custody.pkcs11()? {
-        None if create => Arc::new(SoftwareCustody::open_or_create(&config.data_dir)?.0),
         None => {
-            let path = config.data_dir.join(keyward_custody::KEYSTORE_FILE);
-            anyhow::ensure!(
-                path.exists(),
-                "no software keystore at {} (use --config for an HSM custody backend)",
-                path.display()
-            );
-            Arc::new(SoftwareCustody::open_or_create(&config.data_dir)?.0)
+            let unseal = config.custody.unseal_secret()?;
+            if !create {
+                let path = config.data_dir.join(keyward_custody::KEYSTORE_FILE);
+                anyhow::ensure!(
+                    path.exists(),
+                    "no software keystore at {} (use --config for an HSM custody backend)",
+                    path.display()
+                );
+            }
+            Arc::new(SoftwareCustody::open_or_create_with(&config.data_dir, unseal.as_ref())?.0)
         }
         Some(hsm) => Arc::new(
             keyward_custody_pkcs11::Pkcs11Custody::open(&hsm)
@@ -185,6 +188,18 @@ impl Runtime {
         startup::check_keystore_present(&config, &stores.store).await?;
         let custody = open_custody(&config, true)?;
         startup::check_custody_matches(&stores.store, &custody).await?;
+        if config.custody.backend == "software"
+            && keyward_custody::keystore_state(&config.data_dir)?
+                == keyward_custody::KeystoreState::Plaintext
+        {
+            // Plaintext custody stays for development (issue 18, item 17).
+            tracing::warn!(
+                keystore = %config.data_dir.join(keyward_custody::KEYSTORE_FILE).display(),
+                "the software keystore is not sealed: whoever reads the data directory holds \
+                 every key. For anything but development, seal it (`keyward custody seal`) and \
+                 start with --unseal-key-file, or use the PKCS#11 backend"
+            );
+        }
         let metrics_token = match &config.metrics.bearer_token_file {
             None => None,
             Some(path) => {

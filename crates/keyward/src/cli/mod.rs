@@ -11,6 +11,7 @@ use keyward_client::Client;
 
 pub mod admin;
 pub mod audit;
+pub mod custody;
 pub mod hsm;
 pub mod iam;
 pub mod keys;
