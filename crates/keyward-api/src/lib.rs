@@ -208,8 +208,8 @@ pub struct DualAuthDelete {
     pub auth_expiration: Option<String>,
 }
 
-/// A key as Key Protect returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A key as Key Protect returns it (not `Clone`: a standard key's `payload` is its material).
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Key {
     /// `application/vnd.ibm.kms.key+json`.
@@ -288,7 +288,7 @@ pub struct Key {
     pub purge_scheduled_on: Option<String>,
     /// Base64 material: standard keys only, on GET.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<String>,
+    pub payload: Option<SecretText>,
 }
 
 /// Body of wrap.

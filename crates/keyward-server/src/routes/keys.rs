@@ -465,7 +465,8 @@ pub async fn get_key(
         .get_key(&authed.caller, resolve(&state, &authed, &id).await?)
         .await?;
     let view = key_view(state.view_ctx(&authed.account), &key, payload.as_ref());
-    Ok(json_response(
+    // A standard key's answer carries its material.
+    Ok(secret_json_response(
         StatusCode::OK,
         media::KEY,
         &Collection::new(media::KEY, vec![view]),

@@ -145,7 +145,7 @@ pub fn print_key(k: &Key) {
         println!("purgeable:   from {d}");
     }
     if let Some(p) = &k.payload {
-        println!("payload:     {p}");
+        println!("payload:     {}", p.expose());
     }
 }
 
