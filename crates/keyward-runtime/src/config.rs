@@ -451,6 +451,15 @@ impl CustodySection {
     pub fn unseal_secret(&self) -> Result<Option<keyward_custody::UnsealSecret>, ConfigError> {
         use keyward_custody::UnsealSecret;
         let from_file = |path: &Path| {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(path)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(
+                    file = %path.display(),
+                    "the unseal key file is readable by group or others (chmod 600 it)"
+                );
+            }
             UnsealSecret::from_file(path).map(Some).map_err(|e| {
                 ConfigError::Invalid(format!(
                     "reading the unseal key file {}: {e}",
