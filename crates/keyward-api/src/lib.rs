@@ -39,10 +39,12 @@ pub mod iam;
 mod kmip;
 mod policies;
 pub mod registrations;
+mod secret;
 pub use actions::{ActionError, KeyAction};
 pub use audit::*;
 pub use kmip::*;
 pub use policies::*;
+pub use secret::SecretText;
 
 /// Lower-case hex (audit hashes, webhook signatures), a digit at a time: `format!("{b:02x}")`
 /// per byte was about 2 % of the server's CPU with an audit export sink on.
@@ -128,7 +130,7 @@ impl<T> Collection<T> {
 }
 
 /// The create-key request resource.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyCreate {
     /// Optional; `application/vnd.ibm.kms.key+json`.
@@ -144,7 +146,7 @@ pub struct KeyCreate {
     pub extractable: Option<bool>,
     /// Base64 key material to import.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<String>,
+    pub payload: Option<SecretText>,
     /// RFC 3339 expiration date.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiration_date: Option<String>,
@@ -206,8 +208,8 @@ pub struct DualAuthDelete {
     pub auth_expiration: Option<String>,
 }
 
-/// A key as Key Protect returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A key as Key Protect returns it (not `Clone`: a standard key's `payload` is its material).
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Key {
     /// `application/vnd.ibm.kms.key+json`.
@@ -286,15 +288,15 @@ pub struct Key {
     pub purge_scheduled_on: Option<String>,
     /// Base64 material: standard keys only, on GET.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<String>,
+    pub payload: Option<SecretText>,
 }
 
 /// Body of wrap.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WrapRequest {
     /// Base64 DEK; absent to have one generated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plaintext: Option<String>,
+    pub plaintext: Option<SecretText>,
     /// Additional authenticated data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aad: Option<Vec<String>>,
@@ -311,13 +313,13 @@ pub struct UnwrapRequest {
 }
 
 /// Body of rotate.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RotateRequest {
     /// New base64 material, for imported keys (encrypted to the import token when
     /// `encryptedNonce` is given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<String>,
+    pub payload: Option<SecretText>,
     /// Secure import: the import token's nonce, AES-GCM-sealed under the material.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encrypted_nonce: Option<String>,
@@ -364,12 +366,12 @@ pub struct ImportTokenRequest {
 }
 
 /// Response of wrap.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WrapResponse {
     /// The generated DEK (only when none was sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plaintext: Option<String>,
+    pub plaintext: Option<SecretText>,
     /// Base64 ciphertext.
     pub ciphertext: String,
     /// The version that wrapped it.
@@ -377,11 +379,11 @@ pub struct WrapResponse {
 }
 
 /// Response of unwrap.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UnwrapResponse {
     /// Base64 DEK.
-    pub plaintext: String,
+    pub plaintext: SecretText,
     /// The version that had wrapped it.
     pub key_version: KeyVersionRef,
     /// When that version is not the latest: the DEK wrapped by the latest version.
@@ -491,6 +493,57 @@ mod tests {
         assert_eq!(k.key_ring_id.as_deref(), Some("default"));
         assert_eq!(k.expiration_date.as_deref(), Some("2030-01-01T00:00:00Z"));
         assert_eq!(k.extractable, Some(false));
+    }
+
+    /// See: issue 18, item 13. DEKs and imported material were `String`s with derived `Debug`
+    /// (and `Clone`): a `{:?}` of a body printed them.
+    #[test]
+    fn bodies_carrying_key_material_never_show_it_in_debug() {
+        const DEK: &str = "c2VjcmV0LWRlay1tYXRlcmlhbA==";
+        let wrap: WrapRequest =
+            serde_json::from_str(&format!(r#"{{"plaintext":"{DEK}"}}"#)).unwrap_or_default();
+        assert_eq!(wrap.plaintext.as_ref().map(SecretText::expose), Some(DEK));
+        let unwrapped = UnwrapResponse {
+            plaintext: DEK.into(),
+            key_version: KeyVersionRef {
+                id: "v".into(),
+                creation_date: None,
+            },
+            ciphertext: None,
+            rewrapped_key_version: None,
+        };
+        let generated = WrapResponse {
+            plaintext: Some(DEK.into()),
+            ciphertext: "ct".into(),
+            key_version: KeyVersionRef {
+                id: "v".into(),
+                creation_date: None,
+            },
+        };
+        let create = KeyCreate {
+            payload: Some(DEK.into()),
+            ..KeyCreate::default()
+        };
+        let rotate = RotateRequest {
+            payload: Some(DEK.into()),
+            ..RotateRequest::default()
+        };
+        for shown in [
+            format!("{wrap:?}"),
+            format!("{unwrapped:?}"),
+            format!("{generated:?}"),
+            format!("{create:?}"),
+            format!("{rotate:?}"),
+        ] {
+            assert!(!shown.contains(DEK), "{shown}");
+            assert!(shown.contains("SecretText(..)"), "{shown}");
+        }
+        // On the wire they are plain strings still.
+        assert!(
+            serde_json::to_string(&unwrapped)
+                .unwrap_or_default()
+                .contains(DEK)
+        );
     }
 
     #[test]

@@ -558,12 +558,13 @@ impl DataKeyring {
         let id = DekId::random()?;
         let epoch = self.cache().epoch();
         let resp = self.client.wrap(key_id, None, wrap_aad(id)).await?;
-        let mut plain_b64 = resp
-            .plaintext
-            .ok_or_else(|| ClientError::Decode("wrap returned no generated DEK".into()))?;
-        let dek = decode_secret(&plain_b64);
-        plain_b64.zeroize();
-        let dek = dek?;
+        // The base64 DEK is a `SecretText`: zeroized when `resp` drops.
+        let dek = decode_secret(
+            resp.plaintext
+                .as_ref()
+                .ok_or_else(|| ClientError::Decode("wrap returned no generated DEK".into()))?
+                .expose(),
+        )?;
         self.cache()
             .insert_if_epoch(epoch, id, key_id, dek, Instant::now());
         Ok(WrappedDek {
@@ -613,10 +614,8 @@ impl DataKeyring {
                 wrapped.wrap_aad(),
             )
             .await?;
-        let mut plain_b64 = resp.plaintext;
-        let dek = decode_secret(&plain_b64);
-        plain_b64.zeroize();
-        let dek = dek?;
+        let dek = decode_secret(resp.plaintext.expose())?;
+        drop(resp);
         let copy = Secret::from_slice(dek.expose());
         let mut cache = self.cache();
         let now = Instant::now();

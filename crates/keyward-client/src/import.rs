@@ -30,7 +30,7 @@ pub struct SealedMaterial {
 impl SealedMaterial {
     /// Puts the sealed fields into a key-create body.
     pub fn apply_to(self, spec: &mut KeyCreate) {
-        spec.payload = Some(self.payload);
+        spec.payload = Some(self.payload.into());
         spec.encrypted_nonce = Some(self.encrypted_nonce);
         spec.iv = Some(self.iv);
         spec.encryption_algorithm = Some(self.encryption_algorithm);
@@ -39,7 +39,7 @@ impl SealedMaterial {
     /// The sealed fields as a rotate body.
     pub fn into_rotate(self) -> RotateRequest {
         RotateRequest {
-            payload: Some(self.payload),
+            payload: Some(self.payload.into()),
             encrypted_nonce: Some(self.encrypted_nonce),
             iv: Some(self.iv),
             encryption_algorithm: Some(self.encryption_algorithm),

@@ -18,7 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keyward_api::{
     Collection, ErrorResource, Key, KeyAction, KeyCreate, RewrapResponse, RotateRequest,
-    TokenResponse, UnwrapRequest, UnwrapResponse, WrapRequest, WrapResponse, headers, media,
+    SecretText, TokenResponse, UnwrapRequest, UnwrapResponse, WrapRequest, WrapResponse, headers,
+    media,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
@@ -358,7 +359,7 @@ impl Client {
             id,
             KeyAction::Wrap,
             &WrapRequest {
-                plaintext: plaintext_b64,
+                plaintext: plaintext_b64.map(SecretText::new),
                 aad,
             },
         )
@@ -395,7 +396,7 @@ impl Client {
             id,
             KeyAction::Rotate,
             &RotateRequest {
-                payload: payload_b64,
+                payload: payload_b64.map(SecretText::new),
                 ..RotateRequest::default()
             },
         )

@@ -73,7 +73,7 @@ fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
 }
 
 /// On an empty store: creates the first instance and administrator, writing `bootstrap.json`
-/// before the records (a crash in between only means a new bootstrap next start). On later starts:
+/// before the records (a crash in between leaves a file the next start refuses to overwrite). On later starts:
 /// updates the `url` in an existing `bootstrap.json`. Returns the bootstrap file's path when it
 /// was (re)written.
 pub async fn first_start(
@@ -91,6 +91,18 @@ pub async fn first_start(
             write_private(&path, &serde_json::to_vec_pretty(&file)?)?;
         }
         return Ok(None);
+    }
+    // Never overwritten: a bootstrap file beside a store with no instance means the store was
+    // replaced (or a first start stopped between the two), and the file holds the only copy of
+    // the administrator key of whatever it belonged to (issue 18, item 18).
+    if path.exists() {
+        anyhow::bail!(
+            "{} exists but the store holds no instance: the database was replaced or lost. \
+             Restore the database from a backup; if this is a new install whose first start \
+             was interrupted, move {} aside and start again. Nothing was changed.",
+            path.display(),
+            BOOTSTRAP_FILE
+        );
     }
     let account = uuid::Uuid::new_v4().simple().to_string();
     let instance = InstanceRecord {

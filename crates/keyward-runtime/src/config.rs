@@ -182,6 +182,11 @@ pub struct StoreSection {
     pub url_env: Option<String>,
     /// Connections this node keeps to PostgreSQL at most.
     pub pool_size: usize,
+    /// SQLite: what every start checks with `PRAGMA quick_check` before it writes, refusing a
+    /// corrupted database: `records` (default: every table but the audit trail, a cost that
+    /// grows with keys and identities, not traffic), `full` (the whole file) or `off`.
+    /// `keyward store check` runs the full `integrity_check` offline.
+    pub quick_check: String,
 }
 
 impl Default for StoreSection {
@@ -191,6 +196,7 @@ impl Default for StoreSection {
             url: None,
             url_env: None,
             pool_size: 16,
+            quick_check: "records".into(),
         }
     }
 }
@@ -203,11 +209,25 @@ impl std::fmt::Debug for StoreSection {
             .field("url", &self.url.as_ref().map(|_| "<redacted>"))
             .field("url_env", &self.url_env)
             .field("pool_size", &self.pool_size)
+            .field("quick_check", &self.quick_check)
             .finish()
     }
 }
 
 impl StoreSection {
+    /// The `quick_check` setting.
+    pub fn quick_check(&self) -> Result<keyward_store::QuickCheck, ConfigError> {
+        use keyward_store::QuickCheck;
+        match self.quick_check.as_str() {
+            "records" => Ok(QuickCheck::Records),
+            "full" => Ok(QuickCheck::Full),
+            "off" => Ok(QuickCheck::Off),
+            other => Err(ConfigError::Invalid(format!(
+                "store.quick_check: records, full or off, not {other:?}"
+            ))),
+        }
+    }
+
     /// The PostgreSQL connection options when that backend is chosen (reads `url_env`).
     pub fn postgres(&self) -> Result<Option<keyward_store::PgOptions>, ConfigError> {
         match self.backend.as_str() {
@@ -417,6 +437,13 @@ pub struct CustodySection {
     pub tkek_count: usize,
     /// The HSMs, in failover order.
     pub hsm: Vec<HsmSection>,
+    /// Software custody: a file holding the secret that unseals `keystore.json` (a base64
+    /// 256-bit key, or a passphrase stretched with Argon2id); `--unseal-key-file` and the
+    /// `KEYWARD_UNSEAL_KEY_FILE` environment variable name one too. Given at a first start, the
+    /// new keystore is sealed under it.
+    pub unseal_key_file: Option<PathBuf>,
+    /// Software custody: the name of an environment variable holding the unseal secret itself.
+    pub unseal_key_env: Option<String>,
 }
 
 /// `[[custody.hsm]]`: one HSM token.
@@ -440,6 +467,8 @@ impl Default for CustodySection {
             tkek_label_prefix: "keyward-tkek-".into(),
             tkek_count: 10,
             hsm: Vec::new(),
+            unseal_key_file: None,
+            unseal_key_env: None,
         }
     }
 }
@@ -454,6 +483,45 @@ impl CustodySection {
                 self.backend
             ))
         })
+    }
+
+    /// The secret that unseals the software keystore, from `unseal_key_file`, `unseal_key_env`
+    /// or the file the `KEYWARD_UNSEAL_KEY_FILE` environment variable names, in that order;
+    /// `None` when none is given.
+    pub fn unseal_secret(&self) -> Result<Option<keyward_custody::UnsealSecret>, ConfigError> {
+        use keyward_custody::UnsealSecret;
+        let from_file = |path: &Path| {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(path)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(
+                    file = %path.display(),
+                    "the unseal key file is readable by group or others (chmod 600 it)"
+                );
+            }
+            UnsealSecret::from_file(path).map(Some).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "reading the unseal key file {}: {e}",
+                    path.display()
+                ))
+            })
+        };
+        if let Some(path) = &self.unseal_key_file {
+            return from_file(path);
+        }
+        if let Some(var) = &self.unseal_key_env {
+            return match std::env::var(var) {
+                Ok(v) => Ok(Some(UnsealSecret::new(v.into_bytes()))),
+                Err(_) => Err(ConfigError::Invalid(format!(
+                    "custody.unseal_key_env: environment variable {var} is not set"
+                ))),
+            };
+        }
+        match std::env::var_os("KEYWARD_UNSEAL_KEY_FILE") {
+            Some(path) if !path.is_empty() => from_file(Path::new(&path)),
+            _ => Ok(None),
+        }
     }
 
     /// The PKCS#11 backend's configuration, when that backend is chosen.
@@ -597,6 +665,7 @@ impl ServerConfig {
 
     /// Checks the combination: plain HTTP is only allowed on a loopback address.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.store.quick_check()?;
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) | (None, Some(_)) => {
                 return Err(ConfigError::Invalid(

@@ -25,9 +25,11 @@ pub mod config;
 pub mod egress;
 pub mod keygen;
 pub mod metrics;
+pub mod recovery;
 pub mod rotation;
 pub mod scheduler;
 pub mod sender;
+pub mod startup;
 pub mod webhooks;
 pub mod wire;
 
@@ -100,7 +102,7 @@ pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Stores> {
     }
     let data_dir = &config.data_dir;
     let sqlite = Arc::new(
-        SqliteStore::open(data_dir)
+        SqliteStore::open_with(data_dir, config.store.quick_check()?)
             .with_context(|| format!("opening the store in {}", data_dir.display()))?,
     );
     Ok(Stores {
@@ -117,15 +119,17 @@ pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Stores> {
 /// (the server's first start); `keyward audit verify` opens an existing one only.
 pub fn open_custody(config: &ServerConfig, create: bool) -> anyhow::Result<Arc<dyn Custody>> {
     Ok(match config.custody.pkcs11()? {
-        None if create => Arc::new(SoftwareCustody::open_or_create(&config.data_dir)?.0),
         None => {
-            let path = config.data_dir.join(keyward_custody::KEYSTORE_FILE);
-            anyhow::ensure!(
-                path.exists(),
-                "no software keystore at {} (use --config for an HSM custody backend)",
-                path.display()
-            );
-            Arc::new(SoftwareCustody::open_or_create(&config.data_dir)?.0)
+            let unseal = config.custody.unseal_secret()?;
+            if !create {
+                let path = config.data_dir.join(keyward_custody::KEYSTORE_FILE);
+                anyhow::ensure!(
+                    path.exists(),
+                    "no software keystore at {} (use --config for an HSM custody backend)",
+                    path.display()
+                );
+            }
+            Arc::new(SoftwareCustody::open_or_create_with(&config.data_dir, unseal.as_ref())?.0)
         }
         Some(hsm) => Arc::new(
             keyward_custody_pkcs11::Pkcs11Custody::open(&hsm)
@@ -174,9 +178,28 @@ impl Runtime {
     /// loads (or creates) the token-signing key. Nothing runs yet.
     pub async fn open(config: ServerConfig) -> anyhow::Result<Self> {
         config.validate()?;
+        // Before anything is created: an install missing its database, or owned by another
+        // user, is refused (issue 18, items 18 and 20).
+        startup::check_data_dir(&config)?;
         private_data_dir(&config.data_dir)?;
-        let custody = open_custody(&config, true)?;
+        // The store first: whether it holds records decides whether a missing keystore may be
+        // created (a new install) or must be restored (issue 18, item 19).
         let stores = open_store(&config).await?;
+        startup::check_keystore_present(&config, &stores.store).await?;
+        let custody = open_custody(&config, true)?;
+        startup::check_custody_matches(&stores.store, &custody).await?;
+        if config.custody.backend == "software"
+            && keyward_custody::keystore_state(&config.data_dir)?
+                == keyward_custody::KeystoreState::Plaintext
+        {
+            // Plaintext custody stays for development (issue 18, item 17).
+            tracing::warn!(
+                keystore = %config.data_dir.join(keyward_custody::KEYSTORE_FILE).display(),
+                "the software keystore is not sealed: whoever reads the data directory holds \
+                 every key. For anything but development, seal it (`keyward custody seal`) and \
+                 start with --unseal-key-file, or use the PKCS#11 backend"
+            );
+        }
         let metrics_token = match &config.metrics.bearer_token_file {
             None => None,
             Some(path) => {

@@ -121,7 +121,7 @@ pub fn key_view(ctx: ViewCtx<'_>, key: &KeyRecord, payload: Option<&Secret>) -> 
         purge_allowed: deleted.map(|d| now >= d + life.purge_wait),
         purge_allowed_from: deleted.map(|d| date(d + life.purge_wait)),
         purge_scheduled_on: deleted.map(|d| date(d + life.auto_purge_after)),
-        payload: payload.map(|p| b64(p.expose())),
+        payload: payload.map(|p| keyward_api::SecretText::new(b64(p.expose()))),
     }
 }
 

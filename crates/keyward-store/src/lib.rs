@@ -18,6 +18,7 @@
 )]
 
 mod audit;
+mod check;
 mod columns;
 mod copy;
 mod events;
@@ -33,6 +34,7 @@ mod writer;
 pub mod postgres;
 
 pub use audit::{MAX_PAGE as MAX_AUDIT_PAGE, verify_audit_chain};
+pub use check::{CheckReport, QuickCheck, check_sqlite};
 pub use copy::{CopyProgress, CopyReport, TABLES, copy_sqlite_to_postgres};
 pub use postgres::{Change, ClusterLock, PgOptions, PgStore, verify_audit_chain_pg};
 pub use sqlite::{DB_FILE, SqliteStore};

@@ -12,6 +12,7 @@ use keyward_core::{
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 use time::OffsetDateTime;
 
+use crate::check::QuickCheck;
 use crate::events::{check_delete_allowed, insert_events};
 use crate::listing::{Arg, Dialect, key_query};
 use crate::rows::*;
@@ -51,8 +52,14 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) `dir/keyward.db`, migrates it and starts the writer.
+    /// Opens (creating if needed) `dir/keyward.db`, checks its records (`PRAGMA quick_check`
+    /// of every table but the audit trail's), migrates it and starts the writer.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, QuickCheck::Records)
+    }
+
+    /// As [`SqliteStore::open`], checking as much of the file as `check` says.
+    pub fn open_with(dir: &Path, check: QuickCheck) -> Result<Self, StoreError> {
         let path = dir.join(DB_FILE);
         // Created owner-only before SQLite opens it: SQLite creates the `-wal` and `-shm` files
         // with the database file's mode, so they are owner-only from their first byte.
@@ -73,6 +80,9 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(sql_error)?;
         stable_plans(&conn)?;
+        // Before anything is written: a corrupted file is refused, not served (issue 18,
+        // item 20).
+        crate::check::quick_check(&conn, &path, check)?;
         // A log restarted after it grew long is cut back to this size.
         conn.pragma_update(None, "journal_size_limit", 32 << 20)
             .map_err(sql_error)?;

@@ -69,10 +69,22 @@ enum Command {
         #[command(subcommand)]
         command: cli::hsm::HsmCommand,
     },
-    /// Move a deployment's records between store backends (SQLite to PostgreSQL).
+    /// Move a deployment's records between store backends (SQLite to PostgreSQL), or check a
+    /// SQLite database offline.
     Store {
         #[command(subcommand)]
         command: cli::store::StoreCommand,
+    },
+    /// Seal the software keystore, or make a new unseal key.
+    Custody {
+        #[command(subcommand)]
+        command: cli::custody::CustodyCommand,
+    },
+    /// Offline recovery with the data directory and its custody (server stopped; audited): an
+    /// allowedIP policy that locks everyone out, a lost administrator API key.
+    Recover {
+        #[command(subcommand)]
+        command: cli::custody::RecoverCommand,
     },
     /// Verify the audit chain offline, or list audit events over the API.
     Audit {
@@ -105,6 +117,11 @@ struct ServeArgs {
     /// PEM private key.
     #[arg(long)]
     tls_key: Option<PathBuf>,
+    /// A file holding the secret that unseals the software keystore (a base64 256-bit key or a
+    /// passphrase); at a first start, the new keystore is sealed under it. Without one the
+    /// keystore is plaintext (development only; a warning is logged).
+    #[arg(long, env = "KEYWARD_UNSEAL_KEY_FILE")]
+    unseal_key_file: Option<PathBuf>,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -139,6 +156,8 @@ fn main() -> std::process::ExitCode {
             Command::Iam { conn, command } => cli::iam::run(conn, command).await,
             Command::Hsm { command } => cli::hsm::run(command).await,
             Command::Store { command } => cli::store::run(command).await,
+            Command::Custody { command } => cli::custody::run(command),
+            Command::Recover { command } => cli::custody::recover(command).await,
             Command::Audit { command } => match cli::audit::run(command).await {
                 Ok(true) => Ok(()),
                 Ok(false) => return Ok(Some(std::process::ExitCode::from(1))),
@@ -182,6 +201,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(l) = args.listen {
         config.listen = l;
+    }
+    if let Some(f) = args.unseal_key_file {
+        config.custody.unseal_key_file = Some(f);
     }
     if args.tls_cert.is_some() || args.tls_key.is_some() {
         config.tls_cert = args.tls_cert;

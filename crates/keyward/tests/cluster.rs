@@ -173,8 +173,8 @@ fn a_node_whose_keystore_cannot_verify_the_database_refuses_to_start() {
     let url = keyward_test::postgres::cluster().fresh_database();
     let dir_a = tempfile::tempdir().unwrap();
     let a: Proc = spawn_with(dir_a.path(), &node_config(&url));
-    // Another data directory with no keystore: the node makes a new master key, which cannot
-    // unwrap what the first node stored.
+    // Another data directory with no keystore: a new master key could unwrap nothing the first
+    // node stored, so none is made (issue 18, item 19).
     let dir_b = tempfile::tempdir().unwrap();
     std::fs::write(dir_b.path().join("keyward.toml"), node_config(&url)).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
@@ -189,6 +189,7 @@ fn a_node_whose_keystore_cannot_verify_the_database_refuses_to_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("same master key"), "{err}");
     assert!(err.contains("keystore.json"), "{err}");
+    assert!(!dir_b.path().join("keystore.json").exists());
     kill9(a);
 }
 

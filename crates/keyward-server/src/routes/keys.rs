@@ -7,8 +7,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyward_api::{
     ActionError, Collection, ImportTokenRequest, ImportTokenView, KeyAction, KeyAlias, KeyCreate,
-    KeyVersionRef, RewrapResponse, RotateRequest, RotationPolicyIn, SearchQuery, UnwrapRequest,
-    UnwrapResponse, WrapRequest, WrapResponse, headers, media,
+    KeyVersionRef, RewrapResponse, RotateRequest, RotationPolicyIn, SearchQuery, SecretText,
+    UnwrapRequest, UnwrapResponse, WrapRequest, WrapResponse, headers, media,
 };
 use keyward_core::{
     ImportTokenRecord, KeyError, KeyFilter, KeyId, KeyKind, KeyRecord, KeyVersionId, Material,
@@ -44,6 +44,29 @@ pub fn json_response<T: serde::Serialize>(
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(media_type));
     resp
 }
+
+/// As [`json_response`], for a body carrying key material (a DEK): serialized into a buffer
+/// sized up front (no reallocation leaves a copy behind) that is zeroized when the response
+/// body is dropped after it was written. hyper may still copy it into its own write buffer
+/// (over TLS it does), which is not zeroized: see SECURITY.md.
+pub fn secret_json_response<T: serde::Serialize>(
+    status: StatusCode,
+    media_type: &'static str,
+    body: &T,
+) -> Response {
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(SECRET_BODY_CAPACITY));
+    if serde_json::to_writer(&mut *buf, body).is_err() {
+        buf.clear();
+    }
+    let mut resp = (status, axum::body::Bytes::from_owner(buf)).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(media_type));
+    resp
+}
+
+/// Room for a wrap or unwrap answer with the largest DEK (4 096 bytes, base64) and its
+/// ciphertext, so serializing never grows (and reallocates) the buffer.
+const SECRET_BODY_CAPACITY: usize = 4 * keyward_core::MAX_DEK_BYTES + 2_048;
 
 /// The key a path names: its id, CRN or alias. Unknown and malformed references look the same
 /// (404).
@@ -137,7 +160,7 @@ async fn create(
         KeyKind::Root
     };
     let payload = material(
-        spec.payload.as_deref(),
+        spec.payload.as_ref().map(SecretText::expose),
         spec.encrypted_nonce.as_deref(),
         spec.iv.as_deref(),
         spec.encryption_algorithm.as_deref(),
@@ -442,7 +465,8 @@ pub async fn get_key(
         .get_key(&authed.caller, resolve(&state, &authed, &id).await?)
         .await?;
     let view = key_view(state.view_ctx(&authed.account), &key, payload.as_ref());
-    Ok(json_response(
+    // A standard key's answer carries its material.
+    Ok(secret_json_response(
         StatusCode::OK,
         media::KEY,
         &Collection::new(media::KEY, vec![view]),
@@ -553,8 +577,8 @@ pub async fn restore_key(
     };
     let payload = req
         .and_then(|r| r.resources.into_iter().next())
-        .and_then(|r| r.payload)
-        .map(|p| secret_from_b64("payload", &p))
+        .and_then(|mut r| r.payload.take())
+        .map(|p| secret_from_b64("payload", p.expose()))
         .transpose()?;
     let key = state.keys.restore(&authed.caller, id, payload).await?;
     Ok(key_response(&state, &authed, StatusCode::CREATED, &key))
@@ -744,8 +768,8 @@ async fn wrap(state: &AppState, authed: &Authed, id: &str, body: &[u8]) -> AppRe
     let req: WrapRequest = parse_json(body)?;
     let plaintext = req
         .plaintext
-        .as_deref()
-        .map(|p| secret_from_b64("plaintext", p))
+        .as_ref()
+        .map(|p| secret_from_b64("plaintext", p.expose()))
         .transpose()?;
     let aad = req.aad.unwrap_or_default();
     let out = state
@@ -758,11 +782,18 @@ async fn wrap(state: &AppState, authed: &Authed, id: &str, body: &[u8]) -> AppRe
         )
         .await?;
     let body = WrapResponse {
-        plaintext: out.generated.as_ref().map(|d| b64(d.expose())),
+        plaintext: out
+            .generated
+            .as_ref()
+            .map(|d| SecretText::new(b64(d.expose()))),
         ciphertext: b64(&out.ciphertext),
         key_version: version_ref(out.version),
     };
-    Ok(json_response(StatusCode::OK, media::KEY_ACTION, &body))
+    Ok(secret_json_response(
+        StatusCode::OK,
+        media::KEY_ACTION,
+        &body,
+    ))
 }
 
 async fn unwrap(state: &AppState, authed: &Authed, id: &str, body: &[u8]) -> AppResult {
@@ -782,12 +813,16 @@ async fn unwrap(state: &AppState, authed: &Authed, id: &str, body: &[u8]) -> App
         None => (None, None),
     };
     let body = UnwrapResponse {
-        plaintext: b64(out.plaintext.expose()),
+        plaintext: SecretText::new(b64(out.plaintext.expose())),
         key_version: version_ref(out.version),
         ciphertext,
         rewrapped_key_version,
     };
-    Ok(json_response(StatusCode::OK, media::KEY_ACTION, &body))
+    Ok(secret_json_response(
+        StatusCode::OK,
+        media::KEY_ACTION,
+        &body,
+    ))
 }
 
 async fn rewrap(state: &AppState, authed: &Authed, id: &str, body: &[u8]) -> AppResult {
@@ -815,7 +850,7 @@ async fn rewrap(state: &AppState, authed: &Authed, id: &str, body: &[u8]) -> App
 async fn rotate(state: &AppState, authed: &Authed, id: &str, body: &[u8]) -> AppResult {
     let req: RotateRequest = parse_json(body)?;
     let payload = material(
-        req.payload.as_deref(),
+        req.payload.as_ref().map(SecretText::expose),
         req.encrypted_nonce.as_deref(),
         req.iv.as_deref(),
         req.encryption_algorithm.as_deref(),

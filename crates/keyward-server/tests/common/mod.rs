@@ -46,6 +46,7 @@ pub fn config(dir: &Path) -> ServerConfig {
             url: Some(keyward_test::postgres::database_for(dir)),
             url_env: None,
             pool_size: 8,
+            ..Default::default()
         };
     }
     c

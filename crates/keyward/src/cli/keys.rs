@@ -196,7 +196,7 @@ impl CreateArgs {
             name: self.name,
             description: self.description,
             extractable: Some(self.standard),
-            payload,
+            payload: payload.map(Into::into),
             expiration_date: self.expiration,
             key_ring_id: key_ring.clone(),
             rotation: self.rotation_months.map(|m| RotationPolicyIn {
@@ -274,7 +274,7 @@ pub async fn run(conn: Conn, command: KeysCommand) -> anyhow::Result<()> {
             let r = client.wrap(&id, plaintext, aad).await?;
             out(json, &r, || {
                 if let Some(p) = &r.plaintext {
-                    println!("plaintext:   {p}");
+                    println!("plaintext:   {}", p.expose());
                 }
                 println!("ciphertext:  {}", r.ciphertext);
                 println!("key version: {}", r.key_version.id);
@@ -287,7 +287,7 @@ pub async fn run(conn: Conn, command: KeysCommand) -> anyhow::Result<()> {
         } => {
             let r = client.unwrap(&id, ciphertext, aad).await?;
             out(json, &r, || {
-                println!("plaintext:   {}", r.plaintext);
+                println!("plaintext:   {}", r.plaintext.expose());
                 println!("key version: {}", r.key_version.id);
                 if let (Some(c), Some(v)) = (&r.ciphertext, &r.rewrapped_key_version) {
                     println!("rewrapped:   {c} (version {})", v.id);

@@ -11,6 +11,7 @@ use keyward_client::Client;
 
 pub mod admin;
 pub mod audit;
+pub mod custody;
 pub mod hsm;
 pub mod iam;
 pub mod keys;
@@ -144,7 +145,7 @@ pub fn print_key(k: &Key) {
         println!("purgeable:   from {d}");
     }
     if let Some(p) = &k.payload {
-        println!("payload:     {p}");
+        println!("payload:     {}", p.expose());
     }
 }
 

@@ -1,4 +1,5 @@
-//! `keyward store`: moving a deployment's records between store backends.
+//! `keyward store`: moving a deployment's records between store backends, and checking a SQLite
+//! database offline.
 
 use std::path::PathBuf;
 
@@ -21,6 +22,19 @@ pub enum StoreCommand {
         #[arg(long)]
         to_config: PathBuf,
     },
+    /// Check a SQLite data directory's database offline and read-only: SQLite's full
+    /// `integrity_check` and `foreign_key_check`, and every key record's and key version's
+    /// custody signature. Exits 1 if anything is wrong. (`keyward audit verify` checks the audit
+    /// chain.)
+    Check {
+        /// The data directory whose keyward.db is checked (its keystore.json is the custody,
+        /// unless the config names HSMs).
+        #[arg(long, env = "KEYWARD_DATA_DIR")]
+        data_dir: PathBuf,
+        /// A config naming the custody backend (HSMs); default: the software keystore.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Runs a store subcommand.
@@ -30,7 +44,51 @@ pub async fn run(command: StoreCommand) -> anyhow::Result<()> {
             from_data_dir,
             to_config,
         } => migrate(from_data_dir, to_config).await,
+        StoreCommand::Check { data_dir, config } => check(data_dir, config),
     }
+}
+
+fn check(data_dir: PathBuf, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut config = match &config {
+        Some(path) => ServerConfig::from_file(path)?,
+        None => ServerConfig::default(),
+    };
+    config.data_dir = data_dir.clone();
+    let custody = keyward_runtime::open_custody(&config, false)?;
+    let started = std::time::Instant::now();
+    let report = keyward_store::check_sqlite(&data_dir, custody.as_ref())
+        .with_context(|| format!("checking {}", data_dir.display()))?;
+    let status = |problems: &[String]| {
+        if problems.is_empty() {
+            "ok".to_owned()
+        } else {
+            format!("{} problem(s)", problems.len())
+        }
+    };
+    println!("integrity_check:    {}", status(&report.integrity));
+    for p in &report.integrity {
+        println!("  {p}");
+    }
+    println!("foreign_key_check:  {}", status(&report.foreign_keys));
+    for p in &report.foreign_keys {
+        println!("  {p}");
+    }
+    println!(
+        "signatures:         {} keys, {} versions, {}",
+        report.keys,
+        report.versions,
+        status(&report.bad_records)
+    );
+    for p in &report.bad_records {
+        println!("  does not verify: {p}");
+    }
+    println!("took {:.1} s", started.elapsed().as_secs_f64());
+    anyhow::ensure!(
+        report.ok(),
+        "{} is damaged: restore it from a backup that passes this check",
+        data_dir.join(keyward_store::DB_FILE).display()
+    );
+    Ok(())
 }
 
 async fn migrate(from: PathBuf, to_config: PathBuf) -> anyhow::Result<()> {
