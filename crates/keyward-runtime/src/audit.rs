@@ -251,6 +251,20 @@ pub fn spawn_exporter(
                 tokio::time::sleep(poll).await;
                 continue;
             };
+            // The read ran on the lowest-priority thread and may have waited seconds for a core:
+            // renew the lease right before writing, so that a process that took the sink over
+            // meanwhile is never written beside (a JSONL sink's events exported twice, seen on a
+            // machine with a load average of 12).
+            let now = OffsetDateTime::now_utc();
+            if !matches!(
+                trail
+                    .lease_export(&cursor_name, &holder, now, now + lease)
+                    .await,
+                Ok(true)
+            ) {
+                current = false;
+                continue;
+            }
             let count = events.len() as u64;
             let delivered = match &mut sink {
                 Sink::Jsonl(f) => worker.on_file(f, move |f| f.append(&events)).await,
