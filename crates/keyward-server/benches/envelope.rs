@@ -187,7 +187,10 @@ fn bench(c: &mut Criterion) {
         .unwrap_or_else(|e| panic!("{e}"));
     let mut g = c.benchmark_group("many_keys");
     g.measurement_time(Duration::from_secs(8));
-    for (name, cold) in [("wrap_cold_concurrent_64", true), ("wrap_hot_concurrent_64", false)] {
+    for (name, cold) in [
+        ("wrap_cold_concurrent_64", true),
+        ("wrap_hot_concurrent_64", false),
+    ] {
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let (state, caller, aad, ids) =
