@@ -345,7 +345,24 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX keys_listed ON keys(instance_id, created_at, id, state, kind)
         WHERE purged_at IS NULL;
     CREATE INDEX keys_by_name ON keys(lower(name));
-    CREATE INDEX key_aliases_by_lower ON key_aliases(instance_id, lower(alias));",
+    CREATE INDEX key_aliases_by_lower ON key_aliases(instance_id, lower(alias));
+    -- The key generation (`Store::key_generation`): moved by every update or deletion of a
+    -- key or version, by any process, in that write's transaction; the key cache reuses
+    -- verified records while it stands still.
+    CREATE TABLE key_generation (id INTEGER PRIMARY KEY CHECK (id = 0), n INTEGER NOT NULL);
+    INSERT INTO key_generation (id, n) VALUES (0, 0);
+    CREATE TRIGGER key_generation_key_update AFTER UPDATE ON keys BEGIN
+        UPDATE key_generation SET n = n + 1 WHERE id = 0;
+    END;
+    CREATE TRIGGER key_generation_key_delete AFTER DELETE ON keys BEGIN
+        UPDATE key_generation SET n = n + 1 WHERE id = 0;
+    END;
+    CREATE TRIGGER key_generation_version_update AFTER UPDATE ON key_versions BEGIN
+        UPDATE key_generation SET n = n + 1 WHERE id = 0;
+    END;
+    CREATE TRIGGER key_generation_version_delete AFTER DELETE ON key_versions BEGIN
+        UPDATE key_generation SET n = n + 1 WHERE id = 0;
+    END;",
 ];
 
 /// Brings the database to the latest schema, one transaction per migration.

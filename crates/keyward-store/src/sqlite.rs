@@ -337,6 +337,14 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn key_generation(&self) -> Result<Option<u64>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT n FROM key_generation WHERE id = 0")?
+                .query_row([], |r| r.get::<_, i64>(0))
+        })
+        .map(|n| Some(u64::try_from(n).unwrap_or(0)))
+    }
+
     async fn key_with_current_version(
         &self,
         instance: InstanceId,
