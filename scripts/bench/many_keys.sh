@@ -74,8 +74,9 @@ for N in $KEYS; do
   python3 scripts/bench/many_keys.py sample "$URL" "$TOKEN" "$INSTANCE" "$WORK/ids" 20000 "$WORK/random-unwrap"
   echo "N=$N: $TOTAL keys, created at $CREATE_RATE keys/s"
 
-  # Warm-up, then interleaved rounds.
-  BENCH_OP=wrap BENCH_REQUESTS=$WORK/ids wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s "$ROOT/scripts/bench/random.lua" "$URL" > /dev/null
+  # Warm-up (WARMUP, 15 s: long enough to have used most keys once, as a server that has run
+  # for a while has), then interleaved rounds.
+  BENCH_OP=wrap BENCH_REQUESTS=$WORK/ids wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP:-15s}" -s "$ROOT/scripts/bench/random.lua" "$URL" > /dev/null
   declare -A R=()
   for round in $(seq "$ROUNDS"); do
     for case in hot-wrap:wrap:hot-wrap random-wrap:wrap:ids hot-unwrap:unwrap:hot-unwrap random-unwrap:unwrap:random-unwrap; do
