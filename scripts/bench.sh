@@ -15,10 +15,12 @@ OUT=${OUT:-$ROOT/BENCHMARKS.md}
 # AUDIT_EXPORT=1: also export every audit event to a JSON Lines sink (the hash chain and
 # /metrics are always on), and scrape /metrics once per round.
 AUDIT_EXPORT=${AUDIT_EXPORT:-0}
+# KEYS="1000 100000": the many-keys mode instead (scripts/bench/many_keys.sh, issue 19).
+if [ -n "${KEYS:-}" ]; then exec "$ROOT/scripts/bench/many_keys.sh"; fi
 
 command -v wrk >/dev/null || { echo "installing wrk"; apt-get install -y -qq wrk >/dev/null; }
 cargo build --release -q -p keyward
-BIN=$ROOT/target/release/keyward
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/keyward
 
 WORK=$(mktemp -d)
 trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT

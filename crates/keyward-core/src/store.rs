@@ -293,6 +293,13 @@ pub trait Store: IamStore + RegistrationStore + Send + Sync {
         instance: InstanceId,
         id: KeyId,
     ) -> Result<Option<Unverified<KeyRecord>>, StoreError>;
+    /// A number that changes whenever any key record or key version is updated or deleted
+    /// (creating keys leaves it alone), read cheaply: the key cache reuses verified records
+    /// while it stays the same. `None` (the default): the backend keeps none, and the cache
+    /// relies on its TTL (and, on PostgreSQL, on change notifications) alone.
+    async fn key_generation(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
     /// A key of an instance with its current version, in one read (the wrap/unwrap hot path).
     async fn key_with_current_version(
         &self,

@@ -140,6 +140,106 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    // Issue 19: wrap against a key chosen at random among many, with the key dropped from the
+    // cache first, so every wrap takes the miss path (read the key and its current version,
+    // verify both signatures, unwrap the material, authorize). BENCH_KEYS keys (10 000 unless
+    // set); `hot` is the same loop on one cached key, for the ratio.
+    let n: usize = std::env::var("BENCH_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let ids = rt
+        .block_on(async {
+            let mut tasks = Vec::new();
+            for t in 0..64 {
+                let (state, caller) = (Arc::clone(&state), caller.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    for i in (t..n).step_by(64) {
+                        let key = state
+                            .keys
+                            .create_key(
+                                &caller,
+                                NewKey {
+                                    overrides: Default::default(),
+                                    aliases: Vec::new(),
+                                    kind: KeyKind::Root,
+                                    name: format!("many-{i}"),
+                                    description: None,
+                                    payload: None,
+                                    expiration: None,
+                                    key_ring: None,
+                                },
+                            )
+                            .await?;
+                        ids.push(key.id);
+                    }
+                    Ok::<_, keyward_core::KeyError>(ids)
+                }));
+            }
+            let mut ids = Vec::new();
+            for t in tasks {
+                ids.extend(t.await??);
+            }
+            anyhow::Ok(ids)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut g = c.benchmark_group("many_keys");
+    g.measurement_time(Duration::from_secs(8));
+    for (name, cold) in [
+        ("wrap_cold_concurrent_64", true),
+        ("wrap_hot_concurrent_64", false),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let (state, caller, aad, ids) =
+                    (Arc::clone(&state), caller.clone(), aad.clone(), ids.clone());
+                rt.block_on(async move {
+                    let ids = Arc::new(ids);
+                    let start = Instant::now();
+                    let per_task = iters.div_ceil(64);
+                    let mut tasks = Vec::new();
+                    for t in 0..64u64 {
+                        let (state, caller, aad, ids) = (
+                            Arc::clone(&state),
+                            caller.clone(),
+                            aad.clone(),
+                            Arc::clone(&ids),
+                        );
+                        tasks.push(tokio::spawn(async move {
+                            // xorshift64: a different, cheap random sequence per task.
+                            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (t + 1).wrapping_mul(iters);
+                            for _ in 0..per_task {
+                                x ^= x << 13;
+                                x ^= x >> 7;
+                                x ^= x << 17;
+                                let id = if cold {
+                                    let id = ids[(x % ids.len() as u64) as usize];
+                                    state.keys.forget_cached_key(id);
+                                    id
+                                } else {
+                                    key.id
+                                };
+                                state
+                                    .keys
+                                    .wrap(&caller, id, Some(Secret::new(vec![5; 32])), &aad)
+                                    .await
+                                    .unwrap_or_else(|e| panic!("{e}"));
+                            }
+                        }));
+                    }
+                    for t in tasks {
+                        t.await.unwrap_or_else(|e| panic!("{e}"));
+                    }
+                    start
+                        .elapsed()
+                        .mul_f64(iters as f64 / (per_task * 64) as f64)
+                })
+            })
+        });
+    }
+    g.finish();
 }
 
 criterion_group!(benches, bench);

@@ -756,6 +756,57 @@ async fn key_changes_apply_at_once_here_and_within_the_cache_ttl_on_another_serv
     b.shutdown().await.unwrap();
 }
 
+/// A record kept past its TTL (the verified-record cache, reused while the store's key
+/// generation stands still) still honours another server's disable and rotation within the
+/// TTL. See: issue 19.
+#[tokio::test]
+async fn a_record_reused_past_the_ttl_still_sees_another_servers_changes_within_it() {
+    let a = TestServer::start_with(|c| c.key_cache_ttl_ms = 300).await;
+    let id = a.create_root_key("long-lived").await;
+    let mut cb = common::config(a.dir.path());
+    cb.key_cache_ttl_ms = 300;
+    let b = keyward_server::start(cb).await.unwrap();
+    let on_b = |action: &'static str| {
+        a.http
+            .post(format!("{}/api/v2/keys/{id}/actions/{action}", b.url))
+            .bearer_auth(&a.token)
+            .header("bluemix-instance", &a.instance)
+            .json(&json!({}))
+            .send()
+    };
+    let wait = || tokio::time::sleep(std::time::Duration::from_millis(400));
+    // A reads the key, then serves it past the TTL from its verified record.
+    assert_eq!(a.action(&id, "wrap", json!({})).await.0, StatusCode::OK);
+    wait().await;
+    assert_eq!(a.action(&id, "wrap", json!({})).await.0, StatusCode::OK);
+
+    // Rotated through B: A wraps under the new version within the TTL.
+    assert_eq!(
+        on_b("rotate").await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    wait().await;
+    let (st, on_a) = a.action(&id, "wrap", json!({})).await;
+    assert_eq!(st, StatusCode::OK);
+    let on_b_wrap: serde_json::Value = on_b("wrap").await.unwrap().json().await.unwrap();
+    assert_eq!(on_a["keyVersion"]["id"], on_b_wrap["keyVersion"]["id"]);
+
+    // Disabled through B: A refuses within its TTL.
+    assert_eq!(
+        on_b("disable").await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    wait().await;
+    let (st, err) = a.action(&id, "wrap", json!({})).await;
+    assert_kp_error(
+        st,
+        &err,
+        StatusCode::CONFLICT,
+        "KEY_ACTION_INVALID_STATE_ERR",
+    );
+    b.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_key_of_another_instance_is_not_found_even_by_id() {
     let s = TestServer::start().await;

@@ -321,6 +321,66 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX kmip_objects_by_group ON kmip_objects(adapter_id, object_group, created_at, id)
         WHERE object_group IS NOT NULL;
     CREATE INDEX kmip_certificates_by_fingerprint ON kmip_certificates(fingerprint);",
+    // 12: listings that stay flat with many keys (issue 19). `key_counts` holds how many
+    // unpurged keys each instance has in each state, kept by triggers in the key write's own
+    // transaction, so a listing's total (and HEAD) without other filters reads a few rows
+    // instead of counting the instance's keys (`shard` is PostgreSQL's, to spread concurrent
+    // writers; always 0 here). A partial index carries what the default listing filters and
+    // orders by, so skipping to a page reads no table rows; exact name and alias searches go
+    // through indexes on the lowered text.
+    "CREATE TABLE key_counts (
+        instance_id TEXT NOT NULL,
+        state INTEGER NOT NULL,
+        shard INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (instance_id, state, shard)
+    );
+    INSERT INTO key_counts (instance_id, state, shard, n)
+        SELECT instance_id, state, 0, COUNT(*) FROM keys WHERE purged_at IS NULL
+        GROUP BY instance_id, state;
+    CREATE TRIGGER key_counts_insert AFTER INSERT ON keys WHEN NEW.purged_at IS NULL BEGIN
+        INSERT OR IGNORE INTO key_counts (instance_id, state, shard, n)
+            VALUES (NEW.instance_id, NEW.state, 0, 0);
+        UPDATE key_counts SET n = n + 1
+            WHERE instance_id = NEW.instance_id AND state = NEW.state AND shard = 0;
+    END;
+    CREATE TRIGGER key_counts_update AFTER UPDATE OF instance_id, state, purged_at ON keys
+        WHEN OLD.instance_id IS NOT NEW.instance_id OR OLD.state IS NOT NEW.state
+            OR OLD.purged_at IS NOT NEW.purged_at BEGIN
+        UPDATE key_counts SET n = n - 1
+            WHERE OLD.purged_at IS NULL AND instance_id = OLD.instance_id AND state = OLD.state
+            AND shard = 0;
+        INSERT OR IGNORE INTO key_counts (instance_id, state, shard, n)
+            SELECT NEW.instance_id, NEW.state, 0, 0 WHERE NEW.purged_at IS NULL;
+        UPDATE key_counts SET n = n + 1
+            WHERE NEW.purged_at IS NULL AND instance_id = NEW.instance_id AND state = NEW.state
+            AND shard = 0;
+    END;
+    CREATE TRIGGER key_counts_delete AFTER DELETE ON keys WHEN OLD.purged_at IS NULL BEGIN
+        UPDATE key_counts SET n = n - 1
+            WHERE instance_id = OLD.instance_id AND state = OLD.state AND shard = 0;
+    END;
+    CREATE INDEX keys_listed ON keys(instance_id, created_at, id, state, kind)
+        WHERE purged_at IS NULL;
+    CREATE INDEX keys_by_name ON keys(lower(name));
+    CREATE INDEX key_aliases_by_lower ON key_aliases(instance_id, lower(alias));
+    -- The key generation (`Store::key_generation`): moved by every update or deletion of a
+    -- key or version, by any process, in that write's transaction; the key cache reuses
+    -- verified records while it stands still.
+    CREATE TABLE key_generation (id INTEGER PRIMARY KEY CHECK (id = 0), n INTEGER NOT NULL);
+    INSERT INTO key_generation (id, n) VALUES (0, 0);
+    CREATE TRIGGER key_generation_key_update AFTER UPDATE ON keys BEGIN
+        UPDATE key_generation SET n = n + 1 WHERE id = 0;
+    END;
+    CREATE TRIGGER key_generation_key_delete AFTER DELETE ON keys BEGIN
+        UPDATE key_generation SET n = n + 1 WHERE id = 0;
+    END;
+    CREATE TRIGGER key_generation_version_update AFTER UPDATE ON key_versions BEGIN
+        UPDATE key_generation SET n = n + 1 WHERE id = 0;
+    END;
+    CREATE TRIGGER key_generation_version_delete AFTER DELETE ON key_versions BEGIN
+        UPDATE key_generation SET n = n + 1 WHERE id = 0;
+    END;",
 ];
 
 /// The schema version this build migrates to (`PRAGMA user_version`).

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use crate::check::QuickCheck;
 use crate::events::{check_delete_allowed, insert_events};
-use crate::listing::{Arg, Dialect, key_query};
+use crate::listing::{Arg, Dialect, counted_total, key_query};
 use crate::rows::*;
 use crate::schema::migrate;
 use crate::writer::{Statements, Writer};
@@ -347,6 +347,14 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn key_generation(&self) -> Result<Option<u64>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT n FROM key_generation WHERE id = 0")?
+                .query_row([], |r| r.get::<_, i64>(0))
+        })
+        .map(|n| Some(u64::try_from(n).unwrap_or(0)))
+    }
+
     async fn key_with_current_version(
         &self,
         instance: InstanceId,
@@ -435,6 +443,7 @@ impl Store for SqliteStore {
         filter: &KeyFilter,
     ) -> Result<(Vec<Unverified<KeyRecord>>, u64), StoreError> {
         let mut q = key_query(instance, filter, Dialect::Sqlite);
+        let counted = counted_total(instance, filter, Dialect::Sqlite);
         let total_sql = format!("SELECT COUNT(*) FROM keys WHERE {}", q.cond);
         let total_args = q.args.len();
         let limit = q.bind(Arg::Int(i64::from(filter.limit)));
@@ -446,11 +455,16 @@ impl Store for SqliteStore {
             q.order
         );
         self.read(move |c| {
-            let total: i64 = c
-                .prepare_cached(&total_sql)?
-                .query_row(params_from_iter(q.args.iter().take(total_args)), |r| {
-                    r.get(0)
-                })?;
+            let total: i64 = match &counted {
+                Some((sql, args)) => c
+                    .prepare_cached(sql)?
+                    .query_row(params_from_iter(args.iter()), |r| r.get(0))?,
+                None => c
+                    .prepare_cached(&total_sql)?
+                    .query_row(params_from_iter(q.args.iter().take(total_args)), |r| {
+                        r.get(0)
+                    })?,
+            };
             let keys = c
                 .prepare_cached(&page_sql)?
                 .query_map(params_from_iter(q.args.iter()), unverified_key)?

@@ -82,6 +82,7 @@ macro_rules! store_suite {
                 updates_are_compare_and_swap_on_the_revision,
                 rotation_adds_versions_in_order,
                 listing_filters_pages_and_counts,
+                listing_totals_follow_state_changes_and_purges,
                 failed_writes_leave_nothing_behind,
                 identities_and_signing_keys_round_trip,
                 refresh_tokens_are_single_use_and_a_reuse_revokes_the_family,

@@ -385,6 +385,80 @@ pub async fn listing_filters_pages_and_counts(store: &dyn Store) {
     assert_eq!((none.len(), total), (0, 4));
 }
 
+/// A listing's total without other filters (read from the maintained per-state counts) agrees
+/// with the rows counted, through creations, state changes, deletion and purge, per instance.
+/// See: issue 19.
+pub async fn listing_totals_follow_state_changes_and_purges(store: &dyn Store) {
+    let (i, other) = (instance(store).await, instance(store).await);
+    let mut keys = Vec::new();
+    for n in 0..6 {
+        let (k, v) = key(i, &format!("count-{n}"), KeyKind::Root);
+        store.insert_key(&k, &v, &event("create")).await.unwrap();
+        keys.push(k);
+    }
+    let (k, v) = key(other, "elsewhere", KeyKind::Root);
+    store.insert_key(&k, &v, &event("create")).await.unwrap();
+    let change = |k: &mut KeyRecord, state| {
+        k.state = state;
+        k.revision += 1;
+    };
+    change(&mut keys[0], KeyState::Suspended);
+    store
+        .update_key(&keys[0], None, &event("disable"))
+        .await
+        .unwrap();
+    change(&mut keys[1], KeyState::Destroyed);
+    keys[1].deleted_at = Some(now());
+    store
+        .update_key(&keys[1], None, &event("delete"))
+        .await
+        .unwrap();
+    change(&mut keys[2], KeyState::Destroyed);
+    keys[2].deleted_at = Some(now());
+    store
+        .update_key(&keys[2], None, &event("delete"))
+        .await
+        .unwrap();
+    keys[2].revision += 1;
+    keys[2].purged_at = Some(now());
+    store.purge_key(&keys[2], &event("purge")).await.unwrap();
+    // A change that keeps the state changes no count.
+    keys[3].name = "renamed".into();
+    keys[3].revision += 1;
+    store
+        .update_key(&keys[3], None, &event("patch"))
+        .await
+        .unwrap();
+    for (states, expected) in [
+        (vec![], 4),
+        (vec![KeyState::Active], 3),
+        (vec![KeyState::Suspended], 1),
+        (vec![KeyState::Destroyed], 1),
+        (vec![KeyState::Active, KeyState::Destroyed], 4),
+        (vec![KeyState::Deactivated], 0),
+    ] {
+        let plain = KeyFilter {
+            limit: 0,
+            states: states.clone(),
+            ..KeyFilter::default()
+        };
+        // A ring filter (every key is in "default") makes the store count rows.
+        let counted = KeyFilter {
+            key_ring: Some("default".into()),
+            ..plain.clone()
+        };
+        let (_, total) = store.keys(i, &plain).await.unwrap().plain();
+        let (_, rows) = store.keys(i, &counted).await.unwrap().plain();
+        assert_eq!((total, rows), (expected, expected), "states {states:?}");
+    }
+    let (_, total) = store
+        .keys(other, &KeyFilter::default())
+        .await
+        .unwrap()
+        .plain();
+    assert_eq!(total, 1);
+}
+
 /// A write that fails (here: a duplicate version) leaves neither its record nor its audit event.
 pub async fn failed_writes_leave_nothing_behind(store: &dyn Store) {
     let i = instance(store).await;
@@ -1150,6 +1224,30 @@ pub async fn listing_searches_filters_and_sorts(store: &dyn Store) {
     assert_eq!(
         names(search(&by_id, false, false, true, true)).await,
         ["100%_real"]
+    );
+    // Exact searches (a union of index lookups): by id, by alias, by name, and inverted; a
+    // key of another instance with the same name is not found.
+    let (k, v) = key(instance(store).await, "Payments-DB", KeyKind::Root);
+    store.insert_key(&k, &v, &event("create")).await.unwrap();
+    assert_eq!(
+        names(search(&by_id.to_uppercase(), true, false, true, true)).await,
+        ["100%_real"]
+    );
+    assert_eq!(
+        names(search("BOOKS", true, false, true, true)).await,
+        ["ledger"]
+    );
+    assert_eq!(
+        names(search("books", true, false, true, false)).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        names(search("payments-db", true, true, true, true)).await,
+        ["payments_cache", "ledger", "100%_real"]
+    );
+    assert_eq!(
+        names(search("books", true, true, false, true)).await,
+        ["Payments-DB", "payments_cache", "100%_real"]
     );
 
     let dated = |op, value| KeyFilter {

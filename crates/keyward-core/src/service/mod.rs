@@ -394,14 +394,50 @@ impl KeyService {
             }
             Some(_) => return Err(KeyError::NotFound),
             None => {
-                let (key, current) = self.load_root_fresh(ctx, caller, id).await?;
-                let material = self.material(&current)?;
-                self.cache.put(CachedKey::new(key, current, material))
+                // Read before the key, so a record is never tagged newer than it is.
+                let generation = self.key_generation().await?;
+                match generation.and_then(|g| self.cache.record(id, g)) {
+                    // Verified, a root key and its current version when it was read, and no
+                    // key changed since: only the material needs unwrapping.
+                    Some(r) if r.key.instance == caller.instance() => {
+                        check_ring(caller, &r.key)?;
+                        ctx.authorize(Target::Key(r.key.id, &r.key.key_ring))?;
+                        let material = self.material(&r.current)?;
+                        self.cache
+                            .put(CachedKey::new(r.key.clone(), r.current.clone(), material))
+                    }
+                    Some(_) => return Err(KeyError::NotFound),
+                    None => {
+                        let (key, current) = self.load_root_fresh(ctx, caller, id).await?;
+                        if let Some(g) = generation {
+                            self.cache.put_record(&key, &current, g);
+                        }
+                        let material = self.material(&current)?;
+                        self.cache.put(CachedKey::new(key, current, material))
+                    }
+                }
             }
         };
         ctx.key(entry.key.state, None);
         transition(self.effective_state(&entry.key), action)?;
         Ok(entry)
+    }
+
+    /// The store's key generation, read again once half the cache TTL has passed since the
+    /// last read; `None` when the cache is off or the store keeps none.
+    async fn key_generation(&self) -> Result<Option<u64>, KeyError> {
+        if !self.cache.enabled() {
+            return Ok(None);
+        }
+        if let Some(g) = self.cache.observed_generation() {
+            return Ok(Some(g));
+        }
+        let at = std::time::Instant::now();
+        let g = self.store.key_generation().await?;
+        if let Some(g) = g {
+            self.cache.observe(at, g);
+        }
+        Ok(g)
     }
 
     /// Reads a root key and its current version from the store, verifies both signatures and

@@ -13,7 +13,7 @@ use tokio_postgres::types::ToSql;
 use super::events::{check_delete_allowed, insert_events};
 use super::{Audited, PgStore, pg_error};
 use crate::columns::Columns;
-use crate::listing::{Arg, Dialect, key_query};
+use crate::listing::{Arg, Dialect, counted_total, key_query};
 use crate::rows::{
     KEY_SELECT_COUNT, alias_from, api_key_from, dual_auth_json, import_token_columns,
     import_token_from, instance_from, instance_policy_from, key_columns, key_columns_k, key_from,
@@ -437,6 +437,7 @@ impl Store for PgStore {
         filter: &KeyFilter,
     ) -> Result<(Vec<Unverified<KeyRecord>>, u64), StoreError> {
         let mut q = key_query(instance, filter, Dialect::Postgres);
+        let counted = counted_total(instance, filter, Dialect::Postgres);
         let total_sql = format!("SELECT COUNT(*) FROM keys WHERE {}", q.cond);
         let total_args = q.args.len();
         let limit = q.bind(Arg::Int(i64::from(filter.limit)));
@@ -451,10 +452,14 @@ impl Store for PgStore {
         let c = self.client().await?;
         // The statements vary with the filter: prepared unnamed, not cached (the cache would
         // grow with every combination of filters).
-        let total = c
-            .query_one(&total_sql, params.get(..total_args).unwrap_or_default())
-            .await
-            .map_err(pg_error)?;
+        let total = match &counted {
+            Some((sql, args)) => c.query_one(sql, &listing_params(args)).await,
+            None => {
+                c.query_one(&total_sql, params.get(..total_args).unwrap_or_default())
+                    .await
+            }
+        }
+        .map_err(pg_error)?;
         let total = count(&total)?;
         let rows = c.query(&page_sql, &params).await.map_err(pg_error)?;
         let keys = rows

@@ -376,6 +376,45 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX kmip_objects_by_group ON kmip_objects(adapter_id, object_group, created_at, id)
         WHERE object_group IS NOT NULL;
     CREATE INDEX kmip_certificates_by_fingerprint ON kmip_certificates(fingerprint);",
+    // 7: SQLite's migration 12: per-instance, per-state counts of unpurged keys kept by
+    // triggers (split over 16 shards by key id, so nodes creating keys in one instance at once
+    // do not queue on one row), the default listing's partial index, and indexes for exact
+    // name and alias searches.
+    "CREATE TABLE key_counts (
+        instance_id TEXT COLLATE \"C\" NOT NULL,
+        state BIGINT NOT NULL,
+        shard BIGINT NOT NULL,
+        n BIGINT NOT NULL,
+        PRIMARY KEY (instance_id, state, shard)
+    );
+    INSERT INTO key_counts (instance_id, state, shard, n)
+        SELECT instance_id, state, 0, COUNT(*) FROM keys WHERE purged_at IS NULL
+        GROUP BY instance_id, state;
+    CREATE FUNCTION keyward_key_counts() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP <> 'INSERT' AND OLD.purged_at IS NULL THEN
+            -- A shard may go below zero (its keys were counted in another): only sums count.
+            INSERT INTO key_counts (instance_id, state, shard, n)
+                VALUES (OLD.instance_id, OLD.state, abs(hashtext(OLD.id)) % 16, -1)
+                ON CONFLICT (instance_id, state, shard) DO UPDATE SET n = key_counts.n - 1;
+        END IF;
+        IF TG_OP <> 'DELETE' AND NEW.purged_at IS NULL THEN
+            INSERT INTO key_counts (instance_id, state, shard, n)
+                VALUES (NEW.instance_id, NEW.state, abs(hashtext(NEW.id)) % 16, 1)
+                ON CONFLICT (instance_id, state, shard) DO UPDATE SET n = key_counts.n + 1;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER key_counts_insert_delete AFTER INSERT OR DELETE ON keys
+        FOR EACH ROW EXECUTE FUNCTION keyward_key_counts();
+    CREATE TRIGGER key_counts_update AFTER UPDATE OF instance_id, state, purged_at ON keys
+        FOR EACH ROW WHEN (OLD.instance_id IS DISTINCT FROM NEW.instance_id
+            OR OLD.state IS DISTINCT FROM NEW.state OR OLD.purged_at IS DISTINCT FROM NEW.purged_at)
+        EXECUTE FUNCTION keyward_key_counts();
+    CREATE INDEX keys_listed ON keys(instance_id, created_at, id, state, kind)
+        WHERE purged_at IS NULL;
+    CREATE INDEX keys_by_name ON keys(lower(name));
+    CREATE INDEX key_aliases_by_lower ON key_aliases(instance_id, lower(alias));",
 ];
 
 /// Brings the database to the latest schema: one transaction under the migration lock, so a
