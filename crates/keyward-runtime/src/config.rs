@@ -122,6 +122,9 @@ pub struct LimitsSection {
     /// RSA-4096 transit keys (`POST /api/v2/import_token`) generated at once, on threads apart
     /// from the ones serving requests; further requests wait for a turn.
     pub import_token_threads: usize,
+    /// Event streams (`GET /api/v2/event_stream`) one identity may hold open at once; one more
+    /// is answered 429. 0: no limit.
+    pub event_streams_per_identity: usize,
 }
 
 impl Default for LimitsSection {
@@ -132,6 +135,7 @@ impl Default for LimitsSection {
             max_connections: 4096,
             max_connections_per_ip: 0,
             import_token_threads: 2,
+            event_streams_per_identity: 8,
         }
     }
 }

@@ -32,6 +32,8 @@ pub enum ApiError {
     /// The client's address is over its limit of unauthenticated requests; retry after this
     /// many seconds.
     SourceTooManyRequests(u64),
+    /// The identity holds as many event streams as `[limits]` allows.
+    TooManyStreams(usize),
     /// The body is larger than the configured limit.
     PayloadTooLarge,
     /// A route or key id that does not exist.
@@ -101,6 +103,13 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "TOO_MANY_REQUESTS_ERR",
                 format!("this identity is over its request rate; retry in {secs} s"),
+            ),
+            ApiError::TooManyStreams(max) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOO_MANY_REQUESTS_ERR",
+                format!(
+                    "this identity has {max} event streams open, the most it may: close one first"
+                ),
             ),
             ApiError::SourceTooManyRequests(secs) => (
                 StatusCode::TOO_MANY_REQUESTS,

@@ -51,6 +51,31 @@ pub struct AppState {
     listener: std::sync::OnceLock<AbortOnDrop>,
     /// The task that records sampled refusals.
     sampler: std::sync::OnceLock<AbortOnDrop>,
+    /// Open event streams per identity (`[limits] event_streams_per_identity`).
+    event_streams: std::sync::Mutex<HashMap<String, usize>>,
+}
+
+/// One open event stream of an identity, counted until it is dropped (the stream ended, or the
+/// client went away).
+pub struct StreamSlot {
+    state: Arc<AppState>,
+    subject: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .state
+            .event_streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.subject) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.subject);
+            }
+        }
+    }
 }
 
 /// A task aborted when its owner drops.
@@ -103,6 +128,23 @@ impl AppState {
             closing: tokio::sync::watch::Sender::new(false),
             listener: std::sync::OnceLock::new(),
             sampler: std::sync::OnceLock::new(),
+            event_streams: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for one more event stream of `subject`, unless it holds
+    /// `[limits] event_streams_per_identity` already (0: no limit).
+    pub fn open_event_stream(self: &Arc<Self>, subject: &str) -> Option<StreamSlot> {
+        let max = self.config.limits.event_streams_per_identity;
+        let mut open = self.event_streams.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(subject.to_owned()).or_insert(0);
+        if max > 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot {
+            state: self.clone(),
+            subject: subject.to_owned(),
         })
     }
 

@@ -1516,3 +1516,58 @@ async fn event_subscription_and_stream_need_a_role_in_the_instance() {
     assert_eq!(s, StatusCode::OK, "{b}");
     stream(&ts, &reader, None).await;
 }
+
+/// An identity holds at most `[limits] event_streams_per_identity` event streams; one more is a
+/// 429 in Key Protect's error format, and a closed stream frees its slot (issue 18: SSE streams
+/// were unbounded per identity).
+#[tokio::test]
+async fn event_streams_per_identity_are_bounded() {
+    let ts = TestServer::start_with(|c| c.limits.event_streams_per_identity = 2).await;
+    let open = || async {
+        ts.http
+            .get(format!("{}/api/v2/event_stream", ts.url))
+            .bearer_auth(&ts.token)
+            .header("bluemix-instance", &ts.instance)
+            .send()
+            .await
+            .unwrap()
+    };
+    let (a, b) = (open().await, open().await);
+    assert_eq!((a.status(), b.status()), (StatusCode::OK, StatusCode::OK));
+    let third = open().await;
+    let status = third.status();
+    let body: Value = third.json().await.unwrap();
+    assert_kp_error(
+        status,
+        &body,
+        StatusCode::TOO_MANY_REQUESTS,
+        "TOO_MANY_REQUESTS_ERR",
+    );
+    // Another identity is not affected.
+    let (_, _, other) = ts.identity_with("user", &["Reader"]).await;
+    let resp = ts
+        .http
+        .get(format!("{}/api/v2/event_stream", ts.url))
+        .bearer_auth(&other)
+        .header("bluemix-instance", &ts.instance)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // Closing one frees its slot: the server sees the disconnect at its next write, a
+    // keep-alive comment at the latest (every 15 s).
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = open().await;
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream's slot was not freed"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(b);
+}

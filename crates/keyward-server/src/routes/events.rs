@@ -61,6 +61,8 @@ struct StreamState {
     buffer: VecDeque<EventRecord>,
     wake: tokio::sync::watch::Receiver<u64>,
     closing: tokio::sync::watch::Receiver<bool>,
+    /// Counts this stream against the identity's cap until it ends.
+    _slot: crate::state::StreamSlot,
 }
 
 /// `GET /api/v2/event_stream`: `text/event-stream` of the caller's events (`id: <seq>`,
@@ -72,6 +74,11 @@ pub async fn event_stream(
 ) -> Result<Response, ApiError> {
     // Refused before the stream starts (a refusal inside it would follow a 200).
     authed.caller.require_instance_member()?;
+    let slot = state
+        .open_event_stream(authed.caller.subject())
+        .ok_or(ApiError::TooManyStreams(
+            state.config.limits.event_streams_per_identity,
+        ))?;
     let cursor = match headers.get(headers::LAST_EVENT_ID) {
         None => 0,
         Some(v) => v
@@ -107,6 +114,7 @@ pub async fn event_stream(
         buffer: VecDeque::new(),
         wake,
         closing: state.closing.subscribe(),
+        _slot: slot,
     };
     let stream = futures_util::stream::unfold(st, |mut st| async move {
         loop {
