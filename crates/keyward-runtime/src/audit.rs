@@ -167,6 +167,7 @@ pub fn spawn_exporter(
     sink: ExportSink,
     holder: String,
     poll: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let ExportSink {
@@ -189,6 +190,11 @@ pub fn spawn_exporter(
         let mut current = true;
         let mut backoff = Duration::from_millis(200);
         loop {
+            // A graceful stop ends the loop here or in a wait, never between a delivery and
+            // the cursor moving past it: the next holder goes on exactly after what was written.
+            if *stop.borrow() {
+                return;
+            }
             let now = OffsetDateTime::now_utc();
             let held = trail
                 .lease_export(&cursor_name, &holder, now, now + lease)
@@ -198,12 +204,16 @@ pub fn spawn_exporter(
                 Ok(true) => {}
                 Ok(false) => {
                     current = false;
-                    tokio::time::sleep(poll).await;
+                    if wait_or_stop(poll, &mut stop).await {
+                        return;
+                    }
                     continue;
                 }
                 Err(e) => {
                     tracing::warn!(sink = %name, error = %e, "audit export: cannot take the sink's lease");
-                    tokio::time::sleep(poll).await;
+                    if wait_or_stop(poll, &mut stop).await {
+                        return;
+                    }
                     continue;
                 }
             }
@@ -212,7 +222,9 @@ pub fn spawn_exporter(
                     let reopened = worker.on_file(f, JsonlFile::reopen).await;
                     if let Err(e) = reopened {
                         tracing::warn!(sink = %name, error = %e, "audit export: cannot reopen the file");
-                        tokio::time::sleep(poll).await;
+                        if wait_or_stop(poll, &mut stop).await {
+                            return;
+                        }
                         continue;
                     }
                 }
@@ -222,7 +234,9 @@ pub fn spawn_exporter(
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(sink = %name, error = %e, "audit export: cannot read cursor");
-                    tokio::time::sleep(poll).await;
+                    if wait_or_stop(poll, &mut stop).await {
+                        return;
+                    }
                     continue;
                 }
             };
@@ -243,12 +257,16 @@ pub fn spawn_exporter(
                 Ok(e) => e,
                 Err(e) => {
                     tracing::warn!(sink = %name, error = %e, "audit export: cannot read events");
-                    tokio::time::sleep(poll).await;
+                    if wait_or_stop(poll, &mut stop).await {
+                        return;
+                    }
                     continue;
                 }
             };
             let Some(last) = events.last().map(|e| e.seq) else {
-                tokio::time::sleep(poll).await;
+                if wait_or_stop(poll, &mut stop).await {
+                    return;
+                }
                 continue;
             };
             // The read ran on the lowest-priority thread and may have waited seconds for a core:
@@ -281,19 +299,30 @@ pub fn spawn_exporter(
                     // commit. Every delivery costs the sink an fsync (or a POST) and the store
                     // a cursor write; under load, chasing them took a third of the API's
                     // throughput on two cores.
-                    if count < u64::from(batch) {
-                        tokio::time::sleep(poll).await;
+                    if count < u64::from(batch) && wait_or_stop(poll, &mut stop).await {
+                        return;
                     }
                 }
                 Err(e) => {
                     tracing::warn!(sink = %name, error = %e, retry_in_ms = backoff.as_millis() as u64, "audit export failed; will retry");
                     metrics.export_failed(&name);
-                    tokio::time::sleep(backoff).await;
+                    if wait_or_stop(backoff, &mut stop).await {
+                        return;
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
         }
     })
+}
+
+/// Sleeps `d`, or less if a stop is asked; whether to stop.
+async fn wait_or_stop(d: Duration, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = stop.changed() => {}
+    }
+    *stop.borrow()
 }
 
 /// A configured sink, opened.

@@ -275,13 +275,16 @@ impl Runtime {
             sinks.push(audit::ExportSink::webhook(c, self.sender.clone())?);
         }
         let export_holder = uuid::Uuid::new_v4().to_string();
+        let (stop_exports, stopped) = tokio::sync::watch::channel(false);
+        let mut exporters = Vec::new();
         for sink in sinks {
-            tasks.push(audit::spawn_exporter(
+            exporters.push(audit::spawn_exporter(
                 trail.clone(),
                 self.metrics.clone(),
                 sink,
                 export_holder.clone(),
                 poll,
+                stopped.clone(),
             ));
         }
         if let Some(pg) = &self.stores.postgres {
@@ -295,6 +298,8 @@ impl Runtime {
         ));
         Ok(Background {
             tasks,
+            exporters,
+            stop_exports,
             export_holder,
             trail: trail.clone(),
             custody: self.keys.custody().clone(),
@@ -305,6 +310,10 @@ impl Runtime {
 /// The background work of a [`Runtime`], running until [`Background::stop`].
 pub struct Background {
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The export sinks, stopped gracefully: each finishes the delivery it is in and moves its
+    /// cursor past it before this process gives up its leases.
+    exporters: Vec<tokio::task::JoinHandle<()>>,
+    stop_exports: tokio::sync::watch::Sender<bool>,
     /// Who this process is when it holds export leases (released at stop).
     export_holder: String,
     trail: Arc<dyn AuditStore>,
@@ -317,6 +326,18 @@ impl Background {
     pub async fn stop(self) {
         for task in &self.tasks {
             task.abort();
+        }
+        // Up to 5 s for a sink to finish the delivery it is in (a webhook's POST has its own
+        // timeout); one still stuck is aborted, and the next holder may deliver its batch again.
+        self.stop_exports.send_replace(true);
+        for exporter in self.exporters {
+            let abort = exporter.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), exporter)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
         }
         if let Err(e) = self.trail.release_export_leases(&self.export_holder).await {
             tracing::warn!(error = %e, "releasing export leases at shutdown failed");
