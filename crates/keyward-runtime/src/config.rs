@@ -158,6 +158,14 @@ pub struct IpLimitsSection {
     /// At most one audit event per source per this many seconds for refused unauthenticated
     /// requests (at least 1).
     pub audit_interval_secs: u64,
+    /// How long a request over its source's limit waits before its 429 goes out (as nginx's
+    /// `limit_req` delays excess requests): a flooding client then waits on its connections
+    /// instead of sending, and the flood costs the server one sleeping task per connection
+    /// rather than a core. 0: answer at once.
+    pub refusal_delay_ms: u64,
+    /// Refusals held at once across all sources; beyond it a refusal is answered at once, so
+    /// the holding never grows with the flood.
+    pub max_delayed_refusals: usize,
 }
 
 impl Default for IpLimitsSection {
@@ -168,6 +176,8 @@ impl Default for IpLimitsSection {
             unauthenticated_per_second: 10,
             unauthenticated_burst: 100,
             audit_interval_secs: 10,
+            refusal_delay_ms: 1000,
+            max_delayed_refusals: 1024,
         }
     }
 }

@@ -197,6 +197,9 @@ impl IntoResponse for ApiError {
         if let ApiError::TooManyRequests(secs) | ApiError::SourceTooManyRequests(secs) = self {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            if matches!(self, ApiError::SourceTooManyRequests(_)) {
+                resp.extensions_mut().insert(crate::state::SourceThrottled);
+            }
         } else if status == StatusCode::SERVICE_UNAVAILABLE {
             // A failed HSM token is probed again after a second.
             resp.headers_mut()

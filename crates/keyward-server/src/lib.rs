@@ -140,8 +140,9 @@ fn client_request_id(req: &Request) -> Option<String> {
 
 /// Gives every request an id (in the audit event, the log and the `x-request-id` header; a
 /// client's own `x-request-id` is honoured once the client is authenticated: the audit events
-/// of unauthenticated requests carry the server's id, logged beside the client's), echoes the client's `correlation-id`, and counts
-/// the request in the metrics by its route template.
+/// of unauthenticated requests carry the server's id, logged beside the client's), echoes the
+/// client's `correlation-id`, counts the request in the metrics by its route template, and
+/// holds a refusal of an over-limit source ([`AppState::delay_refusal`]).
 async fn request_id(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let own = uuid::Uuid::new_v4().to_string();
@@ -191,6 +192,10 @@ async fn request_id(State(state): State<Arc<AppState>>, mut req: Request, next: 
     if let Some(c) = correlation {
         resp.headers_mut()
             .insert(keyward_api::headers::CORRELATION_ID, c);
+    }
+    // After the metrics: the delay is the server's choice, not the request's latency.
+    if resp.extensions().get::<state::SourceThrottled>().is_some() {
+        state.delay_refusal().await;
     }
     resp
 }

@@ -53,7 +53,16 @@ pub struct AppState {
     sampler: std::sync::OnceLock<AbortOnDrop>,
     /// Open event streams per identity (`[limits] event_streams_per_identity`).
     event_streams: std::sync::Mutex<HashMap<String, usize>>,
+    /// Refusals of over-limit sources being held before they go out
+    /// (`[ip_limits] max_delayed_refusals`).
+    delayed_refusals: tokio::sync::Semaphore,
 }
+
+/// Marks a response refused because its source address is over its `[ip_limits]` limit: the
+/// request middleware holds it for `refusal_delay_ms` before it goes out
+/// ([`AppState::delay_refusal`]).
+#[derive(Clone, Copy)]
+pub struct SourceThrottled;
 
 /// One open event stream of an identity, counted until it is dropped (the stream ended, or the
 /// client went away).
@@ -117,7 +126,6 @@ impl AppState {
             iam,
             issuer,
             verifier,
-            config,
             policies: RwLock::new(HashMap::new()),
             lifecycle,
             bound_port: std::sync::OnceLock::new(),
@@ -129,6 +137,8 @@ impl AppState {
             listener: std::sync::OnceLock::new(),
             sampler: std::sync::OnceLock::new(),
             event_streams: std::sync::Mutex::new(HashMap::new()),
+            delayed_refusals: tokio::sync::Semaphore::new(config.ip_limits.max_delayed_refusals),
+            config,
         })
     }
 
@@ -159,6 +169,28 @@ impl AppState {
             }
         });
         let _ = self.listener.set(AbortOnDrop(task));
+    }
+
+    /// Holds a refusal of an over-limit source for `[ip_limits] refusal_delay_ms` (a flooding
+    /// client waits on its connection rather than sending the next request), unless
+    /// `max_delayed_refusals` are already held or the server is shutting down: then it goes
+    /// out at once.
+    pub async fn delay_refusal(&self) {
+        let delay = Duration::from_millis(self.config.ip_limits.refusal_delay_ms);
+        if delay.is_zero() {
+            return;
+        }
+        let Ok(_held) = self.delayed_refusals.try_acquire() else {
+            return;
+        };
+        let mut closing = self.closing.subscribe();
+        if *closing.borrow_and_update() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = closing.changed() => {}
+        }
     }
 
     /// Writes, every sampling interval for as long as this state lives, the refusals of

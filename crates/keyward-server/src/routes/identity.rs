@@ -155,6 +155,7 @@ async fn throttle(state: &AppState, login: &Login, Throttled(secs): Throttled) -
     );
     resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp.extensions_mut().insert(crate::state::SourceThrottled);
     resp
 }
 
