@@ -176,49 +176,29 @@ pub fn check_sqlite(dir: &Path, custody: &dyn Custody) -> Result<CheckReport, St
     report.foreign_keys = foreign_keys.unwrap_or_else(|e| vec![e.to_string()]);
     // A file that fails integrity_check may still have readable records: check what it can.
     c.execute_batch("BEGIN").map_err(sql_error)?;
-    {
-        let mut stmt = c
-            .prepare(concat!("SELECT ", key_columns!(), ", NULL FROM keys"))
-            .map_err(corrupt)?;
-        let mut rows = stmt.query([]).map_err(corrupt)?;
-        loop {
-            let row = match rows.next() {
-                Ok(Some(r)) => r,
-                Ok(None) => break,
-                Err(e) => {
-                    report.bad_records.push(format!("keys: {e}"));
-                    break;
-                }
-            };
-            report.keys += 1;
+    report.keys = check_records(
+        &c,
+        concat!("SELECT ", key_columns!(), ", NULL FROM keys"),
+        "keys",
+        &mut report.bad_records,
+        |row| {
             let id = row.get::<_, String>(0).unwrap_or_default();
             let ok = key_from_row(row)
                 .ok()
                 .is_some_and(|k| Verified::check(Unverified::new(k), custody).is_ok());
-            if !ok && report.bad_records.len() < MAX_PROBLEMS {
-                report.bad_records.push(format!("key {id}"));
-            }
-        }
-    }
-    {
-        let mut stmt = c
-            .prepare(concat!(
-                "SELECT ",
-                version_columns_v!(),
-                ", k.instance_id FROM key_versions v JOIN keys k ON k.id = v.key_id"
-            ))
-            .map_err(corrupt)?;
-        let mut rows = stmt.query([]).map_err(corrupt)?;
-        loop {
-            let row = match rows.next() {
-                Ok(Some(r)) => r,
-                Ok(None) => break,
-                Err(e) => {
-                    report.bad_records.push(format!("key_versions: {e}"));
-                    break;
-                }
-            };
-            report.versions += 1;
+            (!ok).then(|| format!("key {id}"))
+        },
+    )?;
+    report.versions = check_records(
+        &c,
+        concat!(
+            "SELECT ",
+            version_columns_v!(),
+            ", k.instance_id FROM key_versions v JOIN keys k ON k.id = v.key_id"
+        ),
+        "key_versions",
+        &mut report.bad_records,
+        |row| {
             let id = row.get::<_, String>(2).unwrap_or_default();
             let instance = row
                 .get::<_, String>(7)
@@ -231,10 +211,39 @@ pub fn check_sqlite(dir: &Path, custody: &dyn Custody) -> Result<CheckReport, St
                 }
                 _ => false,
             };
-            if !ok && report.bad_records.len() < MAX_PROBLEMS {
-                report.bad_records.push(format!("key version {id}"));
+            (!ok).then(|| format!("key version {id}"))
+        },
+    )?;
+    Ok(report)
+}
+
+/// Runs `sql` and checks each row with `bad` (which names a record that fails), adding what
+/// fails to `bad_records` (at most [`MAX_PROBLEMS`]); a row that cannot be read ends the walk
+/// as a problem of `table`. The number of rows checked.
+fn check_records(
+    c: &Connection,
+    sql: &str,
+    table: &str,
+    bad_records: &mut Vec<String>,
+    bad: impl Fn(&rusqlite::Row<'_>) -> Option<String>,
+) -> Result<u64, StoreError> {
+    let mut stmt = c.prepare(sql).map_err(corrupt)?;
+    let mut rows = stmt.query([]).map_err(corrupt)?;
+    let mut checked = 0;
+    loop {
+        let row = match rows.next() {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(checked),
+            Err(e) => {
+                bad_records.push(format!("{table}: {e}"));
+                return Ok(checked);
             }
+        };
+        checked += 1;
+        if let Some(name) = bad(row)
+            && bad_records.len() < MAX_PROBLEMS
+        {
+            bad_records.push(name);
         }
     }
-    Ok(report)
 }
