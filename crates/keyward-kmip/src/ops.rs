@@ -2,6 +2,8 @@
 //! (which authorizes, audits, seals under the adapter's root key and signs) and builds its
 //! response payload in the request's version.
 
+use std::borrow::Cow;
+
 use keyward_core::{
     KeyError, KmipClient, KmipError, KmipObjectFilter, KmipObjectRecord, KmipService, KmipSession,
     NewKmipObject, Secret, op,
@@ -1367,27 +1369,25 @@ fn build_object(
         }
         object_type::PRIVATE_KEY => {
             let stored = internal_enum(list, KEY_FORMAT).unwrap_or(key_format::PKCS_8);
-            let block = match format.unwrap_or(stored) {
-                key_format::PKCS_8 => key_block(key_format::PKCS_8, raw(material.expose())),
-                key_format::PKCS_1 => {
-                    let pkcs1 = pkcs8_to_pkcs1(material.expose()).ok_or_else(not_supported)?;
-                    key_block(key_format::PKCS_1, raw(&pkcs1))
-                }
-                _ => return Err(not_supported()),
-            };
-            Ttlv::structure(tag::PRIVATE_KEY, vec![block])
+            let (format, der) = asymmetric_der(
+                material.expose(),
+                format.unwrap_or(stored),
+                key_format::PKCS_8,
+                pkcs8_to_pkcs1,
+            )
+            .ok_or_else(not_supported)?;
+            Ttlv::structure(tag::PRIVATE_KEY, vec![key_block(format, raw(&der))])
         }
         object_type::PUBLIC_KEY => {
             let stored = internal_enum(list, KEY_FORMAT).unwrap_or(key_format::PKCS_1);
-            let block = match format.unwrap_or(stored) {
-                key_format::X_509 => key_block(key_format::X_509, raw(material.expose())),
-                key_format::PKCS_1 => {
-                    let pkcs1 = spki_to_pkcs1(material.expose()).ok_or_else(not_supported)?;
-                    key_block(key_format::PKCS_1, raw(&pkcs1))
-                }
-                _ => return Err(not_supported()),
-            };
-            Ttlv::structure(tag::PUBLIC_KEY, vec![block])
+            let (format, der) = asymmetric_der(
+                material.expose(),
+                format.unwrap_or(stored),
+                key_format::X_509,
+                spki_to_pkcs1,
+            )
+            .ok_or_else(not_supported)?;
+            Ttlv::structure(tag::PUBLIC_KEY, vec![key_block(format, raw(&der))])
         }
         object_type::CERTIFICATE => {
             if format.is_some_and(|f| f != key_format::X_509) {
@@ -1430,6 +1430,24 @@ fn build_object(
             ],
         ),
     })
+}
+
+/// An RSA key's DER in `wanted` format: as stored when `wanted` is the form it is kept in
+/// (`native`: PKCS #8 for a private key, X.509 SubjectPublicKeyInfo for a public one), or
+/// converted to PKCS #1 by `to_pkcs1`; `None` for any other format.
+fn asymmetric_der(
+    der: &[u8],
+    wanted: u32,
+    native: u32,
+    to_pkcs1: fn(&[u8]) -> Option<Vec<u8>>,
+) -> Option<(u32, Cow<'_, [u8]>)> {
+    if wanted == native {
+        Some((native, Cow::Borrowed(der)))
+    } else if wanted == key_format::PKCS_1 {
+        Some((key_format::PKCS_1, Cow::Owned(to_pkcs1(der)?)))
+    } else {
+        None
+    }
 }
 
 /// The RSAPublicKey inside a SubjectPublicKeyInfo.
