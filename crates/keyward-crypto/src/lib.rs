@@ -25,11 +25,11 @@ mod secret;
 mod transit;
 
 pub use canonical::{Canonical, Framing};
-pub use ciphertext::{DekCiphertext, FORMAT_V1, VERSION_ID_LEN};
+pub use ciphertext::{DekCiphertext, FORMAT_V1, FORMAT_V2, VERSION_ID_LEN};
 pub use error::CryptoError;
 pub use primitives::{
-    Mac, aead_open, aead_seal, hmac_sha256, hmac_verify, kwp_unwrap, kwp_wrap, random_array,
-    random_secret, sha256,
+    Mac, aead_open, aead_seal, hkdf_sha256, hmac_sha256, hmac_verify, kwp_unwrap, kwp_wrap,
+    random_array, random_secret, sha256,
 };
 pub use secret::Secret;
 pub use transit::{Oaep, public_key_pem, transit_decrypt, transit_generate};

@@ -1,8 +1,9 @@
-//! Thin, misuse-resistant wrappers over aws-lc-rs: AES-GCM, AES-KWP, HMAC-SHA256, SHA-256, random.
+//! Thin, misuse-resistant wrappers over aws-lc-rs: AES-GCM, AES-KWP, HMAC-SHA256, HKDF-SHA256,
+//! SHA-256, random.
 
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::key_wrap::{AES_128, AES_256, AesKek, KeyWrapPadded};
-use aws_lc_rs::{digest, hmac, rand};
+use aws_lc_rs::{digest, hkdf, hmac, rand};
 
 use crate::{CryptoError, Secret};
 
@@ -47,6 +48,29 @@ fn gcm_key(key: &Secret) -> Result<LessSafeKey, CryptoError> {
     };
     let unbound = UnboundKey::new(alg, key.expose()).map_err(|_| CryptoError::Unspecified)?;
     Ok(LessSafeKey::new(unbound))
+}
+
+/// HKDF-SHA256 (RFC 5869): `len` bytes derived from `ikm` with `salt` and `info`, as a secret.
+pub fn hkdf_sha256(
+    ikm: &Secret,
+    salt: &[u8],
+    info: &[&[u8]],
+    len: usize,
+) -> Result<Secret, CryptoError> {
+    struct Len(usize);
+    impl hkdf::KeyType for Len {
+        fn len(&self) -> usize {
+            self.0
+        }
+    }
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(ikm.expose());
+    let okm = prk
+        .expand(info, Len(len))
+        .map_err(|_| CryptoError::Unspecified)?;
+    let mut out = Secret::new(vec![0; len]);
+    okm.fill(out.expose_mut())
+        .map_err(|_| CryptoError::Unspecified)?;
+    Ok(out)
 }
 
 /// AES-GCM encryption (key of 16, 24 or 32 bytes); returns ciphertext followed by the 16-byte tag.
@@ -153,6 +177,31 @@ mod tests {
             .step_by(2)
             .map(|i| u8::from_str_radix(s.get(i..i + 2).unwrap_or("zz"), 16).unwrap_or(0))
             .collect()
+    }
+
+    /// RFC 5869 appendix A.1 and A.3 (HKDF-SHA256; A.3 has no salt and no info).
+    #[test]
+    fn hkdf_matches_rfc_5869_vectors() {
+        let ikm = Secret::new(vec![0x0b; 22]);
+        let okm = hkdf_sha256(
+            &ikm,
+            &hex("000102030405060708090a0b0c"),
+            &[&hex("f0f1f2f3f4"), &hex("f5f6f7f8f9")],
+            42,
+        );
+        assert_eq!(
+            okm.map(|k| k.expose().to_vec()).ok(),
+            Some(hex(
+                "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+            ))
+        );
+        let okm = hkdf_sha256(&ikm, &[], &[], 42);
+        assert_eq!(
+            okm.map(|k| k.expose().to_vec()).ok(),
+            Some(hex(
+                "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8"
+            ))
+        );
     }
 
     // Wycheproof kwp_test.json (AES-128 KEK group): tcId 1-3 are valid, tcId 27-30 have a
