@@ -17,6 +17,7 @@
 )]
 
 pub mod connections;
+pub mod console;
 pub mod drain;
 pub mod error;
 pub mod extract;
@@ -106,7 +107,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(routes::registrations::router())
         .merge(routes::events::router())
         .merge(routes::kmip::router())
-        .merge(routes::iam::router());
+        .merge(routes::iam::router())
+        .merge(console::router());
     if state.config.metrics.enabled {
         router = router.route("/metrics", get(audit::metrics));
     }
