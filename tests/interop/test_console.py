@@ -12,15 +12,17 @@ Without Chromium the test is skipped with a loud message, unless KEYWARD_REQUIRE
 (CI sets it), where it fails.
 """
 
+import base64
 import os
 import re
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
 
-from conftest import DEFAULT_CONFIG, ON_POSTGRES, REPO, serve_keyward
+from conftest import DEFAULT_CONFIG, ON_POSTGRES, REPO, remember_secret, serve_keyward
 
 CHROMIUM = os.environ.get("KEYWARD_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(os.environ.get("KEYWARD_CONSOLE_SCREENSHOTS", REPO / "target" / "console-screenshots"))
@@ -55,9 +57,13 @@ def _token(keyward, api_key=None):
     return r.json()["access_token"]
 
 
+def _rest(keyward, token, method, path, **kw):
+    return requests.request(method, f"{keyward.url}{path}", timeout=10, headers={
+        "Authorization": f"Bearer {token}", "bluemix-instance": keyward.instance}, **kw)
+
+
 def _rest_key(keyward, token, key_id):
-    r = requests.get(f"{keyward.url}/api/v2/keys/{key_id}/metadata", timeout=10, headers={
-        "Authorization": f"Bearer {token}", "bluemix-instance": keyward.instance})
+    r = _rest(keyward, token, "GET", f"/api/v2/keys/{key_id}/metadata")
     assert r.status_code == 200, r.text
     return r.json()["resources"][0]
 
@@ -135,9 +141,24 @@ def test_console_walkthrough(keyward):
         assert _rest_key(keyward, token, key_id)["name"] == name
         expect(page.get_by_role("status")).to_have_text(f"Key {name} created.")
 
-        def key_action(button, done, state):
+        # A service registers a resource on it (the bootstrap administrator is a service ID):
+        # the key's page lists it, and each confirmation names it.
+        resource = f"crn:v1:bluemix:public:messagehub:us-south:a/acct:console-{os.getpid()}::"
+        r = _rest(keyward, token, "POST", f"/api/v2/keys/{key_id}/registrations/{quote(resource, safe='')}",
+                  json={"metadata": {"collectionType": "application/vnd.ibm.kms.registration_input+json",
+                                     "collectionTotal": 1},
+                        "resources": [{"description": "console test topic"}]})
+        assert r.status_code == 201, r.text
+        page.get_by_role("link", name="Keys", exact=True).click()
+        page.get_by_role("link", name=name, exact=True).click()
+        expect(page.get_by_role("cell", name=resource, exact=True)).to_be_visible()
+
+        def key_action(button, done, state, force=False):
+            if force:
+                page.get_by_label("Force (delete despite registrations)").check()
             page.get_by_role("group", name="Key actions").get_by_role("button", name=button,
                                                                       exact=True).click()
+            expect(page.locator("#confirm-body")).to_contain_text(resource)
             confirm()
             expect(page.get_by_role("status")).to_have_text(done)
             _rest_state(keyward, token, key_id, state)
@@ -154,12 +175,18 @@ def test_console_walkthrough(keyward):
         page.get_by_role("link", name="Keys", exact=True).click()
         page.get_by_label("Search name or alias").fill(name)
         page.get_by_role("button", name="Apply").click()
-        expect(page.get_by_role("link", name=name)).to_be_visible()
+        expect(page.get_by_role("link", name=name, exact=True)).to_be_visible()
         shot("keys")
-        page.get_by_role("link", name=name).click()
+        page.get_by_role("link", name=name, exact=True).click()
         expect(page.get_by_role("heading", name=f"Key {name}")).to_be_visible()
 
-        key_action("Delete", "Key deleted.", 5)
+        # Without force, the registration refuses the delete, in words.
+        page.get_by_role("group", name="Key actions").get_by_role("button", name="Delete",
+                                                                  exact=True).click()
+        confirm()
+        expect(page.get_by_role("alert")).to_contain_text("HTTP 409, PROTECTED_RESOURCE_ERR")
+        _rest_state(keyward, token, key_id, 1)
+        key_action("Delete", "Key deleted.", 5, force=True)
         key_action("Restore", "Key restored.", 1)
 
         # The key's own audit events: one for each of those actions.
@@ -174,6 +201,42 @@ def test_console_walkthrough(keyward):
         page.get_by_role("button", name="Filter").click()
         expect(page.get_by_role("cell", name="kms.secrets.restore", exact=True).first).to_be_visible()
         shot("audit")
+
+        # A key with rotation and dual-authorization policies, and a securely imported one: the
+        # material RSA-OAEP-SHA256-encrypted in the browser (WebCrypto) to a fresh import token.
+        page.get_by_role("link", name="Keys", exact=True).click()
+        page.get_by_role("button", name="New key").click()
+        page.get_by_label("Name", exact=True).fill(f"{name}-policies")
+        page.get_by_label("Rotate every (months, empty: no policy)").fill("3")
+        page.get_by_label("Dual authorization to delete").check()
+        page.get_by_role("button", name="Create", exact=True).click()
+        expect(page.get_by_role("heading", name=f"Key {name}-policies")).to_be_visible()
+        expect(page.get_by_role("cell", name="enabled, every 3 month(s)")).to_be_visible()
+        expect(page.get_by_role("button", name="Authorize deletion")).to_be_visible()
+        policies_id = re.search(r"#/key/([0-9a-f-]{36})", page.url).group(1)
+        assert _rest_key(keyward, token, policies_id)["dualAuthDelete"]["enabled"] is True
+
+        material = base64.b64encode(os.urandom(32)).decode()
+        remember_secret(material)
+        page.get_by_role("link", name="Keys", exact=True).click()
+        page.get_by_role("button", name="New key").click()
+        page.get_by_label("Name", exact=True).fill(f"{name}-imported")
+        page.get_by_label(re.compile("^Import material")).fill(material)
+        page.get_by_label(re.compile("^Secure import")).check()
+        page.get_by_role("button", name="Create", exact=True).click()
+        expect(page.get_by_role("heading", name=f"Key {name}-imported")).to_be_visible()
+        expect(page.get_by_text("Root (imported)")).to_be_visible()
+        imported_id = re.search(r"#/key/([0-9a-f-]{36})", page.url).group(1)
+        assert _rest_key(keyward, token, imported_id)["imported"] is True
+        # The material the browser sealed is the key's: a DEK wrapped under it unwraps.
+        dek = base64.b64encode(os.urandom(32)).decode()
+        remember_secret(dek)
+        r = _rest(keyward, token, "POST", f"/api/v2/keys/{imported_id}/actions/wrap",
+                  json={"plaintext": dek})
+        assert r.status_code == 200, r.text
+        r = _rest(keyward, token, "POST", f"/api/v2/keys/{imported_id}/actions/unwrap",
+                  json={"ciphertext": r.json()["ciphertext"]})
+        assert r.status_code == 200 and r.json()["plaintext"] == dek, r.text
 
         # The other views render.
         for link, heading, shot_name in (("Key rings", "Key rings", "rings"),
@@ -212,13 +275,13 @@ def test_console_walkthrough(keyward):
         sign_in(reader_key, keyward.instance)
         page.get_by_label("Search name or alias").fill(name)
         page.get_by_role("button", name="Apply").click()
-        expect(page.get_by_role("link", name=name)).to_be_visible()
+        expect(page.get_by_role("link", name=name, exact=True)).to_be_visible()
         page.get_by_role("button", name="New key").click()
         page.get_by_label("Name", exact=True).fill(f"{name}-by-reader")
         page.get_by_role("button", name="Create", exact=True).click()
         expect(page.get_by_role("alert")).to_contain_text("Not allowed with your access (HTTP 403")
         shot("reader-refused")
-        page.get_by_role("link", name=name).click()
+        page.get_by_role("link", name=name, exact=True).click()
         page.get_by_role("group", name="Key actions").get_by_role("button", name="Disable").click()
         confirm()
         expect(page.get_by_role("alert")).to_contain_text("HTTP 403")
@@ -232,9 +295,12 @@ def test_console_walkthrough(keyward):
         "Authorization": f"Bearer {token}", "bluemix-instance": keyward.instance})
     assert r.status_code == 200 and r.json()["resources"], r.text
 
-    # The refused requests above are the only errors the browser may have seen (fetch logs a
-    # failed response as a console error in Chromium); anything else is a bug.
-    unexpected = [m for m in problems if "status of 403" not in m]
+    # The refusals provoked above (the delete a registration protects: 409; the Reader's
+    # changes and its audit reads: 403) are the only errors the browser may have logged
+    # (Chromium logs every failed fetch as a console error); anything else is a bug.
+    provoked = ("Failed to load resource: the server responded with a status of 403 (Forbidden)",
+                "Failed to load resource: the server responded with a status of 409 (Conflict)")
+    unexpected = [m for m in problems if not m.endswith(provoked)]
     assert not unexpected, "\n".join(unexpected)
     assert console_responses, "no console response was seen"
     for path, status, csp, xfo in console_responses:
