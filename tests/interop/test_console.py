@@ -107,8 +107,8 @@ def test_console_walkthrough(keyward):
                                           h.get("x-frame-options")))
         page.on("response", on_response)
 
-        def shot(name):
-            page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        def shot(name, full_page=True):
+            page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
 
         def confirm():
             dialog = page.locator("#confirm")
@@ -169,14 +169,14 @@ def test_console_walkthrough(keyward):
         assert len(versions["resources"]) == 2
         key_action("Disable", "Key disabled.", 2)
         key_action("Enable", "Key enabled.", 1)
-        shot("key")
+        shot("key", full_page=False)  # the README's: metadata, actions, registrations
+        shot("key-full")
 
         # The keys view lists it (search by name).
         page.get_by_role("link", name="Keys", exact=True).click()
         page.get_by_label("Search name or alias").fill(name)
         page.get_by_role("button", name="Apply").click()
         expect(page.get_by_role("link", name=name, exact=True)).to_be_visible()
-        shot("keys")
         page.get_by_role("link", name=name, exact=True).click()
         expect(page.get_by_role("heading", name=f"Key {name}")).to_be_visible()
 
@@ -237,6 +237,9 @@ def test_console_walkthrough(keyward):
         r = _rest(keyward, token, "POST", f"/api/v2/keys/{imported_id}/actions/unwrap",
                   json={"ciphertext": r.json()["ciphertext"]})
         assert r.status_code == 200 and r.json()["plaintext"] == dek, r.text
+        page.get_by_role("link", name="Keys", exact=True).click()
+        expect(page.get_by_role("link", name=f"{name}-imported", exact=True)).to_be_visible()
+        shot("keys")
 
         # The other views render.
         for link, heading, shot_name in (("Key rings", "Key rings", "rings"),

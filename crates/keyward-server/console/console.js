@@ -56,7 +56,7 @@
 
   function check(label, attrs) {
     const input = el('input', { type: 'checkbox', ...attrs });
-    return el('label', { class: 'inline' }, input, label);
+    return el('div', {}, el('label', { class: 'inline' }, input, label));
   }
 
   function table(headers, rows, empty) {
@@ -110,7 +110,7 @@
         const reason = Array.isArray(r.reasons) ? r.reasons[0] : null;
         if (reason) {
           code = reason.code || '';
-          if (reason.message && reason.message !== msg) msg = msg ? `${msg}: ${reason.message}` : reason.message;
+          if (reason.message && !msg.includes(reason.message)) msg = msg ? `${msg}: ${reason.message}` : reason.message;
         }
       }
       msg = msg || body.errorMessage || body.message || body.error_description || '';
@@ -598,10 +598,10 @@
 
   function auditTable(events) {
     return table(['Time', 'Action', 'Outcome', 'Initiator', 'Target', 'State', 'Reason'],
-      events.map((e) => [date(e.eventTime), e.action,
+      events.map((e) => [el('span', { class: 'nowrap' }, date(e.eventTime)), e.action,
         el('span', { class: e.outcome === 'success' ? 'ok' : 'bad' }, e.outcome),
         `${e.initiator && e.initiator.id ? e.initiator.id : ''}${e.initiator && e.initiator.address ? ` (${e.initiator.address})` : ''}`,
-        e.target && e.target.id ? el('code', {}, e.target.id) : '',
+        e.target && e.target.id ? el('code', { class: 'nowrap' }, e.target.id) : '',
         e.target && e.target.keyState !== undefined && e.target.keyState !== null ? (STATES[e.target.keyState] || e.target.keyState) : '',
         `${e.reasonCode || ''} ${e.reason || ''}`.trim()]), 'No events.');
   }

@@ -1,6 +1,6 @@
 //! Keyward's HTTP server: the Key Protect v2 routes, the IAM token endpoint, the one mapping of
-//! errors to Key Protect's error body, `/metrics`, and listening (plain HTTP on loopback, else
-//! rustls).
+//! errors to Key Protect's error body, `/metrics`, the web console's static files ([`console`]),
+//! and listening (plain HTTP on loopback, else rustls).
 //!
 //! Handlers here translate HTTP to [`keyward_core::KeyService`] calls and back; no key rule lives
 //! in this crate, and no background work: configuration, custody, store, bootstrap and the
