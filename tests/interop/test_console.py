@@ -87,6 +87,7 @@ def test_console_walkthrough(keyward):
     SHOTS.mkdir(parents=True, exist_ok=True)
     problems = []          # console errors and page errors
     console_responses = []  # (url, status, csp, frame options) of every /ui response
+    refused = []           # (status, method, path) of every answer >= 400
     token = _token(keyward)
 
     with sync_playwright() as p:
@@ -101,6 +102,8 @@ def test_console_walkthrough(keyward):
 
         def on_response(resp):
             path = resp.url[len(keyward.url):] if resp.url.startswith(keyward.url) else resp.url
+            if resp.status >= 400:
+                refused.append((resp.status, resp.request.method, path.split("?")[0]))
             if path == "/" or path.startswith("/ui"):
                 h = resp.headers
                 console_responses.append((path, resp.status, h.get("content-security-policy"),
@@ -127,7 +130,17 @@ def test_console_walkthrough(keyward):
         assert page.url == keyward.url + "/ui/"
         expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
         shot("signin")
-        sign_in(keyward.api_key)
+        # A wrong API key is refused in words.
+        sign_in_button = page.get_by_role("button", name="Sign in")
+        page.get_by_label("API key").fill("kwnotakey.notasecretnotasecretnotasecret")
+        sign_in_button.click()
+        expect(page.get_by_role("alert")).to_contain_text("(HTTP 400")
+        # By keyboard alone: the API key field has the focus, Enter submits.
+        page.get_by_label("API key").fill("")
+        page.get_by_label("API key").focus()
+        page.keyboard.type(keyward.api_key)
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("heading", name="Keys", exact=True)).to_be_visible()
         assert keyward.api_key not in page.url
 
         # Create a root key with an alias.
@@ -241,10 +254,19 @@ def test_console_walkthrough(keyward):
         expect(page.get_by_role("link", name=f"{name}-imported", exact=True)).to_be_visible()
         shot("keys")
 
+        # A KMIP adapter on the first key.
+        page.get_by_role("link", name="KMIP", exact=True).click()
+        page.get_by_label("Root key id or alias").fill(key_id)
+        page.get_by_label("Name (optional)").fill("console-adapter")
+        page.get_by_role("button", name="Create adapter").click()
+        expect(page.get_by_role("status")).to_have_text("KMIP adapter created.")
+        page.get_by_role("button", name="Show console-adapter").click()
+        expect(page.get_by_role("heading", name="Adapter console-adapter: KMIP objects")).to_be_visible()
+        shot("kmip")
+
         # The other views render.
         for link, heading, shot_name in (("Key rings", "Key rings", "rings"),
                                          ("Instance policies", "Instance policies", "policies"),
-                                         ("KMIP", "KMIP adapters", "kmip"),
                                          ("Health", "Health", "health")):
             page.get_by_role("link", name=link, exact=True).click()
             expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
@@ -259,9 +281,10 @@ def test_console_walkthrough(keyward):
         page.get_by_role("button", name="Create identity").click()
         expect(page.get_by_role("status")).to_have_text(f"Identity {reader} created.")
         reader_id = page.locator("tr", has_text=reader).locator("code").first.inner_text()
-        page.get_by_label("Subject").select_option(reader_id)
-        page.get_by_label("Role").select_option("Reader")
-        page.get_by_role("button", name="Create access policy").click()
+        policy_form = page.get_by_role("form", name="New access policy")
+        policy_form.get_by_label("Subject").select_option(reader_id)
+        policy_form.get_by_label("Role").select_option("Reader")
+        policy_form.get_by_role("button", name="Create access policy").click()
         expect(page.get_by_role("status")).to_have_text("Access policy created.")
         page.get_by_label("Identity", exact=True).select_option(reader_id)
         page.locator("#new-apikey-name").fill("console")
@@ -298,12 +321,20 @@ def test_console_walkthrough(keyward):
         "Authorization": f"Bearer {token}", "bluemix-instance": keyward.instance})
     assert r.status_code == 200 and r.json()["resources"], r.text
 
-    # The refusals provoked above (the delete a registration protects: 409; the Reader's
-    # changes and its audit reads: 403) are the only errors the browser may have logged
-    # (Chromium logs every failed fetch as a console error); anything else is a bug.
-    provoked = ("Failed to load resource: the server responded with a status of 403 (Forbidden)",
-                "Failed to load resource: the server responded with a status of 409 (Conflict)")
-    unexpected = [m for m in problems if not m.endswith(provoked)]
+    # The refusals provoked above are the only answers >= 400 the browser got: the wrong API key,
+    # the delete a registration protects, the Reader's changes and what its role may not read on
+    # the key's page (the key's policies and the audit trail, shown there as refused). Chromium
+    # logs each failed fetch as a console error ("Failed to load resource"); those are the only
+    # console errors allowed, one per refusal, and no other error may appear.
+    provoked = {(400, "POST", "/identity/token"), (409, "DELETE", f"/api/v2/keys/{key_id}"),
+                (403, "POST", "/api/v2/keys"), (403, "GET", "/api/v2/audit_events"),
+                (403, "GET", f"/api/v2/keys/{key_id}/policies"),
+                (403, "POST", f"/api/v2/keys/{key_id}/actions/disable")}
+    assert set(refused) == provoked, refused
+    failed_loads = [m for m in problems if m.startswith(
+        "console error: Failed to load resource: the server responded with a status of ")]
+    assert len(failed_loads) == len(refused), (failed_loads, refused)
+    unexpected = [m for m in problems if m not in failed_loads]
     assert not unexpected, "\n".join(unexpected)
     assert console_responses, "no console response was seen"
     for path, status, csp, xfo in console_responses:

@@ -43,7 +43,7 @@
   /** A labelled input: returns [label, input]. */
   function field(label, attrs) {
     const id = attrs.id || `f${++uid}`;
-    const input = el(attrs.tag || 'input', { type: 'text', ...attrs, id, tag: null });
+    const input = el(attrs.tag || 'input', { ...(attrs.tag ? {} : { type: 'text' }), ...attrs, id, tag: null });
     return [el('label', { for: id }, label), input];
   }
 
@@ -152,10 +152,13 @@
       try { parsed = JSON.parse(text); } catch (_) { parsed = text; }
     }
     if (!resp.ok) {
+      const err = new ApiError(resp.status, resp.statusText, parsed);
       if (resp.status === 401 && session.token && !opts.signin) {
-        status('');
+        // The token expired or its API key was locked: sign in again.
+        signOut();
+        showError(err);
       }
-      throw new ApiError(resp.status, resp.statusText, parsed);
+      throw err;
     }
     return parsed;
   }
@@ -506,10 +509,19 @@
     } else {
       actions.push(el('button', {
         type: 'button',
-        onclick: () => keyAction('Key restored.', `Restore ${key.name}?`,
-          key.imported ? 'An imported key is restored with its material: use the CLI or API (keys restore --payload-file).'
-            : 'The key becomes Active again.',
-          () => api('POST', `${path}/restore`)),
+        onclick: async () => {
+          // An imported key is restored with its material, which must equal the key's.
+          const [ml, material] = field('Key material (base64)', { type: 'password', id: 'restore-material', autocomplete: 'off' });
+          const body = key.imported
+            ? [el('p', {}, 'An imported key is restored with the same material it was imported with.'), ml, material]
+            : [el('p', {}, 'The key becomes Active again.')];
+          if (await confirmDialog(`Restore ${key.name}?`, ...body, ...shutdown())) {
+            const payload = material.value.trim();
+            material.value = '';
+            await act('Key restored.', () => api('POST', `${path}/restore`, key.imported
+              ? { json: kp(KEY_MEDIA, [{ payload }]), media: KEY_MEDIA } : {}));
+          }
+        },
       }, 'Restore'));
       actions.push(el('button', {
         type: 'button', class: 'danger',
@@ -741,6 +753,22 @@
     }, el('h3', {}, 'New access policy'), psl, pSubject, prl, pRole, pscl, pScope, ptl, pTarget,
     el('div', { class: 'actions' }, el('button', { type: 'submit' }, 'Create access policy')));
 
+    const [asl, aService] = field('Source service name', { id: 'new-auth-service', required: true });
+    const [ail, aInstance] = field('Source service instance (empty: any)', { id: 'new-auth-instance' });
+    const [arl, aRole] = select('Role', ROLES.slice(0, 4).map((r) => [r, r]), { id: 'new-auth-role' });
+    const authForm = el('form', {
+      class: 'panel', 'aria-label': 'New service authorization',
+      onsubmit: (ev) => {
+        ev.preventDefault();
+        const source = { service_name: aService.value.trim() };
+        if (aInstance.value.trim()) source.service_instance = aInstance.value.trim();
+        act('Service authorization created.', () => api('POST', iam('authorizations'), {
+          json: { source, target: { instance_id: session.instance }, roles: [aRole.value] }, noInstance: true,
+        }));
+      },
+    }, el('h3', {}, 'New service authorization (on this instance)'), asl, aService, ail, aInstance, arl, aRole,
+    el('div', { class: 'actions' }, el('button', { type: 'submit' }, 'Create service authorization')));
+
     const scope = (r) => (r.key_id ? `key ${r.key_id}` : r.key_ring ? `ring ${r.key_ring}` : r.instance_id ? `instance ${r.instance_id}` : 'account');
     const lockButton = (what, path, locked, label) => el('button', {
       type: 'button',
@@ -777,7 +805,7 @@
         scope(a.target), a.delegation ? `yes${a.dependents && a.dependents.length ? ` (${a.dependents.join(', ')})` : ''}` : 'no',
         date(a.created_at), deleteButton(`authorization ${a.id}`, iam(`authorizations/${enc(a.id)}`), 'Authorization')])),
       el('div', { class: 'cols' }, identityForm, apiKeyForm),
-      el('div', { class: 'cols' }, policyForm, el('div', {})));
+      el('div', { class: 'cols' }, policyForm, authForm));
   }
 
   // ---------------------------------------------------------------------------------------
@@ -794,6 +822,23 @@
           api('GET', `/api/v2/kmip_adapters/${enc(a.id)}/certificates`, { query: { limit: 200 } }),
           api('GET', `/api/v2/kmip_adapters/${enc(a.id)}/kmip_objects`, { query: { limit: 200 } }),
         ]);
+        const [cnl, certName] = field('Certificate name (optional)', { id: 'new-cert-name' });
+        const [cpl, certPem] = field('Client certificate (PEM)', { tag: 'textarea', id: 'new-cert-pem', required: true });
+        const certMedia = 'application/vnd.ibm.kms.kmip_client_certificate+json';
+        const certForm = el('form', {
+          class: 'panel', 'aria-label': 'Add a client certificate',
+          onsubmit: async (ev) => {
+            ev.preventDefault();
+            const body = { certificate: certPem.value.trim() };
+            if (certName.value.trim()) body.name = certName.value.trim();
+            try {
+              await api('POST', `/api/v2/kmip_adapters/${enc(a.id)}/certificates`, { json: kp(certMedia, [body]), media: certMedia });
+              status('Client certificate added.');
+              await showAdapter(a);
+            } catch (err) { showError(err); }
+          },
+        }, el('h3', {}, `Add a client certificate to ${a.name}`), cnl, certName, cpl, certPem,
+        el('div', { class: 'actions' }, el('button', { type: 'submit' }, 'Add certificate')));
         detail.replaceChildren(
           el('h2', {}, `Adapter ${a.name}: client certificates`),
           table(['Name', 'Id', 'Created', 'By'], (certs.resources || []).map((c) => [c.name, el('code', {}, c.id),
@@ -801,7 +846,8 @@
           el('h2', {}, `Adapter ${a.name}: KMIP objects`),
           table(['Id', 'Type', 'State', 'Created', 'Destroyed'], (objects.resources || []).map((o) => [el('code', {}, o.id),
             String(o.kmip_object_type), o.state === undefined || o.state === null ? '' : String(o.state), date(o.created_at),
-            date(o.destroyed_at)]), 'No objects.'));
+            date(o.destroyed_at)]), 'No objects.'),
+          certForm);
       } catch (err) { showError(err); }
     };
     const [cl, crk] = field('Root key id or alias', { id: 'new-adapter-crk', required: true });
@@ -810,7 +856,16 @@
       el('h1', {}, 'KMIP adapters'),
       table(['Name', 'Id', 'Profile', 'Root key', 'Created', ''], adapters.map((a) => [a.name, el('code', {}, a.id), a.profile,
         a.profile_data && a.profile_data.crk_id ? el('code', {}, a.profile_data.crk_id) : '', date(a.created_at),
-        el('button', { type: 'button', onclick: () => showAdapter(a) }, `Show ${a.name}`)]), 'No KMIP adapters.'),
+        el('span', { class: 'actions' },
+          el('button', { type: 'button', onclick: () => showAdapter(a) }, `Show ${a.name}`),
+          el('button', {
+            type: 'button', class: 'danger',
+            onclick: async () => {
+              if (await confirmDialog(`Delete KMIP adapter ${a.name}?`, el('p', {}, 'Its client certificates go with it; refused while it has Active objects.'))) {
+                await act(`KMIP adapter ${a.name} deleted.`, () => api('DELETE', `/api/v2/kmip_adapters/${enc(a.id)}`));
+              }
+            },
+          }, `Delete ${a.name}`))]), 'No KMIP adapters.'),
       detail,
       el('form', {
         class: 'panel', 'aria-label': 'New KMIP adapter',
