@@ -266,12 +266,21 @@ def test_console_walkthrough(keyward):
 
         # The other views render.
         for link, heading, shot_name in (("Key rings", "Key rings", "rings"),
-                                         ("Instance policies", "Instance policies", "policies"),
                                          ("Health", "Health", "health")):
             page.get_by_role("link", name=link, exact=True).click()
             expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
             shot(shot_name)
         expect(page.get_by_text("up (signs records)")).to_be_visible()
+
+        # Instance policies: dual authorization for new keys, then the form shows it in force.
+        page.get_by_role("link", name="Instance policies", exact=True).click()
+        page.get_by_label("Dual authorization for new keys").check()
+        page.get_by_role("button", name="Save policies").click()
+        expect(page.get_by_role("status")).to_have_text("Instance policies saved.")
+        expect(page.get_by_label("Dual authorization for new keys")).to_be_checked()
+        r = _rest(keyward, token, "GET", "/api/v2/instance/policies", params={"policy": "dualAuthDelete"})
+        assert r.status_code == 200 and r.json()["resources"][0]["policy_data"]["enabled"] is True, r.text
+        shot("policies")
 
         # An identity with Reader on the instance, and an API key for it (shown once).
         reader = f"console-reader-{os.getpid()}"

@@ -654,8 +654,18 @@
       return [type || '', pdata ? el('code', {}, JSON.stringify(pdata)) : '',
         el('code', {}, JSON.stringify(rest))];
     });
-    const [rl, months] = field('Rotation every (months)', { type: 'number', min: 1, max: 12, id: 'inst-rotation' });
-    const dual = check('Dual authorization for new keys', { id: 'inst-dual' });
+    // The form starts from the policies in force, so saving changes only what was edited.
+    const current = (type) => ((data && data.resources) || []).find((p) => p.policy_type === type);
+    const rot = current('rotation');
+    const dualNow = current('dualAuthDelete');
+    const [rl, months] = field('Rotation every (months)', {
+      type: 'number', min: 1, max: 12, id: 'inst-rotation',
+      value: rot && rot.policy_data && rot.policy_data.enabled && rot.policy_data.attributes
+        ? rot.policy_data.attributes.interval_month : null,
+    });
+    const dual = check('Dual authorization for new keys', {
+      id: 'inst-dual', checked: Boolean(dualNow && dualNow.policy_data && dualNow.policy_data.enabled),
+    });
     root.replaceChildren(
       el('h1', {}, 'Instance policies'),
       table(['Policy', 'Data', 'Details'], rows, 'No instance policies are set.'),
