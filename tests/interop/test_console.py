@@ -228,6 +228,13 @@ def test_console_walkthrough(keyward):
         expect(page.get_by_role("button", name="Authorize deletion")).to_be_visible()
         policies_id = re.search(r"#/key/([0-9a-f-]{36})", page.url).group(1)
         assert _rest_key(keyward, token, policies_id)["dualAuthDelete"]["enabled"] is True
+        page.get_by_label("Rotate every (months)", exact=True).fill("6")
+        page.get_by_role("button", name="Set rotation policy").click()
+        expect(page.get_by_role("status")).to_have_text("Rotation policy saved.")
+        expect(page.get_by_role("cell", name="enabled, every 6 month(s)")).to_be_visible()
+        r = _rest(keyward, token, "GET", f"/api/v2/keys/{policies_id}/policies",
+                  params={"policy": "rotation"})
+        assert r.status_code == 200 and r.json()["resources"][0]["rotation"]["interval_month"] == 6, r.text
 
         material = base64.b64encode(os.urandom(32)).decode()
         remember_secret(material)

@@ -541,6 +541,35 @@
       },
     }, el('div', {}, alL, aliasInput), el('button', { type: 'submit' }, 'Add alias'));
 
+    // The key's rotation policy (and dual authorization, which cannot be turned off once set).
+    const [prl, policyMonths] = field('Rotate every (months)', { type: 'number', min: 1, max: 12, id: 'key-rotation' });
+    const policyForm = el('form', {
+      class: 'toolbar', 'aria-label': 'Set key policies',
+      onsubmit: (ev) => {
+        ev.preventDefault();
+        const n = Number(policyMonths.value);
+        if (!n) return;
+        act('Rotation policy saved.', () => api('PUT', `${path}/policies`, {
+          query: { policy: 'rotation' },
+          json: kp(POLICY_MEDIA, [{ type: POLICY_MEDIA, rotation: { enabled: true, interval_month: n } }]),
+          media: POLICY_MEDIA,
+        }));
+      },
+    }, el('div', {}, prl, policyMonths), el('button', { type: 'submit' }, 'Set rotation policy'),
+    key.dualAuthDelete && key.dualAuthDelete.enabled ? '' : el('button', {
+      type: 'button',
+      onclick: async () => {
+        if (await confirmDialog(`Require dual authorization to delete ${key.name}?`,
+          el('p', {}, 'Once set, this policy cannot be turned off.'))) {
+          await act('Dual authorization policy set.', () => api('PUT', `${path}/policies`, {
+            query: { policy: 'dualAuthDelete' },
+            json: kp(POLICY_MEDIA, [{ type: POLICY_MEDIA, dualAuthDelete: { enabled: true } }]),
+            media: POLICY_MEDIA,
+          }));
+        }
+      },
+    }, 'Require dual authorization'));
+
     const policyRows = policies instanceof Error ? [] : (policies.resources || []).map((p) => [
       p.rotation ? 'Rotation' : 'Dual authorization',
       p.rotation ? `${p.rotation.enabled === false ? 'disabled' : 'enabled'}, every ${p.rotation.interval_month} month(s)`
@@ -590,7 +619,8 @@
           aliasForm,
           el('h2', {}, 'Policies'),
           failed(policies),
-          table(['Policy', 'Setting', 'Updated'], policyRows, 'No key policies.')),
+          table(['Policy', 'Setting', 'Updated'], policyRows, 'No key policies.'),
+          policyForm),
         el('div', {},
           el('h2', {}, 'Versions'),
           failed(versions),
