@@ -35,7 +35,9 @@ pytestmark = pytest.mark.skipif(ON_POSTGRES, reason="the console is exercised on
 def keyward(tmp_path_factory):
     """A server of its own: the identities and keys made here stay out of the other modules'
     listings."""
-    with serve_keyward(tmp_path_factory.mktemp("keyward-console"), DEFAULT_CONFIG) as server:
+    # Checkpoints every few events, so the audit view has a signed one to show.
+    config = DEFAULT_CONFIG + "[audit]\ncheckpoint_every_events = 5\n"
+    with serve_keyward(tmp_path_factory.mktemp("keyward-console"), config) as server:
         yield server
 
 
@@ -213,6 +215,9 @@ def test_console_walkthrough(keyward):
         page.get_by_label("Key id").fill(key_id)
         page.get_by_role("button", name="Filter").click()
         expect(page.get_by_role("cell", name="kms.secrets.restore", exact=True).first).to_be_visible()
+        # The chain from its newest signed checkpoint to its head, verified by the server.
+        expect(page.locator("#chain-result")).to_have_text("intact")
+        expect(page.get_by_text("signature valid")).to_be_visible()
         shot("audit")
 
         # A key with rotation and dual-authorization policies, and a securely imported one: the

@@ -943,7 +943,10 @@
       const total = head.metadata.totalCount || 0;
       offset = Math.max(0, total - q.limit);
     }
-    const data = await api('GET', '/api/v2/audit_events', { query: { ...filters, limit: q.limit, offset } });
+    const [data, chain] = await Promise.all([
+      api('GET', '/api/v2/audit_events', { query: { ...filters, limit: q.limit, offset } }),
+      api('GET', '/api/v2/audit_events/verification').catch((err) => err),
+    ]);
     const total = data.metadata.totalCount || 0;
     const events = (data.resources || []).slice().reverse();
 
@@ -970,14 +973,33 @@
         },
       }, el('div', {}, fl, from), el('div', {}, tl, to), el('div', {}, al, action), el('div', {}, kl, keyId),
       el('div', {}, il, initiator), el('div', {}, ol, outcome), el('button', { type: 'submit' }, 'Filter')),
-      el('p', { class: 'help' }, 'Chain verification: every event is hash-chained to the one before it and the chain head is signed in checkpoints; no API exposes the verification yet, run ',
-        el('code', {}, 'keyward audit verify'), ' on the server. Each event below shows its own hash.'),
+      chainPanel(chain),
       el('div', { class: 'pager' },
         el('button', { type: 'button', disabled: newestShown >= total, onclick: () => page(null) }, 'Newest'),
         el('button', { type: 'button', disabled: newestShown >= total, onclick: () => page(Math.min(total, offset + q.limit)) }, 'Newer'),
         el('span', {}, `${total ? offset + 1 : 0}–${newestShown} of ${total}`),
         el('button', { type: 'button', disabled: offset === 0, onclick: () => page(Math.max(0, offset - q.limit)) }, 'Older')),
       auditTable(events));
+  }
+
+  /** The chain verification: the newest signed checkpoint and the events after it. */
+  function chainPanel(v) {
+    if (v instanceof Error) return el('p', { class: 'help' }, `Chain verification: ${v.message}`);
+    const cp = v.checkpoint;
+    const result = v.ok
+      ? el('span', { class: 'ok', id: 'chain-result' }, `intact${v.complete ? '' : ' so far (the walk stops at a bound; run keyward audit verify)'}`)
+      : el('span', { class: 'bad', id: 'chain-result' },
+        `BROKEN at seq ${v.firstBreak.seq} (${v.firstBreak.kind}): ${v.firstBreak.detail}`);
+    return el('div', { class: 'panel', role: 'region', 'aria-label': 'Audit chain verification' },
+      el('h2', {}, 'Audit chain'),
+      dl([['Result', result],
+        ['Head', v.headSeq ? el('span', {}, `seq ${v.headSeq} `, el('code', {}, v.headHash)) : 'empty trail'],
+        ['Newest signed checkpoint', cp
+          ? el('span', {}, `seq ${cp.seq} at ${date(cp.time)}, `, el('span', { class: cp.valid ? 'ok' : 'bad' }, cp.valid ? 'signature valid' : 'INVALID'))
+          : 'none yet'],
+        ['Verified', `${v.eventsChecked} event(s) from seq ${v.verifiedFrom}`]]),
+      el('p', { class: 'help' }, 'Events before the checkpoint are vouched for by its signature; ',
+        el('code', {}, 'keyward audit verify'), ' walks the whole chain.'));
   }
 
   // ---------------------------------------------------------------------------------------

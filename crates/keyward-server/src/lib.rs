@@ -53,6 +53,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/v2/audit_events", get(audit::list))
+        .route(
+            "/api/v2/audit_events/verification",
+            get(audit::verification),
+        )
         .route("/identity/token", post(identity::token))
         // IBM IAM answers on both paths; the Key Protect Go client uses /oidc/token.
         .route("/oidc/token", post(identity::token))

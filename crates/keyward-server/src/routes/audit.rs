@@ -1,14 +1,18 @@
-//! `GET /api/v2/audit_events` (a Keyward extension: the instance's audit trail, Managers only)
-//! and `GET /metrics` (Prometheus text format).
+//! `GET /api/v2/audit_events` (a Keyward extension: the instance's audit trail, Managers only),
+//! `GET /api/v2/audit_events/verification` (the chain's newest signed checkpoint and the events
+//! after it, verified) and `GET /metrics` (Prometheus text format).
 
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use keyward_api::{AUDIT_EVENT_MEDIA, Collection};
+use keyward_api::{
+    AUDIT_EVENT_MEDIA, AUDIT_VERIFICATION_MEDIA, AuditChainBreak, AuditChainVerification,
+    AuditCheckpointView, Collection, hex,
+};
 use keyward_core::{AuditQuery, Outcome};
-use keyward_runtime::wire::event_view;
+use keyward_runtime::wire::{date, event_view};
 use serde::Deserialize;
 
 use super::keys::{AppResult, json_response, parse_u32};
@@ -90,6 +94,40 @@ pub async fn list(
     let mut body = Collection::new(AUDIT_EVENT_MEDIA, events.iter().map(event_view).collect());
     body.metadata.total_count = Some(total);
     Ok(json_response(StatusCode::OK, AUDIT_EVENT_MEDIA, &body))
+}
+
+/// `GET /api/v2/audit_events/verification`: the newest signed checkpoint (signature and stored
+/// hash) and every event after it up to the head, verified (Managers of the instance, like the
+/// trail; `keyward audit verify` walks the whole chain offline).
+pub async fn verification(State(state): State<Arc<AppState>>, authed: Authed) -> AppResult {
+    let r = state
+        .keys
+        .verify_audit_tail(&authed.caller, state.trail.as_ref())
+        .await?;
+    let body = AuditChainVerification {
+        ok: r.first_break.is_none(),
+        head_seq: r.head.map(|h| h.0),
+        head_hash: r.head.map(|h| hex(&h.1)),
+        checkpoint: r.checkpoint.map(|cp| AuditCheckpointView {
+            seq: cp.seq,
+            hash: hex(&cp.hash),
+            time: date(cp.time),
+            valid: r.checkpoint_valid,
+        }),
+        verified_from: r.from,
+        events_checked: r.checked,
+        complete: r.complete,
+        first_break: r.first_break.map(|b| AuditChainBreak {
+            kind: b.kind.as_str().to_owned(),
+            seq: b.seq,
+            detail: b.detail,
+        }),
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        AUDIT_VERIFICATION_MEDIA,
+        &body,
+    ))
 }
 
 /// `GET /metrics`: open, unless `[metrics] bearer_token_env` names a token it then requires.
