@@ -1017,7 +1017,15 @@
       const metric = (name) => text.split('\n').filter((l) => l.startsWith(name) && !l.startsWith('#'));
       const value = (line) => line.slice(line.lastIndexOf(' ') + 1);
       const up = metric('keyward_custody_up')[0];
-      rows.push(['Custody backend', up ? (value(up) === '1' ? el('span', { class: 'ok' }, 'up (signs records)') : el('span', { class: 'bad' }, 'DOWN')) : 'unknown']);
+      const info = metric('keyward_custody_info{')[0];
+      const backend = info ? (info.match(/backend="([^"]*)"/) || [])[1] : null;
+      rows.push(['Custody backend', el('span', {}, backend ? `${backend}: ` : '',
+        up ? (value(up) === '1' ? el('span', { class: 'ok' }, 'up (signs records)') : el('span', { class: 'bad' }, 'DOWN')) : 'unknown')]);
+      for (const l of metric('keyward_custody_token_up{')) {
+        const token = (l.match(/token="([^"]*)"/) || [])[1] || '?';
+        rows.push([`HSM token ${token}`, value(l) === '1' ? el('span', { class: 'ok' }, 'usable')
+          : el('span', { class: 'bad' }, 'FAILED (skipped until it answers again)')]);
+      }
       const head = metric('keyward_audit_chain_head_seq')[0];
       rows.push(['Audit chain head', head ? value(head) : 'unknown']);
       const backlog = metric('keyward_event_delivery_backlog')[0];
@@ -1031,7 +1039,7 @@
       el('h1', {}, 'Health'),
       el('div', { class: 'panel' }, dl([['Server', healthz], ...rows])),
       note,
-      el('p', { class: 'help' }, 'Each HSM token\'s state is not exposed by an API yet: keyward hsm check on the server lists it.'));
+      el('p', { class: 'help' }, 'From /healthz and /metrics, read at this moment.'));
   }
 
   // ---------------------------------------------------------------------------------------

@@ -397,6 +397,28 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
         Some(1.0),
         "{after}"
     );
+    // The custody backend, and each HSM token's state on PKCS#11.
+    let backend = if common::on_hsm() {
+        "pkcs11"
+    } else {
+        "software"
+    };
+    assert_eq!(
+        sample(&after, "keyward_custody_info", &[("backend", backend)]),
+        Some(1.0),
+        "{after}"
+    );
+    if common::on_hsm() {
+        for token in ["keyward-a", "keyward-b"] {
+            assert_eq!(
+                sample(&after, "keyward_custody_token_up", &[("token", token)]),
+                Some(1.0),
+                "{after}"
+            );
+        }
+    } else {
+        assert!(!after.contains("keyward_custody_token_up{"), "{after}");
+    }
     assert_eq!(
         sample(&after, "keyward_keys", &[("state", "suspended")]),
         Some(1.0)

@@ -12,6 +12,7 @@ use keyward_api::{
     AuditCheckpointView, Collection, hex,
 };
 use keyward_core::{AuditQuery, Outcome};
+use keyward_runtime::metrics::CustodyHealth;
 use keyward_runtime::wire::{date, event_view};
 use serde::Deserialize;
 
@@ -149,10 +150,18 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
         .await
         .unwrap_or_default();
     let custody = state.keys.custody().clone();
-    let custody_up =
-        tokio::task::spawn_blocking(move || custody.sign_record(b"keyward.metrics.probe").is_ok())
-            .await
-            .unwrap_or(false);
+    let backend = custody.name();
+    // Signing and probing tokens may call into an HSM: off the async workers.
+    let custody_health = tokio::task::spawn_blocking(move || CustodyHealth {
+        up: custody.sign_record(b"keyward.metrics.probe").is_ok(),
+        backend: custody.name(),
+        tokens: custody.tokens(),
+    })
+    .await
+    .unwrap_or(CustodyHealth {
+        backend,
+        ..CustodyHealth::default()
+    });
     let head = state
         .trail
         .audit_head()
@@ -162,7 +171,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
         .map_or(0, |h| h.0);
     // Lifecycle events not yet delivered to webhook subscribers.
     let backlog = state.store().event_backlog().await.unwrap_or(0);
-    match state.metrics.render(&keys, custody_up, head, backlog) {
+    match state.metrics.render(&keys, &custody_health, head, backlog) {
         Ok(text) => (
             StatusCode::OK,
             [(
