@@ -58,6 +58,7 @@ impl KeyService {
             )
             .await
     }
+
     /// Verifies the audit chain's newest signed checkpoint (its signature, and that the stored
     /// event at its position still has the signed hash) and every event after it up to the head
     /// (each matches its hash and links to the one before), at most [`AUDIT_TAIL_MAX`] events.
