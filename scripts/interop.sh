@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Interop suite: a real `keyward serve` driven by clients Keyward did not write (the public
 # `keyprotect` SDK from PyPI with its IAMAuthenticator, PyJWT and `cryptography`; PyKMIP 0.11 as
-# the KMIP client of tests/interop/test_kmip_protocol.py).
+# the KMIP client of tests/interop/test_kmip_protocol.py; Playwright driving Debian's headless
+# Chromium through the web console in tests/interop/test_console.py, its screenshots saved under
+# $BUILD_DIR/console-screenshots).
 # Installs them (pinned) into a venv under the build directory, builds the binary unless
 # KEYWARD_BIN names one, and runs pytest from the repository root. Extra arguments go to pytest.
 set -euo pipefail
@@ -23,6 +25,9 @@ PACKAGES=(
   enum-compat==0.0.3
   six==1.17.0
   SQLAlchemy==2.1.9
+  playwright==1.49.1
+  greenlet==3.1.1
+  pyee==12.0.0
 )
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -55,4 +60,5 @@ if [ ! -x "$KEYWARD_BIN" ]; then
   exit 1
 fi
 
+export KEYWARD_CONSOLE_SCREENSHOTS=${KEYWARD_CONSOLE_SCREENSHOTS:-$BUILD_DIR/console-screenshots}
 exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/interop "$@"

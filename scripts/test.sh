@@ -78,7 +78,14 @@ rm -rf "$hsm_dir"
 step "fuzz targets compile (running them needs nightly: see fuzz/)"
 cargo check --quiet --manifest-path fuzz/Cargo.toml --locked
 
-step "interop: the keyprotect SDK against keyward serve"
+step "interop: the keyprotect SDK against keyward serve, and the web console in headless Chromium"
+# Debian's chromium for tests/interop/test_console.py (Playwright drives it; no browser download).
+if ! scripts/chromium.sh >/dev/null; then
+    if [ -n "${KEYWARD_REQUIRE_BROWSER:-}" ]; then
+        echo "Chromium is required (KEYWARD_REQUIRE_BROWSER is set) but cannot be installed" >&2; exit 1
+    fi
+    echo "!!! SKIPPED: the web console's browser test: Chromium cannot be installed here !!!"
+fi
 KEYWARD_BIN=$(built bin keyward) scripts/interop.sh
 
 step "interop again: against the second node of a two-node cluster on PostgreSQL"

@@ -65,3 +65,60 @@ pub struct AuditEventView {
     /// Hex SHA-256 of this event.
     pub hash: String,
 }
+
+/// Media type of `GET /api/v2/audit_events/verification`.
+pub const AUDIT_VERIFICATION_MEDIA: &str = "application/vnd.keyward.audit_verification+json";
+
+/// `GET /api/v2/audit_events/verification` (a Keyward extension): the newest signed checkpoint
+/// of the audit chain and the events after it, verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditChainVerification {
+    /// No break found: the checkpoint is valid (or there is none yet) and every event walked
+    /// matches its hash and links to the one before it.
+    pub ok: bool,
+    /// The chain head's position (`None`: an empty trail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_seq: Option<u64>,
+    /// The chain head's hash (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_hash: Option<String>,
+    /// The newest signed checkpoint, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<AuditCheckpointView>,
+    /// The first position verified (the checkpoint's, or 1 without one).
+    pub verified_from: u64,
+    /// Events verified.
+    pub events_checked: u64,
+    /// Whether the walk reached the head (one request walks a bounded number of events).
+    pub complete: bool,
+    /// The first break, when not `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_break: Option<AuditChainBreak>,
+}
+
+/// A signed checkpoint of the audit chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditCheckpointView {
+    /// The position it signs.
+    pub seq: u64,
+    /// The hash it signs (hex).
+    pub hash: String,
+    /// When it was signed (RFC 3339).
+    pub time: String,
+    /// Whether its signature verifies and the stored event there still has its hash.
+    pub valid: bool,
+}
+
+/// Where and how the chain is broken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditChainBreak {
+    /// `altered`, `removed`, `inserted`, `reordered` or `bad_checkpoint`.
+    pub kind: String,
+    /// The position named.
+    pub seq: u64,
+    /// One sentence for the operator.
+    pub detail: String,
+}

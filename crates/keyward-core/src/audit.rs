@@ -354,6 +354,15 @@ impl ChainVerifier {
         Self::default()
     }
 
+    /// A verifier that continues after an event already known good (the one a verified
+    /// checkpoint signs): the next row must be `seq + 1` and link to `hash`.
+    pub fn resuming_after(seq: u64, hash: [u8; 32], id: Uuid) -> Self {
+        Self {
+            prev: Some((seq, hash, id)),
+            ..Self::default()
+        }
+    }
+
     /// Records a row that could not even be decoded.
     pub fn push_unreadable(&mut self, seq: u64, why: &str) {
         self.events += 1;

@@ -55,6 +55,13 @@ pub trait Custody: Send + Sync {
     /// Unwraps key material; fails if it was altered or the wrapping key is unknown.
     fn unwrap_material(&self, wrapped: &WrappedMaterial) -> Result<Secret, CustodyError>;
 
+    /// Each token (HSM) the backend spreads over, in failover order, with whether it is usable
+    /// now (a failed token is probed again once its backoff has passed); empty for a backend
+    /// without tokens. May call into the tokens: run it off the async workers.
+    fn tokens(&self) -> Vec<(String, bool)> {
+        Vec::new()
+    }
+
     /// Signs a record's canonical bytes with the record-signing key.
     fn sign_record(&self, data: &[u8]) -> Result<Vec<u8>, CustodyError>;
 

@@ -75,11 +75,12 @@ pub use op::Op;
 pub use pipeline::{Actor, Ctx, Failure, Pipeline, Sampled};
 pub use rewrap::{RewrapError, RewrapPass, RewrapStore, WrappedItem, rewrap_item, rewrap_pass};
 pub use service::{
-    Clock, Compare, DateFilter, IMPORT_TOKEN_RETRIEVALS, IMPORT_TOKEN_SECONDS, ImportTokenRecord,
-    InstancePolicyUpdate, KeyDate, KeyFilter, KeyPolicyUpdate, KeySearch, KeyService,
-    LifecycleConfig, MAX_AAD_ITEM_CHARS, MAX_AAD_ITEMS, MAX_ALIASES_PER_KEY, MAX_DEK_BYTES,
-    Material, NewKey, PolicyOverrides, RegistrationSpec, RegistrationView, RegistrationWrite,
-    RewrapOutput, SchedulerReport, SecureImport, SortKey, SystemClock, UnwrapOutput, WrapOutput,
+    AUDIT_TAIL_MAX, Clock, Compare, DateFilter, IMPORT_TOKEN_RETRIEVALS, IMPORT_TOKEN_SECONDS,
+    ImportTokenRecord, InstancePolicyUpdate, KeyDate, KeyFilter, KeyPolicyUpdate, KeySearch,
+    KeyService, LifecycleConfig, MAX_AAD_ITEM_CHARS, MAX_AAD_ITEMS, MAX_ALIASES_PER_KEY,
+    MAX_DEK_BYTES, Material, NewKey, PolicyOverrides, RegistrationSpec, RegistrationView,
+    RegistrationWrite, RewrapOutput, SchedulerReport, SecureImport, SortKey, SystemClock,
+    TailReport, UnwrapOutput, WrapOutput,
 };
 pub use store::{
     AliasRecord, ApiKeyRecord, AuditStore, DueWork, IamStore, InstanceRecord, KeyRingRecord,

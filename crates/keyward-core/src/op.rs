@@ -222,6 +222,9 @@ pub fn ack(kind: EventKind) -> &'static Op {
 // ---- audit ----
 /// Read the instance's audit events.
 pub const LIST_AUDIT_EVENTS: Op = op("kms.auditevents.list", O::ReadAuditEvents, 200);
+/// Verify the audit chain from its newest signed checkpoint to its head (the same role: the
+/// trail's integrity is part of reading it).
+pub const VERIFY_AUDIT_CHAIN: Op = op("kms.auditevents.verify", O::ReadAuditEvents, 200);
 
 // ---- KMIP management ----
 /// Create a KMIP adapter or certificate.

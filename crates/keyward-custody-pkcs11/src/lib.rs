@@ -308,6 +308,13 @@ impl Custody for Pkcs11Custody {
         "pkcs11"
     }
 
+    fn tokens(&self) -> Vec<(String, bool)> {
+        self.tokens
+            .iter()
+            .map(|t| (t.label.clone(), t.ready(&self.keys).is_ok()))
+            .collect()
+    }
+
     fn generate_material(&self, len: usize) -> Result<Secret, CustodyError> {
         let n = u32::try_from(len)
             .map_err(|_| CustodyError::Internal("material length out of range".into()))?;

@@ -13,6 +13,17 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+/// What a scrape found of the custody backend.
+#[derive(Debug, Clone, Default)]
+pub struct CustodyHealth {
+    /// It signed a probe.
+    pub up: bool,
+    /// Its name (`software`, `pkcs11`).
+    pub backend: &'static str,
+    /// Each HSM token's label and whether it is usable (empty for software custody).
+    pub tokens: Vec<(String, bool)>,
+}
+
 /// Every metric of one server.
 pub struct Metrics {
     registry: Registry,
@@ -20,6 +31,8 @@ pub struct Metrics {
     latency: HistogramVec,
     keys: IntGaugeVec,
     custody_up: IntGauge,
+    custody_info: IntGaugeVec,
+    custody_tokens: IntGaugeVec,
     scheduler_passes: IntCounterVec,
     scheduler_keys: IntCounterVec,
     exported: IntCounterVec,
@@ -109,6 +122,17 @@ impl Metrics {
             "keyward_custody_up",
             "1 if the custody backend signed a probe at the last scrape, else 0",
         )?;
+        let custody_info = IntGaugeVec::new(
+            Opts::new("keyward_custody_info", "The custody backend (always 1)"),
+            &["backend"],
+        )?;
+        let custody_tokens = IntGaugeVec::new(
+            Opts::new(
+                "keyward_custody_token_up",
+                "1 if the HSM token is usable at the last scrape, else 0 (PKCS#11 custody)",
+            ),
+            &["token"],
+        )?;
         let scheduler_passes = IntCounterVec::new(
             Opts::new("keyward_scheduler_passes_total", "Scheduler passes"),
             &["result"],
@@ -158,6 +182,8 @@ impl Metrics {
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(keys.clone()))?;
         registry.register(Box::new(custody_up.clone()))?;
+        registry.register(Box::new(custody_info.clone()))?;
+        registry.register(Box::new(custody_tokens.clone()))?;
         registry.register(Box::new(scheduler_passes.clone()))?;
         registry.register(Box::new(scheduler_keys.clone()))?;
         registry.register(Box::new(exported.clone()))?;
@@ -203,6 +229,8 @@ impl Metrics {
             latency,
             keys,
             custody_up,
+            custody_info,
+            custody_tokens,
             scheduler_passes,
             scheduler_keys,
             exported,
@@ -306,7 +334,7 @@ impl Metrics {
     pub fn render(
         &self,
         keys_by_state: &[(u8, u64)],
-        custody_up: bool,
+        custody: &CustodyHealth,
         audit_head: u64,
         event_backlog: u64,
     ) -> Result<String, prometheus::Error> {
@@ -325,7 +353,16 @@ impl Metrics {
                 .with_label_values(&[state_name(state)])
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        self.custody_up.set(i64::from(custody_up));
+        self.custody_up.set(i64::from(custody.up));
+        self.custody_info
+            .with_label_values(&[custody.backend])
+            .set(1);
+        // The tokens are the configured ones: a fixed, small label set.
+        for (label, up) in &custody.tokens {
+            self.custody_tokens
+                .with_label_values(&[label.as_str()])
+                .set(i64::from(*up));
+        }
         self.audit_head
             .set(i64::try_from(audit_head).unwrap_or(i64::MAX));
         self.backlog

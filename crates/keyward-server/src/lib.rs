@@ -1,6 +1,6 @@
 //! Keyward's HTTP server: the Key Protect v2 routes, the IAM token endpoint, the one mapping of
-//! errors to Key Protect's error body, `/metrics`, and listening (plain HTTP on loopback, else
-//! rustls).
+//! errors to Key Protect's error body, `/metrics`, the web console's static files ([`console`]),
+//! and listening (plain HTTP on loopback, else rustls).
 //!
 //! Handlers here translate HTTP to [`keyward_core::KeyService`] calls and back; no key rule lives
 //! in this crate, and no background work: configuration, custody, store, bootstrap and the
@@ -17,6 +17,7 @@
 )]
 
 pub mod connections;
+pub mod console;
 pub mod drain;
 pub mod error;
 pub mod extract;
@@ -52,6 +53,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/v2/audit_events", get(audit::list))
+        .route(
+            "/api/v2/audit_events/verification",
+            get(audit::verification),
+        )
         .route("/identity/token", post(identity::token))
         // IBM IAM answers on both paths; the Key Protect Go client uses /oidc/token.
         .route("/oidc/token", post(identity::token))
@@ -106,7 +111,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(routes::registrations::router())
         .merge(routes::events::router())
         .merge(routes::kmip::router())
-        .merge(routes::iam::router());
+        .merge(routes::iam::router())
+        .merge(console::router());
     if state.config.metrics.enabled {
         router = router.route("/metrics", get(audit::metrics));
     }

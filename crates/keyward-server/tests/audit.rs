@@ -397,6 +397,28 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
         Some(1.0),
         "{after}"
     );
+    // The custody backend, and each HSM token's state on PKCS#11.
+    let backend = if common::on_hsm() {
+        "pkcs11"
+    } else {
+        "software"
+    };
+    assert_eq!(
+        sample(&after, "keyward_custody_info", &[("backend", backend)]),
+        Some(1.0),
+        "{after}"
+    );
+    if common::on_hsm() {
+        for token in ["keyward-a", "keyward-b"] {
+            assert_eq!(
+                sample(&after, "keyward_custody_token_up", &[("token", token)]),
+                Some(1.0),
+                "{after}"
+            );
+        }
+    } else {
+        assert!(!after.contains("keyward_custody_token_up{"), "{after}");
+    }
     assert_eq!(
         sample(&after, "keyward_keys", &[("state", "suspended")]),
         Some(1.0)
@@ -1080,4 +1102,85 @@ async fn a_chain_rewritten_with_recomputed_hashes_fails_the_signed_checkpoint() 
     assert_eq!(b.kind, keyward_core::BreakKind::Altered, "{b:?}");
     assert!(b.seq <= head, "{b:?}");
     assert!(b.detail.contains("checkpoint"), "{b:?}");
+}
+
+/// `GET /api/v2/audit_events/verification`.
+async fn verification(ts: &TestServer) -> Value {
+    let (s, v) = ts
+        .call(Method::GET, "/api/v2/audit_events/verification", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v
+}
+
+#[tokio::test]
+async fn the_api_verifies_the_newest_checkpoint_and_the_chain_after_it() {
+    let ts = TestServer::start_with(|c| {
+        c.audit.checkpoint_every_events = 3;
+        c.audit.checkpoint_interval_secs = 3600;
+    })
+    .await;
+    traffic(&ts).await;
+    let db = ts.db().await;
+    for _ in 0..50 {
+        if db.int("SELECT COUNT(*) FROM audit_checkpoints", &[]).await > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let v = verification(&ts).await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["complete"], true, "{v}");
+    assert!(v.get("firstBreak").is_none(), "{v}");
+    let cp = &v["checkpoint"];
+    assert_eq!(cp["valid"], true, "{v}");
+    let (cp_seq, head) = (cp["seq"].as_u64().unwrap(), v["headSeq"].as_u64().unwrap());
+    assert_eq!(v["verifiedFrom"].as_u64(), Some(cp_seq), "{v}");
+    assert!(head >= cp_seq, "{v}");
+    assert!(v["eventsChecked"].as_u64().unwrap() > head - cp_seq, "{v}");
+    assert_eq!(v["headHash"].as_str().unwrap().len(), 64, "{v}");
+    // The check is itself in the trail, as a read of it.
+    let (s, e) = events(&ts, "?action=kms.auditevents.verify").await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    assert!(!e["resources"].as_array().unwrap().is_empty(), "{e}");
+}
+
+#[tokio::test]
+async fn the_api_names_an_event_altered_after_the_newest_checkpoint() {
+    let ts = TestServer::start_with(|c| {
+        c.audit.checkpoint_every_events = 1_000_000;
+        c.audit.checkpoint_interval_secs = 3600;
+    })
+    .await;
+    traffic(&ts).await;
+    assert_eq!(verification(&ts).await["ok"], true);
+    // A refused unwrap turned into a success after the fact (its hash left as it was).
+    let head = audit_head(&ts).await;
+    ts.db()
+        .await
+        .execute(
+            &format!("UPDATE audit_events SET reason_code = 299 WHERE seq = {head}"),
+            &[],
+        )
+        .await;
+    let v = verification(&ts).await;
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["firstBreak"]["kind"], "altered", "{v}");
+    assert_eq!(v["firstBreak"]["seq"].as_u64(), Some(head), "{v}");
+}
+
+#[tokio::test]
+async fn only_managers_verify_the_audit_chain() {
+    let ts = TestServer::start().await;
+    let (_, _, token) = ts.identity_with("user", &["Writer"]).await;
+    let (s, body) = ts
+        .call_as(
+            Method::GET,
+            "/api/v2/audit_events/verification",
+            None,
+            Some(&token),
+            Some(&ts.instance),
+        )
+        .await;
+    assert_kp_error(s, &body, StatusCode::FORBIDDEN, "UNAUTHORIZED_ERR");
 }

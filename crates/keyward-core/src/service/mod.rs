@@ -30,6 +30,7 @@ mod rings;
 mod scheduled;
 mod transit;
 
+pub use audit::{AUDIT_TAIL_MAX, TailReport};
 pub use policies::{InstancePolicyUpdate, KeyPolicyUpdate};
 pub use registrations::{RegistrationSpec, RegistrationView, RegistrationWrite};
 pub use rings::MAX_ALIASES_PER_KEY;

@@ -1,14 +1,19 @@
-//! `GET /api/v2/audit_events` (a Keyward extension: the instance's audit trail, Managers only)
-//! and `GET /metrics` (Prometheus text format).
+//! `GET /api/v2/audit_events` (a Keyward extension: the instance's audit trail, Managers only),
+//! `GET /api/v2/audit_events/verification` (the chain's newest signed checkpoint and the events
+//! after it, verified) and `GET /metrics` (Prometheus text format).
 
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use keyward_api::{AUDIT_EVENT_MEDIA, Collection};
+use keyward_api::{
+    AUDIT_EVENT_MEDIA, AUDIT_VERIFICATION_MEDIA, AuditChainBreak, AuditChainVerification,
+    AuditCheckpointView, Collection, hex,
+};
 use keyward_core::{AuditQuery, Outcome};
-use keyward_runtime::wire::event_view;
+use keyward_runtime::metrics::CustodyHealth;
+use keyward_runtime::wire::{date, event_view};
 use serde::Deserialize;
 
 use super::keys::{AppResult, json_response, parse_u32};
@@ -92,6 +97,40 @@ pub async fn list(
     Ok(json_response(StatusCode::OK, AUDIT_EVENT_MEDIA, &body))
 }
 
+/// `GET /api/v2/audit_events/verification`: the newest signed checkpoint (signature and stored
+/// hash) and every event after it up to the head, verified (Managers of the instance, like the
+/// trail; `keyward audit verify` walks the whole chain offline).
+pub async fn verification(State(state): State<Arc<AppState>>, authed: Authed) -> AppResult {
+    let r = state
+        .keys
+        .verify_audit_tail(&authed.caller, state.trail.as_ref())
+        .await?;
+    let body = AuditChainVerification {
+        ok: r.first_break.is_none(),
+        head_seq: r.head.map(|h| h.0),
+        head_hash: r.head.map(|h| hex(&h.1)),
+        checkpoint: r.checkpoint.map(|cp| AuditCheckpointView {
+            seq: cp.seq,
+            hash: hex(&cp.hash),
+            time: date(cp.time),
+            valid: r.checkpoint_valid,
+        }),
+        verified_from: r.from,
+        events_checked: r.checked,
+        complete: r.complete,
+        first_break: r.first_break.map(|b| AuditChainBreak {
+            kind: b.kind.as_str().to_owned(),
+            seq: b.seq,
+            detail: b.detail,
+        }),
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        AUDIT_VERIFICATION_MEDIA,
+        &body,
+    ))
+}
+
 /// `GET /metrics`: open, unless `[metrics] bearer_token_env` names a token it then requires.
 pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Some(expected) = &state.metrics_token {
@@ -111,10 +150,18 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
         .await
         .unwrap_or_default();
     let custody = state.keys.custody().clone();
-    let custody_up =
-        tokio::task::spawn_blocking(move || custody.sign_record(b"keyward.metrics.probe").is_ok())
-            .await
-            .unwrap_or(false);
+    let backend = custody.name();
+    // Signing and probing tokens may call into an HSM: off the async workers.
+    let custody_health = tokio::task::spawn_blocking(move || CustodyHealth {
+        up: custody.sign_record(b"keyward.metrics.probe").is_ok(),
+        backend: custody.name(),
+        tokens: custody.tokens(),
+    })
+    .await
+    .unwrap_or(CustodyHealth {
+        backend,
+        ..CustodyHealth::default()
+    });
     let head = state
         .trail
         .audit_head()
@@ -124,7 +171,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
         .map_or(0, |h| h.0);
     // Lifecycle events not yet delivered to webhook subscribers.
     let backlog = state.store().event_backlog().await.unwrap_or(0);
-    match state.metrics.render(&keys, custody_up, head, backlog) {
+    match state.metrics.render(&keys, &custody_health, head, backlog) {
         Ok(text) => (
             StatusCode::OK,
             [(
