@@ -13,8 +13,8 @@
 #   text fed on stdin;
 # - the directory is a fresh temporary one; `cargo build ... -p keyward` is answered by the
 #   binary under test (KEYWARD_BIN, or target/debug/keyward), which also stands at
-#   ./target/release/keyward and as `keyward` on PATH; the README's port 8200 is replaced by
-#   a free one so that the test runs beside anything else on the machine;
+#   ./target/release/keyward and as `keyward` on PATH; the README's ports 8200 and 8443 are
+#   replaced by free ones so that the test runs beside anything else on the machine;
 # - whatever the blocks started in the background is stopped at the end;
 # - then each ```toml block whose first line starts with `# keyward.toml` (a sample server
 #   configuration) must start a server as shown: `keyward serve --config` with only the data
@@ -29,12 +29,13 @@ if [ "${1:-}" = "--print" ]; then print_only=1; shift; fi
 README=$(realpath "${1:-$ROOT/README.md}")
 BIN=${KEYWARD_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/keyward}
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port) tls_port=$(free_port)
 
 extract() {
-    python3 - "$README" "$port" <<'PY'
+    python3 - "$README" "$port" "$tls_port" <<'PY'
 import re, sys
-path, port = sys.argv[1], sys.argv[2]
+path, port, tls_port = sys.argv[1], sys.argv[2], sys.argv[3]
 lines = open(path, encoding="utf-8").read().split("\n")
 out, i, n = [], 0, 0
 prev = ""  # last non-blank line outside a block
@@ -57,7 +58,7 @@ while i < len(lines):
     if lang not in ("sh", "python") or skip:
         continue
     n += 1
-    text = "\n".join(body).replace("8200", port)
+    text = "\n".join(body).replace("8200", port).replace("8443", tls_port)
     out.append(f'echo "== README.md:{start} ({lang})" >&2')
     if lang == "sh":
         out.append(text)
