@@ -608,3 +608,51 @@ fn serve_accepts_a_host_name_and_warns_about_a_data_dir_in_a_git_work_tree() {
     assert!(!bad.ok);
     assert!(bad.stderr.contains("HOST:PORT"), "{}", bad.stderr);
 }
+
+/// See: issue 22 ("`audit list` oldest first without headers or `--follow`").
+#[test]
+fn audit_list_has_headers_and_follow_prints_new_events_as_they_come() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(&dir.path().join("data"), &[]);
+    let listed = s.run(&["audit", "list"]);
+    assert!(listed.ok, "{}", listed.stderr);
+    assert!(
+        listed.stdout.starts_with(&format!("{:>8}", "SEQ")),
+        "{}",
+        listed.stdout
+    );
+
+    let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KEYWARD_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .args(["audit", "list", "--follow", "--json"])
+        .envs(s.env())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let name = "written-while-following";
+    let id = s.json(&["keys", "create", "--name", name, "--json"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        assert!(Instant::now() < deadline, "the create never showed up");
+        let e: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        if e["target"]["id"] == id.as_str() {
+            break e;
+        }
+    };
+    assert!(
+        seen["action"].as_str().unwrap().contains("create"),
+        "{seen}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
