@@ -52,6 +52,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/v2/audit_events", get(audit::list))
+        .route("/api/v2/openapi.json", get(routes::openapi::document))
         .route("/identity/token", post(identity::token))
         // IBM IAM answers on both paths; the Key Protect Go client uses /oidc/token.
         .route("/oidc/token", post(identity::token))
