@@ -13,9 +13,11 @@
 #   text fed on stdin;
 # - the directory is a fresh temporary one; `cargo build ... -p keyward` is answered by the
 #   binary under test (KEYWARD_BIN, or target/debug/keyward), which also stands at
-#   ./target/release/keyward and as `keyward` on PATH; the README's ports 8200 and 8443 are
+#   ./target/release/keyward and as `keyward` on PATH (`-p OTHER`: the binary OTHER beside it,
+#   which `cargo test --workspace` builds); the README's ports 8200, 8443 and 8300 are
 #   replaced by free ones so that the test runs beside anything else on the machine;
-# - whatever the blocks started in the background is stopped at the end;
+# - whatever the blocks started in the background is stopped at the end, and everything they
+#   made in the directory must be ignored by the repository's .gitignore;
 # - then each ```toml block whose first line starts with `# keyward.toml` (a sample server
 #   configuration) must start a server as shown: `keyward serve --config` with only the data
 #   directory and the address replaced by throwaway ones.
@@ -30,12 +32,12 @@ README=$(realpath "${1:-$ROOT/README.md}")
 BIN=${KEYWARD_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/keyward}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-port=$(free_port) tls_port=$(free_port)
+port=$(free_port) tls_port=$(free_port) svc_port=$(free_port)
 
 extract() {
-    python3 - "$README" "$port" "$tls_port" <<'PY'
+    python3 - "$README" "$port" "$tls_port" "$svc_port" <<'PY'
 import re, sys
-path, port, tls_port = sys.argv[1], sys.argv[2], sys.argv[3]
+path, port, tls_port, svc_port = sys.argv[1:5]
 lines = open(path, encoding="utf-8").read().split("\n")
 out, i, n = [], 0, 0
 prev = ""  # last non-blank line outside a block
@@ -58,8 +60,8 @@ while i < len(lines):
     if lang not in ("sh", "python") or skip:
         continue
     n += 1
-    text = "\n".join(body).replace("8200", port).replace("8443", tls_port)
-    out.append(f'echo "== README.md:{start} ({lang})" >&2')
+    text = "\n".join(body).replace("8200", port).replace("8443", tls_port).replace("8300", svc_port)
+    out.append(f'echo; echo "== README.md:{start} ({lang})" >&2')
     if lang == "sh":
         out.append(text)
     else:
@@ -75,13 +77,26 @@ if [ "$print_only" = 1 ]; then printf '%s\n' "$script"; exit 0; fi
 [ -x "$BIN" ] || { echo "readme-test: $BIN is not an executable (set KEYWARD_BIN)" >&2; exit 1; }
 
 work=$(mktemp -d -t keyward-readme.XXXXXX)
+home=$(mktemp -d -t keyward-readme-home.XXXXXX)   # HOME apart: what lands there is not the repository's
 mkdir -p "$work/target/release" "$work/.shim"
 ln -s "$(realpath "$BIN")" "$work/target/release/keyward"
 ln -s "$(realpath "$BIN")" "$work/.shim/keyward"
 cat > "$work/.shim/cargo" <<'SH'
 #!/bin/sh
 # readme-test: stands in for building Keyward (the binary under test is already built).
-case "$1" in build) echo "readme-test: cargo $*: using the binary under test" >&2; exit 0 ;; esac
+# `cargo build --release -p NAME`: NAME's binary from beside the one under test.
+if [ "$1" = build ]; then
+    while [ $# -gt 0 ]; do
+        if [ "$1" = -p ] && [ "$2" != keyward ]; then
+            bin=$(dirname "$(readlink -f ./target/release/keyward)")/$2
+            [ -x "$bin" ] || { echo "readme-test: no $bin (build it first)" >&2; exit 1; }
+            ln -sf "$bin" "./target/release/$2"
+        fi
+        shift
+    done
+    echo "readme-test: cargo build: using the binaries under test" >&2
+    exit 0
+fi
 echo "readme-test: unexpected cargo $*" >&2; exit 1
 SH
 chmod +x "$work/.shim/cargo"
@@ -91,6 +106,7 @@ cleanup() {
     # Everything the blocks left running in the background belongs to this process group.
     [ -n "${session:-}" ] && kill -TERM -- "-$session" 2>/dev/null || true
     sleep 0.5
+    rm -rf "$home"
     [ "${KEEP:-0}" = 1 ] && echo "readme-test: kept $work" >&2 || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -100,7 +116,7 @@ set +e
 (
     cd "$work"
     export PIP_CACHE_DIR=${PIP_CACHE_DIR:-$HOME/.cache/pip}
-    export PATH="$work/.shim:$PATH" HOME="$work"
+    export PATH="$work/.shim:$PATH" HOME="$home"
     unset KEYWARD_URL KEYWARD_API_KEY KEYWARD_INSTANCE KEYWARD_BOOTSTRAP KEYWARD_KEY_RING KEYWARD_PROFILE
     exec setsid bash -euo pipefail .readme.sh
 ) &
@@ -114,6 +130,23 @@ if [ "$status" -ne 0 ]; then
     exit "$status"
 fi
 echo "readme-test: every runnable README block passed in $(( $(date +%s) - start )) s"
+
+# Everything the README made in its directory is ignored by git (run from a clone, a `git add -A`
+# must never pick up a master key or an API key).
+unignored=()
+for entry in "$work"/* "$work"/.[!.]*; do
+    [ -e "$entry" ] || continue
+    name=$(basename "$entry")
+    case "$name" in .shim|.readme.sh|target) continue ;; esac
+    [ -d "$entry" ] && name="$name/"
+    git -C "$ROOT" check-ignore -q --no-index "$name" || unignored+=("$name")
+done
+if [ "${#unignored[@]}" -gt 0 ]; then
+    echo "readme-test: the README makes ${unignored[*]} in the repository, which .gitignore does not cover" >&2
+    KEEP=1
+    exit 1
+fi
+echo "readme-test: everything the README made is in .gitignore"
 
 # Sample configurations start as shown.
 mapfile -t samples < <(python3 - "$README" "$work" <<'PY'

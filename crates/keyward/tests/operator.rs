@@ -35,14 +35,20 @@ impl Drop for Server {
     }
 }
 
-/// `keyward serve` on `dir` with `extra` flags; waits for "listening on".
+/// `keyward serve` on `dir` with `extra` flags, without the lifecycle's waits; waits for
+/// "listening on".
 fn serve(dir: &Path, extra: &[&str]) -> Server {
-    let config = dir.with_extension("toml");
-    std::fs::write(
-        &config,
+    serve_with(
+        dir,
         "[lifecycle]\nmin_rotation_interval_secs = 0\nenable_after_disable_secs = 0\n",
+        extra,
     )
-    .unwrap();
+}
+
+/// `keyward serve` on `dir` with configuration `toml` and `extra` flags.
+fn serve_with(dir: &Path, toml: &str, extra: &[&str]) -> Server {
+    let config = dir.with_extension("toml");
+    std::fs::write(&config, toml).unwrap();
     let mut cmd = Command::new(BIN);
     cmd.args(["serve", "--data-dir"])
         .arg(dir)
@@ -655,4 +661,26 @@ fn audit_list_has_headers_and_follow_prints_new_events_as_they_come() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// See: issue 22 ("A restore refused by the 30 s rule says 'a disabled key can be enabled 30
+/// seconds after the disable'").
+#[test]
+fn the_30_second_rule_names_enable_and_restore_and_when_to_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve_with(&dir.path().join("data"), "", &[]);
+    let id = s.json(&["keys", "create", "--name", "soon", "--json"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.json(&["keys", "disable", &id, "--json"]);
+    let e = s.json_error(&["keys", "enable", &id], 409, "REQ_TOO_EARLY_ERR");
+    let message = e["error"]["message"].as_str().unwrap();
+    for part in [
+        "enables a disabled key",
+        "restores a deleted one",
+        "again in 30 seconds",
+    ] {
+        assert!(message.contains(part), "{message}");
+    }
 }
