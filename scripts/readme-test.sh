@@ -14,7 +14,7 @@
 # - the directory is a fresh temporary one; `cargo build ... -p keyward` is answered by the
 #   binary under test (KEYWARD_BIN, or target/debug/keyward), which also stands at
 #   ./target/release/keyward and as `keyward` on PATH (`-p OTHER`: the binary OTHER beside it,
-#   which `cargo test --workspace` builds); the README's ports 8200, 8443 and 8300 are
+#   which `cargo test --workspace` builds); the README's ports 8200, 8443, 8300, 8301 are
 #   replaced by free ones so that the test runs beside anything else on the machine;
 # - whatever the blocks started in the background is stopped at the end, and everything they
 #   made in the directory must be ignored by the repository's .gitignore;
@@ -32,12 +32,12 @@ README=$(realpath "${1:-$ROOT/README.md}")
 BIN=${KEYWARD_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/keyward}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-port=$(free_port) tls_port=$(free_port) svc_port=$(free_port)
+port=$(free_port) tls_port=$(free_port) svc_port=$(free_port) svc2_port=$(free_port)
 
 extract() {
-    python3 - "$README" "$port" "$tls_port" "$svc_port" <<'PY'
+    python3 - "$README" "$port" "$tls_port" "$svc_port" "$svc2_port" <<'PY'
 import re, sys
-path, port, tls_port, svc_port = sys.argv[1:5]
+path, port, tls_port, svc_port, svc2_port = sys.argv[1:6]
 lines = open(path, encoding="utf-8").read().split("\n")
 out, i, n = [], 0, 0
 prev = ""  # last non-blank line outside a block
@@ -60,7 +60,7 @@ while i < len(lines):
     if lang not in ("sh", "python") or skip:
         continue
     n += 1
-    text = "\n".join(body).replace("8200", port).replace("8443", tls_port).replace("8300", svc_port)
+    text = "\n".join(body).replace("8200", port).replace("8443", tls_port).replace("8300", svc_port).replace("8301", svc2_port)
     out.append(f'echo; echo "== README.md:{start} ({lang})" >&2')
     if lang == "sh":
         out.append(text)
