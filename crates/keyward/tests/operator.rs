@@ -327,6 +327,18 @@ fn login_saves_a_private_profile_that_later_commands_use() {
     let o = run(&["keys", "list"], &only);
     assert!(!o.ok);
     assert!(o.stderr.contains("keyward login"), "{}", o.stderr);
+    // a complete command line reads no profile: no HOME needed (services, containers)
+    let out = Command::new(BIN)
+        .args(["keys", "list"])
+        .env_clear()
+        .envs(s.env())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // a wrong API key is refused before anything is saved
     let o = run(
         &["login", "--profile", "bad"],

@@ -99,14 +99,26 @@ impl Sources<'_> {
             ),
             None => None,
         };
-        let saved = profile::load(self.profile.as_deref())?;
+        let given = |flag: &Option<String>, boot_key: &str| {
+            flag.clone().or_else(|| {
+                boot.as_ref()
+                    .and_then(|b| b[boot_key].as_str().map(str::to_owned))
+            })
+        };
+        // A profile is read when named, or when flags, variables and bootstrap file leave a
+        // setting open (then `default`, if saved): a complete command line needs no HOME.
+        let complete = given(self.url, "url").is_some()
+            && given(self.api_key, "api_key").is_some()
+            && self
+                .instance
+                .is_none_or(|i| given(i, "instance_id").is_some());
+        let saved = if self.profile.is_some() || !complete {
+            profile::load(self.profile.as_deref())?
+        } else {
+            None
+        };
         let pick = |flag: &Option<String>, boot_key: &str, saved_value: Option<&String>| {
-            flag.clone()
-                .or_else(|| {
-                    boot.as_ref()
-                        .and_then(|b| b[boot_key].as_str().map(str::to_owned))
-                })
-                .or_else(|| saved_value.cloned())
+            given(flag, boot_key).or_else(|| saved_value.cloned())
         };
         let url = pick(self.url, "url", saved.as_ref().map(|p| &p.url)).context(
             "no server URL: pass --url (or set KEYWARD_URL), --bootstrap FILE, or save a \

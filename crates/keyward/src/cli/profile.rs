@@ -53,7 +53,12 @@ fn path_of(name: &str) -> anyhow::Result<PathBuf> {
 
 /// The profile `name` (it must exist), or `default` when saved.
 pub fn load(name: Option<&str>) -> anyhow::Result<Option<Profile>> {
-    let path = path_of(name.unwrap_or("default"))?;
+    let path = match (path_of(name.unwrap_or("default")), name) {
+        (Ok(p), _) => p,
+        // No HOME and no profile named: there is simply no default profile.
+        (Err(_), None) => return Ok(None),
+        (Err(e), Some(_)) => return Err(e),
+    };
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && name.is_none() => return Ok(None),
