@@ -236,6 +236,16 @@ fn error_json(e: &anyhow::Error) -> serde_json::Value {
     }
 }
 
+/// Whether the token exchange refused the API key itself (IAM's `BXNIM0415E`).
+fn refused_credential(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<keyward_client::ClientError>(),
+            Some(keyward_client::ClientError::Api { code, .. }) if code == "BXNIM0415E"
+        )
+    })
+}
+
 /// The git work tree `dir` is in, if any: a data directory there is one `git add -A` away
 /// from publishing the master key and the administrator's API key.
 fn git_work_tree(dir: &std::path::Path) -> Option<PathBuf> {
@@ -347,6 +357,12 @@ fn main() -> std::process::ExitCode {
                          server's self-signed certificate itself, with --ca-cert FILE (or \
                          KEYWARD_CA_CERT)",
                     ),
+                _ if refused_credential(&e) => e.context(
+                    "the server refused the API key (deleted, locked or mistyped?): an \
+                     administrator makes another with `keyward iam apikeys create`; with no \
+                     administrator key left, `keyward recover admin-key --data-dir DIR` (server \
+                     stopped) prints a new one",
+                ),
                 _ => e,
             };
             if json_errors {

@@ -351,6 +351,12 @@ fn login_saves_a_private_profile_that_later_commands_use() {
     );
     assert!(!o.ok);
     assert!(!config.join("profiles").join("bad.json").exists());
+    // ... and the error names the way back when the administrator's key is lost
+    assert!(
+        o.stderr.contains("keyward recover admin-key"),
+        "{}",
+        o.stderr
+    );
 }
 
 /// See: issue 22 ("backup and restore of a data dir ... online or not").
