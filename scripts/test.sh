@@ -75,6 +75,10 @@ echo "-- on PostgreSQL:"; summary "$pg_log"
 [ "$pg_status" -eq 0 ] || { echo "keyward-server tests failed on PostgreSQL:" >&2; tail -100 "$pg_log" >&2; exit 1; }
 rm -rf "$hsm_dir"
 
+step "the README runs as pasted (scripts/readme-test.sh), and the systemd unit verifies"
+KEYWARD_BIN=$(built bin keyward) scripts/readme-test.sh
+scripts/check-systemd.sh
+
 step "fuzz targets compile (running them needs nightly: see fuzz/)"
 cargo check --quiet --manifest-path fuzz/Cargo.toml --locked
 

@@ -34,6 +34,7 @@ mod import;
 mod kmip;
 mod registrations;
 mod signal;
+mod tls;
 
 pub use crn::KeyCrn;
 pub use iam::{
@@ -98,6 +99,30 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// Refuses a URL a request could not be sent to, saying how to write it (a bare
+/// `127.0.0.1:8200` would otherwise fail deep in the HTTP client as a relative URL).
+fn check_url(url: &str) -> Result<(), ClientError> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        Ok(u) if !url.contains("://") => Err(ClientError::Config(format!(
+            "the server URL {url:?} has no scheme (read as scheme {:?}): write \
+             https://{url}, or http://{url} for a plain-HTTP server on loopback",
+            u.scheme()
+        ))),
+        Ok(u) => Err(ClientError::Config(format!(
+            "the server URL {url:?} must start with https:// or http://, not {}://",
+            u.scheme()
+        ))),
+        Err(e) if !url.contains("://") => Err(ClientError::Config(format!(
+            "the server URL {url:?} has no scheme ({e}): write https://{url}, or http://{url} \
+             for a plain-HTTP server on loopback"
+        ))),
+        Err(e) => Err(ClientError::Config(format!(
+            "the server URL {url:?} is not a URL: {e}"
+        ))),
+    }
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -107,23 +132,24 @@ fn now_secs() -> u64 {
 
 impl Client {
     /// A client for `url` (e.g. `http://127.0.0.1:8200`), authenticating with `api_key`, acting on
-    /// `instance`. `ca_pem` adds a trusted CA (for a self-signed server certificate).
+    /// `instance`. `ca_pem` names the only trusted certificates (one or more, PEM): CAs, or the
+    /// server's own self-signed certificate, which is then accepted as itself.
     pub fn new(
         url: &str,
         api_key: &str,
         instance: &str,
         ca_pem: Option<&[u8]>,
     ) -> Result<Self, ClientError> {
+        check_url(url)?;
         let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
         // The event stream sends a keep-alive every 15 s: a minute of silence is a dead peer.
         let mut stream_builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60));
         if let Some(pem) = ca_pem {
-            let cert = reqwest::Certificate::from_pem(pem)
-                .map_err(|e| ClientError::Config(format!("CA certificate: {e}")))?;
-            builder = builder.add_root_certificate(cert.clone());
-            stream_builder = stream_builder.add_root_certificate(cert);
+            let config = tls::client_config(pem)?;
+            builder = builder.tls_backend_preconfigured(config.clone());
+            stream_builder = stream_builder.tls_backend_preconfigured(config);
         }
         Ok(Client {
             http: builder.build()?,
@@ -276,11 +302,44 @@ impl Client {
 
     /// Lists keys (`GET /api/v2/keys`).
     pub async fn list_keys(&self, limit: u32, offset: u32) -> Result<Collection<Key>, ClientError> {
-        let req = self.request(Method::GET, "/api/v2/keys").await?.query(&[
-            ("limit", limit.to_string()),
-            ("offset", offset.to_string()),
-            ("totalCount", "true".into()),
-        ]);
+        self.list_keys_where(limit, offset, &[]).await
+    }
+
+    /// Lists keys matching `filters`, Key Protect's query parameters (`state`, e.g. `0,1`;
+    /// `search`, e.g. `exact:name:payments`; `extractable`; `sort`; `filter`).
+    pub async fn list_keys_where(
+        &self,
+        limit: u32,
+        offset: u32,
+        filters: &[(&str, String)],
+    ) -> Result<Collection<Key>, ClientError> {
+        let req = self
+            .request(Method::GET, "/api/v2/keys")
+            .await?
+            .query(&[
+                ("limit", limit.to_string()),
+                ("offset", offset.to_string()),
+                ("totalCount", "true".into()),
+            ])
+            .query(filters);
+        self.json(req).await
+    }
+
+    /// A key's versions, newest first (`GET /api/v2/keys/{id}/versions`).
+    pub async fn key_versions(
+        &self,
+        id: &str,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Collection<keyward_api::KeyVersionRef>, ClientError> {
+        let req = self
+            .request(Method::GET, &format!("/api/v2/keys/{}/versions", enc(id)))
+            .await?
+            .query(&[
+                ("limit", limit.to_string()),
+                ("offset", offset.to_string()),
+                ("totalCount", "true".into()),
+            ]);
         self.json(req).await
     }
 

@@ -37,9 +37,10 @@ pub enum KeyError {
         "this key was rotated less than {0} seconds ago: only one rotation per interval is permitted"
     )]
     RotationTooSoon(u64),
-    /// Key Protect's rule: a disabled key is enabled only some time after the disable.
+    /// Key Protect's rule: a disabled key is enabled, and a deleted key restored, only some
+    /// time after the disable or delete.
     #[error(
-        "the key was updated recently: a disabled key can be enabled {0} seconds after the disable; retry later"
+        "the key changed state less than {0} seconds ago: Key Protect enables a disabled key, and restores a deleted one, only {0} seconds after the disable or delete; run the same request again in {0} seconds"
     )]
     ChangeTooSoon(u64),
     /// An imported key is rotated with new material, which the request lacks.

@@ -583,8 +583,38 @@ impl IamService {
             Scope::Instance(i) | Scope::KeyRing(i, _) | Scope::Key(i, _) => *i,
         };
         match self.store.instance(instance).await? {
-            Some(rec) if rec.account == account => Ok(()),
-            _ => Err(invalid("resource: no such instance in this account")),
+            Some(rec) if rec.account == account => {}
+            _ => return Err(invalid("resource: no such instance in this account")),
+        }
+        // A grant on a key ring that does not exist would silently cover nothing (a typo); the
+        // implicit `default` ring always exists. (A ring deleted later keeps its grants.)
+        if let Scope::KeyRing(_, ring) = scope
+            && ring != "default"
+            && !self.ring_exists(instance, ring).await?
+        {
+            return Err(invalid(format!(
+                "resource: the instance has no key ring {ring:?}: create it first (`keyward \
+                 rings create {ring}`, or POST /api/v2/key_rings/{ring})"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn ring_exists(&self, instance: InstanceId, ring: &str) -> Result<bool, KeyError> {
+        let mut offset = 0u32;
+        loop {
+            let page = keyward_core::Page {
+                limit: 1000,
+                offset,
+            };
+            let (rings, total) = self.store.key_rings(instance, page).await?;
+            if rings.iter().any(|r| r.id == ring) {
+                return Ok(true);
+            }
+            offset = offset.saturating_add(1000);
+            if rings.is_empty() || u64::from(offset) >= total {
+                return Ok(false);
+            }
         }
     }
 

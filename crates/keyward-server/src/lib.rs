@@ -57,6 +57,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v2/audit_events/verification",
             get(audit::verification),
         )
+        .route("/api/v2/openapi.json", get(routes::openapi::document))
         .route("/identity/token", post(identity::token))
         // IBM IAM answers on both paths; the Key Protect Go client uses /oidc/token.
         .route("/oidc/token", post(identity::token))
@@ -371,7 +372,14 @@ pub async fn serve(runtime: Runtime) -> anyhow::Result<RunningServer> {
         ),
         None => None,
     };
-    let bootstrap_file = runtime.bootstrap(&url).await?;
+    // bootstrap.json's URL is where a client on this host reaches the server: an unspecified
+    // address (0.0.0.0, ::) is where the server listens, not an address to connect to.
+    let bootstrap_url = if addr.ip().is_unspecified() {
+        format!("{scheme}://localhost:{}", addr.port())
+    } else {
+        url.clone()
+    };
+    let bootstrap_file = runtime.bootstrap(&bootstrap_url).await?;
     let background = runtime.start_background()?;
     let state = state_of(runtime);
     let kmip = match kmip_listener {

@@ -1,7 +1,8 @@
 //! The OpenAPI document of `/iam/v1` against the router: the document served at
 //! `/iam/v1/openapi.json` names exactly the (method, path) pairs of `routes::iam::ROUTES`, plus the
 //! two identity endpoints; every operation is described; and every management route asks for a
-//! token before anything else.
+//! token before anything else. The same for the Key Protect surface: `/api/v2/openapi.json`
+//! against `routes::openapi::ROUTES`, every one of which the router serves (issue 22).
 
 #![allow(
     clippy::unwrap_used,
@@ -239,5 +240,84 @@ async fn management_routes_refuse_a_caller_without_administrator() {
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         assert_eq!(status, StatusCode::FORBIDDEN, "{m} {p}: {body}");
         common::assert_kp_error(status, &body, StatusCode::FORBIDDEN, "UNAUTHORIZED_ERR");
+    }
+}
+
+/// See: issue 22 ("an OpenAPI document for `/api/v2` (only `/iam/v1` has one)").
+#[tokio::test]
+async fn key_protect_document_matches_the_router() {
+    use keyward_server::routes::openapi::ROUTES as KP_ROUTES;
+    let s = TestServer::start().await;
+    let resp = s
+        .http
+        .get(format!("{}/api/v2/openapi.json", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let doc: Value = resp.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let ops = operations(&doc);
+    let documented: BTreeSet<(String, String)> =
+        ops.iter().map(|(m, p, _)| (m.clone(), p.clone())).collect();
+    let routed: BTreeSet<(String, String)> = KP_ROUTES
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    assert_eq!(KP_ROUTES.len(), routed.len(), "ROUTES lists a route twice");
+    let missing: Vec<_> = routed.difference(&documented).collect();
+    let extra: Vec<_> = documented.difference(&routed).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "not documented: {missing:?}; documented but not in ROUTES: {extra:?}"
+    );
+    let mut ids = BTreeSet::new();
+    for (m, p, op) in &ops {
+        assert!(p.starts_with("/api/v2/"), "{p}");
+        for field in ["summary", "description"] {
+            assert!(
+                op[field].as_str().is_some_and(|t| !t.trim().is_empty()),
+                "{m} {p}: no {field}"
+            );
+        }
+        assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()));
+        let id = op["operationId"].as_str().expect("operationId");
+        assert!(ids.insert(id.to_owned()), "operationId {id} twice");
+        for seg in p.split('/').filter(|s| s.starts_with('{')) {
+            let name = seg.trim_matches(|c| c == '{' || c == '}');
+            assert!(
+                op["parameters"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|x| x["name"] == name && x["in"] == "path")),
+                "{m} {p}: path parameter {name} not declared"
+            );
+        }
+    }
+    let text = doc.to_string();
+    for r in text.split("\"$ref\":\"").skip(1) {
+        let target = r.split('"').next().unwrap();
+        let pointer = target.strip_prefix('#').expect("local $ref");
+        assert!(doc.pointer(pointer).is_some(), "unresolved $ref {target}");
+    }
+
+    // Every listed route is served: without a token it is refused as unauthenticated (or is
+    // the public document), never answered 404 or 405 by the router's fallbacks.
+    for (m, p) in KP_ROUTES {
+        let url = format!(
+            "{}{}",
+            s.url,
+            concrete(p).replace("actions/some-id", "actions/wrap")
+        );
+        let mut req = s.http.request(method(m), &url);
+        if matches!(*m, "post" | "put" | "patch") {
+            req = req.header("content-type", "application/json").body("{}");
+        }
+        let status = req.send().await.unwrap().status();
+        if p.ends_with("/openapi.json") {
+            assert_eq!(status, StatusCode::OK, "{m} {p}");
+        } else {
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{m} {p}");
+        }
     }
 }

@@ -54,6 +54,24 @@ fn keyward(conf: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// `keyward ARGS` with stdout and stderr on a pseudo-terminal (script(1)); None without it.
+fn on_a_terminal(conf: &Path, args: &[&str]) -> Option<(bool, String)> {
+    let line = std::iter::once(env!("CARGO_BIN_EXE_keyward"))
+        .chain(args.iter().copied())
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("SOFTHSM2_CONF", conf)
+        .output()
+        .ok()?;
+    Some((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
+}
+
 #[test]
 fn the_server_runs_on_hsm_custody_prepared_by_hsm_init() {
     let hsm_dir = tempfile::tempdir().unwrap();
@@ -75,7 +93,15 @@ fn the_server_runs_on_hsm_custody_prepared_by_hsm_init() {
     let (ok, out) = keyward(&conf, &["hsm", "check", "--config", config_arg]);
     assert!(!ok, "objects are missing before init: {out}");
     assert!(out.contains("keyward-mkek"), "{out}");
-    let (ok, out) = keyward(&conf, &["hsm", "init", "--config", config_arg]);
+    // On a terminal (a pty from script(1), where installed), init shows it is working.
+    // See: issue 22 ("`hsm init` runs 40 s silently").
+    let (ok, out) = match on_a_terminal(&conf, &["hsm", "init", "--config", config_arg]) {
+        Some((ok, out)) => {
+            assert!(out.contains("creating the keys in the tokens"), "{out}");
+            (ok, out)
+        }
+        None => keyward(&conf, &["hsm", "init", "--config", config_arg]),
+    };
     assert!(ok, "{out}");
     assert!(out.contains("created"), "{out}");
     let (ok, out) = keyward(&conf, &["hsm", "init", "--config", config_arg]);

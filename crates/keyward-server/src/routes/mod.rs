@@ -7,6 +7,7 @@ pub mod iam;
 pub mod identity;
 pub mod keys;
 pub mod kmip;
+pub mod openapi;
 pub mod policies;
 pub mod registrations;
 pub mod rings;

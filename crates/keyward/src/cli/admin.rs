@@ -304,3 +304,23 @@ pub async fn instance(conn: Conn, command: InstanceCommand) -> anyhow::Result<()
         }
     }
 }
+
+/// Refuses a key ring the instance does not have (a `--key-ring` typo would otherwise list
+/// "0 of 0 keys" and exit 0). Callers that may not list key rings are not checked here.
+pub async fn require_ring(client: &keyward_client::Client, ring: &str) -> anyhow::Result<()> {
+    let Ok(c) = client.key_rings().await else {
+        return Ok(());
+    };
+    let complete = c
+        .metadata
+        .total_count
+        .unwrap_or(c.metadata.collection_total)
+        <= u64::try_from(c.resources.len()).unwrap_or(u64::MAX);
+    if complete && !c.resources.iter().any(|r| r.id == ring) {
+        anyhow::bail!(
+            "key ring {ring:?} does not exist in this instance: `keyward rings list` shows the \
+             key rings, `keyward rings create {ring}` makes it"
+        );
+    }
+    Ok(())
+}

@@ -65,6 +65,10 @@ pub struct ListFilters {
     /// Events to skip.
     #[arg(long, default_value_t = 0)]
     offset: u32,
+    /// Keep printing new events as they are written (oldest first; Ctrl-C stops); with --json,
+    /// one JSON object per line.
+    #[arg(long)]
+    follow: bool,
 }
 
 /// Runs an audit subcommand; `Ok(false)` means the chain is broken.
@@ -152,27 +156,75 @@ async fn list(conn: Conn, f: ListFilters) -> anyhow::Result<()> {
             filters.push((name, v));
         }
     }
+    if f.follow {
+        return follow(&client, &filters, f.limit, f.offset, conn.json).await;
+    }
     let page = client.audit_events(&filters, f.limit, f.offset).await?;
     if conn.json {
         println!("{}", serde_json::to_string_pretty(&page)?);
         return Ok(());
     }
+    print_header();
     for e in &page.resources {
-        println!(
-            "{:>8}  {}  {:<28} {:<7} {}  {}  {}",
-            e.seq,
-            e.event_time,
-            e.action,
-            e.outcome,
-            e.reason_code,
-            e.initiator.id,
-            e.target.id.as_deref().unwrap_or("-")
-        );
+        print_event(e);
     }
     println!(
-        "{} of {} events",
+        "{} of {} events (oldest first; --offset pages on, --follow waits for new ones)",
         page.resources.len(),
         page.metadata.total_count.unwrap_or(0)
     );
     Ok(())
+}
+
+fn print_header() {
+    println!(
+        "{:>8}  {:<24}  {:<28} {:<7} REASON  INITIATOR  TARGET",
+        "SEQ", "TIME", "ACTION", "OUTCOME"
+    );
+}
+
+fn print_event(e: &keyward_api::AuditEventView) {
+    println!(
+        "{:>8}  {:<24}  {:<28} {:<7} {}  {}  {}",
+        e.seq,
+        e.event_time,
+        e.action,
+        e.outcome,
+        e.reason_code,
+        e.initiator.id,
+        e.target.id.as_deref().unwrap_or("-")
+    );
+}
+
+/// `audit list --follow`: every page from `offset` on, then new events as they come.
+async fn follow(
+    client: &keyward_client::Client,
+    filters: &[(&str, String)],
+    limit: u32,
+    mut offset: u32,
+    json: bool,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    if !json {
+        print_header();
+    }
+    loop {
+        let page = client.audit_events(filters, limit.max(1), offset).await?;
+        for e in &page.resources {
+            if json {
+                println!("{}", serde_json::to_string(e)?);
+            } else {
+                print_event(e);
+            }
+        }
+        std::io::stdout().flush()?;
+        let got = u32::try_from(page.resources.len()).unwrap_or(u32::MAX);
+        offset = offset.saturating_add(got);
+        if got < limit.max(1) {
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                () = keyward_client::shutdown_signal() => return Ok(()),
+            }
+        }
+    }
 }

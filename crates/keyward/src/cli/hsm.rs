@@ -129,7 +129,21 @@ pub async fn run(command: HsmCommand) -> anyhow::Result<()> {
             json,
         } => rotate_master(config, batch, max_per_second, json).await,
         HsmCommand::Init { config } => {
-            let report = keyward_custody_pkcs11::init_objects(&pkcs11_config(&config)?)?;
+            let pkcs11 = pkcs11_config(&config)?;
+            // RSA-4096 transit pairs take tens of seconds in a software token: show that it
+            // works (on stderr, only when it is a terminal).
+            let spinner = indicatif::ProgressBar::new_spinner();
+            spinner.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {msg} ({elapsed}; RSA-4096 key pairs take a while)",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            spinner.set_message("creating the keys in the tokens");
+            spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+            let report = keyward_custody_pkcs11::init_objects(&pkcs11);
+            spinner.finish_and_clear();
+            let report = report?;
             if report.created.is_empty() {
                 println!("nothing to create: every configured token holds every object");
             } else {

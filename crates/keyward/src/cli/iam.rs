@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use keyward_client::{AuthorizationSource, Client, NewAuthorization, NewIdentity, Resource};
 use serde_json::json;
@@ -26,7 +26,10 @@ pub struct IamConn {
     /// Read URL and API key from a bootstrap.json (flags and variables win).
     #[arg(long, env = "KEYWARD_BOOTSTRAP", global = true)]
     bootstrap: Option<PathBuf>,
-    /// Extra trusted CA certificate (PEM), for a self-signed server.
+    /// A profile saved by `keyward login` (default: the profile `default`, if saved).
+    #[arg(long, env = "KEYWARD_PROFILE", global = true)]
+    profile: Option<String>,
+    /// The only trusted certificates (PEM): a CA, or the server's own self-signed certificate.
     #[arg(long, env = "KEYWARD_CA_CERT", global = true)]
     ca_cert: Option<PathBuf>,
     /// Print the server's JSON instead of readable text.
@@ -207,28 +210,20 @@ pub enum InstancesCommand {
 
 /// A client for the caller's account, from the flags, variables and bootstrap file.
 fn connect(conn: &IamConn) -> anyhow::Result<Client> {
-    let boot: Option<serde_json::Value> = match &conn.bootstrap {
-        Some(p) => Some(serde_json::from_str(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )?),
-        None => None,
-    };
-    let from_boot = |k: &str| boot.as_ref().and_then(|b| b[k].as_str().map(str::to_owned));
-    let url = conn
-        .url
-        .clone()
-        .or_else(|| from_boot("url"))
-        .context("no server URL: pass --url or set KEYWARD_URL")?;
-    let api_key = conn
-        .api_key
-        .clone()
-        .or_else(|| from_boot("api_key"))
-        .context("no API key: set KEYWARD_API_KEY")?;
-    let ca = match &conn.ca_cert {
-        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
-        None => None,
-    };
-    Ok(Client::for_account(&url, &api_key, ca.as_deref())?)
+    let s = super::Sources {
+        url: &conn.url,
+        api_key: &conn.api_key,
+        instance: None,
+        bootstrap: &conn.bootstrap,
+        profile: &conn.profile,
+        ca_cert: &conn.ca_cert,
+    }
+    .resolve()?;
+    Ok(Client::for_account(
+        &s.url,
+        &s.api_key,
+        s.ca_pem()?.as_deref(),
+    )?)
 }
 
 fn or_dash(s: Option<&str>) -> &str {

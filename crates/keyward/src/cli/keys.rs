@@ -32,7 +32,26 @@ pub enum KeysCommand {
         /// Rows to skip.
         #[arg(long, default_value_t = 0)]
         offset: u32,
+        /// Only keys in these states (numbers or names, comma-separated: 0 pre-active, 1 active,
+        /// 2 suspended, 3 deactivated, 5 destroyed; the server's default is 0 to 3).
+        #[arg(long, value_delimiter = ',', value_name = "STATE,...")]
+        state: Vec<String>,
+        /// Key Protect's search (`payments`, `exact:name:payments-root`, `alias:a`, `not:x`).
+        #[arg(long, value_name = "QUERY")]
+        search: Option<String>,
     },
+    /// A key's versions, newest first.
+    Versions {
+        id: String,
+        /// Page size.
+        #[arg(long, default_value_t = 200)]
+        limit: u32,
+        /// Rows to skip.
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+    },
+    /// Send the key's current state again to every service registered on it (`actions/sync`).
+    Sync { id: String },
     /// Show a key (and a standard key's payload).
     Show { id: String },
     /// Wrap a DEK (base64), or generate one when --plaintext is absent.
@@ -80,7 +99,13 @@ pub enum KeysCommand {
     /// Enable a disabled key.
     Enable { id: String },
     /// Delete (destroy) a key.
-    Delete { id: String },
+    Delete {
+        id: String,
+        /// Delete it even though services have registered resources on it (never while one
+        /// has preventKeyDeletion).
+        #[arg(long)]
+        force: bool,
+    },
     /// Restore a deleted key (imported keys: their base64 material with --payload-file).
     Restore {
         id: String,
@@ -239,8 +264,27 @@ pub async fn run(conn: Conn, command: KeysCommand) -> anyhow::Result<()> {
             let k = self::create(&client, spec).await?;
             out(json, &k, || print_key(&k))
         }
-        KeysCommand::List { limit, offset } => {
-            let c = client.list_keys(limit, offset).await?;
+        KeysCommand::List {
+            limit,
+            offset,
+            state,
+            search,
+        } => {
+            if let Some(ring) = &conn.key_ring {
+                super::admin::require_ring(&client, ring).await?;
+            }
+            let mut filters = Vec::new();
+            if !state.is_empty() {
+                let states = state
+                    .iter()
+                    .map(|s| state_number(s))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                filters.push(("state", states.join(",")));
+            }
+            if let Some(q) = search {
+                filters.push(("search", q));
+            }
+            let c = client.list_keys_where(limit, offset, &filters).await?;
             out(json, &c, || {
                 println!(
                     "{:<36}  {:<5}  {:<8}  {:<11}  NAME",
@@ -264,6 +308,32 @@ pub async fn run(conn: Conn, command: KeysCommand) -> anyhow::Result<()> {
                         .total_count
                         .unwrap_or(c.metadata.collection_total)
                 );
+            })
+        }
+        KeysCommand::Versions { id, limit, offset } => {
+            let c = client.key_versions(&id, limit, offset).await?;
+            out(json, &c, || {
+                println!("{:<36}  CREATED", "VERSION");
+                for v in &c.resources {
+                    println!(
+                        "{:<36}  {}",
+                        v.id,
+                        v.creation_date.as_deref().unwrap_or("-")
+                    );
+                }
+                println!(
+                    "{} of {} versions",
+                    c.resources.len(),
+                    c.metadata
+                        .total_count
+                        .unwrap_or(c.metadata.collection_total)
+                );
+            })
+        }
+        KeysCommand::Sync { id } => {
+            client.sync_key(&id).await?;
+            out(json, &serde_json::json!({"id": id, "synced": true}), || {
+                println!("sent {id}'s state again to the services registered on it")
             })
         }
         KeysCommand::Show { id } => {
@@ -340,8 +410,12 @@ pub async fn run(conn: Conn, command: KeysCommand) -> anyhow::Result<()> {
                 println!("enabled {id}")
             })
         }
-        KeysCommand::Delete { id } => {
-            let k = client.delete(&id).await?;
+        KeysCommand::Delete { id, force } => {
+            let k = if force {
+                client.delete_key(&id, true).await?
+            } else {
+                client.delete(&id).await?
+            };
             out(json, &k, || println!("deleted {id} (state {})", k.state))
         }
         KeysCommand::Restore { id, payload_file } => {
@@ -429,6 +503,23 @@ async fn create(client: &Client, spec: KeyCreate) -> anyhow::Result<Key> {
             client.create_key(spec).await?
         },
     )
+}
+
+/// A key state given by number or name, as the API's `state` parameter wants it.
+fn state_number(s: &str) -> anyhow::Result<String> {
+    let n = match s.trim().to_ascii_lowercase().as_str() {
+        n @ ("0" | "1" | "2" | "3" | "5") => return Ok(n.to_owned()),
+        "pre-active" | "preactive" => "0",
+        "active" => "1",
+        "suspended" | "disabled" => "2",
+        "deactivated" => "3",
+        "destroyed" | "deleted" => "5",
+        other => bail!(
+            "unknown key state {other:?}: use 0 (pre-active), 1 (active), 2 (suspended), \
+             3 (deactivated) or 5 (destroyed)"
+        ),
+    };
+    Ok(n.to_owned())
 }
 
 fn key_policy_name(p: &str) -> &str {
