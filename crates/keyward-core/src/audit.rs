@@ -179,6 +179,23 @@ impl Outcome {
     }
 }
 
+/// One batch of retention: which of the oldest events the store may delete. An event is deleted
+/// only if its seq is at most `safe_through` (archived, and delivered by every export sink) and
+/// it is outside the retention: its seq is at most `count_through` (beyond the newest
+/// `retain_events`) or it is older than `older_than` (`retain_days`). Events go oldest first,
+/// and the first one that must stay ends the batch, so the database keeps a suffix of the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditPrune {
+    /// Highest seq that is archived and exported.
+    pub safe_through: u64,
+    /// Highest seq outside the newest `retain_events` (0: no count rule).
+    pub count_through: u64,
+    /// Events older than this are outside the retention (`None`: no age rule).
+    pub older_than: Option<OffsetDateTime>,
+    /// Most events deleted in this batch.
+    pub batch: u32,
+}
+
 /// Which events a query returns; every filter set must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQuery {
@@ -329,6 +346,9 @@ pub struct ChainReport {
     pub last_good_checkpoint: Option<u64>,
     /// The first break, if the chain is not intact.
     pub first_break: Option<ChainBreak>,
+    /// The first row walked and the `prev_hash` it links to: what a walk that resumes after
+    /// an archived, pruned range must check against the archive ([`ChainVerifier::resuming`]).
+    pub first: Option<(u64, [u8; 32])>,
 }
 
 /// Walks stored events in `seq` order and names the first break. Feed every row to [`push`]
@@ -346,12 +366,37 @@ pub struct ChainVerifier {
     prev: Option<(u64, [u8; 32], Uuid)>,
     events: u64,
     first_break: Option<ChainBreak>,
+    /// Whether the first row may start anywhere (the rows before it were pruned).
+    resume: bool,
+    /// The first row pushed: its seq and `prev_hash`.
+    first: Option<(u64, [u8; 32])>,
 }
 
 impl ChainVerifier {
-    /// A verifier that has seen nothing yet.
+    /// A verifier that has seen nothing yet; the first row must be seq 1 after the genesis hash.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A verifier for a trail whose oldest rows may have been pruned (after archiving): the
+    /// first row pushed may sit at any position and link to any hash, and the report's
+    /// [`ChainReport::first`] says which, for the caller to check against the archive. Every
+    /// row after it is held to the chain as with [`ChainVerifier::new`].
+    pub fn resuming() -> Self {
+        ChainVerifier {
+            resume: true,
+            ..Self::default()
+        }
+    }
+
+    /// The first break found so far.
+    pub fn first_break(&self) -> Option<&ChainBreak> {
+        self.first_break.as_ref()
+    }
+
+    /// The last row accepted: its seq and hash.
+    pub fn head(&self) -> Option<(u64, [u8; 32])> {
+        self.prev.map(|p| (p.0, p.1))
     }
 
     /// Records a row that could not even be decoded.
@@ -377,11 +422,17 @@ impl ChainVerifier {
         seq_of: impl FnOnce(&[u8; 32]) -> Option<u64>,
     ) {
         self.events += 1;
+        if self.first.is_none() {
+            self.first = Some((r.seq, r.prev_hash));
+        }
         if self.first_break.is_some() {
             return;
         }
-        let expected_seq = self.prev.map_or(1, |p| p.0 + 1);
-        let expected_prev = self.prev.map_or(GENESIS_HASH, |p| p.1);
+        let (expected_seq, expected_prev) = match self.prev {
+            Some(p) => (p.0 + 1, p.1),
+            None if self.resume && r.seq > 0 => (r.seq, r.prev_hash),
+            None => (1, GENESIS_HASH),
+        };
         let self_ok = chain_hash(r.seq, &r.prev_hash, &r.event) == r.hash;
         let link_ok = r.prev_hash == expected_prev;
         let seq_ok = r.seq == expected_seq;
@@ -535,6 +586,7 @@ impl ChainVerifier {
             checkpoints: checkpoints.len() as u64,
             last_good_checkpoint: last_good,
             first_break,
+            first: self.first,
         }
     }
 }

@@ -288,6 +288,25 @@ pub struct AuditSection {
     pub jsonl: Vec<JsonlSinkSection>,
     /// Webhook sinks.
     pub webhook: Vec<WebhookSinkSection>,
+    /// Whether closed ranges of the chain are written to archive segments (default true; events
+    /// never archived are never pruned).
+    pub archive: bool,
+    /// Where archive segments go: default `<data_dir>/audit-archive` on SQLite; on PostgreSQL
+    /// archiving needs this set, to a directory every node shares (one node writes at a time).
+    pub archive_dir: Option<PathBuf>,
+    /// Events per archive segment (at most).
+    pub segment_events: u64,
+    /// A segment with fewer events is written once the last one is this many seconds old.
+    pub segment_max_secs: u64,
+    /// The database keeps at most about this many of the newest events; older ones are
+    /// pruned once archived and exported (0: no count rule).
+    pub retain_events: u64,
+    /// Events older than this many days are pruned once archived and exported (0: no age rule).
+    pub retain_days: u64,
+    /// Events deleted per prune transaction.
+    pub prune_batch: u32,
+    /// How often the archiver and the pruner look for work, in milliseconds.
+    pub archive_poll_ms: u64,
 }
 
 impl Default for AuditSection {
@@ -298,6 +317,30 @@ impl Default for AuditSection {
             export_poll_ms: 500,
             jsonl: Vec::new(),
             webhook: Vec::new(),
+            archive: true,
+            archive_dir: None,
+            segment_events: 100_000,
+            segment_max_secs: 3600,
+            retain_events: 2_000_000,
+            retain_days: 0,
+            prune_batch: 5_000,
+            archive_poll_ms: 1_000,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Where this process archives the audit trail, if it does: `[audit] archive_dir`, or
+    /// `<data_dir>/audit-archive` on SQLite (a PostgreSQL cluster needs a directory its nodes
+    /// share, so it must be named).
+    pub fn audit_archive_dir(&self) -> Option<PathBuf> {
+        if !self.audit.archive {
+            return None;
+        }
+        match (&self.audit.archive_dir, self.store.backend.as_str()) {
+            (Some(d), _) => Some(d.clone()),
+            (None, "sqlite") => Some(self.data_dir.join("audit-archive")),
+            (None, _) => None,
         }
     }
 }
@@ -744,6 +787,17 @@ impl ServerConfig {
             return Err(ConfigError::Invalid(
                 "audit.checkpoint_interval_secs, audit.checkpoint_every_events and \
                  audit.export_poll_ms must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.audit.segment_events == 0
+            || self.audit.segment_max_secs == 0
+            || self.audit.prune_batch == 0
+            || self.audit.archive_poll_ms == 0
+        {
+            return Err(ConfigError::Invalid(
+                "audit.segment_events, audit.segment_max_secs, audit.prune_batch and \
+                 audit.archive_poll_ms must be at least 1"
                     .into(),
             ));
         }
