@@ -267,6 +267,53 @@ mod tests {
         }
     }
 
+    /// A chain of `n` events from seq 1.
+    fn chain(n: u64) -> Vec<ChainedEvent> {
+        let mut prev = GENESIS_HASH;
+        (1..=n)
+            .map(|seq| {
+                let e = event();
+                let hash = chain_hash(seq, &prev, &e);
+                let c = ChainedEvent {
+                    seq,
+                    prev_hash: prev,
+                    hash,
+                    event: e,
+                };
+                prev = hash;
+                c
+            })
+            .collect()
+    }
+
+    fn walk(mut v: ChainVerifier, rows: &[ChainedEvent]) -> Option<ChainBreak> {
+        for (i, r) in rows.iter().enumerate() {
+            v.push(r, rows.get(i + 1).map(|n| &n.prev_hash), |_| None);
+        }
+        v.first_break().cloned()
+    }
+
+    /// See: issue 20. After pruning, the database's rows resume mid-chain: a resuming walk
+    /// accepts their start and says where it is; every row after it is held to the chain.
+    #[test]
+    fn a_resuming_walk_starts_at_the_first_row_and_still_catches_what_follows() {
+        let rows = chain(10);
+        let tail = &rows[4..];
+        let b = walk(ChainVerifier::new(), tail).unwrap();
+        assert_eq!((b.kind, b.seq), (BreakKind::Removed, 1));
+        assert_eq!(walk(ChainVerifier::resuming(), tail), None);
+        let mut v = ChainVerifier::resuming();
+        for r in tail {
+            v.push(r, None, |_| None);
+        }
+        assert_eq!(v.head(), Some((10, rows[9].hash)));
+        assert_eq!(v.first, Some((5, rows[3].hash)));
+        let mut gap = tail.to_vec();
+        gap.remove(2);
+        let b = walk(ChainVerifier::resuming(), &gap).unwrap();
+        assert_eq!((b.kind, b.seq), (BreakKind::Removed, 7));
+    }
+
     #[test]
     fn chain_hash_is_unambiguous_across_field_boundaries() {
         // The same concatenated text split differently between two fields must differ.

@@ -205,8 +205,11 @@ async fn sustained_wraps_with_retention_keep_the_database_bounded_and_the_trail_
         segments(archive.path()).len()
     );
     // Rows: the newest RETAIN, a segment not yet archived, a batch in flight, and what the
-    // pruner's one-second-or-so lag under load lets through.
-    assert!(max_rows as u64 <= RETAIN + 6 * SEGMENT, "{max_rows} rows");
+    // archiver's lag under load lets through (it runs at nice 19; on PostgreSQL beside the
+    // database server on the same cores, so it lags more: 869 rows at most on SQLite, 3 797 on
+    // PostgreSQL, measured here).
+    let lag = if common::on_postgres() { 20 } else { 6 };
+    assert!(max_rows as u64 <= RETAIN + lag * SEGMENT, "{max_rows} rows");
     if !common::on_postgres() {
         assert!(max_bytes < DB_BOUND, "database file {max_bytes} bytes");
         assert!(database_bytes(&ts) < DB_BOUND);

@@ -658,3 +658,50 @@ pub fn verify_audit_trail(
     };
     Ok(join(chain, archive, archived, hash_at))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(safe_through: u64, count_through: u64, by_age: bool) -> AuditPrune {
+        AuditPrune {
+            safe_through,
+            count_through,
+            older_than: by_age.then(time::OffsetDateTime::now_utc),
+            batch: 100,
+        }
+    }
+
+    /// See: issue 20. A batch never passes the archived-and-exported bound, never takes the
+    /// head, stays within its size, and deletes a prefix only.
+    #[test]
+    fn a_prune_batch_stays_within_the_archive_the_head_and_its_size() {
+        // Archived through 50 of 1..=1000: at most 50, whatever the rules say.
+        let p = plan(50, 900, false);
+        let hi = prune_window(1, 1000, &p).unwrap();
+        assert_eq!(prune_through(hi, &p, None), 50);
+        // Batch of 100 from the first row.
+        let p = plan(1000, 900, false);
+        assert_eq!(prune_window(301, 1000, &p), Some(400));
+        // The head stays even when everything is archived and out of retention.
+        let p = plan(1000, 1000, false);
+        assert_eq!(prune_window(950, 1000, &p), Some(999));
+        assert_eq!(prune_window(1000, 1000, &p), None);
+        // Nothing archived yet: nothing.
+        assert_eq!(prune_window(1, 1000, &plan(0, 900, false)), None);
+        // Inside the count retention and no age rule: nothing.
+        let p = plan(1000, 0, false);
+        assert_eq!(
+            prune_through(prune_window(1, 1000, &p).unwrap(), &p, None),
+            0
+        );
+        // The age rule stops before the first event it keeps.
+        let p = plan(1000, 0, true);
+        let hi = prune_window(1, 1000, &p).unwrap();
+        assert_eq!(prune_through(hi, &p, Some(40)), 39);
+        assert_eq!(prune_through(hi, &p, None), hi);
+        // Either rule suffices: beyond the count, or old.
+        let p = plan(1000, 60, true);
+        assert_eq!(prune_through(hi, &p, Some(40)), 60);
+    }
+}
