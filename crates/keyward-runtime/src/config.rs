@@ -801,6 +801,11 @@ impl ServerConfig {
                     .into(),
             ));
         }
+        if self.audit.retain_days > 36_500 {
+            return Err(ConfigError::Invalid(
+                "audit.retain_days: at most 36500 (0 turns the age rule off)".into(),
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for name in self
             .audit
@@ -917,10 +922,32 @@ mod tests {
             "[[audit.webhook]]\nname = \"w\"\nurl = \"https://siem\"\n",
             "[[audit.webhook]]\nname = \"w\"\nurl = \"ftp://siem\"\nsecret_env = \"S\"\n",
             "[audit]\ncheckpoint_interval_secs = 0\n",
+            "[audit]\nsegment_events = 0\n",
+            "[audit]\nretain_days = 1000000\n",
         ] {
             assert!(parse(bad).is_ok_and(|c| c.validate().is_err()), "{bad}");
         }
         assert!(parse("[audit]\nsecret = 1\n").is_err());
+    }
+
+    /// See: issue 20. SQLite archives into the data directory by default; PostgreSQL only into
+    /// a directory named for every node; `archive = false` turns it (and so pruning) off.
+    #[test]
+    fn the_audit_archive_defaults_to_the_data_dir_on_sqlite_only() {
+        let parse = |t: &str| ServerConfig::from_toml(t, Path::new("x.toml")).unwrap();
+        let c = parse("data_dir = \"/d\"\n");
+        assert_eq!(
+            c.audit_archive_dir(),
+            Some(PathBuf::from("/d/audit-archive"))
+        );
+        let c = parse("data_dir = \"/d\"\n[audit]\narchive = false\n");
+        assert_eq!(c.audit_archive_dir(), None);
+        let c = parse("[store]\nbackend = \"postgres\"\nurl = \"postgres://h/k\"\n");
+        assert_eq!(c.audit_archive_dir(), None);
+        let c = parse(
+            "[store]\nbackend = \"postgres\"\nurl = \"postgres://h/k\"\n[audit]\narchive_dir = \"/shared\"\n",
+        );
+        assert_eq!(c.audit_archive_dir(), Some(PathBuf::from("/shared")));
     }
 
     #[test]
