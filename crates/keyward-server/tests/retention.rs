@@ -295,8 +295,10 @@ async fn tamper_cases(data: &Path, archive: &Path) {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
     std::fs::write(&p, bytes).unwrap();
+    // Named at the segment (it does not decompress) or at the event the flip changed in it.
     let b = broken(copy.path()).await;
-    assert_eq!((b.kind, b.seq), (BreakKind::Altered, first_of(1)), "{b:?}");
+    assert_eq!(b.kind, BreakKind::Altered, "{b:?}");
+    assert!(b.seq >= first_of(1) && b.seq < first_of(2), "{b:?}");
 
     // Two segments swapped (each under the other's name): reordered.
     let copy = copy_archive(archive);
@@ -425,4 +427,53 @@ async fn a_segment_written_before_a_crash_is_adopted_and_nothing_unarchived_is_p
         report.archive.unwrap().segments as usize,
         segments(archive.path()).len()
     );
+}
+
+/// See: issue 20. Two servers on one database (one data directory on SQLite, one database on
+/// PostgreSQL) and one archive directory: one writes at a time (the `archive` lease), so the
+/// segments form one series that verifies with the rows left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_on_one_database_write_one_series_of_segments() {
+    let archive = tempfile::tempdir().unwrap();
+    let export_dir = tempfile::tempdir().unwrap();
+    let export = export_dir.path().join("audit.jsonl");
+    let mut ts = TestServer::start_with(|c| retention(c, archive.path(), &export)).await;
+    let mut cb = common::config(ts.dir.path());
+    retention(&mut cb, archive.path(), &export);
+    let b = keyward_server::start(cb).await.unwrap();
+    let key = ts.create_root_key("shared").await;
+    let load: Vec<_> = [&ts.url, &b.url, &ts.url, &b.url]
+        .into_iter()
+        .map(|url| {
+            tokio::spawn(wraps(
+                ts.http.clone(),
+                url.clone(),
+                ts.token.clone(),
+                ts.instance.clone(),
+                key.clone(),
+                SEGMENT,
+            ))
+        })
+        .collect();
+    for t in load {
+        t.await.unwrap();
+    }
+    until("three segments", async || {
+        segments(archive.path()).len() >= 3
+    })
+    .await;
+    b.shutdown().await.unwrap();
+    ts.stop().await;
+    let report = verify(ts.dir.path(), Some(archive.path())).await;
+    assert!(report.chain.first_break.is_none(), "{report:?}");
+    let a = report.archive.unwrap();
+    assert_eq!(a.segments as usize, segments(archive.path()).len());
+    assert_eq!(a.events, a.head.unwrap().0);
+    // No temporary file was left beside them by a writer that lost the lease.
+    let leftovers: Vec<_> = std::fs::read_dir(archive.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

@@ -254,11 +254,15 @@ fn checkpoint_of(line: Line) -> Result<AuditCheckpoint, String> {
 /// Writes one segment: [`create`](SegmentWriter::create), [`push`](SegmentWriter::push) each
 /// event of the range in order, then [`finish`](SegmentWriter::finish) with the checkpoint of
 /// the last. Each event is checked as it is written (its position, its link to the one before
-/// and its own hash): a segment never archives a broken chain.
+/// and its own hash): a segment never archives a broken chain. Dropped before `finish` (an
+/// error, a lost lease), it removes its temporary file.
 pub struct SegmentWriter {
     dir: PathBuf,
     tmp: PathBuf,
-    out: GzEncoder<BufWriter<File>>,
+    /// `None` once `finish` took it.
+    out: Option<GzEncoder<BufWriter<File>>>,
+    /// Whether the segment was moved into place (then there is no temporary file to remove).
+    placed: bool,
     first: u64,
     last: u64,
     next: u64,
@@ -296,7 +300,8 @@ impl SegmentWriter {
         let mut w = SegmentWriter {
             dir: dir.to_owned(),
             tmp,
-            out: GzEncoder::new(BufWriter::new(file), Compression::fast()),
+            out: Some(GzEncoder::new(BufWriter::new(file), Compression::fast())),
+            placed: false,
             first,
             last,
             next: first,
@@ -315,9 +320,12 @@ impl SegmentWriter {
         let mut bytes = serde_json::to_vec(l)
             .map_err(|e| StoreError::Unavailable(format!("audit archive: {e}")))?;
         bytes.push(b'\n');
-        self.out
-            .write_all(&bytes)
-            .map_err(|e| io_error(&self.tmp, e))
+        match self.out.as_mut() {
+            Some(out) => out.write_all(&bytes).map_err(|e| io_error(&self.tmp, e)),
+            None => Err(StoreError::Unavailable(
+                "audit archive: the segment is already finished".into(),
+            )),
+        }
     }
 
     /// Appends the next event of the range.
@@ -350,7 +358,6 @@ impl SegmentWriter {
     pub fn finish(mut self, checkpoint: &AuditCheckpoint) -> Result<PathBuf, StoreError> {
         if self.next != self.last + 1 || checkpoint.seq != self.last || checkpoint.hash != self.head
         {
-            let _ = std::fs::remove_file(&self.tmp);
             return Err(StoreError::Corrupt(format!(
                 "audit archive: segment {}..={} is incomplete or its checkpoint does not match",
                 self.first, self.last
@@ -365,6 +372,8 @@ impl SegmentWriter {
         let tmp = self.tmp.clone();
         let file = self
             .out
+            .take()
+            .ok_or_else(|| io_error(&tmp, std::io::ErrorKind::Other.into()))?
             .finish()
             .and_then(|b| b.into_inner().map_err(|e| e.into_error()))
             .map_err(|e| io_error(&tmp, e))?;
@@ -372,10 +381,19 @@ impl SegmentWriter {
         drop(file);
         let path = self.dir.join(segment_name(self.first, self.last));
         std::fs::rename(&tmp, &path).map_err(|e| io_error(&path, e))?;
+        self.placed = true;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| io_error(&self.dir, e))?;
         Ok(path)
+    }
+}
+
+impl Drop for SegmentWriter {
+    fn drop(&mut self) {
+        if !self.placed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 
