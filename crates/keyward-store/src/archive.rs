@@ -698,14 +698,18 @@ pub(crate) fn join(
         }
         (Some((1, _)), _) => {}
         (Some((f, _)), None) => {
-            problem = broken(
-                BreakKind::Removed,
-                1,
+            let detail = if archived == 0 {
                 format!(
-                    "events 1..={} are not in the database (pruned after archiving?): verify with the archive directory (--archive-dir)",
+                    "events 1..={} are missing from the database (and nothing was ever archived)",
                     f - 1
-                ),
-            );
+                )
+            } else {
+                format!(
+                    "events 1..={} are not in the database (pruned after archiving through seq {archived}?): verify with the archive directory (--archive-dir)",
+                    f - 1
+                )
+            };
+            problem = broken(BreakKind::Removed, 1, detail);
         }
         (Some((f, prev)), Some((dir, a))) => match a.head {
             Some((h, _)) if h + 1 >= f => {
