@@ -90,6 +90,11 @@ pub struct CollectionMetadata {
     /// The search a key listing ran (`search=`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search_query: Option<SearchQuery>,
+    /// Audit events up to this position were pruned from the database after archiving: they
+    /// are not in this listing, but in the operator's audit archive (`keyward audit verify`
+    /// walks it; `archive_dir` in the server's `[audit]` section says where).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_through: Option<u64>,
 }
 
 /// How a key listing's `search` was understood.
@@ -123,6 +128,7 @@ impl<T> Collection<T> {
                 collection_total: resources.len() as u64,
                 total_count: None,
                 search_query: None,
+                archived_through: None,
             },
             resources,
         }

@@ -179,6 +179,23 @@ impl Outcome {
     }
 }
 
+/// One batch of retention: which of the oldest events the store may delete. An event is deleted
+/// only if its seq is at most `safe_through` (archived, and delivered by every export sink) and
+/// it is outside the retention: its seq is at most `count_through` (beyond the newest
+/// `retain_events`) or it is older than `older_than` (`retain_days`). Events go oldest first,
+/// and the first one that must stay ends the batch, so the database keeps a suffix of the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditPrune {
+    /// Highest seq that is archived and exported.
+    pub safe_through: u64,
+    /// Highest seq outside the newest `retain_events` (0: no count rule).
+    pub count_through: u64,
+    /// Events older than this are outside the retention (`None`: no age rule).
+    pub older_than: Option<OffsetDateTime>,
+    /// Most events deleted in this batch.
+    pub batch: u32,
+}
+
 /// Which events a query returns; every filter set must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQuery {
@@ -248,6 +265,53 @@ mod tests {
         for c in changes {
             assert_ne!(h, chain_hash(7, &GENESIS_HASH, &c));
         }
+    }
+
+    /// A chain of `n` events from seq 1.
+    fn chain(n: u64) -> Vec<ChainedEvent> {
+        let mut prev = GENESIS_HASH;
+        (1..=n)
+            .map(|seq| {
+                let e = event();
+                let hash = chain_hash(seq, &prev, &e);
+                let c = ChainedEvent {
+                    seq,
+                    prev_hash: prev,
+                    hash,
+                    event: e,
+                };
+                prev = hash;
+                c
+            })
+            .collect()
+    }
+
+    fn walk(mut v: ChainVerifier, rows: &[ChainedEvent]) -> Option<ChainBreak> {
+        for (i, r) in rows.iter().enumerate() {
+            v.push(r, rows.get(i + 1).map(|n| &n.prev_hash), |_| None);
+        }
+        v.first_break().cloned()
+    }
+
+    /// See: issue 20. After pruning, the database's rows resume mid-chain: a resuming walk
+    /// accepts their start and says where it is; every row after it is held to the chain.
+    #[test]
+    fn a_resuming_walk_starts_at_the_first_row_and_still_catches_what_follows() {
+        let rows = chain(10);
+        let tail = &rows[4..];
+        let b = walk(ChainVerifier::new(), tail).unwrap();
+        assert_eq!((b.kind, b.seq), (BreakKind::Removed, 1));
+        assert_eq!(walk(ChainVerifier::resuming(), tail), None);
+        let mut v = ChainVerifier::resuming();
+        for r in tail {
+            v.push(r, None, |_| None);
+        }
+        assert_eq!(v.head(), Some((10, rows[9].hash)));
+        assert_eq!(v.first, Some((5, rows[3].hash)));
+        let mut gap = tail.to_vec();
+        gap.remove(2);
+        let b = walk(ChainVerifier::resuming(), &gap).unwrap();
+        assert_eq!((b.kind, b.seq), (BreakKind::Removed, 7));
     }
 
     #[test]
@@ -329,6 +393,9 @@ pub struct ChainReport {
     pub last_good_checkpoint: Option<u64>,
     /// The first break, if the chain is not intact.
     pub first_break: Option<ChainBreak>,
+    /// The first row walked and the `prev_hash` it links to: what a walk that resumes after
+    /// an archived, pruned range must check against the archive ([`ChainVerifier::resuming`]).
+    pub first: Option<(u64, [u8; 32])>,
 }
 
 /// Walks stored events in `seq` order and names the first break. Feed every row to [`push`]
@@ -346,10 +413,14 @@ pub struct ChainVerifier {
     prev: Option<(u64, [u8; 32], Uuid)>,
     events: u64,
     first_break: Option<ChainBreak>,
+    /// Whether the first row may start anywhere (the rows before it were pruned).
+    resume: bool,
+    /// The first row pushed: its seq and `prev_hash`.
+    first: Option<(u64, [u8; 32])>,
 }
 
 impl ChainVerifier {
-    /// A verifier that has seen nothing yet.
+    /// A verifier that has seen nothing yet; the first row must be seq 1 after the genesis hash.
     pub fn new() -> Self {
         Self::default()
     }
@@ -361,6 +432,27 @@ impl ChainVerifier {
             prev: Some((seq, hash, id)),
             ..Self::default()
         }
+    }
+
+    /// A verifier for a trail whose oldest rows may have been pruned (after archiving): the
+    /// first row pushed may sit at any position and link to any hash, and the report's
+    /// [`ChainReport::first`] says which, for the caller to check against the archive. Every
+    /// row after it is held to the chain as with [`ChainVerifier::new`].
+    pub fn resuming() -> Self {
+        ChainVerifier {
+            resume: true,
+            ..Self::default()
+        }
+    }
+
+    /// The first break found so far.
+    pub fn first_break(&self) -> Option<&ChainBreak> {
+        self.first_break.as_ref()
+    }
+
+    /// The last row accepted: its seq and hash.
+    pub fn head(&self) -> Option<(u64, [u8; 32])> {
+        self.prev.map(|p| (p.0, p.1))
     }
 
     /// Records a row that could not even be decoded.
@@ -386,11 +478,17 @@ impl ChainVerifier {
         seq_of: impl FnOnce(&[u8; 32]) -> Option<u64>,
     ) {
         self.events += 1;
+        if self.first.is_none() {
+            self.first = Some((r.seq, r.prev_hash));
+        }
         if self.first_break.is_some() {
             return;
         }
-        let expected_seq = self.prev.map_or(1, |p| p.0 + 1);
-        let expected_prev = self.prev.map_or(GENESIS_HASH, |p| p.1);
+        let (expected_seq, expected_prev) = match self.prev {
+            Some(p) => (p.0 + 1, p.1),
+            None if self.resume && r.seq > 0 => (r.seq, r.prev_hash),
+            None => (1, GENESIS_HASH),
+        };
         let self_ok = chain_hash(r.seq, &r.prev_hash, &r.event) == r.hash;
         let link_ok = r.prev_hash == expected_prev;
         let seq_ok = r.seq == expected_seq;
@@ -544,6 +642,7 @@ impl ChainVerifier {
             checkpoints: checkpoints.len() as u64,
             last_good_checkpoint: last_good,
             first_break,
+            first: self.first,
         }
     }
 }

@@ -39,8 +39,9 @@ mod verified;
 
 pub use access::{Denial, Grant, Grants, OPERATIONS, Operation, Role, Scope, Target};
 pub use audit::{
-    AuditCheckpoint, AuditEvent, AuditQuery, BreakKind, ChainBreak, ChainReport, ChainVerifier,
-    ChainedEvent, GENESIS_HASH, Initiator, Outcome, chain_hash, checkpoint_bytes, time_nanos,
+    AuditCheckpoint, AuditEvent, AuditPrune, AuditQuery, BreakKind, ChainBreak, ChainReport,
+    ChainVerifier, ChainedEvent, GENESIS_HASH, Initiator, Outcome, chain_hash, checkpoint_bytes,
+    time_nanos,
 };
 pub use custody::{
     Custody, CustodyError, InlineKeygen, TransitKeyPair, TransitKeygen, WrappedMaterial,

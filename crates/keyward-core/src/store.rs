@@ -537,4 +537,12 @@ pub trait AuditStore: Send + Sync {
     /// Gives up every export lease `holder` holds (at a graceful shutdown), so another process
     /// takes the sinks over at once rather than when the leases lapse.
     async fn release_export_leases(&self, holder: &str) -> Result<(), StoreError>;
+    /// The oldest event still in the database (older ones were pruned after archiving), or
+    /// `None` for an empty trail.
+    async fn audit_first_seq(&self) -> Result<Option<u64>, StoreError>;
+    /// Deletes one batch of the oldest events `prune` allows (see [`crate::AuditPrune`]), with
+    /// the checkpoints at or below them, in one transaction; returns the events deleted. Never
+    /// deletes the chain head (the next event links to it), never leaves a gap: what remains
+    /// is always a suffix of the chain.
+    async fn prune_audit(&self, prune: &crate::AuditPrune) -> Result<u64, StoreError>;
 }

@@ -104,12 +104,12 @@ fn export_lease(poll: Duration) -> Duration {
 /// +5 % unwraps/s, BENCHMARKS.md). A sink starved by a saturated machine falls behind and
 /// catches up from its cursor later; `keyward_audit_export_lag_events` shows by how much. The
 /// thread ends when this is dropped, after the job it is running.
-struct LowPriority {
+pub(crate) struct LowPriority {
     jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
 }
 
 impl LowPriority {
-    fn start(name: &str) -> std::io::Result<Self> {
+    pub(crate) fn start(name: &str) -> std::io::Result<Self> {
         let (jobs, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
         let sink = name.to_owned();
         std::thread::Builder::new()
@@ -128,7 +128,7 @@ impl LowPriority {
     }
 
     /// Runs `f` on the thread and returns its result.
-    async fn run<T: Send + 'static>(
+    pub(crate) async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, String> {
@@ -263,6 +263,13 @@ pub fn spawn_exporter(
                     continue;
                 }
             };
+            if let Some(first) = events.first()
+                && first.seq > cursor + 1
+            {
+                // Only a sink configured after pruning began: pruning never passes a
+                // configured sink's cursor.
+                tracing::warn!(sink = %name, from = cursor + 1, to = first.seq - 1, "audit export: these events were pruned from the database before this sink existed; they are in the audit archive");
+            }
             let Some(last) = events.last().map(|e| e.seq) else {
                 if wait_or_stop(poll, &mut stop).await {
                     return;
@@ -317,7 +324,10 @@ pub fn spawn_exporter(
 }
 
 /// Sleeps `d`, or less if a stop is asked; whether to stop.
-async fn wait_or_stop(d: Duration, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+pub(crate) async fn wait_or_stop(
+    d: Duration,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => {}
         _ = stop.changed() => {}
@@ -333,6 +343,11 @@ pub struct ExportSink {
 }
 
 impl ExportSink {
+    /// The name its cursor and lease are kept under.
+    pub fn cursor_name(&self) -> &str {
+        &self.name
+    }
+
     /// Opens a JSON Lines sink: creates the file (0600) if needed and finds the last event in it.
     pub fn jsonl(c: &JsonlSinkSection) -> anyhow::Result<Self> {
         Ok(ExportSink {

@@ -298,6 +298,25 @@ pub struct AuditSection {
     pub jsonl: Vec<JsonlSinkSection>,
     /// Webhook sinks.
     pub webhook: Vec<WebhookSinkSection>,
+    /// Whether closed ranges of the chain are written to archive segments (default true; events
+    /// never archived are never pruned).
+    pub archive: bool,
+    /// Where archive segments go: default `<data_dir>/audit-archive` on SQLite; on PostgreSQL
+    /// archiving needs this set, to a directory every node shares (one node writes at a time).
+    pub archive_dir: Option<PathBuf>,
+    /// Events per archive segment (at most).
+    pub segment_events: u64,
+    /// A segment with fewer events is written once the last one is this many seconds old.
+    pub segment_max_secs: u64,
+    /// The database keeps at most about this many of the newest events; older ones are
+    /// pruned once archived and exported (0: no count rule).
+    pub retain_events: u64,
+    /// Events older than this many days are pruned once archived and exported (0: no age rule).
+    pub retain_days: u64,
+    /// Events deleted per prune transaction.
+    pub prune_batch: u32,
+    /// How often the archiver and the pruner look for work, in milliseconds.
+    pub archive_poll_ms: u64,
 }
 
 impl Default for AuditSection {
@@ -308,6 +327,30 @@ impl Default for AuditSection {
             export_poll_ms: 500,
             jsonl: Vec::new(),
             webhook: Vec::new(),
+            archive: true,
+            archive_dir: None,
+            segment_events: 100_000,
+            segment_max_secs: 3600,
+            retain_events: 2_000_000,
+            retain_days: 0,
+            prune_batch: 5_000,
+            archive_poll_ms: 1_000,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Where this process archives the audit trail, if it does: `[audit] archive_dir`, or
+    /// `<data_dir>/audit-archive` on SQLite (a PostgreSQL cluster needs a directory its nodes
+    /// share, so it must be named).
+    pub fn audit_archive_dir(&self) -> Option<PathBuf> {
+        if !self.audit.archive {
+            return None;
+        }
+        match (&self.audit.archive_dir, self.store.backend.as_str()) {
+            (Some(d), _) => Some(d.clone()),
+            (None, "sqlite") => Some(self.data_dir.join("audit-archive")),
+            (None, _) => None,
         }
     }
 }
@@ -757,6 +800,22 @@ impl ServerConfig {
                     .into(),
             ));
         }
+        if self.audit.segment_events == 0
+            || self.audit.segment_max_secs == 0
+            || self.audit.prune_batch == 0
+            || self.audit.archive_poll_ms == 0
+        {
+            return Err(ConfigError::Invalid(
+                "audit.segment_events, audit.segment_max_secs, audit.prune_batch and \
+                 audit.archive_poll_ms must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.audit.retain_days > 36_500 {
+            return Err(ConfigError::Invalid(
+                "audit.retain_days: at most 36500 (0 turns the age rule off)".into(),
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for name in self
             .audit
@@ -873,10 +932,32 @@ mod tests {
             "[[audit.webhook]]\nname = \"w\"\nurl = \"https://siem\"\n",
             "[[audit.webhook]]\nname = \"w\"\nurl = \"ftp://siem\"\nsecret_env = \"S\"\n",
             "[audit]\ncheckpoint_interval_secs = 0\n",
+            "[audit]\nsegment_events = 0\n",
+            "[audit]\nretain_days = 1000000\n",
         ] {
             assert!(parse(bad).is_ok_and(|c| c.validate().is_err()), "{bad}");
         }
         assert!(parse("[audit]\nsecret = 1\n").is_err());
+    }
+
+    /// See: issue 20. SQLite archives into the data directory by default; PostgreSQL only into
+    /// a directory named for every node; `archive = false` turns it (and so pruning) off.
+    #[test]
+    fn the_audit_archive_defaults_to_the_data_dir_on_sqlite_only() {
+        let parse = |t: &str| ServerConfig::from_toml(t, Path::new("x.toml")).unwrap();
+        let c = parse("data_dir = \"/d\"\n");
+        assert_eq!(
+            c.audit_archive_dir(),
+            Some(PathBuf::from("/d/audit-archive"))
+        );
+        let c = parse("data_dir = \"/d\"\n[audit]\narchive = false\n");
+        assert_eq!(c.audit_archive_dir(), None);
+        let c = parse("[store]\nbackend = \"postgres\"\nurl = \"postgres://h/k\"\n");
+        assert_eq!(c.audit_archive_dir(), None);
+        let c = parse(
+            "[store]\nbackend = \"postgres\"\nurl = \"postgres://h/k\"\n[audit]\narchive_dir = \"/shared\"\n",
+        );
+        assert_eq!(c.audit_archive_dir(), Some(PathBuf::from("/shared")));
     }
 
     #[test]

@@ -19,6 +19,7 @@
     )
 )]
 
+pub mod archive;
 pub mod audit;
 pub mod bootstrap;
 pub mod config;
@@ -248,7 +249,7 @@ impl Runtime {
     }
 
     /// Starts the background work: the scheduler (when enabled), the audit checkpointer, one
-    /// exporter per audit sink, and webhook delivery.
+    /// exporter per audit sink, the audit archiver and pruner, and webhook delivery.
     pub fn start_background(&self) -> anyhow::Result<Background> {
         let config = &self.config;
         let trail = &self.stores.trail;
@@ -277,6 +278,35 @@ impl Runtime {
         let export_holder = uuid::Uuid::new_v4().to_string();
         let (stop_exports, stopped) = tokio::sync::watch::channel(false);
         let mut exporters = Vec::new();
+        if let Some(dir) = config.audit_archive_dir() {
+            let poll = Duration::from_millis(config.audit.archive_poll_ms);
+            exporters.push(archive::spawn_archiver(
+                trail.clone(),
+                self.keys.custody().clone(),
+                self.metrics.clone(),
+                archive::ArchiveSettings {
+                    dir,
+                    segment_events: config.audit.segment_events,
+                    segment_max: Duration::from_secs(config.audit.segment_max_secs),
+                    poll,
+                },
+                export_holder.clone(),
+                stopped.clone(),
+            ));
+            exporters.push(archive::spawn_pruner(
+                trail.clone(),
+                archive::RetentionSettings {
+                    retain_events: config.audit.retain_events,
+                    retain: (config.audit.retain_days > 0).then(|| {
+                        Duration::from_secs(config.audit.retain_days.saturating_mul(86_400))
+                    }),
+                    batch: config.audit.prune_batch,
+                    poll,
+                    sinks: sinks.iter().map(|s| s.cursor_name().to_owned()).collect(),
+                },
+                stopped.clone(),
+            ));
+        }
         for sink in sinks {
             exporters.push(audit::spawn_exporter(
                 trail.clone(),

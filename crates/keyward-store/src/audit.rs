@@ -5,11 +5,12 @@
 use std::path::Path;
 
 use keyward_core::{
-    AuditCheckpoint, AuditEvent, AuditQuery, AuditStore, ChainReport, ChainVerifier, ChainedEvent,
-    Custody, GENESIS_HASH, Initiator, Outcome, StoreError, chain_hash,
+    AuditCheckpoint, AuditEvent, AuditPrune, AuditQuery, AuditStore, ChainReport, ChainVerifier,
+    ChainedEvent, Custody, GENESIS_HASH, Initiator, Outcome, StoreError, chain_hash,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, params_from_iter};
 
+use crate::archive::{ARCHIVE_CURSOR, TrailReport, join, verify_archive};
 use crate::columns::{Bad, Columns, Param};
 use crate::rows::{nanos, sql_error, time_of};
 use crate::sqlite::{DB_FILE, SqliteStore};
@@ -281,6 +282,20 @@ impl ChainWalk {
         }
     }
 
+    /// The first break found so far (a row is checked when the row after it arrives).
+    pub(crate) fn first_break(&self) -> Option<&keyward_core::ChainBreak> {
+        self.verifier.first_break()
+    }
+
+    /// A walk of a trail whose oldest rows may have been pruned (see
+    /// [`ChainVerifier::resuming`]).
+    pub(crate) fn resuming() -> Self {
+        ChainWalk {
+            verifier: ChainVerifier::resuming(),
+            current: None,
+        }
+    }
+
     /// After the last row: the verifier, ready for the checkpoints.
     pub(crate) fn end(mut self, seq_of: impl FnOnce(&[u8; 32]) -> Option<u64>) -> ChainVerifier {
         if let Some(cur) = self.current.take() {
@@ -300,6 +315,27 @@ impl ChainWalk {
             Err((seq, why)) => self.verifier.push_unreadable(seq, &why),
         }
     }
+}
+
+/// The highest seq a prune batch may look at, given the trail's first and last seq: the batch
+/// size from the first, the archived-and-exported bound, and never the head (the next event
+/// links to it). `None` when nothing may go.
+pub(crate) fn prune_window(first: u64, last: u64, p: &AuditPrune) -> Option<u64> {
+    let hi = p
+        .safe_through
+        .min(first.saturating_add(u64::from(p.batch).max(1) - 1))
+        .min(last.saturating_sub(1));
+    (hi >= first).then_some(hi)
+}
+
+/// The highest seq a prune batch deletes: within the window up to `hi`, events beyond the count
+/// rule, or before `first_new` (the first event in the window the age rule keeps, if any).
+pub(crate) fn prune_through(hi: u64, p: &AuditPrune, first_new: Option<u64>) -> u64 {
+    let by_age = match p.older_than {
+        None => 0,
+        Some(_) => first_new.map_or(hi, |s| s.saturating_sub(1)),
+    };
+    hi.min(p.count_through.max(by_age))
 }
 
 pub(crate) fn to_i64(v: u64) -> i64 {
@@ -484,12 +520,74 @@ impl AuditStore for SqliteStore {
         })
         .await
     }
+
+    async fn audit_first_seq(&self) -> Result<Option<u64>, StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT min(seq) FROM audit_events", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .map(|s| s.and_then(|s| u64::try_from(s).ok()))
+        })
+    }
+
+    async fn prune_audit(&self, prune: &AuditPrune) -> Result<u64, StoreError> {
+        let p = prune.clone();
+        // In the writer's transaction: the bounds read are the ones the delete acts on.
+        self.write(Statements::Many, move |c| {
+            let (first, last): (Option<i64>, Option<i64>) = c
+                .prepare_cached("SELECT min(seq), max(seq) FROM audit_events")?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let (Some(first), Some(last)) = (first, last) else {
+                return Ok(0);
+            };
+            let (first, last) = (
+                u64::try_from(first).unwrap_or(0),
+                u64::try_from(last).unwrap_or(0),
+            );
+            let Some(hi) = prune_window(first, last, &p) else {
+                return Ok(0);
+            };
+            let first_new = match p.older_than {
+                None => None,
+                Some(t) => c
+                    .prepare_cached(
+                        "SELECT min(seq) FROM audit_events WHERE seq BETWEEN ?1 AND ?2 AND time >= ?3",
+                    )?
+                    .query_row(params![to_i64(first), to_i64(hi), nanos(t)], |r| {
+                        r.get::<_, Option<i64>>(0)
+                    })?
+                    .and_then(|s| u64::try_from(s).ok()),
+            };
+            let through = prune_through(hi, &p, first_new);
+            if through < first {
+                return Ok(0);
+            }
+            let n = c
+                .prepare_cached("DELETE FROM audit_events WHERE seq <= ?1")?
+                .execute([to_i64(through)])?;
+            c.prepare_cached("DELETE FROM audit_checkpoints WHERE seq <= ?1")?
+                .execute([to_i64(through)])?;
+            Ok(n as u64)
+        })
+        .await
+    }
 }
 
 /// Walks the whole audit chain of `dir/keyward.db`, read-only, and checks every checkpoint's
 /// signature with `custody`. Memory is constant: one event at a time (a trail grows by billions of
 /// events a day at full load); at a break, one scan finds where the broken row's predecessor is.
+/// Events pruned after archiving are a break here: verify them with [`verify_audit_trail`].
 pub fn verify_audit_chain(dir: &Path, custody: &dyn Custody) -> Result<ChainReport, StoreError> {
+    verify_audit_trail(dir, None, custody).map(|t| t.chain)
+}
+
+/// [`verify_audit_chain`] over the archive in `archive` and the rows in the database as one
+/// chain (see [`crate::archive::verify_archive`]): the first break in either is named.
+pub fn verify_audit_trail(
+    dir: &Path,
+    archive: Option<&Path>,
+    custody: &dyn Custody,
+) -> Result<TrailReport, StoreError> {
     let path = dir.join(DB_FILE);
     if !path.exists() {
         return Err(StoreError::Unavailable(format!(
@@ -519,7 +617,7 @@ pub fn verify_audit_chain(dir: &Path, custody: &dyn Custody) -> Result<ChainRepo
         let sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events ORDER BY seq");
         let mut stmt = c.prepare(&sql).map_err(sql_error)?;
         let mut rows = stmt.query([]).map_err(sql_error)?;
-        let mut walk = ChainWalk::default();
+        let mut walk = ChainWalk::resuming();
         while let Some(r) = rows.next().map_err(sql_error)? {
             walk.row(walk_row(r), &mut seq_of);
         }
@@ -532,14 +630,78 @@ pub fn verify_audit_chain(dir: &Path, custody: &dyn Custody) -> Result<ChainRepo
         let rows = stmt.query_map([], checkpoint_from_row).map_err(sql_error)?;
         rows.collect::<rusqlite::Result<_>>().map_err(sql_error)?
     };
+    let archived: u64 = c
+        .query_row(
+            "SELECT seq FROM audit_export_cursors WHERE sink = ?1",
+            [ARCHIVE_CURSOR],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()
+        .map_err(sql_error)?
+        .map_or(0, |s| u64::try_from(s).unwrap_or(0));
     let mut at = c
         .prepare("SELECT hash FROM audit_events WHERE seq = ?1")
         .map_err(sql_error)?;
-    let hash_at = |seq: u64| -> Option<[u8; 32]> {
+    let mut hash_at = |seq: u64| -> Option<[u8; 32]> {
         at.query_row([to_i64(seq)], |r| Ok(hash32(r.get(0)?)))
             .optional()
             .ok()
             .flatten()
     };
-    Ok(verifier.finish(&checkpoints, hash_at, custody))
+    let chain = verifier.finish(&checkpoints, &mut hash_at, custody);
+    let archive = match archive {
+        None => None,
+        Some(a) => {
+            let probe = chain.first.and_then(|f| f.0.checked_sub(1));
+            Some((a, verify_archive(a, custody, probe)?))
+        }
+    };
+    Ok(join(chain, archive, archived, hash_at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(safe_through: u64, count_through: u64, by_age: bool) -> AuditPrune {
+        AuditPrune {
+            safe_through,
+            count_through,
+            older_than: by_age.then(time::OffsetDateTime::now_utc),
+            batch: 100,
+        }
+    }
+
+    /// See: issue 20. A batch never passes the archived-and-exported bound, never takes the
+    /// head, stays within its size, and deletes a prefix only.
+    #[test]
+    fn a_prune_batch_stays_within_the_archive_the_head_and_its_size() {
+        // Archived through 50 of 1..=1000: at most 50, whatever the rules say.
+        let p = plan(50, 900, false);
+        let hi = prune_window(1, 1000, &p).unwrap();
+        assert_eq!(prune_through(hi, &p, None), 50);
+        // Batch of 100 from the first row.
+        let p = plan(1000, 900, false);
+        assert_eq!(prune_window(301, 1000, &p), Some(400));
+        // The head stays even when everything is archived and out of retention.
+        let p = plan(1000, 1000, false);
+        assert_eq!(prune_window(950, 1000, &p), Some(999));
+        assert_eq!(prune_window(1000, 1000, &p), None);
+        // Nothing archived yet: nothing.
+        assert_eq!(prune_window(1, 1000, &plan(0, 900, false)), None);
+        // Inside the count retention and no age rule: nothing.
+        let p = plan(1000, 0, false);
+        assert_eq!(
+            prune_through(prune_window(1, 1000, &p).unwrap(), &p, None),
+            0
+        );
+        // The age rule stops before the first event it keeps.
+        let p = plan(1000, 0, true);
+        let hi = prune_window(1, 1000, &p).unwrap();
+        assert_eq!(prune_through(hi, &p, Some(40)), 39);
+        assert_eq!(prune_through(hi, &p, None), hi);
+        // Either rule suffices: beyond the count, or old.
+        let p = plan(1000, 60, true);
+        assert_eq!(prune_through(hi, &p, Some(40)), 60);
+    }
 }

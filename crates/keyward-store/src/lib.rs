@@ -17,6 +17,7 @@
     )
 )]
 
+pub mod archive;
 mod audit;
 mod check;
 mod columns;
@@ -33,8 +34,11 @@ mod writer;
 
 pub mod postgres;
 
-pub use audit::{MAX_PAGE as MAX_AUDIT_PAGE, verify_audit_chain};
+pub use archive::{ArchiveReport, TrailReport, verify_archive};
+pub use audit::{MAX_PAGE as MAX_AUDIT_PAGE, verify_audit_chain, verify_audit_trail};
 pub use check::{CheckReport, QuickCheck, check_sqlite};
 pub use copy::{CopyProgress, CopyReport, TABLES, copy_sqlite_to_postgres};
-pub use postgres::{Change, ClusterLock, PgOptions, PgStore, verify_audit_chain_pg};
+pub use postgres::{
+    Change, ClusterLock, PgOptions, PgStore, verify_audit_chain_pg, verify_audit_trail_pg,
+};
 pub use sqlite::{DB_FILE, SqliteStore};

@@ -1,7 +1,8 @@
 //! The audit trail end to end, with real `keyward serve` processes and the real CLI:
 //! `keyward audit verify` on a clean chain written by two servers sharing one data directory,
 //! and on copies of it tampered in SQLite (an edited, deleted, inserted and swapped event, a
-//! tail cut after a checkpoint), each caught and named; `keyward audit list`; and a scan of every
+//! tail cut after a checkpoint), each caught and named; the same over archive segments and the
+//! database's remaining rows with retention on (a segment deleted, swapped or altered); `keyward audit list`; and a scan of every
 //! log line, exported line and audit row of a broad scenario for the secrets it used.
 
 #![allow(
@@ -245,6 +246,104 @@ fn audit_verify_passes_a_clean_chain_and_names_every_kind_of_tampering() {
         err.contains("keystore") || err.contains("database"),
         "{err}"
     );
+}
+
+/// A copy of the data directory with its audit archive, with `f` applied to the archive.
+fn with_archive(src: &Path, f: impl FnOnce(&Path, &[std::path::PathBuf])) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["keyward.db", "keyward.db-wal", "keystore.json"] {
+        if src.join(f).exists() {
+            std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+        }
+    }
+    let archive = dir.path().join("audit-archive");
+    std::fs::create_dir(&archive).unwrap();
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(src.join("audit-archive")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, archive.join(p.file_name().unwrap())).unwrap();
+        names.push(archive.join(p.file_name().unwrap()));
+    }
+    names.sort();
+    f(&archive, &names);
+    dir
+}
+
+/// See: issue 20. With `retain_events` set, `keyward audit verify` finds the archive in the
+/// data directory and walks its segments and the database's remaining rows as one chain; a
+/// segment deleted, swapped with another or altered is named.
+#[test]
+fn audit_verify_walks_the_archive_and_the_database_and_names_a_missing_swapped_or_altered_segment()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::spawn_with(
+        dir.path(),
+        &format!(
+            "{FAST_LIFECYCLE}[audit]\nsegment_events = 20\nretain_events = 10\nprune_batch = 10\narchive_poll_ms = 50\n"
+        ),
+    );
+    let a = api(dir.path(), &server.url);
+    let r = a
+        .req(Method::POST, "/api/v2/keys")
+        .json(&json!({"metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
+                      "resources": [{"name": "archived", "extractable": false}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let key = r.json::<Value>().unwrap()["resources"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..120 {
+        wrap(&a, &key);
+    }
+    let archive = dir.path().join("audit-archive");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_dir(&archive).map_or(0, |d| d.count()) < 5 {
+        assert!(std::time::Instant::now() < deadline, "no archive segments");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    stop(server);
+    let (code, report) = verify(dir.path());
+    assert_eq!(code, 0, "{report}");
+    assert!(
+        report["archive"]["segments"].as_u64().unwrap() >= 5,
+        "{report}"
+    );
+    assert!(report["databaseFirstSeq"].as_u64().unwrap() > 1, "{report}");
+    let (code, out, _) = keyward(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("segments"), "{out}");
+
+    // The second segment deleted.
+    let d = with_archive(dir.path(), |_, s| std::fs::remove_file(&s[1]).unwrap());
+    assert_break(d.path(), "removed", 21, None);
+    // The second and third swapped.
+    let d = with_archive(dir.path(), |a, s| {
+        std::fs::rename(&s[1], a.join("x")).unwrap();
+        std::fs::rename(&s[2], &s[1]).unwrap();
+        std::fs::rename(a.join("x"), &s[2]).unwrap();
+    });
+    assert_break(d.path(), "reordered", 21, None);
+    // The third's bytes changed.
+    let d = with_archive(dir.path(), |_, s| {
+        let mut b = std::fs::read(&s[2]).unwrap();
+        let n = b.len() / 2;
+        b[n] ^= 1;
+        std::fs::write(&s[2], b).unwrap();
+    });
+    // Named at the segment, or at the event the flipped bit changed inside it.
+    let (code, report) = verify(d.path());
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["firstBreak"]["kind"], "altered", "{report}");
+    let seq = report["firstBreak"]["seq"].as_u64().unwrap();
+    assert!((41..=60).contains(&seq), "{report}");
 }
 
 /// Every form a secret could leak in.

@@ -92,8 +92,12 @@ pub async fn list(
         .keys
         .audit_events(&authed.caller, state.trail.as_ref(), query)
         .await?;
+    // Events before the database's first row were pruned after archiving: say so, rather than
+    // let the listing look complete.
+    let first = state.trail.audit_first_seq().await.ok().flatten();
     let mut body = Collection::new(AUDIT_EVENT_MEDIA, events.iter().map(event_view).collect());
     body.metadata.total_count = Some(total);
+    body.metadata.archived_through = first.filter(|f| *f > 1).map(|f| f - 1);
     Ok(json_response(StatusCode::OK, AUDIT_EVENT_MEDIA, &body))
 }
 

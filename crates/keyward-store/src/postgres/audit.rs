@@ -26,17 +26,18 @@ use std::collections::HashMap;
 use deadpool_postgres::Object;
 use futures_util::TryStreamExt;
 use keyward_core::{
-    AuditCheckpoint, AuditEvent, AuditQuery, AuditStore, ChainReport, ChainVerifier, ChainedEvent,
-    Custody, GENESIS_HASH, StoreError, chain_hash,
+    AuditCheckpoint, AuditEvent, AuditPrune, AuditQuery, AuditStore, ChainReport, ChainVerifier,
+    ChainedEvent, Custody, GENESIS_HASH, StoreError, chain_hash,
 };
 use time::OffsetDateTime;
 use tokio_postgres::IsolationLevel;
 use tokio_postgres::types::ToSql;
 
 use super::{PgStore, pg_error};
+use crate::archive::{ARCHIVE_CURSOR, TrailReport, join, verify_archive};
 use crate::audit::{
     ChainWalk, EVENT_COLUMNS, MAX_PAGE, audit_event_from, checkpoint_from, event_from, hash32,
-    head_from, query_sql, query_where, to_i64, walk_row,
+    head_from, prune_through, prune_window, query_sql, query_where, to_i64, walk_row,
 };
 use crate::columns::{Bad, Columns, pg_params};
 use crate::rows::nanos;
@@ -401,6 +402,65 @@ impl AuditStore for PgStore {
         .map_err(pg_error)?;
         Ok(())
     }
+
+    async fn audit_first_seq(&self) -> Result<Option<u64>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_one("SELECT min(seq) FROM audit_events", &[])
+            .await
+            .map_err(pg_error)?;
+        Ok(row.opt_i64(0)?.and_then(|s| u64::try_from(s).ok()))
+    }
+
+    async fn prune_audit(&self, prune: &AuditPrune) -> Result<u64, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_error)?;
+        let row = tx
+            .query_one("SELECT min(seq), max(seq) FROM audit_events", &[])
+            .await
+            .map_err(pg_error)?;
+        let (Some(first), Some(last)) = (row.opt_i64(0)?, row.opt_i64(1)?) else {
+            return Ok(0);
+        };
+        let (first, last) = (
+            u64::try_from(first).unwrap_or(0),
+            u64::try_from(last).unwrap_or(0),
+        );
+        let Some(hi) = prune_window(first, last, prune) else {
+            return Ok(0);
+        };
+        let first_new = match prune.older_than {
+            None => None,
+            Some(t) => tx
+                .query_one(
+                    "SELECT min(seq) FROM audit_events WHERE seq BETWEEN $1 AND $2 AND time >= $3",
+                    &[&to_i64(first), &to_i64(hi), &nanos(t)],
+                )
+                .await
+                .map_err(pg_error)?
+                .opt_i64(0)?
+                .and_then(|s| u64::try_from(s).ok()),
+        };
+        let through = prune_through(hi, prune, first_new);
+        if through < first {
+            return Ok(0);
+        }
+        let n = tx
+            .execute(
+                "DELETE FROM audit_events WHERE seq <= $1",
+                &[&to_i64(through)],
+            )
+            .await
+            .map_err(pg_error)?;
+        tx.execute(
+            "DELETE FROM audit_checkpoints WHERE seq <= $1",
+            &[&to_i64(through)],
+        )
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(n)
+    }
 }
 
 /// One pass of the walk over the chain, streamed (one row in memory at a time). `known` answers
@@ -423,7 +483,7 @@ async fn walk(
             None
         }
     };
-    let mut chain = ChainWalk::default();
+    let mut chain = ChainWalk::resuming();
     while let Some(r) = rows.try_next().await.map_err(pg_error)? {
         chain.row(walk_row(&r), &mut seq_of);
     }
@@ -443,6 +503,18 @@ pub async fn verify_audit_chain_pg(
     store: &PgStore,
     custody: &dyn Custody,
 ) -> Result<ChainReport, StoreError> {
+    verify_audit_trail_pg(store, None, custody)
+        .await
+        .map(|t| t.chain)
+}
+
+/// [`verify_audit_chain_pg`] over the archive in `archive` and the rows in the database as one
+/// chain, as [`verify_audit_trail`](crate::verify_audit_trail) does on SQLite.
+pub async fn verify_audit_trail_pg(
+    store: &PgStore,
+    archive: Option<&std::path::Path>,
+    custody: &dyn Custody,
+) -> Result<TrailReport, StoreError> {
     store.link_pending().await?;
     let mut c = store.client().await?;
     let tx = c
@@ -496,6 +568,44 @@ pub async fn verify_audit_chain_pg(
         }
         checkpoints.push(cp);
     }
+    let archived = tx
+        .query_opt(
+            "SELECT seq FROM audit_export_cursors WHERE sink = $1",
+            &[&ARCHIVE_CURSOR],
+        )
+        .await
+        .map_err(pg_error)?
+        .map_or(Ok(0), |r| r.i64(0))?;
+    let chain = verifier.finish(&checkpoints, |seq| stored.get(&seq).copied(), custody);
+    let Some(dir) = archive else {
+        tx.commit().await.map_err(pg_error)?;
+        return Ok(join(
+            chain,
+            None,
+            u64::try_from(archived).unwrap_or(0),
+            |_| None,
+        ));
+    };
+    // Offline: the archive's files are read on this thread.
+    let probe = chain.first.and_then(|f| f.0.checked_sub(1));
+    let report = verify_archive(dir, custody, probe)?;
+    let db_hash = match report.head {
+        None => None,
+        Some((h, _)) => tx
+            .query_opt(
+                "SELECT hash FROM audit_events WHERE seq = $1",
+                &[&to_i64(h)],
+            )
+            .await
+            .map_err(pg_error)?
+            .map(|r| r.opt_blob(0).map(hash32))
+            .transpose()?,
+    };
     tx.commit().await.map_err(pg_error)?;
-    Ok(verifier.finish(&checkpoints, |seq| stored.get(&seq).copied(), custody))
+    Ok(join(
+        chain,
+        Some((dir, report)),
+        u64::try_from(archived).unwrap_or(0),
+        |_| db_hash,
+    ))
 }

@@ -22,7 +22,7 @@ mod kmip;
 mod rewrap;
 mod schema;
 
-pub use audit::verify_audit_chain_pg;
+pub use audit::{verify_audit_chain_pg, verify_audit_trail_pg};
 
 use std::time::Duration;
 

@@ -33,6 +33,11 @@ pub struct VerifyArgs {
     /// The server's TOML configuration (its `[custody]` section, e.g. PKCS#11 HSMs).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The audit archive's directory (default: `[audit] archive_dir`, or the data directory's
+    /// `audit-archive` when it exists); its segments and the database's rows are walked as one
+    /// chain.
+    #[arg(long)]
+    archive_dir: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -90,19 +95,35 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
         (None, None) => anyhow::bail!("pass --data-dir (or --config naming a data_dir)"),
     }
     let custody = keyward_runtime::open_custody(&config, false)?;
-    let report = match config.store.postgres()? {
+    let archive = args
+        .archive_dir
+        .or_else(|| config.audit_archive_dir().filter(|d| d.exists()));
+    let trail = match config.store.postgres()? {
         Some(options) => {
             let store = keyward_store::PgStore::connect(&options)
                 .await
                 .context("opening the PostgreSQL store")?;
-            keyward_store::verify_audit_chain_pg(&store, custody.as_ref())
+            keyward_store::verify_audit_trail_pg(&store, archive.as_deref(), custody.as_ref())
                 .await
                 .context("reading the audit trail in PostgreSQL")?
         }
-        None => keyward_store::verify_audit_chain(&config.data_dir, custody.as_ref())
-            .with_context(|| format!("reading the audit trail in {}", config.data_dir.display()))?,
+        None => keyward_store::verify_audit_trail(
+            &config.data_dir,
+            archive.as_deref(),
+            custody.as_ref(),
+        )
+        .with_context(|| format!("reading the audit trail in {}", config.data_dir.display()))?,
     };
+    let report = &trail.chain;
     let ok = report.first_break.is_none();
+    let archived = trail.archive.as_ref().map(|a| {
+        json!({
+            "dir": archive.as_ref().map(|d| d.display().to_string()),
+            "segments": a.segments,
+            "events": a.events,
+            "head": a.head.map(|(seq, h)| json!({"seq": seq, "hash": keyward_api::hex(&h)})),
+        })
+    });
     if args.json {
         let brk = report.first_break.as_ref().map(|b| {
             json!({
@@ -119,9 +140,20 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
             "checkpoints": report.checkpoints,
             "lastGoodCheckpoint": report.last_good_checkpoint,
             "firstBreak": brk,
+            "databaseFirstSeq": report.first.map(|f| f.0),
+            "archive": archived,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
+        if let (Some(a), Some(d)) = (&trail.archive, &archive) {
+            println!(
+                "archive {}: {} segments, {} events, up to seq {}",
+                d.display(),
+                a.segments,
+                a.events,
+                a.head.map_or(0, |h| h.0)
+            );
+        }
         match &report.first_break {
             None => println!(
                 "audit chain intact: {} events, head seq {}, {} checkpoints verified",
@@ -173,6 +205,11 @@ async fn list(conn: Conn, f: ListFilters) -> anyhow::Result<()> {
         page.resources.len(),
         page.metadata.total_count.unwrap_or(0)
     );
+    if let Some(seq) = page.metadata.archived_through {
+        println!(
+            "events up to seq {seq} were archived and pruned from the database: they are not listed here but in the server's audit archive ([audit] archive_dir; `keyward audit verify` walks it)"
+        );
+    }
     Ok(())
 }
 
