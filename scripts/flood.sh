@@ -25,7 +25,9 @@ BIN=$TARGET/release/keyward
 
 WORK=$(mktemp -d)
 trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-KEYWARD_LOG=warn "$BIN" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 > "$WORK/stdout" 2> "$WORK/stderr" &
+# CONFIG: lines for a keyward.toml (e.g. CONFIG=$'[audit]\narchive = false'); empty: the defaults.
+printf '%s\n' "${CONFIG:-}" > "$WORK/keyward.toml"
+KEYWARD_LOG=warn "$BIN" serve --config "$WORK/keyward.toml" --data-dir "$WORK/data" --listen 127.0.0.1:0 > "$WORK/stdout" 2> "$WORK/stderr" &
 PID=$!
 for _ in $(seq 100); do grep -q "listening on" "$WORK/stdout" 2>/dev/null && break; sleep 0.1; done
 URL=$(sed -n 's/^keyward: listening on //p' "$WORK/stdout")
