@@ -189,15 +189,18 @@ async fn sustained_wraps_with_retention_keep_the_database_bounded_and_the_trail_
         exported(&export).last().copied().unwrap_or(0) >= head
     })
     .await;
+    // The pruner may still be at work (one batch per poll): what the answer says was pruned
+    // lies between the oldest row before the call and the oldest after it.
+    let before = db.int("SELECT MIN(seq) FROM audit_events", &[]).await as u64;
     let (s, page) = ts
         .call(Method::GET, "/api/v2/audit_events?limit=1", None)
         .await;
     assert_eq!(s, StatusCode::OK, "{page}");
-    let first = db.int("SELECT MIN(seq) FROM audit_events", &[]).await as u64;
-    assert_eq!(
-        page["metadata"]["archivedThrough"],
-        json!(first - 1),
-        "{page}"
+    let after = db.int("SELECT MIN(seq) FROM audit_events", &[]).await as u64;
+    let archived = page["metadata"]["archivedThrough"].as_u64();
+    assert!(
+        archived.is_some_and(|a| before - 1 <= a && a < after),
+        "oldest row {before}..{after}: {page}"
     );
     ts.stop().await;
     eprintln!(
