@@ -198,6 +198,7 @@ fn additional_data(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_hex::hex;
     use proptest::prelude::*;
 
     fn key() -> Secret {
@@ -274,13 +275,6 @@ mod tests {
             }
             assert!(DekCiphertext::decode(&bytes).is_err());
         }
-    }
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
     }
 
     /// Committed vectors made by another implementation (Python `cryptography`: AESGCM and

@@ -33,3 +33,15 @@ pub use primitives::{
 };
 pub use secret::Secret;
 pub use transit::{Oaep, public_key_pem, transit_decrypt, transit_generate};
+
+/// Hex for the known-answer tests' vectors.
+#[cfg(test)]
+mod test_hex {
+    /// The bytes `s` spells in hex (an odd or non-hex `s` is a test bug: it panics).
+    pub fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+}

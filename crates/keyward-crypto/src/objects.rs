@@ -342,13 +342,7 @@ pub fn rsa_verify(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::test_hex::hex;
 
     /// NIST SP 800-38A F.2.1 (CBC-AES128.Encrypt), first two blocks.
     #[test]

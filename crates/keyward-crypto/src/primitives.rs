@@ -171,13 +171,7 @@ pub fn hmac_verify(key: &Secret, data: &[u8], tag: &[u8]) -> Result<(), CryptoEr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(s.get(i..i + 2).unwrap_or("zz"), 16).unwrap_or(0))
-            .collect()
-    }
+    use crate::test_hex::hex;
 
     /// RFC 5869 appendix A.1 and A.3 (HKDF-SHA256; A.3 has no salt and no info).
     #[test]
