@@ -535,7 +535,7 @@ impl AuditStore for SqliteStore {
         // In the writer's transaction: the bounds read are the ones the delete acts on.
         self.write(Statements::Many, move |c| {
             let (first, last): (Option<i64>, Option<i64>) = c
-                .prepare_cached("SELECT min(seq), max(seq) FROM audit_events")?
+                .prepare_cached(AUDIT_BOUNDS)?
                 .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             let (Some(first), Some(last)) = (first, last) else {
                 return Ok(0);
@@ -572,6 +572,14 @@ impl AuditStore for SqliteStore {
         .await
     }
 }
+
+/// The oldest and newest seq, one aggregate per SELECT: SQLite answers a lone `min()` or `max()`
+/// from the end of the key, but both in one SELECT by scanning every row. The pruner runs this
+/// in the writer every poll: as one SELECT it held every commit for a scan of the whole trail
+/// (measured: wrap's p99 climbing from 4.7 to 20 ms over 80 s of load as the table grew; flat at
+/// 3.5-6 ms after).
+const AUDIT_BOUNDS: &str =
+    "SELECT (SELECT min(seq) FROM audit_events), (SELECT max(seq) FROM audit_events)";
 
 /// Walks the whole audit chain of `dir/keyward.db`, read-only, and checks every checkpoint's
 /// signature with `custody`. Memory is constant: one event at a time (a trail grows by billions of
@@ -662,6 +670,33 @@ pub fn verify_audit_trail(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pruner's bounds are read from the ends of the key, never by a scan of the trail.
+    #[test]
+    fn audit_bounds_do_not_scan_the_trail() {
+        let mut c = Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&mut c).unwrap();
+        let plan = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {AUDIT_BOUNDS}"))
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>();
+        assert!(
+            !plan
+                .iter()
+                .any(|step| step.starts_with("SCAN audit_events")),
+            "{plan:?}"
+        );
+        assert_eq!(
+            plan.iter()
+                .filter(|s| s.starts_with("SEARCH audit_events"))
+                .count(),
+            2,
+            "{plan:?}"
+        );
+    }
 
     fn plan(safe_through: u64, count_through: u64, by_age: bool) -> AuditPrune {
         AuditPrune {
