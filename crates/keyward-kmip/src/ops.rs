@@ -160,6 +160,18 @@ fn internal_enum(list: &[Attr], name: &str) -> Option<u32> {
     attrs::first(list, name).and_then(Ttlv::as_enum)
 }
 
+/// A new object of type `ty` with `list` as its attributes: its initial state and its Locate
+/// columns derived from them.
+fn new_object(ty: u32, list: &[Attr]) -> NewKmipObject {
+    let mut new = NewKmipObject {
+        object_type: ty,
+        state: initial_state(list),
+        ..NewKmipObject::default()
+    };
+    set_columns(&mut new, list);
+    new
+}
+
 /// Derives the Locate columns of an object from its attributes.
 fn set_columns(o: &mut NewKmipObject, list: &[Attr]) {
     o.name = list
@@ -372,12 +384,7 @@ impl Batch<'_> {
         check_symmetric(alg, bits)?;
         let material = keyward_crypto::random_secret(bits as usize / 8)
             .map_err(|_| Failure::new(result_reason::GENERAL_FAILURE, "no randomness"))?;
-        let mut new = NewKmipObject {
-            object_type: ty,
-            state: initial_state(&list),
-            ..NewKmipObject::default()
-        };
-        set_columns(&mut new, &list);
+        let new = new_object(ty, &list);
         let obj = self
             .session(&op::KMIP_OBJECT_CREATE, async |s| {
                 Ok(s.create(new, &material).await?)
@@ -448,13 +455,7 @@ impl Batch<'_> {
             list.push(attrs::plain("Cryptographic Length", Value::Integer(bits)));
             list.push(link(link_type, other));
             list.push(attrs::plain(KEY_FORMAT, Value::Enumeration(format)));
-            let mut new = NewKmipObject {
-                object_type: ty,
-                state: initial_state(&list),
-                ..NewKmipObject::default()
-            };
-            set_columns(&mut new, &list);
-            new
+            new_object(ty, &list)
         };
         let mut private_new = half(
             &private,
@@ -510,12 +511,7 @@ impl Batch<'_> {
                 list.push(a);
             }
         }
-        let mut new = NewKmipObject {
-            object_type: ty,
-            state: initial_state(&list),
-            ..NewKmipObject::default()
-        };
-        set_columns(&mut new, &list);
+        let new = new_object(ty, &list);
         let obj = self
             .session(&op::KMIP_OBJECT_REGISTER, async |s| {
                 Ok(s.create(new, &material).await?)
