@@ -15,27 +15,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::{FAST_LIFECYCLE, api, spawn, spawn_args, stop};
+use common::{FAST_LIFECYCLE, api, keyward, spawn, spawn_args, stop};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 const DEK: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
-fn keyward(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn verify(dir: &Path) -> (i32, Value) {
     let (code, out, err) = keyward(&[

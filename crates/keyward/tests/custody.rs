@@ -13,49 +13,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{FAST_LIFECYCLE, api, login, spawn, spawn_args, stop};
+use common::{FAST_LIFECYCLE, api, keyward_env, login, refused, spawn, spawn_args, stop};
 use serde_json::{Value, json};
-
-fn keyward(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args(args)
-        .envs(envs.iter().copied())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// `keyward serve` on `dir` with `args`, which must refuse to start: (exit code, stderr).
-fn refused(dir: &Path, args: &[&str]) -> (i32, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("keyward serve started");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
-    (status.code().unwrap_or(-1), stderr)
-}
 
 fn keystore(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("keystore.json")).unwrap()).unwrap()
@@ -70,7 +30,7 @@ fn a_sealed_first_start_needs_its_unseal_key_at_every_start() {
     let keys = tempfile::tempdir().unwrap();
     let key_file = keys.path().join("unseal.key");
     let key_arg = key_file.to_str().unwrap();
-    let (code, _, err) = keyward(&["custody", "new-unseal-key", "--out", key_arg], &[]);
+    let (code, _, err) = keyward_env(&["custody", "new-unseal-key", "--out", key_arg], &[]);
     assert_eq!(code, 0, "{err}");
 
     let p = spawn_args(
@@ -98,7 +58,7 @@ fn a_sealed_first_start_needs_its_unseal_key_at_every_start() {
         "{err}"
     );
     let wrong = keys.path().join("wrong.key");
-    keyward(
+    keyward_env(
         &[
             "custody",
             "new-unseal-key",
@@ -149,7 +109,7 @@ fn a_plaintext_keystore_is_sealed_in_place_and_keeps_its_keys() {
     let short = keys.path().join("short");
     std::fs::write(&short, "too short\n").unwrap();
     let d = dir.path().to_str().unwrap();
-    let (code, _, err) = keyward(
+    let (code, _, err) = keyward_env(
         &[
             "custody",
             "seal",
@@ -165,7 +125,7 @@ fn a_plaintext_keystore_is_sealed_in_place_and_keeps_its_keys() {
     let pass = keys.path().join("passphrase");
     std::fs::write(&pass, "correct horse battery staple\n").unwrap();
     let pass_arg = pass.to_str().unwrap();
-    let (code, out, err) = keyward(
+    let (code, out, err) = keyward_env(
         &[
             "custody",
             "seal",
@@ -242,10 +202,10 @@ fn an_allowed_ip_lockout_and_a_lost_admin_key_are_recovered_offline_and_audited(
     assert_eq!(list_keys(&far, &p.url, &a.token, &a.instance), 401);
     stop(p);
 
-    let (code, out, err) = keyward(&["recover", "allowed-ip", "--data-dir", d], &[]);
+    let (code, out, err) = keyward_env(&["recover", "allowed-ip", "--data-dir", d], &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("allowedIP policy turned off"), "{out}");
-    let (code, out, _) = keyward(&["recover", "allowed-ip", "--data-dir", d], &[]);
+    let (code, out, _) = keyward_env(&["recover", "allowed-ip", "--data-dir", d], &[]);
     assert_eq!(code, 0);
     assert!(out.contains("nothing changed"), "{out}");
 
@@ -255,7 +215,7 @@ fn an_allowed_ip_lockout_and_a_lost_admin_key_are_recovered_offline_and_audited(
             .unwrap();
     let instance = boot["instance_id"].as_str().unwrap().to_owned();
     std::fs::remove_file(dir.path().join("bootstrap.json")).unwrap();
-    let (code, out, err) = keyward(
+    let (code, out, err) = keyward_env(
         &[
             "recover",
             "admin-key",
@@ -292,6 +252,6 @@ fn an_allowed_ip_lockout_and_a_lost_admin_key_are_recovered_offline_and_audited(
         ["kms.instancepolicies.write", "iam-identity.apikey.create"],
         "{actions:?}"
     );
-    let (code, out, err) = keyward(&["audit", "verify", "--data-dir", d], &[]);
+    let (code, out, err) = keyward_env(&["audit", "verify", "--data-dir", d], &[]);
     assert_eq!(code, 0, "{out}{err}");
 }

@@ -13,35 +13,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{api, kill9, spawn, stop};
+use common::{api, keyward, kill9, spawn, stop};
 
-/// Runs `keyward serve` on `dir`, which must refuse to start: (exit code, stderr).
+/// Runs `keyward serve` on `dir` with its `keyward.toml`, which must refuse to start: (exit
+/// code, stderr).
 fn refused(dir: &Path) -> (i32, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .arg("--config")
-        .arg(dir.join("keyward.toml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("keyward serve started on a damaged data directory");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
-    (status.code().unwrap_or(-1), stderr)
+    let config = dir.join("keyward.toml");
+    common::refused(dir, &["--config", config.to_str().unwrap()])
 }
 
 /// A data directory with a key, stopped with SIGKILL (so its log is not checkpointed away).
@@ -162,18 +141,6 @@ fn a_new_data_dir_starts_and_restarts() {
         |text: &str, f: &str| serde_json::from_str::<serde_json::Value>(text).unwrap()[f].clone();
     assert_eq!(field(&again, "api_key"), field(&boot, "api_key"));
     assert_eq!(field(&again, "instance_id"), field(&boot, "instance_id"));
-}
-
-fn keyward(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// See: issue 18, item 20. 8 KB garbled in the database's index pages: the server started and

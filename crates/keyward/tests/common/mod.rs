@@ -191,3 +191,48 @@ pub fn login(http: &reqwest::blocking::Client, url: &str, api_key: &str) -> Stri
         .unwrap();
     resp["access_token"].as_str().unwrap().to_owned()
 }
+
+/// Runs the `keyward` binary with `args`: (exit code, stdout, stderr).
+pub fn keyward(args: &[&str]) -> (i32, String, String) {
+    keyward_env(args, &[])
+}
+
+/// As [`keyward`], with extra environment variables.
+pub fn keyward_env(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `keyward serve` on `dir` with `args`, which must refuse to start (within 30 s): (exit
+/// code, stderr).
+pub fn refused(dir: &Path, args: &[&str]) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("keyward serve started where it had to refuse");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    (status.code().unwrap_or(-1), stderr)
+}
