@@ -30,6 +30,9 @@ pub struct ArchiveSettings {
     pub segment_max: Duration,
     /// How often to look for work.
     pub poll: Duration,
+    /// Behind the head by more than this many events, segments are written at the normal
+    /// priority (`[audit] catch_up_events`).
+    pub catch_up_events: u64,
 }
 
 /// How long the archiver's lease lasts: long enough for a segment's write between renewals.
@@ -50,7 +53,7 @@ pub fn spawn_archiver(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let worker = match LowPriority::start(ARCHIVE_CURSOR) {
+        let worker = match LowPriority::start(ARCHIVE_CURSOR, settings.catch_up_events) {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(error = %e, "audit archive: cannot start the archive thread; archiving (and so pruning) is off");
@@ -158,6 +161,7 @@ async fn archive_once(
     };
     let available = db_head.saturating_sub(cursor);
     metrics.export_lag(ARCHIVE_CURSOR, available);
+    worker.note_lag(available);
     if available == 0
         || (available < settings.segment_events && last_write.elapsed() < settings.segment_max)
     {

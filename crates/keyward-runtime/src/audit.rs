@@ -96,35 +96,106 @@ fn export_lease(poll: Duration) -> Duration {
     (poll * 10).max(Duration::from_secs(2))
 }
 
-/// One thread at the lowest CPU priority (nice 19) that runs an export sink's work: reading
-/// events back from the store, rendering and writing them. The sink then takes the time the API
-/// leaves idle rather than competing with requests for it: reading 5 000 events at a time on a
-/// runtime worker and rendering them on the blocking pool, it held up requests in bursts
-/// (measured with the change to log restarts in the store's writer, interleaved A/B: +7 % wraps/s,
-/// +5 % unwraps/s, BENCHMARKS.md). A sink starved by a saturated machine falls behind and
-/// catches up from its cursor later; `keyward_audit_export_lag_events` shows by how much. The
-/// thread ends when this is dropped, after the job it is running.
+/// One thread at the lowest CPU priority (nice 19) that runs an export sink's (or the
+/// archiver's) work: reading events back from the store, rendering and writing them. The work
+/// then takes the time the API leaves idle rather than competing with requests for it: reading
+/// 5 000 events at a time on a runtime worker and rendering them on the blocking pool, it held
+/// up requests in bursts (measured with the change to log restarts in the store's writer,
+/// interleaved A/B: +7 % wraps/s, +5 % unwraps/s, BENCHMARKS.md).
+///
+/// Nice 19 smooths bursts; it cannot carry a load that leaves no idle CPU. The thread then gets
+/// about 1 % of a core, each job waits seconds for it, and the work falls behind for as long as
+/// the load lasts (pruning waits for it, so the database grows without bound: 10 600 of 12 000
+/// events unarchived in a CI run on PostgreSQL). So jobs run on the runtime's blocking pool at
+/// the normal priority, competing fairly with requests, while either
+/// - the caller reports a lag of more than `catch_up` events ([`LowPriority::note_lag`]), or
+/// - a job on the nice-19 thread waited more than [`STARVED`] for a core (the kernel's run
+///   delay for the thread, `/proc/thread-self/schedstat`): the machine has no idle time to
+///   give, so for the next [`STARVED_FOR`] the work takes its fair share instead.
+///
+/// The work's share of the CPU is then what it costs, no more. The thread ends when this is
+/// dropped, after the job it is running.
 pub(crate) struct LowPriority {
     jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+    lane: Arc<Lane>,
+}
+
+/// A job on the nice-19 thread that waited this long for a core means the machine is saturated.
+pub(crate) const STARVED: Duration = Duration::from_millis(250);
+/// How long jobs then run at the normal priority before nice 19 is tried again.
+pub(crate) const STARVED_FOR: Duration = Duration::from_secs(30);
+
+/// Which priority a [`LowPriority`]'s next job runs at; shared with its thread.
+struct Lane {
+    name: String,
+    catch_up: u64,
+    behind: std::sync::atomic::AtomicBool,
+    starved_until: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Lane {
+    fn hurry(&self) -> bool {
+        self.behind.load(std::sync::atomic::Ordering::Relaxed)
+            || self
+                .starved_until
+                .lock()
+                .is_ok_and(|u| u.is_some_and(|u| Instant::now() < u))
+    }
+
+    fn starved(&self, waited: Duration) {
+        if let Ok(mut until) = self.starved_until.lock() {
+            *until = Some(Instant::now() + STARVED_FOR);
+        }
+        tracing::info!(sink = %self.name, waited_ms = waited.as_millis() as u64, "audit export: the lowest priority is starved (no idle CPU); working at the normal priority for a while");
+    }
+}
+
+/// The time this thread has spent waiting for a core (the second field of
+/// `/proc/thread-self/schedstat`), if the kernel reports it.
+fn run_delay() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns = s.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
 }
 
 impl LowPriority {
-    pub(crate) fn start(name: &str) -> std::io::Result<Self> {
+    pub(crate) fn start(name: &str, catch_up: u64) -> std::io::Result<Self> {
         let (jobs, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
-        let sink = name.to_owned();
+        let lane = Arc::new(Lane {
+            name: name.to_owned(),
+            catch_up,
+            behind: std::sync::atomic::AtomicBool::new(false),
+            starved_until: std::sync::Mutex::new(None),
+        });
+        let on_thread = lane.clone();
         std::thread::Builder::new()
             .name("keyward-audit-export".into())
             .spawn(move || {
                 // On Linux each thread has its own nice value; raising it needs no privilege.
                 let me = rustix::thread::gettid();
                 if let Err(e) = rustix::process::setpriority_process(Some(me), 19) {
-                    tracing::warn!(sink = %sink, error = %e, "audit export: cannot lower the exporter's priority");
+                    tracing::warn!(sink = %on_thread.name, error = %e, "audit export: cannot lower the exporter's priority");
                 }
                 while let Ok(job) = rx.recv() {
                     job();
                 }
             })?;
-        Ok(LowPriority { jobs })
+        Ok(LowPriority { jobs, lane })
+    }
+
+    /// The work is `lag` events behind the chain's head: past `catch_up`, the next jobs run at
+    /// the normal priority.
+    pub(crate) fn note_lag(&self, lag: u64) {
+        use std::sync::atomic::Ordering;
+        let lane = &self.lane;
+        let behind = lag > lane.catch_up;
+        if lane.behind.swap(behind, Ordering::Relaxed) != behind {
+            if behind {
+                tracing::info!(sink = %lane.name, lag, catch_up = lane.catch_up, "audit export: behind by more than catch_up_events; working at the normal priority until caught up");
+            } else {
+                tracing::info!(sink = %lane.name, lag, "audit export: caught up");
+            }
+        }
     }
 
     /// Runs `f` on the thread and returns its result.
@@ -132,10 +203,23 @@ impl LowPriority {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, String> {
+        if self.lane.hurry() {
+            return tokio::task::spawn_blocking(f)
+                .await
+                .map_err(|e| format!("the export job failed: {e}"));
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let lane = self.lane.clone();
         self.jobs
             .send(Box::new(move || {
-                let _ = tx.send(f());
+                let before = run_delay();
+                let result = f();
+                if let (Some(b), Some(a)) = (before, run_delay())
+                    && a.saturating_sub(b) > STARVED
+                {
+                    lane.starved(a.saturating_sub(b));
+                }
+                let _ = tx.send(result);
             }))
             .map_err(|_| "the export thread stopped".to_owned())?;
         rx.await.map_err(|_| "the export thread stopped".to_owned())
@@ -167,6 +251,7 @@ pub fn spawn_exporter(
     sink: ExportSink,
     holder: String,
     poll: Duration,
+    catch_up: u64,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -176,7 +261,7 @@ pub fn spawn_exporter(
             mut sink,
         } = sink;
         let cursor_name = name.clone();
-        let worker = match LowPriority::start(&name) {
+        let worker = match LowPriority::start(&name, catch_up) {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(sink = %name, error = %e, "audit export: cannot start the export thread; the sink is off");
@@ -248,6 +333,7 @@ pub fn spawn_exporter(
             };
             if let Ok(Some((head, _))) = trail.audit_head().await {
                 metrics.export_lag(&name, head.saturating_sub(cursor));
+                worker.note_lag(head.saturating_sub(cursor));
             }
             let read = {
                 let (trail, runtime) = (trail.clone(), runtime.clone());
@@ -545,4 +631,70 @@ pub fn spawn_linker(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn my_nice() -> i32 {
+        rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap_or(-100)
+    }
+
+    /// Background audit work runs at nice 19 while its lag is small, at the normal priority
+    /// once it passes `catch_up`, and back at 19 when it has caught up.
+    #[tokio::test]
+    async fn a_lagging_job_runs_at_the_normal_priority_until_it_catches_up() {
+        let lane = LowPriority::start("test", 100).unwrap();
+        let base = my_nice();
+        lane.note_lag(100);
+        assert_eq!(lane.run(my_nice).await, Ok(19));
+        lane.note_lag(101);
+        assert_eq!(lane.run(my_nice).await, Ok(base));
+        lane.note_lag(0);
+        assert_eq!(lane.run(my_nice).await, Ok(19));
+    }
+
+    /// A nice-19 job that waits for a core longer than `STARVED` (here: behind busy threads of
+    /// the normal priority, two per core) sends the next jobs to the normal priority even with
+    /// no lag reported.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_starved_job_sends_the_next_ones_to_the_normal_priority() {
+        if run_delay().is_none() {
+            eprintln!("no /proc/thread-self/schedstat here: nothing to measure");
+            return;
+        }
+        let lane = LowPriority::start("test", u64::MAX).unwrap();
+        let base = my_nice();
+        // About 10 ms of CPU (measured before the busy threads start), which at nice 19 among
+        // them takes about a second of waiting.
+        let work = |n: u64| (0..n).fold(0u64, |a, i| std::hint::black_box(a ^ i));
+        let t = Instant::now();
+        work(1_000_000);
+        let n = (10_000_000_000 / t.elapsed().as_micros().max(1)) as u64;
+        let spin = move || {
+            work(n);
+            my_nice()
+        };
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let hogs: Vec<_> = (0..2 * cores)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        let first = lane.run(spin).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for h in hogs {
+            h.join().unwrap();
+        }
+        assert_eq!(first, Ok(19));
+        assert!(lane.lane.hurry());
+        assert_eq!(lane.run(my_nice).await, Ok(base));
+    }
 }

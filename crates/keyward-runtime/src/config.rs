@@ -317,6 +317,11 @@ pub struct AuditSection {
     pub prune_batch: u32,
     /// How often the archiver and the pruner look for work, in milliseconds.
     pub archive_poll_ms: u64,
+    /// The archiver and the export sinks run at nice 19 until they are more than this many
+    /// events behind the chain's head, then at the normal priority until caught up (0: always
+    /// at the normal priority). Under a load that leaves no idle CPU this bounds their lag, and
+    /// so the database.
+    pub catch_up_events: u64,
 }
 
 impl Default for AuditSection {
@@ -335,6 +340,7 @@ impl Default for AuditSection {
             retain_days: 0,
             prune_batch: 5_000,
             archive_poll_ms: 1_000,
+            catch_up_events: 200_000,
         }
     }
 }

@@ -289,6 +289,7 @@ impl Runtime {
                     segment_events: config.audit.segment_events,
                     segment_max: Duration::from_secs(config.audit.segment_max_secs),
                     poll,
+                    catch_up_events: config.audit.catch_up_events,
                 },
                 export_holder.clone(),
                 stopped.clone(),
@@ -314,6 +315,7 @@ impl Runtime {
                 sink,
                 export_holder.clone(),
                 poll,
+                config.audit.catch_up_events,
                 stopped.clone(),
             ));
         }

@@ -24,6 +24,8 @@ use serde_json::json;
 
 const SEGMENT: u64 = 400;
 const RETAIN: u64 = 800;
+/// Behind by more than this, the archiver and the sink leave nice 19 for the normal priority.
+const CATCH_UP: u64 = 2 * SEGMENT;
 
 fn retention(c: &mut ServerConfig, archive: &Path, export: &Path) {
     c.audit.archive_dir = Some(archive.to_owned());
@@ -31,6 +33,7 @@ fn retention(c: &mut ServerConfig, archive: &Path, export: &Path) {
     c.audit.retain_events = RETAIN;
     c.audit.prune_batch = 200;
     c.audit.archive_poll_ms = 50;
+    c.audit.catch_up_events = CATCH_UP;
     c.audit.export_poll_ms = 50;
     c.audit.jsonl = vec![keyward_runtime::config::JsonlSinkSection {
         name: "siem".into(),
@@ -170,7 +173,8 @@ async fn sustained_wraps_with_retention_keep_the_database_bounded_and_the_trail_
     let db = ts.db().await;
     let (mut max_rows, mut max_bytes) = (0i64, 0u64);
     while !load.iter().all(|t| t.is_finished()) {
-        max_rows = max_rows.max(db.int("SELECT COUNT(*) FROM audit_events", &[]).await);
+        let rows = db.int("SELECT COUNT(*) FROM audit_events", &[]).await;
+        max_rows = max_rows.max(rows);
         max_bytes = max_bytes.max(database_bytes(&ts));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -207,12 +211,16 @@ async fn sustained_wraps_with_retention_keep_the_database_bounded_and_the_trail_
         "{head} events; at most {max_rows} audit rows and {max_bytes} database bytes during the load; {} segments",
         segments(archive.path()).len()
     );
-    // Rows: the newest RETAIN, a segment not yet archived, a batch in flight, and what the
-    // archiver's lag under load lets through (it runs at nice 19; on PostgreSQL beside the
-    // database server on the same cores, so it lags more: 869 rows at most on SQLite, 3 797 on
-    // PostgreSQL, measured here).
-    let lag = if common::on_postgres() { 20 } else { 6 };
-    assert!(max_rows as u64 <= RETAIN + lag * SEGMENT, "{max_rows} rows");
+    // Rows: the newest RETAIN, the lag at which the archiver and the sink leave nice 19 (or
+    // sooner: the load saturates the cores, so a nice-19 job starves and the next ones run at
+    // the normal priority), and what arrives while the segment (or batch) that catches up is
+    // written. Before the catch-up existed the archiver fell thousands of events behind on
+    // PostgreSQL beside two test suites: 10 612 rows of 12 006 at once; with it, 2 300-3 900
+    // rows here with two busy threads per core beside the test.
+    assert!(
+        max_rows as u64 <= RETAIN + CATCH_UP + 8 * SEGMENT,
+        "{max_rows} rows"
+    );
     if !common::on_postgres() {
         assert!(max_bytes < DB_BOUND, "database file {max_bytes} bytes");
         assert!(database_bytes(&ts) < DB_BOUND);
