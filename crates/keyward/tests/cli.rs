@@ -11,64 +11,20 @@
     clippy::indexing_slicing
 )]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
-struct Server {
-    child: Child,
-    url: String,
-    api_key: String,
-    instance: String,
-}
+mod common;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type Server = common::Served;
 
+/// `keyward serve` on `dir` without the lifecycle's waits, `lifecycle` added to `[lifecycle]`.
 fn spawn(dir: &Path, lifecycle: &str) -> Server {
-    let config = dir.join("keyward.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[lifecycle]\nmin_rotation_interval_secs = 0\nenable_after_disable_secs = 0\n\
-             {lifecycle}"
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let url = loop {
-        assert!(Instant::now() < deadline, "server did not start");
-        let line = lines.next().expect("server exited").unwrap();
-        if let Some(u) = line.strip_prefix("keyward: listening on ") {
-            break u.trim().to_owned();
-        }
-    };
-    let boot: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("bootstrap.json")).unwrap())
-            .unwrap();
-    Server {
-        child,
-        url,
-        api_key: boot["api_key"].as_str().unwrap().to_owned(),
-        instance: boot["instance_id"].as_str().unwrap().to_owned(),
-    }
+    let proc = common::spawn_with(dir, &format!("{}{lifecycle}", common::FAST_LIFECYCLE));
+    Server::new(proc.child, proc.url, dir)
 }
 
 struct Out {

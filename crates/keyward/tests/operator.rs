@@ -14,26 +14,16 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_keyward");
 
-struct Server {
-    child: Child,
-    url: String,
-    api_key: String,
-    instance: String,
-}
+mod common;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type Server = common::Served;
 
 /// `keyward serve` on `dir` with `extra` flags, without the lifecycle's waits; waits for
 /// "listening on".
@@ -63,31 +53,8 @@ fn serve_with(dir: &Path, toml: &str, extra: &[&str]) -> Server {
         .stderr(std::fs::File::create(dir.with_extension("log")).unwrap())
         .spawn()
         .unwrap();
-    let url = wait_for(&mut child, "keyward: listening on ");
-    let boot: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("bootstrap.json")).unwrap())
-            .unwrap();
-    Server {
-        child,
-        url,
-        api_key: boot["api_key"].as_str().unwrap().to_owned(),
-        instance: boot["instance_id"].as_str().unwrap().to_owned(),
-    }
-}
-
-/// Reads the child's stdout until a line starting with `prefix`; returns the rest of it.
-fn wait_for(child: &mut Child, prefix: &str) -> String {
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "no line {prefix:?}");
-        let line = lines.next().expect("the process exited").unwrap();
-        if let Some(rest) = line.strip_prefix(prefix) {
-            // Keep draining stdout so the child never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines.by_ref() {});
-            return rest.trim().to_owned();
-        }
-    }
+    let url = common::wait_for(&mut child, "keyward: listening on ");
+    Server::new(child, url, dir)
 }
 
 struct Out {

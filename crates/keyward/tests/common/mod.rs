@@ -64,17 +64,54 @@ pub fn spawn_args(dir: &Path, config: &str, envs: &[(&str, &str)], args: &[&str]
         )
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let url = loop {
-        assert!(Instant::now() < deadline, "server did not start");
-        let line = lines.next().expect("server exited").unwrap();
-        if let Some(u) = line.strip_prefix("keyward: listening on ") {
-            break u.trim().to_owned();
-        }
-    };
+    let url = wait_for(&mut child, "keyward: listening on ");
     Proc { child, url }
+}
+
+/// Reads the child's stdout until a line starting with `prefix`; returns the rest of it. The
+/// rest of stdout is drained, so the child never blocks on a full pipe.
+pub fn wait_for(child: &mut Child, prefix: &str) -> String {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "no line {prefix:?}");
+        let line = lines.next().expect("the process exited").unwrap();
+        if let Some(rest) = line.strip_prefix(prefix) {
+            std::thread::spawn(move || for _ in lines.by_ref() {});
+            return rest.trim().to_owned();
+        }
+    }
+}
+
+/// A `keyward serve` that is killed when dropped, with its bootstrap administrator's
+/// credentials: what the CLI tests run commands against.
+pub struct Served {
+    pub child: Child,
+    pub url: String,
+    pub api_key: String,
+    pub instance: String,
+}
+
+impl Served {
+    /// `child`, listening on `url`, bootstrapped in `dir`.
+    pub fn new(child: Child, url: String, dir: &Path) -> Served {
+        let boot: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("bootstrap.json")).unwrap())
+                .unwrap();
+        Served {
+            child,
+            url,
+            api_key: boot["api_key"].as_str().unwrap().to_owned(),
+            instance: boot["instance_id"].as_str().unwrap().to_owned(),
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// SIGKILL: no shutdown code runs.
