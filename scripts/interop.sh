@@ -3,7 +3,8 @@
 # `keyprotect` SDK from PyPI with its IAMAuthenticator, PyJWT and `cryptography`; PyKMIP 0.11 as
 # the KMIP client of tests/interop/test_kmip_protocol.py; Playwright driving Debian's headless
 # Chromium through the web console in tests/interop/test_console.py, its screenshots saved under
-# $BUILD_DIR/console-screenshots).
+# $BUILD_DIR/console-screenshots; boto3 and moto's S3 server as the bucket of the S3 audit archive in
+# tests/interop/test_audit_s3.py).
 # Installs them (pinned) into a venv under the build directory, builds the binary unless
 # KEYWARD_BIN names one, and runs pytest from the repository root. Extra arguments go to pytest.
 set -euo pipefail
@@ -28,6 +29,10 @@ PACKAGES=(
   playwright==1.49.1
   greenlet==3.1.1
   pyee==12.0.0
+  moto==5.2.6
+  boto3==1.44.18
+  Flask==3.1.3
+  flask-cors==6.0.5
 )
 
 if [ ! -x "$VENV/bin/python" ]; then

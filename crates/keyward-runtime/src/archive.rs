@@ -8,22 +8,36 @@
 //! event it has not delivered from the database, exactly once as before). A crash between the
 //! segment and the cursor leaves a whole segment the next holder finds and adopts.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keyward_core::{AuditCheckpoint, AuditPrune, AuditStore, Custody, GENESIS_HASH};
-use keyward_store::archive::{ARCHIVE_CURSOR, SegmentWriter, list_segments, segment_head};
+use keyward_store::archive::{
+    ARCHIVE_CURSOR, DirSegments, SegmentStore, SegmentWriter, segment_head,
+};
 use time::OffsetDateTime;
 
 use crate::audit::{LowPriority, wait_or_stop};
+use crate::config::{ArchiveTarget, ServerConfig};
 use crate::metrics::Metrics;
 
+/// The archive `config` names (`[audit] archive_dir`, `[audit.s3]`, or the default), opened;
+/// `None` when the server does not archive.
+pub fn open_archive(config: &ServerConfig) -> anyhow::Result<Option<Arc<dyn SegmentStore>>> {
+    Ok(match config.audit_archive() {
+        None => None,
+        Some(ArchiveTarget::Dir(d)) => Some(Arc::new(DirSegments::new(d))),
+        Some(ArchiveTarget::S3 { s3, staging }) => {
+            Some(Arc::new(crate::archive_s3::S3Segments::open(&s3, staging)?))
+        }
+    })
+}
+
 /// What the archiver does, from `[audit]`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ArchiveSettings {
     /// Where segments go.
-    pub dir: PathBuf,
+    pub store: Arc<dyn SegmentStore>,
     /// Events per segment at most.
     pub segment_events: u64,
     /// A shorter segment is written once the last one is this old.
@@ -101,7 +115,7 @@ pub fn spawn_archiver(
                 Ok(false) => {}
                 Err(e) => {
                     head = None;
-                    tracing::warn!(error = %e, dir = %settings.dir.display(), "audit archive failed; will retry");
+                    tracing::warn!(error = %e, archive = %settings.store.location(), "audit archive failed; will retry");
                 }
             }
             if wait_or_stop(settings.poll, &mut stop).await {
@@ -127,13 +141,13 @@ async fn archive_once(
 ) -> anyhow::Result<bool> {
     let mut cursor = trail.export_cursor(ARCHIVE_CURSOR).await?;
     if head.is_none_or(|h| h.0 != cursor) {
-        let dir = settings.dir.clone();
+        let store = settings.store.clone();
         let found = worker
             .run(
                 move || -> Result<Option<(u64, [u8; 32])>, keyward_core::StoreError> {
-                    match list_segments(&dir)?.last() {
+                    match store.list()?.last() {
                         None => Ok(None),
-                        Some(s) => segment_head(&s.path).map(Some),
+                        Some(s) => segment_head(store.as_ref(), s).map(Some),
                     }
                 },
             )
@@ -142,7 +156,8 @@ async fn archive_once(
         let (last, hash) = found.unwrap_or((0, GENESIS_HASH));
         if last < cursor {
             anyhow::bail!(
-                "the archive directory holds events up to seq {last}, but the database records seq {cursor} archived: restore the missing segments (nothing more is archived or pruned until then)"
+                "the archive ({}) holds events up to seq {last}, but the database records seq {cursor} archived: restore the missing segments (nothing more is archived or pruned until then)",
+                settings.store.location()
             );
         }
         if last > cursor {
@@ -171,10 +186,10 @@ async fn archive_once(
     let (first, last) = (cursor + 1, cursor + n);
     let prev = head.map_or(GENESIS_HASH, |h| h.1);
     let writer = {
-        let (trail, runtime, dir) = (trail.clone(), runtime.clone(), settings.dir.clone());
+        let (trail, runtime, store) = (trail.clone(), runtime.clone(), settings.store.clone());
         worker
             .run(move || -> anyhow::Result<SegmentWriter> {
-                let mut w = SegmentWriter::create(&dir, first, last, prev)?;
+                let mut w = SegmentWriter::create(store, first, last, prev)?;
                 let mut at = cursor;
                 while at < last {
                     let want = u32::try_from(last - at)
@@ -224,13 +239,13 @@ async fn archive_once(
         *head = None;
         return Ok(false);
     }
-    let path = worker
+    let placed = worker
         .run(move || writer.finish(&checkpoint))
         .await
         .map_err(anyhow::Error::msg)??;
     trail.set_export_cursor(ARCHIVE_CURSOR, last).await?;
     metrics.exported(ARCHIVE_CURSOR, n);
-    tracing::debug!(first, last, path = %path.display(), "audit archive: segment written");
+    tracing::debug!(first, last, segment = %placed, "audit archive: segment written");
     *head = Some((last, hash));
     *last_write = Instant::now();
     Ok(available > n)

@@ -142,7 +142,11 @@ impl Lane {
                 .is_ok_and(|u| u.is_some_and(|u| Instant::now() < u))
     }
 
-    fn starved(&self, waited: Duration) {
+    /// A nice-19 job waited `waited` for a core in all.
+    fn waited(&self, waited: Duration) {
+        if waited <= STARVED {
+            return;
+        }
         if let Ok(mut until) = self.starved_until.lock() {
             *until = Some(Instant::now() + STARVED_FOR);
         }
@@ -214,10 +218,8 @@ impl LowPriority {
             .send(Box::new(move || {
                 let before = run_delay();
                 let result = f();
-                if let (Some(b), Some(a)) = (before, run_delay())
-                    && a.saturating_sub(b) > STARVED
-                {
-                    lane.starved(a.saturating_sub(b));
+                if let (Some(b), Some(a)) = (before, run_delay()) {
+                    lane.waited(a.saturating_sub(b));
                 }
                 let _ = tx.send(result);
             }))
@@ -655,46 +657,24 @@ mod tests {
         assert_eq!(lane.run(my_nice).await, Ok(19));
     }
 
-    /// A nice-19 job that waits for a core longer than `STARVED` (here: behind busy threads of
-    /// the normal priority, two per core) sends the next jobs to the normal priority even with
-    /// no lag reported.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    /// A nice-19 job that waited for a core longer than `STARVED` in all sends the next jobs to
+    /// the normal priority even with no lag reported; one that waited less does not. (How long
+    /// a job waits at nice 19 behind busy threads depends on the kernel's scheduler: 0.1 to 1 s
+    /// for 5 ms of work here, so the wait is given rather than provoked.)
+    #[tokio::test]
     async fn a_starved_job_sends_the_next_ones_to_the_normal_priority() {
-        if run_delay().is_none() {
-            eprintln!("no /proc/thread-self/schedstat here: nothing to measure");
-            return;
-        }
+        assert!(
+            run_delay().is_some(),
+            "Linux reports a thread's run delay in /proc/thread-self/schedstat"
+        );
         let lane = LowPriority::start("test", u64::MAX).unwrap();
         let base = my_nice();
-        // About 10 ms of CPU (measured before the busy threads start), which at nice 19 among
-        // them takes about a second of waiting.
-        let work = |n: u64| (0..n).fold(0u64, |a, i| std::hint::black_box(a ^ i));
-        let t = Instant::now();
-        work(1_000_000);
-        let n = (10_000_000_000 / t.elapsed().as_micros().max(1)) as u64;
-        let spin = move || {
-            work(n);
-            my_nice()
-        };
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let hogs: Vec<_> = (0..2 * cores)
-            .map(|_| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        std::hint::spin_loop();
-                    }
-                })
-            })
-            .collect();
-        let first = lane.run(spin).await;
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for h in hogs {
-            h.join().unwrap();
-        }
-        assert_eq!(first, Ok(19));
-        assert!(lane.lane.hurry());
+        lane.lane.waited(STARVED);
+        assert_eq!(lane.run(my_nice).await, Ok(19));
+        lane.lane.waited(STARVED + Duration::from_millis(1));
+        assert_eq!(lane.run(my_nice).await, Ok(base));
+        // A lag under catch_up does not end the starved window.
+        lane.note_lag(0);
         assert_eq!(lane.run(my_nice).await, Ok(base));
     }
 }

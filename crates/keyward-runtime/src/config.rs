@@ -304,6 +304,8 @@ pub struct AuditSection {
     /// Where archive segments go: default `<data_dir>/audit-archive` on SQLite; on PostgreSQL
     /// archiving needs this set, to a directory every node shares (one node writes at a time).
     pub archive_dir: Option<PathBuf>,
+    /// An S3-compatible object store for archive segments instead of a directory.
+    pub s3: Option<S3ArchiveSection>,
     /// Events per archive segment (at most).
     pub segment_events: u64,
     /// A segment with fewer events is written once the last one is this many seconds old.
@@ -334,6 +336,7 @@ impl Default for AuditSection {
             webhook: Vec::new(),
             archive: true,
             archive_dir: None,
+            s3: None,
             segment_events: 100_000,
             segment_max_secs: 3600,
             retain_events: 2_000_000,
@@ -345,19 +348,83 @@ impl Default for AuditSection {
     }
 }
 
+/// Where audit archive segments go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveTarget {
+    /// A directory.
+    Dir(PathBuf),
+    /// An S3-compatible bucket; segments are staged in `staging` before their PUT.
+    S3 {
+        /// The bucket and how to reach it.
+        s3: S3ArchiveSection,
+        /// `<data_dir>/audit-staging`.
+        staging: PathBuf,
+    },
+}
+
 impl ServerConfig {
-    /// Where this process archives the audit trail, if it does: `[audit] archive_dir`, or
-    /// `<data_dir>/audit-archive` on SQLite (a PostgreSQL cluster needs a directory its nodes
-    /// share, so it must be named).
-    pub fn audit_archive_dir(&self) -> Option<PathBuf> {
+    /// Where this process archives the audit trail, if it does: `[audit.s3]`, `[audit]
+    /// archive_dir`, or `<data_dir>/audit-archive` on SQLite (a PostgreSQL cluster needs an
+    /// archive its nodes share, so it must be named).
+    pub fn audit_archive(&self) -> Option<ArchiveTarget> {
         if !self.audit.archive {
             return None;
         }
-        match (&self.audit.archive_dir, self.store.backend.as_str()) {
-            (Some(d), _) => Some(d.clone()),
-            (None, "sqlite") => Some(self.data_dir.join("audit-archive")),
-            (None, _) => None,
+        match (
+            &self.audit.s3,
+            &self.audit.archive_dir,
+            self.store.backend.as_str(),
+        ) {
+            (Some(s3), _, _) => Some(ArchiveTarget::S3 {
+                s3: s3.clone(),
+                staging: self.data_dir.join("audit-staging"),
+            }),
+            (None, Some(d), _) => Some(ArchiveTarget::Dir(d.clone())),
+            (None, None, "sqlite") => Some(ArchiveTarget::Dir(self.data_dir.join("audit-archive"))),
+            (None, None, _) => None,
         }
+    }
+}
+
+/// `[audit.s3]`: archive segments in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW, ...).
+/// Path-style requests; credentials from this section (never from the process environment,
+/// so that what the server uses is what its config file says).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3ArchiveSection {
+    /// The bucket (it must exist).
+    pub bucket: String,
+    /// A key prefix for the segments (e.g. `"cluster-a/"`; default none).
+    #[serde(default)]
+    pub prefix: String,
+    /// The endpoint, e.g. `"https://minio.internal:9000"` (default: AWS's for `region`).
+    pub endpoint: Option<String>,
+    /// The region (default `us-east-1`).
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// The access key id.
+    pub access_key_id: String,
+    /// A file holding the secret access key (mode 0600, like the webhook secrets).
+    pub secret_access_key_file: Option<PathBuf>,
+    /// An environment variable holding the secret access key.
+    pub secret_access_key_env: Option<String>,
+    /// Whether a plain `http://` endpoint is allowed (default false).
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+impl std::fmt::Debug for S3ArchiveSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3ArchiveSection")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
     }
 }
 
@@ -806,6 +873,40 @@ impl ServerConfig {
                     .into(),
             ));
         }
+        if let Some(s3) = &self.audit.s3 {
+            if self.audit.archive_dir.is_some() {
+                return Err(ConfigError::Invalid(
+                    "audit.archive_dir and [audit.s3] both set: the archive is one or the other"
+                        .into(),
+                ));
+            }
+            if s3.secret_access_key_file.is_some() == s3.secret_access_key_env.is_some() {
+                return Err(ConfigError::Invalid(
+                    "[audit.s3]: exactly one of secret_access_key_file and secret_access_key_env"
+                        .into(),
+                ));
+            }
+            if s3.bucket.is_empty() || s3.access_key_id.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "[audit.s3]: bucket and access_key_id must be set".into(),
+                ));
+            }
+            if let Some(e) = &s3.endpoint {
+                match url::Url::parse(e) {
+                    Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && s3.allow_http) => {}
+                    Ok(u) if u.scheme() == "http" => {
+                        return Err(ConfigError::Invalid(format!(
+                            "[audit.s3] endpoint {e:?} is plain http: set allow_http = true to allow it"
+                        )));
+                    }
+                    _ => {
+                        return Err(ConfigError::Invalid(format!(
+                            "[audit.s3] endpoint {e:?} is not an http(s) URL"
+                        )));
+                    }
+                }
+            }
+        }
         if self.audit.segment_events == 0
             || self.audit.segment_max_secs == 0
             || self.audit.prune_batch == 0
@@ -947,23 +1048,59 @@ mod tests {
     }
 
     /// See: issue 20. SQLite archives into the data directory by default; PostgreSQL only into
-    /// a directory named for every node; `archive = false` turns it (and so pruning) off.
+    /// an archive named for every node; `archive = false` turns it (and so pruning) off;
+    /// `[audit.s3]` archives into a bucket, staged in the data directory.
     #[test]
     fn the_audit_archive_defaults_to_the_data_dir_on_sqlite_only() {
         let parse = |t: &str| ServerConfig::from_toml(t, Path::new("x.toml")).unwrap();
+        let dir = |d: &str| Some(ArchiveTarget::Dir(PathBuf::from(d)));
         let c = parse("data_dir = \"/d\"\n");
-        assert_eq!(
-            c.audit_archive_dir(),
-            Some(PathBuf::from("/d/audit-archive"))
-        );
+        assert_eq!(c.audit_archive(), dir("/d/audit-archive"));
         let c = parse("data_dir = \"/d\"\n[audit]\narchive = false\n");
-        assert_eq!(c.audit_archive_dir(), None);
+        assert_eq!(c.audit_archive(), None);
         let c = parse("[store]\nbackend = \"postgres\"\nurl = \"postgres://h/k\"\n");
-        assert_eq!(c.audit_archive_dir(), None);
+        assert_eq!(c.audit_archive(), None);
         let c = parse(
             "[store]\nbackend = \"postgres\"\nurl = \"postgres://h/k\"\n[audit]\narchive_dir = \"/shared\"\n",
         );
-        assert_eq!(c.audit_archive_dir(), Some(PathBuf::from("/shared")));
+        assert_eq!(c.audit_archive(), dir("/shared"));
+        let s3 =
+            "[audit.s3]\nbucket = \"b\"\naccess_key_id = \"k\"\nsecret_access_key_env = \"S\"\n";
+        let c = parse(&format!("data_dir = \"/d\"\n{s3}"));
+        c.validate().unwrap();
+        match c.audit_archive() {
+            Some(ArchiveTarget::S3 { s3, staging }) => {
+                assert_eq!((s3.bucket.as_str(), s3.region.as_str()), ("b", "us-east-1"));
+                assert_eq!(staging, PathBuf::from("/d/audit-staging"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// `[audit.s3]` is refused when it cannot work as written: with `archive_dir` too, without
+    /// exactly one secret source, with a plain-http endpoint not allowed, or an endpoint that is
+    /// not a URL; the secret never shows in its Debug form.
+    #[test]
+    fn an_s3_archive_is_refused_unless_complete() {
+        let parse = |t: &str| ServerConfig::from_toml(t, Path::new("x.toml"));
+        let ok = "[audit.s3]\nbucket = \"b\"\naccess_key_id = \"k\"\n";
+        for bad in [
+            format!("{ok}secret_access_key_env = \"S\"\n[audit]\narchive_dir = \"/a\"\n"),
+            ok.to_owned(),
+            format!("{ok}secret_access_key_env = \"S\"\nsecret_access_key_file = \"/f\"\n"),
+            format!("{ok}secret_access_key_env = \"S\"\nendpoint = \"http://minio:9000\"\n"),
+            format!("{ok}secret_access_key_env = \"S\"\nendpoint = \"minio:9000\"\n"),
+            "[audit.s3]\nbucket = \"\"\naccess_key_id = \"k\"\nsecret_access_key_env = \"S\"\n"
+                .into(),
+        ] {
+            assert!(parse(&bad).is_ok_and(|c| c.validate().is_err()), "{bad}");
+        }
+        let c = parse(&format!(
+            "{ok}secret_access_key_env = \"S\"\nendpoint = \"http://minio:9000\"\nallow_http = true\n"
+        ))
+        .unwrap();
+        c.validate().unwrap();
+        assert!(!format!("{:?}", c.audit.s3).contains("access_key_id"));
     }
 
     #[test]

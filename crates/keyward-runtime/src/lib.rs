@@ -20,6 +20,7 @@
 )]
 
 pub mod archive;
+pub mod archive_s3;
 pub mod audit;
 pub mod bootstrap;
 pub mod config;
@@ -278,14 +279,14 @@ impl Runtime {
         let export_holder = uuid::Uuid::new_v4().to_string();
         let (stop_exports, stopped) = tokio::sync::watch::channel(false);
         let mut exporters = Vec::new();
-        if let Some(dir) = config.audit_archive_dir() {
+        if let Some(store) = archive::open_archive(config)? {
             let poll = Duration::from_millis(config.audit.archive_poll_ms);
             exporters.push(archive::spawn_archiver(
                 trail.clone(),
                 self.keys.custody().clone(),
                 self.metrics.clone(),
                 archive::ArchiveSettings {
-                    dir,
+                    store,
                     segment_events: config.audit.segment_events,
                     segment_max: Duration::from_secs(config.audit.segment_max_secs),
                     poll,

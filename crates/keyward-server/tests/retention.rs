@@ -46,6 +46,10 @@ fn retention(c: &mut ServerConfig, archive: &Path, export: &Path) {
 async fn verify(dir: &Path, archive: Option<&Path>) -> keyward_store::TrailReport {
     let config = common::config(dir);
     let custody = keyward_runtime::open_custody(&config, false).unwrap();
+    let archive = archive.map(keyward_store::archive::DirSegments::new);
+    let archive = archive
+        .as_ref()
+        .map(|a| a as &dyn keyward_store::archive::SegmentStore);
     match config.store.postgres().unwrap() {
         Some(options) => {
             let store = keyward_store::PgStore::connect(&options).await.unwrap();

@@ -12,10 +12,15 @@
 //! directory fsynced ([`SegmentWriter::finish`]): a name that exists is a whole, durable segment,
 //! and only then may the rows it holds be pruned from the database (the archiver moves the
 //! `archive` cursor after `finish`, and pruning never passes that cursor).
+//!
+//! Where segments live is a [`SegmentStore`]: a directory ([`DirSegments`], here), or an
+//! S3-compatible object store (keyward-runtime's `archive_s3`), where a segment is written to a
+//! local staging directory, fsynced, and then PUT (an acknowledged PUT is durable).
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use flate2::Compression;
 use flate2::read::GzDecoder;
@@ -52,40 +57,104 @@ fn parse_name(name: &str) -> Option<(u64, u64)> {
     Some((first.parse().ok()?, last.parse().ok()?))
 }
 
-/// A segment file in an archive directory.
+/// A segment in an archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentFile {
     /// First position its name says it holds.
     pub first: u64,
     /// Last position its name says it holds.
     pub last: u64,
-    /// Its path.
-    pub path: PathBuf,
+    /// Its name ([`segment_name`]).
+    pub name: String,
 }
 
-/// The segments in `dir`, in chain order by name (temporary files are skipped). A missing
-/// directory is an empty archive.
-pub fn list_segments(dir: &Path) -> Result<Vec<SegmentFile>, StoreError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_error(dir, e)),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| io_error(dir, e))?;
-        let name = entry.file_name();
-        let Some((first, last)) = name.to_str().and_then(parse_name) else {
-            continue;
-        };
-        out.push(SegmentFile {
-            first,
-            last,
-            path: entry.path(),
-        });
+/// The segments among `names` (anything else is skipped: temporary files, other objects), in
+/// chain order.
+pub fn segments_named(names: impl IntoIterator<Item = String>) -> Vec<SegmentFile> {
+    let mut out: Vec<SegmentFile> = names
+        .into_iter()
+        .filter_map(|name| {
+            let (first, last) = parse_name(&name)?;
+            Some(SegmentFile { first, last, name })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Where an archive's segments are kept. Its methods block (the archiver calls them from its
+/// own thread, `keyward audit verify` from the command line).
+pub trait SegmentStore: Send + Sync {
+    /// Where, in words for messages: a directory's path, or `s3://bucket/prefix`.
+    fn location(&self) -> String;
+    /// The segments, in chain order by name. An archive never written to is empty.
+    fn list(&self) -> Result<Vec<SegmentFile>, StoreError>;
+    /// Reads a segment's bytes.
+    fn open(&self, seg: &SegmentFile) -> Result<Box<dyn Read + Send>, StoreError>;
+    /// A local directory where segments are written before [`place`](Self::place).
+    fn staging(&self) -> &Path;
+    /// Makes the finished and fsynced file `tmp` (in [`staging`](Self::staging)) the segment
+    /// `name`, durably: when this returns `Ok`, the segment survives a crash of this host.
+    /// `tmp` is gone afterwards.
+    fn place(&self, tmp: &Path, name: &str) -> Result<(), StoreError>;
+}
+
+/// Segments as files in a directory.
+#[derive(Debug, Clone)]
+pub struct DirSegments {
+    dir: PathBuf,
+}
+
+impl DirSegments {
+    /// The archive in `dir` (created 0700 when the first segment is written).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        DirSegments { dir: dir.into() }
     }
-    out.sort_by(|a, b| a.path.file_name().cmp(&b.path.file_name()));
-    Ok(out)
+
+    /// Its directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl SegmentStore for DirSegments {
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn list(&self) -> Result<Vec<SegmentFile>, StoreError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error(&self.dir, e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(&self.dir, e))?;
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(segments_named(names))
+    }
+
+    fn open(&self, seg: &SegmentFile) -> Result<Box<dyn Read + Send>, StoreError> {
+        let path = self.dir.join(&seg.name);
+        Ok(Box::new(File::open(&path).map_err(|e| io_error(&path, e))?))
+    }
+
+    fn staging(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A rename within the directory, then the directory synced.
+    fn place(&self, tmp: &Path, name: &str) -> Result<(), StoreError> {
+        let path = self.dir.join(name);
+        std::fs::rename(tmp, &path).map_err(|e| io_error(&path, e))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error(&self.dir, e))
+    }
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> StoreError {
@@ -257,7 +326,7 @@ fn checkpoint_of(line: Line) -> Result<AuditCheckpoint, String> {
 /// and its own hash): a segment never archives a broken chain. Dropped before `finish` (an
 /// error, a lost lease), it removes its temporary file.
 pub struct SegmentWriter {
-    dir: PathBuf,
+    store: Arc<dyn SegmentStore>,
     tmp: PathBuf,
     /// `None` once `finish` took it.
     out: Option<GzEncoder<BufWriter<File>>>,
@@ -270,10 +339,10 @@ pub struct SegmentWriter {
 }
 
 impl SegmentWriter {
-    /// Starts the segment of `first..=last` in `dir` (created 0700 if missing), after the event
-    /// whose hash is `prev_hash`.
+    /// Starts the segment of `first..=last` in `store` (its staging directory is created 0700
+    /// if missing), after the event whose hash is `prev_hash`.
     pub fn create(
-        dir: &Path,
+        store: Arc<dyn SegmentStore>,
         first: u64,
         last: u64,
         prev_hash: [u8; 32],
@@ -284,6 +353,7 @@ impl SegmentWriter {
                 "audit archive: empty range {first}..={last}"
             )));
         }
+        let dir = store.staging();
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -298,7 +368,7 @@ impl SegmentWriter {
             .open(&tmp)
             .map_err(|e| io_error(&tmp, e))?;
         let mut w = SegmentWriter {
-            dir: dir.to_owned(),
+            store,
             tmp,
             out: Some(GzEncoder::new(BufWriter::new(file), Compression::fast())),
             placed: false,
@@ -353,9 +423,10 @@ impl SegmentWriter {
         self.head
     }
 
-    /// Closes the segment with `checkpoint` (of its last event), syncs it, moves it into place
-    /// and syncs the directory. Returns its path.
-    pub fn finish(mut self, checkpoint: &AuditCheckpoint) -> Result<PathBuf, StoreError> {
+    /// Closes the segment with `checkpoint` (of its last event), syncs it and places it in the
+    /// store ([`SegmentStore::place`]: in a directory, renamed into place and the directory
+    /// synced). Returns where it is, in words.
+    pub fn finish(mut self, checkpoint: &AuditCheckpoint) -> Result<String, StoreError> {
         if self.next != self.last + 1 || checkpoint.seq != self.last || checkpoint.hash != self.head
         {
             return Err(StoreError::Corrupt(format!(
@@ -379,13 +450,10 @@ impl SegmentWriter {
             .map_err(|e| io_error(&tmp, e))?;
         file.sync_all().map_err(|e| io_error(&tmp, e))?;
         drop(file);
-        let path = self.dir.join(segment_name(self.first, self.last));
-        std::fs::rename(&tmp, &path).map_err(|e| io_error(&path, e))?;
+        let name = segment_name(self.first, self.last);
+        self.store.place(&tmp, &name)?;
         self.placed = true;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_error(&self.dir, e))?;
-        Ok(path)
+        Ok(format!("{} in {}", name, self.store.location()))
     }
 }
 
@@ -399,12 +467,15 @@ impl Drop for SegmentWriter {
 
 /// Reads a segment line by line.
 struct SegmentReader {
-    lines: std::io::Lines<BufReader<GzDecoder<BufReader<File>>>>,
+    lines: std::io::Lines<Gunzipped>,
 }
 
+/// A segment's bytes, decompressed and buffered.
+type Gunzipped = BufReader<GzDecoder<BufReader<Box<dyn Read + Send>>>>;
+
 impl SegmentReader {
-    fn open(path: &Path) -> Result<Self, String> {
-        let f = File::open(path).map_err(|e| e.to_string())?;
+    fn open(store: &dyn SegmentStore, seg: &SegmentFile) -> Result<Self, String> {
+        let f = store.open(seg).map_err(|e| e.to_string())?;
         Ok(SegmentReader {
             lines: BufReader::new(GzDecoder::new(BufReader::new(f))).lines(),
         })
@@ -424,11 +495,18 @@ impl SegmentReader {
 
 /// The last position and hash a segment's closing checkpoint names (the archiver's resume
 /// point: the next segment links to it). Reads the whole file.
-pub fn segment_head(path: &Path) -> Result<(u64, [u8; 32]), StoreError> {
+pub fn segment_head(
+    store: &dyn SegmentStore,
+    seg: &SegmentFile,
+) -> Result<(u64, [u8; 32]), StoreError> {
     let bad = |why: String| {
-        StoreError::Corrupt(format!("audit archive segment {}: {why}", path.display()))
+        StoreError::Corrupt(format!(
+            "audit archive segment {} in {}: {why}",
+            seg.name,
+            store.location()
+        ))
     };
-    let mut r = SegmentReader::open(path).map_err(bad)?;
+    let mut r = SegmentReader::open(store, seg).map_err(bad)?;
     let mut last = None;
     while let Some(l) = r.next().map_err(bad)? {
         last = Some(l);
@@ -479,11 +557,11 @@ fn broken(kind: BreakKind, seq: u64, detail: String) -> Option<ChainBreak> {
 /// do not decompress). `probe` asks for the stored hash at one position (where the database's
 /// rows resume).
 pub fn verify_archive(
-    dir: &Path,
+    store: &dyn SegmentStore,
     custody: &dyn Custody,
     probe: Option<u64>,
 ) -> Result<ArchiveReport, StoreError> {
-    let segments = list_segments(dir)?;
+    let segments = store.list()?;
     let mut walk = ChainWalk::default();
     let mut report = ArchiveReport {
         segments: 0,
@@ -496,11 +574,7 @@ pub fn verify_archive(
     let mut last_read: Option<(u64, [u8; 32])> = None;
     for seg in &segments {
         report.segments += 1;
-        let name = seg
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = seg.name.clone();
         let expected = last_read.map_or(1, |l| l.0 + 1);
         if seg.first > expected {
             report.first_break = broken(
@@ -509,7 +583,7 @@ pub fn verify_archive(
                 format!(
                     "archive segments for seq {expected}..={} are missing from {} (the next is {name})",
                     seg.first - 1,
-                    dir.display()
+                    store.location()
                 ),
             );
             break;
@@ -527,8 +601,8 @@ pub fn verify_archive(
             break;
         }
         let problem = walk_segment(
+            store,
             seg,
-            &name,
             custody,
             &mut walk,
             &mut last_read,
@@ -552,14 +626,15 @@ pub fn verify_archive(
 /// One segment of [`verify_archive`]: a structural problem is returned; chain breaks are the
 /// walk's.
 fn walk_segment(
+    store: &dyn SegmentStore,
     seg: &SegmentFile,
-    name: &str,
     custody: &dyn Custody,
     walk: &mut ChainWalk,
     last_read: &mut Option<(u64, [u8; 32])>,
     probe: Option<u64>,
     report: &mut ArchiveReport,
 ) -> Option<ChainBreak> {
+    let name = &seg.name;
     let unreadable = |why: String| {
         broken(
             BreakKind::Altered,
@@ -567,7 +642,7 @@ fn walk_segment(
             format!("archive segment {name} cannot be read ({why}): it was altered"),
         )
     };
-    let mut r = match SegmentReader::open(&seg.path) {
+    let mut r = match SegmentReader::open(store, seg) {
         Ok(r) => r,
         Err(e) => return unreadable(e),
     };
@@ -682,7 +757,7 @@ pub struct TrailReport {
 /// both hold the archive's last event, they must hold the same one (`db_hash_at`).
 pub(crate) fn join(
     mut chain: ChainReport,
-    archive: Option<(&Path, ArchiveReport)>,
+    archive: Option<(String, ArchiveReport)>,
     archived: u64,
     db_hash_at: impl FnOnce(u64) -> Option<[u8; 32]>,
 ) -> TrailReport {
@@ -732,7 +807,7 @@ pub(crate) fn join(
                     format!(
                         "events {from}..={} are neither in the archive ({}) nor in the database",
                         f - 1,
-                        dir.display()
+                        dir
                     ),
                 );
             }
@@ -749,7 +824,7 @@ pub(crate) fn join(
                     held + 1,
                     format!(
                         "archive segments after seq {held} are missing from {}: the database records seq {archived} archived",
-                        dir.display()
+                        dir
                     ),
                 ),
             );

@@ -593,7 +593,7 @@ pub fn verify_audit_chain(dir: &Path, custody: &dyn Custody) -> Result<ChainRepo
 /// chain (see [`crate::archive::verify_archive`]): the first break in either is named.
 pub fn verify_audit_trail(
     dir: &Path,
-    archive: Option<&Path>,
+    archive: Option<&dyn crate::archive::SegmentStore>,
     custody: &dyn Custody,
 ) -> Result<TrailReport, StoreError> {
     let path = dir.join(DB_FILE);
@@ -661,7 +661,7 @@ pub fn verify_audit_trail(
         None => None,
         Some(a) => {
             let probe = chain.first.and_then(|f| f.0.checked_sub(1));
-            Some((a, verify_archive(a, custody, probe)?))
+            Some((a.location(), verify_archive(a, custody, probe)?))
         }
     };
     Ok(join(chain, archive, archived, hash_at))

@@ -512,7 +512,7 @@ pub async fn verify_audit_chain_pg(
 /// chain, as [`verify_audit_trail`](crate::verify_audit_trail) does on SQLite.
 pub async fn verify_audit_trail_pg(
     store: &PgStore,
-    archive: Option<&std::path::Path>,
+    archive: Option<&dyn crate::archive::SegmentStore>,
     custody: &dyn Custody,
 ) -> Result<TrailReport, StoreError> {
     store.link_pending().await?;
@@ -586,7 +586,7 @@ pub async fn verify_audit_trail_pg(
             |_| None,
         ));
     };
-    // Offline: the archive's files are read on this thread.
+    // Offline: the archive's segments are read on this thread.
     let probe = chain.first.and_then(|f| f.0.checked_sub(1));
     let report = verify_archive(dir, custody, probe)?;
     let db_hash = match report.head {
@@ -604,7 +604,7 @@ pub async fn verify_audit_trail_pg(
     tx.commit().await.map_err(pg_error)?;
     Ok(join(
         chain,
-        Some((dir, report)),
+        Some((dir.location(), report)),
         u64::try_from(archived).unwrap_or(0),
         |_| db_hash,
     ))

@@ -33,9 +33,9 @@ pub struct VerifyArgs {
     /// The server's TOML configuration (its `[custody]` section, e.g. PKCS#11 HSMs).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// The audit archive's directory (default: `[audit] archive_dir`, or the data directory's
-    /// `audit-archive` when it exists); its segments and the database's rows are walked as one
-    /// chain.
+    /// The audit archive's directory (default: the config's archive, `[audit] archive_dir` or
+    /// `[audit.s3]`, or the data directory's `audit-archive` when it exists); its segments and
+    /// the database's rows are walked as one chain.
     #[arg(long)]
     archive_dir: Option<PathBuf>,
     /// Print the report as JSON.
@@ -95,9 +95,14 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
         (None, None) => anyhow::bail!("pass --data-dir (or --config naming a data_dir)"),
     }
     let custody = keyward_runtime::open_custody(&config, false)?;
-    let archive = args
-        .archive_dir
-        .or_else(|| config.audit_archive_dir().filter(|d| d.exists()));
+    let archive: Option<std::sync::Arc<dyn keyward_store::archive::SegmentStore>> =
+        match (args.archive_dir, config.audit_archive()) {
+            (Some(d), _) => Some(std::sync::Arc::new(
+                keyward_store::archive::DirSegments::new(d),
+            )),
+            (None, Some(keyward_runtime::config::ArchiveTarget::Dir(d))) if !d.exists() => None,
+            (None, _) => keyward_runtime::archive::open_archive(&config)?,
+        };
     let trail = match config.store.postgres()? {
         Some(options) => {
             let store = keyward_store::PgStore::connect(&options)
@@ -118,7 +123,7 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
     let ok = report.first_break.is_none();
     let archived = trail.archive.as_ref().map(|a| {
         json!({
-            "dir": archive.as_ref().map(|d| d.display().to_string()),
+            "dir": archive.as_ref().map(|d| d.location()),
             "segments": a.segments,
             "events": a.events,
             "head": a.head.map(|(seq, h)| json!({"seq": seq, "hash": keyward_api::hex(&h)})),
@@ -148,7 +153,7 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
         if let (Some(a), Some(d)) = (&trail.archive, &archive) {
             println!(
                 "archive {}: {} segments, {} events, up to seq {}",
-                d.display(),
+                d.location(),
                 a.segments,
                 a.events,
                 a.head.map_or(0, |h| h.0)

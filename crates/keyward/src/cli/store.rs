@@ -132,15 +132,23 @@ async fn migrate(from: PathBuf, to_config: PathBuf) -> anyhow::Result<()> {
     anyhow::ensure!(short.is_empty(), "rows missing in the target: {short:?}");
     // A trail pruned after archiving verifies with its archive (the source's default place):
     // on PostgreSQL, set `[audit] archive_dir` to where the nodes will find it.
-    let archive = Some(from.join("audit-archive")).filter(|a| a.exists());
-    let chain = keyward_store::verify_audit_trail_pg(&target, archive.as_deref(), custody.as_ref())
-        .await
-        .context("verifying the audit chain in the target")?
-        .chain;
+    let archive = Some(from.join("audit-archive"))
+        .filter(|a| a.exists())
+        .map(keyward_store::archive::DirSegments::new);
+    let chain = keyward_store::verify_audit_trail_pg(
+        &target,
+        archive
+            .as_ref()
+            .map(|a| a as &dyn keyward_store::archive::SegmentStore),
+        custody.as_ref(),
+    )
+    .await
+    .context("verifying the audit chain in the target")?
+    .chain;
     if let Some(a) = &archive {
         println!(
             "audit archive: {} (verified with the database); on PostgreSQL, move it where every node mounts it and set [audit] archive_dir",
-            a.display()
+            a.dir().display()
         );
     }
     anyhow::ensure!(
