@@ -537,6 +537,10 @@ pub trait AuditStore: Send + Sync {
     /// Gives up every export lease `holder` holds (at a graceful shutdown), so another process
     /// takes the sinks over at once rather than when the leases lapse.
     async fn release_export_leases(&self, holder: &str) -> Result<(), StoreError>;
+    /// The lowest cursor among the export sinks (not the archive) that some process held, or
+    /// moved, at or after `held_since`: what pruning must not pass even on a process that does
+    /// not export those sinks itself. `None` when there is no such sink.
+    async fn export_floor(&self, held_since: OffsetDateTime) -> Result<Option<u64>, StoreError>;
     /// The oldest event still in the database (older ones were pruned after archiving), or
     /// `None` for an empty trail.
     async fn audit_first_seq(&self) -> Result<Option<u64>, StoreError>;

@@ -251,6 +251,11 @@ async fn archive_once(
     Ok(available > n)
 }
 
+/// An export sink that no server has held for this long (removed from every config, or on a
+/// server that is gone) no longer holds pruning back: its undelivered events stay in the
+/// archive.
+pub const SINKS_HOLD_PRUNING_FOR: time::Duration = time::Duration::days(1);
+
 /// What the pruner keeps, from `[audit]`.
 #[derive(Debug, Clone)]
 pub struct RetentionSettings {
@@ -262,7 +267,8 @@ pub struct RetentionSettings {
     pub batch: u32,
     /// How often to look for work.
     pub poll: Duration,
-    /// The export sinks' cursors, which pruning never passes.
+    /// The export sinks configured here, whose cursors pruning never passes (nor those of the
+    /// sinks other servers held within [`SINKS_HOLD_PRUNING_FOR`]).
     pub sinks: Vec<String>,
 }
 
@@ -300,6 +306,12 @@ pub async fn prune(
     let mut safe_through = trail.export_cursor(ARCHIVE_CURSOR).await?;
     for s in &settings.sinks {
         safe_through = safe_through.min(trail.export_cursor(s).await?);
+    }
+    // Sinks another server of the cluster exports (configured there, not here) hold pruning
+    // too, while any server has held them recently.
+    let held_since = OffsetDateTime::now_utc() - SINKS_HOLD_PRUNING_FOR;
+    if let Some(floor) = trail.export_floor(held_since).await? {
+        safe_through = safe_through.min(floor);
     }
     let Some((head, _)) = trail.audit_head().await? else {
         return Ok(0);

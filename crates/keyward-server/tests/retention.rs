@@ -400,7 +400,40 @@ async fn a_segment_written_before_a_crash_is_adopted_and_nothing_unarchived_is_p
         poll: Duration::from_millis(50),
         sinks: vec!["jsonl:siem".into()],
     };
-    keyward_runtime::archive::prune(stores.trail.as_ref(), &settings, &mut stopped)
+    // A sink another server of the cluster exports (not configured here) holds pruning back
+    // while it was held within a day, and no longer once it was not.
+    let elsewhere = newest_first - 10;
+    let now = time::OffsetDateTime::now_utc();
+    let trail = stores.trail.as_ref();
+    assert!(
+        trail
+            .lease_export(
+                "webhook:elsewhere",
+                "another-server",
+                now,
+                now + time::Duration::MINUTE
+            )
+            .await
+            .unwrap()
+    );
+    trail
+        .set_export_cursor("webhook:elsewhere", elsewhere)
+        .await
+        .unwrap();
+    keyward_runtime::archive::prune(trail, &settings, &mut stopped)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.int("SELECT MIN(seq) FROM audit_events", &[]).await as u64,
+        elsewhere + 1,
+        "pruned up to the other server's sink and not past it"
+    );
+    db.execute(
+        "UPDATE audit_export_cursors SET lease_until = 0, updated_at = 0 WHERE sink = 'webhook:elsewhere'",
+        &[],
+    )
+    .await;
+    keyward_runtime::archive::prune(trail, &settings, &mut stopped)
         .await
         .unwrap();
     assert_eq!(

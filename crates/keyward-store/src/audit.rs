@@ -510,15 +510,33 @@ impl AuditStore for SqliteStore {
 
     async fn release_export_leases(&self, holder: &str) -> Result<(), StoreError> {
         let holder = holder.to_owned();
+        // The lease ends now (free to take at once) and says when the sink was last held.
+        let now = nanos(time::OffsetDateTime::now_utc());
         self.write(Statements::One, move |c| {
             c.execute(
-                "UPDATE audit_export_cursors SET holder = NULL, lease_until = NULL
+                "UPDATE audit_export_cursors SET holder = NULL, lease_until = ?2
                  WHERE holder = ?1",
-                [holder],
+                params![holder, now],
             )
             .map(|_| ())
         })
         .await
+    }
+
+    async fn export_floor(
+        &self,
+        held_since: time::OffsetDateTime,
+    ) -> Result<Option<u64>, StoreError> {
+        let since = nanos(held_since);
+        self.read(move |c| {
+            c.query_row(
+                "SELECT min(seq) FROM audit_export_cursors
+                 WHERE sink <> ?1 AND max(coalesce(lease_until, 0), updated_at) >= ?2",
+                params![ARCHIVE_CURSOR, since],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|s| s.map(|s| u64::try_from(s).unwrap_or(0)))
+        })
     }
 
     async fn audit_first_seq(&self) -> Result<Option<u64>, StoreError> {

@@ -16,6 +16,63 @@ async fn one_holder_at_a_time_renewed_by_it_taken_over_when_it_lapses() {
 }
 
 #[tokio::test]
+async fn the_export_floor_is_the_lowest_recently_held_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    floor(&SqliteStore::open(dir.path()).unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_the_export_floor_is_the_lowest_recently_held_sink() {
+    let options = PgOptions {
+        url: keyward_test::postgres::cluster().fresh_database(),
+        pool_size: 2,
+    };
+    floor(&PgStore::connect(&options).await.unwrap()).await;
+}
+
+/// What pruning must not pass on a server that does not export a sink itself: the lowest
+/// cursor of the sinks (never the archive) held or moved since a time; a sink last held before
+/// it does not count, a lease given up at a graceful stop still does.
+async fn floor(s: &dyn AuditStore) {
+    let now = OffsetDateTime::now_utc();
+    let lease = time::Duration::seconds(5);
+    let day = time::Duration::days(1);
+    assert_eq!(s.export_floor(now - day).await.unwrap(), None);
+    for (sink, seq) in [("jsonl:a", 50), ("archive", 5)] {
+        assert!(s.lease_export(sink, "p", now, now + lease).await.unwrap());
+        s.set_export_cursor(sink, seq).await.unwrap();
+    }
+    assert_eq!(s.export_floor(now - day).await.unwrap(), Some(50));
+    // A sink last held two days ago, never delivered.
+    let old = now - 2 * day;
+    assert!(
+        s.lease_export("webhook:gone", "q", old, old + lease)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.export_floor(now - day).await.unwrap(), Some(50));
+    assert_eq!(
+        s.export_floor(old - time::Duration::minutes(1))
+            .await
+            .unwrap(),
+        Some(0)
+    );
+    s.release_export_leases("p").await.unwrap();
+    assert_eq!(
+        s.export_floor(now - time::Duration::minutes(1))
+            .await
+            .unwrap(),
+        Some(50)
+    );
+    // Released, the lease is free at once.
+    assert!(
+        s.lease_export("jsonl:a", "r", now, now + lease)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
 async fn postgres_one_holder_at_a_time_renewed_by_it_taken_over_when_it_lapses() {
     let options = PgOptions {
         url: keyward_test::postgres::cluster().fresh_database(),

@@ -394,13 +394,28 @@ impl AuditStore for PgStore {
 
     async fn release_export_leases(&self, holder: &str) -> Result<(), StoreError> {
         let c = self.client().await?;
+        // The lease ends now (free to take at once) and says when the sink was last held.
+        let now = nanos(OffsetDateTime::now_utc());
         c.execute(
-            "UPDATE audit_export_cursors SET holder = NULL, lease_until = NULL WHERE holder = $1",
-            &[&holder],
+            "UPDATE audit_export_cursors SET holder = NULL, lease_until = $2 WHERE holder = $1",
+            &[&holder, &now],
         )
         .await
         .map_err(pg_error)?;
         Ok(())
+    }
+
+    async fn export_floor(&self, held_since: OffsetDateTime) -> Result<Option<u64>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_one(
+                "SELECT min(seq) FROM audit_export_cursors
+                 WHERE sink <> $1 AND greatest(coalesce(lease_until, 0), updated_at) >= $2",
+                &[&ARCHIVE_CURSOR, &nanos(held_since)],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(row.opt_i64(0)?.map(|s| u64::try_from(s).unwrap_or(0)))
     }
 
     async fn audit_first_seq(&self) -> Result<Option<u64>, StoreError> {
