@@ -65,10 +65,11 @@ impl KeyQuery {
                     Dialect::Postgres if t.nullable => (" NULLS FIRST", " NULLS LAST"),
                     _ => ("", ""),
                 };
+                let plus = if t.plain { "+" } else { "" };
                 if t.desc != reverse {
-                    format!("{} DESC{nulls_desc}", t.column)
+                    format!("{plus}{} DESC{nulls_desc}", t.column)
                 } else {
-                    format!("{} ASC{nulls_asc}", t.column)
+                    format!("{plus}{} ASC{nulls_asc}", t.column)
                 }
             })
             .collect::<Vec<_>>()
@@ -80,6 +81,8 @@ impl KeyQuery {
 #[derive(Debug, Clone)]
 struct SortTerm {
     column: &'static str,
+    /// Written `+column`: no index provides this order (SQLite).
+    plain: bool,
     desc: bool,
     nullable: bool,
 }
@@ -191,18 +194,13 @@ pub fn key_query(instance: InstanceId, filter: &KeyFilter, dialect: Dialect) -> 
     } else {
         "instance_id"
     };
-    // Sorted by state, SQLite would take several states as several lookups into the state
-    // index and then sort each state's keys by id; a `+` has it walk the index in order and
-    // test the state read from it.
-    let state_col = if dialect == Dialect::Sqlite
-        && filter
-            .sort
-            .first()
-            .is_some_and(|(k, _)| *k == SortKey::State)
-    {
-        "+state"
-    } else {
-        "state"
+    // SQLite without statistics would take an equality on the state or kind as a reason to
+    // look keys up in a sort index on that column, then read the table in id order (random
+    // pages: 5x slower than the listing's walk at a million keys) and sort. A unary `+` leaves
+    // them tests on the columns the index being walked carries.
+    let (state_col, kind_col) = match dialect {
+        Dialect::Sqlite => ("+state", "+kind"),
+        Dialect::Postgres => ("state", "kind"),
     };
     let mut cond = format!(
         "{inst_col} = {inst} AND purged_at IS NULL AND {state_col} IN ({})",
@@ -210,7 +208,7 @@ pub fn key_query(instance: InstanceId, filter: &KeyFilter, dialect: Dialect) -> 
     );
     if let Some(extractable) = filter.extractable {
         let p = bind(dialect, &mut args, Arg::Int(i64::from(extractable)));
-        cond.push_str(&format!(" AND kind = {p}"));
+        cond.push_str(&format!(" AND {kind_col} = {p}"));
     }
     if let Some(ring) = &filter.key_ring {
         let p = bind(dialect, &mut args, Arg::Text(ring.clone()));
@@ -250,6 +248,10 @@ pub fn key_query(instance: InstanceId, filter: &KeyFilter, dialect: Dialect) -> 
         Dialect::Sqlite => "id",
         Dialect::Postgres => "id COLLATE \"C\"",
     };
+    // A sort by several columns is served by no index (SQLite is kept from walking the first
+    // column's and sorting each run of equal values, which at a million keys of one state
+    // sorts them all: a `+` makes it keep the best rows of one pass instead).
+    let plain = dialect == Dialect::Sqlite && filter.sort.len() > 1;
     let mut sort: Vec<SortTerm> = filter
         .sort
         .iter()
@@ -263,6 +265,7 @@ pub fn key_query(instance: InstanceId, filter: &KeyFilter, dialect: Dialect) -> 
             };
             SortTerm {
                 column,
+                plain,
                 desc: *desc,
                 nullable,
             }
@@ -271,16 +274,20 @@ pub fn key_query(instance: InstanceId, filter: &KeyFilter, dialect: Dialect) -> 
     if sort.is_empty() {
         sort.push(SortTerm {
             column: "created_at",
+            plain: false,
             desc: false,
             nullable: false,
         });
     }
-    // Ties are broken by id ascending; a sort that names the id is total already (and the
-    // per-column index on (instance, id) then serves it without a second id term).
+    // Ties are broken by id, in the direction of the first column: a one-column sort is then
+    // exactly the order of that column's index (instance, column, id), walked forwards or
+    // backwards, with nothing to sort. A sort that names the id is total already.
     if !filter.sort.iter().any(|(k, _)| *k == SortKey::Id) {
+        let desc = filter.sort.first().is_some_and(|(_, desc)| *desc);
         sort.push(SortTerm {
             column: id,
-            desc: false,
+            plain: false,
+            desc,
             nullable: false,
         });
     }
@@ -585,9 +592,25 @@ mod tests {
             ..KeyFilter::default()
         });
         assert!(!short.contains("key_trigrams"), "{short}");
+        assert!(short.contains("USING INDEX keys_listed"), "{short}");
+        // Filters on state and kind test the listing index's columns while it is walked in
+        // page order; they are not lookups into a sort index (read in id order, then sorted).
+        for filter in [
+            KeyFilter {
+                states: vec![KeyState::Active],
+                ..KeyFilter::default()
+            },
+            KeyFilter {
+                extractable: Some(false),
+                ..KeyFilter::default()
+            },
+        ] {
+            let p = page(&filter);
+            assert!(p.contains("USING INDEX keys_listed"), "{filter:?}: {p}");
+            assert!(!p.contains("TEMP B-TREE"), "{filter:?}: {p}");
+        }
         // Every sort the API accepts walks its column's index, either way round and for a
-        // last page: no sort of the instance's keys (a descending sort breaks ties by id
-        // ascending, so at most the keys sharing one value are sorted).
+        // last page: nothing is sorted.
         let sorts = [
             (SortKey::Id, "keys_sorted_by_id"),
             (SortKey::State, "keys_sorted_by_state"),
@@ -614,11 +637,7 @@ mod tests {
                     };
                     let p = page_plan(&filter, reverse);
                     assert!(p.contains(&format!("USING INDEX {index} ")), "{key:?}: {p}");
-                    let whole = p.contains("USE TEMP B-TREE FOR ORDER BY");
-                    assert!(!whole, "{key:?} desc {desc} reverse {reverse}: {p}");
-                    if !desc || key == SortKey::Id {
-                        assert!(!p.contains("TEMP B-TREE"), "{key:?}: {p}");
-                    }
+                    assert!(!p.contains("TEMP B-TREE"), "{key:?} {desc} {reverse}: {p}");
                 }
             }
         }

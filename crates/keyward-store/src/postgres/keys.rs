@@ -1169,15 +1169,8 @@ mod tests {
             ),
             (SortKey::State, "keys_sorted_by_state"),
         ] {
-            // Descending, ties are still broken by id ascending: a date (nearly distinct
-            // values) sorts its few ties on the way; the 20 000 keys of one state would all be
-            // sorted, and PostgreSQL rightly scans instead (see BENCHMARKS.md).
-            let directions: &[(bool, bool)] = if key == SortKey::State {
-                &[(false, false), (false, true)]
-            } else {
-                &[(false, false), (false, true), (true, false)]
-            };
-            for &(desc, reverse) in directions {
+            let directions = [(false, false), (false, true), (true, false), (true, true)];
+            for (desc, reverse) in directions {
                 let filter = KeyFilter {
                     sort: vec![(key, desc)],
                     ..KeyFilter::default()
@@ -1185,6 +1178,7 @@ mod tests {
                 let plan = explain(filter, reverse).await;
                 assert!(plan.contains(index), "{key:?} {desc} {reverse}: {plan}");
                 assert!(!plan.contains("Seq Scan"), "{key:?}: {plan}");
+                assert!(!plan.contains("Sort"), "{key:?} {desc} {reverse}: {plan}");
             }
         }
     }
