@@ -389,9 +389,9 @@ const MIGRATIONS: &[&str] = &[
     // the semantics of `lower(name) LIKE '%..%'` exactly. Its rows are keyed by
     // `key_texts.id`, an INTEGER PRIMARY KEY, which VACUUM (and `VACUUM INTO` backups) keep;
     // the implicit rowids of `keys` and `key_aliases` they may renumber. One partial index per
-    // sortable column, shaped as `keys_listed` (the listing's state and kind filters read from
-    // the index), lets a page of any single-column sort walk an index instead of sorting the
-    // instance's keys.
+    // sortable column, (instance, column, created_at, id) as the listing breaks ties, with the
+    // state and kind its filters test, lets a page of any one-column sort walk an index
+    // instead of sorting the instance's keys.
     "CREATE TABLE key_texts (
         id INTEGER PRIMARY KEY,
         key_id TEXT NOT NULL,
@@ -441,21 +441,29 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER key_texts_alias_delete AFTER DELETE ON key_aliases BEGIN
         DELETE FROM key_texts WHERE key_id = OLD.key_id AND alias = OLD.alias;
     END;
-    CREATE INDEX keys_sorted_by_id ON keys(instance_id, id, state, kind)
+    CREATE INDEX keys_sorted_by_id
+        ON keys(instance_id, id, state, kind)
         WHERE purged_at IS NULL;
-    CREATE INDEX keys_sorted_by_state ON keys(instance_id, state, id, kind)
+    CREATE INDEX keys_sorted_by_state
+        ON keys(instance_id, state, created_at, id, kind)
         WHERE purged_at IS NULL;
-    CREATE INDEX keys_sorted_by_kind ON keys(instance_id, kind, id, state)
+    CREATE INDEX keys_sorted_by_kind
+        ON keys(instance_id, kind, created_at, id, state)
         WHERE purged_at IS NULL;
-    CREATE INDEX keys_sorted_by_imported ON keys(instance_id, imported, id, state, kind)
+    CREATE INDEX keys_sorted_by_imported
+        ON keys(instance_id, imported, created_at, id, state, kind)
         WHERE purged_at IS NULL;
-    CREATE INDEX keys_sorted_by_update ON keys(instance_id, updated_at, id, state, kind)
+    CREATE INDEX keys_sorted_by_update
+        ON keys(instance_id, updated_at, created_at, id, state, kind)
         WHERE purged_at IS NULL;
-    CREATE INDEX keys_sorted_by_rotation ON keys(instance_id, last_rotated_at, id, state, kind)
+    CREATE INDEX keys_sorted_by_rotation
+        ON keys(instance_id, last_rotated_at, created_at, id, state, kind)
         WHERE purged_at IS NULL;
-    CREATE INDEX keys_sorted_by_deletion ON keys(instance_id, deleted_at, id, state, kind)
+    CREATE INDEX keys_sorted_by_deletion
+        ON keys(instance_id, deleted_at, created_at, id, state, kind)
         WHERE purged_at IS NULL;
-    CREATE INDEX keys_sorted_by_expiration ON keys(instance_id, expiration, id, state, kind)
+    CREATE INDEX keys_sorted_by_expiration
+        ON keys(instance_id, expiration, created_at, id, state, kind)
         WHERE purged_at IS NULL;",
 ];
 

@@ -431,24 +431,29 @@ pub(super) const MIGRATIONS: &[&str] = &[
         RAISE WARNING 'pg_trgm is not available (%): substring searches of key names and \
             aliases scan the instance''s keys', SQLERRM;
     END $$;
-    CREATE INDEX keys_sorted_by_id ON keys(instance_id, id, state, kind)
+    CREATE INDEX keys_sorted_by_id
+        ON keys(instance_id, id, state, kind)
         WHERE purged_at IS NULL;
-    CREATE INDEX keys_sorted_by_state ON keys(instance_id, state, id, kind)
+    CREATE INDEX keys_sorted_by_state
+        ON keys(instance_id, state, created_at, id, kind)
         WHERE purged_at IS NULL;
-    CREATE INDEX keys_sorted_by_kind ON keys(instance_id, kind, id, state)
+    CREATE INDEX keys_sorted_by_kind
+        ON keys(instance_id, kind, created_at, id, state)
         WHERE purged_at IS NULL;
-    CREATE INDEX keys_sorted_by_imported ON keys(instance_id, imported, id, state, kind)
+    CREATE INDEX keys_sorted_by_imported
+        ON keys(instance_id, imported, created_at, id, state, kind)
         WHERE purged_at IS NULL;
-    CREATE INDEX keys_sorted_by_update ON keys(instance_id, updated_at, id, state, kind)
+    CREATE INDEX keys_sorted_by_update
+        ON keys(instance_id, updated_at, created_at, id, state, kind)
         WHERE purged_at IS NULL;
     CREATE INDEX keys_sorted_by_rotation
-        ON keys(instance_id, last_rotated_at NULLS FIRST, id, state, kind)
+        ON keys(instance_id, last_rotated_at NULLS FIRST, created_at, id, state, kind)
         WHERE purged_at IS NULL;
     CREATE INDEX keys_sorted_by_deletion
-        ON keys(instance_id, deleted_at NULLS FIRST, id, state, kind)
+        ON keys(instance_id, deleted_at NULLS FIRST, created_at, id, state, kind)
         WHERE purged_at IS NULL;
     CREATE INDEX keys_sorted_by_expiration
-        ON keys(instance_id, expiration NULLS FIRST, id, state, kind)
+        ON keys(instance_id, expiration NULLS FIRST, created_at, id, state, kind)
         WHERE purged_at IS NULL;",
 ];
 
