@@ -12,6 +12,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, params_fro
 
 use crate::archive::{ARCHIVE_CURSOR, TrailReport, join, verify_archive};
 use crate::columns::{Bad, Columns, Param};
+use crate::listing::page_walk;
 use crate::rows::{nanos, sql_error, time_of};
 use crate::sqlite::{DB_FILE, SqliteStore};
 use crate::writer::Statements;
@@ -379,15 +380,23 @@ pub(crate) fn query_where(q: &AuditQuery, mark: char) -> (String, Vec<Param>) {
     }
 }
 
-/// The SQL of an audit query: the count, and the page (`EVENT_COLUMNS`, oldest first).
-pub(crate) fn query_sql(q: &AuditQuery, filter: &str) -> (String, String) {
+/// The SQL counting the events of an audit query.
+pub(crate) fn count_sql(filter: &str) -> String {
+    format!("SELECT COUNT(*) FROM audit_events{filter}")
+}
+
+/// The SQL of an audit query's page (`EVENT_COLUMNS`, oldest first) among `total` events: a
+/// page past the middle is read newest first from the end (`page_walk`) and turned around by
+/// the caller when the second value is `true`.
+pub(crate) fn page_sql(q: &AuditQuery, filter: &str, total: u64) -> (String, bool) {
+    let walk = page_walk(q.offset, q.limit.min(MAX_PAGE), total);
+    let order = if walk.reversed { "DESC" } else { "ASC" };
     (
-        format!("SELECT COUNT(*) FROM audit_events{filter}"),
         format!(
-            "SELECT {EVENT_COLUMNS} FROM audit_events{filter} ORDER BY seq LIMIT {} OFFSET {}",
-            q.limit.min(MAX_PAGE),
-            q.offset
+            "SELECT {EVENT_COLUMNS} FROM audit_events{filter} ORDER BY seq {order} LIMIT {} OFFSET {}",
+            walk.limit, walk.offset
         ),
+        walk.reversed,
     )
 }
 
@@ -399,16 +408,20 @@ impl AuditStore for SqliteStore {
 
     async fn audit_events(&self, q: &AuditQuery) -> Result<(Vec<ChainedEvent>, u64), StoreError> {
         let (filter, values) = query_where(q, '?');
-        let (count_sql, page_sql) = query_sql(q, &filter);
+        let count = count_sql(&filter);
         self.read(|c| {
-            let total: i64 =
-                c.query_row(&count_sql, params_from_iter(values.iter()), |r| r.get(0))?;
-            let mut stmt = c.prepare(&page_sql)?;
+            // One snapshot for the total and the page (read from the end past the middle).
+            let tx = c.unchecked_transaction()?;
+            let total: i64 = tx.query_row(&count, params_from_iter(values.iter()), |r| r.get(0))?;
+            let total = u64::try_from(total).unwrap_or(0);
+            let (page, reversed) = page_sql(q, &filter, total);
+            let mut stmt = tx.prepare(&page)?;
             let rows = stmt.query_map(params_from_iter(values.iter()), event_from_row)?;
-            Ok((
-                rows.collect::<rusqlite::Result<Vec<_>>>()?,
-                u64::try_from(total).unwrap_or(0),
-            ))
+            let mut events = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            if reversed {
+                events.reverse();
+            }
+            Ok((events, total))
         })
     }
 

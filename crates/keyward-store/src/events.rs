@@ -243,11 +243,20 @@ impl RegistrationStore for SqliteStore {
         let prevent = filter.prevent_key_deletion;
         let (limit, offset) = (i64::from(filter.limit), i64::from(filter.offset));
         self.read(move |c| {
-            let cond = "instance_id = ?1 AND (?2 IS NULL OR key_id = ?2)
+            // A key's registrations are found through the primary key, (key_id, resource_crn):
+            // `?2 IS NULL OR key_id = ?2` would walk all of the instance's registrations.
+            let by_key = if key.is_some() {
+                "key_id = ?2"
+            } else {
+                "?2 IS NULL"
+            };
+            let cond = format!(
+                "instance_id = ?1 AND {by_key}
                  AND (?3 IS NULL OR resource_crn GLOB ?3)
                  AND (?4 IS NULL OR prevent_key_deletion = ?4)
                  AND (?5 IS NULL OR key_id IN
-                      (SELECT id FROM keys WHERE instance_id = ?1 AND key_ring = ?5))";
+                      (SELECT id FROM keys WHERE instance_id = ?1 AND key_ring = ?5))"
+            );
             let args = params![instance.to_string(), key, like, prevent, ring];
             let total: i64 = c
                 .prepare_cached(&format!("SELECT COUNT(*) FROM registrations WHERE {cond}"))?

@@ -381,6 +381,90 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER key_generation_version_delete AFTER DELETE ON key_versions BEGIN
         UPDATE key_generation SET n = n + 1 WHERE id = 0;
     END;",
+    // 13: substring search and every sort of the key listing served by indexes (issue 19).
+    // `key_texts` holds each unpurged key's lowered name (`alias` = '') and each alias
+    // (lowered in `text`), kept by triggers; `key_trigrams`, an FTS5 trigram index over it
+    // (external content: the text is stored once), answers "which texts hold this substring"
+    // with a phrase query. Case-sensitive trigrams over the text SQLite's `lower()` made keep
+    // the semantics of `lower(name) LIKE '%..%'` exactly. Its rows are keyed by
+    // `key_texts.id`, an INTEGER PRIMARY KEY, which VACUUM (and `VACUUM INTO` backups) keep;
+    // the implicit rowids of `keys` and `key_aliases` they may renumber. One partial index per
+    // sortable column, (instance, column, created_at, id) as the listing breaks ties, with the
+    // state and kind its filters test, lets a page of any one-column sort walk an index
+    // instead of sorting the instance's keys.
+    "CREATE TABLE key_texts (
+        id INTEGER PRIMARY KEY,
+        key_id TEXT NOT NULL,
+        alias TEXT NOT NULL,
+        text TEXT NOT NULL
+    );
+    INSERT INTO key_texts (key_id, alias, text)
+        SELECT id, '', lower(name) FROM keys WHERE purged_at IS NULL;
+    INSERT INTO key_texts (key_id, alias, text)
+        SELECT key_id, alias, lower(alias) FROM key_aliases;
+    CREATE UNIQUE INDEX key_texts_by_key ON key_texts(key_id, alias);
+    CREATE VIRTUAL TABLE key_trigrams USING fts5(text, content = 'key_texts',
+        content_rowid = 'id', tokenize = 'trigram case_sensitive 1');
+    INSERT INTO key_trigrams (key_trigrams) VALUES ('rebuild');
+    CREATE TRIGGER key_texts_insert AFTER INSERT ON key_texts BEGIN
+        INSERT INTO key_trigrams (rowid, text) VALUES (NEW.id, NEW.text);
+    END;
+    CREATE TRIGGER key_texts_delete AFTER DELETE ON key_texts BEGIN
+        INSERT INTO key_trigrams (key_trigrams, rowid, text) VALUES ('delete', OLD.id, OLD.text);
+    END;
+    CREATE TRIGGER key_texts_update AFTER UPDATE ON key_texts BEGIN
+        INSERT INTO key_trigrams (key_trigrams, rowid, text) VALUES ('delete', OLD.id, OLD.text);
+        INSERT INTO key_trigrams (rowid, text) VALUES (NEW.id, NEW.text);
+    END;
+    CREATE TRIGGER key_texts_key_insert AFTER INSERT ON keys WHEN NEW.purged_at IS NULL BEGIN
+        INSERT INTO key_texts (key_id, alias, text) VALUES (NEW.id, '', lower(NEW.name));
+    END;
+    CREATE TRIGGER key_texts_key_update AFTER UPDATE OF id, name, purged_at ON keys
+        WHEN OLD.id IS NOT NEW.id OR OLD.name IS NOT NEW.name
+            OR OLD.purged_at IS NOT NEW.purged_at BEGIN
+        DELETE FROM key_texts WHERE key_id = OLD.id AND alias = '';
+        INSERT INTO key_texts (key_id, alias, text)
+            SELECT NEW.id, '', lower(NEW.name) WHERE NEW.purged_at IS NULL;
+    END;
+    CREATE TRIGGER key_texts_key_delete AFTER DELETE ON keys BEGIN
+        DELETE FROM key_texts WHERE key_id = OLD.id AND alias = '';
+    END;
+    CREATE TRIGGER key_texts_alias_insert AFTER INSERT ON key_aliases BEGIN
+        INSERT INTO key_texts (key_id, alias, text)
+            VALUES (NEW.key_id, NEW.alias, lower(NEW.alias));
+    END;
+    CREATE TRIGGER key_texts_alias_update AFTER UPDATE OF key_id, alias ON key_aliases BEGIN
+        DELETE FROM key_texts WHERE key_id = OLD.key_id AND alias = OLD.alias;
+        INSERT INTO key_texts (key_id, alias, text)
+            VALUES (NEW.key_id, NEW.alias, lower(NEW.alias));
+    END;
+    CREATE TRIGGER key_texts_alias_delete AFTER DELETE ON key_aliases BEGIN
+        DELETE FROM key_texts WHERE key_id = OLD.key_id AND alias = OLD.alias;
+    END;
+    CREATE INDEX keys_sorted_by_id
+        ON keys(instance_id, id, state, kind)
+        WHERE purged_at IS NULL;
+    CREATE INDEX keys_sorted_by_state
+        ON keys(instance_id, state, created_at, id, kind)
+        WHERE purged_at IS NULL;
+    CREATE INDEX keys_sorted_by_kind
+        ON keys(instance_id, kind, created_at, id, state)
+        WHERE purged_at IS NULL;
+    CREATE INDEX keys_sorted_by_imported
+        ON keys(instance_id, imported, created_at, id, state, kind)
+        WHERE purged_at IS NULL;
+    CREATE INDEX keys_sorted_by_update
+        ON keys(instance_id, updated_at, created_at, id, state, kind)
+        WHERE purged_at IS NULL;
+    CREATE INDEX keys_sorted_by_rotation
+        ON keys(instance_id, last_rotated_at, created_at, id, state, kind)
+        WHERE purged_at IS NULL;
+    CREATE INDEX keys_sorted_by_deletion
+        ON keys(instance_id, deleted_at, created_at, id, state, kind)
+        WHERE purged_at IS NULL;
+    CREATE INDEX keys_sorted_by_expiration
+        ON keys(instance_id, expiration, created_at, id, state, kind)
+        WHERE purged_at IS NULL;",
 ];
 
 /// The schema version this build migrates to (`PRAGMA user_version`).
@@ -399,4 +483,78 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database of migration 12 with keys and aliases gets its trigram index filled by
+    /// migration 13, and the index then follows renames, purges and alias changes (checked
+    /// against its content with FTS5's own integrity check). See: issue 19.
+    #[test]
+    fn migration_13_indexes_existing_names_and_aliases() {
+        let mut c = Connection::open_in_memory().unwrap();
+        for sql in MIGRATIONS.iter().take(12) {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", 12).unwrap();
+        c.execute_batch(
+            "INSERT INTO instances VALUES ('i', 'a', 'n', 0);
+             INSERT INTO keys (id, instance_id, kind, name, state, imported, key_ring, bits,
+                 current_version, current_version_id, revision, created_at, created_by,
+                 updated_at, state_changed_at, signature)
+             VALUES ('k1', 'i', 0, 'Payments-DB', 1, 0, 'default', 256, 1, 'v1', 1, 1, 'u', 1,
+                 1, x''),
+                ('k2', 'i', 0, 'ledger', 1, 0, 'default', 256, 1, 'v2', 1, 2, 'u', 2, 2, x'');
+             INSERT INTO key_aliases VALUES ('i', 'Books-2024', 'k2', 0, 'u', x'');",
+        )
+        .unwrap();
+        migrate(&mut c).unwrap();
+        let found = |c: &Connection, needle: &str| -> Vec<String> {
+            let mut st = c
+                .prepare(
+                    "SELECT key_id || ':' || alias FROM key_texts WHERE id IN \
+                     (SELECT rowid FROM key_trigrams WHERE key_trigrams MATCH ?1) ORDER BY 1",
+                )
+                .unwrap();
+            st.query_map([format!("\"{needle}\"")], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        let intact = |c: &Connection| {
+            c.execute(
+                "INSERT INTO key_trigrams (key_trigrams, rank) VALUES ('integrity-check', 1)",
+                [],
+            )
+            .unwrap();
+        };
+        intact(&c);
+        assert_eq!(found(&c, "ments-d"), ["k1:"]);
+        assert_eq!(found(&c, "books-2"), ["k2:Books-2024"]);
+        // Case-sensitive trigrams over lowered text: the raw spelling is not indexed.
+        assert!(found(&c, "Books").is_empty());
+        c.execute_batch(
+            "UPDATE keys SET name = 'Receipts' WHERE id = 'k1';
+             UPDATE keys SET purged_at = 5 WHERE id = 'k2';
+             DELETE FROM key_aliases WHERE alias = 'Books-2024';
+             INSERT INTO key_aliases VALUES ('i', 'pay-2', 'k1', 0, 'u', x'');",
+        )
+        .unwrap();
+        intact(&c);
+        assert!(found(&c, "ments").is_empty());
+        assert!(found(&c, "ledger").is_empty());
+        assert!(found(&c, "books").is_empty());
+        assert_eq!(found(&c, "eipt"), ["k1:"]);
+        assert_eq!(found(&c, "pay-"), ["k1:pay-2"]);
+        c.execute_batch("DELETE FROM key_aliases; DELETE FROM keys;")
+            .unwrap();
+        intact(&c);
+        assert_eq!(
+            c.query_row("SELECT COUNT(*) FROM key_texts", [], |r| r.get::<_, i64>(0))
+                .unwrap(),
+            0
+        );
+    }
 }

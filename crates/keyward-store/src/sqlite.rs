@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use crate::check::QuickCheck;
 use crate::events::{check_delete_allowed, insert_events};
-use crate::listing::{Arg, Dialect, counted_total, key_query};
+use crate::listing::{Arg, Dialect, counted_total, key_query, page_walk};
 use crate::rows::*;
 use crate::schema::migrate;
 use crate::writer::{Statements, Writer};
@@ -446,30 +446,51 @@ impl Store for SqliteStore {
         let counted = counted_total(instance, filter, Dialect::Sqlite);
         let total_sql = format!("SELECT COUNT(*) FROM keys WHERE {}", q.cond);
         let total_args = q.args.len();
-        let limit = q.bind(Arg::Int(i64::from(filter.limit)));
-        let offset = q.bind(Arg::Int(i64::from(filter.offset)));
-        let page_sql = format!(
-            "SELECT {} FROM keys WHERE {} ORDER BY {} LIMIT {limit} OFFSET {offset}",
-            key_select!(),
-            q.cond,
-            q.order
-        );
+        let limit = q.bind(Arg::Int(0));
+        let offset = q.bind(Arg::Int(0));
+        let page_sql = |reverse: bool| {
+            format!(
+                "SELECT {} FROM keys WHERE {} ORDER BY {} LIMIT {limit} OFFSET {offset}",
+                key_select!(),
+                q.cond,
+                q.order(reverse)
+            )
+        };
+        let (forward_sql, reverse_sql) = (page_sql(false), page_sql(true));
+        let (page_offset, page_limit) = (filter.offset, filter.limit);
+        // The total first, then the page, in one read transaction: a page past the middle is
+        // read from the end (`page_walk`), which needs the total of the same snapshot.
         self.read(move |c| {
+            // Ends (rolls back: nothing was written) when dropped.
+            let tx = c.unchecked_transaction()?;
+            let c: &Connection = &tx;
+            let mut args = q.args;
             let total: i64 = match &counted {
                 Some((sql, args)) => c
                     .prepare_cached(sql)?
                     .query_row(params_from_iter(args.iter()), |r| r.get(0))?,
                 None => c
                     .prepare_cached(&total_sql)?
-                    .query_row(params_from_iter(q.args.iter().take(total_args)), |r| {
-                        r.get(0)
-                    })?,
+                    .query_row(params_from_iter(args.iter().take(total_args)), |r| r.get(0))?,
             };
-            let keys = c
-                .prepare_cached(&page_sql)?
-                .query_map(params_from_iter(q.args.iter()), unverified_key)?
+            let total = u64::try_from(total).unwrap_or(0);
+            let walk = page_walk(page_offset, page_limit, total);
+            args.truncate(total_args);
+            args.push(Arg::Int(i64::try_from(walk.limit).unwrap_or(i64::MAX)));
+            args.push(Arg::Int(i64::try_from(walk.offset).unwrap_or(i64::MAX)));
+            let sql = if walk.reversed {
+                &reverse_sql
+            } else {
+                &forward_sql
+            };
+            let mut keys = c
+                .prepare_cached(sql)?
+                .query_map(params_from_iter(args.iter()), unverified_key)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((keys, u64::try_from(total).unwrap_or(0)))
+            if walk.reversed {
+                keys.reverse();
+            }
+            Ok((keys, total))
         })
     }
 

@@ -94,6 +94,8 @@ macro_rules! store_suite {
                 instance_policies_round_trip_and_replace,
                 purge_erases_versions_and_due_keys_finds_work,
                 listing_searches_filters_and_sorts,
+                substring_search_keeps_the_like_semantics,
+                pages_read_from_the_end_match_the_forward_listing,
                 registrations_round_trip_filter_and_belong_to_their_owner,
                 key_changes_write_events_to_registration_owners_atomically,
                 deletes_are_guarded_by_registrations_in_the_transaction,

@@ -1282,6 +1282,241 @@ pub async fn listing_searches_filters_and_sorts(store: &dyn Store) {
     );
 }
 
+/// Substring searches (the trigram index for 3 characters or more, a scan below) select
+/// exactly what `lower(name) LIKE '%query%'` selected: the query lowered (Unicode) inside the
+/// name or an alias lowered by the database (ASCII only), `%`, `_` and `\` literal, or equal to
+/// the key's id; and follow renames, new and removed aliases. See: issue 19.
+pub async fn substring_search_keeps_the_like_semantics(store: &dyn Store) {
+    let i = instance(store).await;
+    let names = [
+        "Payments-DB",
+        "100%_real",
+        "a\\b%c",
+        "ÉCOLE",
+        "école-2",
+        "Straße",
+        "İstanbul",
+        "日本語キー",
+        "x_y",
+        "ab",
+        "quote\"name",
+        "star*key NEAR",
+        "AND OR NOT",
+        "ümlaut Ü",
+    ];
+    let mut keys = Vec::new();
+    for (n, name) in names.into_iter().enumerate() {
+        let (mut k, v) = key(i, name, KeyKind::Root);
+        k.created_at = now() + time::Duration::seconds(n as i64);
+        store.insert_key(&k, &v, &event("create")).await.unwrap();
+        keys.push(k);
+    }
+    // A key of another instance is never found.
+    let (k, v) = key(instance(store).await, "Payments-DB", KeyKind::Root);
+    store.insert_key(&k, &v, &event("create")).await.unwrap();
+    let mut aliases: Vec<(KeyId, String)> = Vec::new();
+    for (n, a) in [(0, "books"), (2, "Ab-C_d"), (7, "XY"), (7, "nihon-go")] {
+        store
+            .insert_alias(&alias(i, keys[n].id, a), 5, &event("a"))
+            .await
+            .unwrap();
+        aliases.push((keys[n].id, a.to_owned()));
+    }
+    let queries = [
+        "%",
+        "_",
+        "\\",
+        "a\\b",
+        "b%c",
+        "0%_",
+        "ÉCO",
+        "éco",
+        "école",
+        "ÉCOLE",
+        "cole",
+        "STRASSE",
+        "straße",
+        "STRAßE",
+        "ß",
+        "İst",
+        "i̇st",
+        "stan",
+        "日本",
+        "日本語",
+        "本語キ",
+        "キー",
+        "ab",
+        "a",
+        "AB",
+        "quote\"",
+        "\"",
+        "\"n",
+        "*key",
+        "near",
+        "and or",
+        "or not",
+        "ümla",
+        "laut ü",
+        "Ü",
+        "-c_",
+        "ab-c",
+        "xy",
+        "nihon",
+        "on-g",
+        "books",
+        "book",
+        "NOPE",
+        "ents-d",
+        "y",
+    ];
+    let check = |keys: Vec<KeyRecord>, aliases: Vec<(KeyId, String)>| async move {
+        let by_id = keys[3].id.to_string();
+        for query in queries.iter().copied().chain([by_id.as_str()]) {
+            for (in_name, in_alias) in [(true, true), (true, false), (false, true)] {
+                for not in [false, true] {
+                    let q = query.to_lowercase();
+                    let id = query.parse::<KeyId>().is_ok();
+                    let mut want: Vec<String> = keys
+                        .iter()
+                        .filter(|k| {
+                            let hit = (in_name && k.name.to_ascii_lowercase().contains(&q))
+                                || (in_alias
+                                    && aliases.iter().any(|(key, a)| {
+                                        *key == k.id && a.to_ascii_lowercase().contains(&q)
+                                    }))
+                                || (id && k.id.to_string() == q);
+                            hit != not
+                        })
+                        .map(|k| k.name.clone())
+                        .collect();
+                    want.sort();
+                    let filter = KeyFilter {
+                        limit: 100,
+                        search: Some(KeySearch {
+                            query: query.into(),
+                            exact: false,
+                            not,
+                            in_name,
+                            in_alias,
+                        }),
+                        ..KeyFilter::default()
+                    };
+                    let (found, total) = store.keys(i, &filter).await.unwrap().plain();
+                    let mut got: Vec<String> = found.into_iter().map(|k| k.name).collect();
+                    got.sort();
+                    assert_eq!(
+                        got, want,
+                        "{query:?} name {in_name} alias {in_alias} not {not}"
+                    );
+                    assert_eq!(total as usize, want.len(), "{query:?}");
+                }
+            }
+        }
+    };
+    check(keys.clone(), aliases.clone()).await;
+    // A rename, a removed alias and a new one: the index follows in the write's transaction.
+    let mut renamed = keys[0].clone();
+    renamed.name = "Ledger-Ü".into();
+    renamed.revision += 1;
+    store
+        .update_key(&renamed, None, &event("patch"))
+        .await
+        .unwrap();
+    keys[0] = renamed;
+    assert!(
+        store
+            .delete_alias(i, keys[7].id, "XY", &event("a"))
+            .await
+            .unwrap()
+    );
+    aliases.retain(|(_, a)| a != "XY");
+    store
+        .insert_alias(&alias(i, keys[9].id, "payments-x"), 5, &event("a"))
+        .await
+        .unwrap();
+    aliases.push((keys[9].id, "payments-x".to_owned()));
+    check(keys, aliases).await;
+}
+
+/// A page past the middle of a listing is read from its end and turned around: every page,
+/// in every sort the API accepts (ties, NULL dates and filters included), is the same slice of
+/// the listing as read from the start. See: issue 19.
+pub async fn pages_read_from_the_end_match_the_forward_listing(store: &dyn Store) {
+    let i = instance(store).await;
+    for n in 0..23i64 {
+        let (mut k, v) = key(i, &format!("k{n:02}"), KeyKind::Root);
+        k.created_at = now() + time::Duration::seconds(n % 7);
+        k.updated_at = now() + time::Duration::seconds(n % 5);
+        k.last_rotated_at = (n % 3 == 0).then(|| now() + time::Duration::seconds(n % 4));
+        k.expiration = (n % 4 != 0).then(|| now() + time::Duration::days(n % 3));
+        k.imported = n % 2 == 0;
+        k.kind = if n % 5 == 0 {
+            KeyKind::Standard
+        } else {
+            KeyKind::Root
+        };
+        k.state = [KeyState::Active, KeyState::Suspended, KeyState::Deactivated][n as usize % 3];
+        store.insert_key(&k, &v, &event("create")).await.unwrap();
+    }
+    let mut sorts = vec![vec![]];
+    for key in [
+        SortKey::Id,
+        SortKey::State,
+        SortKey::Extractable,
+        SortKey::Imported,
+        SortKey::Date(KeyDate::Creation),
+        SortKey::Date(KeyDate::LastUpdate),
+        SortKey::Date(KeyDate::LastRotate),
+        SortKey::Date(KeyDate::Deletion),
+        SortKey::Date(KeyDate::Expiration),
+    ] {
+        sorts.push(vec![(key, false)]);
+        sorts.push(vec![(key, true)]);
+    }
+    sorts.push(vec![
+        (SortKey::State, true),
+        (SortKey::Date(KeyDate::LastRotate), false),
+    ]);
+    let filters = [
+        KeyFilter::default(),
+        KeyFilter {
+            states: vec![KeyState::Active, KeyState::Deactivated],
+            ..KeyFilter::default()
+        },
+        KeyFilter {
+            extractable: Some(false),
+            ..KeyFilter::default()
+        },
+    ];
+    for base in &filters {
+        for sort in &sorts {
+            let listing = |limit, offset| {
+                let filter = KeyFilter {
+                    limit,
+                    offset,
+                    sort: sort.clone(),
+                    ..base.clone()
+                };
+                async move {
+                    let (keys, total) = store.keys(i, &filter).await.unwrap().plain();
+                    (keys.into_iter().map(|k| k.id).collect::<Vec<_>>(), total)
+                }
+            };
+            let (all, total) = listing(1000, 0).await;
+            assert_eq!(all.len() as u64, total);
+            for limit in [1u32, 3, 7, 100] {
+                for offset in 0..=total as u32 + 1 {
+                    let (got, t) = listing(limit, offset).await;
+                    let from = (offset as usize).min(all.len());
+                    let to = (from + limit as usize).min(all.len());
+                    assert_eq!(t, total);
+                    assert_eq!(got, all[from..to], "{sort:?} limit {limit} offset {offset}");
+                }
+            }
+        }
+    }
+}
+
 fn registration(key: &KeyRecord, crn: &str, owner: &str, prevent: bool) -> RegistrationRecord {
     RegistrationRecord {
         instance: key.instance,

@@ -36,8 +36,8 @@ use tokio_postgres::types::ToSql;
 use super::{PgStore, pg_error};
 use crate::archive::{ARCHIVE_CURSOR, TrailReport, join, verify_archive};
 use crate::audit::{
-    ChainWalk, EVENT_COLUMNS, MAX_PAGE, audit_event_from, checkpoint_from, event_from, hash32,
-    head_from, prune_through, prune_window, query_sql, query_where, to_i64, walk_row,
+    ChainWalk, EVENT_COLUMNS, MAX_PAGE, audit_event_from, checkpoint_from, count_sql, event_from,
+    hash32, head_from, page_sql, prune_through, prune_window, query_where, to_i64, walk_row,
 };
 use crate::columns::{Bad, Columns, pg_params};
 use crate::rows::nanos;
@@ -271,18 +271,29 @@ impl AuditStore for PgStore {
     async fn audit_events(&self, q: &AuditQuery) -> Result<(Vec<ChainedEvent>, u64), StoreError> {
         self.link_pending().await?;
         let (filter, values) = query_where(q, '$');
-        let (count_sql, page_sql) = query_sql(q, &filter);
         let params = pg_params(&values);
-        let c = self.client().await?;
-        // Pipelined on one connection: one round trip for both.
-        let (total, rows) = futures_util::future::try_join(
-            c.query_one(&count_sql, &params),
-            c.query(&page_sql, &params),
-        )
-        .await
-        .map_err(pg_error)?;
-        let events = rows.iter().map(event_from).collect::<Result<_, _>>()?;
-        Ok((events, u64::try_from(total.i64(0)?).unwrap_or(0)))
+        let mut c = self.client().await?;
+        // One snapshot for the total and the page (read from the end past the middle).
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg_error)?;
+        let total = tx
+            .query_one(&count_sql(&filter), &params)
+            .await
+            .map_err(pg_error)?;
+        let total = u64::try_from(total.i64(0)?).unwrap_or(0);
+        let (page, reversed) = page_sql(q, &filter, total);
+        let rows = tx.query(&page, &params).await.map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        let mut events = rows.iter().map(event_from).collect::<Result<Vec<_>, _>>()?;
+        if reversed {
+            events.reverse();
+        }
+        Ok((events, total))
     }
 
     async fn audit_events_after(

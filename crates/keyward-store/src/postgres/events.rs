@@ -253,11 +253,21 @@ impl RegistrationStore for PgStore {
     ) -> Result<(Vec<RegistrationRecord>, u64), StoreError> {
         let key = filter.key_id.map(|k| k.to_string());
         let like = filter.crn_pattern.as_deref().map(like_pattern);
-        let cond = "instance_id = $1 AND ($2::text IS NULL OR key_id = $2)
+        // A key's registrations are found through the primary key, (key_id, resource_crn):
+        // under a cached generic plan `$2 IS NULL OR key_id = $2` walks all of the
+        // instance's registrations.
+        let by_key = if key.is_some() {
+            "key_id = $2"
+        } else {
+            "$2::text IS NULL"
+        };
+        let cond = format!(
+            "instance_id = $1 AND {by_key}
              AND ($3::text IS NULL OR resource_crn LIKE $3 ESCAPE '!')
              AND ($4::boolean IS NULL OR prevent_key_deletion = $4)
              AND ($5::text IS NULL OR key_id IN
-                  (SELECT id FROM keys WHERE instance_id = $1 AND key_ring = $5))";
+                  (SELECT id FROM keys WHERE instance_id = $1 AND key_ring = $5))"
+        );
         let instance = instance.to_string();
         let mut c = self.client().await?;
         // One snapshot for the page and its total.

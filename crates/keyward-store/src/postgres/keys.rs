@@ -13,7 +13,7 @@ use tokio_postgres::types::ToSql;
 use super::events::{check_delete_allowed, insert_events};
 use super::{Audited, PgStore, pg_error};
 use crate::columns::Columns;
-use crate::listing::{Arg, Dialect, counted_total, key_query};
+use crate::listing::{Arg, Dialect, counted_total, key_query, page_walk};
 use crate::rows::{
     KEY_SELECT_COUNT, alias_from, api_key_from, dual_auth_json, import_token_columns,
     import_token_from, instance_from, instance_policy_from, key_columns, key_columns_k, key_from,
@@ -440,32 +440,55 @@ impl Store for PgStore {
         let counted = counted_total(instance, filter, Dialect::Postgres);
         let total_sql = format!("SELECT COUNT(*) FROM keys WHERE {}", q.cond);
         let total_args = q.args.len();
-        let limit = q.bind(Arg::Int(i64::from(filter.limit)));
-        let offset = q.bind(Arg::Int(i64::from(filter.offset)));
-        let page_sql = format!(
-            "SELECT {} FROM keys WHERE {} ORDER BY {} LIMIT {limit} OFFSET {offset}",
-            key_select!(),
-            q.cond,
-            q.order
-        );
-        let params = listing_params(&q.args);
-        let c = self.client().await?;
+        let limit = q.bind(Arg::Int(0));
+        let offset = q.bind(Arg::Int(0));
+        let page_sql = |reverse: bool| {
+            format!(
+                "SELECT {} FROM keys WHERE {} ORDER BY {} LIMIT {limit} OFFSET {offset}",
+                key_select!(),
+                q.cond,
+                q.order(reverse)
+            )
+        };
+        let mut c = self.client().await?;
+        // The total and the page in one snapshot: a page past the middle is read from the end
+        // (`page_walk`), which needs the total the page is counted against.
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg_error)?;
         // The statements vary with the filter: prepared unnamed, not cached (the cache would
         // grow with every combination of filters).
         let total = match &counted {
-            Some((sql, args)) => c.query_one(sql, &listing_params(args)).await,
+            Some((sql, args)) => tx.query_one(sql, &listing_params(args)).await,
             None => {
-                c.query_one(&total_sql, params.get(..total_args).unwrap_or_default())
+                let params = listing_params(&q.args);
+                tx.query_one(&total_sql, params.get(..total_args).unwrap_or_default())
                     .await
             }
         }
         .map_err(pg_error)?;
         let total = count(&total)?;
-        let rows = c.query(&page_sql, &params).await.map_err(pg_error)?;
-        let keys = rows
+        let walk = page_walk(filter.offset, filter.limit, total);
+        let mut args = q.args.clone();
+        args.truncate(total_args);
+        args.push(Arg::Int(i64::try_from(walk.limit).unwrap_or(i64::MAX)));
+        args.push(Arg::Int(i64::try_from(walk.offset).unwrap_or(i64::MAX)));
+        let rows = tx
+            .query(&page_sql(walk.reversed), &listing_params(&args))
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        let mut keys = rows
             .iter()
             .map(|r| key_from(r).map(Unverified::new))
             .collect::<Result<Vec<_>, _>>()?;
+        if walk.reversed {
+            keys.reverse();
+        }
         Ok((keys, total))
     }
 
@@ -1063,5 +1086,100 @@ impl Store for PgStore {
         .await
         .map_err(pg_error)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keyward_core::{KeySearch, SortKey};
+
+    use super::*;
+    use crate::postgres::PgOptions;
+
+    /// The plans PostgreSQL picks at 20 000 keys (analyzed) for substring searches, sorts and
+    /// last pages: the `pg_trgm` indexes and the per-column sort indexes. See: issue 19.
+    #[tokio::test]
+    async fn postgresql_listings_use_the_trigram_and_sort_indexes() {
+        let cluster = keyward_test::postgres::cluster();
+        let url = cluster.fresh_database();
+        let options = PgOptions {
+            url: url.clone(),
+            pool_size: 1,
+        };
+        let store = PgStore::connect(&options).await.unwrap();
+        let db = url.rsplit('=').next().unwrap();
+        let instance = InstanceId::random();
+        cluster.psql(
+            db,
+            &format!(
+                "INSERT INTO instances VALUES ('{instance}', 'a', 'n', 0);
+                 INSERT INTO keys (id, instance_id, kind, name, state, imported, key_ring, bits,
+                     current_version, current_version_id, revision, created_at, created_by,
+                     updated_at, state_changed_at, signature, last_rotated_at)
+                 SELECT gen_random_uuid()::text, '{instance}', 0, 'key-0-' || g, 1, false,
+                     'default', 256, 1, 'v', 1, g, 'u', 20000 - g, g, ''::bytea,
+                     CASE WHEN g % 10 = 0 THEN g END
+                 FROM generate_series(1, 20000) g;
+                 INSERT INTO key_aliases SELECT '{instance}', 'alias-' || g, id, 0, 'u', ''::bytea
+                     FROM (SELECT id, row_number() OVER () AS g FROM keys LIMIT 500) k;
+                 ANALYZE;"
+            ),
+        );
+        let c = store.client().await.unwrap();
+        let explain = |filter: KeyFilter, reverse: bool| {
+            let c = &c;
+            async move {
+                let mut q = key_query(instance, &filter, Dialect::Postgres);
+                let limit = q.bind(Arg::Int(200));
+                let offset = q.bind(Arg::Int(0));
+                let sql = format!(
+                    "EXPLAIN SELECT id FROM keys WHERE {} ORDER BY {} LIMIT {limit} OFFSET {offset}",
+                    q.cond,
+                    q.order(reverse)
+                );
+                let rows = c.query(&sql, &listing_params(&q.args)).await.unwrap();
+                rows.iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+        };
+        let search = KeyFilter {
+            search: Some(KeySearch {
+                query: "Y-0-1234".into(),
+                exact: false,
+                not: false,
+                in_name: true,
+                in_alias: true,
+            }),
+            ..KeyFilter::default()
+        };
+        let plan = explain(search, false).await;
+        assert!(plan.contains("keys_name_trigrams"), "{plan}");
+        assert!(!plan.contains("Seq Scan on keys"), "{plan}");
+        let last = explain(KeyFilter::default(), true).await;
+        // keys_listed or migration 1's keys_by_instance: both are in creation order.
+        assert!(last.contains("Index Scan Backward using keys_"), "{last}");
+        assert!(!last.contains("Sort"), "{last}");
+        for (key, index) in [
+            (SortKey::Date(KeyDate::LastUpdate), "keys_sorted_by_update"),
+            (
+                SortKey::Date(KeyDate::LastRotate),
+                "keys_sorted_by_rotation",
+            ),
+            (SortKey::State, "keys_sorted_by_state"),
+        ] {
+            let directions = [(false, false), (false, true), (true, false), (true, true)];
+            for (desc, reverse) in directions {
+                let filter = KeyFilter {
+                    sort: vec![(key, desc)],
+                    ..KeyFilter::default()
+                };
+                let plan = explain(filter, reverse).await;
+                assert!(plan.contains(index), "{key:?} {desc} {reverse}: {plan}");
+                assert!(!plan.contains("Seq Scan"), "{key:?}: {plan}");
+                assert!(!plan.contains("Sort"), "{key:?} {desc} {reverse}: {plan}");
+            }
+        }
     }
 }

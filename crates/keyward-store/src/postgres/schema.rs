@@ -415,6 +415,46 @@ pub(super) const MIGRATIONS: &[&str] = &[
         WHERE purged_at IS NULL;
     CREATE INDEX keys_by_name ON keys(lower(name));
     CREATE INDEX key_aliases_by_lower ON key_aliases(instance_id, lower(alias));",
+    // 8: SQLite's migration 13: substring search and every sort of the key listing served by
+    // indexes. `pg_trgm` GIN indexes on the lowered name and alias serve `LIKE '%..%'` (the
+    // index is lossy and the LIKE rechecked, so what matches does not change). The extension
+    // ships with PostgreSQL's contrib and is trusted (a database owner may create it); where
+    // it cannot be created the indexes are left out and searches scan as before (the
+    // statements to run by hand are in the README). One partial index per sortable column,
+    // NULLs first where a column can be NULL, as the listing orders them.
+    "DO $$
+    BEGIN
+        CREATE EXTENSION IF NOT EXISTS pg_trgm;
+        CREATE INDEX keys_name_trigrams ON keys USING gin (lower(name) gin_trgm_ops);
+        CREATE INDEX key_aliases_trigrams ON key_aliases USING gin (lower(alias) gin_trgm_ops);
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pg_trgm is not available (%): substring searches of key names and \
+            aliases scan the instance''s keys', SQLERRM;
+    END $$;
+    CREATE INDEX keys_sorted_by_id
+        ON keys(instance_id, id, state, kind)
+        WHERE purged_at IS NULL;
+    CREATE INDEX keys_sorted_by_state
+        ON keys(instance_id, state, created_at, id, kind)
+        WHERE purged_at IS NULL;
+    CREATE INDEX keys_sorted_by_kind
+        ON keys(instance_id, kind, created_at, id, state)
+        WHERE purged_at IS NULL;
+    CREATE INDEX keys_sorted_by_imported
+        ON keys(instance_id, imported, created_at, id, state, kind)
+        WHERE purged_at IS NULL;
+    CREATE INDEX keys_sorted_by_update
+        ON keys(instance_id, updated_at, created_at, id, state, kind)
+        WHERE purged_at IS NULL;
+    CREATE INDEX keys_sorted_by_rotation
+        ON keys(instance_id, last_rotated_at NULLS FIRST, created_at, id, state, kind)
+        WHERE purged_at IS NULL;
+    CREATE INDEX keys_sorted_by_deletion
+        ON keys(instance_id, deleted_at NULLS FIRST, created_at, id, state, kind)
+        WHERE purged_at IS NULL;
+    CREATE INDEX keys_sorted_by_expiration
+        ON keys(instance_id, expiration NULLS FIRST, created_at, id, state, kind)
+        WHERE purged_at IS NULL;",
 ];
 
 /// Brings the database to the latest schema: one transaction under the migration lock, so a
