@@ -7,7 +7,8 @@
 # the same Lua callback as the many-keys mode). Prints per round and as medians: created keys/s
 # (2xx answers), p50/p99, failures, the server's CPU per created key (utime + stime of the server
 # process over the run, /proc/PID/stat) and how idle the machine's cores were (the host is shared:
-# compare the builds within one run).
+# compare the builds within one run). FILL=A: B starts from a copy of A's filled dir (keys made
+# by A, as after an upgrade; B migrates it at its first start) instead of filling its own.
 #   BIN_A=/tmp/base/keyward BIN_B=$CARGO_TARGET_DIR/release/keyward scripts/bench/create_ab.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -83,7 +84,7 @@ PY
 
 for N in $KEYS; do
   fill "$BIN_A" "$WORK/A-$N" "$N"
-  fill "$BIN_B" "$WORK/B-$N" "$N"
+  if [ "${FILL:-}" = A ]; then cp -a "$WORK/A-$N" "$WORK/B-$N"; else fill "$BIN_B" "$WORK/B-$N" "$N"; fi
   RA=; RB=
   for r in $(seq "$ROUNDS"); do
     if [ $((r % 2)) = 1 ]; then order="A B"; else order="B A"; fi
