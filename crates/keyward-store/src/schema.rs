@@ -465,6 +465,35 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX keys_sorted_by_expiration
         ON keys(instance_id, expiration, created_at, id, state, kind)
         WHERE purged_at IS NULL;",
+    // 14: key versions without the index on their own id (issue 19). Every read of a version
+    // names its key (`key_id = ? AND number = ?`, `key_id = ? AND id = ?`), which the primary
+    // key serves; the `UNIQUE` index on `id` served no query and cost every creation and
+    // rotation one more insert at a random place of a B-tree (the ids are random UUIDs): about
+    // one of the five pages a key creation wrote to the log at 100 000 keys. SQLite drops a
+    // column constraint only by rebuilding the table (the same rows, rowids and signatures);
+    // its triggers go with the old table and are made again.
+    "CREATE TABLE key_versions_14 (
+        key_id TEXT NOT NULL REFERENCES keys(id),
+        number INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        wrapping_key TEXT NOT NULL,
+        material BLOB NOT NULL,
+        signature BLOB NOT NULL,
+        PRIMARY KEY (key_id, number)
+    );
+    INSERT INTO key_versions_14
+        (rowid, key_id, number, id, created_at, wrapping_key, material, signature)
+        SELECT rowid, key_id, number, id, created_at, wrapping_key, material, signature
+        FROM key_versions ORDER BY rowid;
+    DROP TABLE key_versions;
+    ALTER TABLE key_versions_14 RENAME TO key_versions;
+    CREATE TRIGGER key_generation_version_update AFTER UPDATE ON key_versions BEGIN
+        UPDATE key_generation SET n = n + 1 WHERE id = 0;
+    END;
+    CREATE TRIGGER key_generation_version_delete AFTER DELETE ON key_versions BEGIN
+        UPDATE key_generation SET n = n + 1 WHERE id = 0;
+    END;",
 ];
 
 /// The schema version this build migrates to (`PRAGMA user_version`).
