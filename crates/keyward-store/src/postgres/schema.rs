@@ -415,6 +415,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
         WHERE purged_at IS NULL;
     CREATE INDEX keys_by_name ON keys(lower(name));
     CREATE INDEX key_aliases_by_lower ON key_aliases(instance_id, lower(alias));",
+    // 8: SQLite's migration 13: how many successful requests an aggregated audit event stands
+    // for (NULL for an event of one request), linked and pending alike.
+    "ALTER TABLE audit_events ADD COLUMN count BIGINT;
+    ALTER TABLE audit_pending ADD COLUMN count BIGINT;",
 ];
 
 /// Brings the database to the latest schema: one transaction under the migration lock, so a
