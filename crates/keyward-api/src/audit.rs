@@ -32,6 +32,16 @@ pub struct AuditTarget {
     pub key_version: Option<String>,
 }
 
+/// What an aggregated event stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditAggregate {
+    /// Successful requests counted.
+    pub count: u64,
+    /// The window they were made in, from the event's time: always 1.
+    pub window_seconds: u32,
+}
+
 /// One audit event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -58,8 +68,14 @@ pub struct AuditEventView {
     pub instance_id: Option<String>,
     /// What.
     pub target: AuditTarget,
-    /// The request id (also in the logs and the `x-request-id` header).
+    /// The request id (also in the logs and the `x-request-id` header); an aggregated event's
+    /// own id.
     pub request_id: String,
+    /// Present on an aggregated event only (`[audit] aggregate_crypto`): it stands for this
+    /// many successful requests alike in every other field, made in the second from
+    /// `eventTime`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregated: Option<AuditAggregate>,
     /// Hex SHA-256 of the previous event in the chain.
     pub prev_hash: String,
     /// Hex SHA-256 of this event.

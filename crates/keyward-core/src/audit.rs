@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// Whether the action happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     /// The action completed.
     Success,
@@ -25,7 +25,7 @@ impl Outcome {
 }
 
 /// Who acted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Initiator {
     /// Subject id (IAM id of the user or service).
     pub id: String,
@@ -34,7 +34,7 @@ pub struct Initiator {
 }
 
 /// One audit event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AuditEvent {
     /// Unique id.
     pub id: Uuid,
@@ -60,6 +60,11 @@ pub struct AuditEvent {
     pub key_version: Option<String>,
     /// The request id, to join with logs.
     pub request_id: String,
+    /// `Some(n)`: an aggregated event (`[audit] aggregate_crypto`), standing for `n` successful
+    /// requests that were alike in every field but their id, time and request id, made in the
+    /// second that starts at `time`; its `request_id` is the aggregate's own. `None`: one
+    /// request.
+    pub count: Option<u64>,
 }
 
 impl AuditEvent {
@@ -86,6 +91,7 @@ impl AuditEvent {
             key_state: None,
             key_version: None,
             request_id,
+            count: None,
         }
     }
 }
@@ -95,6 +101,9 @@ pub const GENESIS_HASH: [u8; 32] = [0; 32];
 
 /// Domain separation for event hashes, so no other SHA-256 in Keyward can collide with one.
 const EVENT_DOMAIN: &[u8] = b"keyward.audit.event.v1\0";
+/// The domain of an aggregated event's hash, which also covers its count: no aggregate encodes
+/// like a single event.
+const AGGREGATE_DOMAIN: &[u8] = b"keyward.audit.aggregate.v1\0";
 /// Domain separation for the bytes a checkpoint signature covers.
 const CHECKPOINT_DOMAIN: &[u8] = b"keyward.audit.checkpoint.v1\0";
 
@@ -131,12 +140,18 @@ pub fn time_nanos(t: OffsetDateTime) -> i64 {
 
 /// SHA-256 over a canonical encoding of `seq`, `prev_hash` and every field of `e`: fixed-width
 /// integers and length-prefixed strings in a fixed order, so two different events never encode
-/// alike. Changing any field, the position or the predecessor changes the hash.
+/// alike. Changing any field, the position or the predecessor changes the hash. An aggregated
+/// event is hashed under its own domain, with its count last; a single event's encoding is the
+/// one the chain was first written with.
 pub fn chain_hash(seq: u64, prev_hash: &[u8; 32], e: &AuditEvent) -> [u8; 32] {
     // The chain's framing (u64 lengths) is the one it was first written with: re-hashing would
     // break every checkpoint on disk.
     let mut c = Canonical::with_capacity(Framing::U64, 320);
-    c.fixed(EVENT_DOMAIN)
+    let domain = match e.count {
+        None => EVENT_DOMAIN,
+        Some(_) => AGGREGATE_DOMAIN,
+    };
+    c.fixed(domain)
         .u64(seq)
         .fixed(prev_hash)
         .fixed(e.id.as_bytes())
@@ -155,6 +170,9 @@ pub fn chain_hash(seq: u64, prev_hash: &[u8; 32], e: &AuditEvent) -> [u8; 32] {
     };
     c.opt(e.key_version.as_deref().map(str::as_bytes))
         .field(e.request_id.as_bytes());
+    if let Some(n) = e.count {
+        c.u64(n);
+    }
     keyward_crypto::sha256(&c.finish())
 }
 
@@ -261,6 +279,9 @@ mod tests {
         changes.push(c);
         let mut c = e.clone();
         c.request_id = "req-2".into();
+        changes.push(c);
+        let mut c = e.clone();
+        c.count = Some(1);
         changes.push(c);
         for c in changes {
             assert_ne!(h, chain_hash(7, &GENESIS_HASH, &c));

@@ -18,6 +18,7 @@
 )]
 
 mod access;
+mod aggregate;
 mod audit;
 mod cache;
 mod caller;
@@ -38,6 +39,7 @@ mod store;
 mod verified;
 
 pub use access::{Denial, Grant, Grants, OPERATIONS, Operation, Role, Scope, Target};
+pub use aggregate::{CryptoAggregation, MAX_BUCKETS};
 pub use audit::{
     AuditCheckpoint, AuditEvent, AuditPrune, AuditQuery, BreakKind, ChainBreak, ChainReport,
     ChainVerifier, ChainedEvent, GENESIS_HASH, Initiator, Outcome, chain_hash, checkpoint_bytes,

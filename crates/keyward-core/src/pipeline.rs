@@ -13,6 +13,7 @@
 //!   read, appended after it; a failure is appended with its reason code and reason.
 
 use crate::access::{Denial, Grants, Operation, Target};
+use crate::aggregate::CryptoAggregation;
 use crate::op::Op;
 use crate::service::Clock;
 use crate::{
@@ -265,12 +266,47 @@ impl Ctx<'_> {
 pub struct Pipeline {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    /// Counts successful envelope operations instead of recording each (`None`: off).
+    aggregation: Option<Arc<CryptoAggregation>>,
 }
 
 impl Pipeline {
     /// A pipeline recording into `store`.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Pipeline { store, clock }
+        Pipeline {
+            store,
+            clock,
+            aggregation: None,
+        }
+    }
+
+    /// Successful wraps, unwraps and rewraps are counted by `aggregation` and recorded by
+    /// [`Pipeline::flush_aggregated`] instead of one by one.
+    pub(crate) fn aggregate(&mut self, aggregation: Arc<CryptoAggregation>) {
+        self.aggregation = Some(aggregation);
+    }
+
+    /// Records the aggregated events counted so far (and any a failed flush left), in one
+    /// transaction. Returns how many events were recorded. On failure the events are kept for
+    /// the next flush and requests are recorded one by one until a flush succeeds.
+    pub async fn flush_aggregated(&self) -> Result<usize, crate::StoreError> {
+        let Some(aggregation) = &self.aggregation else {
+            return Ok(0);
+        };
+        let events = aggregation.take();
+        if events.is_empty() {
+            return Ok(0);
+        }
+        match self.store.append_audits(&events).await {
+            Ok(()) => {
+                aggregation.written();
+                Ok(events.len())
+            }
+            Err(e) => {
+                aggregation.unwritten(events);
+                Err(e)
+            }
+        }
     }
 
     /// Runs `body` as `op` for `actor`, then records its outcome. `target` names what the
@@ -307,7 +343,8 @@ impl Pipeline {
         };
         let event = match &result {
             Ok(_) if ctx.recorded => None,
-            Ok(_) => Some(ctx.success()),
+            Ok(_) => Some(ctx.success())
+                .filter(|e| !self.aggregation.as_ref().is_some_and(|a| a.fold(e))),
             Err(e) => match actor.sample_failure() {
                 Sampled::Skip => None,
                 Sampled::Record(note) => {

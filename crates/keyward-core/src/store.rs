@@ -371,6 +371,9 @@ pub trait Store: IamStore + RegistrationStore + Send + Sync {
     ) -> Result<(), StoreError>;
     /// Appends an audit event for an action that changed nothing (wrap, unwrap, a refusal).
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
+    /// Appends `events`, in order, in one transaction: all or none (the aggregated events of a
+    /// flush, `[audit] aggregate_crypto`).
+    async fn append_audits(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
     /// How many keys (not purged) are in each state, by Key Protect state number (for metrics).
     async fn key_counts_by_state(&self) -> Result<Vec<(u8, u64)>, StoreError>;
 

@@ -140,6 +140,7 @@ fn event(full: bool) -> AuditEvent {
         key_state: full.then_some(1),
         key_version: full.then(|| "ver".into()),
         request_id: "req-1".into(),
+        count: None,
     }
 }
 
@@ -316,4 +317,24 @@ fn every_signed_encoding_gives_release_0_1_0_bytes() {
     for ((what, bytes), want) in got.iter().zip(GOLDEN) {
         assert_eq!(&hex(bytes), want, "{what}");
     }
+}
+
+/// See: issue 20. An aggregated event's hash, pinned when it was introduced: its own domain and
+/// its count, so it matches no single event's, and the count is covered.
+#[test]
+fn an_aggregated_event_hashes_under_its_own_domain_and_covers_its_count() {
+    let mut e = event(true);
+    e.outcome = Outcome::Success;
+    e.reason_code = 200;
+    e.reason = None;
+    let single = chain_hash(7, &[0xee; 32], &e);
+    e.count = Some(12_345);
+    let aggregated = chain_hash(7, &[0xee; 32], &e);
+    assert_ne!(single, aggregated);
+    e.count = Some(12_346);
+    assert_ne!(chain_hash(7, &[0xee; 32], &e), aggregated);
+    assert_eq!(
+        hex(&aggregated),
+        "52d1bc7635a5b54732bc10ea42dba193642d77fdad81362c62641714050a13f2"
+    );
 }

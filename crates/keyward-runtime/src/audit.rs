@@ -84,6 +84,34 @@ pub fn spawn_checkpointer(
     })
 }
 
+/// Records the aggregated audit events (`[audit] aggregate_crypto`) just after each second
+/// ends, so nearly every count covers a whole second, until `stop` turns true (a flush in
+/// progress finishes first; the caller flushes once more after). A failed flush is retried the
+/// next second, and until one succeeds requests are recorded one by one.
+pub fn spawn_aggregation_flusher(
+    keys: keyward_core::KeyService,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let now = OffsetDateTime::now_utc();
+            let to_next = Duration::from_nanos(u64::from(1_000_000_000 - now.nanosecond()))
+                + Duration::from_millis(5);
+            tokio::select! {
+                _ = tokio::time::sleep(to_next) => {}
+                _ = stop.changed() => break,
+            }
+            match keys.flush_aggregated().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(events = n, "audit: aggregated events recorded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "audit: the aggregated events could not be recorded; retrying, and recording requests one by one meanwhile")
+                }
+            }
+        }
+    })
+}
+
 /// Where exported events go.
 enum Sink {
     Jsonl(Arc<std::sync::Mutex<JsonlFile>>),

@@ -217,7 +217,7 @@ impl Runtime {
             let _first_start = stores.first_start_lock().await?;
             bootstrap::token_issuer(&stores.store, &custody, config.token_ttl_secs).await?
         };
-        let keys = KeyService::new(
+        let mut keys = KeyService::new(
             stores.store.clone(),
             custody,
             Arc::new(SystemClock),
@@ -226,6 +226,21 @@ impl Runtime {
         .with_transit_keygen(Arc::new(keygen::PooledKeygen::new(
             config.limits.import_token_threads,
         )));
+        if config.audit.aggregate_crypto {
+            // Instance ids as events name them (validated as ids above).
+            let only = config
+                .audit
+                .aggregate_crypto_instances
+                .iter()
+                .filter_map(|i| i.parse::<keyward_core::InstanceId>().ok())
+                .map(|i| i.to_string());
+            keys =
+                keys.with_crypto_aggregation(Arc::new(keyward_core::CryptoAggregation::new(only)));
+            tracing::info!(
+                "audit: successful wraps, unwraps and rewraps are aggregated per caller, key and \
+                 second ([audit] aggregate_crypto); a crash loses up to about a second of them"
+            );
+        }
         let sender = WebhookSender::new(config.webhooks.allow_private_addresses)
             .context("building the webhook HTTP client")?;
         Ok(Runtime {
@@ -278,6 +293,11 @@ impl Runtime {
         }
         let export_holder = uuid::Uuid::new_v4().to_string();
         let (stop_exports, stopped) = tokio::sync::watch::channel(false);
+        let (stop_flusher, flusher_stopped) = tokio::sync::watch::channel(false);
+        let flusher = config
+            .audit
+            .aggregate_crypto
+            .then(|| audit::spawn_aggregation_flusher(self.keys.clone(), flusher_stopped));
         let mut exporters = Vec::new();
         if let Some(store) = archive::open_archive(config)? {
             let poll = Duration::from_millis(config.audit.archive_poll_ms);
@@ -331,6 +351,7 @@ impl Runtime {
         ));
         Ok(Background {
             tasks,
+            flusher: flusher.map(|f| (f, stop_flusher, self.keys.clone())),
             exporters,
             stop_exports,
             export_holder,
@@ -343,6 +364,13 @@ impl Runtime {
 /// The background work of a [`Runtime`], running until [`Background::stop`].
 pub struct Background {
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The flusher of aggregated audit events (`[audit] aggregate_crypto`), stopped first and
+    /// gracefully (a flush in progress finishes), then flushed once more.
+    flusher: Option<(
+        tokio::task::JoinHandle<()>,
+        tokio::sync::watch::Sender<bool>,
+        KeyService,
+    )>,
     /// The export sinks, stopped gracefully: each finishes the delivery it is in and moves its
     /// cursor past it before this process gives up its leases.
     exporters: Vec<tokio::task::JoinHandle<()>>,
@@ -354,9 +382,17 @@ pub struct Background {
 }
 
 impl Background {
-    /// Stops every task, gives up this process's export leases (so another process takes the
-    /// sinks over at once) and signs a last audit checkpoint.
+    /// Records the aggregated audit events still counted, stops every task, gives up this
+    /// process's export leases (so another process takes the sinks over at once) and signs a
+    /// last audit checkpoint.
     pub async fn stop(self) {
+        if let Some((flusher, stop, keys)) = self.flusher {
+            stop.send_replace(true);
+            let _ = flusher.await;
+            if let Err(e) = keys.flush_aggregated().await {
+                tracing::error!(error = %e, "audit: the aggregated events could not be recorded at shutdown");
+            }
+        }
         for task in &self.tasks {
             task.abort();
         }

@@ -2,7 +2,7 @@
 //! delivery) and the server answers with them: one rendering for both.
 
 use keyward_api::events::{EventType, KeyEvent};
-use keyward_api::{AuditEventView, AuditInitiator, AuditTarget, hex};
+use keyward_api::{AuditAggregate, AuditEventView, AuditInitiator, AuditTarget, hex};
 use keyward_core::{ChainedEvent, EventKind, EventRecord};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -48,6 +48,10 @@ pub fn event_view(e: &ChainedEvent) -> AuditEventView {
             key_version: ev.key_version.clone(),
         },
         request_id: ev.request_id.clone(),
+        aggregated: ev.count.map(|count| AuditAggregate {
+            count,
+            window_seconds: 1,
+        }),
         prev_hash: hex(&e.prev_hash),
         hash: hex(&e.hash),
     }

@@ -1184,3 +1184,106 @@ async fn only_managers_verify_the_audit_chain() {
         .await;
     assert_kp_error(s, &body, StatusCode::FORBIDDEN, "UNAUTHORIZED_ERR");
 }
+
+/// The sum of the `aggregated.count` of `events`, and how many of them are not aggregated.
+fn aggregated_sum(events: &Value) -> (u64, usize) {
+    let list = events["resources"].as_array().unwrap();
+    let sum = list
+        .iter()
+        .filter_map(|e| e["aggregated"]["count"].as_u64())
+        .sum();
+    let single = list
+        .iter()
+        .filter(|e| e.get("aggregated").is_none())
+        .count();
+    (sum, single)
+}
+
+/// See: issue 20. With `[audit] aggregate_crypto`, successful wraps and unwraps are recorded as
+/// aggregated events whose counts sum to the requests made (marked `aggregated` in the API view),
+/// within about a second; a refusal is its own event, recorded with its request; counts still
+/// held at shutdown are recorded by it; the chain verifies.
+#[tokio::test]
+async fn aggregated_crypto_events_count_every_success_and_keep_refusals_single() {
+    let mut ts = TestServer::start_with(|c| c.audit.aggregate_crypto = true).await;
+    let key = ts.create_root_key("aggregated").await;
+    let n = 25;
+    let mut ct = String::new();
+    for _ in 0..n {
+        let (s, w) = ts.action(&key, "wrap", json!({"plaintext": DEK_B64})).await;
+        assert_eq!(s, StatusCode::OK, "{w}");
+        ct = w["ciphertext"].as_str().unwrap().to_owned();
+    }
+    let (s, _) = ts.action(&key, "unwrap", json!({"ciphertext": ct})).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = ts
+        .action(&key, "unwrap", json!({"ciphertext": ct, "aad": ["wrong"]}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // The refusal is in the trail at once, one by one.
+    let (_, failed) = events(&ts, &format!("?outcome=failure&keyId={key}")).await;
+    assert_eq!(failed["metadata"]["totalCount"], 1, "{failed}");
+    assert!(
+        failed["resources"][0].get("aggregated").is_none(),
+        "{failed}"
+    );
+    // The successes, within about a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let wraps = loop {
+        let (s, wraps) = events(
+            &ts,
+            &format!("?action=kms.secrets.wrap&keyId={key}&limit=5000"),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{wraps}");
+        if aggregated_sum(&wraps).0 == n {
+            break wraps;
+        }
+        assert!(std::time::Instant::now() < deadline, "{wraps}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(aggregated_sum(&wraps).1, 0, "{wraps}");
+    for e in wraps["resources"].as_array().unwrap() {
+        assert_eq!(e["outcome"], "success", "{e}");
+        assert_eq!(e["aggregated"]["windowSeconds"], 1, "{e}");
+        assert!(e["target"]["keyVersion"].is_string(), "{e}");
+        // The window's start: a whole second.
+        let t = e["eventTime"].as_str().unwrap();
+        assert!(!t.contains('.'), "{e}");
+    }
+    // Three more, then a shutdown, which records them.
+    for _ in 0..3 {
+        let (s, _) = ts.action(&key, "wrap", json!({"plaintext": DEK_B64})).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    ts.stop().await;
+    let rows = ts
+        .db()
+        .await
+        .rows(
+            "SELECT action, outcome, count FROM audit_events WHERE target = ?1",
+            &[&key],
+        )
+        .await;
+    let sum = |action: &str, outcome: &str| -> (u64, usize) {
+        let of = rows
+            .iter()
+            .filter(|r| r[0].as_deref() == Some(action) && r[1].as_deref() == Some(outcome));
+        (
+            of.clone()
+                .filter_map(|r| r[2].as_deref().map(|c| c.parse::<u64>().unwrap()))
+                .sum(),
+            of.filter(|r| r[2].is_none()).count(),
+        )
+    };
+    assert_eq!(sum("kms.secrets.wrap", "success"), (n + 3, 0), "{rows:?}");
+    assert_eq!(sum("kms.secrets.unwrap", "success"), (1, 0), "{rows:?}");
+    assert_eq!(sum("kms.secrets.unwrap", "failure"), (0, 1), "{rows:?}");
+    let report = verify(&ts).await;
+    assert!(report.first_break.is_none(), "{report:?}");
+    assert_eq!(
+        report.last_good_checkpoint,
+        report.head.map(|h| h.0),
+        "{report:?}"
+    );
+}

@@ -195,6 +195,9 @@ enum Line {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key_version: Option<String>,
         request_id: String,
+        /// An aggregated event's count (absent for an event of one request).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
         prev_hash: String,
         hash: String,
     },
@@ -250,6 +253,7 @@ fn event_line(e: &ChainedEvent) -> Line {
         key_state: ev.key_state,
         key_version: ev.key_version.clone(),
         request_id: ev.request_id.clone(),
+        count: ev.count,
         prev_hash: hex(&e.prev_hash),
         hash: hex(&e.hash),
     }
@@ -272,6 +276,7 @@ fn event_of(line: Line) -> Result<ChainedEvent, String> {
         key_state,
         key_version,
         request_id,
+        count,
         prev_hash,
         hash,
     } = line
@@ -298,6 +303,7 @@ fn event_of(line: Line) -> Result<ChainedEvent, String> {
             key_state,
             key_version,
             request_id,
+            count,
         },
     })
 }

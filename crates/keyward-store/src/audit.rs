@@ -106,11 +106,20 @@ impl SqliteStore {
         self.write(Statements::One, move |c| insert_audit(c, &e))
             .await
     }
+
+    /// Appends events in order, all in one savepoint: all or none.
+    pub(crate) async fn append_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let events = events.to_vec();
+        self.write(Statements::Many, move |c| {
+            events.iter().try_for_each(|e| insert_audit(c, e))
+        })
+        .await
+    }
 }
 
 /// The columns `event_from_row` reads, in its order.
 pub(crate) const EVENT_COLUMNS: &str = "seq, id, time, action, outcome, reason_code, reason, initiator, \
-     address, instance_id, target, key_state, key_version, request_id, prev_hash, hash";
+     address, instance_id, target, key_state, key_version, request_id, count, prev_hash, hash";
 
 /// Largest page a query or export read returns.
 pub const MAX_PAGE: u32 = 5000;
@@ -145,8 +154,8 @@ fn insert_audit(c: &Connection, e: &AuditEvent) -> rusqlite::Result<()> {
     c.prepare_cached(
         "INSERT INTO audit_events (seq, id, time, action, outcome, reason_code, reason, initiator,
                                    address, instance_id, target, key_state, key_version, request_id,
-                                   prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                                   count, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?
     .execute(params![
         i64::try_from(seq).unwrap_or(i64::MAX),
@@ -163,6 +172,7 @@ fn insert_audit(c: &Connection, e: &AuditEvent) -> rusqlite::Result<()> {
         e.key_state,
         e.key_version,
         e.request_id,
+        e.count.map(to_i64),
         &prev[..],
         &hash[..],
     ])?;
@@ -205,7 +215,7 @@ pub(crate) fn chain_legacy(c: &mut Connection) -> rusqlite::Result<()> {
     tx.commit()
 }
 
-/// The event whose columns start at `at`, in `EVENT_COLUMNS` order (`id` .. `request_id`): the
+/// The event whose columns start at `at`, in `EVENT_COLUMNS` order (`id` .. `count`): the
 /// chained rows of `audit_events` (at 1) and PostgreSQL's `audit_pending` (at 1, after its id).
 pub(crate) fn audit_event_from<R: Columns + ?Sized>(r: &R, at: usize) -> Result<AuditEvent, Bad> {
     let outcome = r.text(at + 3)?;
@@ -225,6 +235,10 @@ pub(crate) fn audit_event_from<R: Columns + ?Sized>(r: &R, at: usize) -> Result<
         key_state: r.opt_int(at + 10)?,
         key_version: r.opt_text(at + 11)?,
         request_id: r.text(at + 12)?,
+        count: r
+            .opt_i64(at + 13)?
+            .map(|n| u64::try_from(n).map_err(|_| Bad(format!("bad count {n}"))))
+            .transpose()?,
     })
 }
 
@@ -233,8 +247,8 @@ pub(crate) fn event_from<R: Columns + ?Sized>(r: &R) -> Result<ChainedEvent, Bad
     Ok(ChainedEvent {
         seq: r.int(0)?,
         event: audit_event_from(r, 1)?,
-        prev_hash: hash32(r.opt_blob(14)?),
-        hash: hash32(r.opt_blob(15)?),
+        prev_hash: hash32(r.opt_blob(15)?),
+        hash: hash32(r.opt_blob(16)?),
     })
 }
 

@@ -494,6 +494,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER key_generation_version_delete AFTER DELETE ON key_versions BEGIN
         UPDATE key_generation SET n = n + 1 WHERE id = 0;
     END;",
+    // 15: aggregated audit events (`[audit] aggregate_crypto`, issue 20): how many successful
+    // requests an event stands for; NULL for an event of one request (every event before this).
+    "ALTER TABLE audit_events ADD COLUMN count INTEGER;",
 ];
 
 /// The schema version this build migrates to (`PRAGMA user_version`).

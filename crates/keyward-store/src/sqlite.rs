@@ -910,6 +910,10 @@ impl Store for SqliteStore {
         self.append_event(event).await
     }
 
+    async fn append_audits(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        self.append_events(events).await
+    }
+
     async fn instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
         self.read(|c| {
             c.prepare_cached(

@@ -335,3 +335,38 @@ async fn linking_a_backlog() {
         N as f64 / walking.as_secs_f64()
     );
 }
+
+/// See: issue 20. A database of the schema before aggregated events (no `count` column, version
+/// 7) with a chain and a pending event is migrated at connect: the chain still verifies under its
+/// signed checkpoint, the pending event links, and new events (aggregated ones too) extend it.
+#[tokio::test]
+async fn a_database_from_before_aggregated_events_migrates_and_still_verifies() {
+    let (custody, _dir) = custody();
+    let (store, db) = chain_of(5).await;
+    checkpoint(&store, &custody).await;
+    store.append_audit(&event(5, "t")).await.unwrap();
+    drop(store);
+    cluster().psql(
+        &db,
+        "ALTER TABLE audit_events DROP COLUMN count;
+         ALTER TABLE audit_pending DROP COLUMN count;
+         UPDATE keyward_schema SET version = 7;",
+    );
+    let store = node(&cluster().url(&db), 2).await;
+    let report = verify_audit_chain_pg(&store, &custody).await.unwrap();
+    assert_eq!((report.events, report.first_break), (6, None));
+    assert_eq!(report.last_good_checkpoint, Some(5));
+    let mut aggregated = event(1, "t");
+    aggregated.count = Some(9);
+    store.append_audits(&[aggregated.clone()]).await.unwrap();
+    store.append_audit(&event(7, "t")).await.unwrap();
+    let report = verify_audit_chain_pg(&store, &custody).await.unwrap();
+    assert_eq!((report.events, report.first_break), (8, None));
+    let all = all_events(&store).await;
+    assert_eq!(all[6].event, aggregated);
+    assert!(
+        all.iter()
+            .filter(|e| e.seq != 7)
+            .all(|e| e.event.count.is_none())
+    );
+}

@@ -1,7 +1,7 @@
 //! The offline walk of the SQLite chain (`keyward audit verify`): intact, altered, reordered.
 //! Its walk is shared with PostgreSQL's (`postgres_audit.rs`).
 
-use keyward_core::{AuditEvent, BreakKind, Initiator, Outcome, Store};
+use keyward_core::{AuditEvent, AuditStore, BreakKind, Initiator, Outcome, Store};
 use keyward_custody::SoftwareCustody;
 use keyward_store::{DB_FILE, SqliteStore, verify_audit_chain};
 use time::OffsetDateTime;
@@ -61,4 +61,63 @@ async fn the_walk_names_altered_and_reordered_events() {
         .first_break
         .unwrap();
     assert_eq!((b.kind, b.seq), (BreakKind::Reordered, 3), "{b:?}");
+}
+
+/// See: issue 20. A database of the schema before aggregated events (no `count` column, version
+/// 12) opens: the migration adds the column, the chain written before still verifies under its
+/// signed checkpoint, and new events (aggregated ones too) extend it.
+#[tokio::test]
+async fn a_database_from_before_aggregated_events_migrates_and_still_verifies() {
+    let keys = tempfile::tempdir().unwrap();
+    let custody = SoftwareCustody::open_or_create(keys.path()).unwrap().0;
+    let dir = chain_of(4).await;
+    {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        checkpoint(&store, &custody).await;
+    }
+    tamper(
+        &dir,
+        "ALTER TABLE audit_events DROP COLUMN count; PRAGMA user_version = 12;",
+    );
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let report = verify_audit_chain(dir.path(), &custody).unwrap();
+    assert_eq!((report.events, report.first_break), (4, None));
+    assert_eq!(report.last_good_checkpoint, Some(4));
+    let mut aggregated = AuditEvent::new(
+        "kms.secrets.wrap",
+        Outcome::Success,
+        200,
+        Initiator {
+            id: "iam".into(),
+            address: None,
+        },
+        "agg".into(),
+        OffsetDateTime::now_utc(),
+    );
+    aggregated.count = Some(3);
+    store.append_audits(&[aggregated.clone()]).await.unwrap();
+    let report = verify_audit_chain(dir.path(), &custody).unwrap();
+    assert_eq!((report.events, report.first_break), (5, None));
+    let rows = store.audit_events_after(0, 10).await.unwrap();
+    assert_eq!(rows[4].event, aggregated);
+    assert!(rows[..4].iter().all(|r| r.event.count.is_none()));
+}
+
+/// Signs and stores a checkpoint of the head, as the server's checkpointer does.
+async fn checkpoint(store: &SqliteStore, custody: &SoftwareCustody) {
+    use keyward_core::{AuditCheckpoint, Custody, checkpoint_bytes};
+    let (seq, hash) = store.audit_head().await.unwrap().unwrap();
+    let time = OffsetDateTime::now_utc();
+    let signature = custody
+        .sign_record(&checkpoint_bytes(seq, &hash, time))
+        .unwrap();
+    store
+        .insert_audit_checkpoint(&AuditCheckpoint {
+            seq,
+            hash,
+            time,
+            signature,
+        })
+        .await
+        .unwrap();
 }

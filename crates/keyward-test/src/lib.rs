@@ -84,6 +84,7 @@ macro_rules! store_suite {
                 listing_filters_pages_and_counts,
                 listing_totals_follow_state_changes_and_purges,
                 failed_writes_leave_nothing_behind,
+                aggregated_events_are_appended_in_order_and_chained,
                 identities_and_signing_keys_round_trip,
                 refresh_tokens_are_single_use_and_a_reuse_revokes_the_family,
                 delegated_authorizations_go_with_their_delegating_one,

@@ -482,6 +482,62 @@ pub async fn failed_writes_leave_nothing_behind(store: &dyn Store) {
     store.append_audit(&event(op::WRAP.action)).await.unwrap();
 }
 
+/// See: issue 20. A flush of aggregated events appends them in order, in one transaction, with
+/// their counts, chained like any event; queries find them as they find single events.
+pub async fn aggregated_events_are_appended_in_order_and_chained<S>(store: &S)
+where
+    S: Store + keyward_core::AuditStore,
+{
+    let start = store.audit_head().await.unwrap().map_or(0, |h| h.0);
+    let mut single = event(op::WRAP.action);
+    single.instance = Some("inst-aggregated".into());
+    let aggregated: Vec<AuditEvent> = [5u64, 7]
+        .iter()
+        .map(|n| AuditEvent {
+            count: Some(*n),
+            ..single.clone()
+        })
+        .map(|e| AuditEvent {
+            id: uuid::Uuid::new_v4(),
+            ..e
+        })
+        .collect();
+    store.append_audit(&single).await.unwrap();
+    store.append_audits(&aggregated).await.unwrap();
+    store.append_audits(&[]).await.unwrap();
+    store.append_audit(&single).await.unwrap();
+    let rows = store.audit_events_after(start, 100).await.unwrap();
+    let counts: Vec<Option<u64>> = rows.iter().map(|r| r.event.count).collect();
+    assert_eq!(counts, vec![None, Some(5), Some(7), None]);
+    assert_eq!(rows[1].event, aggregated[0]);
+    assert_eq!(rows[2].event, aggregated[1]);
+    for pair in rows.windows(2) {
+        assert_eq!(pair[1].seq, pair[0].seq + 1);
+        assert_eq!(pair[1].prev_hash, pair[0].hash);
+    }
+    for r in &rows {
+        assert_eq!(
+            r.hash,
+            keyward_core::chain_hash(r.seq, &r.prev_hash, &r.event)
+        );
+    }
+    let (found, total) = store
+        .audit_events(&keyward_core::AuditQuery {
+            instance: Some("inst-aggregated".into()),
+            action: Some(op::WRAP.action.into()),
+            outcome: Some(Outcome::Success),
+            limit: 10,
+            ..keyward_core::AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(total, 4);
+    assert_eq!(
+        found.iter().map(|r| r.event.count).collect::<Vec<_>>(),
+        counts
+    );
+}
+
 /// API keys, instances and token-signing keys round-trip.
 pub async fn identities_and_signing_keys_round_trip(store: &dyn Store) {
     let i = instance(store).await;

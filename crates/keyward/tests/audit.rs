@@ -635,3 +635,106 @@ fn no_key_dek_api_key_or_token_appears_in_logs_exports_or_audit_rows() {
     }
     assert!(checked > 100, "{checked}");
 }
+
+/// The `aggregated.count` of every line of a JSON Lines export of `action` by outcome: (sum of
+/// the aggregated successes, single successes, single failures).
+fn exported(path: &Path, action: &str) -> (u64, usize, usize) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out = (0, 0, 0);
+    for line in text.lines() {
+        let e: Value = serde_json::from_str(line).unwrap();
+        if e["action"] != action {
+            continue;
+        }
+        match (e["outcome"].as_str(), e["aggregated"]["count"].as_u64()) {
+            (Some("success"), Some(n)) => out.0 += n,
+            (Some("success"), None) => out.1 += 1,
+            _ => out.2 += 1,
+        }
+    }
+    out
+}
+
+/// See: issue 20. With `[audit] aggregate_crypto` on a real server with archive segments and a
+/// JSON Lines sink: N successful wraps are exported as aggregated events whose counts sum to N,
+/// a refused unwrap is exported on its own, and `keyward audit verify` passes over the archive
+/// and the database, aggregated events included.
+#[test]
+fn aggregated_wraps_are_exported_archived_and_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("export.jsonl");
+    let server = common::spawn_with(
+        dir.path(),
+        &format!(
+            "{FAST_LIFECYCLE}[audit]\naggregate_crypto = true\nsegment_events = 3\nsegment_max_secs = 1\n\
+             archive_poll_ms = 50\nexport_poll_ms = 50\n\
+             [[audit.jsonl]]\nname = \"siem\"\npath = {:?}\n",
+            export.to_str().unwrap()
+        ),
+    );
+    let a = api(dir.path(), &server.url);
+    let r = a
+        .req(Method::POST, "/api/v2/keys")
+        .json(&json!({"metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
+                      "resources": [{"name": "aggregated", "extractable": false}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let key = r.json::<Value>().unwrap()["resources"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let n = 40;
+    for i in 0..n {
+        wrap(&a, &key);
+        if i == n / 2 {
+            let r = a
+                .req(Method::POST, &format!("/api/v2/keys/{key}/actions/unwrap"))
+                .json(&json!({"ciphertext": B64.encode([0u8; 64])}))
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), 422);
+        }
+        if i % 10 == 0 {
+            // Spread over a few seconds: several aggregated events.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while exported(&export, "kms.secrets.wrap").0 < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            exported(&export, "kms.secrets.wrap")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(exported(&export, "kms.secrets.wrap"), (n, 0, 0));
+    assert_eq!(exported(&export, "kms.secrets.unwrap"), (0, 0, 1));
+    // Segments hold aggregated events too (their closing checkpoint waits for the interval).
+    let archive = dir.path().join("audit-archive");
+    while std::fs::read_dir(&archive).map_or(0, |d| d.count()) < 2 {
+        assert!(std::time::Instant::now() < deadline, "no archive segments");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    stop(server);
+    let (code, report) = verify(dir.path());
+    assert_eq!(code, 0, "{report}");
+    assert!(
+        report["archive"]["segments"].as_u64().unwrap() >= 2,
+        "{report}"
+    );
+    // At least one aggregated event is inside an archived (and so verified) segment.
+    let db = rusqlite::Connection::open(dir.path().join("keyward.db")).unwrap();
+    let (aggregated, first, archived): (i64, i64, i64) = db
+        .query_row(
+            "SELECT COUNT(*), MIN(seq),
+                    (SELECT seq FROM audit_export_cursors WHERE sink = 'archive')
+             FROM audit_events WHERE count IS NOT NULL",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert!(aggregated >= 2, "{aggregated}");
+    assert!(first <= archived, "{first} {archived}");
+}

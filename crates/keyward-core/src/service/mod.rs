@@ -293,6 +293,18 @@ impl KeyService {
         }
     }
 
+    /// Counts successful wraps, unwraps and rewraps in `aggregation` instead of recording each
+    /// (`[audit] aggregate_crypto`); [`KeyService::flush_aggregated`] records the counts.
+    pub fn with_crypto_aggregation(mut self, aggregation: Arc<crate::CryptoAggregation>) -> Self {
+        self.pipe.aggregate(aggregation);
+        self
+    }
+
+    /// Records the aggregated events counted so far (see [`Pipeline::flush_aggregated`]).
+    pub async fn flush_aggregated(&self) -> Result<usize, crate::StoreError> {
+        self.pipe.flush_aggregated().await
+    }
+
     /// Makes import tokens' transit keys through `keygen` (by default on the calling thread).
     pub fn with_transit_keygen(mut self, keygen: Arc<dyn crate::TransitKeygen>) -> Self {
         self.keygen = keygen;

@@ -56,8 +56,8 @@ pub(super) async fn pend(
         .prepare_cached(
             "INSERT INTO audit_pending (event_id, time, action, outcome, reason_code, reason,
                                         initiator, address, instance_id, target, key_state,
-                                        key_version, request_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                                        key_version, request_id, count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .await
         .map_err(pg_error)?;
@@ -77,6 +77,7 @@ pub(super) async fn pend(
             &e.key_state.map(i64::from),
             &e.key_version,
             &e.request_id,
+            &e.count.map(to_i64),
         ],
     )
     .await
@@ -92,16 +93,16 @@ const HEAD: &str = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1
 const TAKE_PENDING: &str = "DELETE FROM audit_pending
      WHERE id IN (SELECT id FROM audit_pending ORDER BY id LIMIT $1)
      RETURNING id, event_id, time, action, outcome, reason_code, reason, initiator, address,
-               instance_id, target, key_state, key_version, request_id";
+               instance_id, target, key_state, key_version, request_id, count";
 
 /// Appends a batch of linked events: one statement, one array per column.
 const LINK: &str = "INSERT INTO audit_events (seq, id, time, action, outcome, reason_code, reason,
                                    initiator, address, instance_id, target, key_state,
-                                   key_version, request_id, prev_hash, hash)
+                                   key_version, request_id, count, prev_hash, hash)
      SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[],
                           $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[],
-                          $11::text[], $12::bigint[], $13::text[], $14::text[], $15::bytea[],
-                          $16::bytea[])";
+                          $11::text[], $12::bigint[], $13::text[], $14::text[], $15::bigint[],
+                          $16::bytea[], $17::bytea[])";
 
 /// A pending event: its id (the linking order) and the event.
 fn pending_from<R: Columns + ?Sized>(r: &R) -> Result<(i64, AuditEvent), Bad> {
@@ -125,6 +126,7 @@ struct Batch<'a> {
     key_state: Vec<Option<i64>>,
     key_version: Vec<Option<&'a str>>,
     request_id: Vec<&'a str>,
+    count: Vec<Option<i64>>,
     prev_hash: Vec<Vec<u8>>,
     hash: Vec<Vec<u8>>,
 }
@@ -145,11 +147,12 @@ impl<'a> Batch<'a> {
         self.key_state.push(e.key_state.map(i64::from));
         self.key_version.push(e.key_version.as_deref());
         self.request_id.push(&e.request_id);
+        self.count.push(e.count.map(to_i64));
         self.prev_hash.push(prev.to_vec());
         self.hash.push(hash.to_vec());
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 16] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 17] {
         [
             &self.seq,
             &self.id,
@@ -165,6 +168,7 @@ impl<'a> Batch<'a> {
             &self.key_state,
             &self.key_version,
             &self.request_id,
+            &self.count,
             &self.prev_hash,
             &self.hash,
         ]

@@ -542,6 +542,15 @@ impl Store for PgStore {
         Audited::begin(&mut c, event).await?.commit(()).await
     }
 
+    async fn append_audits(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_error)?;
+        for e in events {
+            super::audit::pend(&tx, e).await?;
+        }
+        tx.commit().await.map_err(pg_error)
+    }
+
     async fn key_counts_by_state(&self) -> Result<Vec<(u8, u64)>, StoreError> {
         let c = self.client().await?;
         let stmt = c

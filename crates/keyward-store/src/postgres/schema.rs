@@ -455,6 +455,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX keys_sorted_by_expiration
         ON keys(instance_id, expiration NULLS FIRST, created_at, id, state, kind)
         WHERE purged_at IS NULL;",
+    // 9: SQLite's migration 15: how many successful requests an aggregated audit event stands
+    // for (NULL for an event of one request), linked and pending alike.
+    "ALTER TABLE audit_events ADD COLUMN count BIGINT;
+    ALTER TABLE audit_pending ADD COLUMN count BIGINT;",
 ];
 
 /// Brings the database to the latest schema: one transaction under the migration lock, so a

@@ -226,8 +226,14 @@ fn print_header() {
 }
 
 fn print_event(e: &keyward_api::AuditEventView) {
+    // An aggregated event says how many requests it stands for after its target.
+    let count = e
+        .aggregated
+        .as_ref()
+        .map(|a| format!("  (x{} in {} s)", a.count, a.window_seconds))
+        .unwrap_or_default();
     println!(
-        "{:>8}  {:<24}  {:<28} {:<7} {}  {}  {}",
+        "{:>8}  {:<24}  {:<28} {:<7} {}  {}  {}{count}",
         e.seq,
         e.event_time,
         e.action,
