@@ -94,15 +94,19 @@ impl CryptoAggregation {
     }
 
     /// Everything to record now, oldest first: the events a failed flush left, then one event
-    /// per count (fresh id and request id, time at the start of its second). The caller records
-    /// them and reports with [`CryptoAggregation::written`] or [`CryptoAggregation::unwritten`].
-    pub fn take(&self) -> Vec<AuditEvent> {
+    /// per count (fresh id and request id, time at the start of its second) of the seconds
+    /// before `until` (every second when `None`: at shutdown). The caller records them and
+    /// reports with [`CryptoAggregation::written`] or [`CryptoAggregation::unwritten`].
+    pub fn take(&self, until: Option<OffsetDateTime>) -> Vec<AuditEvent> {
         let mut out = match self.unwritten.lock() {
             Ok(mut u) => std::mem::take(&mut *u),
             Err(_) => Vec::new(),
         };
         let mut counted: Vec<(AuditEvent, u64)> = match self.buckets.lock() {
-            Ok(mut b) => b.drain().collect(),
+            Ok(mut b) => match until {
+                None => b.drain().collect(),
+                Some(until) => b.extract_if(|bucket, _| bucket.time < until).collect(),
+            },
             Err(_) => Vec::new(),
         };
         // In time order, so the chain holds a flush's seconds in order (same second: any order).
@@ -195,8 +199,15 @@ mod tests {
             T + 4
         )));
         assert_eq!(a.pending(), 8);
-        let out = a.take();
+        // A flush during the second after takes the second before only.
+        let second = |s: i64| OffsetDateTime::from_unix_timestamp(T / S + s).unwrap();
+        let first = a.take(Some(second(1)));
+        assert_eq!(a.pending(), 1);
+        assert!(first.iter().all(|e| e.time == second(0)), "{first:?}");
+        let mut out = a.take(None);
         assert_eq!(a.pending(), 0);
+        assert_eq!(out.len(), 1);
+        out.extend(first);
         let mut got: Vec<(&str, &str, i64, u64)> = out
             .iter()
             .map(|e| {
@@ -224,7 +235,7 @@ mod tests {
             assert_eq!(e.request_id, e.id.to_string());
             assert_eq!(e.key_version.as_deref(), Some("v1"));
         }
-        assert!(a.take().is_empty());
+        assert!(a.take(None).is_empty());
     }
 
     #[test]
@@ -241,10 +252,10 @@ mod tests {
     fn a_failed_flush_is_retried_and_stops_folding_until_one_succeeds() {
         let a = CryptoAggregation::new([]);
         assert!(a.fold(&event(op::WRAP.action, Outcome::Success, "alice", T)));
-        let first = a.take();
+        let first = a.take(None);
         a.unwritten(first.clone());
         assert!(!a.fold(&event(op::WRAP.action, Outcome::Success, "alice", T + 1)));
-        let again = a.take();
+        let again = a.take(None);
         assert_eq!(again, first);
         a.written();
         assert!(a.fold(&event(op::WRAP.action, Outcome::Success, "alice", T + 2)));

@@ -286,14 +286,18 @@ impl Pipeline {
         self.aggregation = Some(aggregation);
     }
 
-    /// Records the aggregated events counted so far (and any a failed flush left), in one
-    /// transaction. Returns how many events were recorded. On failure the events are kept for
-    /// the next flush and requests are recorded one by one until a flush succeeds.
-    pub async fn flush_aggregated(&self) -> Result<usize, crate::StoreError> {
+    /// Records the aggregated events of the seconds before `until` (every second counted so
+    /// far when `None`), and any a failed flush left, in one transaction. Returns how many
+    /// events were recorded. On failure the events are kept for the next flush and requests are
+    /// recorded one by one until a flush succeeds.
+    pub async fn flush_aggregated(
+        &self,
+        until: Option<time::OffsetDateTime>,
+    ) -> Result<usize, crate::StoreError> {
         let Some(aggregation) = &self.aggregation else {
             return Ok(0);
         };
-        let events = aggregation.take();
+        let events = aggregation.take(until);
         if events.is_empty() {
             return Ok(0);
         }

@@ -84,10 +84,11 @@ pub fn spawn_checkpointer(
     })
 }
 
-/// Records the aggregated audit events (`[audit] aggregate_crypto`) just after each second
-/// ends, so nearly every count covers a whole second, until `stop` turns true (a flush in
-/// progress finishes first; the caller flushes once more after). A failed flush is retried the
-/// next second, and until one succeeds requests are recorded one by one.
+/// Records the aggregated audit events (`[audit] aggregate_crypto`) of each second just after it
+/// ends (one event per count and second; the second in progress stays counting), until `stop`
+/// turns true (a flush in progress finishes first; the caller then flushes every count). A
+/// failed flush is retried the next second, and until one succeeds requests are recorded one by
+/// one.
 pub fn spawn_aggregation_flusher(
     keys: keyward_core::KeyService,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -101,7 +102,8 @@ pub fn spawn_aggregation_flusher(
                 _ = tokio::time::sleep(to_next) => {}
                 _ = stop.changed() => break,
             }
-            match keys.flush_aggregated().await {
+            let second = OffsetDateTime::now_utc().replace_nanosecond(0).ok();
+            match keys.flush_aggregated(second).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(events = n, "audit: aggregated events recorded"),
                 Err(e) => {

@@ -389,7 +389,7 @@ impl Background {
         if let Some((flusher, stop, keys)) = self.flusher {
             stop.send_replace(true);
             let _ = flusher.await;
-            if let Err(e) = keys.flush_aggregated().await {
+            if let Err(e) = keys.flush_aggregated(None).await {
                 tracing::error!(error = %e, "audit: the aggregated events could not be recorded at shutdown");
             }
         }

@@ -640,7 +640,9 @@
 
   function auditTable(events) {
     return table(['Time', 'Action', 'Outcome', 'Initiator', 'Target', 'State', 'Reason'],
-      events.map((e) => [el('span', { class: 'nowrap' }, date(e.eventTime)), e.action,
+      events.map((e) => [el('span', { class: 'nowrap' }, date(e.eventTime)),
+        // An aggregated event (`[audit] aggregate_crypto`) stands for many requests.
+        e.aggregated ? `${e.action} (\u00d7${e.aggregated.count} in ${e.aggregated.windowSeconds} s)` : e.action,
         el('span', { class: e.outcome === 'success' ? 'ok' : 'bad' }, e.outcome),
         `${e.initiator && e.initiator.id ? e.initiator.id : ''}${e.initiator && e.initiator.address ? ` (${e.initiator.address})` : ''}`,
         e.target && e.target.id ? el('code', { class: 'nowrap' }, e.target.id) : '',

@@ -667,7 +667,21 @@ pub fn verify_audit_trail(
             .and_then(|s| u64::try_from(s).ok())
     };
     let verifier = {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events ORDER BY seq");
+        // Read-only, so never migrated here: a database of a build before aggregated events has
+        // no `count` column, and its events are all single ones.
+        let has_count: bool = c
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM pragma_table_info('audit_events') WHERE name = 'count')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sql_error)?;
+        let columns = if has_count {
+            EVENT_COLUMNS.to_owned()
+        } else {
+            EVENT_COLUMNS.replace(", count,", ", NULL,")
+        };
+        let sql = format!("SELECT {columns} FROM audit_events ORDER BY seq");
         let mut stmt = c.prepare(&sql).map_err(sql_error)?;
         let mut rows = stmt.query([]).map_err(sql_error)?;
         let mut walk = ChainWalk::resuming();

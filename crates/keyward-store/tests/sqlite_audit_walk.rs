@@ -64,8 +64,9 @@ async fn the_walk_names_altered_and_reordered_events() {
 }
 
 /// See: issue 20. A database of the schema before aggregated events (no `count` column, version
-/// 12) opens: the migration adds the column, the chain written before still verifies under its
-/// signed checkpoint, and new events (aggregated ones too) extend it.
+/// 12) verifies offline as it is, and opens: the migration adds the column, the chain written
+/// before still verifies under its signed checkpoint, and new events (aggregated ones too)
+/// extend it.
 #[tokio::test]
 async fn a_database_from_before_aggregated_events_migrates_and_still_verifies() {
     let keys = tempfile::tempdir().unwrap();
@@ -79,6 +80,9 @@ async fn a_database_from_before_aggregated_events_migrates_and_still_verifies() 
         &dir,
         "ALTER TABLE audit_events DROP COLUMN count; PRAGMA user_version = 12;",
     );
+    // The offline walk reads it as it is (read-only: not migrated).
+    let report = verify_audit_chain(dir.path(), &custody).unwrap();
+    assert_eq!((report.events, report.first_break), (4, None));
     let store = SqliteStore::open(dir.path()).unwrap();
     let report = verify_audit_chain(dir.path(), &custody).unwrap();
     assert_eq!((report.events, report.first_break), (4, None));

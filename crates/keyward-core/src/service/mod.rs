@@ -300,9 +300,13 @@ impl KeyService {
         self
     }
 
-    /// Records the aggregated events counted so far (see [`Pipeline::flush_aggregated`]).
-    pub async fn flush_aggregated(&self) -> Result<usize, crate::StoreError> {
-        self.pipe.flush_aggregated().await
+    /// Records the aggregated events of the seconds before `until`, or of every second counted
+    /// so far when `None` (see [`Pipeline::flush_aggregated`]).
+    pub async fn flush_aggregated(
+        &self,
+        until: Option<OffsetDateTime>,
+    ) -> Result<usize, crate::StoreError> {
+        self.pipe.flush_aggregated(until).await
     }
 
     /// Makes import tokens' transit keys through `keygen` (by default on the calling thread).
