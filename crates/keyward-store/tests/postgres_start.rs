@@ -32,7 +32,7 @@ async fn nodes_starting_together_migrate_once() {
         cluster()
             .psql(db, "SELECT count(*), max(version) FROM keyward_schema")
             .trim(),
-        "1|8"
+        "1|9"
     );
 }
 
