@@ -6,7 +6,8 @@
 # round starts at N keys), create keys for DURATION with wrk (create.lua, CONNECTIONS connections,
 # the same Lua callback as the many-keys mode). Prints per round and as medians: created keys/s
 # (2xx answers), p50/p99, failures, the server's CPU per created key (utime + stime of the server
-# process over the run, /proc/PID/stat) and how idle the machine's cores were (the host is shared:
+# process over the run, /proc/PID/stat), how idle the machine's cores were and the load
+# generator's CPU per created key (the host is shared:
 # compare the builds within one run). FILL=A: B starts from a copy of A's filled dir (keys made
 # by A, as after an upgrade; B migrates it at its first start) instead of filling its own.
 #   BIN_A=/tmp/base/keyward BIN_B=$CARGO_TARGET_DIR/release/keyward scripts/bench/create_ab.sh
@@ -61,13 +62,15 @@ fill() {
   stop
 }
 
-# round BIN TEMPLATE: prints "keys_per_s p50_ms p99_ms failures server_us_per_key idle_percent"
+# round BIN TEMPLATE: prints "keys_per_s p50_ms p99_ms failures server_us_per_key idle_percent
+# wrk_us_per_key"
 round() {
   local bin=$1 template=$2 out s0 s1 i0 i1 a0 a1
   rm -rf "$WORK/run"; cp -a "$template" "$WORK/run"
   start "$bin" "$WORK/run"
   s0=$(server_ticks); i0=$(idle_ticks); a0=$(all_ticks)
-  out=$(BENCH_PER_THREAD=1000000000 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$ROOT/scripts/bench/create.lua" "$URL")
+  # wrk in a subshell that then reports its children's CPU time (`times`, second line): wrk's.
+  out=$(BENCH_PER_THREAD=1000000000 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$ROOT/scripts/bench/create.lua" "$URL"; times)
   s1=$(server_ticks); i1=$(idle_ticks); a1=$(all_ticks)
   stop; rm -rf "$WORK/run"
   python3 - "$out" "$((s1 - s0))" "$(getconf CLK_TCK)" "$((i1 - i0))" "$((a1 - a0))" <<'PY'
@@ -78,7 +81,9 @@ w = parse(sys.argv[1])
 server, tck, idle, all_ = map(int, sys.argv[2:6])
 secs = float(re.search(r"requests in ([\d.]+)s", sys.argv[1]).group(1))
 ok = w["requests"] - w["failures"]
-print(f"{ok / secs:.0f} {w['p50']:.3f} {w['p99']:.3f} {w['failures']} {server / tck * 1e6 / max(ok, 1):.1f} {100 * idle / max(all_, 1):.0f}")
+child = re.findall(r"(\d+)m([\d.]+)s", sys.argv[1].strip().splitlines()[-1])
+wrk_s = sum(int(m) * 60 + float(s) for m, s in child)
+print(f"{ok / secs:.0f} {w['p50']:.3f} {w['p99']:.3f} {w['failures']} {server / tck * 1e6 / max(ok, 1):.1f} {100 * idle / max(all_, 1):.0f} {wrk_s * 1e6 / max(ok, 1):.1f}")
 PY
 }
 
@@ -91,7 +96,7 @@ for N in $KEYS; do
     for b in $order; do
       bin=BIN_$b
       res=$(round "${!bin}" "$WORK/$b-$N")
-      echo "N=$N round $r $b: $res (keys/s p50_ms p99_ms failures server_us/key idle%)"
+      echo "N=$N round $r $b: $res (keys/s p50_ms p99_ms failures server_us/key idle% wrk_us/key)"
       if [ "$b" = A ]; then RA="$RA$res;"; else RB="$RB$res;"; fi
     done
   done
@@ -101,9 +106,9 @@ import statistics, sys
 n, a, b = sys.argv[1:4]
 def med(s):
     rows = [list(map(float, r.split())) for r in s.strip(";").split(";")]
-    return [statistics.median(r[i] for r in rows) for i in range(6)]
+    return [statistics.median(r[i] for r in rows) for i in range(7)]
 ma, mb = med(a), med(b)
-names = ["keys/s", "p50 ms", "p99 ms", "failures", "server us/key", "idle %"]
+names = ["keys/s", "p50 ms", "p99 ms", "failures", "server us/key", "idle %", "wrk us/key"]
 print(f"N={n} medians: " + ", ".join(f"{k} A {x:g} B {y:g}" for k, x, y in zip(names, ma, mb)))
 print(f"N={n} B/A: keys/s {mb[0] / ma[0]:.2f}x, server CPU per key {mb[4] / ma[4]:.2f}x")
 PY
