@@ -350,7 +350,7 @@ async fn a_database_from_before_aggregated_events_migrates_and_still_verifies() 
         &db,
         "ALTER TABLE audit_events DROP COLUMN count;
          ALTER TABLE audit_pending DROP COLUMN count;
-         UPDATE keyward_schema SET version = 7;",
+         UPDATE keyward_schema SET version = 8;",
     );
     let store = node(&cluster().url(&db), 2).await;
     let report = verify_audit_chain_pg(&store, &custody).await.unwrap();

@@ -78,7 +78,7 @@ async fn a_database_from_before_aggregated_events_migrates_and_still_verifies() 
     }
     tamper(
         &dir,
-        "ALTER TABLE audit_events DROP COLUMN count; PRAGMA user_version = 12;",
+        "ALTER TABLE audit_events DROP COLUMN count; PRAGMA user_version = 14;",
     );
     // The offline walk reads it as it is (read-only: not migrated).
     let report = verify_audit_chain(dir.path(), &custody).unwrap();
