@@ -423,6 +423,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // the runtime's first start with its URL, starts the background work and serves HTTP.
     let runtime = keyward_runtime::Runtime::open(config).await?;
     let server = keyward_server::serve(runtime).await?;
+    // Before the server says it listens: a SIGTERM from then on is a clean shutdown.
+    let signal = keyward_client::shutdown_signal();
     tracing::info!(url = %server.url, "keyward is serving");
     if let Some(path) = &server.bootstrap_file {
         println!(
@@ -436,7 +438,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let closer = server.closer();
     tokio::spawn(async move {
-        keyward_client::shutdown_signal().await;
+        signal.await;
         tracing::info!("shutting down");
         closer.close();
     });

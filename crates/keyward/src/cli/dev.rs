@@ -66,6 +66,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     let runtime = keyward_runtime::Runtime::open(config).await?;
     let server = keyward_server::serve(runtime).await?;
+    // Before the server says it listens: a SIGTERM from then on is a clean shutdown.
+    let signal = keyward_client::shutdown_signal();
     let boot_path = server
         .bootstrap_file
         .clone()
@@ -94,7 +96,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("keyward: listening on {url}");
     let closer = server.closer();
     tokio::spawn(async move {
-        keyward_client::shutdown_signal().await;
+        signal.await;
         tracing::info!("shutting down");
         closer.close();
     });
