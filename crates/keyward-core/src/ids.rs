@@ -18,6 +18,16 @@ macro_rules! uuid_id {
             pub fn random() -> Self {
                 $name(Uuid::new_v4())
             }
+            /// A new time-ordered (v7) identifier: 48 bits of Unix time in milliseconds, then
+            /// 74 random bits (ordered by creation within this process). New keys and key versions get these, so the store's indexes on
+            /// their ids grow at one end rather than taking each insert at a random page: with
+            /// random ids a key creation changed ~5 pages at 100 000 keys (each written to the
+            /// log and again to the database), and more the more keys (issue 19). The time is
+            /// readable from the id: a key's creation time (in its metadata anyway) and a
+            /// version's (its id is in every DEK ciphertext made under it).
+            pub fn ordered() -> Self {
+                $name(Uuid::now_v7())
+            }
             /// The 16 raw bytes.
             pub fn as_bytes(&self) -> &[u8; 16] {
                 self.0.as_bytes()
@@ -68,5 +78,23 @@ mod tests {
         assert_eq!(id.to_string(), "12345678-1234-4234-8234-123456789abc");
         assert!("not-a-uuid".parse::<KeyId>().is_err());
         assert!("".parse::<InstanceId>().is_err());
+    }
+
+    #[test]
+    fn ordered_ids_sort_by_creation_and_parse_back() {
+        let ids: Vec<KeyId> = (0..64).map(|_| KeyId::ordered()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+        // Their text sorts the same way (the store indexes the text).
+        let text: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let mut sorted_text = text.clone();
+        sorted_text.sort();
+        assert_eq!(text, sorted_text);
+        for (id, t) in ids.iter().zip(&text) {
+            assert_eq!(t.parse::<KeyId>().ok().as_ref(), Some(id));
+            assert_eq!(t.as_bytes().get(14), Some(&b'7'), "version 7: {t}");
+        }
+        assert_ne!(KeyVersionId::ordered(), KeyVersionId::ordered());
     }
 }

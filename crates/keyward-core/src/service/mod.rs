@@ -551,7 +551,7 @@ impl KeyService {
         let mut v = KeyVersion {
             key_id,
             number,
-            id: KeyVersionId::random(),
+            id: KeyVersionId::ordered(),
             created_at: now,
             material: self.custody.wrap_material(material)?,
             signature: Vec::new(),
