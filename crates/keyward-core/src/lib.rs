@@ -55,7 +55,7 @@ pub use events::{
     SubscriptionRecord,
 };
 pub use identity::{AccessPolicyRecord, AuthorizationRecord, IdentityKind, IdentityRecord};
-pub use ids::{InstanceId, KeyId, KeyVersionId, ParseIdError};
+pub use ids::{IdOrder, InstanceId, KeyId, KeyVersionId, ParseIdError};
 pub use key::{
     ALLOWED_ROOT_KEY_BYTES, DEFAULT_KEY_RING, DeletionAuthorization, DualAuthPolicy, KeyKind,
     KeyRecord, KeyVersion, MAX_STANDARD_KEY_BYTES, PolicyMeta, RotationPolicy,

@@ -1009,3 +1009,50 @@ async fn aliases_given_at_creation_come_with_the_key_or_not_at_all() {
     let (s, b) = create(json!(["dup", "dup"])).await;
     assert_kp_error(s, &b, StatusCode::BAD_REQUEST, "BAD_BODY_ERR");
 }
+
+/// The UUID version of an id in its text (the 13th hex digit).
+fn uuid_version(id: &str) -> char {
+    assert_eq!(id.len(), 36, "{id}");
+    id.chars().nth(14).unwrap()
+}
+
+async fn created_and_rotated_ids(ts: &TestServer) -> Vec<String> {
+    let id = ts.create_root_key("ids").await;
+    let (s, b) = ts.action(&id, "rotate", json!({})).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let (s, v) = ts
+        .call(Method::GET, &format!("/api/v2/keys/{id}/versions"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let versions: Vec<String> = v["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(versions.len(), 2, "{v}");
+    std::iter::once(id).chain(versions).collect()
+}
+
+#[tokio::test]
+async fn new_keys_and_versions_get_time_ordered_ids_unless_configured_random() {
+    let ts = TestServer::start().await;
+    let ids = created_and_rotated_ids(&ts).await;
+    assert!(ids.iter().all(|id| uuid_version(id) == '7'), "{ids:?}");
+    // Versions listed newest first: a later version's id sorts after the earlier one's.
+    assert!(ids[1] > ids[2], "{ids:?}");
+
+    // `key_ids = "random"`: v4, as Key Protect's; the keys made before keep their ids and work.
+    let ts = ts
+        .restart_with(|c| c.key_ids = keyward_runtime::config::KeyIds::Random)
+        .await;
+    let random = created_and_rotated_ids(&ts).await;
+    assert!(
+        random.iter().all(|id| uuid_version(id) == '4'),
+        "{random:?}"
+    );
+    let (s, b) = ts
+        .action(&ids[0], "wrap", json!({"plaintext": b64(&[7; 32])}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}

@@ -65,7 +65,7 @@ impl KeyService {
                     None => self.custody.generate_material(GENERATED_KEY_BYTES)?,
                 };
                 let bits = u16::try_from(material.len().saturating_mul(8)).unwrap_or(u16::MAX);
-                let id = KeyId::ordered();
+                let id = KeyId::new(self.config.ids);
                 let version = self.new_version(caller.instance(), id, 1, &material, now)?;
                 let mut key = KeyRecord {
                     id,

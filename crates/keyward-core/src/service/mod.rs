@@ -87,6 +87,8 @@ pub struct LifecycleConfig {
     /// process apply at once; changes made by another process sharing the store, within this.
     /// Zero disables the cache.
     pub key_cache_ttl: Duration,
+    /// How new keys and key versions are named.
+    pub ids: crate::IdOrder,
 }
 
 impl Default for LifecycleConfig {
@@ -100,6 +102,7 @@ impl Default for LifecycleConfig {
             dual_auth_window: Duration::from_secs(7 * DAY),
             rotation_month: Duration::from_secs(30 * DAY),
             key_cache_ttl: Duration::from_secs(1),
+            ids: crate::IdOrder::default(),
         }
     }
 }
@@ -551,7 +554,7 @@ impl KeyService {
         let mut v = KeyVersion {
             key_id,
             number,
-            id: KeyVersionId::ordered(),
+            id: KeyVersionId::new(self.config.ids),
             created_at: now,
             material: self.custody.wrap_material(material)?,
             signature: Vec::new(),
