@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use common::{DEK_B64, TestServer};
 use keyward_core::BreakKind;
 use keyward_runtime::ServerConfig;
+use keyward_store::ArchiveStart;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -44,6 +45,15 @@ fn retention(c: &mut ServerConfig, archive: &Path, export: &Path) {
 
 /// The archive and the database walked as one chain, as `keyward audit verify` does.
 async fn verify(dir: &Path, archive: Option<&Path>) -> keyward_store::TrailReport {
+    verify_from(dir, archive, ArchiveStart::Genesis).await
+}
+
+/// [`verify`], from where `start` says.
+async fn verify_from(
+    dir: &Path,
+    archive: Option<&Path>,
+    start: ArchiveStart,
+) -> keyward_store::TrailReport {
     let config = common::config(dir);
     let custody = keyward_runtime::open_custody(&config, false).unwrap();
     let archive = archive.map(keyward_store::archive::DirSegments::new);
@@ -53,11 +63,11 @@ async fn verify(dir: &Path, archive: Option<&Path>) -> keyward_store::TrailRepor
     match config.store.postgres().unwrap() {
         Some(options) => {
             let store = keyward_store::PgStore::connect(&options).await.unwrap();
-            keyward_store::verify_audit_trail_pg(&store, archive, custody.as_ref())
+            keyward_store::verify_audit_trail_pg(&store, archive, start, custody.as_ref())
                 .await
                 .unwrap()
         }
-        None => keyward_store::verify_audit_trail(dir, archive, custody.as_ref()).unwrap(),
+        None => keyward_store::verify_audit_trail(dir, archive, start, custody.as_ref()).unwrap(),
     }
 }
 
@@ -268,6 +278,39 @@ async fn tamper_cases(data: &Path, archive: &Path) {
     std::fs::remove_file(copy.path().join(name(1))).unwrap();
     let b = broken(copy.path()).await;
     assert_eq!((b.kind, b.seq), (BreakKind::Removed, first_of(1)), "{b:?}");
+
+    // The oldest segments aged out on purpose: a break from seq 1, unless the walk is told to
+    // start at the oldest segment left; then it verifies, and says where it started.
+    let copy = copy_archive(archive);
+    std::fs::remove_file(copy.path().join(name(0))).unwrap();
+    std::fs::remove_file(copy.path().join(name(1))).unwrap();
+    let b = broken(copy.path()).await;
+    assert_eq!((b.kind, b.seq), (BreakKind::Removed, 1), "{b:?}");
+    let aged = verify_from(data, Some(copy.path()), ArchiveStart::OldestSegment).await;
+    assert!(aged.chain.first_break.is_none(), "{aged:?}");
+    let a = aged.archive.as_ref().unwrap();
+    assert_eq!(a.aged_out_before, Some(first_of(2)), "{a:?}");
+    assert_eq!(a.events, a.head.unwrap().0 - first_of(2) + 1, "{a:?}");
+    // ... but a gap after the oldest segment left is still a break,
+    std::fs::remove_file(copy.path().join(name(3))).unwrap();
+    let b = verify_from(data, Some(copy.path()), ArchiveStart::OldestSegment)
+        .await
+        .chain
+        .first_break
+        .expect("a break");
+    assert_eq!((b.kind, b.seq), (BreakKind::Removed, first_of(3)), "{b:?}");
+    // ... and so is an altered event in the oldest segment left: its checkpoint vouches for it.
+    let copy = copy_archive(archive);
+    std::fs::remove_file(copy.path().join(name(0))).unwrap();
+    let p = copy.path().join(name(1));
+    let text = gunzip(&p).replacen("kms.secrets.wrap", "kms.secrets.list", 1);
+    gzip(&p, &text);
+    let b = verify_from(data, Some(copy.path()), ArchiveStart::OldestSegment)
+        .await
+        .chain
+        .first_break
+        .expect("a break");
+    assert_eq!(b.kind, BreakKind::Altered, "{b:?}");
 
     // The newest segment deleted: the database says it was archived.
     let copy = copy_archive(archive);

@@ -536,6 +536,9 @@ pub struct ArchiveReport {
     pub first_break: Option<ChainBreak>,
     /// The stored hash at the position asked for, if the archive holds it.
     pub probe: Option<[u8; 32]>,
+    /// With [`ArchiveStart::OldestSegment`], the seq the walk started at when the segments
+    /// before it were gone (aged out): the events before it were not verified.
+    pub aged_out_before: Option<u64>,
 }
 
 /// Keeps the lower of two breaks.
@@ -555,7 +558,23 @@ fn broken(kind: BreakKind, seq: u64, detail: String) -> Option<ChainBreak> {
     })
 }
 
-/// Walks every segment in `dir` as one chain from seq 1, in constant memory (one event and one
+/// Where a walk of the archive starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ArchiveStart {
+    /// At seq 1: a missing first segment is a break.
+    #[default]
+    Genesis,
+    /// At the oldest segment present, for an archive whose old segments are deleted on purpose
+    /// (aged out by a retention rule on the directory or the bucket). That segment's link to the
+    /// ones before it is taken as given; its events are still proven by the signed checkpoint
+    /// that closes it, and everything after it is checked as usual. What this cannot see is a
+    /// deletion of the oldest segments that was not meant: the report names where the walk
+    /// started ([`ArchiveReport::aged_out_before`]).
+    OldestSegment,
+}
+
+/// Walks every segment in `dir` as one chain from seq 1 (or, with [`ArchiveStart::OldestSegment`],
+/// from the oldest segment present), in constant memory (one event and one
 /// line at a time), checking each closing checkpoint with `custody`; names the first break: a
 /// missing segment (a gap between names), a renamed, swapped or reordered one (its header does
 /// not hold the range its name says, or its range is out of order), an altered one (an event
@@ -566,22 +585,32 @@ pub fn verify_archive(
     store: &dyn SegmentStore,
     custody: &dyn Custody,
     probe: Option<u64>,
+    start: ArchiveStart,
 ) -> Result<ArchiveReport, StoreError> {
     let segments = store.list()?;
-    let mut walk = ChainWalk::default();
+    let aged_out = match (start, segments.first()) {
+        (ArchiveStart::OldestSegment, Some(first)) if first.first > 1 => Some(first.first),
+        _ => None,
+    };
+    let mut walk = if aged_out.is_some() {
+        ChainWalk::resuming()
+    } else {
+        ChainWalk::default()
+    };
     let mut report = ArchiveReport {
         segments: 0,
         events: 0,
         head: None,
         first_break: None,
         probe: None,
+        aged_out_before: aged_out,
     };
     // The last event's stored position and hash (checked by the walk one row later).
     let mut last_read: Option<(u64, [u8; 32])> = None;
     for seg in &segments {
         report.segments += 1;
         let name = seg.name.clone();
-        let expected = last_read.map_or(1, |l| l.0 + 1);
+        let expected = last_read.map_or(aged_out.unwrap_or(1), |l| l.0 + 1);
         if seg.first > expected {
             report.first_break = broken(
                 BreakKind::Removed,
@@ -671,8 +700,16 @@ fn walk_segment(
                     ),
                 );
             }
-            let expected = last_read.map_or(GENESIS_HASH, |l| l.1);
-            if unhex32(&prev_hash).ok() != Some(expected) {
+            let Ok(prev) = unhex32(&prev_hash) else {
+                return unreadable("its previous hash is not hex".into());
+            };
+            let expected = match *last_read {
+                Some(l) => l.1,
+                // The oldest segment left of an aged-out archive: its link is taken as given.
+                None if report.aged_out_before == Some(first) => prev,
+                None => GENESIS_HASH,
+            };
+            if prev != expected {
                 return broken(
                     BreakKind::Altered,
                     seg.first,
@@ -806,7 +843,7 @@ pub(crate) fn join(
                 }
             }
             _ => {
-                let from = a.head.map_or(1, |h| h.0 + 1);
+                let from = a.head.map_or(a.aged_out_before.unwrap_or(1), |h| h.0 + 1);
                 problem = broken(
                     BreakKind::Removed,
                     from,
@@ -821,7 +858,12 @@ pub(crate) fn join(
         (None, _) => {}
     }
     if let Some((dir, _)) = &archive {
-        let held = archive_head.map_or(0, |h| h.0);
+        // Where the archive's walk started: seq 1, or its oldest segment left when aged out.
+        let start = archive
+            .as_ref()
+            .and_then(|a| a.1.aged_out_before)
+            .unwrap_or(1);
+        let held = archive_head.map_or(start - 1, |h| h.0);
         if held < archived {
             problem = earlier(
                 problem,

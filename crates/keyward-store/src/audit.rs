@@ -631,7 +631,7 @@ const AUDIT_BOUNDS: &str =
 /// events a day at full load); at a break, one scan finds where the broken row's predecessor is.
 /// Events pruned after archiving are a break here: verify them with [`verify_audit_trail`].
 pub fn verify_audit_chain(dir: &Path, custody: &dyn Custody) -> Result<ChainReport, StoreError> {
-    verify_audit_trail(dir, None, custody).map(|t| t.chain)
+    verify_audit_trail(dir, None, crate::archive::ArchiveStart::Genesis, custody).map(|t| t.chain)
 }
 
 /// [`verify_audit_chain`] over the archive in `archive` and the rows in the database as one
@@ -639,6 +639,7 @@ pub fn verify_audit_chain(dir: &Path, custody: &dyn Custody) -> Result<ChainRepo
 pub fn verify_audit_trail(
     dir: &Path,
     archive: Option<&dyn crate::archive::SegmentStore>,
+    start: crate::archive::ArchiveStart,
     custody: &dyn Custody,
 ) -> Result<TrailReport, StoreError> {
     let path = dir.join(DB_FILE);
@@ -720,7 +721,7 @@ pub fn verify_audit_trail(
         None => None,
         Some(a) => {
             let probe = chain.first.and_then(|f| f.0.checked_sub(1));
-            Some((a.location(), verify_archive(a, custody, probe)?))
+            Some((a.location(), verify_archive(a, custody, probe, start)?))
         }
     };
     Ok(join(chain, archive, archived, hash_at))

@@ -34,7 +34,7 @@ mod writer;
 
 pub mod postgres;
 
-pub use archive::{ArchiveReport, TrailReport, verify_archive};
+pub use archive::{ArchiveReport, ArchiveStart, TrailReport, verify_archive};
 pub use audit::{MAX_PAGE as MAX_AUDIT_PAGE, verify_audit_chain, verify_audit_trail};
 pub use check::{CheckReport, QuickCheck, check_sqlite};
 pub use copy::{CopyProgress, CopyReport, TABLES, copy_sqlite_to_postgres};

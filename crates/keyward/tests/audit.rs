@@ -311,6 +311,23 @@ fn audit_verify_walks_the_archive_and_the_database_and_names_a_missing_swapped_o
     // The second segment deleted.
     let d = with_archive(dir.path(), |_, s| std::fs::remove_file(&s[1]).unwrap());
     assert_break(d.path(), "removed", 21, None);
+    // The first two aged out on purpose: missing from seq 1, unless `--aged-out` says so.
+    let d = with_archive(dir.path(), |_, s| {
+        std::fs::remove_file(&s[0]).unwrap();
+        std::fs::remove_file(&s[1]).unwrap();
+    });
+    assert_break(d.path(), "removed", 1, None);
+    let (code, out, _) = keyward(&[
+        "audit",
+        "verify",
+        "--aged-out",
+        "--json",
+        "--data-dir",
+        d.path().to_str().unwrap(),
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["archive"]["agedOutBefore"], 41, "{report}");
     // The second and third swapped.
     let d = with_archive(dir.path(), |a, s| {
         std::fs::rename(&s[1], a.join("x")).unwrap();

@@ -533,7 +533,7 @@ pub async fn verify_audit_chain_pg(
     store: &PgStore,
     custody: &dyn Custody,
 ) -> Result<ChainReport, StoreError> {
-    verify_audit_trail_pg(store, None, custody)
+    verify_audit_trail_pg(store, None, crate::archive::ArchiveStart::Genesis, custody)
         .await
         .map(|t| t.chain)
 }
@@ -543,6 +543,7 @@ pub async fn verify_audit_chain_pg(
 pub async fn verify_audit_trail_pg(
     store: &PgStore,
     archive: Option<&dyn crate::archive::SegmentStore>,
+    start: crate::archive::ArchiveStart,
     custody: &dyn Custody,
 ) -> Result<TrailReport, StoreError> {
     store.link_pending().await?;
@@ -618,7 +619,7 @@ pub async fn verify_audit_trail_pg(
     };
     // Offline: the archive's segments are read on this thread.
     let probe = chain.first.and_then(|f| f.0.checked_sub(1));
-    let report = verify_archive(dir, custody, probe)?;
+    let report = verify_archive(dir, custody, probe, start)?;
     let db_hash = match report.head {
         None => None,
         Some((h, _)) => tx

@@ -38,6 +38,11 @@ pub struct VerifyArgs {
     /// the database's rows are walked as one chain.
     #[arg(long)]
     archive_dir: Option<PathBuf>,
+    /// The archive's oldest segments were deleted on purpose (aged out by a retention rule):
+    /// start at the oldest segment left, whose events its signed checkpoint vouches for, instead
+    /// of reporting seq 1 onwards as missing. The report says where the walk started.
+    #[arg(long)]
+    aged_out: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -103,18 +108,29 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
             (None, Some(keyward_runtime::config::ArchiveTarget::Dir(d))) if !d.exists() => None,
             (None, _) => keyward_runtime::archive::open_archive(&config)?,
         };
+    let start = if args.aged_out {
+        keyward_store::ArchiveStart::OldestSegment
+    } else {
+        keyward_store::ArchiveStart::Genesis
+    };
     let trail = match config.store.postgres()? {
         Some(options) => {
             let store = keyward_store::PgStore::connect(&options)
                 .await
                 .context("opening the PostgreSQL store")?;
-            keyward_store::verify_audit_trail_pg(&store, archive.as_deref(), custody.as_ref())
-                .await
-                .context("reading the audit trail in PostgreSQL")?
+            keyward_store::verify_audit_trail_pg(
+                &store,
+                archive.as_deref(),
+                start,
+                custody.as_ref(),
+            )
+            .await
+            .context("reading the audit trail in PostgreSQL")?
         }
         None => keyward_store::verify_audit_trail(
             &config.data_dir,
             archive.as_deref(),
+            start,
             custody.as_ref(),
         )
         .with_context(|| format!("reading the audit trail in {}", config.data_dir.display()))?,
@@ -127,6 +143,7 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
             "segments": a.segments,
             "events": a.events,
             "head": a.head.map(|(seq, h)| json!({"seq": seq, "hash": keyward_api::hex(&h)})),
+            "agedOutBefore": a.aged_out_before,
         })
     });
     if args.json {
@@ -158,6 +175,11 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
                 a.events,
                 a.head.map_or(0, |h| h.0)
             );
+            if let Some(from) = a.aged_out_before {
+                println!(
+                    "archive: events before seq {from} were aged out (--aged-out): not verified"
+                );
+            }
         }
         match &report.first_break {
             None => println!(

@@ -140,6 +140,7 @@ async fn migrate(from: PathBuf, to_config: PathBuf) -> anyhow::Result<()> {
         archive
             .as_ref()
             .map(|a| a as &dyn keyward_store::archive::SegmentStore),
+        keyward_store::ArchiveStart::Genesis,
         custody.as_ref(),
     )
     .await
