@@ -671,7 +671,16 @@ fn revoking_a_service_on_one_node_cuts_it_off_on_the_other_at_once() {
         admin.delete_authorization(&authorization).await.unwrap();
         refused_within("authorization removal").await;
         authorize().await;
-        service.wrap(&root.id, None, vec![]).await.unwrap();
+        // A grant made on A applies on B within B's access cache lifetime (500 ms): B may
+        // still hold the "no grants" it read while refusing the service just above.
+        let t = Instant::now();
+        while let Err(e) = service.wrap(&root.id, None, vec![]).await {
+            assert!(
+                t.elapsed() < Duration::from_secs(2),
+                "re-authorized, still {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         admin.lock_api_key(&key.info.id, true).await.unwrap();
         refused_within("API key lock").await;
     });
