@@ -182,6 +182,26 @@ fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
+/// Whether SQLite failed to sync a file (the log, the database or the directory). SQLite syncs
+/// by itself in a few places even with `synchronous=NORMAL` (a checkpoint, a log restart, a
+/// commit that starts the log again), and any failed sync means what follows, as the syncer's
+/// own: the kernel may have dropped dirty pages, so the store stops (see [`Shared::failed`]).
+fn is_sync_failure(e: &rusqlite::Error) -> bool {
+    use rusqlite::ffi;
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == ffi::SQLITE_IOERR_FSYNC
+                || f.extended_code == ffi::SQLITE_IOERR_DIR_FSYNC
+    )
+}
+
+/// Stops the store after a failed sync anywhere (see [`is_sync_failure`]).
+fn sync_failed(shared: &Shared, e: &rusqlite::Error, during: &str) {
+    tracing::error!(error = %e, "store: a sync failed during {during}; the store accepts no more writes");
+    shared.failed.store(true, Ordering::Release);
+}
+
 /// The writer connection's busy handler: another connection (the checkpointer, or another
 /// process's writer) holds a lock this one needs. They usually let go within microseconds, so
 /// retry quickly at first, then back off; give up after about five seconds.
@@ -235,7 +255,7 @@ fn run(
             continue;
         }
         if shared.restart_wanted.swap(false, Ordering::AcqRel) {
-            if restart_log(&mut conn, restarts_put_off >= IMPATIENT_RESTARTS) {
+            if restart_log(&mut conn, shared, restarts_put_off >= IMPATIENT_RESTARTS) {
                 restarts_put_off = 0;
             } else {
                 restarts_put_off += 1;
@@ -274,6 +294,9 @@ fn run(
                 }
             }
             Err(e) => {
+                if is_sync_failure(&e) {
+                    sync_failed(shared, &e, "a commit");
+                }
                 let _ = conn.execute_batch("ROLLBACK");
                 fail_all(done, &e.to_string());
             }
@@ -353,7 +376,7 @@ fn sync_log(path: &std::path::Path, wal: &mut Option<File>) -> Result<(), String
 /// once it was put off `IMPATIENT_RESTARTS` times does it wait for them, briefly (`busy_brief`).
 /// Waiting every time put wrap's p99 at 6-7 ms with an export sink on, where it is 4.5-5.5 ms
 /// without the wait (BENCHMARKS.md).
-fn restart_log(conn: &mut Connection, patient: bool) -> bool {
+fn restart_log(conn: &mut Connection, shared: &Shared, patient: bool) -> bool {
     let _ = if patient {
         conn.busy_handler(Some(busy_brief))
     } else {
@@ -365,7 +388,11 @@ fn restart_log(conn: &mut Connection, patient: bool) -> bool {
         match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
             Ok(busy) => busy == 0,
             Err(e) => {
-                tracing::warn!(error = %e, "store: restarting the write-ahead log failed");
+                if is_sync_failure(&e) {
+                    sync_failed(shared, &e, "a log restart");
+                } else {
+                    tracing::warn!(error = %e, "store: restarting the write-ahead log failed");
+                }
                 false
             }
         };
@@ -394,6 +421,7 @@ fn checkpoint(conn: Connection, shared: &Shared, stop: mpsc::Receiver<()>) {
                 shared.restart_wanted.store(true, Ordering::Release);
             }
             Ok(_) => {}
+            Err(e) if is_sync_failure(&e) => sync_failed(shared, &e, "a checkpoint"),
             Err(e) => tracing::warn!(error = %e, "store: checkpoint failed"),
         }
     }
