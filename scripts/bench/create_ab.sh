@@ -10,7 +10,9 @@
 # generator's CPU per created key (the host is shared:
 # compare the builds within one run). FILL=A: B starts from a copy of A's filled dir (keys made
 # by A, as after an upgrade; B migrates it at its first start) instead of filling its own.
+# CONFIG_A / CONFIG_B: top-level config lines for that build only (one binary, two settings).
 #   BIN_A=/tmp/base/keyward BIN_B=$CARGO_TARGET_DIR/release/keyward scripts/bench/create_ab.sh
+#   BIN_A=$B BIN_B=$B CONFIG_A='key_ids = "random"' scripts/bench/create_ab.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -25,13 +27,18 @@ command -v wrk >/dev/null || { echo "installing wrk"; apt-get install -y -qq wrk
 WORK=$(mktemp -d)
 PID=
 trap '[ -n "$PID" ] && { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; }; rm -rf "$WORK"' EXIT
-printf '[lifecycle]\nmin_rotation_interval_secs = 0\nenable_after_disable_secs = 0\n' > "$WORK/keyward.toml"
+for b in A B; do
+  extra=CONFIG_$b
+  printf '%s\n[lifecycle]\nmin_rotation_interval_secs = 0\nenable_after_disable_secs = 0\n' "${!extra:-}" > "$WORK/$b.toml"
+done
 
-# start BIN DIR: a server on DIR; sets PID, URL and exports BENCH_TOKEN, BENCH_INSTANCE.
+# start BUILD DIR: a server of BUILD (A or B) on DIR; sets PID, URL and exports BENCH_TOKEN,
+# BENCH_INSTANCE.
 start() {
-  local bin=$1 dir=$2 api_key
+  local build=$1 dir=$2 api_key bin
+  bin=BIN_$build
   : > "$WORK/stdout"
-  KEYWARD_LOG=warn "$bin" serve --data-dir "$dir" --listen 127.0.0.1:0 --config "$WORK/keyward.toml" \
+  KEYWARD_LOG=warn "${!bin}" serve --data-dir "$dir" --listen 127.0.0.1:0 --config "$WORK/$build.toml" \
     > "$WORK/stdout" 2> "$WORK/stderr" &
   PID=$!
   for _ in $(seq 600); do grep -q "listening on" "$WORK/stdout" 2>/dev/null && break; sleep 0.1; done
@@ -50,10 +57,10 @@ server_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 idle_ticks() { awk '/^cpu /{print $5 + $6; exit}' /proc/stat; }
 all_ticks() { awk '/^cpu /{s = 0; for (i = 2; i <= NF; i++) s += $i; print s; exit}' /proc/stat; }
 
-# fill BIN DIR N: N keys in DIR, made through the API by BIN.
+# fill BUILD DIR N: N keys in DIR, made through the API by BUILD.
 fill() {
-  local bin=$1 dir=$2 n=$3 wrk_pid
-  start "$bin" "$dir"
+  local build=$1 dir=$2 n=$3 wrk_pid
+  start "$build" "$dir"
   BENCH_PER_THREAD=$(( (n + THREADS - 1) / THREADS )) wrk -t"$THREADS" -c32 -d3600s -s "$ROOT/scripts/bench/create.lua" "$URL" > /dev/null &
   wrk_pid=$!
   until [ "$(total)" -ge "$n" ]; do kill -0 "$wrk_pid" 2>/dev/null || break; sleep 0.2; done
@@ -62,12 +69,12 @@ fill() {
   stop
 }
 
-# round BIN TEMPLATE: prints "keys_per_s p50_ms p99_ms failures server_us_per_key idle_percent
+# round BUILD TEMPLATE: prints "keys_per_s p50_ms p99_ms failures server_us_per_key idle_percent
 # wrk_us_per_key"
 round() {
-  local bin=$1 template=$2 out s0 s1 i0 i1 a0 a1
+  local build=$1 template=$2 out s0 s1 i0 i1 a0 a1
   rm -rf "$WORK/run"; cp -a "$template" "$WORK/run"
-  start "$bin" "$WORK/run"
+  start "$build" "$WORK/run"
   s0=$(server_ticks); i0=$(idle_ticks); a0=$(all_ticks)
   # wrk in a subshell that then reports its children's CPU time (`times`, second line): wrk's.
   out=$(BENCH_PER_THREAD=1000000000 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$ROOT/scripts/bench/create.lua" "$URL"; times)
@@ -88,14 +95,13 @@ PY
 }
 
 for N in $KEYS; do
-  fill "$BIN_A" "$WORK/A-$N" "$N"
-  if [ "${FILL:-}" = A ]; then cp -a "$WORK/A-$N" "$WORK/B-$N"; else fill "$BIN_B" "$WORK/B-$N" "$N"; fi
+  fill A "$WORK/A-$N" "$N"
+  if [ "${FILL:-}" = A ]; then cp -a "$WORK/A-$N" "$WORK/B-$N"; else fill B "$WORK/B-$N" "$N"; fi
   RA=; RB=
   for r in $(seq "$ROUNDS"); do
     if [ $((r % 2)) = 1 ]; then order="A B"; else order="B A"; fi
     for b in $order; do
-      bin=BIN_$b
-      res=$(round "${!bin}" "$WORK/$b-$N")
+      res=$(round "$b" "$WORK/$b-$N")
       echo "N=$N round $r $b: $res (keys/s p50_ms p99_ms failures server_us/key idle% wrk_us/key)"
       if [ "$b" = A ]; then RA="$RA$res;"; else RB="$RB$res;"; fi
     done
