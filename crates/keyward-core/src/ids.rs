@@ -32,12 +32,12 @@ macro_rules! uuid_id {
                 $name(Uuid::new_v4())
             }
             /// A new time-ordered (v7) identifier: 48 bits of Unix time in milliseconds, then
-            /// 74 random bits (ordered by creation within this process). New keys and key versions get these, so the store's indexes on
-            /// their ids grow at one end rather than taking each insert at a random page: with
-            /// random ids a key creation changed ~5 pages at 100 000 keys (each written to the
-            /// log and again to the database), and more the more keys (issue 19). The time is
-            /// readable from the id: a key's creation time (in its metadata anyway) and a
-            /// version's (its id is in every DEK ciphertext made under it).
+            /// 74 random bits (ordered by creation within this process); see
+            /// [`IdOrder::TimeOrdered`]. With random ids a key creation changed ~5 index pages
+            /// at 100 000 keys (each written to the log and again to the database), and more the
+            /// more keys (issue 19). The time is readable from the id: a key's creation time (in
+            /// its metadata anyway) and a version's (its id is in every DEK ciphertext made
+            /// under it).
             pub fn ordered() -> Self {
                 $name(Uuid::now_v7())
             }

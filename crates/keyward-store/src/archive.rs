@@ -857,12 +857,9 @@ pub(crate) fn join(
         },
         (None, _) => {}
     }
-    if let Some((dir, _)) = &archive {
+    if let Some((dir, walked)) = &archive {
         // Where the archive's walk started: seq 1, or its oldest segment left when aged out.
-        let start = archive
-            .as_ref()
-            .and_then(|a| a.1.aged_out_before)
-            .unwrap_or(1);
+        let start = walked.aged_out_before.unwrap_or(1);
         let held = archive_head.map_or(start - 1, |h| h.0);
         if held < archived {
             problem = earlier(
