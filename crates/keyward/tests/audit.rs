@@ -36,6 +36,21 @@ fn verify(dir: &Path) -> (i32, Value) {
     (code, v)
 }
 
+/// Creates a root key (`extractable: false`) named `name`: its id.
+fn root_key(a: &common::Api, name: &str) -> String {
+    let r = a
+        .req(Method::POST, "/api/v2/keys")
+        .json(&json!({"metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
+                      "resources": [{"name": name, "extractable": false}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().unwrap()["resources"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 fn wrap(a: &common::Api, key: &str) {
     let r = a
         .req(Method::POST, &format!("/api/v2/keys/{key}/actions/wrap"))
@@ -53,17 +68,7 @@ fn two_server_trail() -> tempfile::TempDir {
     let a1 = api(dir.path(), &first.url);
     let second = spawn(dir.path());
     let a2 = api(dir.path(), &second.url);
-    let r = a1
-        .req(Method::POST, "/api/v2/keys")
-        .json(&json!({"metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
-                      "resources": [{"name": "shared", "extractable": false}]}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let key = r.json::<Value>().unwrap()["resources"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = root_key(&a1, "shared");
     std::thread::scope(|s| {
         for a in [&a1, &a2, &a1, &a2] {
             let key = &key;
@@ -270,17 +275,7 @@ fn audit_verify_walks_the_archive_and_the_database_and_names_a_missing_swapped_o
         ),
     );
     let a = api(dir.path(), &server.url);
-    let r = a
-        .req(Method::POST, "/api/v2/keys")
-        .json(&json!({"metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
-                      "resources": [{"name": "archived", "extractable": false}]}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let key = r.json::<Value>().unwrap()["resources"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = root_key(&a, "archived");
     for _ in 0..120 {
         wrap(&a, &key);
     }
@@ -690,17 +685,7 @@ fn aggregated_wraps_are_exported_archived_and_verified() {
         ),
     );
     let a = api(dir.path(), &server.url);
-    let r = a
-        .req(Method::POST, "/api/v2/keys")
-        .json(&json!({"metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
-                      "resources": [{"name": "aggregated", "extractable": false}]}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let key = r.json::<Value>().unwrap()["resources"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = root_key(&a, "aggregated");
     let n = 40;
     for i in 0..n {
         wrap(&a, &key);
